@@ -1,0 +1,1 @@
+//! Laptop-mode adapters: everything under one state directory, no AWS account.

@@ -1,0 +1,198 @@
+//! Credentials: cache users that can hold two passwords at once (so a rotation
+//! adds the new one before removing the old), and what a binding returns.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use super::Engine;
+
+/// Where a cache listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// A cache user: a name, one or two valid passwords, and ACL rules.
+///
+/// Two passwords exist only during a rotation's grace period; the first is the
+/// newest. `Debug` never prints a password.
+pub struct CacheUser {
+    pub username: String,
+    pub passwords: Vec<SecretString>,
+    pub access_string: String,
+}
+
+impl std::fmt::Debug for CacheUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheUser")
+            .field("username", &self.username)
+            .field("passwords", &format_args!("[{} redacted]", self.passwords.len()))
+            .field("access_string", &self.access_string)
+            .finish()
+    }
+}
+
+/// The most passwords a user holds at once (ElastiCache and Redis ACLs allow
+/// more, but a rotation needs exactly two).
+pub const MAX_PASSWORDS: usize = 2;
+
+impl CacheUser {
+    pub fn new(username: String, password: SecretString, access_string: String) -> CacheUser {
+        CacheUser { username, passwords: vec![password], access_string }
+    }
+}
+
+/// What bind and fetch-binding return under `credentials`.
+pub struct Credentials {
+    pub engine: Engine,
+    pub engine_version: String,
+    pub endpoint: Endpoint,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("engine", &self.engine)
+            .field("endpoint", &self.endpoint)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The connection URI: `redis://user:pass@host:port` (`rediss://` with TLS);
+    /// for Memcached `host:port`, which is what Memcached clients take.
+    pub fn uri(&self) -> String {
+        let hostport = format!("{}:{}", self.endpoint.host, self.endpoint.port);
+        if !self.engine.speaks_redis() {
+            return hostport;
+        }
+        let scheme = if self.endpoint.tls { "rediss" } else { "redis" };
+        match (&self.username, &self.password) {
+            (Some(user), Some(pass)) => format!(
+                "{scheme}://{}:{}@{hostport}",
+                percent_encode(user),
+                percent_encode(pass.expose_secret())
+            ),
+            _ => format!("{scheme}://{hostport}"),
+        }
+    }
+
+    /// The JSON object returned to the platform. Every key is also fit to be an
+    /// environment variable name's value, and `REDIS_URL` / `MEMCACHED_URL`
+    /// serve platforms that inject each key as a variable.
+    pub fn to_json(&self) -> Value {
+        let uri = self.uri();
+        let mut m = Map::new();
+        m.insert("uri".into(), json!(uri));
+        m.insert("host".into(), json!(self.endpoint.host));
+        m.insert("hostname".into(), json!(self.endpoint.host));
+        m.insert("port".into(), json!(self.endpoint.port));
+        if let Some(user) = &self.username {
+            m.insert("username".into(), json!(user));
+        }
+        if let Some(pass) = &self.password {
+            m.insert("password".into(), json!(pass.expose_secret()));
+        }
+        m.insert("tls_enabled".into(), json!(self.endpoint.tls));
+        m.insert("engine".into(), json!(self.engine.as_str()));
+        m.insert("engine_version".into(), json!(self.engine_version));
+        let url_key = if self.engine.speaks_redis() { "REDIS_URL" } else { "MEMCACHED_URL" };
+        m.insert(url_key.into(), json!(uri));
+        Value::Object(m)
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved set, so any user
+/// name or password survives inside a URI.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A random password of `len` characters from letters and digits (so it needs
+/// no escaping anywhere), from the operating system's generator.
+pub fn generate_password(len: usize) -> SecretString {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let s: String = rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect();
+    SecretString::from(s)
+}
+
+/// Binding passwords are 40 characters of [A-Za-z0-9]: about 238 bits.
+pub const PASSWORD_LEN: usize = 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(engine: Engine, user: Option<&str>, pass: Option<&str>) -> Credentials {
+        Credentials {
+            engine,
+            engine_version: "7.1".into(),
+            endpoint: Endpoint { host: "127.0.0.1".into(), port: 6390, tls: false },
+            username: user.map(str::to_string),
+            password: pass.map(|p| SecretString::from(p.to_string())),
+        }
+    }
+
+    #[test]
+    fn redis_credentials_carry_a_uri_with_user_and_password_and_redis_url() {
+        let c = creds(Engine::Redis, Some("b-1"), Some("p@ss/word")).to_json();
+        assert_eq!(c["uri"], "redis://b-1:p%40ss%2Fword@127.0.0.1:6390");
+        assert_eq!(c["REDIS_URL"], c["uri"]);
+        assert_eq!(c["host"], "127.0.0.1");
+        assert_eq!(c["hostname"], "127.0.0.1");
+        assert_eq!(c["port"], 6390);
+        assert_eq!(c["username"], "b-1");
+        assert_eq!(c["password"], "p@ss/word");
+        assert_eq!(c["tls_enabled"], false);
+        assert_eq!(c["engine"], "redis");
+        assert_eq!(c["engine_version"], "7.1");
+    }
+
+    #[test]
+    fn memcached_credentials_are_host_and_port() {
+        let c = creds(Engine::Memcached, None, None).to_json();
+        assert_eq!(c["uri"], "127.0.0.1:6390");
+        assert_eq!(c["MEMCACHED_URL"], "127.0.0.1:6390");
+        assert!(c.get("password").is_none());
+        assert!(c.get("REDIS_URL").is_none());
+    }
+
+    #[test]
+    fn tls_endpoints_use_the_rediss_scheme() {
+        let mut c = creds(Engine::Valkey, Some("u"), Some("p"));
+        c.endpoint.tls = true;
+        assert!(c.uri().starts_with("rediss://"));
+    }
+
+    #[test]
+    fn debug_never_prints_a_password() {
+        let c = creds(Engine::Redis, Some("b-1"), Some("hunter2hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let u = CacheUser::new("u".into(), SecretString::from("hunter2hunter2"), "~*".into());
+        assert!(!format!("{u:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_random_and_alphanumeric() {
+        let a = generate_password(PASSWORD_LEN);
+        let b = generate_password(PASSWORD_LEN);
+        assert_eq!(a.expose_secret().len(), 40);
+        assert!(a.expose_secret().chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

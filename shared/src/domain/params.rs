@@ -1,0 +1,202 @@
+//! Plan parameters: the JSON Schemas each plan publishes, validation of requests
+//! against them (jsonschema), and errors that name the parameter and the values
+//! the plan allows.
+
+use serde_json::{Map, Value, json};
+
+use super::Plan;
+
+/// The parameter that picks the engine's major version.
+pub const ENGINE_VERSION: &str = "engine_version";
+
+/// The schema of `parameters` on provision (`create`) and on update: the same
+/// for both, since every parameter can be changed later.
+pub fn parameters_schema(plan: &Plan) -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            ENGINE_VERSION: {
+                "description": format!(
+                    "Major engine version, as a string. Allowed: {}. Default: {}.",
+                    plan.engine_versions.join(", "),
+                    plan.default_engine_version
+                ),
+                "type": "string",
+                "enum": plan.engine_versions,
+            }
+        }
+    })
+}
+
+/// Why parameters were refused; the text is shown to the developer as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParameterError(pub String);
+
+/// Validates `parameters` against `schema`; the first problem found is
+/// described so that a person knows what to send instead.
+pub fn validate(plan: &Plan, schema: &Value, parameters: &Value) -> Result<(), ParameterError> {
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| ParameterError(format!("plan {} has an invalid parameter schema: {e}", plan.name)))?;
+    let mut errors: Vec<String> = validator
+        .iter_errors(parameters)
+        .map(|e| describe(plan, schema, &e))
+        .collect();
+    errors.sort();
+    errors.dedup();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(ParameterError(errors.join("; "))),
+    }
+}
+
+fn allowed_names(schema: &Value) -> String {
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    let path = e.instance_path().to_string();
+    let name = path.trim_start_matches('/').replace('/', ".");
+    match e.kind() {
+        K::AdditionalProperties { unexpected } => format!(
+            "unknown parameter{} {} for plan {}; allowed parameters: {}",
+            if unexpected.len() > 1 { "s" } else { "" },
+            unexpected.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", "),
+            plan.name,
+            allowed_names(schema)
+        ),
+        K::Type { .. } if name.is_empty() => "parameters must be a JSON object".to_string(),
+        _ if name == ENGINE_VERSION => {
+            let got = e.instance();
+            let hint = match got.as_ref() {
+                Value::String(s) if s.matches('.').count() > 1 => {
+                    " (give the major version only, not a minor version)"
+                }
+                Value::String(_) => "",
+                _ => " (it must be a quoted string, e.g. \"7.0\")",
+            };
+            format!(
+                "parameter '{ENGINE_VERSION}' is {got}{hint}; plan {} allows {}",
+                plan.name,
+                plan.engine_versions.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
+            )
+        }
+        _ => format!("parameter '{name}': {e}"),
+    }
+}
+
+/// The engine version an instance gets: the requested one, or the plan's default.
+pub fn engine_version(plan: &Plan, parameters: &Map<String, Value>) -> String {
+    parameters
+        .get(ENGINE_VERSION)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| plan.default_engine_version.clone())
+}
+
+/// Orders major versions numerically ("7.10" after "7.2").
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+    parse(a).cmp(&parse(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::PlanMetadata;
+
+    fn plan() -> Plan {
+        Plan {
+            id: "p".into(),
+            service_id: "s".into(),
+            name: "small".into(),
+            description: "d".into(),
+            free: false,
+            node_type: "cache.t4g.small".into(),
+            shards: 1,
+            replicas_per_shard: 0,
+            cache_nodes: 1,
+            cluster_mode: false,
+            multi_az: false,
+            automatic_failover: false,
+            engine_versions: vec!["6.2".into(), "7.0".into(), "7.1".into()],
+            default_engine_version: "7.1".into(),
+            maximum_polling_duration: 1800,
+            snapshot_retention_days: 0,
+            maintenance_version: None,
+            access_string: "~* +@all".into(),
+            metadata: PlanMetadata::default(),
+        }
+    }
+
+    fn check(params: Value) -> Result<(), ParameterError> {
+        let plan = plan();
+        validate(&plan, &parameters_schema(&plan), &params)
+    }
+
+    #[test]
+    fn an_allowed_major_version_is_accepted() {
+        assert_eq!(check(json!({"engine_version": "6.2"})), Ok(()));
+        assert_eq!(check(json!({})), Ok(()));
+    }
+
+    #[test]
+    fn a_number_is_refused_naming_the_parameter_and_allowed_values() {
+        let err = check(json!({"engine_version": 6.2})).unwrap_err().0;
+        assert!(err.contains("'engine_version'"), "{err}");
+        assert!(err.contains("quoted string"), "{err}");
+        assert!(err.contains("\"6.2\", \"7.0\", \"7.1\""), "{err}");
+    }
+
+    #[test]
+    fn a_minor_version_is_refused_with_a_hint() {
+        let err = check(json!({"engine_version": "6.2.1"})).unwrap_err().0;
+        assert!(err.contains("major version only"), "{err}");
+        assert!(err.contains("\"6.2\", \"7.0\", \"7.1\""), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let err = check(json!({"engine_version": "5.0"})).unwrap_err().0;
+        assert!(err.contains("\"5.0\""), "{err}");
+        assert!(err.contains("allows \"6.2\""), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_parameter_is_refused_naming_it_and_the_allowed_ones() {
+        let err = check(json!({"maxmemory": "1gb"})).unwrap_err().0;
+        assert_eq!(
+            err,
+            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version"
+        );
+    }
+
+    #[test]
+    fn parameters_must_be_an_object() {
+        let err = check(json!(["engine_version"])).unwrap_err().0;
+        assert_eq!(err, "parameters must be a JSON object");
+    }
+
+    #[test]
+    fn the_default_engine_version_applies_when_none_is_asked() {
+        let plan = plan();
+        assert_eq!(engine_version(&plan, &Map::new()), "7.1");
+        let mut m = Map::new();
+        m.insert(ENGINE_VERSION.into(), json!("6.2"));
+        assert_eq!(engine_version(&plan, &m), "6.2");
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("7.10", "7.2"), Greater);
+        assert_eq!(compare_versions("6.2", "7.0"), Less);
+        assert_eq!(compare_versions("7.0", "7.0"), Equal);
+    }
+}

@@ -1,0 +1,149 @@
+//! Services and plans as data. The catalog file seeds them; at run time the store
+//! is the source of truth, so an operator changes a plan without a release.
+
+use serde::{Deserialize, Serialize};
+
+/// The cache engine a service offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Redis,
+    Valkey,
+    Memcached,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis",
+            Engine::Valkey => "valkey",
+            Engine::Memcached => "memcached",
+        }
+    }
+
+    /// Redis OSS and Valkey speak the Redis protocol and have ACL users.
+    pub fn speaks_redis(self) -> bool {
+        matches!(self, Engine::Redis | Engine::Valkey)
+    }
+
+    /// The URI scheme of the credentials' `uri`.
+    pub fn uri_scheme(self) -> &'static str {
+        match self {
+            Engine::Redis | Engine::Valkey => "redis",
+            Engine::Memcached => "memcached",
+        }
+    }
+}
+
+/// A service offering: one engine, several plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    /// CLI-friendly: lowercase letters, digits and hyphens.
+    pub name: String,
+    pub description: String,
+    pub engine: Engine,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// Display metadata of a plan, passed through to the catalog.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanMetadata {
+    #[serde(rename = "displayName")]
+    pub display_name: String,
+    #[serde(default)]
+    pub bullets: Vec<String>,
+    #[serde(default)]
+    pub costs: Vec<serde_json::Value>,
+}
+
+/// A plan: the shape of the cache a developer gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: String,
+    pub service_id: String,
+    /// CLI-friendly: lowercase letters, digits and hyphens.
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub free: bool,
+    /// ElastiCache node type, e.g. `cache.t4g.micro`.
+    pub node_type: String,
+    /// Shards (node groups). 1 unless `cluster_mode`.
+    #[serde(default = "one")]
+    pub shards: u8,
+    /// Replicas per shard (Redis OSS, Valkey).
+    #[serde(default)]
+    pub replicas_per_shard: u8,
+    /// Cache nodes (Memcached).
+    #[serde(default = "one")]
+    pub cache_nodes: u8,
+    #[serde(default)]
+    pub cluster_mode: bool,
+    #[serde(default)]
+    pub multi_az: bool,
+    #[serde(default)]
+    pub automatic_failover: bool,
+    /// Major versions a developer may ask for, as strings: "6.2", "7.0".
+    pub engine_versions: Vec<String>,
+    pub default_engine_version: String,
+    /// Seconds a platform should poll; also the deadline of every operation.
+    pub maximum_polling_duration: u64,
+    #[serde(default)]
+    pub snapshot_retention_days: u8,
+    /// OSB maintenance_info.version; a request naming another one gets 422.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_version: Option<String>,
+    /// ACL rules each binding user gets (Redis OSS, Valkey).
+    #[serde(default = "default_access_string")]
+    pub access_string: String,
+    pub metadata: PlanMetadata,
+}
+
+fn one() -> u8 {
+    1
+}
+
+fn default_access_string() -> String {
+    "~* &* +@all -@dangerous".to_string()
+}
+
+impl Plan {
+    /// Total cache nodes the plan runs: shards x (1 + replicas), or the
+    /// Memcached node count.
+    pub fn total_nodes(&self, engine: Engine) -> u32 {
+        match engine {
+            Engine::Memcached => u32::from(self.cache_nodes),
+            _ => u32::from(self.shards) * (1 + u32::from(self.replicas_per_shard)),
+        }
+    }
+}
+
+/// True when `name` is lowercase letters, digits and single hyphens, as CLIs like.
+pub fn is_cli_friendly(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_friendly_names_are_lowercase_digits_and_hyphens() {
+        assert!(is_cli_friendly("redis-ha-3"));
+        assert!(!is_cli_friendly("Redis"));
+        assert!(!is_cli_friendly("redis_ha"));
+        assert!(!is_cli_friendly("-redis"));
+        assert!(!is_cli_friendly("redis--ha"));
+        assert!(!is_cli_friendly(""));
+    }
+}

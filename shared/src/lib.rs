@@ -1,0 +1,11 @@
+//! The broker's library: OSB wire types and HTTP API, the domain (plans, instances,
+//! bindings, operations), the broker and worker logic, the ports they depend on,
+//! and the adapters behind those ports.
+//!
+//! Layers point down only: `api` -> `broker` -> `domain` + `ports`; `worker` ->
+//! `domain` + `ports`; `adapters` implement `ports`; `laptop` wires it all together.
+
+pub mod adapters;
+pub mod domain;
+pub mod osb;
+pub mod ports;

@@ -1,0 +1,206 @@
+//! OSB request and response bodies. Unknown fields in requests are ignored, as
+//! the spec requires of receivers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MaintenanceInfo {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `PUT /v2/service_instances/{instance_id}`
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProvisionRequest {
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub context: Option<Value>,
+    #[serde(default)]
+    pub organization_guid: Option<String>,
+    #[serde(default)]
+    pub space_guid: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// `PATCH /v2/service_instances/{instance_id}`
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpdateRequest {
+    pub service_id: String,
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub context: Option<Value>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub previous_values: Option<Value>,
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+#[derive(Debug, Clone, Deserialize)]
+pub struct BindRequest {
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub context: Option<Value>,
+    #[serde(default)]
+    pub app_guid: Option<String>,
+    #[serde(default)]
+    pub bind_resource: Option<Value>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub predecessor_binding_id: Option<String>,
+}
+
+/// Query parameters the routes take.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub accepts_incomplete: bool,
+    pub service_id: Option<String>,
+    pub plan_id: Option<String>,
+    pub operation: Option<String>,
+}
+
+/// `{"operation": ...}` of a 202.
+#[derive(Debug, Clone, Serialize)]
+pub struct AsyncResponse {
+    pub operation: String,
+}
+
+/// `last_operation` body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastOperation {
+    pub state: &'static str,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_usable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_repeatable: Option<bool>,
+}
+
+/// Fetch-instance body.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceResponse {
+    pub service_id: String,
+    pub plan_id: String,
+    pub parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// Bind and fetch-binding body.
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingResponse {
+    pub credentials: Value,
+    pub parameters: Map<String, Value>,
+    pub endpoints: Vec<EndpointObject>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointObject {
+    pub host: String,
+    pub ports: Vec<String>,
+    pub protocol: &'static str,
+}
+
+/// Parses a query string strictly: `accepts_incomplete` must be `true` or
+/// `false`; empty `service_id`, `plan_id` or `operation` are refused.
+pub fn parse_query(raw: Option<&str>) -> Result<Query, String> {
+    let mut q = Query::default();
+    let Some(raw) = raw else { return Ok(q) };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or_else(|| format!("query parameter '{k}' is not valid percent-encoding"))?;
+        match k {
+            "accepts_incomplete" => {
+                q.accepts_incomplete = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(format!(
+                            "query parameter 'accepts_incomplete' must be true or false, not '{other}'"
+                        ));
+                    }
+                }
+            }
+            "service_id" | "plan_id" | "operation" => {
+                if v.is_empty() {
+                    return Err(format!("query parameter '{k}' must not be empty"));
+                }
+                let slot = match k {
+                    "service_id" => &mut q.service_id,
+                    "plan_id" => &mut q.plan_id,
+                    _ => &mut q.operation,
+                };
+                *slot = Some(v);
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_incomplete_must_be_true_or_false() {
+        assert!(parse_query(Some("accepts_incomplete=true")).unwrap().accepts_incomplete);
+        assert!(!parse_query(Some("accepts_incomplete=false")).unwrap().accepts_incomplete);
+        let err = parse_query(Some("accepts_incomplete=yes")).unwrap_err();
+        assert!(err.contains("accepts_incomplete"), "{err}");
+        assert!(parse_query(Some("accepts_incomplete=")).is_err());
+    }
+
+    #[test]
+    fn ids_are_decoded_and_must_not_be_empty() {
+        let q = parse_query(Some("service_id=a%2Db&plan_id=p&operation=op-1&other=x")).unwrap();
+        assert_eq!(q.service_id.as_deref(), Some("a-b"));
+        assert_eq!(q.plan_id.as_deref(), Some("p"));
+        assert_eq!(q.operation.as_deref(), Some("op-1"));
+        assert!(parse_query(Some("plan_id=")).unwrap_err().contains("plan_id"));
+    }
+
+    #[test]
+    fn unknown_request_fields_are_ignored() {
+        let r: ProvisionRequest = serde_json::from_str(
+            r#"{"service_id":"s","plan_id":"p","x-vendor":{"a":1},"organization_guid":"o"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.service_id, "s");
+    }
+}

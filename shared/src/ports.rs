@@ -1,0 +1,225 @@
+//! The ports: narrow traits in domain words that the broker and the worker
+//! depend on. Adapters implement them: embedded ones for laptop mode, AWS ones
+//! for Lambda. No AWS SDK type appears in any signature.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::domain::{Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Service};
+
+// ---------------------------------------------------------------- store
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A create found the record already there.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A conditional write lost: someone else changed the record first.
+    #[error("{0} was changed concurrently")]
+    Conflict(String),
+    /// The backend failed; retrying may help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The catalog as the store holds it.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    async fn services(&self) -> Result<Vec<Service>, StoreError>;
+    async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
+    /// Inserts services and plans that are not there yet; leaves existing ones
+    /// alone, so an operator's change survives a restart.
+    async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError>;
+    /// Inserts or replaces: an operator's deliberate change.
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError>;
+    async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError>;
+}
+
+/// Instances, bindings and operations. Writes are conditional on the record's
+/// `version`, and bump it; a lost race is [`StoreError::Conflict`].
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError>;
+    /// Every instance not yet purged (laptop adoption and reapers use it).
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError>;
+    /// Writes a new instance and its first operation together. Fails with
+    /// `AlreadyExists` when the id is taken, unless `replacing` names the
+    /// version of a deleted or failed record being reused.
+    async fn create_instance(
+        &self,
+        instance: &mut Instance,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Writes the instance, and the operation if given, in one transaction.
+    async fn save_instance(
+        &self,
+        instance: &mut Instance,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError>;
+
+    async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError>;
+    async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError>;
+    async fn create_binding(
+        &self,
+        binding: &mut Binding,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
+    async fn save_binding(
+        &self,
+        binding: &mut Binding,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError>;
+
+    async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
+    /// Operations still in progress (laptop start-up re-enqueues their jobs).
+    async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError>;
+    async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError>;
+    /// Deletes finished records whose `expires_at` has passed.
+    async fn purge_expired(&self, now: i64) -> Result<usize, StoreError>;
+}
+
+/// Everything the broker keeps.
+pub trait Store: CatalogStore + StateStore {}
+impl<T: CatalogStore + StateStore> Store for T {}
+
+// ---------------------------------------------------------------- queue
+
+/// A unit of work for the worker: "advance this operation". Versioned so the
+/// format can change without losing messages in flight.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    /// Message format version; this code writes and reads version 1.
+    pub v: u32,
+    pub operation_id: String,
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+}
+
+impl Job {
+    pub const VERSION: u32 = 1;
+
+    pub fn for_operation(op: &Operation) -> Job {
+        Job {
+            v: Job::VERSION,
+            operation_id: op.id.clone(),
+            instance_id: op.instance_id.clone(),
+            binding_id: op.binding_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("job queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+/// Where jobs wait for the worker.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues `job`, visible to the worker after `delay_secs` (at most 900,
+    /// as SQS allows).
+    async fn enqueue(&self, job: &Job, delay_secs: u32) -> Result<(), QueueError>;
+}
+
+// ---------------------------------------------------------------- cache provider
+
+/// How a provider call ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The requested state is reached.
+    Done,
+    /// Still working; `detail` says how far ("2 of 6 nodes available").
+    Working { detail: String },
+}
+
+/// Why a provider call failed: every error is one or the other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Try again later (throttling, a busy resource, a network blip).
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying will not help; the operation fails with this description.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the provider needs to create or modify a cache.
+#[derive(Debug, Clone)]
+pub struct CacheSpec {
+    pub instance_id: String,
+    pub engine: Engine,
+    pub engine_version: String,
+    pub plan: Plan,
+    /// Reference to the admin credential in the secret store (Redis OSS and
+    /// Valkey; Memcached has none).
+    pub admin_secret: Option<String>,
+    /// Tags for the resource (organization, space, plan ...).
+    pub tags: Vec<(String, String)>,
+}
+
+/// A cache backend: ElastiCache in AWS, local processes on a laptop.
+/// Every call is idempotent: repeating it changes nothing twice, and `create`
+/// adopts what an earlier attempt made.
+#[async_trait]
+pub trait CacheProvider: Send + Sync {
+    async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
+    /// How far creation or modification has got.
+    async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
+    async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
+    /// Deletes the cache and everything it holds; `Done` once it is gone
+    /// (and at once when there was nothing).
+    async fn delete(&self, instance_id: &str) -> Result<Progress, ProviderError>;
+    async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError>;
+    /// Creates the user, or resets an existing one to exactly these passwords
+    /// and rules.
+    async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError>;
+    /// Removes the user; `Done` at once when it does not exist. Its open
+    /// connections are closed, so access ends immediately.
+    async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+    /// Whether a user created or changed by `put_user` is active yet.
+    async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// Version stages, as Secrets Manager names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Current => "AWSCURRENT",
+            Stage::Pending => "AWSPENDING",
+            Stage::Previous => "AWSPREVIOUS",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {0} not found")]
+    NotFound(String),
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where passwords live; records hold only the reference this returns.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Creates the secret `name` with `value` as its current version and
+    /// returns its reference. If it exists already, leaves it unchanged and
+    /// returns its reference, so a retried step keeps the first password.
+    async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError>;
+    /// Reads the version at `stage`; `None` when no version has that stage.
+    async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError>;
+    /// Deletes the secret; fine when it is already gone.
+    async fn delete(&self, reference: &str) -> Result<(), SecretError>;
+}
