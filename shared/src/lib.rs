@@ -6,6 +6,15 @@
 //! `domain` + `ports`; `adapters` implement `ports`; `laptop` wires it all together.
 
 pub mod adapters;
+pub mod api;
+pub mod broker;
+pub mod catalog;
 pub mod domain;
+// pub mod laptop; (enabled once the local provider lands)
 pub mod osb;
 pub mod ports;
+pub mod sqs;
+pub mod worker;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -79,10 +79,9 @@ impl InstanceState {
             (S::Provisioning, E::ProvisionFailed) => S::ProvisionFailed,
             (S::Ready, E::Update) => S::Updating,
             (S::Updating, E::UpdateEnded) => S::Ready,
-            (
-                S::Provisioning | S::ProvisionFailed | S::Ready | S::DeprovisionFailed,
-                E::Deprovision,
-            ) => S::Deprovisioning,
+            (S::Provisioning | S::ProvisionFailed | S::Ready | S::DeprovisionFailed, E::Deprovision) => {
+                S::Deprovisioning
+            }
             (S::Deprovisioning, E::Deprovisioned) => S::Deleted,
             (S::Deprovisioning, E::DeprovisionFailed) => S::DeprovisionFailed,
             _ => {
@@ -98,10 +97,7 @@ impl InstanceState {
 
     /// True while an operation on the instance is running.
     pub fn is_busy(self) -> bool {
-        matches!(
-            self,
-            InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning
-        )
+        matches!(self, InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning)
     }
 }
 

@@ -131,12 +131,21 @@ pub struct Operation {
     /// For a failed update: may the same update be tried again?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_repeatable: Option<bool>,
+    /// The operation this one overtook (a provision cancelled by a
+    /// deprovision, a bind by an unbind): the worker waits for it to stop
+    /// before deleting, so a create still in flight cannot leave anything behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
     /// How many times the worker retried after a retryable error.
     #[serde(default)]
     pub retries: u32,
     pub started_at: Timestamp,
     /// After this the worker ends the operation as failed.
     pub deadline: Timestamp,
+    /// When the worker last recorded anything: an old value on an operation
+    /// in progress means its job may have been lost.
+    #[serde(default)]
+    pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// When a finished operation may be purged.
@@ -169,9 +178,11 @@ impl Operation {
             description: format!("{}: {}", kind.as_str(), step.describe()),
             instance_usable: None,
             update_repeatable: None,
+            supersedes: None,
             retries: 0,
             started_at: now,
             deadline: now + i64::try_from(max_duration_secs).unwrap_or(i64::MAX / 2),
+            updated_at: now,
             finished_at: None,
             expires_at: None,
             version: 0,
@@ -222,17 +233,14 @@ impl Operation {
     }
 
     fn finish(&mut self, now: Timestamp) {
+        self.updated_at = now;
         self.finished_at = Some(now);
         self.expires_at = Some(now + FINISHED_RECORD_RETENTION_SECS);
     }
 
     fn ensure_in_progress(&self, event: &'static str) -> Result<(), InvalidTransition> {
         if self.is_finished() {
-            return Err(InvalidTransition {
-                entity: "operation",
-                event,
-                state: self.state.osb(),
-            });
+            return Err(InvalidTransition { entity: "operation", event, state: self.state.osb() });
         }
         Ok(())
     }

@@ -40,10 +40,8 @@ pub struct ParameterError(pub String);
 pub fn validate(plan: &Plan, schema: &Value, parameters: &Value) -> Result<(), ParameterError> {
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| ParameterError(format!("plan {} has an invalid parameter schema: {e}", plan.name)))?;
-    let mut errors: Vec<String> = validator
-        .iter_errors(parameters)
-        .map(|e| describe(plan, schema, &e))
-        .collect();
+    let mut errors: Vec<String> =
+        validator.iter_errors(parameters).map(|e| describe(plan, schema, &e)).collect();
     errors.sort();
     errors.dedup();
     match errors.is_empty() {
@@ -171,10 +169,7 @@ mod tests {
     #[test]
     fn an_unknown_parameter_is_refused_naming_it_and_the_allowed_ones() {
         let err = check(json!({"maxmemory": "1gb"})).unwrap_err().0;
-        assert_eq!(
-            err,
-            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version"
-        );
+        assert_eq!(err, "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version");
     }
 
     #[test]

@@ -33,18 +33,14 @@ pub struct OriginatingIdentity {
 
 impl OriginatingIdentity {
     pub fn parse(header: &str) -> Result<OriginatingIdentity, String> {
-        let (platform, encoded) = header
-            .trim()
-            .split_once(' ')
-            .ok_or("expected 'platform base64-json'")?;
+        let (platform, encoded) = header.trim().split_once(' ').ok_or("expected 'platform base64-json'")?;
         if platform.is_empty() {
             return Err("the platform is empty".into());
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|e| format!("the value is not base64: {e}"))?;
-        let value: Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("the value is not JSON: {e}"))?;
+        let value: Value = serde_json::from_slice(&raw).map_err(|e| format!("the value is not JSON: {e}"))?;
         if !value.is_object() {
             return Err("the value is not a JSON object".into());
         }
@@ -54,10 +50,7 @@ impl OriginatingIdentity {
     /// The user the platform names: `user_id` (Cloud Foundry) or `username`
     /// (Kubernetes).
     pub fn user(&self) -> Option<&str> {
-        self.value
-            .get("user_id")
-            .or_else(|| self.value.get("username"))
-            .and_then(Value::as_str)
+        self.value.get("user_id").or_else(|| self.value.get("username")).and_then(Value::as_str)
     }
 }
 

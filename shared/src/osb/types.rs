@@ -119,7 +119,8 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, String> {
     let Some(raw) = raw else { return Ok(q) };
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v).ok_or_else(|| format!("query parameter '{k}' is not valid percent-encoding"))?;
+        let v = percent_decode(v)
+            .ok_or_else(|| format!("query parameter '{k}' is not valid percent-encoding"))?;
         match k {
             "accepts_incomplete" => {
                 q.accepts_incomplete = match v.as_str() {

@@ -1,0 +1,851 @@
+//! The broker: one method per OSB endpoint. Each validates, records the
+//! operation with conditional writes, enqueues a job and returns a fact
+//! (`Accepted`, `AlreadyExists`, ...). The API layer turns facts into status
+//! codes; errors come from the OSB error catalog. The broker never waits on a
+//! cache: the worker does the work.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use crate::catalog::{bind_parameters_schema, osb_catalog, plan_updateable};
+use crate::domain::binding::BindingEvent;
+use crate::domain::instance::{InstanceEvent, PendingUpdate};
+use crate::domain::params::{self, compare_versions, parameters_schema};
+use crate::domain::{
+    Binding, BindingState, Credentials, Instance, InstanceState, Operation, OperationKind, Plan, Service, now,
+};
+use crate::osb::OsbError;
+use crate::osb::types::{
+    BindRequest, BindingResponse, EndpointObject, InstanceResponse, LastOperation, MaintenanceInfo,
+    ProvisionRequest, Query, UpdateRequest,
+};
+use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Stage, Store, StoreError};
+
+/// What a provision request led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Provisioned {
+    /// 202: in progress, poll this operation.
+    Accepted { operation: String },
+    /// 200: the same instance exists and is provisioned.
+    AlreadyExists,
+}
+
+/// What an update request led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    Accepted {
+        operation: String,
+    },
+    /// 200: nothing to change (a context-only update is recorded at once).
+    Unchanged,
+}
+
+/// What a bind request led to.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    Accepted {
+        operation: String,
+    },
+    /// 200: the same binding exists; here are its credentials.
+    AlreadyExists(BindingResponse),
+}
+
+/// 202 with this operation (deprovision, unbind).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub operation: String,
+}
+
+/// How many times a request re-reads and retries after losing a race with a
+/// concurrent request on the same record.
+const RACE_RETRIES: usize = 3;
+
+/// The broker's dependencies and settings.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    provider: Arc<dyn CacheProvider>,
+    secrets: Arc<dyn SecretStore>,
+    /// An operation in progress whose record has not changed for this long is
+    /// taken to have lost its job, and a repeated request enqueues it again.
+    stall_secs: i64,
+}
+
+fn store_err(e: StoreError) -> OsbError {
+    match e {
+        StoreError::Conflict(what) | StoreError::AlreadyExists(what) => OsbError::Concurrency(format!(
+            "another request changed {what} at the same time; retry the request"
+        )),
+        StoreError::Unavailable(msg) => OsbError::Internal(format!("store: {msg}")),
+    }
+}
+
+fn is_race(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict(_) | StoreError::AlreadyExists(_))
+}
+
+/// Ids become parts of resource names and file paths: keep them to a safe
+/// alphabet. Platforms send GUIDs, which fit.
+pub fn validate_id(kind: &str, id: &str) -> Result<(), OsbError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OsbError::BadRequest(format!(
+            "{kind} must be 1 to 128 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// `parameters` as an object; absent or null is empty.
+fn parameters_object(plan: &Plan, schema: &Value, p: Option<Value>) -> Result<Map<String, Value>, OsbError> {
+    let value = match p {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v) => v,
+    };
+    params::validate(plan, schema, &value).map_err(|e| OsbError::BadRequest(e.0))?;
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => Err(OsbError::BadRequest("parameters must be a JSON object".into())),
+    }
+}
+
+fn require(name: &str, v: &Option<String>) -> Result<String, OsbError> {
+    match v {
+        Some(s) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(OsbError::BadRequest(format!("query parameter '{name}' is required"))),
+    }
+}
+
+fn async_required(q: &Query, what: &str) -> Result<(), OsbError> {
+    if q.accepts_incomplete {
+        Ok(())
+    } else {
+        Err(OsbError::AsyncRequired(format!(
+            "{what} is asynchronous: send the request again with ?accepts_incomplete=true"
+        )))
+    }
+}
+
+fn check_maintenance(plan: &Plan, m: &Option<MaintenanceInfo>) -> Result<(), OsbError> {
+    if let Some(m) = m
+        && plan.maintenance_version.as_deref() != Some(m.version.as_str())
+    {
+        return Err(OsbError::MaintenanceInfoConflict(format!(
+            "maintenance_info.version {:?} does not match plan {}'s {}; fetch the catalog again",
+            m.version,
+            plan.name,
+            plan.maintenance_version.as_deref().map_or("(none)".to_string(), |v| format!("{v:?}"))
+        )));
+    }
+    Ok(())
+}
+
+fn not_usable(what: String) -> OsbError {
+    OsbError::Unprocessable { error: "InstanceNotUsable", description: what, update_repeatable: None }
+}
+
+impl Broker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        provider: Arc<dyn CacheProvider>,
+        secrets: Arc<dyn SecretStore>,
+        stall_secs: i64,
+    ) -> Broker {
+        Broker { store, queue, provider, secrets, stall_secs }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// `GET /v2/catalog`
+    pub async fn catalog(&self) -> Result<Value, OsbError> {
+        let (services, plans) = self.catalog_data().await?;
+        Ok(osb_catalog(&services, &plans))
+    }
+
+    async fn catalog_data(&self) -> Result<(Vec<Service>, Vec<Plan>), OsbError> {
+        let services = self.store.services().await.map_err(store_err)?;
+        let plans = self.store.plans().await.map_err(store_err)?;
+        Ok((services, plans))
+    }
+
+    /// The service and plan a request names; 400 naming the field otherwise.
+    async fn service_plan(&self, service_id: &str, plan_id: &str) -> Result<(Service, Plan), OsbError> {
+        let (services, plans) = self.catalog_data().await?;
+        let service = services.into_iter().find(|s| s.id == service_id).ok_or_else(|| {
+            OsbError::BadRequest(format!("service_id {service_id:?} is not a service in the catalog"))
+        })?;
+        let plan =
+            plans.into_iter().find(|p| p.id == plan_id && p.service_id == service.id).ok_or_else(|| {
+                OsbError::BadRequest(format!("plan_id {plan_id:?} is not a plan of service {}", service.name))
+            })?;
+        Ok((service, plan))
+    }
+
+    async fn enqueue(&self, op: &Operation) -> Result<(), OsbError> {
+        self.queue
+            .enqueue(&Job::for_operation(op), 0)
+            .await
+            .map_err(|e| OsbError::Internal(format!("enqueue {}: {e}", op.id)))
+    }
+
+    /// A repeated request for an operation in progress: if its record has not
+    /// moved for a while its job may be lost, so enqueue it again. Jobs are
+    /// idempotent, so a duplicate costs one extra look.
+    async fn heal(&self, operation_id: &str) -> Result<(), OsbError> {
+        let Some(op) = self.store.operation(operation_id).await.map_err(store_err)? else {
+            return Ok(());
+        };
+        if !op.is_finished() && now() - op.updated_at >= self.stall_secs {
+            warn!(operation = %op.id, "operation has not progressed; enqueueing its job again");
+            self.enqueue(&op).await?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ instances
+
+    /// `PUT /v2/service_instances/{instance_id}`
+    pub async fn provision(
+        &self,
+        id: &str,
+        req: ProvisionRequest,
+        q: &Query,
+    ) -> Result<Provisioned, OsbError> {
+        validate_id("instance_id", id)?;
+        let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        let parameters = parameters_object(&plan, &parameters_schema(&plan), req.parameters.clone())?;
+        check_maintenance(&plan, &req.maintenance_info)?;
+        async_required(q, "provisioning")?;
+
+        for _ in 0..RACE_RETRIES {
+            let existing = self.store.instance(id).await.map_err(store_err)?;
+            let replacing = match &existing {
+                None => None,
+                Some(i) if i.state == InstanceState::Deleted => Some(i.version),
+                Some(i) => {
+                    let same = i.service_id == req.service_id
+                        && i.plan_id == req.plan_id
+                        && i.parameters == parameters
+                        && (req.organization_guid.is_none() || i.organization_guid == req.organization_guid)
+                        && (req.space_guid.is_none() || i.space_guid == req.space_guid);
+                    if !same {
+                        return Err(OsbError::Conflict(format!(
+                            "service instance {id} already exists with a different service, plan or parameters"
+                        )));
+                    }
+                    match i.state {
+                        InstanceState::Provisioning => {
+                            self.heal(&i.last_operation_id).await?;
+                            return Ok(Provisioned::Accepted { operation: i.last_operation_id.clone() });
+                        }
+                        InstanceState::Ready | InstanceState::Updating => {
+                            return Ok(Provisioned::AlreadyExists);
+                        }
+                        InstanceState::Deprovisioning => {
+                            return Err(OsbError::Concurrency(format!(
+                                "service instance {id} is being deprovisioned"
+                            )));
+                        }
+                        InstanceState::DeprovisionFailed => {
+                            return Err(not_usable(format!(
+                                "service instance {id} failed to deprovision; deprovision it again"
+                            )));
+                        }
+                        InstanceState::ProvisionFailed | InstanceState::Deleted => None,
+                    }
+                }
+            };
+
+            let t = now();
+            let mut op =
+                Operation::start(OperationKind::Provision, id, None, t, plan.maximum_polling_duration);
+            let result = match existing {
+                // A failed provision retried with the same attributes.
+                Some(mut i) if i.state == InstanceState::ProvisionFailed => {
+                    i.apply(InstanceEvent::Provision).map_err(|e| OsbError::Internal(e.to_string()))?;
+                    i.last_operation_id = op.id.clone();
+                    i.updated_at = t;
+                    self.store.save_instance(&mut i, Some(&mut op)).await
+                }
+                _ => {
+                    let mut instance = Instance {
+                        id: id.to_string(),
+                        service_id: req.service_id.clone(),
+                        plan_id: req.plan_id.clone(),
+                        engine_version: params::engine_version(&plan, &parameters),
+                        parameters: parameters.clone(),
+                        context: req.context.clone().unwrap_or(Value::Null),
+                        organization_guid: req.organization_guid.clone(),
+                        space_guid: req.space_guid.clone(),
+                        maintenance_version: plan.maintenance_version.clone(),
+                        state: InstanceState::Provisioning,
+                        last_operation_id: op.id.clone(),
+                        pending_update: None,
+                        admin_secret: None,
+                        created_at: t,
+                        updated_at: t,
+                        expires_at: None,
+                        version: 0,
+                    };
+                    self.store.create_instance(&mut instance, &mut op, replacing).await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    info!(instance = id, plan = %plan.name, operation = %op.id, "provisioning accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Provisioned::Accepted { operation: op.id });
+                }
+                Err(e) if is_race(&e) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `PATCH /v2/service_instances/{instance_id}`
+    pub async fn update(&self, id: &str, req: UpdateRequest, q: &Query) -> Result<Updated, OsbError> {
+        validate_id("instance_id", id)?;
+        for _ in 0..RACE_RETRIES {
+            let mut instance = match self.store.instance(id).await.map_err(store_err)? {
+                Some(i) if i.state != InstanceState::Deleted => i,
+                _ => return Err(OsbError::NotFound(format!("service instance {id} does not exist"))),
+            };
+            if instance.service_id != req.service_id {
+                return Err(OsbError::BadRequest(format!(
+                    "service_id {:?} is not the service of instance {id}",
+                    req.service_id
+                )));
+            }
+            let target_plan_id = req.plan_id.clone().unwrap_or_else(|| instance.plan_id.clone());
+            let (service, plan) = self.service_plan(&req.service_id, &target_plan_id).await?;
+            let (_, current_plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
+            let plan_changes = plan.id != instance.plan_id;
+            if plan_changes {
+                if !plan_updateable(&service) {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plans of {} cannot be changed: ElastiCache cannot change a Memcached cluster's node type; create a new instance instead",
+                            service.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+                if plan.cluster_mode != current_plan.cluster_mode {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plan {} cannot change to plan {}: moving between cluster mode and non-cluster mode needs a new instance",
+                            current_plan.name, plan.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+            }
+            // Parameters given in the request replace the ones the instance had.
+            let given = match req.parameters.clone() {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => m,
+                Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
+            };
+            let mut merged = instance.parameters.clone();
+            merged.extend(given.clone());
+            let merged = parameters_object(&plan, &parameters_schema(&plan), Some(Value::Object(merged)))?;
+            let engine_version = match given.get(params::ENGINE_VERSION).and_then(Value::as_str) {
+                Some(v) => v.to_string(),
+                None if plan.engine_versions.contains(&instance.engine_version) => {
+                    instance.engine_version.clone()
+                }
+                None => {
+                    return Err(OsbError::BadRequest(format!(
+                        "plan {} does not offer engine version {}; add parameter 'engine_version' with one of {}",
+                        plan.name,
+                        instance.engine_version,
+                        plan.engine_versions.join(", ")
+                    )));
+                }
+            };
+            if compare_versions(&engine_version, &instance.engine_version).is_lt() {
+                return Err(OsbError::Unprocessable {
+                    error: "EngineDowngradeNotSupported",
+                    description: format!(
+                        "engine_version cannot go down from {} to {engine_version}: ElastiCache only upgrades",
+                        instance.engine_version
+                    ),
+                    update_repeatable: Some(false),
+                });
+            }
+            check_maintenance(&plan, &req.maintenance_info)?;
+            async_required(q, "updating")?;
+
+            let pending =
+                PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
+            match instance.state {
+                InstanceState::Ready => {}
+                InstanceState::Updating if instance.pending_update.as_ref() == Some(&pending) => {
+                    self.heal(&instance.last_operation_id).await?;
+                    return Ok(Updated::Accepted { operation: instance.last_operation_id });
+                }
+                InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
+                    return Err(OsbError::Concurrency(format!(
+                        "service instance {id} is {}; retry when that has finished",
+                        instance.state.as_str()
+                    )));
+                }
+                InstanceState::ProvisionFailed
+                | InstanceState::DeprovisionFailed
+                | InstanceState::Deleted => {
+                    return Err(not_usable(format!(
+                        "service instance {id} is {} and cannot be updated; deprovision it",
+                        instance.state.as_str()
+                    )));
+                }
+            }
+
+            let t = now();
+            let maintenance_changes = req
+                .maintenance_info
+                .as_ref()
+                .is_some_and(|m| instance.maintenance_version.as_deref() != Some(m.version.as_str()));
+            let unchanged = !plan_changes
+                && merged == instance.parameters
+                && pending.engine_version == instance.engine_version
+                && !maintenance_changes;
+            if unchanged {
+                if let Some(ctx) = &req.context
+                    && *ctx != instance.context
+                {
+                    instance.context = ctx.clone();
+                    instance.updated_at = t;
+                    match self.store.save_instance(&mut instance, None).await {
+                        Ok(()) => {}
+                        Err(e) if is_race(&e) => continue,
+                        Err(e) => return Err(store_err(e)),
+                    }
+                }
+                return Ok(Updated::Unchanged);
+            }
+
+            let mut op = Operation::start(OperationKind::Update, id, None, t, plan.maximum_polling_duration);
+            instance.apply(InstanceEvent::Update).map_err(|e| OsbError::Internal(e.to_string()))?;
+            instance.pending_update = Some(pending);
+            instance.last_operation_id = op.id.clone();
+            instance.updated_at = t;
+            if let Some(ctx) = req.context.clone() {
+                instance.context = ctx;
+            }
+            if maintenance_changes {
+                instance.maintenance_version = plan.maintenance_version.clone();
+            }
+            match self.store.save_instance(&mut instance, Some(&mut op)).await {
+                Ok(()) => {
+                    info!(instance = id, plan = %plan.name, operation = %op.id, "update accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Updated::Accepted { operation: op.id });
+                }
+                Err(e) if is_race(&e) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `DELETE /v2/service_instances/{instance_id}`
+    ///
+    /// During provisioning this stops the creation: the instance moves to
+    /// deprovisioning, the worker cancels the provision operation when it
+    /// next looks at it, and the deprovision removes whatever was created.
+    pub async fn deprovision(&self, id: &str, q: &Query) -> Result<Accepted, OsbError> {
+        validate_id("instance_id", id)?;
+        require("service_id", &q.service_id)?;
+        require("plan_id", &q.plan_id)?;
+        async_required(q, "deprovisioning")?;
+        for _ in 0..RACE_RETRIES {
+            let mut instance = match self.store.instance(id).await.map_err(store_err)? {
+                Some(i) if i.state != InstanceState::Deleted => i,
+                _ => return Err(OsbError::Gone(format!("service instance {id} does not exist"))),
+            };
+            match instance.state {
+                InstanceState::Deprovisioning => {
+                    self.heal(&instance.last_operation_id).await?;
+                    return Ok(Accepted { operation: instance.last_operation_id });
+                }
+                InstanceState::Updating => {
+                    return Err(OsbError::Concurrency(format!(
+                        "service instance {id} is being updated; deprovision it when the update has finished"
+                    )));
+                }
+                _ => {}
+            }
+            let plan_timeout = match self.service_plan(&instance.service_id, &instance.plan_id).await {
+                Ok((_, p)) => p.maximum_polling_duration,
+                // The plan was removed from the catalog: an hour is plenty.
+                Err(_) => 3600,
+            };
+            let t = now();
+            let mut op = Operation::start(OperationKind::Deprovision, id, None, t, plan_timeout);
+            let was = instance.state;
+            if was == InstanceState::Provisioning {
+                op.supersedes = Some(instance.last_operation_id.clone());
+            }
+            instance.apply(InstanceEvent::Deprovision).map_err(|e| OsbError::Internal(e.to_string()))?;
+            instance.last_operation_id = op.id.clone();
+            instance.updated_at = t;
+            match self.store.save_instance(&mut instance, Some(&mut op)).await {
+                Ok(()) => {
+                    info!(instance = id, operation = %op.id, was = was.as_str(), "deprovisioning accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Accepted { operation: op.id });
+                }
+                Err(e) if is_race(&e) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `GET /v2/service_instances/{instance_id}`
+    pub async fn fetch_instance(&self, id: &str) -> Result<InstanceResponse, OsbError> {
+        validate_id("instance_id", id)?;
+        let instance = self.store.instance(id).await.map_err(store_err)?;
+        let instance = match instance {
+            Some(i) => i,
+            None => return Err(OsbError::NotFound(format!("service instance {id} does not exist"))),
+        };
+        match instance.state {
+            InstanceState::Ready | InstanceState::Deprovisioning | InstanceState::DeprovisionFailed => {}
+            InstanceState::Updating => {
+                return Err(OsbError::Concurrency(format!(
+                    "service instance {id} is being updated; fetch it when the update has finished"
+                )));
+            }
+            InstanceState::Provisioning => {
+                return Err(OsbError::NotFound(format!("service instance {id} is still being provisioned")));
+            }
+            InstanceState::ProvisionFailed | InstanceState::Deleted => {
+                return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
+            }
+        }
+        Ok(InstanceResponse {
+            service_id: instance.service_id,
+            plan_id: instance.plan_id,
+            parameters: instance.parameters,
+            maintenance_info: instance
+                .maintenance_version
+                .map(|version| MaintenanceInfo { version, description: None }),
+        })
+    }
+
+    /// `GET /v2/service_instances/{instance_id}/last_operation`
+    pub async fn instance_last_operation(&self, id: &str, q: &Query) -> Result<LastOperation, OsbError> {
+        validate_id("instance_id", id)?;
+        let Some(instance) = self.store.instance(id).await.map_err(store_err)? else {
+            return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
+        };
+        let op_id = q.operation.clone().unwrap_or(instance.last_operation_id);
+        let op = self.store.operation(&op_id).await.map_err(store_err)?;
+        match op {
+            Some(op) if op.instance_id == id && op.binding_id.is_none() => Ok(last_operation(&op)),
+            _ => Err(OsbError::BadRequest(format!(
+                "operation {op_id:?} is not an operation of service instance {id}"
+            ))),
+        }
+    }
+
+    // ------------------------------------------------------------ bindings
+
+    /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+    pub async fn bind(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        req: BindRequest,
+        q: &Query,
+    ) -> Result<Bound, OsbError> {
+        validate_id("instance_id", instance_id)?;
+        validate_id("binding_id", binding_id)?;
+        let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        let parameters = parameters_object(&plan, &bind_parameters_schema(), req.parameters.clone())?;
+        async_required(q, "binding")?;
+        let bind_resource = req.bind_resource.clone().unwrap_or(Value::Null);
+        let app_guid = req
+            .app_guid
+            .clone()
+            .or_else(|| bind_resource.get("app_guid").and_then(Value::as_str).map(str::to_string));
+
+        for _ in 0..RACE_RETRIES {
+            let instance = match self.store.instance(instance_id).await.map_err(store_err)? {
+                Some(i) if i.state != InstanceState::Deleted => i,
+                _ => {
+                    return Err(OsbError::NotFound(format!("service instance {instance_id} does not exist")));
+                }
+            };
+            match instance.state {
+                InstanceState::Ready => {}
+                InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
+                    return Err(OsbError::Concurrency(format!(
+                        "service instance {instance_id} is {}; bind when that has finished",
+                        instance.state.as_str()
+                    )));
+                }
+                other => {
+                    return Err(not_usable(format!(
+                        "service instance {instance_id} is {} and cannot be bound",
+                        other.as_str()
+                    )));
+                }
+            }
+            let existing = self.store.binding(instance_id, binding_id).await.map_err(store_err)?;
+            let replacing = match &existing {
+                None => None,
+                Some(b) if matches!(b.state, BindingState::Deleted) => Some(b.version),
+                Some(b) => {
+                    let same = b.service_id == req.service_id
+                        && b.plan_id == req.plan_id
+                        && b.app_guid == app_guid
+                        && b.bind_resource == bind_resource
+                        && b.parameters == parameters;
+                    if !same {
+                        return Err(OsbError::Conflict(format!(
+                            "service binding {binding_id} already exists with different attributes"
+                        )));
+                    }
+                    match b.state {
+                        BindingState::Creating => {
+                            self.heal(&b.last_operation_id).await?;
+                            return Ok(Bound::Accepted { operation: b.last_operation_id.clone() });
+                        }
+                        BindingState::Ready => {
+                            return Ok(Bound::AlreadyExists(self.binding_response(&instance, b).await?));
+                        }
+                        BindingState::Deleting | BindingState::DeleteFailed => {
+                            return Err(OsbError::Concurrency(format!(
+                                "service binding {binding_id} is {}",
+                                b.state.as_str()
+                            )));
+                        }
+                        BindingState::CreateFailed | BindingState::Deleted => Some(b.version),
+                    }
+                }
+            };
+            let t = now();
+            let mut op = Operation::start(
+                OperationKind::Bind,
+                instance_id,
+                Some(binding_id),
+                t,
+                plan.maximum_polling_duration,
+            );
+            let mut binding = Binding {
+                id: binding_id.to_string(),
+                instance_id: instance_id.to_string(),
+                service_id: req.service_id.clone(),
+                plan_id: req.plan_id.clone(),
+                parameters: parameters.clone(),
+                bind_resource: bind_resource.clone(),
+                context: req.context.clone().unwrap_or(Value::Null),
+                app_guid: app_guid.clone(),
+                state: BindingState::Creating,
+                username: None,
+                secret: None,
+                last_operation_id: op.id.clone(),
+                created_at: t,
+                updated_at: t,
+                expires_at: None,
+                version: 0,
+            };
+            match self.store.create_binding(&mut binding, &mut op, replacing).await {
+                Ok(()) => {
+                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "binding accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Bound::Accepted { operation: op.id });
+                }
+                Err(e) if is_race(&e) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service binding {binding_id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+    ///
+    /// During creation this halts it: the binding moves to deleting and the
+    /// worker cancels the bind operation when it next looks at it.
+    pub async fn unbind(&self, instance_id: &str, binding_id: &str, q: &Query) -> Result<Accepted, OsbError> {
+        validate_id("instance_id", instance_id)?;
+        validate_id("binding_id", binding_id)?;
+        require("service_id", &q.service_id)?;
+        require("plan_id", &q.plan_id)?;
+        async_required(q, "unbinding")?;
+        for _ in 0..RACE_RETRIES {
+            let mut binding = match self.store.binding(instance_id, binding_id).await.map_err(store_err)? {
+                Some(b) if b.state != BindingState::Deleted => b,
+                _ => return Err(OsbError::Gone(format!("service binding {binding_id} does not exist"))),
+            };
+            if binding.state == BindingState::Deleting {
+                self.heal(&binding.last_operation_id).await?;
+                return Ok(Accepted { operation: binding.last_operation_id });
+            }
+            let timeout = match self.service_plan(&binding.service_id, &binding.plan_id).await {
+                Ok((_, p)) => p.maximum_polling_duration,
+                Err(_) => 3600,
+            };
+            let t = now();
+            let mut op = Operation::start(OperationKind::Unbind, instance_id, Some(binding_id), t, timeout);
+            if binding.state == BindingState::Creating {
+                op.supersedes = Some(binding.last_operation_id.clone());
+            }
+            binding.apply(BindingEvent::Unbind).map_err(|e| OsbError::Internal(e.to_string()))?;
+            binding.last_operation_id = op.id.clone();
+            binding.updated_at = t;
+            match self.store.save_binding(&mut binding, Some(&mut op)).await {
+                Ok(()) => {
+                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "unbinding accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Accepted { operation: op.id });
+                }
+                Err(e) if is_race(&e) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service binding {binding_id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`:
+    /// the current credentials, read from the secret store each time.
+    pub async fn fetch_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<BindingResponse, OsbError> {
+        validate_id("instance_id", instance_id)?;
+        validate_id("binding_id", binding_id)?;
+        let not_found = || OsbError::NotFound(format!("service binding {binding_id} does not exist"));
+        let binding =
+            self.store.binding(instance_id, binding_id).await.map_err(store_err)?.ok_or_else(not_found)?;
+        match binding.state {
+            BindingState::Ready => {}
+            BindingState::Creating => {
+                return Err(OsbError::NotFound(format!(
+                    "service binding {binding_id} is still being created"
+                )));
+            }
+            _ => return Err(not_found()),
+        }
+        let instance = self.store.instance(instance_id).await.map_err(store_err)?.ok_or_else(not_found)?;
+        self.binding_response(&instance, &binding).await
+    }
+
+    /// `GET .../service_bindings/{binding_id}/last_operation`
+    pub async fn binding_last_operation(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        q: &Query,
+    ) -> Result<LastOperation, OsbError> {
+        validate_id("instance_id", instance_id)?;
+        validate_id("binding_id", binding_id)?;
+        let Some(binding) = self.store.binding(instance_id, binding_id).await.map_err(store_err)? else {
+            return Err(OsbError::NotFound(format!("service binding {binding_id} does not exist")));
+        };
+        let op_id = q.operation.clone().unwrap_or(binding.last_operation_id);
+        match self.store.operation(&op_id).await.map_err(store_err)? {
+            Some(op) if op.binding_id.as_deref() == Some(binding_id) && op.instance_id == instance_id => {
+                Ok(last_operation(&op))
+            }
+            _ => Err(OsbError::BadRequest(format!(
+                "operation {op_id:?} is not an operation of service binding {binding_id}"
+            ))),
+        }
+    }
+
+    async fn binding_response(
+        &self,
+        instance: &Instance,
+        binding: &Binding,
+    ) -> Result<BindingResponse, OsbError> {
+        let (service, _) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
+        let credentials = self.credentials(&service, instance, binding).await?;
+        let endpoints = vec![EndpointObject {
+            host: credentials.endpoint.host.clone(),
+            ports: vec![credentials.endpoint.port.to_string()],
+            protocol: "tcp",
+        }];
+        Ok(BindingResponse {
+            credentials: credentials.to_json(),
+            parameters: binding.parameters.clone(),
+            endpoints,
+        })
+    }
+
+    async fn credentials(
+        &self,
+        service: &Service,
+        instance: &Instance,
+        binding: &Binding,
+    ) -> Result<Credentials, OsbError> {
+        let endpoint = self.provider.endpoint(&instance.id).await.map_err(|e| match e {
+            ProviderError::Retryable(m) => OsbError::Unavailable(format!(
+                "the cache of service instance {} cannot be reached right now ({m}); retry",
+                instance.id
+            )),
+            ProviderError::Permanent(m) => OsbError::Internal(format!("endpoint of {}: {m}", instance.id)),
+        })?;
+        let password: Option<SecretString> = match &binding.secret {
+            Some(reference) => Some(
+                self.secrets
+                    .read(reference, Stage::Current)
+                    .await
+                    .map_err(|e| OsbError::Internal(format!("binding {} secret: {e}", binding.id)))?
+                    .ok_or_else(|| {
+                        OsbError::Internal(format!("binding {} has no current password", binding.id))
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Credentials {
+            engine: service.engine,
+            engine_version: instance.engine_version.clone(),
+            endpoint,
+            username: binding.username.clone(),
+            password,
+        })
+    }
+}
+
+fn last_operation(op: &Operation) -> LastOperation {
+    LastOperation {
+        state: op.state.osb(),
+        description: op.description.clone(),
+        instance_usable: if op.is_finished() && op.state == crate::domain::OperationState::Failed {
+            op.instance_usable
+        } else {
+            None
+        },
+        update_repeatable: if op.state == crate::domain::OperationState::Failed {
+            op.update_repeatable
+        } else {
+            None
+        },
+    }
+}

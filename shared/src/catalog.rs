@@ -1,0 +1,246 @@
+//! The catalog: the seed file shipped in the repo (`catalog/catalog.json`),
+//! its validation, and the OSB `GET /v2/catalog` document built from the
+//! services and plans the store holds.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::domain::params::parameters_schema;
+use crate::domain::plan::is_cli_friendly;
+use crate::domain::{Engine, Plan, Service};
+
+/// The catalog built into the binary; `CATALOG_FILE` can name another seed.
+pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/catalog.json");
+
+/// Services and plans as the seed file holds them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogFile {
+    pub services: Vec<Service>,
+    pub plans: Vec<Plan>,
+}
+
+impl CatalogFile {
+    /// Parses and validates a catalog document; the error names the entry
+    /// at fault and what is wrong with it.
+    pub fn parse(text: &str) -> Result<CatalogFile, String> {
+        let file: CatalogFile =
+            serde_json::from_str(text).map_err(|e| format!("catalog is not valid: {e}"))?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    pub fn builtin() -> CatalogFile {
+        CatalogFile::parse(DEFAULT_CATALOG).expect("the built-in catalog is valid (tested)")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for s in &self.services {
+            if !is_cli_friendly(&s.name) {
+                return Err(format!(
+                    "service name {:?} must be lowercase letters, digits and hyphens",
+                    s.name
+                ));
+            }
+            if !ids.insert(s.id.clone()) {
+                return Err(format!("service id {} is used twice", s.id));
+            }
+        }
+        for p in &self.plans {
+            let what = format!("plan {:?} ({})", p.name, p.id);
+            if !is_cli_friendly(&p.name) {
+                return Err(format!("{what}: name must be lowercase letters, digits and hyphens"));
+            }
+            if !ids.insert(p.id.clone()) {
+                return Err(format!("{what}: id is used twice"));
+            }
+            let Some(service) = self.services.iter().find(|s| s.id == p.service_id) else {
+                return Err(format!("{what}: service_id {} is not a service", p.service_id));
+            };
+            if self.plans.iter().filter(|o| o.service_id == p.service_id && o.name == p.name).count() > 1 {
+                return Err(format!("{what}: name is used twice in service {}", service.name));
+            }
+            if p.engine_versions.is_empty() {
+                return Err(format!("{what}: engine_versions is empty"));
+            }
+            for v in &p.engine_versions {
+                let parts: Vec<&str> = v.split('.').collect();
+                if parts.len() != 2 || parts.iter().any(|x| x.parse::<u32>().is_err()) {
+                    return Err(format!("{what}: engine version {v:?} is not a major version like \"7.1\""));
+                }
+            }
+            if !p.engine_versions.contains(&p.default_engine_version) {
+                return Err(format!(
+                    "{what}: default_engine_version {:?} is not among engine_versions",
+                    p.default_engine_version
+                ));
+            }
+            if p.maximum_polling_duration == 0 {
+                return Err(format!("{what}: maximum_polling_duration must be positive"));
+            }
+            if p.cluster_mode && service.engine == Engine::Memcached {
+                return Err(format!("{what}: Memcached has no cluster mode"));
+            }
+            if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
+                return Err(format!("{what}: more than one shard needs cluster_mode"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plan can change to another plan of its service, except Memcached plans
+/// (ElastiCache cannot change a Memcached cluster's node type).
+pub fn plan_updateable(service: &Service) -> bool {
+    service.engine != Engine::Memcached
+}
+
+/// The schema for bind parameters: none are accepted.
+pub fn bind_parameters_schema() -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {}
+    })
+}
+
+/// The OSB catalog document.
+pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
+    let services: Vec<Value> = services
+        .iter()
+        .map(|s| {
+            let plans: Vec<Value> =
+                plans.iter().filter(|p| p.service_id == s.id).map(|p| osb_plan(s, p)).collect();
+            json!({
+                "id": s.id,
+                "name": s.name,
+                "description": s.description,
+                "tags": s.tags,
+                "bindable": true,
+                "instances_retrievable": true,
+                "bindings_retrievable": true,
+                "plan_updateable": plan_updateable(s),
+                "allow_context_updates": true,
+                "metadata": s.metadata,
+                "plans": plans,
+            })
+        })
+        .collect();
+    json!({ "services": services })
+}
+
+fn osb_plan(service: &Service, p: &Plan) -> Value {
+    let schema = parameters_schema(p);
+    let mut plan = json!({
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "free": p.free,
+        "bindable": true,
+        "plan_updateable": plan_updateable(service),
+        "maximum_polling_duration": p.maximum_polling_duration,
+        "metadata": {
+            "displayName": p.metadata.display_name,
+            "bullets": p.metadata.bullets,
+            "costs": p.metadata.costs,
+        },
+        "schemas": {
+            "service_instance": {
+                "create": { "parameters": schema },
+                "update": { "parameters": schema },
+            },
+            "service_binding": {
+                "create": { "parameters": bind_parameters_schema() },
+            }
+        }
+    });
+    if let Some(v) = &p.maintenance_version {
+        plan["maintenance_info"] = json!({ "version": v });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_is_valid_and_has_the_three_engines() {
+        let c = CatalogFile::builtin();
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["elasticache-redis", "elasticache-valkey", "elasticache-memcached"]);
+    }
+
+    #[test]
+    fn the_builtin_plans_follow_the_source_documents() {
+        let c = CatalogFile::builtin();
+        let redis = &c.services[0];
+        let plan = |name: &str| c.plans.iter().find(|p| p.service_id == redis.id && p.name == name).unwrap();
+        assert_eq!(plan("dev").total_nodes(Engine::Redis), 1);
+        for single in ["small", "medium", "large"] {
+            assert_eq!(plan(single).total_nodes(Engine::Redis), 1, "{single}");
+        }
+        for (name, nodes) in [("ha-3", 3), ("ha-5", 5)] {
+            let p = plan(name);
+            assert_eq!(p.total_nodes(Engine::Redis), nodes);
+            assert!(p.multi_az && p.automatic_failover, "{name}");
+        }
+        let cluster = plan("cluster-3x2");
+        assert!(cluster.cluster_mode);
+        assert_eq!((cluster.shards, cluster.replicas_per_shard), (3, 1));
+        assert_eq!(plan("small").engine_versions, ["6.2", "7.0", "7.1"]);
+    }
+
+    #[test]
+    fn engine_versions_are_the_documented_majors() {
+        let c = CatalogFile::builtin();
+        let versions = |engine: Engine| {
+            let sid = &c.services.iter().find(|s| s.engine == engine).unwrap().id;
+            let mut v: Vec<String> = c
+                .plans
+                .iter()
+                .filter(|p| &p.service_id == sid)
+                .flat_map(|p| p.engine_versions.clone())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        assert_eq!(versions(Engine::Redis), ["6.2", "7.0", "7.1"]);
+        assert_eq!(versions(Engine::Valkey), ["7.2", "8.0"]);
+        assert_eq!(versions(Engine::Memcached), ["1.6"]);
+    }
+
+    #[test]
+    fn a_catalog_with_a_minor_version_is_refused() {
+        let text = DEFAULT_CATALOG.replacen("\"6.2\",", "\"6.2.1\",", 1);
+        let err = CatalogFile::parse(&text).unwrap_err();
+        assert!(err.contains("not a major version"), "{err}");
+    }
+
+    #[test]
+    fn a_catalog_with_an_unfriendly_name_is_refused() {
+        let text = DEFAULT_CATALOG.replacen("\"name\": \"dev\"", "\"name\": \"Dev Plan\"", 1);
+        let err = CatalogFile::parse(&text).unwrap_err();
+        assert!(err.contains("lowercase"), "{err}");
+    }
+
+    #[test]
+    fn the_osb_catalog_declares_retrievability_updates_and_schemas() {
+        let c = CatalogFile::builtin();
+        let doc = osb_catalog(&c.services, &c.plans);
+        let redis = &doc["services"][0];
+        assert_eq!(redis["instances_retrievable"], true);
+        assert_eq!(redis["bindings_retrievable"], true);
+        assert_eq!(redis["plan_updateable"], true);
+        let plan = &redis["plans"][0];
+        assert!(plan["maximum_polling_duration"].as_u64().unwrap() > 0);
+        assert_eq!(
+            plan["schemas"]["service_instance"]["create"]["parameters"]["properties"]["engine_version"]["enum"],
+            json!(["6.2", "7.0", "7.1"])
+        );
+        assert_eq!(plan["maintenance_info"]["version"], "1.0.0");
+        assert_eq!(doc["services"][2]["plan_updateable"], false);
+    }
+}

@@ -1,0 +1,241 @@
+//! Test doubles: a scripted cache provider and a whole broker (Router, worker,
+//! embedded store, queue and secret store in memory) for fast tests. Compiled
+//! only with the `testing` feature.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use secrecy::SecretString;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::adapters::local::queue::LocalQueue;
+use crate::adapters::local::secrets::LocalSecretStore;
+use crate::adapters::local::store::SqliteStore;
+use crate::api::{AppState, BasicAuth, router};
+use crate::broker::Broker;
+use crate::catalog::CatalogFile;
+use crate::domain::{CacheUser, Endpoint};
+use crate::ports::{CacheProvider, CacheSpec, CatalogStore, Progress, ProviderError};
+use crate::worker::{JobOutcome, Worker, WorkerConfig};
+
+/// A provider call, as the fake records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Create(String),
+    Progress(String),
+    Modify(String),
+    Delete(String),
+    PutUser { instance: String, username: String, passwords: usize },
+    DeleteUser { instance: String, username: String },
+    UserProgress { instance: String, username: String },
+}
+
+/// A cache provider whose answers a test scripts: each call takes the next
+/// scripted answer for its kind, or `Done` when none is left.
+#[derive(Default)]
+pub struct FakeProvider {
+    calls: Mutex<Vec<Call>>,
+    script: Mutex<HashMap<&'static str, VecDeque<Result<Progress, ProviderError>>>>,
+    /// Live caches and their users, to assert what exists.
+    caches: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl FakeProvider {
+    /// Queues answers for calls of `kind` ("create", "progress", "modify",
+    /// "delete", "put_user", "delete_user", "user_progress").
+    pub fn script(&self, kind: &'static str, answers: Vec<Result<Progress, ProviderError>>) {
+        self.script.lock().unwrap().entry(kind).or_default().extend(answers);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Call) -> bool) -> usize {
+        self.calls().iter().filter(|c| pred(c)).count()
+    }
+
+    pub fn caches(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.caches.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn users(&self, instance: &str) -> Vec<String> {
+        self.caches.lock().unwrap().get(instance).cloned().unwrap_or_default()
+    }
+
+    fn answer(&self, kind: &'static str, call: Call) -> Result<Progress, ProviderError> {
+        self.calls.lock().unwrap().push(call);
+        self.script.lock().unwrap().get_mut(kind).and_then(VecDeque::pop_front).unwrap_or(Ok(Progress::Done))
+    }
+}
+
+#[async_trait]
+impl CacheProvider for FakeProvider {
+    async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let r = self.answer("create", Call::Create(spec.instance_id.clone()));
+        if r.is_ok() {
+            self.caches.lock().unwrap().entry(spec.instance_id.clone()).or_default();
+        }
+        r
+    }
+    async fn progress(&self, id: &str) -> Result<Progress, ProviderError> {
+        self.answer("progress", Call::Progress(id.into()))
+    }
+    async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.answer("modify", Call::Modify(spec.instance_id.clone()))
+    }
+    async fn delete(&self, id: &str) -> Result<Progress, ProviderError> {
+        let r = self.answer("delete", Call::Delete(id.into()));
+        if let Ok(Progress::Done) = r {
+            self.caches.lock().unwrap().remove(id);
+        }
+        r
+    }
+    async fn endpoint(&self, _id: &str) -> Result<Endpoint, ProviderError> {
+        Ok(Endpoint { host: "127.0.0.1".into(), port: 6379, tls: false })
+    }
+    async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
+        let call = Call::PutUser {
+            instance: id.into(),
+            username: user.username.clone(),
+            passwords: user.passwords.len(),
+        };
+        let r = self.answer("put_user", call);
+        if r.is_ok() {
+            let mut caches = self.caches.lock().unwrap();
+            let users = caches.entry(id.to_string()).or_default();
+            if !users.contains(&user.username) {
+                users.push(user.username.clone());
+            }
+        }
+        r
+    }
+    async fn delete_user(&self, id: &str, username: &str) -> Result<Progress, ProviderError> {
+        let call = Call::DeleteUser { instance: id.into(), username: username.into() };
+        let r = self.answer("delete_user", call);
+        if let Ok(Progress::Done) = r
+            && let Some(users) = self.caches.lock().unwrap().get_mut(id)
+        {
+            users.retain(|u| u != username);
+        }
+        r
+    }
+    async fn user_progress(&self, id: &str, username: &str) -> Result<Progress, ProviderError> {
+        let call = Call::UserProgress { instance: id.into(), username: username.into() };
+        self.answer("user_progress", call)
+    }
+}
+
+pub const USERNAME: &str = "broker";
+pub const PASSWORD: &str = "test-password-not-secret";
+
+/// A whole broker in memory with the fake provider.
+pub struct TestBroker {
+    pub router: Router,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<LocalQueue>,
+    pub secrets: Arc<LocalSecretStore>,
+    pub provider: Arc<FakeProvider>,
+    pub catalog: CatalogFile,
+}
+
+impl TestBroker {
+    pub async fn new() -> TestBroker {
+        let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
+        let catalog = CatalogFile::builtin();
+        store.seed(&catalog.services, &catalog.plans).await.expect("seed");
+        let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
+        let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
+        let provider = Arc::new(FakeProvider::default());
+        let broker =
+            Arc::new(Broker::new(store.clone(), queue.clone(), provider.clone(), secrets.clone(), 0));
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig { poll_delay_secs: 0, max_retry_delay_secs: 0, secret_prefix: "test".into() },
+        ));
+        let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        TestBroker { router, broker, worker, store, queue, secrets, provider, catalog }
+    }
+
+    /// The id of plan `plan` of service `service` ("elasticache-redis", "small").
+    pub fn plan_id(&self, service: &str, plan: &str) -> (String, String) {
+        let s = self.catalog.services.iter().find(|s| s.name == service).expect("service");
+        let p = self.catalog.plans.iter().find(|p| p.service_id == s.id && p.name == plan).expect("plan");
+        (s.id.clone(), p.id.clone())
+    }
+
+    /// Runs the worker over every visible job until the queue is empty (or
+    /// `max` jobs); returns the outcomes in order.
+    pub async fn drain(&self, max: usize) -> Vec<JobOutcome> {
+        let mut outcomes = Vec::new();
+        while outcomes.len() < max {
+            let Some(d) = self.queue.receive(Duration::from_secs(30)).await.expect("receive") else {
+                break;
+            };
+            let outcome = self.worker.handle(&d.job).await.expect("worker");
+            self.queue.ack(d.id).await.expect("ack");
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Sends a request with valid auth and API version.
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = request(method, uri, body, true, Some("2.17"));
+        send(&self.router, req).await
+    }
+}
+
+/// Builds a request; `auth` adds valid basic auth, `version` the API header.
+pub fn request(
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    auth: bool,
+    version: Option<&str>,
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if auth {
+        b = b.header("authorization", basic(USERNAME, PASSWORD));
+    }
+    if let Some(v) = version {
+        b = b.header("x-broker-api-version", v);
+    }
+    let body = match body {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    b.body(body).expect("request")
+}
+
+/// `Basic base64(user:pass)`.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+/// Sends `req` through `router`, returning the status and the JSON body
+/// (`Value::Null` when the body is empty or not JSON).
+pub async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = router.clone().oneshot(req).await.expect("router");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}

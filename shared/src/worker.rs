@@ -1,0 +1,693 @@
+//! The worker: takes a job ("advance this operation"), runs the operation's
+//! steps one at a time, records each step in the operation with a conditional
+//! write, and re-enqueues the job with a delay while the cache is busy.
+//!
+//! Every step is idempotent and the step reached is stored, so a job delivered
+//! twice, out of order, or after a crash in the middle of a step changes
+//! nothing twice. Errors are retryable (re-enqueue with back-off) or permanent
+//! (the operation fails with a description a person can act on); an operation
+//! past its plan's deadline fails saying what timed out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
+use tracing::{info, warn};
+
+use crate::domain::binding::BindingEvent;
+use crate::domain::credentials::{PASSWORD_LEN, generate_password};
+use crate::domain::instance::InstanceEvent;
+use crate::domain::{
+    Binding, BindingState, CacheUser, Instance, InstanceState, Operation, OperationKind, OperationState,
+    Plan, Service, Step, now,
+};
+use crate::ports::{
+    CacheProvider, CacheSpec, Job, JobQueue, Progress, ProviderError, QueueError, SecretError, SecretStore,
+    Stage, Store, StoreError,
+};
+
+/// Settings of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Delay before looking again at a cache that is still busy.
+    pub poll_delay_secs: u32,
+    /// Longest back-off after retryable errors (SQS allows 900).
+    pub max_retry_delay_secs: u32,
+    /// Prefix of secret names ("osb" gives "osb/instances/<id>/admin").
+    pub secret_prefix: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { poll_delay_secs: 15, max_retry_delay_secs: 900, secret_prefix: "osb".into() }
+    }
+}
+
+/// How handling a job ended; in every case the job message is done with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The operation ended in this state.
+    Finished(OperationState),
+    /// Not done yet: a new job is enqueued with this delay.
+    Requeued { delay_secs: u32 },
+    /// Nothing to do (operation unknown, already finished, or advanced by a
+    /// concurrent delivery of the same job).
+    Skipped(&'static str),
+}
+
+/// A failure that leaves the job to be delivered again (the store or queue is
+/// unreachable). Everything else is handled inside the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// How a step ended.
+enum StepResult {
+    /// Go on with this step at once.
+    Next(Step),
+    /// The backend is busy: look again later.
+    Wait(String),
+    /// The operation has succeeded.
+    Finished(String),
+}
+
+/// Why a step did not end.
+enum StepError {
+    Retryable(String),
+    Permanent(String),
+    /// Another writer changed a record: read everything again.
+    Race,
+    Store(StoreError),
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Retryable(m) => StepError::Retryable(m),
+            ProviderError::Permanent(m) => StepError::Permanent(m),
+        }
+    }
+}
+
+impl From<SecretError> for StepError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Unavailable(m) => StepError::Retryable(format!("secret store: {m}")),
+            SecretError::NotFound(m) => StepError::Permanent(format!("secret {m} is missing")),
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) | StoreError::AlreadyExists(_) => StepError::Race,
+            other => StepError::Store(other),
+        }
+    }
+}
+
+/// Everything a step needs, read fresh for each step.
+struct Context {
+    instance: Instance,
+    binding: Option<Binding>,
+    service: Service,
+    plan: Plan,
+}
+
+/// Serialises the jobs of one instance inside this process, so two deliveries
+/// of the same job do not run side by side here. Across processes the
+/// conditional writes decide.
+#[derive(Default)]
+struct InstanceLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl InstanceLocks {
+    fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(id.to_string()).or_default().clone()
+    }
+}
+
+/// An overtaken operation whose record has not moved for this long has lost
+/// its job; the operation that overtook it cancels it.
+const SUPERSEDED_STALL_SECS: i64 = 300;
+
+/// The most steps one job runs before it yields (a bound, not a target).
+const MAX_STEPS_PER_JOB: usize = 32;
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    provider: Arc<dyn CacheProvider>,
+    secrets: Arc<dyn SecretStore>,
+    config: WorkerConfig,
+    locks: InstanceLocks,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        provider: Arc<dyn CacheProvider>,
+        secrets: Arc<dyn SecretStore>,
+        config: WorkerConfig,
+    ) -> Worker {
+        Worker { store, queue, provider, secrets, config, locks: InstanceLocks::default() }
+    }
+
+    /// Handles one job. `Err` means "deliver this job again later".
+    pub async fn handle(&self, job: &Job) -> Result<JobOutcome, WorkerError> {
+        if job.v != Job::VERSION {
+            warn!(version = job.v, operation = %job.operation_id, "job has an unknown message version; skipped");
+            return Ok(JobOutcome::Skipped("unknown message version"));
+        }
+        let lock = self.locks.get(&job.instance_id);
+        let _guard = lock.lock().await;
+
+        for _ in 0..MAX_STEPS_PER_JOB {
+            let Some(mut op) = self.store.operation(&job.operation_id).await? else {
+                warn!(operation = %job.operation_id, "job for an unknown operation; skipped");
+                return Ok(JobOutcome::Skipped("unknown operation"));
+            };
+            if op.is_finished() {
+                return Ok(JobOutcome::Skipped("operation already finished"));
+            }
+            let mut ctx = match self.context(&op).await {
+                Ok(ctx) => ctx,
+                Err(StepError::Store(e)) => return Err(e.into()),
+                Err(StepError::Race) => continue,
+                Err(StepError::Retryable(m)) => return self.retry(job, op, m).await,
+                Err(StepError::Permanent(m)) => match self.finish_failed(op, None, m).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                },
+            };
+            if let Some(reason) = cancelled(&op, &ctx) {
+                info!(operation = %op.id, reason, "operation cancelled");
+                return self.cancel(op, reason).await;
+            }
+            let t = now();
+            if op.past_deadline(t) {
+                let minutes = (op.deadline - op.started_at) / 60;
+                let why = format!(
+                    "{} timed out after {minutes} minutes (the plan's maximum_polling_duration) while {}",
+                    op.kind.as_str(),
+                    op.step.describe()
+                );
+                match self.finish_failed(op, Some(ctx), why).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+            }
+
+            let step = op.step;
+            match self.run_step(&op, &mut ctx).await {
+                Ok(StepResult::Next(next)) => {
+                    info!(operation = %op.id, from = ?step, to = ?next, "step done");
+                    advance(&mut op, next, t);
+                    match self.store.save_operation(&mut op).await {
+                        Ok(()) => continue,
+                        Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(StepResult::Wait(detail)) => {
+                    let _ = op.progress(&detail);
+                    op.updated_at = t;
+                    op.retries = 0;
+                    match self.store.save_operation(&mut op).await {
+                        Ok(()) => {}
+                        Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+                        Err(e) => return Err(e.into()),
+                    }
+                    let delay = self.config.poll_delay_secs;
+                    self.queue.enqueue(job, delay).await?;
+                    return Ok(JobOutcome::Requeued { delay_secs: delay });
+                }
+                Ok(StepResult::Finished(description)) => {
+                    match self.finish_succeeded(op, ctx, description).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+                }
+                Err(StepError::Race) => continue,
+                Err(StepError::Store(e)) => return Err(e.into()),
+                Err(StepError::Retryable(m)) => return self.retry(job, op, m).await,
+                Err(StepError::Permanent(m)) => match self.finish_failed(op, Some(ctx), m).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                },
+            }
+        }
+        // Many steps in one go: hand over to a fresh job instead of looping on.
+        self.queue.enqueue(job, 0).await?;
+        Ok(JobOutcome::Requeued { delay_secs: 0 })
+    }
+
+    async fn context(&self, op: &Operation) -> Result<Context, StepError> {
+        let instance = self.store.instance(&op.instance_id).await?.ok_or_else(|| {
+            StepError::Permanent(format!("service instance {} is not recorded", op.instance_id))
+        })?;
+        let binding = match &op.binding_id {
+            Some(bid) => Some(
+                self.store
+                    .binding(&op.instance_id, bid)
+                    .await?
+                    .ok_or_else(|| StepError::Permanent(format!("service binding {bid} is not recorded")))?,
+            ),
+            None => None,
+        };
+        let plan_id = match (&op.kind, &instance.pending_update) {
+            (OperationKind::Update, Some(p)) => p.plan_id.clone(),
+            _ => instance.plan_id.clone(),
+        };
+        let plans = self.store.plans().await?;
+        let plan = plans
+            .into_iter()
+            .find(|p| p.id == plan_id)
+            .ok_or_else(|| StepError::Permanent(format!("plan {plan_id} is no longer in the catalog")))?;
+        let services = self.store.services().await?;
+        let service = services.into_iter().find(|s| s.id == plan.service_id).ok_or_else(|| {
+            StepError::Permanent(format!("service {} is no longer in the catalog", plan.service_id))
+        })?;
+        Ok(Context { instance, binding, service, plan })
+    }
+
+    fn spec(&self, ctx: &Context) -> CacheSpec {
+        let i = &ctx.instance;
+        let engine_version = match &i.pending_update {
+            Some(p) => p.engine_version.clone(),
+            None => i.engine_version.clone(),
+        };
+        let mut tags = vec![
+            ("broker-instance-id".to_string(), i.id.clone()),
+            ("broker-plan".to_string(), ctx.plan.name.clone()),
+        ];
+        for (key, field) in
+            [("organization", "organization_guid"), ("space", "space_guid"), ("namespace", "namespace")]
+        {
+            if let Some(v) = i.context.get(field).and_then(|v| v.as_str()) {
+                tags.push((key.to_string(), v.to_string()));
+            }
+        }
+        CacheSpec {
+            instance_id: i.id.clone(),
+            engine: ctx.service.engine,
+            engine_version,
+            plan: ctx.plan.clone(),
+            admin_secret: i.admin_secret.clone(),
+            tags,
+        }
+    }
+
+    fn secret_name(&self, parts: &[&str]) -> String {
+        let mut name = self.config.secret_prefix.clone();
+        for p in parts {
+            name.push('/');
+            name.push_str(p);
+        }
+        name
+    }
+
+    /// Runs the operation's current step once.
+    async fn run_step(&self, op: &Operation, ctx: &mut Context) -> Result<StepResult, StepError> {
+        let id = ctx.instance.id.clone();
+        match op.step {
+            // ---------------------------------------------------- provision
+            Step::CreateAdminSecret => {
+                if !ctx.service.engine.speaks_redis() || ctx.instance.admin_secret.is_some() {
+                    return Ok(StepResult::Next(Step::CreateCache));
+                }
+                let name = self.secret_name(&["instances", &id, "admin"]);
+                let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
+                ctx.instance.admin_secret = Some(reference);
+                ctx.instance.updated_at = now();
+                self.store.save_instance(&mut ctx.instance, None).await?;
+                Ok(StepResult::Next(Step::CreateCache))
+            }
+            Step::CreateCache => {
+                self.provider.create(&self.spec(ctx)).await?;
+                Ok(StepResult::Next(Step::WaitCacheAvailable))
+            }
+            Step::WaitCacheAvailable => match self.provider.progress(&id).await? {
+                Progress::Done => Ok(StepResult::Finished(format!(
+                    "provisioned: {} {} on plan {}",
+                    ctx.service.engine.as_str(),
+                    ctx.instance.engine_version,
+                    ctx.plan.name
+                ))),
+                Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+            },
+            // ---------------------------------------------------- update
+            Step::ModifyCache => {
+                self.provider.modify(&self.spec(ctx)).await?;
+                Ok(StepResult::Next(Step::WaitCacheModified))
+            }
+            Step::WaitCacheModified => match self.provider.progress(&id).await? {
+                Progress::Done => Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan.name))),
+                Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+            },
+            // ---------------------------------------------------- deprovision
+            Step::DeleteCache => {
+                if let Some(waiting) = self.superseded_running(op).await? {
+                    return Ok(StepResult::Wait(waiting));
+                }
+                self.provider.delete(&id).await?;
+                Ok(StepResult::Next(Step::WaitCacheDeleted))
+            }
+            Step::WaitCacheDeleted => match self.provider.delete(&id).await? {
+                Progress::Done => Ok(StepResult::Next(Step::DeleteSecrets)),
+                Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+            },
+            Step::DeleteSecrets => {
+                // The cache is gone, and with it every binding's user: close the
+                // bindings and delete their secrets, then the admin secret.
+                for mut b in self.store.bindings(&id).await? {
+                    if b.state == BindingState::Deleted {
+                        continue;
+                    }
+                    if let Some(reference) = &b.secret {
+                        self.secrets.delete(reference).await?;
+                    }
+                    b.state = BindingState::Deleted;
+                    b.secret = None;
+                    b.updated_at = now();
+                    b.expires_at = Some(now() + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+                    self.store.save_binding(&mut b, None).await?;
+                }
+                if let Some(reference) = &ctx.instance.admin_secret {
+                    self.secrets.delete(reference).await?;
+                }
+                Ok(StepResult::Finished("deprovisioned: the cache and its credentials are deleted".into()))
+            }
+            // ---------------------------------------------------- bind
+            Step::CreateUserSecret => {
+                let binding =
+                    ctx.binding.as_mut().ok_or(StepError::Permanent("bind without a binding".into()))?;
+                if !ctx.service.engine.speaks_redis() {
+                    return Ok(StepResult::Finished(
+                        "bound: Memcached has no users; the credentials name the endpoint".into(),
+                    ));
+                }
+                if binding.secret.is_none() {
+                    let name = self.secret_name(&["instances", &id, "bindings", &binding.id]);
+                    let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
+                    binding.secret = Some(reference);
+                    binding.username = Some(Binding::username_for(&binding.id));
+                    binding.updated_at = now();
+                    self.store.save_binding(binding, None).await?;
+                }
+                Ok(StepResult::Next(Step::CreateUser))
+            }
+            Step::CreateUser => {
+                let binding =
+                    ctx.binding.as_ref().ok_or(StepError::Permanent("bind without a binding".into()))?;
+                let (Some(username), Some(reference)) = (&binding.username, &binding.secret) else {
+                    return Ok(StepResult::Next(Step::CreateUserSecret));
+                };
+                let password: SecretString =
+                    self.secrets.read(reference, Stage::Current).await?.ok_or_else(|| {
+                        StepError::Permanent(format!("binding {} has no current password", binding.id))
+                    })?;
+                let user = CacheUser::new(username.clone(), password, ctx.plan.access_string.clone());
+                self.provider.put_user(&id, &user).await?;
+                Ok(StepResult::Next(Step::WaitUserActive))
+            }
+            Step::WaitUserActive => {
+                let binding =
+                    ctx.binding.as_ref().ok_or(StepError::Permanent("bind without a binding".into()))?;
+                let username = binding.username.clone().unwrap_or_default();
+                match self.provider.user_progress(&id, &username).await? {
+                    Progress::Done => {
+                        Ok(StepResult::Finished(format!("bound: cache user {username} is active")))
+                    }
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
+            // ---------------------------------------------------- unbind
+            Step::DeleteUser => {
+                if let Some(waiting) = self.superseded_running(op).await? {
+                    return Ok(StepResult::Wait(waiting));
+                }
+                let binding = ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
+                if let Some(username) = &binding.username
+                    && ctx.service.engine.speaks_redis()
+                    && ctx.instance.state != InstanceState::Deleted
+                {
+                    self.provider.delete_user(&id, username).await?;
+                    return Ok(StepResult::Next(Step::WaitUserDeleted));
+                }
+                Ok(StepResult::Next(Step::DeleteUserSecret))
+            }
+            Step::WaitUserDeleted => {
+                let binding =
+                    ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
+                let username = binding.username.clone().unwrap_or_default();
+                match self.provider.delete_user(&id, &username).await? {
+                    Progress::Done => Ok(StepResult::Next(Step::DeleteUserSecret)),
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
+            Step::DeleteUserSecret => {
+                let binding =
+                    ctx.binding.as_mut().ok_or(StepError::Permanent("unbind without a binding".into()))?;
+                if let Some(reference) = binding.secret.clone() {
+                    self.secrets.delete(&reference).await?;
+                }
+                Ok(StepResult::Finished(
+                    "unbound: the binding's cache user and credential are deleted".into(),
+                ))
+            }
+            Step::Done => Ok(StepResult::Finished(op.description.clone())),
+        }
+    }
+
+    /// While the operation this one overtook is still running, a create or a
+    /// user put may be in flight: deleting now could leave what it makes
+    /// behind. Wait for it to stop (its own worker cancels it at its next
+    /// step); if its record has not moved for [`SUPERSEDED_STALL_SECS`], its
+    /// job is lost and no call of it can be in flight, so cancel it here.
+    async fn superseded_running(&self, op: &Operation) -> Result<Option<String>, StepError> {
+        let Some(prev_id) = &op.supersedes else { return Ok(None) };
+        let Some(mut prev) = self.store.operation(prev_id).await? else { return Ok(None) };
+        if prev.is_finished() {
+            return Ok(None);
+        }
+        if now() - prev.updated_at > SUPERSEDED_STALL_SECS {
+            let _ = prev.fail(now(), format!("{} cancelled: overtaken by {}", prev.kind.as_str(), op.id));
+            self.store.save_operation(&mut prev).await?;
+            return Ok(None);
+        }
+        Ok(Some(format!("waiting for the cancelled {} to stop", prev.kind.as_str())))
+    }
+
+    /// Back off and try again; the description says what is being retried.
+    async fn retry(&self, job: &Job, mut op: Operation, message: String) -> Result<JobOutcome, WorkerError> {
+        op.retries = op.retries.saturating_add(1);
+        let delay = backoff(self.config.poll_delay_secs, self.config.max_retry_delay_secs, op.retries);
+        warn!(operation = %op.id, step = ?op.step, retries = op.retries, delay, error = %message, "retryable error");
+        let _ = op.progress(&format!("retrying in {delay} s after: {message}"));
+        op.updated_at = now();
+        match self.store.save_operation(&mut op).await {
+            Ok(()) => {}
+            Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+            Err(e) => return Err(e.into()),
+        }
+        self.queue.enqueue(job, delay).await?;
+        Ok(JobOutcome::Requeued { delay_secs: delay })
+    }
+
+    async fn cancel(&self, mut op: Operation, reason: &str) -> Result<JobOutcome, WorkerError> {
+        let _ = op.fail(now(), format!("{} cancelled: {reason}", op.kind.as_str()));
+        op.instance_usable = None;
+        op.update_repeatable = None;
+        match self.store.save_operation(&mut op).await {
+            Ok(()) => Ok(JobOutcome::Finished(OperationState::Failed)),
+            Err(e) if is_race(&e) => Ok(JobOutcome::Skipped("advanced concurrently")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn finish_succeeded(
+        &self,
+        mut op: Operation,
+        mut ctx: Context,
+        description: String,
+    ) -> Result<Option<JobOutcome>, WorkerError> {
+        let t = now();
+        let _ = op.succeed(t, &description);
+        let result = match op.kind {
+            OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => {
+                let i = &mut ctx.instance;
+                match op.kind {
+                    OperationKind::Provision => {
+                        let _ = i.apply(InstanceEvent::Provisioned);
+                    }
+                    OperationKind::Update => {
+                        if let Some(p) = i.pending_update.take() {
+                            i.plan_id = p.plan_id;
+                            i.parameters = p.parameters;
+                            i.engine_version = p.engine_version;
+                        }
+                        let _ = i.apply(InstanceEvent::UpdateEnded);
+                    }
+                    _ => {
+                        let _ = i.apply(InstanceEvent::Deprovisioned);
+                        i.admin_secret = None;
+                        i.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+                    }
+                }
+                i.updated_at = t;
+                self.store.save_instance(i, Some(&mut op)).await
+            }
+            OperationKind::Bind | OperationKind::Unbind => {
+                let Some(b) = ctx.binding.as_mut() else {
+                    return Ok(Some(JobOutcome::Skipped("binding vanished")));
+                };
+                if op.kind == OperationKind::Bind {
+                    let _ = b.apply(BindingEvent::Created);
+                } else {
+                    let _ = b.apply(BindingEvent::Deleted);
+                    b.secret = None;
+                    b.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+                }
+                b.updated_at = t;
+                self.store.save_binding(b, Some(&mut op)).await
+            }
+        };
+        match result {
+            Ok(()) => {
+                info!(operation = %op.id, kind = op.kind.as_str(), instance = %op.instance_id, "operation succeeded");
+                Ok(Some(JobOutcome::Finished(OperationState::Succeeded)))
+            }
+            // A concurrent request changed the record (say, a deprovision
+            // during provisioning): read everything again, which cancels.
+            Err(e) if is_race(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn finish_failed(
+        &self,
+        mut op: Operation,
+        ctx: Option<Context>,
+        description: String,
+    ) -> Result<Option<JobOutcome>, WorkerError> {
+        let t = now();
+        warn!(operation = %op.id, kind = op.kind.as_str(), step = ?op.step, error = %description, "operation failed");
+        let _ = op.fail(t, description);
+        let Some(mut ctx) = ctx else {
+            return match self.store.save_operation(&mut op).await {
+                Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
+                Err(e) if is_race(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let result = match op.kind {
+            OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => {
+                let i = &mut ctx.instance;
+                let event = match op.kind {
+                    OperationKind::Provision => InstanceEvent::ProvisionFailed,
+                    OperationKind::Update => InstanceEvent::UpdateEnded,
+                    _ => InstanceEvent::DeprovisionFailed,
+                };
+                i.pending_update = None;
+                let _ = i.apply(event);
+                i.updated_at = t;
+                self.store.save_instance(i, Some(&mut op)).await
+            }
+            OperationKind::Bind | OperationKind::Unbind => match ctx.binding.as_mut() {
+                Some(b) => {
+                    let event = if op.kind == OperationKind::Bind {
+                        BindingEvent::CreateFailed
+                    } else {
+                        BindingEvent::DeleteFailed
+                    };
+                    let _ = b.apply(event);
+                    b.updated_at = t;
+                    self.store.save_binding(b, Some(&mut op)).await
+                }
+                None => self.store.save_operation(&mut op).await,
+            },
+        };
+        match result {
+            Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
+            // A concurrent request changed the record (say, a deprovision
+            // during provisioning): read everything again, which cancels.
+            Err(e) if is_race(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn is_race(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict(_) | StoreError::AlreadyExists(_))
+}
+
+fn advance(op: &mut Operation, next: Step, t: i64) {
+    let _ = op.advance(next);
+    op.updated_at = t;
+    op.retries = 0;
+}
+
+/// Exponential back-off from the poll delay, capped.
+pub fn backoff(base: u32, max: u32, retries: u32) -> u32 {
+    let factor = 1u32.checked_shl(retries.min(16)).unwrap_or(u32::MAX);
+    base.max(1).saturating_mul(factor).min(max).min(900)
+}
+
+/// Whether a newer request has overtaken this operation: a deprovision during
+/// provisioning, or an unbind during binding (or a deprovision of the
+/// instance under a binding being created).
+fn cancelled(op: &Operation, ctx: &Context) -> Option<&'static str> {
+    let i = ctx.instance.state;
+    let last = ctx.instance.last_operation_id == op.id;
+    match op.kind {
+        OperationKind::Provision if !last || i != InstanceState::Provisioning => {
+            Some("a deprovision request arrived while provisioning; the deprovision removes what was created")
+        }
+        OperationKind::Update if !last || i != InstanceState::Updating => {
+            Some("the instance changed state during the update")
+        }
+        OperationKind::Deprovision if !last || i != InstanceState::Deprovisioning => {
+            Some("a newer request replaced this deprovision")
+        }
+        OperationKind::Bind => {
+            let b = ctx.binding.as_ref()?;
+            if b.last_operation_id != op.id || b.state != BindingState::Creating {
+                Some("an unbind request arrived while binding; the unbind removes what was created")
+            } else if i != InstanceState::Ready {
+                Some("the service instance is no longer ready")
+            } else {
+                None
+            }
+        }
+        OperationKind::Unbind => {
+            let b = ctx.binding.as_ref()?;
+            (b.last_operation_id != op.id || b.state != BindingState::Deleting)
+                .then_some("a newer request replaced this unbind")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_poll_delay_and_is_capped_at_900() {
+        assert_eq!(backoff(15, 900, 1), 30);
+        assert_eq!(backoff(15, 900, 2), 60);
+        assert_eq!(backoff(15, 900, 10), 900);
+        assert_eq!(backoff(1, 60, 30), 60);
+        assert_eq!(backoff(0, 900, 0), 1);
+    }
+}

@@ -1,0 +1,1098 @@
+//! The OSB HTTP API, driven through the axum Router: every status code the
+//! broker answers, the body each error carries, and the order of the checks
+//! (basic auth, then `X-Broker-API-Version`, then the request itself, then the
+//! broker's own rules such as 422 AsyncRequired, 409 and 422 ConcurrencyError).
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use shared::ports::{SecretStore, StateStore};
+use shared::testing::{PASSWORD, TestBroker, USERNAME, basic, request, send};
+use tower::ServiceExt;
+
+const REDIS: &str = "elasticache-redis";
+const MEMCACHED: &str = "elasticache-memcached";
+const ASYNC: &str = "accepts_incomplete=true";
+
+// ------------------------------------------------------------------ helpers
+
+fn instance_uri(id: &str) -> String {
+    format!("/v2/service_instances/{id}")
+}
+
+fn binding_uri(instance: &str, binding: &str) -> String {
+    format!("/v2/service_instances/{instance}/service_bindings/{binding}")
+}
+
+/// The body of a provision or bind request for plan `plan` of `service`.
+fn plan_body(tb: &TestBroker, service: &str, plan: &str) -> Value {
+    let (service_id, plan_id) = tb.plan_id(service, plan);
+    json!({ "service_id": service_id, "plan_id": plan_id })
+}
+
+fn with_parameters(mut body: Value, parameters: Value) -> Value {
+    body["parameters"] = parameters;
+    body
+}
+
+/// `service_id=..&plan_id=..&accepts_incomplete=true`, as DELETE takes them.
+fn delete_query(tb: &TestBroker, service: &str, plan: &str) -> String {
+    let (service_id, plan_id) = tb.plan_id(service, plan);
+    format!("service_id={service_id}&plan_id={plan_id}&{ASYNC}")
+}
+
+/// Asserts an OSB error: the status, the `error` key, a non-empty
+/// description, and that the description mentions each of `mentions`.
+#[track_caller]
+fn assert_error(got: &(StatusCode, Value), status: StatusCode, key: &str, mentions: &[&str]) {
+    let (actual, body) = got;
+    assert_eq!(*actual, status, "unexpected status; body: {body}");
+    assert_eq!(body["error"], key, "unexpected error key; body: {body}");
+    let description =
+        body["description"].as_str().unwrap_or_else(|| panic!("the error body has no description: {body}"));
+    assert!(!description.trim().is_empty(), "empty description: {body}");
+    for m in mentions {
+        assert!(description.contains(m), "the description {description:?} should mention {m:?}");
+    }
+}
+
+/// The operation of a 202 answer.
+#[track_caller]
+fn accepted_operation(got: &(StatusCode, Value)) -> String {
+    assert_eq!(got.0, StatusCode::ACCEPTED, "expected 202; body: {}", got.1);
+    let op = got.1["operation"].as_str().unwrap_or_else(|| panic!("202 without an operation: {}", got.1));
+    assert!(!op.is_empty());
+    op.to_string()
+}
+
+async fn respond(tb: &TestBroker, req: Request<Body>) -> Response {
+    tb.router.clone().oneshot(req).await.expect("router")
+}
+
+async fn put_instance(tb: &TestBroker, id: &str, body: Value) -> (StatusCode, Value) {
+    tb.call("PUT", &format!("{}?{ASYNC}", instance_uri(id)), Some(body)).await
+}
+
+async fn patch_instance(tb: &TestBroker, id: &str, body: Value) -> (StatusCode, Value) {
+    tb.call("PATCH", &format!("{}?{ASYNC}", instance_uri(id)), Some(body)).await
+}
+
+async fn delete_instance(tb: &TestBroker, id: &str, service: &str, plan: &str) -> (StatusCode, Value) {
+    let uri = format!("{}?{}", instance_uri(id), delete_query(tb, service, plan));
+    tb.call("DELETE", &uri, None).await
+}
+
+async fn fetch_instance(tb: &TestBroker, id: &str) -> (StatusCode, Value) {
+    tb.call("GET", &instance_uri(id), None).await
+}
+
+async fn last_operation(tb: &TestBroker, id: &str) -> (StatusCode, Value) {
+    tb.call("GET", &format!("{}/last_operation", instance_uri(id)), None).await
+}
+
+async fn last_operation_of(tb: &TestBroker, id: &str, operation: &str) -> (StatusCode, Value) {
+    tb.call("GET", &format!("{}/last_operation?operation={operation}", instance_uri(id)), None).await
+}
+
+async fn put_binding(tb: &TestBroker, instance: &str, binding: &str, body: Value) -> (StatusCode, Value) {
+    tb.call("PUT", &format!("{}?{ASYNC}", binding_uri(instance, binding)), Some(body)).await
+}
+
+async fn delete_binding(
+    tb: &TestBroker,
+    instance: &str,
+    binding: &str,
+    service: &str,
+    plan: &str,
+) -> (StatusCode, Value) {
+    let uri = format!("{}?{}", binding_uri(instance, binding), delete_query(tb, service, plan));
+    tb.call("DELETE", &uri, None).await
+}
+
+async fn fetch_binding(tb: &TestBroker, instance: &str, binding: &str) -> (StatusCode, Value) {
+    tb.call("GET", &binding_uri(instance, binding), None).await
+}
+
+async fn binding_last_operation(tb: &TestBroker, instance: &str, binding: &str) -> (StatusCode, Value) {
+    tb.call("GET", &format!("{}/last_operation", binding_uri(instance, binding)), None).await
+}
+
+async fn binding_last_operation_of(
+    tb: &TestBroker,
+    instance: &str,
+    binding: &str,
+    op: &str,
+) -> (StatusCode, Value) {
+    let uri = format!("{}/last_operation?operation={op}", binding_uri(instance, binding));
+    tb.call("GET", &uri, None).await
+}
+
+#[track_caller]
+fn assert_state(got: &(StatusCode, Value), state: &str) {
+    assert_eq!(got.0, StatusCode::OK, "last_operation: {}", got.1);
+    assert_eq!(got.1["state"], state, "last_operation: {}", got.1);
+    let description = got.1["description"].as_str().unwrap_or_default();
+    assert!(!description.is_empty(), "last_operation without a description: {}", got.1);
+}
+
+/// Provisions `id` and runs the worker until it is ready.
+async fn ready_instance(tb: &TestBroker, id: &str, service: &str, plan: &str, parameters: Value) -> Value {
+    let body = with_parameters(plan_body(tb, service, plan), parameters);
+    accepted_operation(&put_instance(tb, id, body.clone()).await);
+    tb.drain(100).await;
+    assert_state(&last_operation(tb, id).await, "succeeded");
+    body
+}
+
+fn bind_body(tb: &TestBroker, service: &str, plan: &str, app_guid: &str) -> Value {
+    let mut body = plan_body(tb, service, plan);
+    body["app_guid"] = json!(app_guid);
+    body
+}
+
+/// Binds `binding` to ready instance `instance` and runs the worker.
+async fn ready_binding(tb: &TestBroker, instance: &str, binding: &str, service: &str, plan: &str) -> Value {
+    let body = bind_body(tb, service, plan, "app-1");
+    accepted_operation(&put_binding(tb, instance, binding, body.clone()).await);
+    tb.drain(100).await;
+    assert_state(&binding_last_operation(tb, instance, binding).await, "succeeded");
+    body
+}
+
+fn raw_request(method: &str, uri: &str, body: &'static str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, basic(USERNAME, PASSWORD))
+        .header("x-broker-api-version", "2.17")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+// ------------------------------------------------------------------ authentication
+
+#[tokio::test]
+async fn a_request_without_basic_auth_is_401_with_a_www_authenticate_header() {
+    let tb = TestBroker::new().await;
+    let resp = respond(&tb, request("GET", "/v2/catalog", None, false, Some("2.17"))).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers().get(header::WWW_AUTHENTICATE).expect("WWW-Authenticate header");
+    assert!(challenge.to_str().unwrap().starts_with("Basic"), "{challenge:?}");
+
+    let got = send(&tb.router, request("GET", "/v2/catalog", None, false, Some("2.17"))).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "Unauthorized", &[]);
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401_whatever_is_wrong_with_them() {
+    let tb = TestBroker::new().await;
+    for authorization in [
+        basic(USERNAME, "wrong-password"),
+        basic("someone-else", PASSWORD),
+        basic(USERNAME, ""),
+        format!("Bearer {PASSWORD}"),
+        "Basic not-base64!!".to_string(),
+        basic(USERNAME, &format!("{PASSWORD}x")),
+    ] {
+        let req = Request::builder()
+            .uri("/v2/catalog")
+            .header(header::AUTHORIZATION, &authorization)
+            .header("x-broker-api-version", "2.17")
+            .body(Body::empty())
+            .unwrap();
+        let resp = respond(&tb, req).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{authorization}");
+        assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE), "{authorization}");
+    }
+}
+
+#[tokio::test]
+async fn auth_is_checked_before_routing_so_unknown_routes_and_wrong_methods_are_401() {
+    let tb = TestBroker::new().await;
+    for (method, uri) in [
+        ("GET", "/no/such/route"),
+        ("GET", "/v2/nothing-here"),
+        ("POST", "/v2/catalog"),
+        ("POST", "/v2/service_instances/x"),
+        ("DELETE", "/v2/catalog"),
+    ] {
+        let got = send(&tb.router, request(method, uri, None, false, Some("2.17"))).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "Unauthorized", &[]);
+    }
+}
+
+#[tokio::test]
+async fn auth_is_checked_before_the_api_version() {
+    let tb = TestBroker::new().await;
+    let got = send(&tb.router, request("GET", "/v2/catalog", None, false, None)).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "Unauthorized", &[]);
+    let got = send(&tb.router, request("GET", "/v2/catalog", None, false, Some("1.0"))).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "Unauthorized", &[]);
+}
+
+// ------------------------------------------------------------------ API version
+
+#[tokio::test]
+async fn a_missing_api_version_header_is_400_naming_the_header() {
+    let tb = TestBroker::new().await;
+    let got = send(&tb.router, request("GET", "/v2/catalog", None, true, None)).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["X-Broker-API-Version"]);
+}
+
+#[tokio::test]
+async fn an_unsupported_api_version_is_412_precondition_failed() {
+    let tb = TestBroker::new().await;
+    for version in ["2.12", "3.0", "abc", "1.14"] {
+        let got = send(&tb.router, request("GET", "/v2/catalog", None, true, Some(version))).await;
+        assert_error(&got, StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &[version]);
+    }
+}
+
+#[tokio::test]
+async fn api_versions_2_13_to_2_17_and_later_2_x_are_served() {
+    let tb = TestBroker::new().await;
+    for version in ["2.13", "2.17", "2.20"] {
+        let (status, body) = send(&tb.router, request("GET", "/v2/catalog", None, true, Some(version))).await;
+        assert_eq!(status, StatusCode::OK, "version {version}: {body}");
+        assert!(body["services"].is_array());
+    }
+}
+
+#[tokio::test]
+async fn the_api_version_is_checked_before_routing() {
+    let tb = TestBroker::new().await;
+    let got = send(&tb.router, request("POST", "/v2/catalog", None, true, Some("2.12"))).await;
+    assert_error(&got, StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &[]);
+}
+
+// ------------------------------------------------------------------ identity headers
+
+#[tokio::test]
+async fn the_request_identity_is_echoed_in_the_response() {
+    let tb = TestBroker::new().await;
+    let id = "e26cfe5c-1f2b-4b8e-9e30-62f7e4c7a4b1";
+    let mut req = request("GET", "/v2/catalog", None, true, Some("2.17"));
+    req.headers_mut().insert("x-broker-api-request-identity", id.parse().unwrap());
+    let resp = respond(&tb, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("x-broker-api-request-identity").unwrap(), id);
+}
+
+#[tokio::test]
+async fn the_request_identity_is_echoed_even_on_an_error() {
+    let tb = TestBroker::new().await;
+    let mut req = request("GET", "/v2/catalog", None, false, Some("2.17"));
+    req.headers_mut().insert("x-broker-api-request-identity", "req-42".parse().unwrap());
+    let resp = respond(&tb, req).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers().get("x-broker-api-request-identity").unwrap(), "req-42");
+}
+
+#[tokio::test]
+async fn a_malformed_originating_identity_does_not_fail_the_request() {
+    let tb = TestBroker::new().await;
+    for identity in ["cloudfoundry", "cloudfoundry !!!not-base64", "kubernetes bm90IGpzb24=", " x"] {
+        let mut req = request("GET", "/v2/catalog", None, true, Some("2.17"));
+        req.headers_mut().insert("x-broker-api-originating-identity", identity.parse().unwrap());
+        let (status, body) = send(&tb.router, req).await;
+        assert_eq!(status, StatusCode::OK, "identity {identity:?}: {body}");
+    }
+    // A well-formed one is fine too.
+    let mut req = request("GET", "/v2/catalog", None, true, Some("2.17"));
+    let identity = "cloudfoundry eyJ1c2VyX2lkIjoiNjgzZWE3NDgifQ==";
+    req.headers_mut().insert("x-broker-api-originating-identity", identity.parse().unwrap());
+    assert_eq!(send(&tb.router, req).await.0, StatusCode::OK);
+}
+
+// ------------------------------------------------------------------ catalog
+
+#[tokio::test]
+async fn the_catalog_lists_three_services_declaring_retrievability_and_plan_updates() {
+    let tb = TestBroker::new().await;
+    let (status, catalog) = tb.call("GET", "/v2/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let services = catalog["services"].as_array().expect("services");
+    assert_eq!(services.len(), 3);
+    for s in services {
+        assert_eq!(s["instances_retrievable"], true, "{}", s["name"]);
+        assert_eq!(s["bindings_retrievable"], true, "{}", s["name"]);
+        assert!(s["plan_updateable"].is_boolean(), "{}", s["name"]);
+        assert!(!s["plans"].as_array().unwrap().is_empty(), "{}", s["name"]);
+    }
+    let updateable =
+        |name: &str| services.iter().find(|s| s["name"] == name).unwrap()["plan_updateable"].clone();
+    assert_eq!(updateable(REDIS), true);
+    assert_eq!(updateable("elasticache-valkey"), true);
+    assert_eq!(updateable(MEMCACHED), false);
+}
+
+#[tokio::test]
+async fn every_catalog_plan_carries_its_schemas_and_maximum_polling_duration() {
+    let tb = TestBroker::new().await;
+    let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
+    let mut plans = 0;
+    for s in catalog["services"].as_array().unwrap() {
+        for p in s["plans"].as_array().unwrap() {
+            plans += 1;
+            let name = format!("{}/{}", s["name"], p["name"]);
+            assert!(p["maximum_polling_duration"].as_u64().is_some_and(|d| d > 0), "{name}");
+            let instance = &p["schemas"]["service_instance"];
+            for action in ["create", "update"] {
+                let schema = &instance[action]["parameters"];
+                assert_eq!(schema["type"], "object", "{name} {action}");
+                assert!(schema["properties"]["engine_version"]["enum"].is_array(), "{name} {action}");
+            }
+            assert!(p["schemas"]["service_binding"]["create"]["parameters"].is_object(), "{name}");
+        }
+    }
+    assert_eq!(plans, 12);
+    let (_, small) = tb.plan_id(REDIS, "small");
+    let redis_small = catalog["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["plans"].as_array().unwrap())
+        .find(|p| p["id"] == small.as_str())
+        .expect("redis small is in the catalog")
+        .clone();
+    assert_eq!(
+        redis_small["schemas"]["service_instance"]["create"]["parameters"]["properties"]["engine_version"]["enum"],
+        json!(["6.2", "7.0", "7.1"])
+    );
+}
+
+// ------------------------------------------------------------------ 404 and 405
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_an_allow_header_and_an_osb_error_body() {
+    let tb = TestBroker::new().await;
+    for (method, uri, must_allow) in [
+        ("POST", "/v2/catalog", vec!["GET"]),
+        ("DELETE", "/v2/catalog", vec!["GET"]),
+        ("POST", "/v2/service_instances/x", vec!["GET", "PUT", "PATCH", "DELETE"]),
+        ("PATCH", "/v2/service_instances/x/service_bindings/b", vec!["GET", "PUT", "DELETE"]),
+    ] {
+        let resp = respond(&tb, request(method, uri, None, true, Some("2.17"))).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .unwrap_or_else(|| panic!("{method} {uri}: no Allow header"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        for m in must_allow {
+            assert!(allow.split(',').any(|a| a.trim() == m), "{method} {uri}: Allow {allow:?} lacks {m}");
+        }
+        assert!(!allow.split(',').any(|a| a.trim() == method), "{method} {uri}: Allow {allow:?}");
+        let got = send(&tb.router, request(method, uri, None, true, Some("2.17"))).await;
+        assert_error(&got, StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", &[]);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_with_a_json_error_body() {
+    let tb = TestBroker::new().await;
+    for uri in ["/v2/nothing", "/v1/catalog", "/", "/v2/service_instances/x/service_bindings"] {
+        let got = tb.call("GET", uri, None).await;
+        assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &[]);
+    }
+}
+
+// ------------------------------------------------------------------ provision: 400
+
+#[tokio::test]
+async fn provision_without_service_id_is_400_naming_service_id() {
+    let tb = TestBroker::new().await;
+    let (_, plan_id) = tb.plan_id(REDIS, "small");
+    let got = put_instance(&tb, "i-1", json!({ "plan_id": plan_id })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["service_id"]);
+}
+
+#[tokio::test]
+async fn provision_without_plan_id_is_400_naming_plan_id() {
+    let tb = TestBroker::new().await;
+    let (service_id, _) = tb.plan_id(REDIS, "small");
+    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id"]);
+}
+
+#[tokio::test]
+async fn provision_with_a_body_that_is_not_json_is_400() {
+    let tb = TestBroker::new().await;
+    let uri = format!("{}?{ASYNC}", instance_uri("i-1"));
+    for body in ["{\"service_id\": ", "not json", ""] {
+        let got = send(&tb.router, raw_request("PUT", &uri, body)).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &[]);
+    }
+}
+
+#[tokio::test]
+async fn provision_of_an_unknown_plan_is_400_naming_plan_id() {
+    let tb = TestBroker::new().await;
+    let (service_id, _) = tb.plan_id(REDIS, "small");
+    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": "no-such-plan" })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id", "no-such-plan"]);
+    // A plan of another service is unknown to this one.
+    let (_, memcached_plan) = tb.plan_id(MEMCACHED, "dev");
+    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": memcached_plan })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id"]);
+}
+
+#[tokio::test]
+async fn provision_of_an_unknown_service_is_400_naming_service_id() {
+    let tb = TestBroker::new().await;
+    let (_, plan_id) = tb.plan_id(REDIS, "small");
+    let got = put_instance(&tb, "i-1", json!({ "service_id": "no-such-service", "plan_id": plan_id })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["service_id"]);
+}
+
+#[tokio::test]
+async fn provision_with_an_engine_version_that_is_not_an_offered_major_string_is_400_listing_the_offered_ones()
+ {
+    let tb = TestBroker::new().await;
+    for bad in [json!(6.2), json!("6.2.1"), json!("5.0"), json!(7)] {
+        let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": bad }));
+        let got = put_instance(&tb, "i-1", body).await;
+        assert_error(
+            &got,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &["engine_version", "\"6.2\"", "\"7.0\"", "\"7.1\""],
+        );
+    }
+    assert_eq!(fetch_instance(&tb, "i-1").await.0, StatusCode::NOT_FOUND, "nothing was recorded");
+}
+
+#[tokio::test]
+async fn provision_with_an_unknown_parameter_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "maxmemory_policy": "allkeys-lru" }));
+    let got = put_instance(&tb, "i-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["maxmemory_policy", "engine_version"]);
+}
+
+#[tokio::test]
+async fn provision_with_parameters_that_are_not_an_object_is_400() {
+    let tb = TestBroker::new().await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!(["engine_version", "7.1"]));
+    let got = put_instance(&tb, "i-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["parameters"]);
+}
+
+#[tokio::test]
+async fn provision_with_accepts_incomplete_not_true_or_false_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    let body = plan_body(&tb, REDIS, "small");
+    let got = tb.call("PUT", "/v2/service_instances/i-1?accepts_incomplete=yes", Some(body)).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["accepts_incomplete"]);
+}
+
+#[tokio::test]
+async fn instance_ids_outside_letters_digits_dot_dash_underscore_or_over_128_chars_are_400() {
+    let tb = TestBroker::new().await;
+    let long = "a".repeat(129);
+    for id in ["a%2Fb", "bad!id", "a%20b", "caf%C3%A9", long.as_str()] {
+        let got = put_instance(&tb, id, plan_body(&tb, REDIS, "small")).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["instance_id"]);
+    }
+    let longest = "a".repeat(128);
+    let ok = put_instance(&tb, &longest, plan_body(&tb, REDIS, "small")).await;
+    accepted_operation(&ok);
+    accepted_operation(&put_instance(&tb, "A.b_c-9", plan_body(&tb, REDIS, "small")).await);
+}
+
+// ------------------------------------------------------------------ provision: 422
+
+#[tokio::test]
+async fn provision_without_accepts_incomplete_is_422_async_required() {
+    let tb = TestBroker::new().await;
+    for uri in ["/v2/service_instances/i-1", "/v2/service_instances/i-1?accepts_incomplete=false"] {
+        let got = tb.call("PUT", uri, Some(plan_body(&tb, REDIS, "small"))).await;
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["accepts_incomplete=true"]);
+    }
+    assert!(tb.drain(10).await.is_empty(), "no job was enqueued");
+}
+
+#[tokio::test]
+async fn a_bad_provision_request_without_accepts_incomplete_is_400_not_422() {
+    let tb = TestBroker::new().await;
+    let (service_id, _) = tb.plan_id(REDIS, "small");
+    let cases = [
+        ("i-1", json!({ "service_id": service_id }), "plan_id"),
+        ("i-1", json!({ "service_id": service_id, "plan_id": "nope" }), "plan_id"),
+        ("i-1", with_parameters(plan_body(&tb, REDIS, "small"), json!({ "x": 1 })), "'x'"),
+        ("bad!id", plan_body(&tb, REDIS, "small"), "instance_id"),
+    ];
+    for (id, body, field) in cases {
+        let got = tb.call("PUT", &instance_uri(id), Some(body)).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &[field]);
+    }
+}
+
+#[tokio::test]
+async fn provision_with_another_maintenance_info_version_is_422_maintenance_info_conflict() {
+    let tb = TestBroker::new().await;
+    let mut body = plan_body(&tb, REDIS, "small");
+    body["maintenance_info"] = json!({ "version": "0.9.0" });
+    let got = put_instance(&tb, "i-1", body.clone()).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "MaintenanceInfoConflict", &["0.9.0"]);
+
+    body["maintenance_info"] = json!({ "version": "1.0.0" });
+    accepted_operation(&put_instance(&tb, "i-1", body).await);
+}
+
+// ------------------------------------------------------------------ provision: 202, 200, 409
+
+#[tokio::test]
+async fn first_provision_is_202_with_an_operation_in_progress() {
+    let tb = TestBroker::new().await;
+    let op = accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    assert_state(&last_operation(&tb, "i-1").await, "in progress");
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "in progress");
+}
+
+#[tokio::test]
+async fn an_identical_provision_while_in_progress_is_202_with_the_same_operation() {
+    let tb = TestBroker::new().await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "7.0" }));
+    let first = accepted_operation(&put_instance(&tb, "i-1", body.clone()).await);
+    let again = accepted_operation(&put_instance(&tb, "i-1", body).await);
+    assert_eq!(first, again);
+}
+
+#[tokio::test]
+async fn an_identical_provision_after_the_worker_finished_is_200_with_an_empty_object() {
+    let tb = TestBroker::new().await;
+    let body = ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let (status, answer) = put_instance(&tb, "i-1", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({}));
+}
+
+#[tokio::test]
+async fn provisioning_an_existing_id_with_another_plan_or_parameters_is_409() {
+    let tb = TestBroker::new().await;
+    // While it is being provisioned ...
+    accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    let got = put_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["i-1"]);
+    // ... and once it is ready.
+    tb.drain(100).await;
+    let got = put_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["i-1"]);
+    let other_params = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "6.2" }));
+    let got = put_instance(&tb, "i-1", other_params).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["i-1"]);
+    let other_service = plan_body(&tb, MEMCACHED, "dev");
+    let got = put_instance(&tb, "i-1", other_service).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &[]);
+}
+
+// ------------------------------------------------------------------ last_operation
+
+#[tokio::test]
+async fn last_operation_of_an_unknown_instance_is_404() {
+    let tb = TestBroker::new().await;
+    let got = last_operation(&tb, "nobody").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["nobody"]);
+}
+
+#[tokio::test]
+async fn last_operation_is_in_progress_then_succeeded_with_a_description_once_the_worker_ran() {
+    let tb = TestBroker::new().await;
+    let op = accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "in progress");
+    tb.drain(100).await;
+    let got = last_operation_of(&tb, "i-1", &op).await;
+    assert_state(&got, "succeeded");
+    assert_state(&last_operation(&tb, "i-1").await, "succeeded");
+}
+
+#[tokio::test]
+async fn last_operation_with_the_operation_of_another_instance_is_400() {
+    let tb = TestBroker::new().await;
+    accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    let other = accepted_operation(&put_instance(&tb, "i-2", plan_body(&tb, REDIS, "small")).await);
+    let got = last_operation_of(&tb, "i-1", &other).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &[other.as_str()]);
+    let got = last_operation_of(&tb, "i-1", "no-such-operation").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["no-such-operation"]);
+}
+
+// ------------------------------------------------------------------ fetch instance
+
+#[tokio::test]
+async fn fetching_an_instance_is_404_while_it_is_being_provisioned() {
+    let tb = TestBroker::new().await;
+    accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    let got = fetch_instance(&tb, "i-1").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["i-1"]);
+    let got = fetch_instance(&tb, "nobody").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["nobody"]);
+}
+
+#[tokio::test]
+async fn fetching_a_provisioned_instance_gives_its_service_plan_and_parameters() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.0" })).await;
+    let (status, body) = fetch_instance(&tb, "i-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    assert_eq!(body["service_id"], service_id.as_str());
+    assert_eq!(body["plan_id"], plan_id.as_str());
+    assert_eq!(body["parameters"], json!({ "engine_version": "7.0" }));
+    assert_eq!(body["maintenance_info"]["version"], "1.0.0");
+}
+
+#[tokio::test]
+async fn fetching_an_instance_while_it_is_being_updated_is_422_concurrency_error() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    accepted_operation(&patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await);
+    let got = fetch_instance(&tb, "i-1").await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError", &["i-1"]);
+}
+
+// ------------------------------------------------------------------ update
+
+#[tokio::test]
+async fn updating_an_unknown_instance_is_404() {
+    let tb = TestBroker::new().await;
+    let got = patch_instance(&tb, "nobody", plan_body(&tb, REDIS, "medium")).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["nobody"]);
+}
+
+#[tokio::test]
+async fn a_plan_change_within_the_service_is_202_then_succeeds_and_fetch_shows_the_new_plan() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let op = accepted_operation(&patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await);
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "in progress");
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
+    let (status, body) = fetch_instance(&tb, "i-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["plan_id"], tb.plan_id(REDIS, "medium").1.as_str());
+}
+
+#[tokio::test]
+async fn a_repeated_identical_update_while_in_progress_is_202_with_the_same_operation_and_another_is_422() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let first = accepted_operation(&patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await);
+    let again = accepted_operation(&patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await);
+    assert_eq!(first, again);
+    let got = patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "large")).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError", &["i-1"]);
+}
+
+#[tokio::test]
+async fn a_memcached_plan_change_is_422_plan_change_not_supported_and_not_repeatable() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "m-1", MEMCACHED, "dev", json!({})).await;
+    let (status, body) = patch_instance(&tb, "m-1", plan_body(&tb, MEMCACHED, "small")).await;
+    assert_error(
+        &(status, body.clone()),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "PlanChangeNotSupported",
+        &["Memcached"],
+    );
+    assert_eq!(body["update_repeatable"], false, "{body}");
+    assert_eq!(fetch_instance(&tb, "m-1").await.1["plan_id"], tb.plan_id(MEMCACHED, "dev").1.as_str());
+}
+
+#[tokio::test]
+async fn changing_between_cluster_mode_and_non_cluster_redis_plans_is_422_either_way() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "small-1", REDIS, "small", json!({})).await;
+    ready_instance(&tb, "cluster-1", REDIS, "cluster-3x2", json!({})).await;
+    for (id, to) in [("small-1", "cluster-3x2"), ("cluster-1", "small")] {
+        let (status, body) = patch_instance(&tb, id, plan_body(&tb, REDIS, to)).await;
+        assert_error(
+            &(status, body.clone()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PlanChangeNotSupported",
+            &[to],
+        );
+        assert_eq!(body["update_repeatable"], false, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_engine_version_downgrade_is_422() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.1" })).await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "7.0" }));
+    let (status, answer) = patch_instance(&tb, "i-1", body).await;
+    assert_error(
+        &(status, answer.clone()),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "EngineDowngradeNotSupported",
+        &["7.1", "7.0"],
+    );
+    assert_eq!(answer["update_repeatable"], false);
+}
+
+#[tokio::test]
+async fn an_engine_version_upgrade_is_accepted() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.0" })).await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "7.1" }));
+    accepted_operation(&patch_instance(&tb, "i-1", body).await);
+    tb.drain(100).await;
+    assert_eq!(fetch_instance(&tb, "i-1").await.1["parameters"]["engine_version"], "7.1");
+}
+
+#[tokio::test]
+async fn an_update_with_the_same_plan_and_parameters_is_200_with_an_empty_object() {
+    let tb = TestBroker::new().await;
+    let body = ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.0" })).await;
+    let (status, answer) = patch_instance(&tb, "i-1", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({}));
+    assert!(tb.drain(10).await.is_empty(), "nothing to do, so no job");
+}
+
+#[tokio::test]
+async fn an_update_without_accepts_incomplete_is_422_async_required() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let got = tb.call("PATCH", &instance_uri("i-1"), Some(plan_body(&tb, REDIS, "medium"))).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["accepts_incomplete"]);
+}
+
+#[tokio::test]
+async fn an_update_with_an_unknown_parameter_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "shards": 4 }));
+    let got = patch_instance(&tb, "i-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["shards"]);
+}
+
+// ------------------------------------------------------------------ deprovision
+
+#[tokio::test]
+async fn deprovision_without_service_id_or_plan_id_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    let uri = format!("{}?plan_id={plan_id}&{ASYNC}", instance_uri("i-1"));
+    assert_error(
+        &tb.call("DELETE", &uri, None).await,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        &["service_id"],
+    );
+    let uri = format!("{}?service_id={service_id}&{ASYNC}", instance_uri("i-1"));
+    assert_error(&tb.call("DELETE", &uri, None).await, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id"]);
+    // The query is checked before the instance is looked up.
+    let uri = format!("{}?{ASYNC}", instance_uri("nobody"));
+    assert_error(
+        &tb.call("DELETE", &uri, None).await,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        &["service_id"],
+    );
+}
+
+#[tokio::test]
+async fn deprovisioning_an_unknown_instance_is_410_gone() {
+    let tb = TestBroker::new().await;
+    let got = delete_instance(&tb, "nobody", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["nobody"]);
+}
+
+#[tokio::test]
+async fn deprovision_without_accepts_incomplete_is_422_async_required() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    let uri = format!("{}?service_id={service_id}&plan_id={plan_id}", instance_uri("i-1"));
+    let got = tb.call("DELETE", &uri, None).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["accepts_incomplete"]);
+}
+
+#[tokio::test]
+async fn deprovisioning_a_ready_instance_is_202_then_succeeds_and_the_record_still_answers_last_operation() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let op = accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    assert_state(&last_operation(&tb, "i-1").await, "in progress");
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
+    assert!(tb.provider.caches().is_empty(), "the cache is deleted");
+    // A platform that polls late still hears "succeeded".
+    assert_state(&last_operation(&tb, "i-1").await, "succeeded");
+    assert_state(&last_operation(&tb, "i-1").await, "succeeded");
+    assert_error(&fetch_instance(&tb, "i-1").await, StatusCode::NOT_FOUND, "NotFound", &["i-1"]);
+    // Deleting it again: there is nothing left.
+    let got = delete_instance(&tb, "i-1", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["i-1"]);
+}
+
+#[tokio::test]
+async fn a_deprovisioned_id_can_be_provisioned_again() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    tb.drain(100).await;
+    ready_instance(&tb, "i-1", REDIS, "medium", json!({})).await;
+    assert_eq!(fetch_instance(&tb, "i-1").await.1["plan_id"], tb.plan_id(REDIS, "medium").1.as_str());
+}
+
+#[tokio::test]
+async fn a_delete_while_the_delete_is_in_progress_is_202_with_the_same_operation() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let first = accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    let again = accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    assert_eq!(first, again);
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &first).await, "succeeded");
+}
+
+#[tokio::test]
+async fn a_delete_during_an_update_is_422_concurrency_error() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    accepted_operation(&patch_instance(&tb, "i-1", plan_body(&tb, REDIS, "medium")).await);
+    let got = delete_instance(&tb, "i-1", REDIS, "small").await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError", &["i-1"]);
+}
+
+#[tokio::test]
+async fn a_delete_during_provisioning_cancels_the_provision_and_removes_everything() {
+    let tb = TestBroker::new().await;
+    let provision = accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    let deprovision = accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    assert_ne!(provision, deprovision);
+    tb.drain(100).await;
+
+    let (status, body) = last_operation_of(&tb, "i-1", &provision).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failed", "{body}");
+    assert!(body["description"].as_str().unwrap().contains("cancelled"), "{body}");
+    assert_state(&last_operation_of(&tb, "i-1", &deprovision).await, "succeeded");
+    assert_state(&last_operation(&tb, "i-1").await, "succeeded");
+    assert!(tb.provider.caches().is_empty(), "caches left: {:?}", tb.provider.caches());
+}
+
+// ------------------------------------------------------------------ bind
+
+#[tokio::test]
+async fn binding_to_an_unknown_instance_is_404() {
+    let tb = TestBroker::new().await;
+    let got = put_binding(&tb, "nobody", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["nobody"]);
+}
+
+#[tokio::test]
+async fn binding_to_an_instance_still_being_provisioned_is_422_concurrency_error() {
+    let tb = TestBroker::new().await;
+    accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, REDIS, "small")).await);
+    let got = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError", &["i-1"]);
+}
+
+#[tokio::test]
+async fn bind_without_accepts_incomplete_is_422_async_required() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let got = tb.call("PUT", &binding_uri("i-1", "b-1"), Some(bind_body(&tb, REDIS, "small", "app-1"))).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["accepts_incomplete"]);
+}
+
+#[tokio::test]
+async fn bind_with_any_parameter_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let body = with_parameters(bind_body(&tb, REDIS, "small", "app-1"), json!({ "read_only": true }));
+    let got = put_binding(&tb, "i-1", "b-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["read_only"]);
+    // Empty parameters are fine.
+    let body = with_parameters(bind_body(&tb, REDIS, "small", "app-1"), json!({}));
+    accepted_operation(&put_binding(&tb, "i-1", "b-1", body).await);
+}
+
+#[tokio::test]
+async fn binding_ids_outside_the_safe_alphabet_are_400() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let got = put_binding(&tb, "i-1", "b%2F1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["binding_id"]);
+}
+
+#[tokio::test]
+async fn a_bind_is_202_repeats_with_the_same_operation_and_cannot_be_fetched_until_done() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let body = bind_body(&tb, REDIS, "small", "app-1");
+    let first = accepted_operation(&put_binding(&tb, "i-1", "b-1", body.clone()).await);
+    let again = accepted_operation(&put_binding(&tb, "i-1", "b-1", body).await);
+    assert_eq!(first, again);
+    assert_state(&binding_last_operation(&tb, "i-1", "b-1").await, "in progress");
+    let got = fetch_binding(&tb, "i-1", "b-1").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
+    tb.drain(100).await;
+    assert_state(&binding_last_operation_of(&tb, "i-1", "b-1", &first).await, "succeeded");
+}
+
+#[tokio::test]
+async fn a_finished_redis_binding_fetches_credentials_with_a_user_and_a_long_password() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let (status, body) = fetch_binding(&tb, "i-1", "b-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let c = &body["credentials"];
+    let uri = c["uri"].as_str().expect("uri");
+    assert!(uri.starts_with("redis://b-"), "{uri}");
+    let username = c["username"].as_str().expect("username");
+    assert!(username.starts_with("b-"), "{username}");
+    let password = c["password"].as_str().expect("password");
+    assert!(password.len() >= 32, "password of {} chars", password.len());
+    assert!(uri.contains(password), "the uri carries the password");
+    assert!(c["host"].is_string() && !c["host"].as_str().unwrap().is_empty());
+    assert_eq!(c["hostname"], c["host"]);
+    assert!(c["port"].as_u64().is_some_and(|p| p > 0));
+    assert!(c["tls_enabled"].is_boolean());
+    assert_eq!(c["engine"], "redis");
+    assert_eq!(c["engine_version"], "7.1");
+    assert_eq!(c["REDIS_URL"], c["uri"]);
+    assert!(tb.provider.users("i-1").contains(&username.to_string()), "the cache user exists");
+}
+
+#[tokio::test]
+async fn an_identical_bind_after_success_is_200_with_the_same_credentials() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let body = ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let (_, fetched) = fetch_binding(&tb, "i-1", "b-1").await;
+    let (status, again) = put_binding(&tb, "i-1", "b-1", body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["credentials"], fetched["credentials"]);
+    assert!(again["credentials"]["password"].is_string());
+}
+
+#[tokio::test]
+async fn binding_an_existing_binding_id_for_another_app_is_409() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let got = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-2")).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["b-1"]);
+}
+
+#[tokio::test]
+async fn a_memcached_binding_names_the_endpoint_without_a_password() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "m-1", MEMCACHED, "dev", json!({})).await;
+    ready_binding(&tb, "m-1", "b-1", MEMCACHED, "dev").await;
+    let (status, body) = fetch_binding(&tb, "m-1", "b-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let c = &body["credentials"];
+    let expected = format!("{}:{}", c["host"].as_str().unwrap(), c["port"]);
+    assert_eq!(c["uri"], expected.as_str());
+    assert_eq!(c["MEMCACHED_URL"], expected.as_str());
+    assert_eq!(c["engine"], "memcached");
+    assert!(c.get("password").is_none(), "{c}");
+    assert!(c.get("REDIS_URL").is_none(), "{c}");
+}
+
+#[tokio::test]
+async fn the_last_operation_of_an_unknown_binding_is_404() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let got = binding_last_operation(&tb, "i-1", "nobody").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["nobody"]);
+}
+
+// ------------------------------------------------------------------ unbind
+
+#[tokio::test]
+async fn unbind_without_service_id_or_plan_id_is_400_naming_it() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    let uri = format!("{}?plan_id={plan_id}&{ASYNC}", binding_uri("i-1", "b-1"));
+    assert_error(
+        &tb.call("DELETE", &uri, None).await,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        &["service_id"],
+    );
+    let uri = format!("{}?service_id={service_id}&{ASYNC}", binding_uri("i-1", "b-1"));
+    assert_error(&tb.call("DELETE", &uri, None).await, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id"]);
+}
+
+#[tokio::test]
+async fn unbinding_an_unknown_binding_is_410_gone() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let got = delete_binding(&tb, "i-1", "nobody", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["nobody"]);
+}
+
+#[tokio::test]
+async fn unbind_is_202_then_deletes_the_cache_user_and_the_secret() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let (_, fetched) = fetch_binding(&tb, "i-1", "b-1").await;
+    let username = fetched["credentials"]["username"].as_str().unwrap().to_string();
+    let secret = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.expect("secret reference");
+
+    let op = accepted_operation(&delete_binding(&tb, "i-1", "b-1", REDIS, "small").await);
+    tb.drain(100).await;
+    assert_state(&binding_last_operation_of(&tb, "i-1", "b-1", &op).await, "succeeded");
+    assert!(!tb.provider.users("i-1").contains(&username), "users: {:?}", tb.provider.users("i-1"));
+    let read = tb.secrets.read(&secret, shared::ports::Stage::Current).await;
+    assert!(matches!(read, Ok(None) | Err(_)), "the password is still readable");
+    let got = fetch_binding(&tb, "i-1", "b-1").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
+    let got = delete_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["b-1"]);
+}
+
+#[tokio::test]
+async fn unbind_during_binding_cancels_the_bind_and_no_user_is_left() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let bind =
+        accepted_operation(&put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await);
+    let unbind = accepted_operation(&delete_binding(&tb, "i-1", "b-1", REDIS, "small").await);
+    tb.drain(100).await;
+
+    let (status, body) = binding_last_operation_of(&tb, "i-1", "b-1", &bind).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failed", "{body}");
+    assert!(body["description"].as_str().unwrap().contains("cancelled"), "{body}");
+    assert_state(&binding_last_operation_of(&tb, "i-1", "b-1", &unbind).await, "succeeded");
+    assert!(tb.provider.users("i-1").is_empty(), "users left: {:?}", tb.provider.users("i-1"));
+    assert_eq!(fetch_binding(&tb, "i-1", "b-1").await.0, StatusCode::NOT_FOUND);
+}
+
+// ------------------------------------------------------------------ 500
+
+#[tokio::test]
+async fn a_500_reveals_nothing_internal() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    // GIVEN the binding's password vanished from the secret store behind the broker's back
+    let secret = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.unwrap();
+    tb.secrets.delete(&secret).await.unwrap();
+    // WHEN the platform fetches the binding
+    let got = fetch_binding(&tb, "i-1", "b-1").await;
+    // THEN it gets a 500 that says where to look, not what broke
+    assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &["log"]);
+    let text = got.1.to_string();
+    for secret_word in ["b-1", "i-1", "secret", "password", "local:", "test/"] {
+        assert!(!text.contains(secret_word), "the 500 body mentions {secret_word:?}: {text}");
+    }
+}
