@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this script).
+# Works on a fresh Debian 12 machine as root with the Rust toolchain installed:
+# it installs the cache servers the end-to-end tests start, then runs
+# rustfmt, clippy and the tests. Stops at the first failing step.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$1"; }
+fail() { printf '\ntest.sh: FAILED: %s\n' "$1" >&2; exit 1; }
+skip() { printf '\n==> skipped: %s\n' "$1"; }
+
+# Runs one step; on failure names it and stops with a non-zero exit.
+run() {
+  local what=$1; shift
+  step "$what: $*"
+  "$@" || fail "$what"
+}
+
+command -v cargo >/dev/null 2>&1 \
+  || fail "cargo is not on PATH: install the Rust toolchain (https://rustup.rs) first"
+
+# rustfmt and clippy are rustup components; a minimal toolchain lacks them.
+for component in rustfmt clippy; do
+  sub=${component/rustfmt/fmt}
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 \
+      || fail "cargo $sub is missing and rustup is not available to add $component"
+    run "add the $component component" rustup component add "$component"
+  fi
+done
+
+run "install the cache servers (redis-server, redis-tools, memcached, valkey-server)" \
+  bash scripts/install-servers.sh
+
+run "check formatting" cargo fmt --all --check
+
+run "lint" cargo clippy --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  run "unit and end-to-end tests" cargo nextest run --workspace --no-fail-fast
+else
+  echo
+  echo "cargo-nextest is not installed; running the tests with cargo test instead"
+  run "unit and end-to-end tests" cargo test --workspace --no-fail-fast
+fi
+
+# ---------------------------------------------------------------------------
+# Optional checks: each runs when its tool is available and otherwise prints
+# one "skipped" line saying what is missing; none of them installs anything
+# silently. To come here: the AWS adapters against moto in server mode
+# (PyPI moto[server]) and linting template.yaml (samtranslator + cfn-lint).
+# Pattern:
+#   if command -v TOOL >/dev/null 2>&1; then run "WHAT" COMMAND...
+#   else skip "WHAT (TOOL is not installed: how to install it)"; fi
+# ---------------------------------------------------------------------------
+
+printf '\ntest.sh: all steps passed\n'
