@@ -1,1 +1,216 @@
+//! End to end through the real laptop mode: provision, bind, use the cache
+//! with the returned credentials, unbind (the credentials are refused at
+//! once), deprovision (the process is gone), for Redis OSS, Valkey and
+//! Memcached; and a broker restart that adopts the running caches.
 
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use broker_tests::{LocalBroker, ProcessGuard, port_open};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+async fn redis_set_get(uri: &str) -> redis::RedisResult<String> {
+    let client = redis::Client::open(uri)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    redis::cmd("SET").arg("greeting").arg("hello").query_async::<()>(&mut con).await?;
+    redis::cmd("GET").arg("greeting").query_async::<String>(&mut con).await
+}
+
+async fn redis_get(uri: &str, key: &str) -> redis::RedisResult<Option<String>> {
+    let client = redis::Client::open(uri)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut con).await
+}
+
+/// One memcached text-protocol exchange: set then get.
+async fn memcached_set_get(host_port: &str) -> std::io::Result<String> {
+    let stream = tokio::net::TcpStream::connect(host_port).await?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"set greeting 0 0 5\r\nhello\r\n").await?;
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    assert_eq!(line.trim(), "STORED");
+    w.write_all(b"get greeting\r\n").await?;
+    let mut value = String::new();
+    line.clear();
+    r.read_line(&mut line).await?; // VALUE greeting 0 5
+    r.read_line(&mut value).await?;
+    Ok(value.trim().to_string())
+}
+
+struct Provisioned {
+    instance: String,
+    service_id: String,
+    plan_id: String,
+}
+
+async fn provision(b: &LocalBroker, service: &str, plan: &str, id: &str, params: Value) -> Provisioned {
+    let (service_id, plan_id) = b.plan(service, plan).await;
+    let (status, body) = b
+        .call(
+            "PUT",
+            &format!("/v2/service_instances/{id}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": params,
+                        "organization_guid": "org", "space_guid": "space"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = b.wait_for(&format!("/v2/service_instances/{id}/last_operation")).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    Provisioned { instance: id.into(), service_id, plan_id }
+}
+
+async fn bind(b: &LocalBroker, p: &Provisioned, binding: &str) -> Value {
+    let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
+    let (status, body) = b
+        .call(
+            "PUT",
+            &format!("{base}?accepts_incomplete=true"),
+            Some(json!({"service_id": p.service_id, "plan_id": p.plan_id, "app_guid": "app-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = b.wait_for(&format!("{base}/last_operation")).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (status, body) = b.call("GET", &base, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["credentials"].clone()
+}
+
+async fn unbind(b: &LocalBroker, p: &Provisioned, binding: &str) {
+    let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
+    let (status, body) = b
+        .call(
+            "DELETE",
+            &format!("{base}?accepts_incomplete=true&service_id={}&plan_id={}", p.service_id, p.plan_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = b.wait_for(&format!("{base}/last_operation")).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+}
+
+async fn deprovision(b: &LocalBroker, p: &Provisioned) {
+    let (status, body) = b
+        .call(
+            "DELETE",
+            &format!(
+                "/v2/service_instances/{}?accepts_incomplete=true&service_id={}&plan_id={}",
+                p.instance, p.service_id, p.plan_id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = b.wait_for(&format!("/v2/service_instances/{}/last_operation", p.instance)).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+}
+
+async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p = provision(&b, service, plan, "e2e-instance-1", json!({"engine_version": version})).await;
+
+    let creds = bind(&b, &p, "e2e-binding-1").await;
+    let uri = creds["uri"].as_str().unwrap().to_string();
+    assert!(uri.starts_with("redis://b-e2e-binding-1:"), "{uri}");
+    assert_eq!(creds["REDIS_URL"], creds["uri"]);
+    assert!(creds["password"].as_str().unwrap().len() >= 32);
+    assert_eq!(creds["engine_version"], version);
+    let port = creds["port"].as_u64().unwrap() as u16;
+
+    // GIVEN the binding's credentials, THEN SET/GET works.
+    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+    // AND the default user is disabled: no password, no access.
+    let anonymous = format!("redis://127.0.0.1:{port}");
+    assert!(redis_set_get(&anonymous).await.is_err(), "the default user must be disabled");
+
+    // A second binding has its own user and password.
+    let other = bind(&b, &p, "e2e-binding-2").await;
+    assert_ne!(other["password"], creds["password"]);
+    assert_ne!(other["username"], creds["username"]);
+
+    // An open connection of the first binding, to see it cut on unbind.
+    let client = redis::Client::open(uri.as_str()).unwrap();
+    let mut open_con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PING").query_async::<String>(&mut open_con).await.unwrap();
+
+    // WHEN unbound, THEN the same credentials are refused at once ...
+    unbind(&b, &p, "e2e-binding-1").await;
+    let refused = redis_set_get(&uri).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("WRONGPASS") || refused.to_string().to_lowercase().contains("auth"),
+        "{refused}"
+    );
+    // ... the open connection is closed ...
+    assert!(redis::cmd("PING").query_async::<String>(&mut open_con).await.is_err());
+    // ... and the other binding still works.
+    assert_eq!(redis_set_get(other["uri"].as_str().unwrap()).await.unwrap(), "hello");
+
+    // WHEN deprovisioned, THEN the process is gone and its data removed.
+    deprovision(&b, &p).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!port_open(port), "the cache still listens on {port}");
+    assert!(
+        !b.state.join("caches").join("e2e-instance-1").exists(),
+        "the cache's data directory is left behind"
+    );
+    let (status, _) = b.call("GET", "/v2/service_instances/e2e-instance-1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_provision_bind_use_unbind_deprovision() {
+    redis_like_lifecycle("elasticache-redis", "small", "7.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_provision_bind_use_unbind_deprovision() {
+    redis_like_lifecycle("elasticache-valkey", "dev", "8.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_provision_bind_use_unbind_deprovision() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p = provision(&b, "elasticache-memcached", "dev", "e2e-mc-1", json!({})).await;
+    let creds = bind(&b, &p, "e2e-mc-binding").await;
+    let uri = creds["uri"].as_str().unwrap().to_string();
+    assert_eq!(creds["MEMCACHED_URL"], creds["uri"]);
+    assert!(uri.starts_with("127.0.0.1:"), "{uri}");
+    assert_eq!(memcached_set_get(&uri).await.unwrap(), "hello");
+    unbind(&b, &p, "e2e-mc-binding").await;
+    deprovision(&b, &p).await;
+    let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!port_open(port), "memcached still listens on {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_adopts_its_caches_and_restarts_dead_ones() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p = provision(&b, "elasticache-redis", "dev", "e2e-restart-1", json!({})).await;
+    let creds = bind(&b, &p, "e2e-restart-b").await;
+    let uri = creds["uri"].as_str().unwrap().to_string();
+    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+
+    // The broker stops; the cache process dies too (a reboot, a kill).
+    let (state, dir) = b.stop();
+    let _ = std::process::Command::new("pkill").arg("-9").arg("-f").arg(state.as_os_str()).status();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // WHEN the broker starts again on the same state
+    let b = LocalBroker::open(state).await;
+    // THEN the instance, the binding and the data are back.
+    let (status, body) =
+        b.call("GET", "/v2/service_instances/e2e-restart-1/service_bindings/e2e-restart-b", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let uri = body["credentials"]["uri"].as_str().unwrap().to_string();
+    assert_eq!(redis_get(&uri, "greeting").await.unwrap().as_deref(), Some("hello"));
+    deprovision(&b, &p).await;
+    drop(dir);
+}

@@ -1,1 +1,117 @@
+//! Helpers for the end-to-end tests: a real laptop-mode broker in a temporary
+//! state directory, requests through its Router, polling, and a guard that
+//! stops every cache process the test started, even when the test fails.
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::api::BasicAuth;
+use shared::laptop::{Laptop, LaptopConfig};
+use tower::ServiceExt;
+
+pub const USER: &str = "broker";
+pub const PASS: &str = "local-events-only";
+
+/// A laptop broker with its worker running, in its own state directory.
+pub struct LocalBroker {
+    pub laptop: Laptop,
+    pub state: PathBuf,
+    worker: tokio::task::JoinHandle<()>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LocalBroker {
+    pub async fn start() -> LocalBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().to_path_buf();
+        let mut b = LocalBroker::open(state).await;
+        b._dir = Some(dir);
+        b
+    }
+
+    /// Opens (or re-opens, after a "restart") the broker on `state`.
+    pub async fn open(state: PathBuf) -> LocalBroker {
+        let config = LaptopConfig {
+            port: 0,
+            state_dir: state.clone(),
+            credentials: Some(BasicAuth { username: USER.into(), password: SecretString::from(PASS) }),
+            catalog_file: None,
+            poll_delay_secs: 1,
+        };
+        let laptop = Laptop::open(&config).await.expect("laptop mode starts");
+        let worker = laptop.spawn_worker();
+        LocalBroker { laptop, state, worker, _dir: None }
+    }
+
+    /// Stops the API and worker (the cache processes keep running, as when
+    /// the broker process ends) and hands back the state directory.
+    pub fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        self.worker.abort();
+        (self.state.clone(), self._dir.take())
+    }
+
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", basic(USER, PASS))
+            .header("x-broker-api-version", "2.17");
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self.laptop.router.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Polls `last_operation` at `uri` until it is no longer in progress.
+    pub async fn wait_for(&self, uri: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.call("GET", uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            if body["state"] != "in progress" {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{uri} still in progress: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// (service id, plan id) of `service`/`plan` from the live catalog.
+    pub async fn plan(&self, service: &str, plan: &str) -> (String, String) {
+        let (_, catalog) = self.call("GET", "/v2/catalog", None).await;
+        let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
+        let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
+        (s["id"].as_str().unwrap().into(), p["id"].as_str().unwrap().into())
+    }
+}
+
+/// Stops every process whose command line names `dir` (the cache processes
+/// of a test's state directory), whatever happened in the test.
+pub struct ProcessGuard(pub PathBuf);
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill").arg("-9").arg("-f").arg(self.0.as_os_str()).status();
+    }
+}
+
+pub fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}

@@ -10,7 +10,7 @@ pub mod api;
 pub mod broker;
 pub mod catalog;
 pub mod domain;
-// pub mod laptop; (enabled once the local provider lands)
+pub mod laptop;
 pub mod osb;
 pub mod ports;
 pub mod sqs;

@@ -233,9 +233,9 @@ impl Worker {
                 }
                 Ok(StepResult::Finished(description)) => {
                     match self.finish_succeeded(op, ctx, description).await? {
-                    Some(outcome) => return Ok(outcome),
-                    None => continue,
-                }
+                        Some(outcome) => return Ok(outcome),
+                        None => continue,
+                    }
                 }
                 Err(StepError::Race) => continue,
                 Err(StepError::Store(e)) => return Err(e.into()),
@@ -436,7 +436,8 @@ impl Worker {
                 if let Some(waiting) = self.superseded_running(op).await? {
                     return Ok(StepResult::Wait(waiting));
                 }
-                let binding = ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
+                let binding =
+                    ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
                 if let Some(username) = &binding.username
                     && ctx.service.engine.speaks_redis()
                     && ctx.instance.state != InstanceState::Deleted

@@ -1,0 +1,286 @@
+//! Laptop mode: the broker with no AWS account. Reads its settings from the
+//! environment, opens the embedded store, queue and secret store under the
+//! state directory, adopts the cache processes that were running, and runs the
+//! worker in the same process as the API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::adapters::local::provider::LocalCacheProvider;
+use crate::adapters::local::queue::LocalQueue;
+use crate::adapters::local::secrets::LocalSecretStore;
+use crate::adapters::local::store::SqliteStore;
+use crate::api::{AppState, BasicAuth, router};
+use crate::broker::Broker;
+use crate::catalog::CatalogFile;
+use crate::domain::InstanceState;
+use crate::domain::credentials::generate_password;
+use crate::ports::{CatalogStore, Job, JobQueue, StateStore};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Laptop-mode settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct LaptopConfig {
+    pub port: u16,
+    pub state_dir: PathBuf,
+    /// `None`: read or generate them under the state directory.
+    pub credentials: Option<BasicAuth>,
+    pub catalog_file: Option<PathBuf>,
+    /// How often the worker looks again at a cache that is starting.
+    pub poll_delay_secs: u32,
+}
+
+impl LaptopConfig {
+    /// Reads `PORT`, `BROKER_STATE_DIR`, `BROKER_USERNAME`, `BROKER_PASSWORD`
+    /// and `CATALOG_FILE`; the error names the variable at fault.
+    pub fn from_env() -> Result<LaptopConfig, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let port = match var("PORT") {
+            None => 8080,
+            Some(p) => p.parse().map_err(|_| format!("PORT={p:?} is not a port number"))?,
+        };
+        let credentials = match (var("BROKER_USERNAME"), var("BROKER_PASSWORD")) {
+            (Some(username), Some(password)) => {
+                Some(BasicAuth { username, password: SecretString::from(password) })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("BROKER_USERNAME is set but BROKER_PASSWORD is not; set both or neither".into());
+            }
+            (None, Some(_)) => {
+                return Err("BROKER_PASSWORD is set but BROKER_USERNAME is not; set both or neither".into());
+            }
+        };
+        Ok(LaptopConfig {
+            port,
+            state_dir: PathBuf::from(var("BROKER_STATE_DIR").unwrap_or_else(|| ".broker-state".into())),
+            credentials,
+            catalog_file: var("CATALOG_FILE").map(PathBuf::from),
+            poll_delay_secs: 1,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCredentials {
+    username: String,
+    password: String,
+}
+
+/// The broker's own credentials: from the config, else from
+/// `<state>/broker-credentials`, else generated there (mode 0600) and printed
+/// once on the terminal (not through the log).
+fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
+    if let Some(c) = &config.credentials {
+        return Ok(c.clone());
+    }
+    let path = config.state_dir.join("broker-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let saved: SavedCredentials = serde_json::from_str(&text).map_err(|e| {
+            format!("{} is not valid: {e}; delete it to generate new credentials", path.display())
+        })?;
+        eprintln!("broker credentials: {} / {} (from {})", saved.username, saved.password, path.display());
+        return Ok(BasicAuth { username: saved.username, password: SecretString::from(saved.password) });
+    }
+    let password = generate_password(32);
+    let saved =
+        SavedCredentials { username: "broker".into(), password: password.expose_secret().to_string() };
+    write_private(&path, &serde_json::to_string(&saved).map_err(|e| e.to_string())?)?;
+    eprintln!(
+        "broker credentials: {} / {} (generated, kept in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
+        saved.username,
+        saved.password,
+        path.display()
+    );
+    Ok(BasicAuth { username: saved.username, password })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The laptop broker's parts, opened and ready.
+pub struct Laptop {
+    pub router: axum::Router,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<LocalQueue>,
+    pub secrets: Arc<LocalSecretStore>,
+    pub provider: Arc<LocalCacheProvider>,
+}
+
+impl Laptop {
+    /// Opens everything under the state directory, seeds the catalog, adopts
+    /// running caches and re-enqueues operations that were in progress.
+    pub async fn open(config: &LaptopConfig) -> Result<Laptop, String> {
+        let dir = &config.state_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", dir.display()))?;
+        let auth = credentials(config)?;
+        let store = Arc::new(SqliteStore::open(&dir.join("broker.sqlite")).map_err(|e| e.to_string())?);
+        let catalog = match &config.catalog_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("CATALOG_FILE {}: {e}", path.display()))?;
+                CatalogFile::parse(&text).map_err(|e| format!("CATALOG_FILE {}: {e}", path.display()))?
+            }
+            None => CatalogFile::builtin(),
+        };
+        let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
+        info!(added, "catalog seeded (entries already in the store are left as they are)");
+        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10).map_err(|e| e.to_string())?);
+        let secrets =
+            Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
+        let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
+        let broker =
+            Arc::new(Broker::new(store.clone(), queue.clone(), provider.clone(), secrets.clone(), 30));
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: config.poll_delay_secs,
+                max_retry_delay_secs: 30,
+                secret_prefix: "local".into(),
+            },
+        ));
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider };
+        laptop.recover().await?;
+        Ok(laptop)
+    }
+
+    /// After a restart: start again the caches that should be running, and
+    /// enqueue once more every operation still in progress (a job that was
+    /// being handled when the broker stopped would otherwise wait for its
+    /// visibility timeout; duplicates are harmless).
+    async fn recover(&self) -> Result<(), String> {
+        for instance in self.store.instances().await.map_err(|e| e.to_string())? {
+            if matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
+                match self.provider.adopt(&instance.id).await {
+                    Ok(_) => info!(instance = %instance.id, "cache adopted"),
+                    Err(e) => error!(instance = %instance.id, error = %e, "cache could not be started again"),
+                }
+            }
+        }
+        for op in self.store.operations_in_progress().await.map_err(|e| e.to_string())? {
+            self.queue.enqueue(&Job::for_operation(&op), 0).await.map_err(|e| e.to_string())?;
+            info!(operation = %op.id, "operation in progress enqueued again");
+        }
+        Ok(())
+    }
+
+    /// Runs the worker until the process ends: waits for due jobs, handles
+    /// each, deletes it when handled. A job whose handling failed stays and
+    /// comes back after its visibility timeout.
+    pub fn spawn_worker(&self) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let worker = self.worker.clone();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut last_purge = std::time::Instant::now();
+            loop {
+                match queue.receive(Duration::from_secs(120)).await {
+                    Ok(Some(delivery)) => {
+                        let worker = worker.clone();
+                        let queue = queue.clone();
+                        // Jobs of different instances run side by side.
+                        tokio::spawn(async move {
+                            match worker.handle(&delivery.job).await {
+                                Ok(outcome) => {
+                                    tracing::debug!(operation = %delivery.job.operation_id, ?outcome, "job handled");
+                                    if let Err(e) = queue.ack(delivery.id).await {
+                                        error!(error = %e, "could not delete a handled job");
+                                    }
+                                }
+                                Err(e) => {
+                                    warn!(operation = %delivery.job.operation_id, error = %e, "job failed; it will be delivered again")
+                                }
+                            }
+                        });
+                    }
+                    Ok(None) => queue.wait(Duration::from_secs(5)).await,
+                    Err(e) => {
+                        error!(error = %e, "job queue unavailable; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                if last_purge.elapsed() > Duration::from_secs(3600) {
+                    last_purge = std::time::Instant::now();
+                    match store.purge_expired(crate::domain::now()).await {
+                        Ok(n) if n > 0 => info!(purged = n, "expired records purged"),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "purging expired records failed"),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM. Cache
+    /// processes keep running and are adopted at the next start.
+    pub async fn serve(&self, port: u16) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (set PORT to use another port)"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        info!(%addr, "broker listening");
+        eprintln!("broker listening on http://{addr}");
+        axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down; cache processes keep running and are adopted at the next start");
+}
+
+/// Logs as text on a terminal and as JSON lines elsewhere (Lambda, CI), at
+/// the level `RUST_LOG` names (default info).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok()
+        || std::env::var("LOG_FORMAT").as_deref() == Ok("json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}

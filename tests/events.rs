@@ -1,0 +1,92 @@
+//! The API Gateway (HTTP API, payload 2.0) events in `events/` parse as
+//! lambda_http requests and route through the real laptop-mode Router: the
+//! same files `cargo lambda invoke broker-api --data-file` sends.
+
+use std::path::Path;
+
+use axum::http::StatusCode;
+use broker_tests::{LocalBroker, ProcessGuard};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn event(name: &str) -> lambda_http::Request {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name} does not parse: {e}"))
+}
+
+async fn send(b: &LocalBroker, name: &str) -> (StatusCode, Value) {
+    let resp = b.laptop.router.clone().oneshot(event(name)).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[test]
+fn every_route_has_an_event() {
+    let mut names: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json") && !n.starts_with("sqs-"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "bind.json",
+            "binding-last-operation.json",
+            "catalog.json",
+            "deprovision.json",
+            "fetch-binding.json",
+            "fetch-instance.json",
+            "instance-last-operation.json",
+            "provision.json",
+            "unbind.json",
+            "update.json",
+        ]
+    );
+    for n in &names {
+        let req = event(n);
+        assert!(req.uri().path().starts_with("/v2/"), "{n}: {}", req.uri());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_drive_a_whole_lifecycle_through_the_router() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let instance_op = "/v2/service_instances/8d3b1a9c-5f2e-4c71-9a0e-events000001/last_operation";
+    let binding_op = "/v2/service_instances/8d3b1a9c-5f2e-4c71-9a0e-events000001/service_bindings/3f6c2e1d-7b4a-4e95-8c3d-events000002/last_operation";
+
+    let (status, body) = send(&b, "catalog.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["services"].as_array().unwrap().len(), 3);
+
+    let (status, body) = send(&b, "provision.json").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = send(&b, "instance-last-operation.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
+
+    let (status, body) = send(&b, "fetch-instance.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(&b, "update.json").await;
+    assert!(status == StatusCode::OK || status == StatusCode::ACCEPTED, "{status} {body}");
+    assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
+
+    let (status, body) = send(&b, "bind.json").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = send(&b, "binding-last-operation.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(b.wait_for(binding_op).await["state"], "succeeded");
+    let (status, body) = send(&b, "fetch-binding.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["credentials"]["uri"].as_str().unwrap().starts_with("redis://"));
+
+    let (status, body) = send(&b, "unbind.json").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(b.wait_for(binding_op).await["state"], "succeeded");
+    let (status, body) = send(&b, "deprovision.json").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
+}
