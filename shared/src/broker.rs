@@ -83,10 +83,6 @@ fn store_err(e: StoreError) -> OsbError {
     }
 }
 
-fn is_race(e: &StoreError) -> bool {
-    matches!(e, StoreError::Conflict(_) | StoreError::AlreadyExists(_))
-}
-
 /// Ids become parts of resource names and file paths: keep them to a safe
 /// alphabet. Platforms send GUIDs, which fit.
 pub fn validate_id(kind: &str, id: &str) -> Result<(), OsbError> {
@@ -305,7 +301,7 @@ impl Broker {
                     self.enqueue(&op).await?;
                     return Ok(Provisioned::Accepted { operation: op.id });
                 }
-                Err(e) if is_race(&e) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }
@@ -431,7 +427,7 @@ impl Broker {
                     instance.updated_at = t;
                     match self.store.save_instance(&mut instance, None).await {
                         Ok(()) => {}
-                        Err(e) if is_race(&e) => continue,
+                        Err(e) if e.is_race() => continue,
                         Err(e) => return Err(store_err(e)),
                     }
                 }
@@ -455,7 +451,7 @@ impl Broker {
                     self.enqueue(&op).await?;
                     return Ok(Updated::Accepted { operation: op.id });
                 }
-                Err(e) if is_race(&e) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }
@@ -511,7 +507,7 @@ impl Broker {
                     self.enqueue(&op).await?;
                     return Ok(Accepted { operation: op.id });
                 }
-                Err(e) if is_race(&e) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }
@@ -676,7 +672,7 @@ impl Broker {
                     self.enqueue(&op).await?;
                     return Ok(Bound::Accepted { operation: op.id });
                 }
-                Err(e) if is_race(&e) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }
@@ -722,7 +718,7 @@ impl Broker {
                     self.enqueue(&op).await?;
                     return Ok(Accepted { operation: op.id });
                 }
-                Err(e) if is_race(&e) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }

@@ -23,6 +23,14 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// A lost race (the record was created or changed by someone else):
+    /// read again and decide again.
+    pub fn is_race(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists(_) | StoreError::Conflict(_))
+    }
+}
+
 /// The catalog as the store holds it.
 #[async_trait]
 pub trait CatalogStore: Send + Sync {

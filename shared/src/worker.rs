@@ -214,7 +214,7 @@ impl Worker {
                     advance(&mut op, next, t);
                     match self.store.save_operation(&mut op).await {
                         Ok(()) => continue,
-                        Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+                        Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -224,7 +224,7 @@ impl Worker {
                     op.retries = 0;
                     match self.store.save_operation(&mut op).await {
                         Ok(()) => {}
-                        Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+                        Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
                         Err(e) => return Err(e.into()),
                     }
                     let delay = self.config.poll_delay_secs;
@@ -498,7 +498,7 @@ impl Worker {
         op.updated_at = now();
         match self.store.save_operation(&mut op).await {
             Ok(()) => {}
-            Err(e) if is_race(&e) => return Ok(JobOutcome::Skipped("advanced concurrently")),
+            Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
             Err(e) => return Err(e.into()),
         }
         self.queue.enqueue(job, delay).await?;
@@ -511,7 +511,7 @@ impl Worker {
         op.update_repeatable = None;
         match self.store.save_operation(&mut op).await {
             Ok(()) => Ok(JobOutcome::Finished(OperationState::Failed)),
-            Err(e) if is_race(&e) => Ok(JobOutcome::Skipped("advanced concurrently")),
+            Err(e) if e.is_race() => Ok(JobOutcome::Skipped("advanced concurrently")),
             Err(e) => Err(e.into()),
         }
     }
@@ -570,7 +570,7 @@ impl Worker {
             }
             // A concurrent request changed the record (say, a deprovision
             // during provisioning): read everything again, which cancels.
-            Err(e) if is_race(&e) => Ok(None),
+            Err(e) if e.is_race() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -587,7 +587,7 @@ impl Worker {
         let Some(mut ctx) = ctx else {
             return match self.store.save_operation(&mut op).await {
                 Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
-                Err(e) if is_race(&e) => Ok(None),
+                Err(e) if e.is_race() => Ok(None),
                 Err(e) => Err(e.into()),
             };
         };
@@ -622,14 +622,10 @@ impl Worker {
             Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
             // A concurrent request changed the record (say, a deprovision
             // during provisioning): read everything again, which cancels.
-            Err(e) if is_race(&e) => Ok(None),
+            Err(e) if e.is_race() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn is_race(e: &StoreError) -> bool {
-    matches!(e, StoreError::Conflict(_) | StoreError::AlreadyExists(_))
 }
 
 fn advance(op: &mut Operation, next: Step, t: i64) {

@@ -175,10 +175,11 @@ async fn observe(req: Request, next: Next) -> Response {
     let method: Method = req.method().clone();
     let path = req.uri().path().to_string();
     let request_id = req.headers().get(REQUEST_IDENTITY).cloned();
-    let (platform, user, identity_error) = match req.headers().get(ORIGINATING_IDENTITY) {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (platform, identity, identity_error) = match req.headers().get(ORIGINATING_IDENTITY) {
         None => (None, None, None),
         Some(v) => match OriginatingIdentity::parse(v.to_str().unwrap_or("")) {
-            Ok(id) => (Some(id.platform.clone()), id.user().map(str::to_string), None),
+            Ok(id) => (Some(id.platform.clone()), Some(id.value.to_string()), None),
             Err(e) => (None, None, Some(e)),
         },
     };
@@ -188,11 +189,12 @@ async fn observe(req: Request, next: Next) -> Response {
         target: "audit",
         method = %method,
         path = %path,
+        query = %query,
         status = status.as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         platform = platform.as_deref().unwrap_or("-"),
-        user = user.as_deref().unwrap_or("-"),
+        identity = identity.as_deref().unwrap_or("-"),
         identity_error = identity_error.as_deref().unwrap_or("-"),
         "request"
     );

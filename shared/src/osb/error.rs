@@ -15,7 +15,7 @@ pub enum OsbError {
     #[error("{0}")]
     NotFound(String),
     /// 405: with the methods the route allows.
-    #[error("method not allowed")]
+    #[error("this route does not take that method; it takes {allow}")]
     MethodNotAllowed { allow: String },
     /// 409: the same id exists with different attributes.
     #[error("{0}")]

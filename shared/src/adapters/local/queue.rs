@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -101,18 +101,9 @@ impl LocalQueue {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held rolled its transaction back, so
-            // the connection behind a poisoned lock is sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| {
-            let how = if e.is_panic() { "panicked" } else { "was cancelled" };
-            QueueError(format!("a queue call {how}"))
-        })?
+        super::on_blocking_pool(&self.conn, f)
+            .await
+            .unwrap_or_else(|how| Err(QueueError(format!("a queue call {how}"))))
     }
 
     /// Takes the oldest visible job and hides it for `visibility_timeout`, as

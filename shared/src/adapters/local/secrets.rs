@@ -8,7 +8,7 @@
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -107,18 +107,9 @@ impl LocalSecretStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, SecretError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held rolled its transaction back, so
-            // the connection behind a poisoned lock is sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| {
-            let how = if e.is_panic() { "panicked" } else { "was cancelled" };
-            SecretError::Unavailable(format!("a secret store call {how}"))
-        })?
+        super::on_blocking_pool(&self.conn, f)
+            .await
+            .unwrap_or_else(|how| Err(SecretError::Unavailable(format!("a secret store call {how}"))))
     }
 
     /// Adds `value` as version `version_id`, labelled AWSPENDING (taking the

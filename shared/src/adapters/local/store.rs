@@ -7,7 +7,7 @@
 //! [`StoreError::Conflict`] instead of a silent overwrite.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -103,18 +103,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held dropped its transaction, which
-            // rolled back, so the connection behind a poisoned lock is sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| {
-            let how = if e.is_panic() { "panicked" } else { "was cancelled" };
-            StoreError::Unavailable(format!("a store call {how}"))
-        })?
+        super::on_blocking_pool(&self.conn, f)
+            .await
+            .unwrap_or_else(|how| Err(StoreError::Unavailable(format!("a store call {how}"))))
     }
 }
 
