@@ -214,3 +214,44 @@ async fn a_restarted_broker_adopts_its_caches_and_restarts_dead_ones() {
     deprovision(&b, &p).await;
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_adds_and_changes_plans_without_a_release() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    // GIVEN the built-in catalog with one plan changed and one plan added
+    let mut catalog: Value = serde_json::from_str(shared::catalog::DEFAULT_CATALOG).unwrap();
+    let plans = catalog["plans"].as_array_mut().unwrap();
+    let mut xl = plans.iter().find(|p| p["name"] == "large").unwrap().clone();
+    xl["id"] = json!("operator-added-xlarge");
+    xl["name"] = json!("xlarge");
+    xl["node_type"] = json!("cache.r7g.2xlarge");
+    plans.push(xl);
+    for p in plans.iter_mut().filter(|p| p["name"] == "small") {
+        p["description"] = json!("Small, now with 7 days of snapshots");
+    }
+    let file = b.state.join("operator-catalog.json");
+    std::fs::write(&file, catalog.to_string()).unwrap();
+
+    // WHEN the operator applies it while the broker runs
+    let config = shared::laptop::LaptopConfig {
+        port: 0,
+        state_dir: b.state.clone(),
+        credentials: None,
+        catalog_file: None,
+        poll_delay_secs: 1,
+    };
+    shared::laptop::apply_catalog(&config, &file).await.unwrap();
+
+    // THEN the catalog serves both changes at once, and the new plan provisions
+    let (_, served) = b.call("GET", "/v2/catalog", None).await;
+    let redis =
+        served["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
+    let names: Vec<&str> =
+        redis["plans"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"xlarge"), "{names:?}");
+    let small = redis["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
+    assert_eq!(small["description"], "Small, now with 7 days of snapshots");
+    let p = provision(&b, "elasticache-redis", "xlarge", "e2e-xl-1", json!({})).await;
+    deprovision(&b, &p).await;
+}

@@ -59,6 +59,9 @@ pub struct Accepted {
     pub operation: String,
 }
 
+/// The deadline of a deprovision or unbind whose plan has left the catalog.
+const DEADLINE_WITHOUT_PLAN_SECS: u64 = 3600;
+
 /// How many times a request re-reads and retries after losing a race with a
 /// concurrent request on the same record.
 const RACE_RETRIES: usize = 3;
@@ -69,9 +72,24 @@ pub struct Broker {
     queue: Arc<dyn JobQueue>,
     provider: Arc<dyn CacheProvider>,
     secrets: Arc<dyn SecretStore>,
+    settings: BrokerSettings,
+    /// The catalog as last read, and when: the API reads the table at most
+    /// once per `catalog_ttl`.
+    catalog_cache: std::sync::Mutex<Option<CachedCatalog>>,
+}
+
+/// The catalog as read from the store, and when.
+type CachedCatalog = (std::time::Instant, Vec<Service>, Vec<Plan>);
+
+/// Settings of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
     /// An operation in progress whose record has not changed for this long is
     /// taken to have lost its job, and a repeated request enqueues it again.
-    stall_secs: i64,
+    pub stall_secs: i64,
+    /// How long a catalog read from the store is reused (zero: every request
+    /// reads the store, which is what laptop mode wants).
+    pub catalog_ttl: std::time::Duration,
 }
 
 fn store_err(e: StoreError) -> OsbError {
@@ -152,13 +170,9 @@ impl Broker {
         queue: Arc<dyn JobQueue>,
         provider: Arc<dyn CacheProvider>,
         secrets: Arc<dyn SecretStore>,
-        stall_secs: i64,
+        settings: BrokerSettings,
     ) -> Broker {
-        Broker { store, queue, provider, secrets, stall_secs }
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        Broker { store, queue, provider, secrets, settings, catalog_cache: std::sync::Mutex::new(None) }
     }
 
     /// `GET /v2/catalog`
@@ -168,8 +182,21 @@ impl Broker {
     }
 
     async fn catalog_data(&self) -> Result<(Vec<Service>, Vec<Plan>), OsbError> {
+        let ttl = self.settings.catalog_ttl;
+        if !ttl.is_zero() {
+            let cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, services, plans)) = cache.as_ref()
+                && at.elapsed() < ttl
+            {
+                return Ok((services.clone(), plans.clone()));
+            }
+        }
         let services = self.store.services().await.map_err(store_err)?;
         let plans = self.store.plans().await.map_err(store_err)?;
+        if !ttl.is_zero() {
+            let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
+            *cache = Some((std::time::Instant::now(), services.clone(), plans.clone()));
+        }
         Ok((services, plans))
     }
 
@@ -200,7 +227,7 @@ impl Broker {
         let Some(op) = self.store.operation(operation_id).await.map_err(store_err)? else {
             return Ok(());
         };
-        if !op.is_finished() && now() - op.updated_at >= self.stall_secs {
+        if !op.is_finished() && now() - op.updated_at >= self.settings.stall_secs {
             warn!(operation = %op.id, "operation has not progressed; enqueueing its job again");
             self.enqueue(&op).await?;
         }
@@ -328,28 +355,6 @@ impl Broker {
             let (service, plan) = self.service_plan(&req.service_id, &target_plan_id).await?;
             let (_, current_plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
             let plan_changes = plan.id != instance.plan_id;
-            if plan_changes {
-                if !plan_updateable(&service) {
-                    return Err(OsbError::Unprocessable {
-                        error: "PlanChangeNotSupported",
-                        description: format!(
-                            "plans of {} cannot be changed: ElastiCache cannot change a Memcached cluster's node type; create a new instance instead",
-                            service.name
-                        ),
-                        update_repeatable: Some(false),
-                    });
-                }
-                if plan.cluster_mode != current_plan.cluster_mode {
-                    return Err(OsbError::Unprocessable {
-                        error: "PlanChangeNotSupported",
-                        description: format!(
-                            "plan {} cannot change to plan {}: moving between cluster mode and non-cluster mode needs a new instance",
-                            current_plan.name, plan.name
-                        ),
-                        update_repeatable: Some(false),
-                    });
-                }
-            }
             // Parameters given in the request replace the ones the instance had.
             let given = match req.parameters.clone() {
                 None | Some(Value::Null) => Map::new(),
@@ -373,6 +378,31 @@ impl Broker {
                     )));
                 }
             };
+            check_maintenance(&plan, &req.maintenance_info)?;
+            async_required(q, "updating")?;
+            // What the request asks is well-formed; can it be done?
+            if plan_changes {
+                if !plan_updateable(&service) {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plans of {} cannot be changed: ElastiCache cannot change a Memcached cluster's node type; create a new instance instead",
+                            service.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+                if plan.cluster_mode != current_plan.cluster_mode {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plan {} cannot change to plan {}: moving between cluster mode and non-cluster mode needs a new instance",
+                            current_plan.name, plan.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+            }
             if compare_versions(&engine_version, &instance.engine_version).is_lt() {
                 return Err(OsbError::Unprocessable {
                     error: "EngineDowngradeNotSupported",
@@ -383,8 +413,6 @@ impl Broker {
                     update_repeatable: Some(false),
                 });
             }
-            check_maintenance(&plan, &req.maintenance_info)?;
-            async_required(q, "updating")?;
 
             let pending =
                 PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
@@ -489,8 +517,7 @@ impl Broker {
             }
             let plan_timeout = match self.service_plan(&instance.service_id, &instance.plan_id).await {
                 Ok((_, p)) => p.maximum_polling_duration,
-                // The plan was removed from the catalog: an hour is plenty.
-                Err(_) => 3600,
+                Err(_) => DEADLINE_WITHOUT_PLAN_SECS,
             };
             let t = now();
             let mut op = Operation::start(OperationKind::Deprovision, id, None, t, plan_timeout);
@@ -557,7 +584,12 @@ impl Broker {
         let op_id = q.operation.clone().unwrap_or(instance.last_operation_id);
         let op = self.store.operation(&op_id).await.map_err(store_err)?;
         match op {
-            Some(op) if op.instance_id == id && op.binding_id.is_none() => Ok(last_operation(&op)),
+            Some(op) if op.instance_id == id && op.binding_id.is_none() => {
+                // Platforms poll; a poll of an operation that stopped moving
+                // (its job lost or dead-lettered) enqueues it again.
+                self.heal(&op.id).await?;
+                Ok(last_operation(&op))
+            }
             _ => Err(OsbError::BadRequest(format!(
                 "operation {op_id:?} is not an operation of service instance {id}"
             ))),
@@ -592,6 +624,12 @@ impl Broker {
                     return Err(OsbError::NotFound(format!("service instance {instance_id} does not exist")));
                 }
             };
+            if instance.service_id != req.service_id {
+                return Err(OsbError::BadRequest(format!(
+                    "service_id {:?} is not the service of instance {instance_id}",
+                    req.service_id
+                )));
+            }
             match instance.state {
                 InstanceState::Ready => {}
                 InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
@@ -630,11 +668,19 @@ impl Broker {
                         BindingState::Ready => {
                             return Ok(Bound::AlreadyExists(self.binding_response(&instance, b).await?));
                         }
-                        BindingState::Deleting | BindingState::DeleteFailed => {
+                        BindingState::Deleting => {
                             return Err(OsbError::Concurrency(format!(
-                                "service binding {binding_id} is {}",
-                                b.state.as_str()
+                                "service binding {binding_id} is being deleted"
                             )));
+                        }
+                        BindingState::DeleteFailed => {
+                            return Err(OsbError::Unprocessable {
+                                error: "BindingNotUsable",
+                                description: format!(
+                                    "service binding {binding_id} failed to be deleted; unbind it again"
+                                ),
+                                update_repeatable: None,
+                            });
                         }
                         BindingState::CreateFailed | BindingState::Deleted => Some(b.version),
                     }
@@ -702,7 +748,7 @@ impl Broker {
             }
             let timeout = match self.service_plan(&binding.service_id, &binding.plan_id).await {
                 Ok((_, p)) => p.maximum_polling_duration,
-                Err(_) => 3600,
+                Err(_) => DEADLINE_WITHOUT_PLAN_SECS,
             };
             let t = now();
             let mut op = Operation::start(OperationKind::Unbind, instance_id, Some(binding_id), t, timeout);
@@ -767,6 +813,7 @@ impl Broker {
         let op_id = q.operation.clone().unwrap_or(binding.last_operation_id);
         match self.store.operation(&op_id).await.map_err(store_err)? {
             Some(op) if op.binding_id.as_deref() == Some(binding_id) && op.instance_id == instance_id => {
+                self.heal(&op.id).await?;
                 Ok(last_operation(&op))
             }
             _ => Err(OsbError::BadRequest(format!(
@@ -833,7 +880,7 @@ fn last_operation(op: &Operation) -> LastOperation {
     LastOperation {
         state: op.state.osb(),
         description: op.description.clone(),
-        instance_usable: if op.is_finished() && op.state == crate::domain::OperationState::Failed {
+        instance_usable: if op.state == crate::domain::OperationState::Failed {
             op.instance_usable
         } else {
             None

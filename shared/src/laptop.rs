@@ -16,7 +16,7 @@ use crate::adapters::local::queue::LocalQueue;
 use crate::adapters::local::secrets::LocalSecretStore;
 use crate::adapters::local::store::SqliteStore;
 use crate::api::{AppState, BasicAuth, router};
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
 use crate::domain::InstanceState;
 use crate::domain::credentials::generate_password;
@@ -84,19 +84,26 @@ fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
         let saved: SavedCredentials = serde_json::from_str(&text).map_err(|e| {
             format!("{} is not valid: {e}; delete it to generate new credentials", path.display())
         })?;
-        eprintln!("broker credentials: {} / {} (from {})", saved.username, saved.password, path.display());
+        eprintln!("broker credentials: user {} (password in {})", saved.username, path.display());
         return Ok(BasicAuth { username: saved.username, password: SecretString::from(saved.password) });
     }
     let password = generate_password(32);
     let saved =
         SavedCredentials { username: "broker".into(), password: password.expose_secret().to_string() };
     write_private(&path, &serde_json::to_string(&saved).map_err(|e| e.to_string())?)?;
-    eprintln!(
-        "broker credentials: {} / {} (generated, kept in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
-        saved.username,
-        saved.password,
-        path.display()
-    );
+    // Printed once, when generated, and only to a person at a terminal: a
+    // redirected stderr is a log, and a log holds no password.
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "broker credentials: {} / {} (generated, kept in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
+            saved.username,
+            saved.password,
+            path.display()
+        );
+    } else {
+        eprintln!("broker credentials generated: user {} (password in {})", saved.username, path.display());
+    }
     Ok(BasicAuth { username: saved.username, password })
 }
 
@@ -147,8 +154,13 @@ impl Laptop {
         let secrets =
             Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
         let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
-        let broker =
-            Arc::new(Broker::new(store.clone(), queue.clone(), provider.clone(), secrets.clone(), 30));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO },
+        ));
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -247,6 +259,30 @@ impl Laptop {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// `broker-api catalog apply FILE`: inserts or replaces every service and plan
+/// of FILE in the store, the operator's way to add or change a plan without a
+/// release (the broker reads the store on every request). Returns how many
+/// entries were written.
+pub async fn apply_catalog(config: &LaptopConfig, file: &Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let catalog = CatalogFile::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", config.state_dir.display()))?;
+    let store = SqliteStore::open(&config.state_dir.join("broker.sqlite")).map_err(|e| e.to_string())?;
+    apply(&store, &catalog).await
+}
+
+/// Writes every entry of `catalog` into `store`, replacing what is there.
+pub async fn apply(store: &dyn CatalogStore, catalog: &CatalogFile) -> Result<usize, String> {
+    for service in &catalog.services {
+        store.put_service(service).await.map_err(|e| e.to_string())?;
+    }
+    for plan in &catalog.plans {
+        store.put_plan(plan).await.map_err(|e| e.to_string())?;
+    }
+    Ok(catalog.services.len() + catalog.plans.len())
 }
 
 async fn shutdown_signal() {

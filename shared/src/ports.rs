@@ -230,4 +230,11 @@ pub trait SecretStore: Send + Sync {
     async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError>;
     /// Deletes the secret; fine when it is already gone.
     async fn delete(&self, reference: &str) -> Result<(), SecretError>;
+    /// The reference of the secret called `name`, whether or not it exists, so
+    /// clean-up can delete a secret whose reference was never recorded (a
+    /// step that crashed between creating it and saving the reference).
+    /// Secrets Manager takes a name wherever it takes an ARN.
+    fn reference_for(&self, name: &str) -> String {
+        name.to_string()
+    }
 }

@@ -19,7 +19,7 @@ use crate::adapters::local::queue::LocalQueue;
 use crate::adapters::local::secrets::LocalSecretStore;
 use crate::adapters::local::store::SqliteStore;
 use crate::api::{AppState, BasicAuth, router};
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
 use crate::domain::{CacheUser, Endpoint};
 use crate::ports::{CacheProvider, CacheSpec, CatalogStore, Progress, ProviderError};
@@ -158,8 +158,13 @@ impl TestBroker {
         let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
         let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
         let provider = Arc::new(FakeProvider::default());
-        let broker =
-            Arc::new(Broker::new(store.clone(), queue.clone(), provider.clone(), secrets.clone(), 0));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO },
+        ));
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -238,4 +243,44 @@ pub async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// moto in server mode on a free 127.0.0.1 port, stopped when dropped. The
+/// binary is `$MOTO_SERVER`, else `.venv/bin/moto_server` at the workspace
+/// root (the test command installs it there), else `moto_server` on PATH.
+pub struct MotoServer {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+        let bin = std::env::var_os("MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| if venv.exists() { venv } else { std::path::PathBuf::from("moto_server") });
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} ({e}); run scripts/test.sh once to install moto", bin.display())
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        MotoServer { child, endpoint }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

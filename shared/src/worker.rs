@@ -193,6 +193,16 @@ impl Worker {
                 info!(operation = %op.id, reason, "operation cancelled");
                 return self.cancel(op, reason).await;
             }
+            if op.kind == OperationKind::Bind && ctx.instance.state != InstanceState::Ready {
+                // The binding is still this operation's, but its instance moved
+                // on (an update or deprovision): fail the binding so that the
+                // platform can bind again later instead of waiting for ever.
+                let why = format!("bind failed: the service instance became {}", ctx.instance.state.as_str());
+                match self.finish_failed(op, Some(ctx), why).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+            }
             let t = now();
             if op.past_deadline(t) {
                 let minutes = (op.deadline - op.started_at) / 60;
@@ -307,6 +317,13 @@ impl Worker {
         }
     }
 
+    /// Deletes the secret called by these name parts, recorded or not.
+    async fn delete_secret(&self, parts: &[&str]) -> Result<(), StepError> {
+        let reference = self.secrets.reference_for(&self.secret_name(parts));
+        self.secrets.delete(&reference).await?;
+        Ok(())
+    }
+
     fn secret_name(&self, parts: &[&str]) -> String {
         let mut name = self.config.secret_prefix.clone();
         for p in parts {
@@ -368,23 +385,20 @@ impl Worker {
             },
             Step::DeleteSecrets => {
                 // The cache is gone, and with it every binding's user: close the
-                // bindings and delete their secrets, then the admin secret.
+                // bindings and delete their secrets, then the admin secret. By
+                // name, so a secret whose reference was never recorded goes too.
                 for mut b in self.store.bindings(&id).await? {
                     if b.state == BindingState::Deleted {
                         continue;
                     }
-                    if let Some(reference) = &b.secret {
-                        self.secrets.delete(reference).await?;
-                    }
-                    b.state = BindingState::Deleted;
+                    self.delete_secret(&["instances", &id, "bindings", &b.id]).await?;
+                    let _ = b.apply(BindingEvent::InstanceDeleted);
                     b.secret = None;
                     b.updated_at = now();
                     b.expires_at = Some(now() + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
                     self.store.save_binding(&mut b, None).await?;
                 }
-                if let Some(reference) = &ctx.instance.admin_secret {
-                    self.secrets.delete(reference).await?;
-                }
+                self.delete_secret(&["instances", &id, "admin"]).await?;
                 Ok(StepResult::Finished("deprovisioned: the cache and its credentials are deleted".into()))
             }
             // ---------------------------------------------------- bind
@@ -458,10 +472,8 @@ impl Worker {
             }
             Step::DeleteUserSecret => {
                 let binding =
-                    ctx.binding.as_mut().ok_or(StepError::Permanent("unbind without a binding".into()))?;
-                if let Some(reference) = binding.secret.clone() {
-                    self.secrets.delete(&reference).await?;
-                }
+                    ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
+                self.delete_secret(&["instances", &id, "bindings", &binding.id]).await?;
                 Ok(StepResult::Finished(
                     "unbound: the binding's cache user and credential are deleted".into(),
                 ))
@@ -575,6 +587,14 @@ impl Worker {
         }
     }
 
+    async fn save_failed_operation(&self, mut op: Operation) -> Result<Option<JobOutcome>, WorkerError> {
+        match self.store.save_operation(&mut op).await {
+            Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
+            Err(e) if e.is_race() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn finish_failed(
         &self,
         mut op: Operation,
@@ -584,16 +604,27 @@ impl Worker {
         let t = now();
         warn!(operation = %op.id, kind = op.kind.as_str(), step = ?op.step, error = %description, "operation failed");
         let _ = op.fail(t, description);
-        let Some(mut ctx) = ctx else {
-            return match self.store.save_operation(&mut op).await {
-                Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
-                Err(e) if e.is_race() => Ok(None),
-                Err(e) => Err(e.into()),
-            };
+        // Without a context (the plan left the catalog, say) the records
+        // themselves still move to their failed states, so that nothing stays
+        // "in progress" and the platform can try again.
+        let (instance, binding) = match ctx {
+            Some(ctx) => (Some(ctx.instance), ctx.binding),
+            None => {
+                let instance = self.store.instance(&op.instance_id).await?;
+                let binding = match &op.binding_id {
+                    Some(b) => self.store.binding(&op.instance_id, b).await?,
+                    None => None,
+                };
+                (instance, binding)
+            }
         };
+        let mut instance = instance.filter(|i| i.last_operation_id == op.id);
+        let mut binding = binding.filter(|b| b.last_operation_id == op.id);
         let result = match op.kind {
             OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => {
-                let i = &mut ctx.instance;
+                let Some(i) = instance.as_mut() else {
+                    return self.save_failed_operation(op).await;
+                };
                 let event = match op.kind {
                     OperationKind::Provision => InstanceEvent::ProvisionFailed,
                     OperationKind::Update => InstanceEvent::UpdateEnded,
@@ -604,7 +635,7 @@ impl Worker {
                 i.updated_at = t;
                 self.store.save_instance(i, Some(&mut op)).await
             }
-            OperationKind::Bind | OperationKind::Unbind => match ctx.binding.as_mut() {
+            OperationKind::Bind | OperationKind::Unbind => match binding.as_mut() {
                 Some(b) => {
                     let event = if op.kind == OperationKind::Bind {
                         BindingEvent::CreateFailed
@@ -658,13 +689,8 @@ fn cancelled(op: &Operation, ctx: &Context) -> Option<&'static str> {
         }
         OperationKind::Bind => {
             let b = ctx.binding.as_ref()?;
-            if b.last_operation_id != op.id || b.state != BindingState::Creating {
-                Some("an unbind request arrived while binding; the unbind removes what was created")
-            } else if i != InstanceState::Ready {
-                Some("the service instance is no longer ready")
-            } else {
-                None
-            }
+            (b.last_operation_id != op.id || b.state != BindingState::Creating)
+                .then_some("an unbind request arrived while binding; the unbind removes what was created")
         }
         OperationKind::Unbind => {
             let b = ctx.binding.as_ref()?;

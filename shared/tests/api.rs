@@ -1096,3 +1096,40 @@ async fn a_500_reveals_nothing_internal() {
         assert!(!text.contains(secret_word), "the 500 body mentions {secret_word:?}: {text}");
     }
 }
+
+#[tokio::test]
+async fn binding_with_another_services_ids_is_400_naming_service_id() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", "elasticache-redis", "small", json!({})).await;
+    let body = bind_body(&tb, "elasticache-memcached", "dev", "app-1");
+    let got = put_binding(&tb, "i-1", "b-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["service_id"]);
+}
+
+#[tokio::test]
+async fn an_update_with_a_bad_parameter_is_400_even_when_the_plan_change_is_not_allowed() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", "elasticache-memcached", "dev", json!({})).await;
+    // Memcached plans cannot change (422), but the body is checked first.
+    let body = with_parameters(plan_body(&tb, "elasticache-memcached", "small"), json!({"size": "xl"}));
+    let got = patch_instance(&tb, "i-1", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["'size'"]);
+}
+
+#[tokio::test]
+async fn polling_an_operation_whose_job_was_lost_enqueues_it_again() {
+    let tb = TestBroker::new().await;
+    let op =
+        accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, "elasticache-redis", "small")).await);
+    // GIVEN the job is lost (taken off the queue and never handled)
+    let lost = tb.queue.receive(std::time::Duration::from_secs(600)).await.unwrap().expect("the job");
+    tb.queue.ack(lost.id).await.unwrap();
+    assert!(tb.drain(10).await.is_empty());
+
+    // WHEN the platform polls
+    assert_state(&last_operation(&tb, "i-1").await, "in progress");
+
+    // THEN the job is back and the operation finishes
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
+}

@@ -144,17 +144,16 @@ async fn a_job_handled_twice_creates_the_cache_once_and_the_second_run_is_skippe
 }
 
 #[tokio::test]
-async fn two_copies_of_a_job_in_the_queue_end_with_one_cache_and_one_admin_secret() {
+async fn a_job_enqueued_twice_runs_once_and_ends_with_one_cache_and_one_admin_secret() {
     let tb = TestBroker::new().await;
     let op = start_provision(&tb, "i-1").await;
-    // GIVEN the queue delivers the message twice (SQS is at-least-once)
+    // GIVEN the same job enqueued again while the first copy waits (a heal, a
+    // restart): the local queue merges the two instead of starting two chains
     tb.queue.enqueue(&Job::for_operation(&operation(&tb, &op).await), 0).await.unwrap();
 
     let outcomes = tb.drain(10).await;
 
-    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| **o == JobOutcome::Finished(OperationState::Succeeded)).count(), 1);
-    assert_eq!(outcomes.iter().filter(|o| matches!(o, JobOutcome::Skipped(_))).count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes, [JobOutcome::Finished(OperationState::Succeeded)]);
     assert_eq!(tb.provider.caches(), ["i-1"]);
     let (reference, password) = admin_secret(&tb, "i-1").await;
     assert!(reference.ends_with("instances/i-1/admin"), "{reference}");
@@ -683,4 +682,54 @@ async fn a_deprovision_finished_by_another_worker_while_the_cache_is_being_creat
         "orphaned cache for a deleted instance: {:?}",
         tb.provider.caches()
     );
+}
+
+#[tokio::test]
+async fn an_update_during_a_bind_fails_the_binding_so_that_it_can_be_bound_again() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1").await;
+    // GIVEN a bind accepted, then a plan change accepted before the bind ran
+    let bind = start_bind(&tb, "i-1", "b-1").await;
+    start_update(&tb, "i-1", "medium").await;
+
+    tb.drain(100).await;
+
+    // THEN the bind failed saying why, the binding is not stuck "creating" ...
+    let op = operation(&tb, &bind).await;
+    assert_eq!(op.state, OperationState::Failed);
+    assert!(op.description.contains("updating"), "{}", op.description);
+    // ... and the same bind, sent again, starts afresh and succeeds.
+    let again = start_bind(&tb, "i-1", "b-1").await;
+    assert_ne!(again, bind);
+    tb.drain(100).await;
+    assert_eq!(operation(&tb, &again).await.state, OperationState::Succeeded);
+}
+
+#[tokio::test]
+async fn secrets_whose_references_were_never_recorded_are_deleted_with_the_instance() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1").await;
+    let (admin, _) = admin_secret(&tb, "i-1").await;
+    // GIVEN the admin secret's reference lost (a crash between creating the
+    // secret and recording it) ...
+    let mut i = instance(&tb, "i-1").await;
+    i.admin_secret = None;
+    tb.store.save_instance(&mut i, None).await.unwrap();
+    // ... and a binding whose secret exists but was never recorded
+    start_bind(&tb, "i-1", "b-1").await;
+    let binding_secret = tb
+        .secrets
+        .create("test/instances/i-1/bindings/b-1", &SecretString::from("a-password-never-recorded-00000000"))
+        .await
+        .unwrap();
+    let _bind_job = take_job(&tb).await;
+
+    // WHEN the instance is deprovisioned
+    tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap();
+    tb.drain(100).await;
+
+    // THEN both secrets are gone, found by their names
+    assert_eq!(instance(&tb, "i-1").await.state, InstanceState::Deleted);
+    assert!(secret_is_gone(&tb, &admin).await, "the admin secret is left behind");
+    assert!(secret_is_gone(&tb, &binding_secret).await, "the binding secret is left behind");
 }

@@ -183,7 +183,12 @@ async fn observe(req: Request, next: Next) -> Response {
             Err(e) => (None, None, Some(e)),
         },
     };
-    let mut response = next.run(req).await;
+    // Every log line of this request, the 500's cause included, carries its id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+    );
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     let status: StatusCode = response.status();
     info!(
         target: "audit",

@@ -23,6 +23,8 @@ pub enum BindingEvent {
     Unbind,
     Deleted,
     DeleteFailed,
+    /// The instance was deprovisioned: its bindings went with it.
+    InstanceDeleted,
 }
 
 impl BindingEvent {
@@ -34,6 +36,7 @@ impl BindingEvent {
             BindingEvent::Unbind => "unbind",
             BindingEvent::Deleted => "finish unbinding",
             BindingEvent::DeleteFailed => "fail unbinding",
+            BindingEvent::InstanceDeleted => "go with its deprovisioned instance",
         }
     }
 }
@@ -62,6 +65,10 @@ impl BindingState {
             (S::Creating | S::CreateFailed | S::Ready | S::DeleteFailed, E::Unbind) => S::Deleting,
             (S::Deleting, E::Deleted) => S::Deleted,
             (S::Deleting, E::DeleteFailed) => S::DeleteFailed,
+            (
+                S::Creating | S::CreateFailed | S::Ready | S::Deleting | S::DeleteFailed,
+                E::InstanceDeleted,
+            ) => S::Deleted,
             _ => {
                 return Err(InvalidTransition {
                     entity: "service binding",
@@ -148,6 +155,14 @@ mod tests {
         assert!(S::Deleting.on(E::Unbind).is_err());
         assert!(S::Deleting.on(E::Bind).is_err());
         assert!(S::Ready.on(E::Bind).is_err());
+    }
+
+    #[test]
+    fn every_live_binding_goes_with_its_deprovisioned_instance() {
+        for s in [S::Creating, S::CreateFailed, S::Ready, S::Deleting, S::DeleteFailed] {
+            assert_eq!(s.on(E::InstanceDeleted), Ok(S::Deleted), "{s:?}");
+        }
+        assert!(S::Deleted.on(E::InstanceDeleted).is_err());
     }
 
     #[test]

@@ -34,8 +34,8 @@ impl std::fmt::Debug for CacheUser {
     }
 }
 
-/// The most passwords a user holds at once (ElastiCache and Redis ACLs allow
-/// more, but a rotation needs exactly two).
+/// The most passwords a user holds at once: ElastiCache allows two, and a
+/// rotation needs exactly two.
 pub const MAX_PASSWORDS: usize = 2;
 
 impl CacheUser {

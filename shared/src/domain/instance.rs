@@ -94,11 +94,6 @@ impl InstanceState {
         };
         Ok(next)
     }
-
-    /// True while an operation on the instance is running.
-    pub fn is_busy(self) -> bool {
-        matches!(self, InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning)
-    }
 }
 
 /// A service instance as the broker records it. No secret is ever held here:
@@ -208,14 +203,5 @@ mod tests {
     fn a_failed_deprovision_can_be_retried() {
         assert_eq!(S::Deprovisioning.on(E::DeprovisionFailed), Ok(S::DeprovisionFailed));
         assert_eq!(S::DeprovisionFailed.on(E::Deprovision), Ok(S::Deprovisioning));
-    }
-
-    #[test]
-    fn busy_states_are_the_in_progress_ones() {
-        assert!(S::Provisioning.is_busy());
-        assert!(S::Updating.is_busy());
-        assert!(S::Deprovisioning.is_busy());
-        assert!(!S::Ready.is_busy());
-        assert!(!S::ProvisionFailed.is_busy());
     }
 }

@@ -97,12 +97,22 @@ pub struct InstanceResponse {
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
-/// Bind and fetch-binding body.
-#[derive(Debug, Clone, Serialize)]
+/// Bind and fetch-binding body. `Debug` leaves the credentials out.
+#[derive(Clone, Serialize)]
 pub struct BindingResponse {
     pub credentials: Value,
     pub parameters: Map<String, Value>,
     pub endpoints: Vec<EndpointObject>,
+}
+
+impl std::fmt::Debug for BindingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindingResponse")
+            .field("credentials", &"[redacted]")
+            .field("parameters", &self.parameters)
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +204,16 @@ mod tests {
         assert_eq!(q.plan_id.as_deref(), Some("p"));
         assert_eq!(q.operation.as_deref(), Some("op-1"));
         assert!(parse_query(Some("plan_id=")).unwrap_err().contains("plan_id"));
+    }
+
+    #[test]
+    fn a_binding_response_never_prints_its_credentials() {
+        let r = BindingResponse {
+            credentials: serde_json::json!({"password": "hunter2hunter2", "uri": "redis://u:hunter2hunter2@h:1"}),
+            parameters: Map::new(),
+            endpoints: vec![],
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
     }
 
     #[test]

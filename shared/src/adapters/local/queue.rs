@@ -203,12 +203,24 @@ impl JobQueue for LocalQueue {
         let delay_ms = i64::from(delay_secs.min(MAX_DELAY_SECS)) * 1000;
         self.run(move |conn| {
             let now = now_ms();
-            conn.execute(
-                "INSERT INTO jobs (body, visible_at_ms, receive_count, enqueued_at_ms)
-                 VALUES (?1, ?2, 0, ?3)",
-                params![body, now + delay_ms, now],
-            )
-            .map_err(unavailable)?;
+            // The same job already waiting (never received) absorbs this one,
+            // due at the earlier of the two times: a heal or a restart that
+            // enqueues a job again never starts a second chain of polls.
+            let merged = conn
+                .execute(
+                    "UPDATE jobs SET visible_at_ms = MIN(visible_at_ms, ?2)
+                     WHERE body = ?1 AND receive_count = 0",
+                    params![body, now + delay_ms],
+                )
+                .map_err(unavailable)?;
+            if merged == 0 {
+                conn.execute(
+                    "INSERT INTO jobs (body, visible_at_ms, receive_count, enqueued_at_ms)
+                     VALUES (?1, ?2, 0, ?3)",
+                    params![body, now + delay_ms, now],
+                )
+                .map_err(unavailable)?;
+            }
             Ok(())
         })
         .await?;
@@ -485,5 +497,19 @@ mod tests {
         let due_in = q.next_due_in().await.unwrap().unwrap();
         assert!(due_in <= Duration::from_secs(900) + Duration::from_millis(5), "{due_in:?}");
         assert!(due_in > Duration::from_secs(899), "{due_in:?}");
+    }
+
+    #[tokio::test]
+    async fn the_same_job_enqueued_again_while_waiting_is_merged_into_one() {
+        let q = LocalQueue::in_memory(10).unwrap();
+        q.enqueue(&job(77), 600).await.unwrap();
+        q.enqueue(&job(77), 0).await.unwrap();
+        assert_eq!(q.len().await.unwrap(), 1);
+        // The merged job is due at the earlier time.
+        let d = q.receive(Duration::from_secs(30)).await.unwrap().expect("due now");
+        assert_eq!(d.job.operation_id, "op-77");
+        // Once received, a new enqueue of the same job is a new message.
+        q.enqueue(&job(77), 0).await.unwrap();
+        assert_eq!(q.len().await.unwrap(), 2);
     }
 }

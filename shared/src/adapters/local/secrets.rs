@@ -91,6 +91,8 @@ impl LocalSecretStore {
     }
 
     fn with_schema(conn: Connection, path: Option<PathBuf>) -> Result<LocalSecretStore, SecretError> {
+        // Deleted versions are overwritten on disk, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(LocalSecretStore { conn: Arc::new(Mutex::new(conn)), path })
     }
@@ -184,6 +186,10 @@ impl LocalSecretStore {
 
 #[async_trait]
 impl SecretStore for LocalSecretStore {
+    fn reference_for(&self, name: &str) -> String {
+        LocalSecretStore::reference(name)
+    }
+
     async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError> {
         let owned_name = name.to_string();
         let value = SecretString::from(value.expose_secret().to_owned());
