@@ -33,6 +33,8 @@ done
 run "install the cache servers (redis-server, redis-tools, memcached, valkey-server)" \
   bash scripts/install-servers.sh
 
+run "install moto (AWS stand-in) into .venv" bash scripts/install-python-tools.sh
+
 run "check formatting" cargo fmt --all --check
 
 run "lint" cargo clippy --workspace --all-targets -- -D warnings

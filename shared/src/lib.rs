@@ -7,6 +7,8 @@
 
 pub mod adapters;
 pub mod api;
+#[cfg(feature = "aws")]
+pub mod aws_mode;
 pub mod broker;
 pub mod catalog;
 pub mod domain;
@@ -18,3 +20,5 @@ pub mod worker;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "aws-testing")]
+pub mod testing_aws;

@@ -1,0 +1,322 @@
+//! `create`: the users, the user group and the replication group of a Redis
+//! OSS or Valkey instance, or the cache cluster of a Memcached one. Each
+//! piece that exists already (from an earlier attempt) is adopted.
+
+use aws_sdk_elasticache::types::{AzMode, CacheCluster, ClusterMode, ReplicationGroup};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::failure::{Kind, classify};
+use super::{ElastiCacheProvider, working};
+use crate::adapters::local::provider::ADMIN_USER;
+use crate::domain::Engine;
+use crate::ports::{CacheSpec, Progress, ProviderError};
+
+/// Daily snapshots start in this window (UTC).
+pub const SNAPSHOT_WINDOW: &str = "03:00-05:00";
+/// Weekly maintenance, after the snapshot window so they never overlap.
+pub const MAINTENANCE_WINDOW: &str = "sun:05:00-sun:06:00";
+/// The admin user may do everything.
+pub const ADMIN_ACCESS: &str = "on ~* &* +@all";
+/// Every user group needs a user named `default`; this one can do nothing,
+/// so a client that does not log in gets nothing.
+pub const DEFAULT_USER_ACCESS: &str = "off -@all";
+/// The user name the disabled default user must have.
+pub const DEFAULT_USER_NAME: &str = "default";
+
+impl ElastiCacheProvider {
+    pub(super) async fn create_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        match spec.engine {
+            Engine::Memcached => self.create_memcached(spec).await,
+            Engine::Redis | Engine::Valkey => self.create_group(spec).await,
+        }
+    }
+
+    async fn create_group(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(&spec.instance_id);
+        // An earlier attempt got as far as the group: adopt it and leave the
+        // users alone, they were made before it.
+        if let Some(group) = self.find_group(&id).await? {
+            return adopt_group(spec, &id, &group);
+        }
+        let admin = self.admin_password(spec).await?;
+        let plan = &spec.plan;
+        let engine = spec.engine.as_str();
+        let replicas = i32::from(plan.replicas_per_shard);
+        let mut request = self
+            .client
+            .create_replication_group()
+            .replication_group_id(&id)
+            .replication_group_description(format!(
+                "{engine} {} plan {} for instance {}",
+                spec.engine_version, plan.name, spec.instance_id
+            ))
+            .engine(engine)
+            .engine_version(&spec.engine_version)
+            .cache_node_type(&plan.node_type)
+            .transit_encryption_enabled(true)
+            .at_rest_encryption_enabled(true)
+            .set_kms_key_id(self.settings.kms_key_id.clone())
+            .cache_subnet_group_name(&self.settings.cache_subnet_group)
+            .set_security_group_ids(non_empty(&self.settings.security_group_ids))
+            .snapshot_retention_limit(i32::from(plan.snapshot_retention_days))
+            .snapshot_window(SNAPSHOT_WINDOW)
+            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .set_tags(Some(self.cache_tags(spec)));
+        if plan.cluster_mode {
+            // ElastiCache requires automatic failover in cluster mode, and a
+            // cluster-mode parameter group when there is more than one shard.
+            request = request
+                .cluster_mode(ClusterMode::Enabled)
+                .num_node_groups(i32::from(plan.shards))
+                .replicas_per_node_group(replicas)
+                .automatic_failover_enabled(true)
+                .multi_az_enabled(plan.multi_az && replicas > 0)
+                .set_cache_parameter_group_name(cluster_parameter_group(spec.engine, &spec.engine_version));
+        } else if replicas > 0 {
+            request = request
+                .num_cache_clusters(1 + replicas)
+                .automatic_failover_enabled(plan.automatic_failover)
+                .multi_az_enabled(plan.multi_az && plan.automatic_failover);
+        } else {
+            request = request.num_cache_clusters(1);
+        }
+        if uses_rbac(spec.engine, &spec.engine_version) {
+            self.ensure_users_and_group(spec, &id, &admin).await?;
+            request = request.user_group_ids(&id);
+        } else {
+            request = request.auth_token(admin.expose_secret());
+        }
+        match request.send().await {
+            Ok(_) => {
+                tracing::info!(instance_id = %spec.instance_id, replication_group = %id, "creating replication group");
+                Ok(working(format!("creating replication group {id}")))
+            }
+            Err(e) => {
+                let failure = classify("CreateReplicationGroup", e).redacting(&[&admin]);
+                if !failure.is(Kind::AlreadyExists) {
+                    return Err(failure.into());
+                }
+                // Lost a race with another attempt: adopt what it made.
+                match self.find_group(&id).await? {
+                    Some(group) => adopt_group(spec, &id, &group),
+                    None => Err(ProviderError::Retryable(failure.description)),
+                }
+            }
+        }
+    }
+
+    /// The disabled default user, the admin user and their user group;
+    /// `Retryable` until the user group is active, since a replication group
+    /// cannot be created with a user group that is still being made.
+    async fn ensure_users_and_group(
+        &self,
+        spec: &CacheSpec,
+        id: &str,
+        admin: &SecretString,
+    ) -> Result<(), ProviderError> {
+        let engine = spec.engine.as_str();
+        let default_id = self.names.default_user(&spec.instance_id);
+        let admin_id = self.names.admin_user(&spec.instance_id);
+        let created = self
+            .client
+            .create_user()
+            .user_id(&default_id)
+            .user_name(DEFAULT_USER_NAME)
+            .engine(engine)
+            .access_string(DEFAULT_USER_ACCESS)
+            .no_password_required(true)
+            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .send()
+            .await;
+        if let Err(e) = created {
+            let failure = classify("CreateUser", e);
+            if !failure.is(Kind::AlreadyExists) {
+                return Err(failure.into());
+            }
+        }
+        let created = self
+            .client
+            .create_user()
+            .user_id(&admin_id)
+            .user_name(ADMIN_USER)
+            .engine(engine)
+            .access_string(ADMIN_ACCESS)
+            .passwords(admin.expose_secret())
+            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .send()
+            .await;
+        if let Err(e) = created {
+            // The admin secret keeps its first value, so an admin user made
+            // by an earlier attempt already has this password.
+            let failure = classify("CreateUser", e).redacting(&[admin]);
+            if !failure.is(Kind::AlreadyExists) {
+                return Err(failure.into());
+            }
+        }
+        let created = self
+            .rbac
+            .create_user_group()
+            .user_group_id(id)
+            .engine(engine)
+            .user_ids(&default_id)
+            .user_ids(&admin_id)
+            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .send()
+            .await;
+        let status = match created {
+            Ok(out) => out.status,
+            Err(e) => {
+                let failure = classify("CreateUserGroup", e);
+                if !failure.is(Kind::AlreadyExists) {
+                    return Err(failure.into());
+                }
+                self.find_user_group(id).await?.and_then(|g| g.status)
+            }
+        };
+        match status.as_deref() {
+            None | Some("active") => Ok(()),
+            Some(status) => Err(ProviderError::Retryable(format!(
+                "user group {id} is {status}; the replication group is created once it is active"
+            ))),
+        }
+    }
+
+    async fn create_memcached(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(&spec.instance_id);
+        let plan = &spec.plan;
+        let nodes = i32::from(plan.cache_nodes.max(1));
+        let created = self
+            .client
+            .create_cache_cluster()
+            .cache_cluster_id(&id)
+            .engine("memcached")
+            .engine_version(&spec.engine_version)
+            .cache_node_type(&plan.node_type)
+            .num_cache_nodes(nodes)
+            .set_az_mode((nodes > 1).then_some(AzMode::CrossAz))
+            // Memcached 1.6.12 and later encrypt in transit.
+            .transit_encryption_enabled(true)
+            .cache_subnet_group_name(&self.settings.memcached_subnet_group)
+            .set_security_group_ids(non_empty(&self.settings.security_group_ids))
+            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .set_tags(Some(self.cache_tags(spec)))
+            .send()
+            .await;
+        match created {
+            Ok(_) => {
+                tracing::info!(instance_id = %spec.instance_id, cache_cluster = %id, "creating cache cluster");
+                Ok(working(format!("creating cache cluster {id}")))
+            }
+            Err(e) => {
+                let failure = classify("CreateCacheCluster", e);
+                if !failure.is(Kind::AlreadyExists) {
+                    return Err(failure.into());
+                }
+                match self.find_cluster(&id).await? {
+                    Some(cluster) => adopt_cluster(spec, &id, &cluster),
+                    None => Err(ProviderError::Retryable(failure.description)),
+                }
+            }
+        }
+    }
+}
+
+/// An existing replication group is the instance's when it runs the same
+/// engine; one being deleted (a deprovision of the same instance id) is
+/// waited out.
+fn adopt_group(spec: &CacheSpec, id: &str, group: &ReplicationGroup) -> Result<Progress, ProviderError> {
+    if let Some(engine) = group.engine()
+        && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+    {
+        return Err(ProviderError::Permanent(format!(
+            "replication group {id} exists already and runs {engine}, not {}",
+            spec.engine.as_str()
+        )));
+    }
+    adopt_status("replication group", id, group.status())
+}
+
+fn adopt_cluster(spec: &CacheSpec, id: &str, cluster: &CacheCluster) -> Result<Progress, ProviderError> {
+    if let Some(engine) = cluster.engine()
+        && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+    {
+        return Err(ProviderError::Permanent(format!(
+            "cache cluster {id} exists already and runs {engine}, not {}",
+            spec.engine.as_str()
+        )));
+    }
+    adopt_status("cache cluster", id, cluster.cache_cluster_status())
+}
+
+fn adopt_status(what: &str, id: &str, status: Option<&str>) -> Result<Progress, ProviderError> {
+    match status.unwrap_or("unknown") {
+        "available" => Ok(Progress::Done),
+        "deleting" => Err(ProviderError::Retryable(format!(
+            "{what} {id} of an earlier instance with this id is still being deleted; it is created again once it is gone"
+        ))),
+        failed @ ("create-failed" | "incompatible-network" | "restore-failed") => {
+            Err(ProviderError::Permanent(format!("{what} {id} exists already and is {failed}")))
+        }
+        status => Ok(working(format!("{what} {id} is {status} (made by an earlier attempt)"))),
+    }
+}
+
+/// Whether the engine version has RBAC users: Valkey always, Redis OSS from 6.
+pub fn uses_rbac(engine: Engine, version: &str) -> bool {
+    match engine {
+        Engine::Valkey => true,
+        Engine::Redis => major(version).is_none_or(|m| m >= 6),
+        Engine::Memcached => false,
+    }
+}
+
+/// The default parameter group for cluster mode of this engine version.
+pub fn cluster_parameter_group(engine: Engine, version: &str) -> Option<String> {
+    let major = major(version)?;
+    let family = match engine {
+        Engine::Valkey => format!("valkey{major}"),
+        Engine::Redis if major >= 7 => "redis7".to_string(),
+        Engine::Redis if major == 6 => "redis6.x".to_string(),
+        // Redis OSS 3.2 to 5.0 name the family after major and minor.
+        Engine::Redis => {
+            let mut parts = version.split('.');
+            format!("redis{}.{}", parts.next()?, parts.next().unwrap_or("0"))
+        }
+        Engine::Memcached => return None,
+    };
+    Some(format!("default.{family}.cluster.on"))
+}
+
+fn major(version: &str) -> Option<u32> {
+    version.split('.').next()?.trim().parse().ok()
+}
+
+/// `None` for an empty list, so no empty list parameter is sent.
+fn non_empty(list: &[String]) -> Option<Vec<String>> {
+    (!list.is_empty()).then(|| list.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_6_and_later_and_every_valkey_use_rbac_users() {
+        assert!(uses_rbac(Engine::Redis, "6.2"));
+        assert!(uses_rbac(Engine::Redis, "7.1"));
+        assert!(uses_rbac(Engine::Valkey, "8.0"));
+        assert!(!uses_rbac(Engine::Redis, "5.0.6"));
+        assert!(!uses_rbac(Engine::Memcached, "1.6"));
+    }
+
+    #[test]
+    fn cluster_mode_gets_the_default_cluster_parameter_group_of_its_family() {
+        let group = |engine, version| cluster_parameter_group(engine, version).unwrap();
+        assert_eq!(group(Engine::Redis, "7.1"), "default.redis7.cluster.on");
+        assert_eq!(group(Engine::Redis, "7.0"), "default.redis7.cluster.on");
+        assert_eq!(group(Engine::Redis, "6.2"), "default.redis6.x.cluster.on");
+        assert_eq!(group(Engine::Redis, "5.0.6"), "default.redis5.0.cluster.on");
+        assert_eq!(group(Engine::Valkey, "8.0"), "default.valkey8.cluster.on");
+        assert_eq!(group(Engine::Valkey, "7.2"), "default.valkey7.cluster.on");
+    }
+}

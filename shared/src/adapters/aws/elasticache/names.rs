@@ -1,0 +1,187 @@
+//! Deterministic ElastiCache names, derived from the instance id alone, so a
+//! retried step finds what an earlier attempt made instead of making another.
+//!
+//! ElastiCache wants ids that start with a letter, hold only lowercase
+//! letters, digits and single hyphens, do not end with a hyphen, and (for
+//! replication groups, cache clusters and users) are at most 40 characters.
+//! Instance ids are GUIDs chosen by the platform, so they are hashed:
+//!
+//! | resource | id |
+//! | --- | --- |
+//! | replication group, cache cluster, user group | `{prefix}-{h}` |
+//! | admin user (`broker-admin`) | `{prefix}-a-{h}` |
+//! | disabled default user (`default`) | `{prefix}-d-{h}` |
+//! | binding user | `{prefix}-u-{hash of instance id and user name}` |
+//!
+//! where `h` is the 16 hex digits of the FNV-1a hash of the instance id.
+
+/// The longest prefix that keeps every id within 40 characters:
+/// `{prefix}-u-` plus 16 hex digits.
+pub const MAX_PREFIX_LEN: usize = 40 - "-u-".len() - 16;
+
+/// What the prefix becomes when nothing usable is left of the configured one.
+const FALLBACK_PREFIX: &str = "osb";
+
+/// FNV-1a, 64 bits. Written out because std's `DefaultHasher` promises no
+/// stability across Rust releases, and these names must stay the same for
+/// the life of a cache, across every build of the broker that manages it.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The ids of one broker's resources (everything starts with its prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix`, made valid first (see [`normalize_prefix`]).
+    pub fn new(prefix: &str) -> Names {
+        Names { prefix: normalize_prefix(prefix) }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The replication group (Redis OSS, Valkey) or cache cluster
+    /// (Memcached) of an instance, and its user group.
+    pub fn cache(&self, instance_id: &str) -> String {
+        format!("{}-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+    }
+
+    /// The user the broker administers the cache as.
+    pub fn admin_user(&self, instance_id: &str) -> String {
+        format!("{}-a-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+    }
+
+    /// The disabled user named `default` that every user group must hold.
+    pub fn default_user(&self, instance_id: &str) -> String {
+        format!("{}-d-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+    }
+
+    /// The user of a binding. The zero byte keeps ("ab", "c") and ("a", "bc")
+    /// apart; neither an instance id nor a user name contains one.
+    pub fn binding_user(&self, instance_id: &str, username: &str) -> String {
+        let mut key = Vec::with_capacity(instance_id.len() + 1 + username.len());
+        key.extend_from_slice(instance_id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(username.as_bytes());
+        format!("{}-u-{:016x}", self.prefix, fnv1a64(&key))
+    }
+
+    /// Whether `id` is one of this broker's users, so clean-up never deletes
+    /// a user someone else added to a user group.
+    pub fn owns(&self, id: &str) -> bool {
+        id.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('-'))
+    }
+}
+
+/// Makes `raw` a valid id prefix: lowercase, anything but letters, digits and
+/// hyphens turned into a hyphen, no doubled, leading or trailing hyphen, a
+/// letter first, at most [`MAX_PREFIX_LEN`] characters. The configuration
+/// already refuses bad prefixes; this keeps a bad one from reaching AWS.
+pub fn normalize_prefix(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.trim().chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(c);
+    }
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out = format!("{FALLBACK_PREFIX}{}{out}", if out.is_empty() { "" } else { "-" });
+    }
+    out.truncate(MAX_PREFIX_LEN);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// Whether ElastiCache accepts `id` as a replication group, cache cluster or
+/// user id.
+#[cfg(test)]
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=40).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && !id.ends_with('-')
+        && !id.contains("--")
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSTANCE: &str = "6f1c2a9e-0b7d-4c1e-9a53-2d1f0e8b7c64";
+
+    #[test]
+    fn fnv1a_gives_the_published_test_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn every_name_of_an_instance_is_deterministic_and_valid() {
+        let names = Names::new("osb");
+        let all = [
+            names.cache(INSTANCE),
+            names.admin_user(INSTANCE),
+            names.default_user(INSTANCE),
+            names.binding_user(INSTANCE, "b-3f0c"),
+        ];
+        assert_eq!(all[0], format!("osb-{:016x}", fnv1a64(INSTANCE.as_bytes())));
+        assert_eq!(all[0], Names::new("osb").cache(INSTANCE));
+        for id in &all {
+            assert!(is_valid_id(id), "{id}");
+            assert!(names.owns(id), "{id}");
+        }
+        assert!(all[1].starts_with("osb-a-") && all[2].starts_with("osb-d-") && all[3].starts_with("osb-u-"));
+    }
+
+    #[test]
+    fn different_instances_and_users_get_different_names() {
+        let names = Names::new("osb");
+        assert_ne!(names.cache("i-1"), names.cache("i-2"));
+        assert_ne!(names.binding_user("i-1", "b-1"), names.binding_user("i-1", "b-2"));
+        assert_ne!(names.binding_user("ab", "c"), names.binding_user("a", "bc"));
+    }
+
+    #[test]
+    fn the_longest_prefix_still_gives_ids_of_at_most_40_characters() {
+        let names = Names::new(&"p".repeat(60));
+        assert_eq!(names.prefix().len(), MAX_PREFIX_LEN);
+        assert_eq!(names.binding_user(INSTANCE, "b-1").len(), 40);
+        assert!(is_valid_id(&names.binding_user(INSTANCE, "b-1")));
+    }
+
+    #[test]
+    fn a_bad_prefix_is_made_valid_rather_than_sent_to_aws() {
+        assert_eq!(normalize_prefix("OSB_Prod"), "osb-prod");
+        assert_eq!(normalize_prefix("--a--b--"), "a-b");
+        assert_eq!(normalize_prefix("1st"), "osb-1st");
+        assert_eq!(normalize_prefix(""), "osb");
+        assert_eq!(normalize_prefix(&format!("{}-x", "a".repeat(20))), "a".repeat(20));
+        for raw in ["OSB_Prod", "--", "9", "a-very-long-prefix-that-goes-on-and-on"] {
+            assert!(is_valid_id(&Names::new(raw).binding_user(INSTANCE, "u")), "{raw}");
+        }
+    }
+
+    #[test]
+    fn users_of_another_broker_are_not_ours() {
+        let names = Names::new("osb");
+        assert!(!names.owns("osbx-a-0000"));
+        assert!(!names.owns("default"));
+        assert!(!names.owns("other-u-1"));
+    }
+}

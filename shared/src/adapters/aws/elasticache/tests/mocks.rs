@@ -1,0 +1,514 @@
+//! The provider against aws-smithy-mocks alone: the states moto never shows
+//! (creating, failed, modifying) and the errors it never returns. Responses
+//! have the shapes of the ElastiCache API reference; errors carry the code
+//! and message the wire would.
+
+use aws_sdk_elasticache::Client;
+use aws_sdk_elasticache::operation::add_tags_to_resource::AddTagsToResourceOutput;
+use aws_sdk_elasticache::operation::create_replication_group::{
+    CreateReplicationGroupError, CreateReplicationGroupOutput,
+};
+use aws_sdk_elasticache::operation::create_user::{CreateUserError, CreateUserOutput};
+use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, CreateUserGroupOutput};
+use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupOutput;
+use aws_sdk_elasticache::operation::describe_cache_clusters::{
+    DescribeCacheClustersError, DescribeCacheClustersOutput,
+};
+use aws_sdk_elasticache::operation::describe_replication_groups::{
+    DescribeReplicationGroupsError, DescribeReplicationGroupsOutput,
+};
+use aws_sdk_elasticache::operation::describe_user_groups::DescribeUserGroupsOutput;
+use aws_sdk_elasticache::operation::describe_users::{DescribeUsersError, DescribeUsersOutput};
+use aws_sdk_elasticache::operation::modify_replication_group::{
+    ModifyReplicationGroupError, ModifyReplicationGroupOutput,
+};
+use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
+use aws_sdk_elasticache::operation::modify_user_group::ModifyUserGroupOutput;
+use aws_sdk_elasticache::types::error::{
+    CacheClusterNotFoundFault, InsufficientCacheClusterCapacityFault, InvalidParameterValueException,
+    InvalidReplicationGroupStateFault, ReplicationGroupAlreadyExistsFault, ReplicationGroupNotFoundFault,
+    UserAlreadyExistsFault, UserGroupAlreadyExistsFault, UserNotFoundFault,
+};
+use aws_sdk_elasticache::types::{
+    AutomaticFailoverStatus, CacheCluster, Endpoint as AwsEndpoint, MultiAzStatus, NodeGroup,
+    NodeGroupMember, ReplicationGroup, User, UserGroup, UserGroupPendingChanges,
+};
+use aws_smithy_mocks::{Rule, mock};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{INSTANCE, meta, mocked, provider_on, secrets_with_admin, spec};
+use crate::domain::{CacheUser, Endpoint};
+use crate::ports::{CacheProvider, Progress, ProviderError};
+
+/// The ids the provider uses for [`INSTANCE`] under the prefix `osb`.
+fn ids() -> (String, String) {
+    let names = crate::adapters::aws::elasticache::names::Names::new("osb");
+    (names.cache(INSTANCE), names.binding_user(INSTANCE, "b-1"))
+}
+
+/// A single-node Redis OSS 7.1 replication group in `status`, with
+/// `members` member clusters, as DescribeReplicationGroups returns it.
+fn group(status: &str, members: usize) -> ReplicationGroup {
+    let (id, _) = ids();
+    let member_ids: Vec<String> = (1..=members).map(|i| format!("{id}-{i:03}")).collect();
+    let node_group = NodeGroup::builder()
+        .node_group_id("0001")
+        .status(status)
+        .primary_endpoint(
+            AwsEndpoint::builder()
+                .address(format!("master.{id}.abc123.use1.cache.amazonaws.com"))
+                .port(6379)
+                .build(),
+        )
+        .set_node_group_members(Some(
+            member_ids
+                .iter()
+                .map(|m| NodeGroupMember::builder().cache_cluster_id(m).cache_node_id("0001").build())
+                .collect(),
+        ))
+        .build();
+    ReplicationGroup::builder()
+        .replication_group_id(&id)
+        .description("redis 7.1 plan small")
+        .status(status)
+        .set_member_clusters(Some(member_ids))
+        .node_groups(node_group)
+        .automatic_failover(AutomaticFailoverStatus::Disabled)
+        .multi_az(MultiAzStatus::Disabled)
+        .snapshot_retention_limit(3)
+        .snapshot_window("03:00-05:00")
+        .cluster_enabled(false)
+        .cache_node_type("cache.t4g.small")
+        .transit_encryption_enabled(true)
+        .at_rest_encryption_enabled(true)
+        .user_group_ids(&id)
+        .engine("redis")
+        .arn(format!("arn:aws:elasticache:us-east-1:123456789012:replicationgroup:{id}"))
+        .build()
+}
+
+fn describe_group(group: ReplicationGroup) -> Rule {
+    mock!(Client::describe_replication_groups).then_output(move || {
+        DescribeReplicationGroupsOutput::builder().replication_groups(group.clone()).build()
+    })
+}
+
+fn group_not_found() -> DescribeReplicationGroupsError {
+    let (id, _) = ids();
+    let message = format!("Replication group {id} not found.");
+    DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
+        ReplicationGroupNotFoundFault::builder()
+            .message(&message)
+            .meta(meta("ReplicationGroupNotFoundFault", &message))
+            .build(),
+    )
+}
+
+fn no_group() -> Rule {
+    mock!(Client::describe_replication_groups).then_error(group_not_found)
+}
+
+fn no_cluster() -> Rule {
+    mock!(Client::describe_cache_clusters).then_error(|| {
+        DescribeCacheClustersError::CacheClusterNotFoundFault(
+            CacheClusterNotFoundFault::builder()
+                .message("CacheCluster not found")
+                .meta(meta("CacheClusterNotFound", "CacheCluster not found"))
+                .build(),
+        )
+    })
+}
+
+/// DescribeCacheClusters of one member cluster, in `status`.
+fn member(id: String, status: &'static str) -> Rule {
+    let wanted = id.clone();
+    mock!(Client::describe_cache_clusters)
+        .match_requests(move |req| req.cache_cluster_id() == Some(wanted.as_str()))
+        .then_output(move || {
+            DescribeCacheClustersOutput::builder()
+                .cache_clusters(
+                    CacheCluster::builder()
+                        .cache_cluster_id(&id)
+                        .cache_cluster_status(status)
+                        .engine("redis")
+                        .engine_version("7.1.0")
+                        .cache_node_type("cache.t4g.small")
+                        .num_cache_nodes(1)
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn active_user(id: &str) -> User {
+    User::builder()
+        .user_id(id)
+        .user_name("b-1")
+        .status("active")
+        .engine("redis")
+        .access_string("on ~*")
+        .build()
+}
+
+fn user_not_found() -> DescribeUsersError {
+    DescribeUsersError::UserNotFoundFault(
+        UserNotFoundFault::builder()
+            .message("User not found")
+            .meta(meta("UserNotFound", "User not found"))
+            .build(),
+    )
+}
+
+fn user_group(status: &str, users: &[&str], adding: &[&str]) -> UserGroup {
+    let (id, _) = ids();
+    let mut group = UserGroup::builder()
+        .user_group_id(&id)
+        .status(status)
+        .engine("redis")
+        .set_user_ids(Some(users.iter().map(|u| u.to_string()).collect()))
+        .minimum_engine_version("6.0")
+        .replication_groups(&id);
+    if !adding.is_empty() {
+        group = group.pending_changes(
+            UserGroupPendingChanges::builder()
+                .set_user_ids_to_add(Some(adding.iter().map(|u| u.to_string()).collect()))
+                .build(),
+        );
+    }
+    group.build()
+}
+
+fn user(passwords: &[&str]) -> CacheUser {
+    CacheUser {
+        username: "b-1".into(),
+        passwords: passwords.iter().map(|p| SecretString::from(p.to_string())).collect(),
+        access_string: "~* +@all".into(),
+    }
+}
+
+fn retryable(result: Result<Progress, ProviderError>) -> String {
+    match result {
+        Err(ProviderError::Retryable(why)) => why,
+        other => panic!("expected Retryable, got {other:?}"),
+    }
+}
+
+fn permanent<T: std::fmt::Debug>(result: Result<T, ProviderError>) -> String {
+    match result {
+        Err(ProviderError::Permanent(why)) => why,
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+}
+
+const THROTTLING: &str = r#"<ErrorResponse xmlns="http://elasticache.amazonaws.com/doc/2015-02-02/">
+  <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>
+  <RequestId>7a62c49f-347e-4fc4-9331-6e8e7a96aa73</RequestId>
+</ErrorResponse>"#;
+
+// ------------------------------------------------------------ progress
+
+#[tokio::test]
+async fn progress_counts_the_available_nodes_while_the_group_is_creating() {
+    let (id, _) = ids();
+    let rules = [
+        describe_group(group("creating", 3)),
+        member(format!("{id}-001"), "available"),
+        member(format!("{id}-002"), "available"),
+        member(format!("{id}-003"), "creating"),
+    ];
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let Progress::Working { detail } = provider.progress(INSTANCE).await.unwrap() else { panic!("done") };
+    assert_eq!(detail, format!("creating replication group {id}: 2 of 3 nodes available"));
+}
+
+#[tokio::test]
+async fn a_group_that_failed_to_create_fails_the_operation_naming_the_status() {
+    let provider =
+        provider_on(mocked(&[&describe_group(group("create-failed", 1))]), secrets_with_admin().await);
+
+    let why = permanent(provider.progress(INSTANCE).await);
+    assert!(why.ends_with("is create-failed"), "{why}");
+}
+
+#[tokio::test]
+async fn progress_of_a_cache_that_does_not_exist_names_the_replication_group() {
+    let provider = provider_on(mocked(&[&no_group(), &no_cluster()]), secrets_with_admin().await);
+
+    let why = permanent(provider.progress(INSTANCE).await);
+    assert!(why.starts_with(&format!("no replication group {}", ids().0)), "{why}");
+}
+
+#[tokio::test]
+async fn throttling_is_retryable_and_named() {
+    let throttled = mock!(Client::describe_replication_groups)
+        .sequence()
+        .http_status(400, Some(THROTTLING.into()))
+        .build();
+    let provider = provider_on(mocked(&[&throttled]), secrets_with_admin().await);
+
+    let why = retryable(provider.progress(INSTANCE).await);
+    assert_eq!(why, "DescribeReplicationGroups failed: Throttling: Rate exceeded");
+}
+
+#[tokio::test]
+async fn a_memcached_endpoint_is_its_configuration_endpoint() {
+    let (id, _) = ids();
+    let cluster = CacheCluster::builder()
+        .cache_cluster_id(&id)
+        .cache_cluster_status("available")
+        .engine("memcached")
+        .configuration_endpoint(
+            AwsEndpoint::builder()
+                .address(format!("{id}.abc123.cfg.use1.cache.amazonaws.com"))
+                .port(11211)
+                .build(),
+        )
+        .transit_encryption_enabled(true)
+        .build();
+    let describe = mock!(Client::describe_cache_clusters)
+        .then_output(move || DescribeCacheClustersOutput::builder().cache_clusters(cluster.clone()).build());
+    let provider = provider_on(mocked(&[&no_group(), &describe]), secrets_with_admin().await);
+
+    let endpoint = provider.endpoint(INSTANCE).await.unwrap();
+    assert_eq!(
+        endpoint,
+        Endpoint { host: format!("{id}.abc123.cfg.use1.cache.amazonaws.com"), port: 11211, tls: true }
+    );
+}
+
+// ------------------------------------------------------------ create
+
+/// Rules under which everything before CreateReplicationGroup succeeds.
+fn users_and_group_ok(user_group_status: &'static str) -> Vec<Rule> {
+    vec![
+        no_group(),
+        mock!(Client::create_user).then_output(|| CreateUserOutput::builder().status("active").build()),
+        mock!(Client::create_user_group).then_output(move || {
+            CreateUserGroupOutput::builder().status(user_group_status).engine("redis").build()
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn missing_capacity_fails_create_naming_the_fault_in_aws_terms() {
+    let capacity = mock!(Client::create_replication_group).then_error(|| {
+        let message = "cache.t4g.small is not available in us-east-1a";
+        CreateReplicationGroupError::InsufficientCacheClusterCapacityFault(
+            InsufficientCacheClusterCapacityFault::builder()
+                .message(message)
+                .meta(meta("InsufficientCacheClusterCapacity", message))
+                .build(),
+        )
+    });
+    let mut rules = users_and_group_ok("active");
+    rules.push(capacity);
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let why = permanent(provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await);
+    assert_eq!(
+        why,
+        "CreateReplicationGroup failed: InsufficientCacheClusterCapacity: cache.t4g.small is not available in us-east-1a"
+    );
+}
+
+#[tokio::test]
+async fn a_user_group_still_being_created_holds_the_replication_group_back() {
+    let create = mock!(Client::create_replication_group)
+        .then_output(|| CreateReplicationGroupOutput::builder().build());
+    let mut rules = users_and_group_ok("creating");
+    rules.push(create.clone());
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let why = retryable(provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await);
+    assert!(why.contains("is creating"), "{why}");
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn everything_a_racing_attempt_made_first_is_adopted() {
+    let describe = mock!(Client::describe_replication_groups)
+        .sequence()
+        .error(group_not_found)
+        .output(|| {
+            DescribeReplicationGroupsOutput::builder().replication_groups(group("creating", 1)).build()
+        })
+        .repeatedly()
+        .build();
+    let user_exists = mock!(Client::create_user).then_error(|| {
+        CreateUserError::UserAlreadyExistsFault(
+            UserAlreadyExistsFault::builder().meta(meta("UserAlreadyExists", "User already exists.")).build(),
+        )
+    });
+    let group_exists = mock!(Client::create_user_group).then_error(|| {
+        CreateUserGroupError::UserGroupAlreadyExistsFault(
+            UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
+        )
+    });
+    let user_group = mock!(Client::describe_user_groups).then_output(|| {
+        DescribeUserGroupsOutput::builder().user_groups(user_group("active", &[], &[])).build()
+    });
+    let rg_exists = mock!(Client::create_replication_group).then_error(|| {
+        CreateReplicationGroupError::ReplicationGroupAlreadyExistsFault(
+            ReplicationGroupAlreadyExistsFault::builder()
+                .meta(meta("ReplicationGroupAlreadyExists", "Replication group already exists."))
+                .build(),
+        )
+    });
+    let client = mocked(&[&describe, &user_exists, &group_exists, &user_group, &rg_exists]);
+    let provider = provider_on(client, secrets_with_admin().await);
+
+    let progress = provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    assert!(matches!(progress, Progress::Working { .. }), "{progress:?}");
+    assert_eq!((user_exists.num_calls(), rg_exists.num_calls()), (2, 1));
+}
+
+#[tokio::test]
+async fn a_password_quoted_in_an_aws_error_never_reaches_the_description() {
+    let secrets = secrets_with_admin().await;
+    let admin = crate::ports::SecretStore::read(&*secrets, super::ADMIN_SECRET, crate::ports::Stage::Current)
+        .await
+        .unwrap()
+        .unwrap();
+    let quoted = admin.expose_secret().to_string();
+    let refused = mock!(Client::create_user)
+        .match_requests(|req| req.user_name() == Some("broker-admin"))
+        .then_error(move || {
+            let message = format!("Invalid password {quoted}");
+            CreateUserError::InvalidParameterValueException(
+                InvalidParameterValueException::builder()
+                    .message(&message)
+                    .meta(meta("InvalidParameterValue", &message))
+                    .build(),
+            )
+        });
+    let default_ok = mock!(Client::create_user).then_output(|| CreateUserOutput::builder().build());
+    let provider = provider_on(mocked(&[&no_group(), &refused, &default_ok]), secrets);
+
+    let why = permanent(provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await);
+    assert_eq!(why, "CreateUser failed: InvalidParameterValue: Invalid password [redacted]");
+}
+
+// ------------------------------------------------------------ modify and delete
+
+#[tokio::test]
+async fn modifying_a_group_that_became_busy_is_retryable() {
+    let (id, _) = ids();
+    let busy = mock!(Client::modify_replication_group).then_error(|| {
+        let message = "Replication group must be in available state to modify.";
+        ModifyReplicationGroupError::InvalidReplicationGroupStateFault(
+            InvalidReplicationGroupStateFault::builder()
+                .message(message)
+                .meta(meta("InvalidReplicationGroupState", message))
+                .build(),
+        )
+    });
+    let tags = mock!(Client::add_tags_to_resource).then_output(|| AddTagsToResourceOutput::builder().build());
+    let rules = [describe_group(group("available", 1)), member(format!("{id}-001"), "available"), tags, busy];
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let why = retryable(provider.modify(&spec(INSTANCE, "elasticache-redis", "medium")).await);
+    assert!(why.starts_with("ModifyReplicationGroup failed: InvalidReplicationGroupState"), "{why}");
+}
+
+#[tokio::test]
+async fn a_group_that_is_not_available_is_left_alone_until_it_is() {
+    let modify = mock!(Client::modify_replication_group)
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(group("snapshotting", 1)), &modify]),
+        secrets_with_admin().await,
+    );
+
+    let why = retryable(provider.modify(&spec(INSTANCE, "elasticache-redis", "medium")).await);
+    assert!(why.contains("is snapshotting"), "{why}");
+    assert_eq!(modify.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_group_still_creating_is_deleted_once_it_is_available() {
+    let delete = mock!(Client::delete_replication_group)
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let provider =
+        provider_on(mocked(&[&describe_group(group("creating", 1)), &delete]), secrets_with_admin().await);
+
+    let Progress::Working { detail } = provider.delete(INSTANCE).await.unwrap() else { panic!("done") };
+    assert!(detail.ends_with("is creating; it is deleted once that ends"), "{detail}");
+    assert_eq!(delete.num_calls(), 0);
+}
+
+// ------------------------------------------------------------ users
+
+#[tokio::test]
+async fn a_user_waits_while_its_user_group_is_modifying() {
+    let (_, user_id) = ids();
+    let user = active_user(&user_id);
+    let users = mock!(Client::describe_users)
+        .then_output(move || DescribeUsersOutput::builder().users(user.clone()).build());
+    let uid = user_id.clone();
+    let modifying = mock!(Client::describe_user_groups).then_output(move || {
+        DescribeUserGroupsOutput::builder().user_groups(user_group("modifying", &["osb-d"], &[&uid])).build()
+    });
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &users, &modifying]),
+        secrets_with_admin().await,
+    );
+
+    let Progress::Working { detail } = provider.user_progress(INSTANCE, "b-1").await.unwrap() else {
+        panic!("done while the user group is modifying")
+    };
+    assert!(detail.contains("modifying"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_retried_put_user_adds_the_user_to_its_group_only_once() {
+    let (_, user_id) = ids();
+    let existing = active_user(&user_id);
+    let users = mock!(Client::describe_users)
+        .sequence()
+        .error(user_not_found)
+        .output(move || DescribeUsersOutput::builder().users(existing.clone()).build())
+        .repeatedly()
+        .build();
+    let create =
+        mock!(Client::create_user).then_output(|| CreateUserOutput::builder().status("active").build());
+    let modify_user =
+        mock!(Client::modify_user).then_output(|| ModifyUserOutput::builder().status("modifying").build());
+    let uid = user_id.clone();
+    let groups = mock!(Client::describe_user_groups)
+        .sequence()
+        .output(|| {
+            DescribeUserGroupsOutput::builder().user_groups(user_group("active", &["osb-d"], &[])).build()
+        })
+        .output(move || {
+            DescribeUserGroupsOutput::builder()
+                .user_groups(user_group("modifying", &["osb-d"], &[&uid]))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let add = mock!(Client::modify_user_group)
+        .then_output(|| ModifyUserGroupOutput::builder().status("modifying").build());
+    let client =
+        mocked(&[&describe_group(group("available", 1)), &users, &create, &modify_user, &groups, &add]);
+    let provider = provider_on(client, secrets_with_admin().await);
+
+    provider.put_user(INSTANCE, &user(&["first-password-0123456789"])).await.unwrap();
+    provider.put_user(INSTANCE, &user(&["first-password-0123456789"])).await.unwrap();
+
+    assert_eq!(create.num_calls(), 1, "created once");
+    assert_eq!(modify_user.num_calls(), 1, "reset the second time");
+    assert_eq!(add.num_calls(), 1, "added to the user group once");
+}
+
+#[tokio::test]
+async fn a_user_needs_one_or_two_passwords() {
+    let provider = provider_on(mocked(&[&describe_group(group("available", 1))]), secrets_with_admin().await);
+
+    for passwords in
+        [&[][..], &["a-password-0123456789", "b-password-0123456789", "c-password-0123456789"][..]]
+    {
+        let why = permanent(provider.put_user(INSTANCE, &user(passwords)).await);
+        assert!(why.contains("one or two passwords"), "{why}");
+    }
+}

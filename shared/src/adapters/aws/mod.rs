@@ -1,0 +1,22 @@
+//! AWS adapters behind the same ports as laptop mode: DynamoDB store, SQS job
+//! queue, Secrets Manager secret store (and, next, the ElastiCache provider).
+//! Built with the `aws` feature only.
+
+pub mod config;
+pub mod dynamodb;
+pub mod elasticache;
+pub mod secretsmanager;
+pub mod sqs;
+
+/// An SDK configuration for tests and tools that talk to an AWS stand-in
+/// (moto in server mode) on `endpoint`, with dummy credentials.
+pub async fn sdk_config_for_endpoint(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region};
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static");
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await
+}

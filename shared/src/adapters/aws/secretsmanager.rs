@@ -1,0 +1,496 @@
+//! The AWS secret store: owns the broker's passwords in Secrets Manager (one
+//! secret per instance admin and per binding, with Secrets Manager's version
+//! stages), and reading the broker's own basic-auth credentials.
+//!
+//! Records elsewhere hold only the secret's ARN. Values leave this module only
+//! as [`SecretString`]s and never appear in errors, logs or `Debug` output.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
+use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::ports::{SecretError, SecretStore, Stage};
+
+/// The recovery window `new` uses: the shortest Secrets Manager allows, so a
+/// deleted password lingers as little as possible.
+pub const DEFAULT_RECOVERY_WINDOW_DAYS: i64 = 7;
+
+/// The recovery windows Secrets Manager accepts.
+const RECOVERY_WINDOW_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
+
+/// Secrets in Secrets Manager; the reference of a secret is its ARN.
+#[derive(Clone)]
+pub struct SecretsManagerStore {
+    client: Client,
+    recovery_window_days: i64,
+}
+
+/// Shows how the store deletes, never what it holds.
+impl std::fmt::Debug for SecretsManagerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsManagerStore")
+            .field("recovery_window_days", &self.recovery_window_days)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretsManagerStore {
+    /// A store whose deletes keep the secret recoverable for
+    /// [`DEFAULT_RECOVERY_WINDOW_DAYS`].
+    pub fn new(client: Client) -> SecretsManagerStore {
+        SecretsManagerStore { client, recovery_window_days: DEFAULT_RECOVERY_WINDOW_DAYS }
+    }
+
+    /// How many days a deleted secret stays recoverable, kept within the 7 to
+    /// 30 Secrets Manager accepts.
+    pub fn with_recovery_window_days(mut self, days: i64) -> SecretsManagerStore {
+        self.recovery_window_days = days.clamp(*RECOVERY_WINDOW_DAYS.start(), *RECOVERY_WINDOW_DAYS.end());
+        self
+    }
+
+    pub fn recovery_window_days(&self) -> i64 {
+        self.recovery_window_days
+    }
+
+    /// DescribeSecret; `None` when there is no such secret.
+    async fn describe(&self, id: &str) -> Result<Option<DescribeSecretOutput>, SecretError> {
+        match self.client.describe_secret().secret_id(id).send().await {
+            Ok(out) => Ok(Some(out)),
+            Err(err) => {
+                let why = aws_terms(&err);
+                match err.into_service_error() {
+                    DescribeSecretError::ResourceNotFoundException(_) => Ok(None),
+                    _ => Err(SecretError::Unavailable(format!("DescribeSecret {id} failed: {why}"))),
+                }
+            }
+        }
+    }
+
+    /// Whether `id` names a secret waiting out its recovery window: Secrets
+    /// Manager answers InvalidRequestException for most calls on one, and so
+    /// does it for many other mistakes; only DescribeSecret tells them apart.
+    async fn is_scheduled_for_deletion(&self, id: &str) -> Result<bool, SecretError> {
+        Ok(self.describe(id).await?.is_some_and(|d| d.deleted_date.is_some()))
+    }
+
+    /// The ARN of the existing secret `name`, after CreateSecret found it
+    /// there. One scheduled for deletion (an instance or binding id used
+    /// again after its deprovision or unbind) is restored and given `value`:
+    /// its old password belonged to the deleted cache user.
+    /// `why` is CreateSecret's answer, for when no secret is there after all.
+    async fn adopt(&self, name: &str, value: &SecretString, why: &str) -> Result<String, SecretError> {
+        let existing = self.describe(name).await?.ok_or_else(|| {
+            SecretError::Unavailable(format!(
+                "CreateSecret {name} failed ({why}) and DescribeSecret finds no such secret"
+            ))
+        })?;
+        let arn = existing
+            .arn
+            .ok_or_else(|| SecretError::Unavailable(format!("DescribeSecret {name} returned no ARN")))?;
+        if existing.deleted_date.is_none() {
+            return Ok(arn);
+        }
+        self.client.restore_secret().secret_id(&arn).send().await.map_err(|err| {
+            SecretError::Unavailable(format!("RestoreSecret {arn} failed: {}", aws_terms(&err)))
+        })?;
+        self.client
+            .put_secret_value()
+            .secret_id(&arn)
+            .secret_string(value.expose_secret())
+            .send()
+            .await
+            .map_err(|err| {
+                SecretError::Unavailable(format!("PutSecretValue {arn} failed: {}", aws_terms(&err)))
+            })?;
+        tracing::info!(secret = %arn, "restored a secret scheduled for deletion and gave it a new value");
+        Ok(arn)
+    }
+}
+
+#[async_trait]
+impl SecretStore for SecretsManagerStore {
+    async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError> {
+        let created =
+            self.client.create_secret().name(name).secret_string(value.expose_secret()).send().await;
+        let err = match created {
+            Ok(out) => {
+                return out
+                    .arn
+                    .ok_or_else(|| SecretError::Unavailable(format!("CreateSecret {name} returned no ARN")));
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // InvalidRequestException is what a name scheduled for deletion
+            // gets; `adopt` looks before deciding, and leaves a live secret
+            // (and so the first password of a retried step) alone.
+            CreateSecretError::ResourceExistsException(_) | CreateSecretError::InvalidRequestException(_) => {
+                self.adopt(name, value, &why).await
+            }
+            _ => Err(SecretError::Unavailable(format!("CreateSecret {name} failed: {why}"))),
+        }
+    }
+
+    async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError> {
+        // The stage is always named: moto's default-stage read is stale after
+        // a stage move, and naming it costs nothing on AWS.
+        let label = stage.label();
+        let got = self.client.get_secret_value().secret_id(reference).version_stage(label).send().await;
+        let err = match got {
+            Ok(out) => {
+                return match out.secret_string {
+                    Some(value) => Ok(Some(SecretString::from(value))),
+                    None => Err(SecretError::Unavailable(format!(
+                        "secret {reference} holds binary data at {label}, not a string"
+                    ))),
+                };
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // Both a missing secret and a stage no version has.
+            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
+            GetSecretValueError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(None)
+            }
+            _ => {
+                Err(SecretError::Unavailable(format!("GetSecretValue {reference} at {label} failed: {why}")))
+            }
+        }
+    }
+
+    async fn delete(&self, reference: &str) -> Result<(), SecretError> {
+        let deleted = self
+            .client
+            .delete_secret()
+            .secret_id(reference)
+            .recovery_window_in_days(self.recovery_window_days)
+            .send()
+            .await;
+        let Err(err) = deleted else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            DeleteSecretError::ResourceNotFoundException(_) => Ok(()),
+            // A retried deprovision deletes again what it already scheduled.
+            DeleteSecretError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(())
+            }
+            _ => Err(SecretError::Unavailable(format!("DeleteSecret {reference} failed: {why}"))),
+        }
+    }
+}
+
+/// The broker's own credentials as the secret holds them. No `Debug`: the
+/// username would be printed.
+#[derive(serde::Deserialize)]
+struct BrokerCredentials {
+    username: Option<String>,
+    password: Option<SecretString>,
+}
+
+/// Reads the broker's basic-auth credentials from the JSON secret `arn`
+/// (`{"username": ..., "password": ...}`) at AWSCURRENT. Errors name the ARN
+/// and what is wrong with it, never a value.
+pub async fn read_broker_credentials(
+    client: &Client,
+    arn: &str,
+) -> Result<(String, SecretString), SecretError> {
+    let label = Stage::Current.label();
+    let out = match client.get_secret_value().secret_id(arn).version_stage(label).send().await {
+        Ok(out) => out,
+        Err(err) => {
+            let why = aws_terms(&err);
+            return Err(match err.into_service_error() {
+                GetSecretValueError::ResourceNotFoundException(_) => SecretError::NotFound(arn.to_string()),
+                _ => SecretError::Unavailable(format!("GetSecretValue {arn} at {label} failed: {why}")),
+            });
+        }
+    };
+    let raw = SecretString::from(out.secret_string.ok_or_else(|| {
+        SecretError::Unavailable(format!("secret {arn} holds binary data, not JSON broker credentials"))
+    })?);
+    // serde's message may quote the input, so it is not passed on.
+    let parsed: BrokerCredentials = serde_json::from_str(raw.expose_secret()).map_err(|_| {
+        SecretError::Unavailable(format!(
+            "secret {arn} is not a JSON object {{\"username\": string, \"password\": string}}"
+        ))
+    })?;
+    let missing = |key: &str| SecretError::NotFound(format!("{arn} key \"{key}\" (absent or empty)"));
+    let username = parsed.username.filter(|u| !u.is_empty()).ok_or_else(|| missing("username"))?;
+    let password =
+        parsed.password.filter(|p| !p.expose_secret().is_empty()).ok_or_else(|| missing("password"))?;
+    Ok((username, password))
+}
+
+/// What went wrong, as AWS names it: the error code and message of a service
+/// error, else the whole chain of a transport failure (timeout, DNS ...).
+/// Secrets Manager's messages name secrets, never their values.
+fn aws_terms<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err.as_service_error().map(|e| (e.code(), e.message())) {
+        Some((Some(code), Some(message))) => format!("{code}: {message}"),
+        Some((Some(code), None)) => code.to_string(),
+        _ => DisplayErrorContext(err).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::aws::sdk_config_for_endpoint;
+    use crate::testing::MotoServer;
+
+    async fn client(moto: &MotoServer) -> Client {
+        Client::new(&sdk_config_for_endpoint(&moto.endpoint).await)
+    }
+
+    async fn store(moto: &MotoServer) -> SecretsManagerStore {
+        SecretsManagerStore::new(client(moto).await)
+    }
+
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value)
+    }
+
+    async fn read(store: &SecretsManagerStore, reference: &str, stage: Stage) -> Option<String> {
+        store.read(reference, stage).await.unwrap().map(|v| v.expose_secret().to_string())
+    }
+
+    #[test]
+    fn the_recovery_window_is_kept_within_7_to_30_days() {
+        let client = Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let store = SecretsManagerStore::new(client);
+        assert_eq!(store.recovery_window_days(), 7);
+        assert_eq!(store.clone().with_recovery_window_days(1).recovery_window_days(), 7);
+        assert_eq!(store.clone().with_recovery_window_days(14).recovery_window_days(), 14);
+        assert_eq!(store.with_recovery_window_days(365).recovery_window_days(), 30);
+    }
+
+    #[tokio::test]
+    async fn the_debug_of_the_store_shows_no_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("debug/admin", &secret("debug-value-never-printed")).await.unwrap();
+        let _ = store.read(&arn, Stage::Current).await.unwrap();
+
+        let shown = format!("{store:?}");
+
+        assert_eq!(shown, "SecretsManagerStore { recovery_window_days: 7, .. }");
+    }
+
+    #[tokio::test]
+    async fn a_created_secret_reads_back_at_current_by_its_arn() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+
+        let arn = store.create("create/admin", &secret("first-password")).await.unwrap();
+
+        assert!(arn.starts_with("arn:aws:secretsmanager:") && arn.contains(":secret:create/admin"), "{arn}");
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("first-password"));
+    }
+
+    #[tokio::test]
+    async fn creating_again_returns_the_same_arn_and_keeps_the_first_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let first = store.create("again/admin", &secret("first-password")).await.unwrap();
+
+        let second = store.create("again/admin", &secret("second-password")).await.unwrap();
+
+        assert_eq!(second, first);
+        assert_eq!(read(&store, &first, Stage::Current).await.as_deref(), Some("first-password"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_a_pending_version_reads_none_at_pending_and_previous() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("nopending/admin", &secret("only-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+        assert_eq!(read(&store, &arn, Stage::Previous).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_never_existed_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        assert_eq!(read(&store, arn, Stage::Current).await, None);
+        assert_eq!(read(&store, "never/admin", Stage::Current).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_secret_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("deleted/admin", &secret("gone-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await, None);
+    }
+
+    #[tokio::test]
+    async fn deleting_twice_or_deleting_what_never_existed_is_fine() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("twice/admin", &secret("twice-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+        store.delete(&arn).await.unwrap();
+        store.delete("never/created").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_secret_stays_recoverable_for_the_recovery_window() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await.with_recovery_window_days(10);
+        let arn = store.create("window/admin", &secret("window-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+
+        let described = client(&moto).await.describe_secret().secret_id(&arn).send().await.unwrap();
+        let deleted_at = described.deleted_date.expect("scheduled for deletion").secs();
+        let days = (deleted_at - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+        assert!((9.9..=10.1).contains(&days), "deletion in {days} days");
+    }
+
+    #[tokio::test]
+    async fn creating_a_secret_scheduled_for_deletion_restores_it_with_the_new_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let old = store.create("reused/admin", &secret("old-password")).await.unwrap();
+        store.delete(&old).await.unwrap();
+
+        let new = store.create("reused/admin", &secret("new-password")).await.unwrap();
+
+        assert_eq!(new, old);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
+        let again = store.create("reused/admin", &secret("third-password")).await.unwrap();
+        assert_eq!(again, new);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
+    }
+
+    #[tokio::test]
+    async fn a_stage_move_is_seen_at_current_previous_and_pending() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let client = client(&moto).await;
+        let arn = store.create("rotated/admin", &secret("old-password")).await.unwrap();
+        let old_version =
+            client.describe_secret().secret_id(&arn).send().await.unwrap().version_ids_to_stages;
+        let old_version = old_version.unwrap().into_keys().next().unwrap();
+
+        client
+            .put_secret_value()
+            .secret_id(&arn)
+            .client_request_token("rotation-0000-0000-0000-000000000001")
+            .secret_string("new-password")
+            .version_stages(Stage::Pending.label())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+
+        client
+            .update_secret_version_stage()
+            .secret_id(&arn)
+            .version_stage(Stage::Current.label())
+            .move_to_version_id("rotation-0000-0000-0000-000000000001")
+            .remove_from_version_id(&old_version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_are_read_from_the_json_secret() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/credentials")
+            .secret_string(r#"{"username": "osb-platform", "password": "broker-password-value"}"#)
+            .send()
+            .await
+            .unwrap();
+
+        let (username, password) = read_broker_credentials(&client, created.arn().unwrap()).await.unwrap();
+
+        assert_eq!(username, "osb-platform");
+        assert_eq!(password.expose_secret(), "broker-password-value");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_without_a_password_name_the_arn_and_the_key_but_no_value() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/no-password")
+            .secret_string(r#"{"username": "osb-platform-name", "passwd": "misnamed-password-value"}"#)
+            .send()
+            .await
+            .unwrap();
+        let arn = created.arn().unwrap();
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err().to_string();
+
+        assert!(err.contains(arn) && err.contains("\"password\""), "{err}");
+        assert!(!err.contains("osb-platform-name") && !err.contains("misnamed-password-value"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_that_are_not_json_name_the_arn_but_no_value() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/not-json")
+            .secret_string("plain-password-value")
+            .send()
+            .await
+            .unwrap();
+        let arn = created.arn().unwrap();
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err().to_string();
+
+        assert!(err.contains(arn), "{err}");
+        assert!(!err.contains("plain-password-value"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_of_a_missing_secret_are_not_found() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:broker/absent-AbCdEf";
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err();
+
+        assert!(matches!(&err, SecretError::NotFound(named) if named == arn), "{err}");
+    }
+}
