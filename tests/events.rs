@@ -90,3 +90,19 @@ async fn the_events_drive_a_whole_lifecycle_through_the_router() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
 }
+
+#[test]
+fn every_job_type_has_an_sqs_event_whose_body_is_a_version_1_job() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    for kind in ["provision", "update", "deprovision", "bind", "unbind"] {
+        let text = std::fs::read_to_string(dir.join(format!("sqs-{kind}.json"))).unwrap();
+        let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("sqs-{kind}: {e}"));
+        assert_eq!(event.records.len(), 1);
+        let job: shared::ports::Job =
+            serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+        assert_eq!(job.v, shared::ports::Job::VERSION);
+        assert!(job.operation_id.starts_with(kind), "sqs-{kind}: {}", job.operation_id);
+        assert_eq!(job.binding_id.is_some(), kind.ends_with("bind"), "sqs-{kind}");
+    }
+}

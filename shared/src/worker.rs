@@ -363,12 +363,16 @@ impl Worker {
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
             // ---------------------------------------------------- update
-            Step::ModifyCache => {
-                self.provider.modify(&self.spec(ctx)).await?;
-                Ok(StepResult::Next(Step::WaitCacheModified))
-            }
-            Step::WaitCacheModified => match self.provider.progress(&id).await? {
+            // A plan change can take several changes, one at a time (add
+            // replicas, then change the node type ...): modify starts the next
+            // one, and is asked again each time the cache is available, until
+            // it has nothing left to do.
+            Step::ModifyCache => match self.provider.modify(&self.spec(ctx)).await? {
                 Progress::Done => Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan.name))),
+                Progress::Working { .. } => Ok(StepResult::Next(Step::WaitCacheModified)),
+            },
+            Step::WaitCacheModified => match self.provider.progress(&id).await? {
+                Progress::Done => Ok(StepResult::Next(Step::ModifyCache)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
             // ---------------------------------------------------- deprovision

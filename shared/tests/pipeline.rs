@@ -733,3 +733,19 @@ async fn secrets_whose_references_were_never_recorded_are_deleted_with_the_insta
     assert!(secret_is_gone(&tb, &admin).await, "the admin secret is left behind");
     assert!(secret_is_gone(&tb, &binding_secret).await, "the binding secret is left behind");
 }
+
+#[tokio::test]
+async fn a_plan_change_that_takes_several_changes_asks_the_provider_until_nothing_is_left() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1").await;
+    // GIVEN a provider that applies a change in three steps (add replicas,
+    // then the node type, then nothing left)
+    tb.provider.script("modify", vec![working("adding replicas"), working("changing the node type")]);
+    let op = start_update(&tb, "i-1", "medium").await;
+
+    tb.drain(100).await;
+
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::Modify(_))), 3);
+    assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
+    assert_eq!(instance(&tb, "i-1").await.state, InstanceState::Ready);
+}

@@ -1,29 +1,72 @@
 //! broker-api: the OSB API. In Lambda, lambda_http runs the Router; elsewhere
-//! a plain listener on 127.0.0.1 runs the same Router. With no AWS backend
-//! configured it is laptop mode: embedded store and queue, real local cache
-//! processes, and the worker in this process.
+//! a plain listener on 127.0.0.1 runs the same Router.
 //!
-//! `broker-api catalog apply FILE` writes the services and plans of FILE into
-//! the store (an operator's plan change, no release needed) and exits.
+//! `BROKER_BACKEND=aws` (set by the deploy templates) uses DynamoDB, SQS,
+//! ElastiCache and Secrets Manager; otherwise it is laptop mode: embedded
+//! store and queue, real local cache processes, and the worker in this process.
+//!
+//! `broker-api catalog seed [FILE]` adds the catalog's missing services and
+//! plans to the store; `broker-api catalog apply FILE` inserts or replaces
+//! them (an operator's plan change, no release needed). Both exit after.
 
-use shared::laptop::{Laptop, LaptopConfig, apply_catalog, init_tracing};
+use std::path::Path;
+
+use shared::catalog::CatalogFile;
+use shared::laptop::{Laptop, LaptopConfig, apply, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
-    if std::env::var("BROKER_BACKEND").is_ok_and(|b| b != "local") {
-        return Err("BROKER_BACKEND: only \"local\" (laptop mode) is available in this build".into());
-    }
-    let config = LaptopConfig::from_env()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match std::env::var("BROKER_BACKEND").as_deref() {
+        Ok("aws") => aws(&args).await,
+        Ok("local") | Err(_) => laptop(&args).await,
+        Ok(other) => Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
+    }
+}
+
+fn catalog_file(file: Option<&str>) -> Result<CatalogFile, String> {
+    match file {
+        None => Ok(CatalogFile::builtin()),
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            CatalogFile::parse(&text).map_err(|e| format!("{f}: {e}"))
+        }
+    }
+}
+
+async fn aws(args: &[&str]) -> Result<(), lambda_http::Error> {
+    let (settings, sdk) = shared::aws_mode::from_env().await?;
+    let parts = shared::aws_mode::AwsParts::new(&settings, &sdk, Default::default());
+    match args {
         [] => {}
+        ["catalog", "seed", rest @ ..] if rest.len() <= 1 => {
+            let n = parts.seed_catalog(&catalog_file(rest.first().copied())?).await?;
+            eprintln!("catalog seeded: {n} services and plans added (existing ones left as they are)");
+            return Ok(());
+        }
         ["catalog", "apply", file] => {
-            let n = apply_catalog(&config, std::path::Path::new(file)).await?;
+            let n = apply(parts.store.as_ref(), &catalog_file(Some(file))?).await?;
             eprintln!("catalog applied: {n} services and plans written");
             return Ok(());
         }
-        _ => return Err("usage: broker-api [catalog apply FILE]".into()),
+        _ => return Err(USAGE.into()),
+    }
+    let router = parts.router(&settings).await?;
+    lambda_http::run(router).await
+}
+
+async fn laptop(args: &[&str]) -> Result<(), lambda_http::Error> {
+    let config = LaptopConfig::from_env()?;
+    match args {
+        [] => {}
+        ["catalog", "apply", file] => {
+            let n = shared::laptop::apply_catalog(&config, Path::new(file)).await?;
+            eprintln!("catalog applied: {n} services and plans written");
+            return Ok(());
+        }
+        _ => return Err(USAGE.into()),
     }
     let laptop = Laptop::open(&config).await?;
     let _worker = laptop.spawn_worker();
@@ -33,3 +76,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         Ok(laptop.serve(config.port).await?)
     }
 }
+
+const USAGE: &str = "usage: broker-api [catalog seed [FILE] | catalog apply FILE]";

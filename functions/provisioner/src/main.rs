@@ -1,5 +1,7 @@
 //! provisioner: the SQS-triggered worker. Each batch of job messages runs
-//! through the broker's worker; only failed message ids are reported back.
+//! through the broker's worker; only failed message ids are reported back, so
+//! the queue's redrive policy moves repeat failures to the dead-letter queue.
+//! `BROKER_BACKEND=aws` uses the AWS adapters; otherwise laptop mode's.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -8,12 +10,14 @@ use shared::laptop::{Laptop, LaptopConfig, init_tracing};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    if std::env::var("BROKER_BACKEND").is_ok_and(|b| b != "local") {
-        return Err("BROKER_BACKEND: only \"local\" (laptop mode) is available in this build".into());
-    }
-    let config = LaptopConfig::from_env()?;
-    let laptop = Laptop::open(&config).await?;
-    let worker = laptop.worker.clone();
+    let worker = match std::env::var("BROKER_BACKEND").as_deref() {
+        Ok("aws") => {
+            let (settings, sdk) = shared::aws_mode::from_env().await?;
+            shared::aws_mode::AwsParts::new(&settings, &sdk, Default::default()).worker
+        }
+        Ok("local") | Err(_) => Laptop::open(&LaptopConfig::from_env()?).await?.worker,
+        Ok(other) => return Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
+    };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move { Ok::<SqsBatchResponse, Error>(shared::sqs::handle_batch(&worker, event.payload).await) }

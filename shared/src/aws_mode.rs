@@ -1,0 +1,119 @@
+//! AWS mode: the same broker and worker over DynamoDB, SQS, ElastiCache and
+//! Secrets Manager. Built once per cold start from [`AwsSettings`] (read from
+//! the environment) and one SDK configuration; the Lambda entry points lend
+//! the parts to lambda_http and lambda_runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+use crate::adapters::aws::config::AwsSettings;
+use crate::adapters::aws::dynamodb::DynamoStore;
+use crate::adapters::aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings};
+use crate::adapters::aws::secretsmanager::{SecretsManagerStore, read_broker_credentials};
+use crate::adapters::aws::sqs::SqsQueue;
+use crate::api::{AppState, BasicAuth, router};
+use crate::broker::{Broker, BrokerSettings};
+use crate::catalog::CatalogFile;
+use crate::ports::CatalogStore;
+use crate::worker::{Worker, WorkerConfig};
+
+/// The AWS adapters and the broker and worker over them.
+pub struct AwsParts {
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub secrets: Arc<SecretsManagerStore>,
+    pub provider: Arc<ElastiCacheProvider>,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    secrets_client: aws_sdk_secretsmanager::Client,
+}
+
+/// Clients that replace the ones built from the SDK configuration; tests use
+/// them to stand in for what moto lacks. Production passes the default (none).
+#[derive(Default)]
+pub struct ClientOverrides {
+    /// The ElastiCache client for every call but the user-group ones.
+    pub elasticache: Option<aws_sdk_elasticache::Client>,
+    /// The ElastiCache client for the user-group calls and ModifyUser.
+    pub elasticache_rbac: Option<aws_sdk_elasticache::Client>,
+}
+
+impl AwsParts {
+    /// Builds every client and adapter; makes no AWS call.
+    pub fn new(settings: &AwsSettings, sdk: &SdkConfig, overrides: ClientOverrides) -> AwsParts {
+        let store =
+            Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table_name.clone()));
+        let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), settings.queue_url.clone()));
+        let secrets_client = aws_sdk_secretsmanager::Client::new(sdk);
+        let secrets = Arc::new(
+            SecretsManagerStore::new(secrets_client.clone())
+                .with_recovery_window_days(settings.secret_recovery_window_days),
+        );
+        let elasticache = overrides.elasticache.unwrap_or_else(|| aws_sdk_elasticache::Client::new(sdk));
+        let mut provider = ElastiCacheProvider::new(
+            elasticache,
+            secrets.clone(),
+            ElastiCacheSettings {
+                name_prefix: settings.name_prefix.clone(),
+                cache_subnet_group: settings.cache_subnet_group.clone(),
+                memcached_subnet_group: settings.memcached_subnet_group.clone(),
+                security_group_ids: settings.security_group_ids.clone(),
+                kms_key_id: settings.kms_key_id.clone(),
+            },
+        );
+        if let Some(client) = overrides.elasticache_rbac {
+            provider = provider.with_rbac_client(client);
+        }
+        let provider = Arc::new(provider);
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            BrokerSettings {
+                // Longer than the longest back-off (900 s) plus a poll, so a
+                // job merely waiting is never taken for a lost one.
+                stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
+                catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
+            },
+        ));
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: settings.poll_delay_secs,
+                max_retry_delay_secs: 900,
+                secret_prefix: settings.name_prefix.clone(),
+            },
+        ));
+        AwsParts { store, queue, secrets, provider, broker, worker, secrets_client }
+    }
+
+    /// The API Router, with the broker's own credentials read from the secret
+    /// named by `BROKER_CREDENTIALS_SECRET_ARN` (never from a plain variable).
+    pub async fn router(&self, settings: &AwsSettings) -> Result<axum::Router, String> {
+        let (username, password) =
+            read_broker_credentials(&self.secrets_client, &settings.credentials_secret_arn)
+                .await
+                .map_err(|e| format!("BROKER_CREDENTIALS_SECRET_ARN: {e}"))?;
+        let auth = BasicAuth { username, password };
+        Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth) }))
+    }
+
+    /// Seeds the table with the catalog's services and plans that are not
+    /// there yet (idempotent: entries already present are left alone).
+    pub async fn seed_catalog(&self, catalog: &CatalogFile) -> Result<usize, String> {
+        self.store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Reads the settings and the SDK configuration of the Lambda environment.
+pub async fn from_env() -> Result<(AwsSettings, SdkConfig), String> {
+    let settings = AwsSettings::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok((settings, sdk))
+}
