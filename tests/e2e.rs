@@ -180,6 +180,7 @@ async fn memcached_provision_bind_use_unbind_deprovision() {
     let creds = bind(&b, &p, "e2e-mc-binding").await;
     let uri = creds["uri"].as_str().unwrap().to_string();
     assert_eq!(creds["MEMCACHED_URL"], creds["uri"]);
+    assert_eq!(creds["nodes"], json!([creds["uri"].clone()]));
     assert!(uri.starts_with("127.0.0.1:"), "{uri}");
     assert_eq!(memcached_set_get(&uri).await.unwrap(), "hello");
     unbind(&b, &p, "e2e-mc-binding").await;

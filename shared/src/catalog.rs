@@ -81,6 +81,9 @@ impl CatalogFile {
             if p.cluster_mode && service.engine == Engine::Memcached {
                 return Err(format!("{what}: Memcached has no cluster mode"));
             }
+            if p.final_snapshot && service.engine == Engine::Memcached {
+                return Err(format!("{what}: final_snapshot is not possible, Memcached has no snapshots"));
+            }
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }
@@ -224,6 +227,36 @@ mod tests {
         let text = DEFAULT_CATALOG.replacen("\"name\": \"dev\"", "\"name\": \"Dev Plan\"", 1);
         let err = CatalogFile::parse(&text).unwrap_err();
         assert!(err.contains("lowercase"), "{err}");
+    }
+
+    #[test]
+    fn final_snapshots_are_kept_for_the_redis_and_valkey_plans_with_daily_snapshots() {
+        let c = CatalogFile::builtin();
+        for p in &c.plans {
+            let engine = c.services.iter().find(|s| s.id == p.service_id).unwrap().engine;
+            let expected = engine != Engine::Memcached && p.snapshot_retention_days > 0;
+            assert_eq!(p.final_snapshot, expected, "{} plan {}", engine.as_str(), p.name);
+        }
+    }
+
+    #[test]
+    fn a_memcached_plan_with_a_final_snapshot_is_refused_naming_the_plan() {
+        let mut doc: Value = serde_json::from_str(DEFAULT_CATALOG).unwrap();
+        let memcached =
+            doc["services"].as_array().unwrap().iter().find(|s| s["engine"] == "memcached").unwrap()["id"]
+                .clone();
+        let plan = doc["plans"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|p| p["service_id"] == memcached && p["name"] == "small")
+            .unwrap();
+        plan["final_snapshot"] = json!(true);
+        let id = plan["id"].as_str().unwrap().to_string();
+
+        let err = CatalogFile::parse(&doc.to_string()).unwrap_err();
+        assert!(err.starts_with(&format!("plan \"small\" ({id}): final_snapshot")), "{err}");
+        assert!(err.contains("Memcached has no snapshots"), "{err}");
     }
 
     #[test]

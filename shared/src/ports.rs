@@ -178,8 +178,12 @@ pub trait CacheProvider: Send + Sync {
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
     /// Deletes the cache and everything it holds; `Done` once it is gone
-    /// (and at once when there was nothing).
-    async fn delete(&self, instance_id: &str) -> Result<Progress, ProviderError>;
+    /// (and at once when there was nothing). With `final_snapshot` (the
+    /// plan's flag), a backend that keeps snapshots takes one of the data
+    /// first, under a name derived from `instance_id` alone, so a repeated
+    /// call asks for the same snapshot; the snapshot outlives the cache.
+    /// Backends without snapshots (Memcached, laptop processes) ignore it.
+    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError>;
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError>;
     /// Creates the user, or resets an existing one to exactly these passwords
     /// and rules.

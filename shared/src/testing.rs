@@ -31,10 +31,24 @@ pub enum Call {
     Create(String),
     Progress(String),
     Modify(String),
-    Delete(String),
-    PutUser { instance: String, username: String, passwords: usize },
-    DeleteUser { instance: String, username: String },
-    UserProgress { instance: String, username: String },
+    /// `final_snapshot` is what the worker asked for (the plan's flag).
+    Delete {
+        instance: String,
+        final_snapshot: bool,
+    },
+    PutUser {
+        instance: String,
+        username: String,
+        passwords: usize,
+    },
+    DeleteUser {
+        instance: String,
+        username: String,
+    },
+    UserProgress {
+        instance: String,
+        username: String,
+    },
 }
 
 /// A cache provider whose answers a test scripts: each call takes the next
@@ -93,15 +107,15 @@ impl CacheProvider for FakeProvider {
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.answer("modify", Call::Modify(spec.instance_id.clone()))
     }
-    async fn delete(&self, id: &str) -> Result<Progress, ProviderError> {
-        let r = self.answer("delete", Call::Delete(id.into()));
+    async fn delete(&self, id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+        let r = self.answer("delete", Call::Delete { instance: id.into(), final_snapshot });
         if let Ok(Progress::Done) = r {
             self.caches.lock().unwrap().remove(id);
         }
         r
     }
     async fn endpoint(&self, _id: &str) -> Result<Endpoint, ProviderError> {
-        Ok(Endpoint { host: "127.0.0.1".into(), port: 6379, tls: false })
+        Ok(Endpoint { host: "127.0.0.1".into(), port: 6379, tls: false, nodes: vec![] })
     }
     async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
         let call = Call::PutUser {

@@ -111,12 +111,40 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// Everything a step needs, read fresh for each step.
+/// Everything a step needs, read fresh for each step. `service` and `plan`
+/// are missing only for a deprovision whose plan (or service) has left the
+/// catalog: deleting needs neither, and goes without a final snapshot.
 struct Context {
     instance: Instance,
     binding: Option<Binding>,
-    service: Service,
-    plan: Plan,
+    service: Option<Service>,
+    plan: Option<Plan>,
+}
+
+impl Context {
+    fn plan(&self) -> Result<&Plan, StepError> {
+        self.plan.as_ref().ok_or_else(|| {
+            StepError::Permanent(format!(
+                "the plan of service instance {} is no longer in the catalog",
+                self.instance.id
+            ))
+        })
+    }
+
+    fn service(&self) -> Result<&Service, StepError> {
+        self.service.as_ref().ok_or_else(|| {
+            StepError::Permanent(format!(
+                "the service of service instance {} is no longer in the catalog",
+                self.instance.id
+            ))
+        })
+    }
+
+    /// Whether deleting the cache keeps a final snapshot: the plan's flag,
+    /// and no when the plan has left the catalog.
+    fn final_snapshot(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.final_snapshot)
+    }
 }
 
 /// Serialises the jobs of one instance inside this process, so two deliveries
@@ -279,18 +307,28 @@ impl Worker {
             _ => instance.plan_id.clone(),
         };
         let plans = self.store.plans().await?;
-        let plan = plans
-            .into_iter()
-            .find(|p| p.id == plan_id)
-            .ok_or_else(|| StepError::Permanent(format!("plan {plan_id} is no longer in the catalog")))?;
-        let services = self.store.services().await?;
-        let service = services.into_iter().find(|s| s.id == plan.service_id).ok_or_else(|| {
-            StepError::Permanent(format!("service {} is no longer in the catalog", plan.service_id))
-        })?;
+        let plan = plans.into_iter().find(|p| p.id == plan_id);
+        let service = match &plan {
+            Some(p) => self.store.services().await?.into_iter().find(|s| s.id == p.service_id),
+            None => None,
+        };
+        let missing = match (&plan, &service) {
+            (None, _) => Some(format!("plan {plan_id} is no longer in the catalog")),
+            (Some(p), None) => Some(format!("service {} is no longer in the catalog", p.service_id)),
+            (Some(_), Some(_)) => None,
+        };
+        // A deprovision deletes by instance id and needs neither; every other
+        // operation does.
+        if let Some(why) = missing
+            && op.kind != OperationKind::Deprovision
+        {
+            return Err(StepError::Permanent(why));
+        }
         Ok(Context { instance, binding, service, plan })
     }
 
-    fn spec(&self, ctx: &Context) -> CacheSpec {
+    fn spec(&self, ctx: &Context) -> Result<CacheSpec, StepError> {
+        let (service, plan) = (ctx.service()?, ctx.plan()?);
         let i = &ctx.instance;
         let engine_version = match &i.pending_update {
             Some(p) => p.engine_version.clone(),
@@ -298,7 +336,7 @@ impl Worker {
         };
         let mut tags = vec![
             ("broker-instance-id".to_string(), i.id.clone()),
-            ("broker-plan".to_string(), ctx.plan.name.clone()),
+            ("broker-plan".to_string(), plan.name.clone()),
         ];
         for (key, field) in
             [("organization", "organization_guid"), ("space", "space_guid"), ("namespace", "namespace")]
@@ -307,14 +345,14 @@ impl Worker {
                 tags.push((key.to_string(), v.to_string()));
             }
         }
-        CacheSpec {
+        Ok(CacheSpec {
             instance_id: i.id.clone(),
-            engine: ctx.service.engine,
+            engine: service.engine,
             engine_version,
-            plan: ctx.plan.clone(),
+            plan: plan.clone(),
             admin_secret: i.admin_secret.clone(),
             tags,
-        }
+        })
     }
 
     /// Deletes the secret called by these name parts, recorded or not.
@@ -339,7 +377,7 @@ impl Worker {
         match op.step {
             // ---------------------------------------------------- provision
             Step::CreateAdminSecret => {
-                if !ctx.service.engine.speaks_redis() || ctx.instance.admin_secret.is_some() {
+                if !ctx.service()?.engine.speaks_redis() || ctx.instance.admin_secret.is_some() {
                     return Ok(StepResult::Next(Step::CreateCache));
                 }
                 let name = self.secret_name(&["instances", &id, "admin"]);
@@ -350,15 +388,15 @@ impl Worker {
                 Ok(StepResult::Next(Step::CreateCache))
             }
             Step::CreateCache => {
-                self.provider.create(&self.spec(ctx)).await?;
+                self.provider.create(&self.spec(ctx)?).await?;
                 Ok(StepResult::Next(Step::WaitCacheAvailable))
             }
             Step::WaitCacheAvailable => match self.provider.progress(&id).await? {
                 Progress::Done => Ok(StepResult::Finished(format!(
                     "provisioned: {} {} on plan {}",
-                    ctx.service.engine.as_str(),
+                    ctx.service()?.engine.as_str(),
                     ctx.instance.engine_version,
-                    ctx.plan.name
+                    ctx.plan()?.name
                 ))),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
@@ -367,8 +405,10 @@ impl Worker {
             // replicas, then change the node type ...): modify starts the next
             // one, and is asked again each time the cache is available, until
             // it has nothing left to do.
-            Step::ModifyCache => match self.provider.modify(&self.spec(ctx)).await? {
-                Progress::Done => Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan.name))),
+            Step::ModifyCache => match self.provider.modify(&self.spec(ctx)?).await? {
+                Progress::Done => {
+                    Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan()?.name)))
+                }
                 Progress::Working { .. } => Ok(StepResult::Next(Step::WaitCacheModified)),
             },
             Step::WaitCacheModified => match self.provider.progress(&id).await? {
@@ -380,10 +420,15 @@ impl Worker {
                 if let Some(waiting) = self.superseded_running(op).await? {
                     return Ok(StepResult::Wait(waiting));
                 }
-                self.provider.delete(&id).await?;
+                let final_snapshot = ctx.final_snapshot();
+                if ctx.plan.is_none() {
+                    warn!(operation = %op.id, instance = %id, plan = %ctx.instance.plan_id,
+                        "the instance's plan has left the catalog; deleting without a final snapshot");
+                }
+                self.provider.delete(&id, final_snapshot).await?;
                 Ok(StepResult::Next(Step::WaitCacheDeleted))
             }
-            Step::WaitCacheDeleted => match self.provider.delete(&id).await? {
+            Step::WaitCacheDeleted => match self.provider.delete(&id, ctx.final_snapshot()).await? {
                 Progress::Done => Ok(StepResult::Next(Step::DeleteSecrets)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
@@ -407,9 +452,10 @@ impl Worker {
             }
             // ---------------------------------------------------- bind
             Step::CreateUserSecret => {
+                let engine = ctx.service()?.engine;
                 let binding =
                     ctx.binding.as_mut().ok_or(StepError::Permanent("bind without a binding".into()))?;
-                if !ctx.service.engine.speaks_redis() {
+                if !engine.speaks_redis() {
                     return Ok(StepResult::Finished(
                         "bound: Memcached has no users; the credentials name the endpoint".into(),
                     ));
@@ -434,7 +480,7 @@ impl Worker {
                     self.secrets.read(reference, Stage::Current).await?.ok_or_else(|| {
                         StepError::Permanent(format!("binding {} has no current password", binding.id))
                     })?;
-                let user = CacheUser::new(username.clone(), password, ctx.plan.access_string.clone());
+                let user = CacheUser::new(username.clone(), password, ctx.plan()?.access_string.clone());
                 self.provider.put_user(&id, &user).await?;
                 Ok(StepResult::Next(Step::WaitUserActive))
             }
@@ -457,7 +503,7 @@ impl Worker {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
                 if let Some(username) = &binding.username
-                    && ctx.service.engine.speaks_redis()
+                    && ctx.service()?.engine.speaks_redis()
                     && ctx.instance.state != InstanceState::Deleted
                 {
                     self.provider.delete_user(&id, username).await?;

@@ -41,10 +41,27 @@ fn provision_request(tb: &TestBroker, plan: &str) -> ProvisionRequest {
 
 /// Asks for a provision and returns its operation id.
 async fn start_provision(tb: &TestBroker, id: &str) -> String {
-    match tb.broker.provision(id, provision_request(tb, "small"), &accepts_incomplete()).await {
+    start_provision_on(tb, id, "small").await
+}
+
+/// Asks for a provision on Redis OSS plan `plan` and returns its operation id.
+async fn start_provision_on(tb: &TestBroker, id: &str, plan: &str) -> String {
+    match tb.broker.provision(id, provision_request(tb, plan), &accepts_incomplete()).await {
         Ok(Provisioned::Accepted { operation }) => operation,
         other => panic!("provision of {id}: {other:?}"),
     }
+}
+
+/// The `final_snapshot` of every delete call for `id`, in order.
+fn deletes(tb: &TestBroker, id: &str) -> Vec<bool> {
+    tb.provider
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Delete { instance, final_snapshot } if instance == id => Some(final_snapshot),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn start_update(tb: &TestBroker, id: &str, plan: &str) -> String {
@@ -504,6 +521,56 @@ async fn deprovisioning_deletes_every_bindings_secret_and_closes_the_bindings() 
     assert!(matches!(tb.broker.fetch_binding("i-1", "b-1").await, Err(OsbError::NotFound(_))));
 }
 
+// ------------------------------------------------------------------ final snapshots
+
+#[tokio::test]
+async fn deprovisioning_asks_for_a_final_snapshot_exactly_when_the_instances_plan_keeps_one() {
+    let tb = TestBroker::new().await;
+    // GIVEN an instance of `small` (daily snapshots, a final one on delete)
+    // and one of `dev` (no snapshots)
+    let plan = |name: &str| tb.catalog.plans.iter().find(|p| p.id == tb.plan_id(REDIS, name).1).unwrap();
+    assert!(plan("small").final_snapshot && !plan("dev").final_snapshot);
+    start_provision_on(&tb, "i-small", "small").await;
+    start_provision_on(&tb, "i-dev", "dev").await;
+    tb.drain(100).await;
+    tb.provider.script("delete", vec![working("deleting"), working("deleting")]);
+
+    // WHEN both are deprovisioned
+    let small = tb.broker.deprovision("i-small", &delete_query(&tb, "small")).await.unwrap().operation;
+    let dev = tb.broker.deprovision("i-dev", &delete_query(&tb, "dev")).await.unwrap().operation;
+    tb.drain(100).await;
+
+    // THEN every delete call (the first, and the polls until the cache is
+    // gone) carries the plan's flag
+    assert_eq!(operation(&tb, &small).await.state, OperationState::Succeeded);
+    assert_eq!(operation(&tb, &dev).await.state, OperationState::Succeeded);
+    let (small, dev) = (deletes(&tb, "i-small"), deletes(&tb, "i-dev"));
+    assert!(small.len() >= 2 && small.iter().all(|f| *f), "i-small: {small:?}");
+    assert!(dev.len() >= 2 && dev.iter().all(|f| !*f), "i-dev: {dev:?}");
+    assert!(tb.provider.caches().is_empty());
+}
+
+#[tokio::test]
+async fn a_deprovision_whose_plan_left_the_catalog_deletes_the_cache_without_a_final_snapshot() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1").await;
+    let (admin, _) = admin_secret(&tb, "i-1").await;
+    // GIVEN the instance's plan is no longer in the catalog
+    let mut i = instance(&tb, "i-1").await;
+    i.plan_id = "a-retired-plan".into();
+    tb.store.save_instance(&mut i, None).await.unwrap();
+
+    let op = tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap().operation;
+    tb.drain(100).await;
+
+    let op = operation(&tb, &op).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{}", op.description);
+    assert_eq!(deletes(&tb, "i-1"), [false, false]);
+    assert_eq!(instance(&tb, "i-1").await.state, InstanceState::Deleted);
+    assert!(tb.provider.caches().is_empty());
+    assert!(secret_is_gone(&tb, &admin).await);
+}
+
 // ------------------------------------------------------------------ requests that land while a job runs
 //
 // A provider that runs a piece of code (a request, another worker) the first
@@ -544,9 +611,9 @@ impl CacheProvider for Interrupting {
         self.maybe_interrupt("modify").await;
         self.inner.modify(spec).await
     }
-    async fn delete(&self, id: &str) -> Result<Progress, ProviderError> {
+    async fn delete(&self, id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("delete").await;
-        self.inner.delete(id).await
+        self.inner.delete(id, final_snapshot).await
     }
     async fn endpoint(&self, id: &str) -> Result<Endpoint, ProviderError> {
         self.inner.endpoint(id).await

@@ -12,6 +12,9 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    /// `host:port` of every node, for clients that list Memcached servers
+    /// themselves; empty where the one endpoint is all a client needs.
+    pub nodes: Vec<String>,
 }
 
 /// A cache user: a name, one or two valid passwords, and ACL rules.
@@ -102,6 +105,9 @@ impl Credentials {
         m.insert("tls_enabled".into(), json!(self.endpoint.tls));
         m.insert("engine".into(), json!(self.engine.as_str()));
         m.insert("engine_version".into(), json!(self.engine_version));
+        if !self.endpoint.nodes.is_empty() {
+            m.insert("nodes".into(), json!(self.endpoint.nodes));
+        }
         let url_key = if self.engine.speaks_redis() { "REDIS_URL" } else { "MEMCACHED_URL" };
         m.insert(url_key.into(), json!(uri));
         Value::Object(m)
@@ -142,7 +148,7 @@ mod tests {
         Credentials {
             engine,
             engine_version: "7.1".into(),
-            endpoint: Endpoint { host: "127.0.0.1".into(), port: 6390, tls: false },
+            endpoint: Endpoint { host: "127.0.0.1".into(), port: 6390, tls: false, nodes: vec![] },
             username: user.map(str::to_string),
             password: pass.map(|p| SecretString::from(p.to_string())),
         }
@@ -161,6 +167,13 @@ mod tests {
         assert_eq!(c["tls_enabled"], false);
         assert_eq!(c["engine"], "redis");
         assert_eq!(c["engine_version"], "7.1");
+    }
+
+    #[test]
+    fn memcached_credentials_list_every_node() {
+        let mut c = creds(Engine::Memcached, None, None);
+        c.endpoint.nodes = vec!["n1:11211".into(), "n2:11211".into()];
+        assert_eq!(c.to_json()["nodes"], json!(["n1:11211", "n2:11211"]));
     }
 
     #[test]

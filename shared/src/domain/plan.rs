@@ -94,6 +94,12 @@ pub struct Plan {
     pub maximum_polling_duration: u64,
     #[serde(default)]
     pub snapshot_retention_days: u8,
+    /// Whether deprovisioning keeps a final snapshot of the cache (Redis OSS
+    /// and Valkey; ElastiCache Memcached has no snapshots, and the catalog
+    /// refuses it there). The snapshot outlives the instance: nothing the
+    /// broker does deletes it.
+    #[serde(default)]
+    pub final_snapshot: bool,
     /// OSB maintenance_info.version; a request naming another one gets 422.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_version: Option<String>,

@@ -523,7 +523,10 @@ impl CacheProvider for LocalCacheProvider {
         Ok(Progress::Done)
     }
 
-    async fn delete(&self, instance_id: &str) -> Result<Progress, ProviderError> {
+    /// `final_snapshot` is ignored: laptop caches keep no snapshots, and a
+    /// deleted one's data directory is removed outright. A snapshot that
+    /// outlives its instance is an ElastiCache matter.
+    async fn delete(&self, instance_id: &str, _final_snapshot: bool) -> Result<Progress, ProviderError> {
         let _guard = self.lock(instance_id).await;
         let paths = Paths::of(&self.root, instance_id)?;
         match read_record(&paths) {
@@ -549,7 +552,12 @@ impl CacheProvider for LocalCacheProvider {
 
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError> {
         let (_, record) = self.existing(instance_id)?;
-        Ok(Endpoint { host: HOST.to_string(), port: record.port, tls: false })
+        // One process: for Memcached the node list is that one node.
+        let nodes = match record.engine {
+            Engine::Memcached => vec![format!("{HOST}:{}", record.port)],
+            _ => vec![],
+        };
+        Ok(Endpoint { host: HOST.to_string(), port: record.port, tls: false, nodes })
     }
 
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
@@ -1354,7 +1362,7 @@ mod tests {
         let port = f.created("cache-1", engine).await;
         assert_eq!(
             f.provider.endpoint("cache-1").await,
-            Ok(Endpoint { host: "127.0.0.1".into(), port, tls: false })
+            Ok(Endpoint { host: "127.0.0.1".into(), port, tls: false, nodes: vec![] })
         );
 
         // The default user is off: nothing runs without logging in, and nobody
@@ -1442,12 +1450,12 @@ mod tests {
             assert!(dir.join(file).exists(), "{file} is there while the instance lives");
         }
 
-        assert_eq!(f.provider.delete("doomed").await, Ok(Progress::Done));
+        assert_eq!(f.provider.delete("doomed", false).await, Ok(Progress::Done));
 
         assert!(!dir.exists());
         assert!(!is_our_server(pid, port, &dir.join("server.conf")));
         assert!(TcpStream::connect((HOST, port)).await.is_err(), "nothing answers on {port}");
-        assert_eq!(f.provider.delete("doomed").await, Ok(Progress::Done));
+        assert_eq!(f.provider.delete("doomed", false).await, Ok(Progress::Done));
         assert_eq!(
             f.provider.progress("doomed").await,
             Err(ProviderError::Permanent("no local cache for instance doomed".into()))
@@ -1493,7 +1501,7 @@ mod tests {
             assert_eq!(restarted.running_pid(&record, &paths), Some(pid), "{id} kept its server");
         }
         let port = restarted.endpoint("survivor").await.unwrap().port;
-        assert_eq!(restarted.delete("survivor").await, Ok(Progress::Done));
+        assert_eq!(restarted.delete("survivor", false).await, Ok(Progress::Done));
         assert!(TcpStream::connect((HOST, port)).await.is_err(), "the adopted server was stopped");
     }
 
@@ -1595,7 +1603,7 @@ mod tests {
         assert_eq!(read_until(&mut client, "END\r\n").await, "VALUE greeting 0 5\r\nhello\r\nEND\r\n");
         drop(client);
 
-        assert_eq!(f.provider.delete("mc").await, Ok(Progress::Done));
+        assert_eq!(f.provider.delete("mc", false).await, Ok(Progress::Done));
 
         assert!(TcpStream::connect((HOST, port)).await.is_err(), "nothing answers on {port}");
     }
@@ -1727,7 +1735,7 @@ mod tests {
         assert_eq!(f.provider.put_user("nobody", &user("app", &[&password])).await, unknown);
         assert_eq!(f.provider.user_progress("nobody", "app").await, unknown);
         assert!(f.provider.endpoint("nobody").await.is_err());
-        assert_eq!(f.provider.delete("nobody").await, Ok(Progress::Done));
+        assert_eq!(f.provider.delete("nobody", false).await, Ok(Progress::Done));
     }
 
     #[test]

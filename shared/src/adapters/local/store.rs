@@ -653,6 +653,7 @@ mod tests {
             default_engine_version: "7.1".into(),
             maximum_polling_duration: 1800,
             snapshot_retention_days: 0,
+            final_snapshot: false,
             maintenance_version: None,
             access_string: "~* +@all".into(),
             metadata: PlanMetadata::default(),

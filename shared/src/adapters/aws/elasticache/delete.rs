@@ -1,6 +1,16 @@
 //! `delete`: the replication group (or cache cluster) first; once it is gone,
 //! the users and user group made for it. Every call moves one step and says
 //! what it waits for, so the worker polls until `Done`.
+//!
+//! When the plan asks for a final snapshot, DeleteReplicationGroup names one
+//! (`FinalSnapshotIdentifier`, [`Names::final_snapshot`]): ElastiCache takes
+//! it from the primary and then deletes the group; the snapshot stays until
+//! someone deletes it. The name is the same on every attempt, so if AWS
+//! answers that it exists already, an earlier attempt took it, and the
+//! delete is sent again without one rather than failing. Memcached clusters
+//! have no snapshots and are deleted without.
+//!
+//! [`Names::final_snapshot`]: super::names::Names::final_snapshot
 
 use super::failure::{Failure, Kind, classify};
 use super::{Cache, ElastiCacheProvider, working};
@@ -10,27 +20,63 @@ use crate::ports::{Progress, ProviderError};
 const BUSY: &[&str] = &["creating", "modifying", "snapshotting", "rebooting cluster nodes"];
 
 impl ElastiCacheProvider {
-    pub(super) async fn delete_cache(&self, instance_id: &str) -> Result<Progress, ProviderError> {
+    pub(super) async fn delete_cache(
+        &self,
+        instance_id: &str,
+        final_snapshot: bool,
+    ) -> Result<Progress, ProviderError> {
         let id = self.names.cache(instance_id);
         match self.find(&id).await? {
             Some(Cache::Group(group)) => {
+                let snapshot = final_snapshot.then(|| self.names.final_snapshot(instance_id));
+                let deleting = match &snapshot {
+                    Some(name) => format!("deleting replication group {id} after its final snapshot {name}"),
+                    None => format!("deleting replication group {id}"),
+                };
                 let status = group.status().unwrap_or("unknown");
                 if status == "deleting" {
-                    return Ok(working(format!("deleting replication group {id}")));
+                    return Ok(working(deleting));
                 }
                 if BUSY.contains(&status) {
                     return Ok(working(format!(
                         "replication group {id} is {status}; it is deleted once that ends"
                     )));
                 }
-                match self.client.delete_replication_group().replication_group_id(&id).send().await {
-                    Ok(_) => {
-                        tracing::info!(instance_id, replication_group = %id, "deleting replication group");
-                        return Ok(working(format!("deleting replication group {id}")));
+                match self.delete_group(&id, snapshot.as_deref()).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            instance_id,
+                            replication_group = %id,
+                            final_snapshot = snapshot.as_deref().unwrap_or("none"),
+                            "deleting replication group"
+                        );
+                        return Ok(working(deleting));
                     }
-                    Err(e) => self.gone_or_fail(&id, classify("DeleteReplicationGroup", e))?,
+                    // The snapshot's name is this instance id's alone: an
+                    // earlier attempt of this delete took it. (Were the id
+                    // reused after a deprovision, the first instance's
+                    // snapshot would be the one kept.)
+                    Err(f) if f.is(Kind::AlreadyExists) && snapshot.is_some() => {
+                        tracing::info!(
+                            instance_id,
+                            replication_group = %id,
+                            final_snapshot = snapshot.as_deref().unwrap_or_default(),
+                            error = %f.description,
+                            "the final snapshot exists already; deleting the replication group without another"
+                        );
+                        match self.delete_group(&id, None).await {
+                            Ok(()) => {
+                                tracing::info!(instance_id, replication_group = %id, "deleting replication group");
+                                return Ok(working(deleting));
+                            }
+                            Err(f) => self.gone_or_fail(&id, f)?,
+                        }
+                    }
+                    Err(f) => self.gone_or_fail(&id, f)?,
                 }
             }
+            // Memcached keeps no snapshots: `final_snapshot` has nothing to
+            // ask for here (and the catalog refuses it on Memcached plans).
             Some(Cache::Cluster(cluster)) => {
                 let status = cluster.cache_cluster_status().unwrap_or("unknown");
                 if status == "deleting" {
@@ -54,6 +100,19 @@ impl ElastiCacheProvider {
             None => {}
         }
         self.delete_access(instance_id).await
+    }
+
+    /// DeleteReplicationGroup, taking a final snapshot called `snapshot`
+    /// first when there is one.
+    async fn delete_group(&self, id: &str, snapshot: Option<&str>) -> Result<(), Failure> {
+        self.client
+            .delete_replication_group()
+            .replication_group_id(id)
+            .set_final_snapshot_identifier(snapshot.map(str::to_string))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("DeleteReplicationGroup", e))
     }
 
     /// The users and user group of a deleted cache. Users of bindings are

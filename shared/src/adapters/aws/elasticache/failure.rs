@@ -15,7 +15,8 @@ use crate::ports::ProviderError;
 pub enum Kind {
     /// The resource does not exist (deletes and lookups treat this as fine).
     NotFound,
-    /// The resource exists already (creates adopt it).
+    /// The resource exists already (creates adopt it; a delete whose final
+    /// snapshot exists already deletes without one).
     AlreadyExists,
     /// Nothing was left to do (IncreaseReplicaCount and friends say so).
     NoOperation,
@@ -128,7 +129,8 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         ApiError::CacheClusterAlreadyExistsFault(_)
         | ApiError::ReplicationGroupAlreadyExistsFault(_)
         | ApiError::UserAlreadyExistsFault(_)
-        | ApiError::UserGroupAlreadyExistsFault(_) => Kind::AlreadyExists,
+        | ApiError::UserGroupAlreadyExistsFault(_)
+        | ApiError::SnapshotAlreadyExistsFault(_) => Kind::AlreadyExists,
 
         ApiError::NoOperationFault(_) => Kind::NoOperation,
 
@@ -157,6 +159,8 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         | ApiError::UserQuotaExceededFault(_)
         | ApiError::UserGroupQuotaExceededFault(_)
         | ApiError::TagQuotaPerResourceExceeded(_)
+        | ApiError::SnapshotQuotaExceededFault(_)
+        | ApiError::SnapshotFeatureNotSupportedFault(_)
         | ApiError::InvalidParameterValueException(_)
         | ApiError::InvalidParameterCombinationException(_)
         | ApiError::CacheSubnetGroupNotFoundFault(_)

@@ -15,6 +15,9 @@
 //! 4. the replication group with that user group, TLS in transit, encryption
 //!    at rest, daily snapshots, the broker's subnet and security groups.
 //!
+//! Deleting it keeps a final snapshot when the plan says so (see [`names`]
+//! for its name); the snapshot outlives the instance.
+//!
 //! Engine versions before RBAC (Redis OSS 5 and older) get an AUTH token, the
 //! admin secret, instead of 1 to 3. Each binding becomes a user added to the
 //! user group, and removed again on unbind, so access really ends.
@@ -260,8 +263,8 @@ impl CacheProvider for ElastiCacheProvider {
         self.modify_cache(spec).await
     }
 
-    async fn delete(&self, instance_id: &str) -> Result<Progress, ProviderError> {
-        self.delete_cache(instance_id).await
+    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+        self.delete_cache(instance_id, final_snapshot).await
     }
 
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError> {

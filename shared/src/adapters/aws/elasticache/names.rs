@@ -12,8 +12,14 @@
 //! | admin user (`broker-admin`) | `{prefix}-a-{h}` |
 //! | disabled default user (`default`) | `{prefix}-d-{h}` |
 //! | binding user | `{prefix}-u-{hash of instance id and user name}` |
+//! | final snapshot of a deleted replication group | `{prefix}-final-{h}` |
 //!
 //! where `h` is the 16 hex digits of the FNV-1a hash of the instance id.
+//!
+//! Snapshot names follow the same character rules. They are not held to 40
+//! characters (ElastiCache's own automatic snapshots are named
+//! `automatic.{cluster id}-{date and time}`, longer than any id): with the
+//! longest prefix a final snapshot's name has 44.
 
 /// The longest prefix that keeps every id within 40 characters:
 /// `{prefix}-u-` plus 16 hex digits.
@@ -66,6 +72,13 @@ impl Names {
         format!("{}-d-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
     }
 
+    /// The snapshot ElastiCache takes when it deletes the instance's
+    /// replication group, if the plan asks for one. The same name every time,
+    /// so a retried delete asks for the snapshot an earlier attempt took.
+    pub fn final_snapshot(&self, instance_id: &str) -> String {
+        format!("{}-final-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+    }
+
     /// The user of a binding. The zero byte keeps ("ab", "c") and ("a", "bc")
     /// apart; neither an instance id nor a user name contains one.
     pub fn binding_user(&self, instance_id: &str, username: &str) -> String {
@@ -111,8 +124,21 @@ pub fn normalize_prefix(raw: &str) -> String {
 /// user id.
 #[cfg(test)]
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=40).contains(&id.len())
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
+    (1..=40).contains(&id.len()) && has_id_characters(id)
+}
+
+/// Whether `name` is a snapshot name this module may make: the characters of
+/// an id, at most 255 of them.
+#[cfg(test)]
+pub fn is_valid_snapshot_name(name: &str) -> bool {
+    (1..=255).contains(&name.len()) && has_id_characters(name)
+}
+
+/// A letter first, then lowercase letters, digits and single hyphens, and no
+/// hyphen last.
+#[cfg(test)]
+fn has_id_characters(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_lowercase())
         && !id.ends_with('-')
         && !id.contains("--")
         && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -147,6 +173,21 @@ mod tests {
             assert!(names.owns(id), "{id}");
         }
         assert!(all[1].starts_with("osb-a-") && all[2].starts_with("osb-d-") && all[3].starts_with("osb-u-"));
+    }
+
+    #[test]
+    fn the_final_snapshot_name_is_deterministic_valid_and_ours_under_any_prefix() {
+        let names = Names::new("osb");
+        let name = names.final_snapshot(INSTANCE);
+        assert_eq!(name, format!("osb-final-{:016x}", fnv1a64(INSTANCE.as_bytes())));
+        assert_eq!(name, Names::new("osb").final_snapshot(INSTANCE));
+        assert_ne!(name, names.final_snapshot("another-instance"));
+        assert!(names.owns(&name));
+        for raw in ["osb", "OSB_Prod", "9", &"p".repeat(60)] {
+            let name = Names::new(raw).final_snapshot(INSTANCE);
+            assert!(is_valid_snapshot_name(&name), "{name}");
+            assert!(name.len() <= MAX_PREFIX_LEN + "-final-".len() + 16, "{name}");
+        }
     }
 
     #[test]

@@ -87,12 +87,22 @@ impl ElastiCacheProvider {
             }
             Some(Cache::Cluster(cluster)) => {
                 let tls = cluster.transit_encryption_enabled().unwrap_or(false);
-                endpoint_of(cluster.configuration_endpoint(), tls).ok_or_else(|| {
-                    ProviderError::Retryable(format!(
-                        "cache cluster {id} has no configuration endpoint yet (it is {})",
-                        cluster.cache_cluster_status().unwrap_or("unknown")
-                    ))
-                })
+                // Memcached clients take the node list (or discover it through
+                // the configuration endpoint with ElastiCache's client).
+                let nodes: Vec<String> = cluster
+                    .cache_nodes()
+                    .iter()
+                    .filter_map(|n| endpoint_of(n.endpoint(), tls))
+                    .map(|e| format!("{}:{}", e.host, e.port))
+                    .collect();
+                endpoint_of(cluster.configuration_endpoint(), tls)
+                    .map(|e| Endpoint { nodes, ..e })
+                    .ok_or_else(|| {
+                        ProviderError::Retryable(format!(
+                            "cache cluster {id} has no configuration endpoint yet (it is {})",
+                            cluster.cache_cluster_status().unwrap_or("unknown")
+                        ))
+                    })
             }
         }
     }
@@ -120,5 +130,5 @@ fn endpoint_of(endpoint: Option<&AwsEndpoint>, tls: bool) -> Option<Endpoint> {
     let endpoint = endpoint?;
     let host = endpoint.address().filter(|a| !a.is_empty())?;
     let port = u16::try_from(endpoint.port()?).ok()?;
-    Some(Endpoint { host: host.to_string(), port, tls })
+    Some(Endpoint { host: host.to_string(), port, tls, nodes: vec![] })
 }

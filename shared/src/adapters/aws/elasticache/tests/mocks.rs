@@ -10,7 +10,10 @@ use aws_sdk_elasticache::operation::create_replication_group::{
 };
 use aws_sdk_elasticache::operation::create_user::{CreateUserError, CreateUserOutput};
 use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, CreateUserGroupOutput};
-use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupOutput;
+use aws_sdk_elasticache::operation::delete_cache_cluster::DeleteCacheClusterOutput;
+use aws_sdk_elasticache::operation::delete_replication_group::{
+    DeleteReplicationGroupError, DeleteReplicationGroupOutput,
+};
 use aws_sdk_elasticache::operation::describe_cache_clusters::{
     DescribeCacheClustersError, DescribeCacheClustersOutput,
 };
@@ -27,7 +30,8 @@ use aws_sdk_elasticache::operation::modify_user_group::ModifyUserGroupOutput;
 use aws_sdk_elasticache::types::error::{
     CacheClusterNotFoundFault, InsufficientCacheClusterCapacityFault, InvalidParameterValueException,
     InvalidReplicationGroupStateFault, ReplicationGroupAlreadyExistsFault, ReplicationGroupNotFoundFault,
-    UserAlreadyExistsFault, UserGroupAlreadyExistsFault, UserNotFoundFault,
+    SnapshotAlreadyExistsFault, SnapshotQuotaExceededFault, UserAlreadyExistsFault,
+    UserGroupAlreadyExistsFault, UserNotFoundFault,
 };
 use aws_sdk_elasticache::types::{
     AutomaticFailoverStatus, CacheCluster, Endpoint as AwsEndpoint, MultiAzStatus, NodeGroup,
@@ -252,12 +256,26 @@ async fn throttling_is_retryable_and_named() {
 }
 
 #[tokio::test]
-async fn a_memcached_endpoint_is_its_configuration_endpoint() {
+async fn a_memcached_endpoint_is_its_configuration_endpoint_with_every_node() {
     let (id, _) = ids();
+    let node = |n: &str| {
+        aws_sdk_elasticache::types::CacheNode::builder()
+            .cache_node_id(n)
+            .cache_node_status("available")
+            .endpoint(
+                AwsEndpoint::builder()
+                    .address(format!("{id}.{n}.use1.cache.amazonaws.com"))
+                    .port(11211)
+                    .build(),
+            )
+            .build()
+    };
     let cluster = CacheCluster::builder()
         .cache_cluster_id(&id)
         .cache_cluster_status("available")
         .engine("memcached")
+        .cache_nodes(node("0001"))
+        .cache_nodes(node("0002"))
         .configuration_endpoint(
             AwsEndpoint::builder()
                 .address(format!("{id}.abc123.cfg.use1.cache.amazonaws.com"))
@@ -273,7 +291,15 @@ async fn a_memcached_endpoint_is_its_configuration_endpoint() {
     let endpoint = provider.endpoint(INSTANCE).await.unwrap();
     assert_eq!(
         endpoint,
-        Endpoint { host: format!("{id}.abc123.cfg.use1.cache.amazonaws.com"), port: 11211, tls: true }
+        Endpoint {
+            host: format!("{id}.abc123.cfg.use1.cache.amazonaws.com"),
+            port: 11211,
+            tls: true,
+            nodes: vec![
+                format!("{id}.0001.use1.cache.amazonaws.com:11211"),
+                format!("{id}.0002.use1.cache.amazonaws.com:11211")
+            ],
+        }
     );
 }
 
@@ -432,9 +458,108 @@ async fn a_group_still_creating_is_deleted_once_it_is_available() {
     let provider =
         provider_on(mocked(&[&describe_group(group("creating", 1)), &delete]), secrets_with_admin().await);
 
-    let Progress::Working { detail } = provider.delete(INSTANCE).await.unwrap() else { panic!("done") };
+    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
     assert!(detail.ends_with("is creating; it is deleted once that ends"), "{detail}");
     assert_eq!(delete.num_calls(), 0);
+}
+
+/// The final snapshot name of [`INSTANCE`] under the prefix `osb`.
+fn final_snapshot() -> String {
+    crate::adapters::aws::elasticache::names::Names::new("osb").final_snapshot(INSTANCE)
+}
+
+#[tokio::test]
+async fn the_delete_request_names_a_final_snapshot_only_when_asked_for_one() {
+    let (id, _) = ids();
+    let name = final_snapshot();
+    let wanted = name.clone();
+    let with_snapshot = mock!(Client::delete_replication_group)
+        .match_requests(move |req| req.final_snapshot_identifier() == Some(wanted.as_str()))
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let without_snapshot = mock!(Client::delete_replication_group)
+        .match_requests(|req| req.final_snapshot_identifier().is_none())
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &with_snapshot, &without_snapshot]),
+        secrets_with_admin().await,
+    );
+
+    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    assert_eq!(detail, format!("deleting replication group {id} after its final snapshot {name}"));
+    assert_eq!((with_snapshot.num_calls(), without_snapshot.num_calls()), (1, 0));
+
+    let Progress::Working { detail } = provider.delete(INSTANCE, false).await.unwrap() else {
+        panic!("done")
+    };
+    assert_eq!(detail, format!("deleting replication group {id}"));
+    assert_eq!((with_snapshot.num_calls(), without_snapshot.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_final_snapshot_an_earlier_attempt_took_does_not_fail_the_retried_delete() {
+    let name = final_snapshot();
+    let wanted = name.clone();
+    let exists = mock!(Client::delete_replication_group)
+        .match_requests(move |req| req.final_snapshot_identifier() == Some(wanted.as_str()))
+        .then_error(|| {
+            let message = "Snapshot with specified name already exists.";
+            DeleteReplicationGroupError::SnapshotAlreadyExistsFault(
+                SnapshotAlreadyExistsFault::builder()
+                    .message(message)
+                    .meta(meta("SnapshotAlreadyExistsFault", message))
+                    .build(),
+            )
+        });
+    let without_snapshot = mock!(Client::delete_replication_group)
+        .match_requests(|req| req.final_snapshot_identifier().is_none())
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &exists, &without_snapshot]),
+        secrets_with_admin().await,
+    );
+
+    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    assert!(detail.ends_with(&format!("after its final snapshot {name}")), "{detail}");
+    assert_eq!((exists.num_calls(), without_snapshot.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_final_snapshot_over_the_quota_fails_the_delete_naming_the_fault() {
+    let quota = mock!(Client::delete_replication_group).then_error(|| {
+        let message = "The request cannot be processed because it would exceed the snapshot quota.";
+        DeleteReplicationGroupError::SnapshotQuotaExceededFault(
+            SnapshotQuotaExceededFault::builder()
+                .message(message)
+                .meta(meta("SnapshotQuotaExceededFault", message))
+                .build(),
+        )
+    });
+    let provider =
+        provider_on(mocked(&[&describe_group(group("available", 1)), &quota]), secrets_with_admin().await);
+
+    let why = permanent(provider.delete(INSTANCE, true).await);
+    assert!(why.starts_with("DeleteReplicationGroup failed: SnapshotQuotaExceededFault"), "{why}");
+    assert_eq!(quota.num_calls(), 1, "not sent again without the snapshot");
+}
+
+#[tokio::test]
+async fn a_memcached_cluster_is_deleted_without_a_snapshot_even_when_one_is_asked_for() {
+    let (id, _) = ids();
+    let cluster = CacheCluster::builder()
+        .cache_cluster_id(&id)
+        .cache_cluster_status("available")
+        .engine("memcached")
+        .build();
+    let describe = mock!(Client::describe_cache_clusters)
+        .then_output(move || DescribeCacheClustersOutput::builder().cache_clusters(cluster.clone()).build());
+    let delete = mock!(Client::delete_cache_cluster)
+        .match_requests(|req| req.final_snapshot_identifier().is_none())
+        .then_output(|| DeleteCacheClusterOutput::builder().build());
+    let provider = provider_on(mocked(&[&no_group(), &describe, &delete]), secrets_with_admin().await);
+
+    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    assert_eq!(detail, format!("deleting cache cluster {id}"));
+    assert_eq!(delete.num_calls(), 1);
 }
 
 // ------------------------------------------------------------ users

@@ -6,7 +6,8 @@
 //! tests say when it is gone, through an interceptor answering
 //! ReplicationGroupNotFound); the member clusters of a replication group
 //! cannot be described; a deleted user is described once as `deleting`, then
-//! not found.
+//! not found; DeleteReplicationGroup accepts a `FinalSnapshotIdentifier` but
+//! takes no snapshot (the tests look at the request instead).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use aws_sdk_elasticache::config::interceptors::BeforeSerializationInterceptorCon
 use aws_sdk_elasticache::config::{ConfigBag, Intercept};
 use aws_sdk_elasticache::error::BoxError;
 use aws_sdk_elasticache::operation::create_user::CreateUserInput;
+use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupInput;
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
 use aws_sdk_elasticache::types::error::ReplicationGroupNotFoundFault;
 use aws_sdk_elasticache::types::{AuthenticationType, AutomaticFailoverStatus, ReplicationGroup, User};
@@ -39,6 +41,9 @@ struct World {
     provider: ElastiCacheProvider,
     /// The user id of every CreateUser the provider sent.
     created_users: Arc<Mutex<Vec<String>>>,
+    /// Every DeleteReplicationGroup the provider sent: the group and the
+    /// final snapshot it asked for.
+    deleted_groups: DeletedGroups,
     /// Replication groups to report gone, since moto never finishes deleting.
     gone: Arc<Mutex<HashSet<String>>>,
 }
@@ -59,6 +64,33 @@ impl Intercept for RecordCreateUser {
     ) -> Result<(), BoxError> {
         if let Some(input) = context.input().downcast_ref::<CreateUserInput>() {
             self.0.lock().unwrap().push(input.user_id().unwrap_or_default().to_string());
+        }
+        Ok(())
+    }
+}
+
+/// (replication group, final snapshot) of every DeleteReplicationGroup sent.
+type DeletedGroups = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Records the group and final snapshot of every DeleteReplicationGroup.
+#[derive(Debug)]
+struct RecordDeleteGroup(DeletedGroups);
+
+impl Intercept for RecordDeleteGroup {
+    fn name(&self) -> &'static str {
+        "RecordDeleteGroup"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(input) = context.input().downcast_ref::<DeleteReplicationGroupInput>() {
+            self.0.lock().unwrap().push((
+                input.replication_group_id().unwrap_or_default().to_string(),
+                input.final_snapshot_identifier().map(str::to_string),
+            ));
         }
         Ok(())
     }
@@ -90,17 +122,19 @@ async fn world() -> World {
         .with_rule(&finished_deletion)
         .allow_passthrough();
     let created_users: Arc<Mutex<Vec<String>>> = Arc::default();
+    let deleted_groups: DeletedGroups = Arc::default();
     let client = Client::from_conf(
         aws_sdk_elasticache::config::Builder::from(&config)
             .interceptor(deletions)
             .interceptor(RecordCreateUser(created_users.clone()))
+            .interceptor(RecordDeleteGroup(deleted_groups.clone()))
             .build(),
     );
 
     let rbac = FakeRbac::new();
     let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
         .with_rbac_client(rbac.client.clone());
-    World { _moto: moto, aws, rbac, provider, created_users, gone }
+    World { _moto: moto, aws, rbac, provider, created_users, deleted_groups, gone }
 }
 
 impl World {
@@ -127,10 +161,10 @@ impl World {
 
     /// Calls `delete` until it is done, telling moto's never-ending deletion
     /// to end; returns every `Working` detail on the way.
-    async fn delete_until_done(&self, instance_id: &str) -> Vec<String> {
+    async fn delete_until_done(&self, instance_id: &str, final_snapshot: bool) -> Vec<String> {
         let mut details = Vec::new();
         for _ in 0..10 {
-            match self.provider.delete(instance_id).await.unwrap() {
+            match self.provider.delete(instance_id, final_snapshot).await.unwrap() {
                 Progress::Done => return details,
                 Progress::Working { detail } => {
                     if detail.starts_with("deleting replication group") {
@@ -257,7 +291,7 @@ async fn a_memcached_plan_becomes_a_two_node_cache_cluster_without_users() {
     assert_eq!(w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap(), Progress::Done);
     assert!(w.created_users.lock().unwrap().is_empty());
     assert_eq!(w.rbac.members(&id), None);
-    let Progress::Working { detail } = w.provider.delete(INSTANCE).await.unwrap() else {
+    let Progress::Working { detail } = w.provider.delete(INSTANCE, false).await.unwrap() else {
         panic!("done at once")
     };
     assert_eq!(detail, format!("deleting cache cluster {id}"));
@@ -320,8 +354,9 @@ async fn deleting_waits_for_the_group_then_removes_every_user_and_the_user_group
     w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
     let id = w.provider.cache_id(INSTANCE);
 
-    let details = w.delete_until_done(INSTANCE).await;
+    let details = w.delete_until_done(INSTANCE, false).await;
     assert_eq!(details[0], format!("deleting replication group {id}"));
+    assert_eq!(*w.deleted_groups.lock().unwrap(), [(id.clone(), None)], "no final snapshot asked for");
     assert!(details.iter().any(|d| d.starts_with("deleting user group")), "{details:?}");
     assert_eq!(w.rbac.members(&id), None, "the user group is gone");
     assert!(w.user(&w.provider.binding_user_id(INSTANCE, "b-3f0c2a")).await.is_none());
@@ -329,7 +364,20 @@ async fn deleting_waits_for_the_group_then_removes_every_user_and_the_user_group
     // moto shows a deleted user once as `deleting`, then never again.
     let default = w.user(&format!("osb-d-{}", &id[4..])).await;
     assert!(default.as_ref().is_none_or(|u| u.status() == Some("deleting")), "{default:?}");
-    assert_eq!(w.provider.delete(INSTANCE).await.unwrap(), Progress::Done, "and again");
+    assert_eq!(w.provider.delete(INSTANCE, false).await.unwrap(), Progress::Done, "and again");
+}
+
+#[tokio::test]
+async fn deleting_with_a_final_snapshot_asks_for_it_by_the_instances_snapshot_name_once() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-valkey", "staging")).await.unwrap();
+    let id = w.provider.cache_id(INSTANCE);
+    let snapshot = format!("osb-final-{}", &id[4..]);
+
+    let details = w.delete_until_done(INSTANCE, true).await;
+    assert_eq!(details[0], format!("deleting replication group {id} after its final snapshot {snapshot}"));
+    assert_eq!(*w.deleted_groups.lock().unwrap(), [(id.clone(), Some(snapshot))], "one request");
+    assert_eq!(w.provider.delete(INSTANCE, true).await.unwrap(), Progress::Done, "and again");
 }
 
 #[tokio::test]
