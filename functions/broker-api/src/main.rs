@@ -16,12 +16,13 @@ use shared::laptop::{Laptop, LaptopConfig, apply, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    let started = std::time::Instant::now();
     init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match std::env::var("BROKER_BACKEND").as_deref() {
-        Ok("aws") => aws(&args).await,
-        Ok("local") | Err(_) => laptop(&args).await,
+        Ok("aws") => aws(&args, started).await,
+        Ok("local") | Err(_) => laptop(&args, started).await,
         Ok(other) => Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
     }
 }
@@ -36,7 +37,7 @@ fn catalog_file(file: Option<&str>) -> Result<CatalogFile, String> {
     }
 }
 
-async fn aws(args: &[&str]) -> Result<(), lambda_http::Error> {
+async fn aws(args: &[&str], started: std::time::Instant) -> Result<(), lambda_http::Error> {
     let (settings, sdk) = shared::aws_mode::from_env().await?;
     let parts = shared::aws_mode::AwsParts::new(&settings, &sdk, Default::default());
     match args {
@@ -54,10 +55,11 @@ async fn aws(args: &[&str]) -> Result<(), lambda_http::Error> {
         _ => return Err(USAGE.into()),
     }
     let router = parts.router(&settings).await?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "broker-api ready (AWS mode)");
     lambda_http::run(router).await
 }
 
-async fn laptop(args: &[&str]) -> Result<(), lambda_http::Error> {
+async fn laptop(args: &[&str], started: std::time::Instant) -> Result<(), lambda_http::Error> {
     let config = LaptopConfig::from_env()?;
     match args {
         [] => {}
@@ -70,6 +72,7 @@ async fn laptop(args: &[&str]) -> Result<(), lambda_http::Error> {
     }
     let laptop = Laptop::open(&config).await?;
     let _worker = laptop.spawn_worker();
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "broker-api ready (laptop mode)");
     if std::env::var("AWS_LAMBDA_RUNTIME_API").is_ok() {
         lambda_http::run(laptop.router.clone()).await
     } else {

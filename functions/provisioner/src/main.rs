@@ -9,6 +9,7 @@ use shared::laptop::{Laptop, LaptopConfig, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let started = std::time::Instant::now();
     init_tracing();
     let worker = match std::env::var("BROKER_BACKEND").as_deref() {
         Ok("aws") => {
@@ -18,6 +19,7 @@ async fn main() -> Result<(), Error> {
         Ok("local") | Err(_) => Laptop::open(&LaptopConfig::from_env()?).await?.worker,
         Ok(other) => return Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
     };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "provisioner ready");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move { Ok::<SqsBatchResponse, Error>(shared::sqs::handle_batch(&worker, event.payload).await) }
