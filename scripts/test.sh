@@ -47,14 +47,11 @@ else
   run "unit and end-to-end tests" cargo test --workspace --no-fail-fast
 fi
 
-# ---------------------------------------------------------------------------
-# Optional checks: each runs when its tool is available and otherwise prints
-# one "skipped" line saying what is missing; none of them installs anything
-# silently. To come here: the AWS adapters against moto in server mode
-# (PyPI moto[server]) and linting template.yaml (samtranslator + cfn-lint).
-# Pattern:
-#   if command -v TOOL >/dev/null 2>&1; then run "WHAT" COMMAND...
-#   else skip "WHAT (TOOL is not installed: how to install it)"; fi
-# ---------------------------------------------------------------------------
+# The deploy templates, checked offline: template.yaml expanded with
+# samtranslator and linted with cfn-lint; terraform/ validated and tested
+# from the provider mirror, and checked with checkov (check-terraform.sh says
+# plainly, and goes on, when terraform or its mirror is missing).
+run "lint template.yaml (samtranslator + cfn-lint)" bash scripts/check-template.sh
+run "check terraform/ (validate, test, checkov)" bash scripts/check-terraform.sh
 
 printf '\ntest.sh: all steps passed\n'

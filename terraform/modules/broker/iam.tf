@@ -1,0 +1,261 @@
+# One role per function, each naming only the actions its code calls, on the
+# resources it needs. IAM is global, so role names carry the region: the same
+# name_prefix can be applied in several regions of one account.
+
+locals {
+  arn_prefix = {
+    elasticache    = "arn:${local.partition}:elasticache:${local.region}:${local.account}"
+    secretsmanager = "arn:${local.partition}:secretsmanager:${local.region}:${local.account}"
+  }
+
+  table_arns = [aws_dynamodb_table.broker.arn, "${aws_dynamodb_table.broker.arn}/index/gsi1"]
+
+  # Secrets the broker makes per instance and binding:
+  # <prefix>/instances/<id>/admin and <prefix>/instances/<id>/bindings/<id>
+  # (Secrets Manager appends -XXXXXX to the name in the ARN).
+  instance_secrets_arn = "${local.arn_prefix.secretsmanager}:secret:${var.name_prefix}/instances/*"
+
+  # Every ElastiCache id the broker makes starts with "<prefix>-"
+  # (shared/src/adapters/aws/elasticache/names.rs).
+  ec = local.arn_prefix.elasticache
+  owned_caches = [
+    "${local.ec}:replicationgroup:${var.name_prefix}-*",
+    "${local.ec}:cluster:${var.name_prefix}-*",
+  ]
+  owned_users = [
+    "${local.ec}:user:${var.name_prefix}-*",
+    "${local.ec}:usergroup:${var.name_prefix}-*",
+  ]
+  owned_snapshots = ["${local.ec}:snapshot:${var.name_prefix}-*"]
+  # What a create or modify names besides the cache itself.
+  cache_dependencies = [
+    "${local.ec}:subnetgroup:${var.cache_subnet_group}",
+    "${local.ec}:subnetgroup:${local.memcached_subnet_group}",
+    # ElastiCache's default parameter groups (default.redis7.cluster.on ...).
+    "${local.ec}:parametergroup:default.*",
+  ]
+
+  tracing_statement = {
+    Sid      = "XRayTraces"
+    Effect   = "Allow"
+    Action   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    Resource = "*" # X-Ray has no resource-level permissions.
+  }
+
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "lambda.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+    }]
+  })
+
+  broker_api_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "Logs"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+        Resource = "${aws_cloudwatch_log_group.broker_api.arn}:log-stream:*"
+      },
+      local.tracing_statement,
+      {
+        # Reads, conditional puts (alone and in TransactWriteItems) and index queries.
+        Sid      = "Table"
+        Effect   = "Allow"
+        Action   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+        Resource = local.table_arns
+      },
+      {
+        Sid      = "EnqueueJobs"
+        Effect   = "Allow"
+        Action   = ["sqs:SendMessage"]
+        Resource = aws_sqs_queue.jobs.arn
+      },
+      {
+        Sid      = "BrokerCredentials"
+        Effect   = "Allow"
+        Action   = ["secretsmanager:GetSecretValue"]
+        Resource = aws_secretsmanager_secret.broker_credentials.arn
+      },
+      {
+        # A binding's password, returned by bind and by fetch binding; the
+        # describe tells a secret scheduled for deletion from a broken one.
+        Sid      = "ReadBindingSecrets"
+        Effect   = "Allow"
+        Action   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+        Resource = local.instance_secrets_arn
+      },
+      {
+        # The cache's endpoint, returned with a binding's credentials. Reads
+        # only: broker-api never changes a cache.
+        Sid      = "CacheEndpoints"
+        Effect   = "Allow"
+        Action   = ["elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters"]
+        Resource = local.owned_caches
+      },
+    ]
+  }
+
+  provisioner_policy = {
+    Version = "2012-10-17"
+    Statement = concat(
+      [
+        {
+          Sid      = "Logs"
+          Effect   = "Allow"
+          Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+          Resource = "${aws_cloudwatch_log_group.provisioner.arn}:log-stream:*"
+        },
+        local.tracing_statement,
+        {
+          Sid      = "Table"
+          Effect   = "Allow"
+          Action   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+          Resource = local.table_arns
+        },
+        {
+          # ReceiveMessage, DeleteMessage and GetQueueAttributes are what the
+          # event source mapping needs; SendMessage re-enqueues a job while
+          # AWS is busy.
+          Sid      = "Jobs"
+          Effect   = "Allow"
+          Action   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"]
+          Resource = aws_sqs_queue.jobs.arn
+        },
+        {
+          # Admin and binding passwords: created by name, read at a stage,
+          # rotated (put, stage move), deleted with a recovery window and
+          # restored when a deleted name is created again.
+          Sid    = "InstanceSecrets"
+          Effect = "Allow"
+          Action = [
+            "secretsmanager:CreateSecret",
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:UpdateSecretVersionStage",
+            "secretsmanager:DeleteSecret",
+            "secretsmanager:RestoreSecret",
+          ]
+          Resource = local.instance_secrets_arn
+        },
+        {
+          Sid    = "DescribeOwnCaches"
+          Effect = "Allow"
+          Action = [
+            "elasticache:DescribeReplicationGroups",
+            "elasticache:DescribeCacheClusters",
+            "elasticache:DescribeUsers",
+            "elasticache:DescribeUserGroups",
+          ]
+          Resource = concat(local.owned_caches, local.owned_users)
+        },
+        {
+          # Creates and modifies name the cache and everything it uses; tags
+          # given at creation need AddTagsToResource as well.
+          Sid    = "ManageOwnCaches"
+          Effect = "Allow"
+          Action = [
+            "elasticache:CreateReplicationGroup",
+            "elasticache:CreateCacheCluster",
+            "elasticache:ModifyReplicationGroup",
+            "elasticache:ModifyCacheCluster",
+            "elasticache:ModifyReplicationGroupShardConfiguration",
+            "elasticache:IncreaseReplicaCount",
+            "elasticache:DecreaseReplicaCount",
+            "elasticache:AddTagsToResource",
+          ]
+          Resource = concat(local.owned_caches, local.owned_users, local.cache_dependencies)
+        },
+        {
+          # DeleteReplicationGroup names the final snapshot it takes
+          # (<prefix>-final-<hash>) when the plan asks for one.
+          Sid    = "DeleteOwnCaches"
+          Effect = "Allow"
+          Action = [
+            "elasticache:DeleteReplicationGroup",
+            "elasticache:DeleteCacheCluster",
+          ]
+          Resource = concat(local.owned_caches, local.owned_snapshots)
+        },
+        {
+          # RBAC: the disabled default user, the admin user and one user per
+          # binding, in one user group per replication group.
+          Sid    = "ManageOwnUsers"
+          Effect = "Allow"
+          Action = [
+            "elasticache:CreateUser",
+            "elasticache:ModifyUser",
+            "elasticache:DeleteUser",
+            "elasticache:CreateUserGroup",
+            "elasticache:ModifyUserGroup",
+            "elasticache:DeleteUserGroup",
+            "elasticache:AddTagsToResource",
+          ]
+          Resource = local.owned_users
+        },
+        {
+          # The first cache of an account creates ElastiCache's
+          # service-linked role, which manages the caches' network interfaces.
+          Sid      = "ElastiCacheServiceLinkedRole"
+          Effect   = "Allow"
+          Action   = ["iam:CreateServiceLinkedRole"]
+          Resource = "arn:${local.partition}:iam::${local.account}:role/aws-service-role/elasticache.amazonaws.com/AWSServiceRoleForElastiCache"
+          Condition = {
+            StringLike = { "iam:AWSServiceName" = "elasticache.amazonaws.com" }
+          }
+        },
+      ],
+      # Encryption at rest with the operator's key: ElastiCache uses it through
+      # a grant made on the provisioner's behalf.
+      var.kms_key_arn == null ? [] : [
+        {
+          Sid       = "CacheEncryptionKeyDescribe"
+          Effect    = "Allow"
+          Action    = ["kms:DescribeKey"]
+          Resource  = var.kms_key_arn
+          Condition = { StringEquals = { "kms:ViaService" = "elasticache.${local.region}.amazonaws.com" } }
+        },
+        {
+          Sid      = "CacheEncryptionKeyGrant"
+          Effect   = "Allow"
+          Action   = ["kms:CreateGrant"]
+          Resource = var.kms_key_arn
+          Condition = {
+            StringEquals = { "kms:ViaService" = "elasticache.${local.region}.amazonaws.com" }
+            Bool         = { "kms:GrantIsForAWSResource" = "true" }
+          }
+        },
+      ],
+    )
+  }
+}
+
+resource "aws_iam_role" "broker_api" {
+  name                 = "${local.api_name}-${local.region}"
+  description          = "broker-api of the ${var.name_prefix} ElastiCache service broker in ${local.region}"
+  assume_role_policy   = local.assume_role_policy
+  permissions_boundary = var.permissions_boundary_arn
+}
+
+resource "aws_iam_role_policy" "broker_api" {
+  name   = "broker-api"
+  role   = aws_iam_role.broker_api.id
+  policy = jsonencode(local.broker_api_policy)
+}
+
+resource "aws_iam_role" "provisioner" {
+  name                 = "${local.provisioner_name}-${local.region}"
+  description          = "provisioner of the ${var.name_prefix} ElastiCache service broker in ${local.region}"
+  assume_role_policy   = local.assume_role_policy
+  permissions_boundary = var.permissions_boundary_arn
+}
+
+resource "aws_iam_role_policy" "provisioner" {
+  name   = "provisioner"
+  role   = aws_iam_role.provisioner.id
+  policy = jsonencode(local.provisioner_policy)
+}

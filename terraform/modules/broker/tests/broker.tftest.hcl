@@ -1,0 +1,400 @@
+# terraform test, offline: a mocked AWS provider. Plans check what is known
+# before apply; the one apply run checks what depends on ARNs (the policies,
+# the redrive policy), which the mock makes up.
+
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1" }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+
+  # The provider checks that these are ARNs; the mock's random strings are not.
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mock" }
+  }
+  mock_resource "aws_sqs_queue" {
+    defaults = {
+      arn = "arn:aws:sqs:eu-west-1:123456789012:mock"
+      url = "https://sqs.eu-west-1.amazonaws.com/123456789012/mock"
+    }
+  }
+  mock_resource "aws_secretsmanager_secret" {
+    defaults = { arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/broker-credentials-AbCdEf" }
+  }
+  mock_resource "aws_dynamodb_table" {
+    defaults = { arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/osb-broker" }
+  }
+  mock_resource "aws_lambda_function" {
+    defaults = {
+      arn        = "arn:aws:lambda:eu-west-1:123456789012:function:mock"
+      invoke_arn = "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:mock/invocations"
+    }
+  }
+  mock_resource "aws_apigatewayv2_api" {
+    defaults = {
+      execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:abcdef1234"
+      api_endpoint  = "https://abcdef1234.execute-api.eu-west-1.amazonaws.com"
+    }
+  }
+}
+
+variables {
+  name_prefix              = "osb"
+  cache_subnet_group       = "osb-cache"
+  memcached_subnet_group   = "osb-memcached"
+  cache_security_group_ids = ["sg-0a1b2c3d4e5f60718", "sg-1a1b2c3d"]
+  broker_api_zip           = "tests/fixtures/bootstrap.zip"
+  provisioner_zip          = "tests/fixtures/bootstrap.zip"
+  broker_password          = "0123456789abcdefghijklmnopqrstuvwxyzABCD"
+
+  # The variable names the Rust code reads: VARIABLES in
+  # shared/src/adapters/aws/config.rs, so the two cannot drift apart.
+  rust_variables = regexall("\"([A-Z][A-Z0-9_]*)\"", regex("pub const VARIABLES: &\\[&str\\] = &\\[([^\\]]*)\\]", file("../../../shared/src/adapters/aws/config.rs"))[0])
+}
+
+run "environment_names_are_exactly_the_expected_ones" {
+  command = plan
+
+  assert {
+    condition = sort(keys(aws_lambda_function.broker_api.environment[0].variables)) == sort([
+      "BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX",
+      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS",
+    ])
+    error_message = "broker-api's environment must hold exactly the required variables when no optional one is set."
+  }
+  assert {
+    condition = sort(keys(aws_lambda_function.provisioner.environment[0].variables)) == sort([
+      "BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX",
+      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS",
+    ])
+    error_message = "The provisioner's environment must hold exactly the required variables when no optional one is set."
+  }
+  assert {
+    condition     = length(var.rust_variables) >= 8
+    error_message = "Could not read VARIABLES from shared/src/adapters/aws/config.rs."
+  }
+  assert {
+    condition = alltrue([
+      for k in concat(keys(aws_lambda_function.broker_api.environment[0].variables), keys(aws_lambda_function.provisioner.environment[0].variables)) :
+      contains(flatten(var.rust_variables), k)
+    ])
+    error_message = "Every environment variable must be one the Rust code reads (VARIABLES in shared/src/adapters/aws/config.rs)."
+  }
+  assert {
+    condition = alltrue([for f in [aws_lambda_function.broker_api, aws_lambda_function.provisioner] : (
+      f.environment[0].variables.BROKER_BACKEND == "aws" &&
+      f.environment[0].variables.NAME_PREFIX == "osb" &&
+      f.environment[0].variables.TABLE_NAME == "osb-broker" &&
+      f.environment[0].variables.CACHE_SUBNET_GROUP == "osb-cache" &&
+      f.environment[0].variables.MEMCACHED_SUBNET_GROUP == "osb-memcached" &&
+      f.environment[0].variables.CACHE_SECURITY_GROUP_IDS == "sg-0a1b2c3d4e5f60718,sg-1a1b2c3d"
+    )])
+    error_message = "Both functions must get the AWS backend, the prefix, the table, the subnet groups and the comma-separated security groups."
+  }
+}
+
+run "optional_variables_go_to_the_function_that_uses_them" {
+  command = plan
+
+  variables {
+    memcached_subnet_group      = null
+    kms_key_arn                 = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f"
+    poll_delay_secs             = 20
+    catalog_cache_secs          = 0
+    secret_recovery_window_days = 30
+  }
+
+  assert {
+    condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS"])
+    error_message = "broker-api must get POLL_DELAY_SECS and CATALOG_CACHE_SECS, and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
+  }
+  assert {
+    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS"])
+    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID and SECRET_RECOVERY_WINDOW_DAYS, and not CATALOG_CACHE_SECS."
+  }
+  assert {
+    condition = (
+      aws_lambda_function.provisioner.environment[0].variables.KMS_KEY_ID == var.kms_key_arn &&
+      aws_lambda_function.provisioner.environment[0].variables.POLL_DELAY_SECS == "20" &&
+      aws_lambda_function.broker_api.environment[0].variables.CATALOG_CACHE_SECS == "0" &&
+      aws_lambda_function.provisioner.environment[0].variables.SECRET_RECOVERY_WINDOW_DAYS == "30"
+    )
+    error_message = "The optional variables must carry the given values."
+  }
+  assert {
+    condition     = aws_lambda_function.provisioner.environment[0].variables.MEMCACHED_SUBNET_GROUP == "osb-cache"
+    error_message = "Without memcached_subnet_group, MEMCACHED_SUBNET_GROUP must be the cache subnet group."
+  }
+  assert {
+    condition     = alltrue([for k in keys(aws_lambda_function.provisioner.environment[0].variables) : contains(flatten(var.rust_variables), k)])
+    error_message = "Every environment variable must be one the Rust code reads."
+  }
+}
+
+run "functions_queue_table_and_api" {
+  command = plan
+
+  assert {
+    condition = alltrue([for f in [aws_lambda_function.broker_api, aws_lambda_function.provisioner] : (
+      f.runtime == "provided.al2023" && f.handler == "bootstrap" && f.architectures == tolist(["arm64"]) &&
+      f.tracing_config[0].mode == "Active"
+    )])
+    error_message = "Both functions: provided.al2023, handler bootstrap, arm64 by default, active tracing."
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_log_group.broker_api.name == "/aws/lambda/osb-broker-api" &&
+      aws_cloudwatch_log_group.provisioner.name == "/aws/lambda/osb-provisioner" &&
+      aws_cloudwatch_log_group.broker_api.retention_in_days == 365 &&
+      aws_cloudwatch_log_group.provisioner.retention_in_days == 365
+    )
+    error_message = "Each function needs its own log group, with a retention."
+  }
+  assert {
+    condition = (
+      aws_lambda_event_source_mapping.jobs.function_response_types == toset(["ReportBatchItemFailures"]) &&
+      aws_lambda_event_source_mapping.jobs.batch_size == 10 &&
+      aws_lambda_event_source_mapping.jobs.scaling_config[0].maximum_concurrency == 5
+    )
+    error_message = "The provisioner's SQS source must report batch item failures, with the given batch size and maximum concurrency."
+  }
+  assert {
+    condition     = aws_sqs_queue.jobs.visibility_timeout_seconds > aws_lambda_function.provisioner.timeout && aws_sqs_queue.jobs.visibility_timeout_seconds == 720
+    error_message = "The job queue's visibility timeout must be six times the provisioner's timeout."
+  }
+  assert {
+    condition     = aws_sqs_queue.jobs.sqs_managed_sse_enabled && aws_sqs_queue.jobs_dlq.sqs_managed_sse_enabled
+    error_message = "Both queues must be encrypted."
+  }
+  assert {
+    condition = (
+      aws_dynamodb_table.broker.hash_key == "pk" && aws_dynamodb_table.broker.range_key == "sk" &&
+      aws_dynamodb_table.broker.billing_mode == "PAY_PER_REQUEST" &&
+      one([for i in aws_dynamodb_table.broker.global_secondary_index : i if i.name == "gsi1" && i.hash_key == "gsi1pk" && i.range_key == "gsi1sk" && i.projection_type == "ALL"]) != null &&
+      aws_dynamodb_table.broker.ttl[0].attribute_name == "expires_at" && aws_dynamodb_table.broker.ttl[0].enabled &&
+      aws_dynamodb_table.broker.point_in_time_recovery[0].enabled &&
+      aws_dynamodb_table.broker.server_side_encryption[0].enabled &&
+      aws_dynamodb_table.broker.deletion_protection_enabled
+    )
+    error_message = "The table must be the one the Rust store expects (pk/sk, gsi1 over gsi1pk/gsi1sk with ALL, TTL on expires_at), on demand, with PITR, SSE and deletion protection."
+  }
+  assert {
+    condition     = aws_apigatewayv2_route.default.route_key == "$default" && aws_apigatewayv2_api.broker.protocol_type == "HTTP"
+    error_message = "Every request must reach broker-api through the HTTP API's $default route."
+  }
+  assert {
+    condition     = aws_iam_role.broker_api.name == "osb-broker-api-eu-west-1" && aws_iam_role.provisioner.name == "osb-provisioner-eu-west-1"
+    error_message = "Role names must carry the region, so the module applies in several regions of one account."
+  }
+  assert {
+    condition     = aws_secretsmanager_secret.broker_credentials.name == "osb/broker-credentials"
+    error_message = "The credentials secret must be named under the prefix."
+  }
+}
+
+run "x86_64_and_other_sizes" {
+  command = plan
+
+  variables {
+    architecture        = "x86_64"
+    provisioner_timeout = 300
+    batch_size          = 1
+    maximum_concurrency = 2
+  }
+
+  assert {
+    condition     = aws_lambda_function.broker_api.architectures == tolist(["x86_64"]) && aws_lambda_function.provisioner.architectures == tolist(["x86_64"])
+    error_message = "architecture must reach both functions."
+  }
+  assert {
+    condition     = aws_sqs_queue.jobs.visibility_timeout_seconds == 1800
+    error_message = "The visibility timeout must follow the provisioner's timeout."
+  }
+}
+
+run "policies_name_only_what_each_function_calls" {
+  command = apply
+
+  variables {
+    kms_key_arn = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f"
+  }
+
+  # broker-api: no ElastiCache write, no instance-secret write, no queue read.
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
+      alltrue([for a in flatten([s.Action]) : contains([
+        "logs:CreateLogStream", "logs:PutLogEvents",
+        "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
+        "sqs:SendMessage",
+        "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
+        "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",
+      ], a)])
+    ])
+    error_message = "broker-api's policy must allow only the calls broker-api makes."
+  }
+  # No wildcard action, and "*" as a resource only for X-Ray (which has no resources).
+  assert {
+    condition = alltrue([
+      for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
+      alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
+      (s.Sid == "XRayTraces" || !contains(flatten([s.Resource]), "*"))
+    ])
+    error_message = "Policies must name actions one by one and scope every resource but X-Ray's."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      alltrue([for r in flatten([s.Resource]) : (
+        !startswith(r, "arn:aws:elasticache:") ||
+        can(regex("^arn:aws:elasticache:eu-west-1:123456789012:(replicationgroup|cluster|user|usergroup|snapshot):osb-\\*$", r)) ||
+        contains(["subnetgroup:osb-cache", "subnetgroup:osb-memcached", "parametergroup:default.*"], trimprefix(r, "arn:aws:elasticache:eu-west-1:123456789012:"))
+      )])
+    ])
+    error_message = "The provisioner's ElastiCache resources must be the prefix's caches, users and snapshots, its subnet groups and the default parameter groups."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      alltrue([for r in flatten([s.Resource]) : (
+        !startswith(r, "arn:aws:secretsmanager:") ||
+        r == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*"
+      )])
+    ])
+    error_message = "The provisioner's secrets must be the broker's own, under <prefix>/instances/ (never the broker credentials)."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
+      alltrue([for r in flatten([s.Resource]) : (
+        !startswith(r, "arn:aws:secretsmanager:") ||
+        r == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*" ||
+        r == aws_secretsmanager_secret.broker_credentials.arn
+      )])
+    ]) && contains(jsondecode(aws_iam_role_policy.broker_api.policy).Statement[*].Resource, aws_secretsmanager_secret.broker_credentials.arn)
+    error_message = "broker-api's secrets must be the credentials secret and the binding secrets under <prefix>/instances/."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      s.Resource == var.kms_key_arn && s.Condition.StringEquals["kms:ViaService"] == "elasticache.eu-west-1.amazonaws.com"
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "kms:")])
+    ]) && length([for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement : s if startswith(s.Sid, "CacheEncryptionKey")]) == 2
+    error_message = "With kms_key_arn, the provisioner may use that key through ElastiCache only."
+  }
+  assert {
+    condition     = jsondecode(aws_sqs_queue.jobs.redrive_policy).maxReceiveCount == 10 && jsondecode(aws_sqs_queue.jobs.redrive_policy).deadLetterTargetArn == aws_sqs_queue.jobs_dlq.arn
+    error_message = "The job queue must redrive to the dead-letter queue after max_receive_count receives."
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.dead_letters.dimensions.QueueName == aws_sqs_queue.jobs_dlq.name &&
+      aws_cloudwatch_metric_alarm.dead_letters.metric_name == "ApproximateNumberOfMessagesVisible" &&
+      aws_cloudwatch_metric_alarm.dead_letters.threshold == 0
+    )
+    error_message = "An alarm must watch the dead-letter queue's depth."
+  }
+  assert {
+    condition     = output.credentials_secret_arn == aws_secretsmanager_secret.broker_credentials.arn && output.broker_url == aws_apigatewayv2_api.broker.api_endpoint
+    error_message = "The module must output the broker URL and the credentials secret ARN."
+  }
+  assert {
+    condition     = aws_secretsmanager_secret_version.broker_credentials.secret_string == null && aws_secretsmanager_secret_version.broker_credentials.secret_string_wo == null
+    error_message = "The broker's password must never be stored in the state."
+  }
+}
+
+# ---------------------------------------------------------------- refused variables
+
+run "a_bad_prefix_is_refused" {
+  command = plan
+  variables {
+    name_prefix = "Osb_1"
+  }
+  expect_failures = [var.name_prefix]
+}
+
+run "a_long_prefix_is_refused" {
+  command = plan
+  variables {
+    name_prefix = "a-very-long-prefix-name"
+  }
+  expect_failures = [var.name_prefix]
+}
+
+run "a_bad_architecture_is_refused" {
+  command = plan
+  variables {
+    architecture = "arm"
+  }
+  expect_failures = [var.architecture]
+}
+
+run "a_missing_package_is_refused" {
+  command = plan
+  variables {
+    provisioner_zip = "tests/fixtures/missing.zip"
+  }
+  expect_failures = [var.provisioner_zip]
+}
+
+run "bad_security_groups_are_refused" {
+  command = plan
+  variables {
+    cache_security_group_ids = ["default"]
+  }
+  expect_failures = [var.cache_security_group_ids]
+}
+
+run "no_security_group_is_refused" {
+  command = plan
+  variables {
+    cache_security_group_ids = []
+  }
+  expect_failures = [var.cache_security_group_ids]
+}
+
+run "out_of_range_numbers_are_refused" {
+  command = plan
+  variables {
+    batch_size                  = 11
+    maximum_concurrency         = 1
+    poll_delay_secs             = 0
+    secret_recovery_window_days = 3
+    api_timeout                 = 30
+    log_retention_days          = 100
+  }
+  expect_failures = [
+    var.batch_size,
+    var.maximum_concurrency,
+    var.poll_delay_secs,
+    var.secret_recovery_window_days,
+    var.api_timeout,
+    var.log_retention_days,
+  ]
+}
+
+run "a_key_id_instead_of_a_key_arn_is_refused" {
+  command = plan
+  variables {
+    kms_key_arn = "alias/aws/elasticache"
+  }
+  expect_failures = [var.kms_key_arn]
+}
+
+run "a_short_password_is_refused" {
+  command = plan
+  variables {
+    broker_password = "short"
+  }
+  expect_failures = [var.broker_password]
+}

@@ -1,0 +1,504 @@
+//! The deploy templates set exactly the environment the AWS mode reads:
+//! every variable `template.yaml` (and, once it exists, the Terraform
+//! `broker` module) gives a function is one of
+//! `shared::adapters::aws::config::VARIABLES`, and every one the code
+//! requires is given to every function. A text scan, no YAML or HCL
+//! parser: the `Variables:` blocks of the SAM template, and the maps the
+//! `variables = ...` attributes of the Terraform files write, inline
+//! (`variables = { ... }`) or through the locals they merge.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use shared::adapters::aws::config::{AwsSettings, VARIABLES};
+
+/// Names a template may set beyond `VARIABLES`: only `RUST_LOG`, the log
+/// filter `init_tracing` hands to tracing-subscriber's `EnvFilter`, which is
+/// not part of the AWS-mode configuration.
+const ALSO_ALLOWED: &[&str] = &["RUST_LOG"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A value for every variable that `AwsSettings` accepts.
+fn sample(name: &str) -> &'static str {
+    match name {
+        "BROKER_BACKEND" => "aws",
+        "TABLE_NAME" => "osb-broker",
+        "QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/123456789012/osb-jobs",
+        "BROKER_CREDENTIALS_SECRET_ARN" => {
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:BrokerCredentialsSecret-AbCdEf"
+        }
+        "NAME_PREFIX" => "osb",
+        "CACHE_SUBNET_GROUP" => "osb-cache",
+        "MEMCACHED_SUBNET_GROUP" => "osb-memcached",
+        "CACHE_SECURITY_GROUP_IDS" => "sg-0123,sg-0456",
+        "KMS_KEY_ID" => "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "POLL_DELAY_SECS" => "30",
+        "CATALOG_CACHE_SECS" => "60",
+        "SECRET_RECOVERY_WINDOW_DAYS" => "7",
+        other => panic!("{other} is in VARIABLES but this test has no sample value for it: add one"),
+    }
+}
+
+fn parses_without(missing: &str) -> Result<AwsSettings, String> {
+    AwsSettings::from_lookup(|k| (k != missing).then(|| sample(k).to_string()))
+}
+
+/// The variables the code refuses to start without, found by leaving each
+/// one out of a complete environment in turn.
+fn required() -> BTreeSet<&'static str> {
+    VARIABLES.iter().copied().filter(|name| parses_without(name).is_err()).collect()
+}
+
+fn allowed() -> BTreeSet<&'static str> {
+    VARIABLES.iter().chain(ALSO_ALLOWED).copied().collect()
+}
+
+// ---------------------------------------------------------------- SAM
+
+/// The environment keys the SAM template gives its functions: the
+/// `Globals.Function` block, which every function gets, and each
+/// `AWS::Serverless::Function`'s own block.
+#[derive(Debug, Default)]
+struct SamEnvironment {
+    globals: BTreeSet<String>,
+    functions: BTreeMap<String, BTreeSet<String>>,
+    /// Every `Variables:` block, by its path, with its keys.
+    blocks: Vec<(String, BTreeSet<String>)>,
+}
+
+/// `key:` at the start of a (trimmed, dash-stripped) line, and what follows.
+fn mapping_key(text: &str) -> Option<(&str, &str)> {
+    let (key, rest) = text.split_once(':')?;
+    let simple = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    (simple && (rest.is_empty() || rest.starts_with(' '))).then(|| (key, rest.trim()))
+}
+
+fn sam_environment(text: &str) -> SamEnvironment {
+    let mut env = SamEnvironment::default();
+    // The open mapping keys above the current line: (indentation, key).
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    // Lines of a block scalar (`|`, `>-` ...) belong to the key above them.
+    let mut scalar_above: Option<usize> = None;
+    let mut blocks: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut function_types: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = line.len() - trimmed.len();
+        if let Some(limit) = scalar_above {
+            if indent > limit {
+                continue;
+            }
+            scalar_above = None;
+        }
+        let mut content = trimmed;
+        while let Some(rest) = content.strip_prefix("- ") {
+            indent += 2;
+            content = rest.trim_start();
+        }
+        let Some((key, value)) = mapping_key(content) else { continue };
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+        if path.ends_with(&["Environment", "Variables"]) {
+            blocks.entry(path.join(".")).or_default().insert(key.to_string());
+        }
+        if let ["Resources", name] = path.as_slice()
+            && key == "Type"
+        {
+            function_types.insert(name.to_string(), value.to_string());
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_above = Some(indent);
+        }
+        stack.push((indent, key.to_string()));
+    }
+    for (path, keys) in &blocks {
+        let parts: Vec<&str> = path.split('.').collect();
+        match parts.as_slice() {
+            ["Globals", "Function", "Environment", "Variables"] => env.globals.extend(keys.iter().cloned()),
+            ["Resources", name, "Properties", "Environment", "Variables"] => {
+                env.functions.entry(name.to_string()).or_default().extend(keys.iter().cloned());
+            }
+            _ => panic!("template.yaml: a Variables block at {path} is neither in Globals nor a function's"),
+        }
+    }
+    for (name, kind) in function_types {
+        if kind == "AWS::Serverless::Function" {
+            env.functions.entry(name).or_default();
+        }
+    }
+    env.blocks = blocks.into_iter().collect();
+    env
+}
+
+fn template() -> SamEnvironment {
+    sam_environment(&read(&root().join("template.yaml")))
+}
+
+// ---------------------------------------------------------------- Terraform
+
+/// What one HCL expression contributes to a map: the keys it writes itself
+/// and the locals it takes whole (`merge(local.common, { A = 1 })`), but
+/// nothing inside a key's value (`A = merge({ B = 1 })` sets A, not B).
+#[derive(Debug, Default)]
+struct Expression {
+    keys: BTreeSet<String>,
+    locals: Vec<String>,
+    /// Where the expression ends: the first line end outside any bracket.
+    end: usize,
+}
+
+/// The end of the string literal opening at `i`, past `${ ... }`
+/// interpolations that hold strings of their own.
+fn skip_string(src: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < src.len() {
+        match src[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            b'$' if src.get(i + 1) == Some(&b'{') => {
+                let mut depth = 1;
+                i += 2;
+                while i < src.len() && depth > 0 {
+                    match src[i] {
+                        b'"' => i = skip_string(src, i),
+                        c => {
+                            depth += i32::from(c == b'{') - i32::from(c == b'}');
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// The end of the comment opening at `i` (`#` and `//` stop before the line
+/// end), or `i` when none opens there.
+fn skip_comment(src: &[u8], i: usize) -> usize {
+    let rest = &src[i..];
+    if rest.starts_with(b"#") || rest.starts_with(b"//") {
+        i + rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
+    } else if rest.starts_with(b"/*") {
+        i + rest.windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 2)
+    } else {
+        i
+    }
+}
+
+/// `=` of an attribute or map key at `i` (after blanks), not `==` or `=>`.
+fn assignment_at(src: &[u8], mut i: usize) -> Option<usize> {
+    while matches!(src.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    (src.get(i) == Some(&b'=') && !matches!(src.get(i + 1), Some(b'=' | b'>'))).then_some(i + 1)
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
+}
+
+/// Scans the expression that starts at `start` (just after an `=`).
+fn scan_expression(src: &[u8], start: usize) -> Expression {
+    let mut out = Expression::default();
+    // Open brackets, each with whether a key's value is being read in it.
+    let mut frames: Vec<(u8, bool)> = Vec::new();
+    let mut seen = false;
+    let mut i = start;
+    while i < src.len() {
+        let skipped = skip_comment(src, i);
+        if skipped != i {
+            i = skipped;
+            continue;
+        }
+        let outside_values = frames.iter().all(|(_, in_value)| !in_value);
+        let in_map = frames.last().is_some_and(|(open, _)| *open == b'{');
+        match src[i] {
+            b'"' => {
+                let end = skip_string(src, i);
+                let key = String::from_utf8_lossy(&src[i + 1..end.saturating_sub(1)]).into_owned();
+                seen = true;
+                i = end;
+                if in_map && let Some(after) = assignment_at(src, i) {
+                    if outside_values {
+                        out.keys.insert(key);
+                    }
+                    frames.last_mut().unwrap().1 = true;
+                    i = after;
+                }
+            }
+            b'{' | b'(' | b'[' => {
+                frames.push((src[i], false));
+                seen = true;
+                i += 1;
+            }
+            b'}' | b')' | b']' => {
+                frames.pop();
+                i += 1;
+            }
+            b'\n' | b',' => {
+                match frames.last_mut() {
+                    Some(frame) => frame.1 = false,
+                    None if src[i] == b'\n' && seen => break,
+                    None => {}
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let end = i + src[i..].iter().position(|&c| !is_word(c)).unwrap_or(src.len() - i);
+                let word = std::str::from_utf8(&src[i..end]).unwrap();
+                seen = true;
+                i = end;
+                if let Some(local) = word.strip_prefix("local.") {
+                    if outside_values {
+                        out.locals.push(local.split('.').next().unwrap().to_string());
+                    }
+                } else if in_map
+                    && !word.contains('.')
+                    && let Some(after) = assignment_at(src, i)
+                {
+                    if outside_values {
+                        out.keys.insert(word.to_string());
+                    }
+                    frames.last_mut().unwrap().1 = true;
+                    i = after;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.end = i;
+    out
+}
+
+/// Every attribute `name = ...` written directly in `block {` blocks of
+/// `src` (`locals`, say), with where its expression starts.
+fn block_attributes(src: &[u8], block: &str) -> Vec<(String, usize)> {
+    let text = std::str::from_utf8(src).unwrap();
+    let mut found = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let opens = line.trim_start().strip_prefix(block).is_some_and(|rest| rest.trim() == "{");
+        let line_start = offset;
+        offset += line.len();
+        if !opens {
+            continue;
+        }
+        let mut i = line_start + line.find('{').unwrap() + 1;
+        loop {
+            while i < src.len() && src[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let skipped = skip_comment(src, i);
+            if skipped != i {
+                i = skipped;
+                continue;
+            }
+            if i >= src.len() || src[i] == b'}' {
+                break;
+            }
+            let end = i + src[i..].iter().position(|&c| !is_word(c)).unwrap_or(src.len() - i);
+            let name = String::from_utf8_lossy(&src[i..end]).into_owned();
+            let Some(after) = assignment_at(src, end) else {
+                panic!("a `{block}` block holds something other than attributes near `{name}`")
+            };
+            found.push((name, after));
+            i = scan_expression(src, after).end;
+        }
+    }
+    found
+}
+
+/// The environment maps of the Terraform module in `dir`: for every
+/// `variables = ...` attribute of its `*.tf` files (the `environment` block of
+/// a function), the keys it sets, following the locals it merges in.
+fn terraform_maps(dir: &Path) -> Vec<(String, BTreeSet<String>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tf"))
+        .collect();
+    files.sort();
+    let sources: Vec<(PathBuf, Vec<u8>)> =
+        files.into_iter().map(|f| (f.clone(), read(&f).into_bytes())).collect();
+    let mut locals: BTreeMap<String, Expression> = BTreeMap::new();
+    for (_, src) in &sources {
+        for (name, start) in block_attributes(src, "locals") {
+            locals.insert(name, scan_expression(src, start));
+        }
+    }
+    fn resolve(
+        e: &Expression,
+        locals: &BTreeMap<String, Expression>,
+        path: &mut Vec<String>,
+    ) -> BTreeSet<String> {
+        let mut keys = e.keys.clone();
+        for name in &e.locals {
+            assert!(!path.contains(name), "the locals {path:?} refer to each other in a loop");
+            let local = locals.get(name).unwrap_or_else(|| panic!("local.{name} is used but never defined"));
+            path.push(name.clone());
+            keys.extend(resolve(local, locals, path));
+            path.pop();
+        }
+        keys
+    }
+    let mut maps = Vec::new();
+    for (file, src) in &sources {
+        let text = std::str::from_utf8(src).unwrap();
+        let mut offset = 0;
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            let line_start = offset;
+            offset += line.len();
+            let indent = line.len() - line.trim_start().len();
+            if !line.trim_start().starts_with("variables") {
+                continue;
+            }
+            let Some(start) = assignment_at(src, line_start + indent + "variables".len()) else { continue };
+            let expression = scan_expression(src, start);
+            let keys = resolve(&expression, &locals, &mut Vec::new());
+            maps.push((format!("{}:{}", file.display(), n + 1), keys));
+        }
+    }
+    maps
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn the_sample_environment_is_complete_so_the_required_set_is_what_the_code_requires() {
+    let complete = AwsSettings::from_lookup(|k| Some(sample(k).to_string()));
+    assert!(complete.is_ok(), "{complete:?}");
+    let required = required();
+    for name in ["TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX"] {
+        assert!(required.contains(name), "{name} should be required: {required:?}");
+    }
+    for name in ["KMS_KEY_ID", "MEMCACHED_SUBNET_GROUP", "POLL_DELAY_SECS"] {
+        assert!(!required.contains(name), "{name} has a default: {required:?}");
+    }
+}
+
+#[test]
+fn the_template_gives_its_functions_an_environment() {
+    let env = template();
+    assert!(!env.blocks.is_empty(), "template.yaml has no Variables block");
+    assert_eq!(
+        env.functions.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["BrokerApiFunction", "ProvisionerFunction"],
+        "the functions the scan found"
+    );
+}
+
+#[test]
+fn every_variable_the_template_sets_is_one_the_code_reads() {
+    let allowed = allowed();
+    for (path, keys) in template().blocks {
+        let unread: Vec<&String> = keys.iter().filter(|k| !allowed.contains(k.as_str())).collect();
+        assert!(
+            unread.is_empty(),
+            "template.yaml {path} sets {unread:?}, which the code never reads (VARIABLES in shared/src/adapters/aws/config.rs)"
+        );
+    }
+}
+
+#[test]
+fn every_function_in_the_template_gets_every_required_variable() {
+    let env = template();
+    for (function, own) in &env.functions {
+        let has: BTreeSet<&str> = env.globals.iter().chain(own).map(String::as_str).collect();
+        let missing: Vec<&str> = required().into_iter().filter(|k| !has.contains(k)).collect();
+        assert!(missing.is_empty(), "template.yaml: {function} lacks the required {missing:?}");
+    }
+}
+
+#[test]
+fn the_template_selects_the_aws_backend() {
+    let text = read(&root().join("template.yaml"));
+    assert!(
+        text.lines().any(|l| l.trim() == "BROKER_BACKEND: aws"),
+        "template.yaml must set BROKER_BACKEND: aws, or the functions start in laptop mode"
+    );
+}
+
+#[test]
+fn every_variables_map_of_the_terraform_broker_module_sets_only_what_the_code_reads_and_all_it_requires() {
+    let dir = root().join("terraform/modules/broker");
+    if !dir.is_dir() {
+        eprintln!("{} does not exist yet: nothing to compare", dir.display());
+        return;
+    }
+    let maps = terraform_maps(&dir);
+    assert!(
+        !maps.is_empty(),
+        "{} has no `variables = ...` attribute: its functions would get no environment",
+        dir.display()
+    );
+    let (allowed, required) = (allowed(), required());
+    for (at, keys) in maps {
+        let unread: Vec<&String> = keys.iter().filter(|k| !allowed.contains(k.as_str())).collect();
+        assert!(unread.is_empty(), "{at} sets {unread:?}, which the code never reads");
+        let missing: Vec<&str> = required.iter().copied().filter(|k| !keys.contains(*k)).collect();
+        assert!(missing.is_empty(), "{at} lacks the required {missing:?}");
+    }
+}
+
+#[test]
+fn the_scanners_read_nested_blocks_and_maps_as_intended() {
+    let sam = "Globals:\n  Function:\n    Environment:\n      Variables:\n        A: x\n        B: !Ref Y\n\
+               Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      Description: >-\n\
+               \x20       Variables: not a key\n      Environment:\n        Variables:\n          C: !If [c, d, e]\n\
+               \x20     Policies:\n        - Statement:\n            - Effect: Allow\n";
+    let env = sam_environment(sam);
+    assert_eq!(env.globals, BTreeSet::from(["A".to_string(), "B".to_string()]));
+    assert_eq!(env.functions["Fn"], BTreeSet::from(["C".to_string()]));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.tf"),
+        r#"locals {
+  # the maps every function shares
+  common = merge(
+    {
+      A = "x"
+      "B" = "${join(",", [var.b, "}"])}"
+      D = merge({ E = 1 }, local.not_a_map_of_ours)
+    },
+    var.c == null ? {} : { C = tostring(var.c) },
+  )
+  api = merge(local.common, { F = 1 })
+  not_a_map_of_ours = { G = 1 }
+  plain = 6 * var.timeout
+}
+resource "aws_lambda_function" "api" {
+  environment {
+    variables = local.api
+  }
+}
+resource "aws_lambda_function" "inline" {
+  environment {
+    variables = {
+      H = "y" # I = 1
+      // J = 1
+    }
+  }
+}
+"#,
+    )
+    .unwrap();
+    let maps = terraform_maps(dir.path());
+    let keys: Vec<Vec<&str>> = maps.iter().map(|(_, k)| k.iter().map(String::as_str).collect()).collect();
+    assert_eq!(keys, [vec!["A", "B", "C", "D", "F"], vec!["H"]]);
+}
