@@ -46,7 +46,7 @@ use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::domain::{CacheUser, Endpoint, Engine};
-use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretError, SecretStore, Stage};
+use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretStore};
 
 /// The ACL user the broker administers Redis OSS and Valkey instances as.
 pub const ADMIN_USER: &str = "broker-admin";
@@ -235,25 +235,13 @@ impl LocalCacheProvider {
     }
 
     async fn admin_password(&self, record: &Record) -> Result<SecretString, ProviderError> {
-        let Some(reference) = record.admin_secret.as_deref() else {
-            return Err(ProviderError::Permanent(format!(
-                "instance {} has no admin secret reference, which {} needs",
-                record.instance_id,
-                record.engine.as_str()
-            )));
-        };
-        match self.secrets.read(reference, Stage::Current).await {
-            Ok(Some(password)) => Ok(password),
-            Ok(None) => {
-                Err(ProviderError::Permanent(format!("the admin secret {reference} has no current version")))
-            }
-            Err(SecretError::NotFound(_)) => {
-                Err(ProviderError::Permanent(format!("the admin secret {reference} does not exist")))
-            }
-            Err(e @ SecretError::Unavailable(_)) => {
-                Err(ProviderError::Retryable(format!("could not read the admin secret {reference}: {e}")))
-            }
-        }
+        crate::adapters::read_admin_password(
+            self.secrets.as_ref(),
+            record.admin_secret.as_deref(),
+            &record.instance_id,
+            record.engine,
+        )
+        .await
     }
 
     async fn admin_connection(&self, record: &Record) -> Result<MultiplexedConnection, ProviderError> {
@@ -1150,6 +1138,7 @@ mod tests {
     use super::*;
     use crate::domain::Plan;
     use crate::domain::credentials::{PASSWORD_LEN, generate_password};
+    use crate::ports::{SecretError, Stage};
     use tokio::io::AsyncReadExt;
 
     const ADMIN_SECRET: &str = "laptop/admin";

@@ -51,7 +51,7 @@ use secrecy::SecretString;
 
 use crate::adapters::aws::config::AwsSettings;
 use crate::domain::{CacheUser, Endpoint};
-use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretError, SecretStore, Stage};
+use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretStore};
 
 use failure::{Failure, Kind, classify};
 pub use names::MAX_PREFIX_LEN;
@@ -194,25 +194,13 @@ impl ElastiCacheProvider {
 
     /// The admin password, from the secret the spec names.
     async fn admin_password(&self, spec: &CacheSpec) -> Result<SecretString, ProviderError> {
-        let Some(reference) = spec.admin_secret.as_deref() else {
-            return Err(ProviderError::Permanent(format!(
-                "instance {} has no admin secret reference, which {} needs",
-                spec.instance_id,
-                spec.engine.as_str()
-            )));
-        };
-        match self.secrets.read(reference, Stage::Current).await {
-            Ok(Some(password)) => Ok(password),
-            Ok(None) => {
-                Err(ProviderError::Permanent(format!("the admin secret {reference} has no current version")))
-            }
-            Err(SecretError::NotFound(_)) => {
-                Err(ProviderError::Permanent(format!("the admin secret {reference} does not exist")))
-            }
-            Err(e @ SecretError::Unavailable(_)) => {
-                Err(ProviderError::Retryable(format!("could not read the admin secret {reference}: {e}")))
-            }
-        }
+        crate::adapters::read_admin_password(
+            self.secrets.as_ref(),
+            spec.admin_secret.as_deref(),
+            &spec.instance_id,
+            spec.engine,
+        )
+        .await
     }
 
     /// Tags of a cache: the spec's, and `broker` = the prefix, which tells
