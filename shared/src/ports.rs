@@ -234,6 +234,20 @@ pub trait SecretStore: Send + Sync {
     async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError>;
     /// Deletes the secret; fine when it is already gone.
     async fn delete(&self, reference: &str) -> Result<(), SecretError>;
+    /// Adds `value` as version `version_id` of the existing secret, labelled
+    /// AWSPENDING (the first step of a rotation; its ClientRequestToken is
+    /// the version id). Putting the same `version_id` again is harmless and
+    /// keeps the first value, so a retried step keeps the first password.
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), SecretError>;
+    /// Moves AWSCURRENT to version `version_id` (the last step of a
+    /// rotation): the old current version becomes AWSPREVIOUS and AWSPENDING
+    /// is removed. Promoting the current version again changes nothing.
+    async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError>;
     /// The reference of the secret called `name`, whether or not it exists, so
     /// clean-up can delete a secret whose reference was never recorded (a
     /// step that crashed between creating it and saving the reference).

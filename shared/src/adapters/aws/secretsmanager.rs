@@ -12,6 +12,8 @@ use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::ports::{SecretError, SecretStore, Stage};
@@ -110,6 +112,41 @@ impl SecretsManagerStore {
         tracing::info!(secret = %arn, "restored a secret scheduled for deletion and gave it a new value");
         Ok(arn)
     }
+
+    /// UpdateSecretVersionStage: moves `stage` to version `to` (if given)
+    /// from version `from` (if given).
+    async fn move_stage(
+        &self,
+        reference: &str,
+        stage: Stage,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), SecretError> {
+        let moved = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(reference)
+            .version_stage(stage.label())
+            .set_move_to_version_id(to.map(str::to_string))
+            .set_remove_from_version_id(from.map(str::to_string))
+            .send()
+            .await;
+        let Err(err) = moved else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            UpdateSecretVersionStageError::ResourceNotFoundException(_) => {
+                Err(SecretError::NotFound(reference.to_string()))
+            }
+            _ => Err(SecretError::Unavailable(format!(
+                "UpdateSecretVersionStage {reference} {} (to {}, from {}) failed: {why}",
+                stage.label(),
+                to.unwrap_or("none"),
+                from.unwrap_or("none")
+            ))),
+        }
+    }
 }
 
 #[async_trait]
@@ -190,6 +227,61 @@ impl SecretStore for SecretsManagerStore {
             }
             _ => Err(SecretError::Unavailable(format!("DeleteSecret {reference} failed: {why}"))),
         }
+    }
+
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), SecretError> {
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(reference)
+            .client_request_token(version_id)
+            .secret_string(value.expose_secret())
+            .version_stages(Stage::Pending.label())
+            .send()
+            .await;
+        let Err(err) = put else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // The token names a version that exists already (a retried step
+            // with another value): the first value stays, as the port says.
+            PutSecretValueError::ResourceExistsException(_) => Ok(()),
+            PutSecretValueError::ResourceNotFoundException(_) => {
+                Err(SecretError::NotFound(reference.to_string()))
+            }
+            _ => Err(SecretError::Unavailable(format!(
+                "PutSecretValue {reference} version {version_id} at {} failed: {why}",
+                Stage::Pending.label()
+            ))),
+        }
+    }
+
+    async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError> {
+        let described =
+            self.describe(reference).await?.ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let versions = described.version_ids_to_stages.unwrap_or_default();
+        let Some(target_stages) = versions.get(version_id) else {
+            return Err(SecretError::NotFound(format!("{reference} version {version_id}")));
+        };
+        let current = versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == Stage::Current.label()))
+            .map(|(id, _)| id.as_str());
+        if current != Some(version_id) {
+            // Secrets Manager labels the version that loses AWSCURRENT
+            // AWSPREVIOUS itself.
+            self.move_stage(reference, Stage::Current, Some(version_id), current).await?;
+        }
+        if target_stages.iter().any(|s| s == Stage::Pending.label()) {
+            self.move_stage(reference, Stage::Pending, None, Some(version_id)).await?;
+        }
+        Ok(())
     }
 }
 
@@ -425,6 +517,76 @@ mod tests {
             .unwrap();
         assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
         assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+    }
+
+    const TOKEN: &str = "rotation-0000-0000-0000-000000000001";
+
+    #[tokio::test]
+    async fn a_pending_version_reads_at_pending_while_the_old_stays_current() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("pending/admin", &secret("old-password")).await.unwrap();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn promoting_makes_the_pending_version_current_and_the_old_previous() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("promote/admin", &secret("old-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        store.promote(&arn, TOKEN).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+    }
+
+    #[tokio::test]
+    async fn putting_the_same_pending_version_twice_is_harmless() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("pendingtwice/admin", &secret("old-password")).await.unwrap();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn promoting_twice_is_harmless() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("promotetwice/admin", &secret("old-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        store.promote(&arn, TOKEN).await.unwrap();
+        store.promote(&arn, TOKEN).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+    }
+
+    #[tokio::test]
+    async fn stage_moves_on_a_missing_secret_or_version_are_not_found() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        let err = store.put_pending(missing, TOKEN, &secret("new-password")).await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+        let arn = store.create("noversion/admin", &secret("old-password")).await.unwrap();
+        let err = store.promote(&arn, TOKEN).await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
     }
 
     #[tokio::test]

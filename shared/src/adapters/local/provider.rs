@@ -1165,6 +1165,14 @@ mod tests {
             self.0.lock().unwrap().remove(reference);
             Ok(())
         }
+
+        async fn put_pending(&self, reference: &str, _: &str, _: &SecretString) -> Result<(), SecretError> {
+            Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
+        }
+
+        async fn promote(&self, reference: &str, _: &str) -> Result<(), SecretError> {
+            Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
+        }
     }
 
     /// A provider with its own root and admin password. Dropping it SIGKILLs

@@ -113,75 +113,6 @@ impl LocalSecretStore {
             .await
             .unwrap_or_else(|how| Err(SecretError::Unavailable(format!("a secret store call {how}"))))
     }
-
-    /// Adds `value` as version `version_id`, labelled AWSPENDING (taking the
-    /// label from any other version), as PutSecretValue does during the first
-    /// step of a rotation. Putting a version that exists changes nothing, so
-    /// a retried rotation step keeps the first value.
-    pub async fn put_pending(
-        &self,
-        reference: &str,
-        version_id: &str,
-        value: &SecretString,
-    ) -> Result<(), SecretError> {
-        let name = name_of(reference)?;
-        let (reference, version_id) = (reference.to_string(), version_id.to_string());
-        let value = SecretString::from(value.expose_secret().to_owned());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let versions = versions(&tx, &name)?;
-            if versions.is_empty() {
-                return Err(SecretError::NotFound(reference));
-            }
-            if versions.iter().any(|v| v.id == version_id) {
-                return Ok(());
-            }
-            for v in &versions {
-                let mut stages = v.stages.clone();
-                stages.retain(|s| s != Stage::Pending.label());
-                relabel(&tx, &name, v, stages)?;
-            }
-            insert_version(&tx, &name, &version_id, &value, &[Stage::Pending])?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    /// Moves AWSCURRENT to version `version_id`, labels the version that held
-    /// it AWSPREVIOUS and removes AWSPENDING, as UpdateSecretVersionStage does
-    /// when a rotation finishes. Versions left without a label are deleted:
-    /// nothing can read them any more. Promoting the current version again
-    /// changes nothing but dropping AWSPENDING.
-    pub async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError> {
-        let name = name_of(reference)?;
-        let (reference, version_id) = (reference.to_string(), version_id.to_string());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let versions = versions(&tx, &name)?;
-            let Some(target) = versions.iter().find(|v| v.id == version_id) else {
-                return Err(SecretError::NotFound(format!("{reference} version {version_id}")));
-            };
-            let already_current = has(target, Stage::Current);
-            for v in &versions {
-                let mut stages = v.stages.clone();
-                stages.retain(|s| s != Stage::Pending.label());
-                if !already_current {
-                    if v.id == version_id {
-                        stages.retain(|s| s != Stage::Previous.label());
-                        stages.push(Stage::Current.label().to_string());
-                    } else if has(v, Stage::Current) {
-                        stages.retain(|s| s != Stage::Current.label());
-                        stages.push(Stage::Previous.label().to_string());
-                    } else {
-                        stages.retain(|s| s != Stage::Previous.label());
-                    }
-                }
-                relabel(&tx, &name, v, stages)?;
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
-    }
 }
 
 #[async_trait]
@@ -230,6 +161,75 @@ impl SecretStore for LocalSecretStore {
         self.run(move |conn| {
             conn.execute("DELETE FROM secret_versions WHERE name = ?1", [&name]).map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Adds `value` as version `version_id`, labelled AWSPENDING (taking the
+    /// label from any other version), as PutSecretValue does during the first
+    /// step of a rotation. Putting a version that exists changes nothing, so
+    /// a retried rotation step keeps the first value.
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), SecretError> {
+        let name = name_of(reference)?;
+        let (reference, version_id) = (reference.to_string(), version_id.to_string());
+        let value = SecretString::from(value.expose_secret().to_owned());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let versions = versions(&tx, &name)?;
+            if versions.is_empty() {
+                return Err(SecretError::NotFound(reference));
+            }
+            if versions.iter().any(|v| v.id == version_id) {
+                return Ok(());
+            }
+            for v in &versions {
+                let mut stages = v.stages.clone();
+                stages.retain(|s| s != Stage::Pending.label());
+                relabel(&tx, &name, v, stages)?;
+            }
+            insert_version(&tx, &name, &version_id, &value, &[Stage::Pending])?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Moves AWSCURRENT to version `version_id`, labels the version that held
+    /// it AWSPREVIOUS and removes AWSPENDING, as UpdateSecretVersionStage does
+    /// when a rotation finishes. Versions left without a label are deleted:
+    /// nothing can read them any more. Promoting the current version again
+    /// changes nothing but dropping AWSPENDING.
+    async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError> {
+        let name = name_of(reference)?;
+        let (reference, version_id) = (reference.to_string(), version_id.to_string());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let versions = versions(&tx, &name)?;
+            let Some(target) = versions.iter().find(|v| v.id == version_id) else {
+                return Err(SecretError::NotFound(format!("{reference} version {version_id}")));
+            };
+            let already_current = has(target, Stage::Current);
+            for v in &versions {
+                let mut stages = v.stages.clone();
+                stages.retain(|s| s != Stage::Pending.label());
+                if !already_current {
+                    if v.id == version_id {
+                        stages.retain(|s| s != Stage::Previous.label());
+                        stages.push(Stage::Current.label().to_string());
+                    } else if has(v, Stage::Current) {
+                        stages.retain(|s| s != Stage::Current.label());
+                        stages.push(Stage::Previous.label().to_string());
+                    } else {
+                        stages.retain(|s| s != Stage::Previous.label());
+                    }
+                }
+                relabel(&tx, &name, v, stages)?;
+            }
+            tx.commit().map_err(unavailable)
         })
         .await
     }

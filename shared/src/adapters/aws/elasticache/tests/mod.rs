@@ -46,6 +46,12 @@ impl SecretStore for MemorySecrets {
         self.0.lock().unwrap().remove(reference);
         Ok(())
     }
+    async fn put_pending(&self, reference: &str, _: &str, _: &SecretString) -> Result<(), SecretError> {
+        Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
+    }
+    async fn promote(&self, reference: &str, _: &str) -> Result<(), SecretError> {
+        Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
+    }
 }
 
 /// A secret store holding an admin password under [`ADMIN_SECRET`].
