@@ -205,12 +205,7 @@ fn unavailable<E>(table: &str, action: &str, err: &E) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
-    let detail = match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        (None, _) => DisplayErrorContext(err).to_string(),
-    };
-    StoreError::Unavailable(format!("DynamoDB {action} on table {table} failed: {detail}"))
+    StoreError::Unavailable(format!("DynamoDB {action} on table {table} failed: {}", super::aws_terms(err)))
 }
 
 fn not_built(what: &str, err: &aws_sdk_dynamodb::error::BuildError) -> StoreError {

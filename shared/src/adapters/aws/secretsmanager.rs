@@ -7,7 +7,6 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
@@ -16,6 +15,7 @@ use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::aws_terms;
 use crate::ports::{SecretError, SecretStore, Stage};
 
 /// The recovery window `new` uses: the shortest Secrets Manager allows, so a
@@ -325,20 +325,6 @@ pub async fn read_broker_credentials(
     let password =
         parsed.password.filter(|p| !p.expose_secret().is_empty()).ok_or_else(|| missing("password"))?;
     Ok((username, password))
-}
-
-/// What went wrong, as AWS names it: the error code and message of a service
-/// error, else the whole chain of a transport failure (timeout, DNS ...).
-/// Secrets Manager's messages name secrets, never their values.
-fn aws_terms<E>(err: &SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err.as_service_error().map(|e| (e.code(), e.message())) {
-        Some((Some(code), Some(message))) => format!("{code}: {message}"),
-        Some((Some(code), None)) => code.to_string(),
-        _ => DisplayErrorContext(err).to_string(),
-    }
 }
 
 #[cfg(test)]

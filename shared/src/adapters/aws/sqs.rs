@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::create_queue::CreateQueueError;
 use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use super::aws_terms;
 use crate::ports::{Job, JobQueue, QueueError};
 
 /// The longest delay SQS allows; longer ones are cut to it, as the port says.
@@ -186,19 +187,6 @@ async fn queue_arn(client: &Client, queue_url: &str) -> Result<String, QueueErro
     out.attributes
         .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| QueueError(format!("SQS GetQueueAttributes on {queue_url} returned no QueueArn")))
-}
-
-/// What went wrong, as AWS names it: the error code and message of a service
-/// error, else the whole chain of a transport failure (timeout, DNS ...).
-fn aws_terms<E>(err: &SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err.as_service_error().map(|e| (e.code(), e.message())) {
-        Some((Some(code), Some(message))) => format!("{code}: {message}"),
-        Some((Some(code), None)) => code.to_string(),
-        _ => DisplayErrorContext(err).to_string(),
-    }
 }
 
 #[cfg(test)]
