@@ -6,8 +6,8 @@
 //! message delivered twice, asserting that each AWS resource exists exactly
 //! once and is gone at the end.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
@@ -20,7 +20,7 @@ use shared::adapters::aws::sqs::create_queue_with_dlq;
 use shared::aws_mode::{AwsParts, ClientOverrides};
 use shared::catalog::CatalogFile;
 use shared::testing::{MotoServer, basic};
-use shared::testing_aws::FakeRbac;
+use shared::testing_aws::{FakeRbac, GoneGroups, finished_deletions};
 use tower::ServiceExt;
 
 const USER: &str = "platform";
@@ -36,36 +36,14 @@ struct Aws {
     /// Replication groups moto shows as deleting, reported gone to the
     /// provider: moto never finishes a deletion, so the test plays AWS
     /// finishing it.
-    gone: Arc<Mutex<HashSet<String>>>,
+    gone: GoneGroups,
 }
 
 /// An ElastiCache client on moto that reports the groups in `gone` as not
 /// found, passing every other call through to moto.
-fn elasticache_on_moto(
-    sdk: &aws_config::SdkConfig,
-    gone: Arc<Mutex<HashSet<String>>>,
-) -> aws_sdk_elasticache::Client {
-    use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
-    use aws_sdk_elasticache::types::error::ReplicationGroupNotFoundFault;
-    use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, RuleMode, mock};
-    let finished = mock!(aws_sdk_elasticache::Client::describe_replication_groups)
-        .match_requests(move |req| {
-            req.replication_group_id().is_some_and(|id| gone.lock().unwrap().contains(id))
-        })
-        .then_compute_response(|req| {
-            let message =
-                format!("Replication group {} not found.", req.replication_group_id().unwrap_or_default());
-            MockResponse::Error(DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
-                ReplicationGroupNotFoundFault::builder()
-                    .message(&message)
-                    .meta(shared::testing_aws::meta("ReplicationGroupNotFoundFault", &message))
-                    .build(),
-            ))
-        });
-    let interceptor =
-        MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&finished).allow_passthrough();
+fn elasticache_on_moto(sdk: &aws_config::SdkConfig, gone: GoneGroups) -> aws_sdk_elasticache::Client {
     aws_sdk_elasticache::Client::from_conf(
-        aws_sdk_elasticache::config::Builder::from(sdk).interceptor(interceptor).build(),
+        aws_sdk_elasticache::config::Builder::from(sdk).interceptor(finished_deletions(gone)).build(),
     )
 }
 
@@ -93,7 +71,7 @@ async fn start() -> Aws {
     ]);
     let settings = AwsSettings::from_lookup(|k| env.get(k).cloned()).unwrap();
     let rbac = FakeRbac::new();
-    let gone: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let gone: GoneGroups = Arc::default();
     let overrides = ClientOverrides {
         elasticache: Some(elasticache_on_moto(&sdk, gone.clone())),
         elasticache_rbac: Some(rbac.client.clone()),

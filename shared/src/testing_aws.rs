@@ -11,14 +11,17 @@ use aws_sdk_elasticache::Client;
 use aws_sdk_elasticache::error::ErrorMetadata;
 use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, CreateUserGroupOutput};
 use aws_sdk_elasticache::operation::delete_user_group::{DeleteUserGroupError, DeleteUserGroupOutput};
+use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
 use aws_sdk_elasticache::operation::describe_user_groups::{
     DescribeUserGroupsError, DescribeUserGroupsOutput,
 };
 use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
 use aws_sdk_elasticache::operation::modify_user_group::{ModifyUserGroupError, ModifyUserGroupOutput};
 use aws_sdk_elasticache::types::UserGroup;
-use aws_sdk_elasticache::types::error::{UserGroupAlreadyExistsFault, UserGroupNotFoundFault};
-use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
+use aws_sdk_elasticache::types::error::{
+    ReplicationGroupNotFoundFault, UserGroupAlreadyExistsFault, UserGroupNotFoundFault,
+};
+use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock, mock_client};
 
 /// Error metadata as the wire carries it: the code and message of the fault.
 pub fn meta(code: &str, message: &str) -> ErrorMetadata {
@@ -184,4 +187,29 @@ impl Default for FakeRbac {
     fn default() -> Self {
         FakeRbac::new()
     }
+}
+
+/// Replication groups to report as gone.
+pub type GoneGroups = Arc<Mutex<std::collections::HashSet<String>>>;
+
+/// An interceptor for a client on moto that answers DescribeReplicationGroups
+/// for the groups in `gone` with ReplicationGroupNotFound, and passes every
+/// other call through: moto never finishes a deletion (a deleted group stays
+/// `deleting`), so a test says when AWS would have.
+pub fn finished_deletions(gone: GoneGroups) -> MockResponseInterceptor {
+    let rule = mock!(Client::describe_replication_groups)
+        .match_requests(move |req| {
+            req.replication_group_id().is_some_and(|id| gone.lock().unwrap().contains(id))
+        })
+        .then_compute_response(|req| {
+            let message =
+                format!("Replication group {} not found.", req.replication_group_id().unwrap_or_default());
+            MockResponse::Error(DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
+                ReplicationGroupNotFoundFault::builder()
+                    .message(&message)
+                    .meta(meta("ReplicationGroupNotFoundFault", &message))
+                    .build(),
+            ))
+        });
+    MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule).allow_passthrough()
 }

@@ -9,7 +9,6 @@
 //! not found; DeleteReplicationGroup accepts a `FinalSnapshotIdentifier` but
 //! takes no snapshot (the tests look at the request instead).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_elasticache::Client;
@@ -18,19 +17,17 @@ use aws_sdk_elasticache::config::{ConfigBag, Intercept};
 use aws_sdk_elasticache::error::BoxError;
 use aws_sdk_elasticache::operation::create_user::CreateUserInput;
 use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupInput;
-use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
-use aws_sdk_elasticache::types::error::ReplicationGroupNotFoundFault;
 use aws_sdk_elasticache::types::{AuthenticationType, AutomaticFailoverStatus, ReplicationGroup, User};
-use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, RuleMode, mock};
 use secrecy::SecretString;
 
-use super::{FakeRbac, INSTANCE, meta, secrets_with_admin, settings, spec};
+use super::{FakeRbac, INSTANCE, secrets_with_admin, settings, spec};
 use crate::adapters::aws::elasticache::ElastiCacheProvider;
 use crate::adapters::aws::sdk_config_for_endpoint;
 use crate::domain::CacheUser;
 use crate::domain::credentials::{PASSWORD_LEN, generate_password};
 use crate::ports::{CacheProvider, Progress};
 use crate::testing::MotoServer;
+use crate::testing_aws::{GoneGroups, finished_deletions};
 
 /// moto, a provider on it, and what the tests look through.
 struct World {
@@ -45,7 +42,7 @@ struct World {
     /// final snapshot it asked for.
     deleted_groups: DeletedGroups,
     /// Replication groups to report gone, since moto never finishes deleting.
-    gone: Arc<Mutex<HashSet<String>>>,
+    gone: GoneGroups,
 }
 
 /// Records the user id of every CreateUser request.
@@ -101,31 +98,12 @@ async fn world() -> World {
     let config = sdk_config_for_endpoint(&moto.endpoint).await;
     let aws = Client::new(&config);
 
-    let gone: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let g = gone.clone();
-    let finished_deletion = mock!(Client::describe_replication_groups)
-        .match_requests(move |req| {
-            req.replication_group_id().is_some_and(|id| g.lock().unwrap().contains(id))
-        })
-        .then_compute_response(|req| {
-            let message =
-                format!("Replication group {} not found.", req.replication_group_id().unwrap_or_default());
-            MockResponse::Error(DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
-                ReplicationGroupNotFoundFault::builder()
-                    .message(&message)
-                    .meta(meta("ReplicationGroupNotFoundFault", &message))
-                    .build(),
-            ))
-        });
-    let deletions = MockResponseInterceptor::new()
-        .rule_mode(RuleMode::MatchAny)
-        .with_rule(&finished_deletion)
-        .allow_passthrough();
+    let gone: GoneGroups = Arc::default();
     let created_users: Arc<Mutex<Vec<String>>> = Arc::default();
     let deleted_groups: DeletedGroups = Arc::default();
     let client = Client::from_conf(
         aws_sdk_elasticache::config::Builder::from(&config)
-            .interceptor(deletions)
+            .interceptor(finished_deletions(gone.clone()))
             .interceptor(RecordCreateUser(created_users.clone()))
             .interceptor(RecordDeleteGroup(deleted_groups.clone()))
             .build(),
