@@ -224,12 +224,17 @@ impl Broker {
     /// moved for a while its job may be lost, so enqueue it again. Jobs are
     /// idempotent, so a duplicate costs one extra look.
     async fn heal(&self, operation_id: &str) -> Result<(), OsbError> {
-        let Some(op) = self.store.operation(operation_id).await.map_err(store_err)? else {
-            return Ok(());
-        };
+        match self.store.operation(operation_id).await.map_err(store_err)? {
+            Some(op) => self.heal_op(&op).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Broker::heal`] for an operation already read (a poll has it).
+    async fn heal_op(&self, op: &Operation) -> Result<(), OsbError> {
         if !op.is_finished() && now() - op.updated_at >= self.settings.stall_secs {
             warn!(operation = %op.id, "operation has not progressed; enqueueing its job again");
-            self.enqueue(&op).await?;
+            self.enqueue(op).await?;
         }
         Ok(())
     }
@@ -587,7 +592,7 @@ impl Broker {
             Some(op) if op.instance_id == id && op.binding_id.is_none() => {
                 // Platforms poll; a poll of an operation that stopped moving
                 // (its job lost or dead-lettered) enqueues it again.
-                self.heal(&op.id).await?;
+                self.heal_op(&op).await?;
                 Ok(last_operation(&op))
             }
             _ => Err(OsbError::BadRequest(format!(
@@ -813,7 +818,7 @@ impl Broker {
         let op_id = q.operation.clone().unwrap_or(binding.last_operation_id);
         match self.store.operation(&op_id).await.map_err(store_err)? {
             Some(op) if op.binding_id.as_deref() == Some(binding_id) && op.instance_id == instance_id => {
-                self.heal(&op.id).await?;
+                self.heal_op(&op).await?;
                 Ok(last_operation(&op))
             }
             _ => Err(OsbError::BadRequest(format!(
