@@ -298,3 +298,96 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// Plain records for the stores' tests: an instance provisioning, a binding
+/// being created, an operation, a Redis OSS service and plan. Suites that
+/// need richer data (the DynamoDB round trips) start from these.
+pub mod records {
+    use crate::domain::plan::PlanMetadata;
+    use crate::domain::{
+        Binding, BindingState, Engine, Instance, InstanceState, Operation, OperationKind, Plan, Service,
+    };
+
+    pub fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            service_id: "svc-redis".into(),
+            plan_id: "plan-small".into(),
+            parameters: serde_json::Map::new(),
+            context: serde_json::json!({"platform": "cloudfoundry"}),
+            organization_guid: Some("org".into()),
+            space_guid: Some("space".into()),
+            maintenance_version: None,
+            engine_version: "7.1".into(),
+            state: InstanceState::Provisioning,
+            last_operation_id: String::new(),
+            pending_update: None,
+            admin_secret: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+            expires_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn binding(instance_id: &str, id: &str) -> Binding {
+        Binding {
+            id: id.into(),
+            instance_id: instance_id.into(),
+            service_id: "svc-redis".into(),
+            plan_id: "plan-small".into(),
+            parameters: serde_json::Map::new(),
+            bind_resource: serde_json::Value::Null,
+            context: serde_json::Value::Null,
+            app_guid: Some("app".into()),
+            state: BindingState::Creating,
+            username: Some(Binding::username_for(id)),
+            secret: None,
+            last_operation_id: String::new(),
+            created_at: 1_000,
+            updated_at: 1_000,
+            expires_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn op(kind: OperationKind, instance_id: &str, binding_id: Option<&str>) -> Operation {
+        Operation::start(kind, instance_id, binding_id, 1_000, 1_800)
+    }
+
+    pub fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            name: name.into(),
+            description: "d".into(),
+            engine: Engine::Redis,
+            tags: vec![],
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    pub fn plan(id: &str, name: &str) -> Plan {
+        Plan {
+            id: id.into(),
+            service_id: "svc-redis".into(),
+            name: name.into(),
+            description: "d".into(),
+            free: false,
+            node_type: "cache.t4g.small".into(),
+            shards: 1,
+            replicas_per_shard: 0,
+            cache_nodes: 1,
+            cluster_mode: false,
+            multi_az: false,
+            automatic_failover: false,
+            engine_versions: vec!["7.1".into()],
+            default_engine_version: "7.1".into(),
+            maximum_polling_duration: 1800,
+            snapshot_retention_days: 0,
+            final_snapshot: false,
+            maintenance_version: None,
+            access_string: "~* +@all".into(),
+            metadata: PlanMetadata::default(),
+        }
+    }
+}

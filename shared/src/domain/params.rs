@@ -107,31 +107,12 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::PlanMetadata;
 
     fn plan() -> Plan {
-        Plan {
-            id: "p".into(),
-            service_id: "s".into(),
-            name: "small".into(),
-            description: "d".into(),
-            free: false,
-            node_type: "cache.t4g.small".into(),
-            shards: 1,
-            replicas_per_shard: 0,
-            cache_nodes: 1,
-            cluster_mode: false,
-            multi_az: false,
-            automatic_failover: false,
-            engine_versions: vec!["6.2".into(), "7.0".into(), "7.1".into()],
-            default_engine_version: "7.1".into(),
-            maximum_polling_duration: 1800,
-            snapshot_retention_days: 0,
-            final_snapshot: false,
-            maintenance_version: None,
-            access_string: "~* +@all".into(),
-            metadata: PlanMetadata::default(),
-        }
+        let mut plan = crate::testing::records::plan("p", "small");
+        plan.service_id = "s".into();
+        plan.engine_versions = vec!["6.2".into(), "7.0".into(), "7.1".into()];
+        plan
     }
 
     fn check(params: Value) -> Result<(), ParameterError> {

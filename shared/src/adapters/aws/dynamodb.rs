@@ -731,8 +731,9 @@ mod tests {
     use super::*;
     use crate::adapters::aws::sdk_config_for_endpoint;
     use crate::domain::plan::PlanMetadata;
-    use crate::domain::{BindingState, Engine, InstanceState, OperationKind};
+    use crate::domain::{BindingState, InstanceState, OperationKind};
     use crate::testing::MotoServer;
+    use crate::testing::records::{self, op};
 
     /// A store over a fresh table of its own on `moto`.
     async fn store(moto: &MotoServer) -> DynamoStore {
@@ -757,96 +758,41 @@ mod tests {
         out.item.expect("the item exists")
     }
 
+    // The stores' shared records, made richer where a DynamoDB round trip can
+    // go wrong: nested maps, mixed lists, numbers, booleans and nulls.
+
     fn instance(id: &str) -> Instance {
-        Instance {
-            id: id.into(),
-            service_id: "svc-redis".into(),
-            plan_id: "plan-small".into(),
-            parameters: serde_json::json!({"engine_version": "7.1"}).as_object().cloned().unwrap(),
-            context: serde_json::json!({
-                "platform": "cloudfoundry",
-                "organization_name": "",
-                "labels": {"team": "cache", "tier": 2, "ratio": 0.5, "on": true, "none": null},
-                "list": [1, "two", []],
-            }),
-            organization_guid: Some("org".into()),
-            space_guid: Some("space".into()),
-            maintenance_version: None,
-            engine_version: "7.1".into(),
-            state: InstanceState::Provisioning,
-            last_operation_id: String::new(),
-            pending_update: None,
-            admin_secret: None,
-            created_at: 1_000,
-            updated_at: 1_000,
-            expires_at: None,
-            version: 0,
-        }
+        let mut i = records::instance(id);
+        i.parameters = serde_json::json!({"engine_version": "7.1"}).as_object().cloned().unwrap();
+        i.context = serde_json::json!({
+            "platform": "cloudfoundry",
+            "organization_name": "",
+            "labels": {"team": "cache", "tier": 2, "ratio": 0.5, "on": true, "none": null},
+            "list": [1, "two", []],
+        });
+        i
     }
 
     fn binding(instance_id: &str, id: &str) -> Binding {
-        Binding {
-            id: id.into(),
-            instance_id: instance_id.into(),
-            service_id: "svc-redis".into(),
-            plan_id: "plan-small".into(),
-            parameters: serde_json::Map::new(),
-            bind_resource: serde_json::json!({"app_guid": "app"}),
-            context: serde_json::Value::Null,
-            app_guid: Some("app".into()),
-            state: BindingState::Creating,
-            username: Some(Binding::username_for(id)),
-            secret: None,
-            last_operation_id: String::new(),
-            created_at: 1_000,
-            updated_at: 1_000,
-            expires_at: None,
-            version: 0,
-        }
-    }
-
-    fn op(kind: OperationKind, instance_id: &str, binding_id: Option<&str>) -> Operation {
-        Operation::start(kind, instance_id, binding_id, 1_000, 1_800)
+        let mut b = records::binding(instance_id, id);
+        b.bind_resource = serde_json::json!({"app_guid": "app"});
+        b
     }
 
     fn service(id: &str, name: &str) -> Service {
-        Service {
-            id: id.into(),
-            name: name.into(),
-            description: "d".into(),
-            engine: Engine::Redis,
-            tags: vec!["redis".into()],
-            metadata: serde_json::Value::Null,
-        }
+        let mut s = records::service(id, name);
+        s.tags = vec!["redis".into()];
+        s
     }
 
     fn plan(id: &str, name: &str) -> Plan {
-        Plan {
-            id: id.into(),
-            service_id: "svc-redis".into(),
-            name: name.into(),
-            description: "d".into(),
-            free: false,
-            node_type: "cache.t4g.small".into(),
-            shards: 1,
-            replicas_per_shard: 0,
-            cache_nodes: 1,
-            cluster_mode: false,
-            multi_az: false,
-            automatic_failover: false,
-            engine_versions: vec!["7.1".into()],
-            default_engine_version: "7.1".into(),
-            maximum_polling_duration: 1800,
-            snapshot_retention_days: 0,
-            final_snapshot: false,
-            maintenance_version: None,
-            access_string: "~* +@all".into(),
-            metadata: PlanMetadata {
-                display_name: name.into(),
-                bullets: vec![],
-                costs: vec![serde_json::json!({"amount": {"usd": 0.034}, "unit": "HOURLY"})],
-            },
-        }
+        let mut p = records::plan(id, name);
+        p.metadata = PlanMetadata {
+            display_name: name.into(),
+            bullets: vec![],
+            costs: vec![serde_json::json!({"amount": {"usd": 0.034}, "unit": "HOURLY"})],
+        };
+        p
     }
 
     /// Creates instance `id` with its provision operation; both at version 1.
