@@ -391,3 +391,50 @@ pub mod records {
         }
     }
 }
+
+/// A secret store in memory for the cache providers' tests: current versions
+/// only, which is all a provider reads; references are the names. It does not
+/// rotate (the real stores' tests cover stage moves).
+#[derive(Default)]
+pub struct MemorySecrets(Mutex<HashMap<String, SecretString>>);
+
+#[async_trait]
+impl crate::ports::SecretStore for MemorySecrets {
+    async fn create(&self, name: &str, value: &SecretString) -> Result<String, crate::ports::SecretError> {
+        self.0.lock().unwrap().entry(name.to_string()).or_insert_with(|| value.clone());
+        Ok(name.to_string())
+    }
+
+    async fn read(
+        &self,
+        reference: &str,
+        stage: crate::ports::Stage,
+    ) -> Result<Option<SecretString>, crate::ports::SecretError> {
+        match self.0.lock().unwrap().get(reference) {
+            Some(value) => Ok((stage == crate::ports::Stage::Current).then(|| value.clone())),
+            None => Err(crate::ports::SecretError::NotFound(reference.to_string())),
+        }
+    }
+
+    async fn delete(&self, reference: &str) -> Result<(), crate::ports::SecretError> {
+        self.0.lock().unwrap().remove(reference);
+        Ok(())
+    }
+
+    async fn put_pending(
+        &self,
+        reference: &str,
+        _: &str,
+        _: &SecretString,
+    ) -> Result<(), crate::ports::SecretError> {
+        Err(crate::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
+
+    async fn promote(&self, reference: &str, _: &str) -> Result<(), crate::ports::SecretError> {
+        Err(crate::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
+}

@@ -1138,42 +1138,10 @@ mod tests {
     use super::*;
     use crate::domain::Plan;
     use crate::domain::credentials::{PASSWORD_LEN, generate_password};
-    use crate::ports::{SecretError, Stage};
+    use crate::testing::MemorySecrets;
     use tokio::io::AsyncReadExt;
 
     const ADMIN_SECRET: &str = "laptop/admin";
-
-    /// Secrets in memory; the real local secret store is another module.
-    #[derive(Default)]
-    struct MemorySecrets(Mutex<HashMap<String, SecretString>>);
-
-    #[async_trait]
-    impl SecretStore for MemorySecrets {
-        async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError> {
-            self.0.lock().unwrap().entry(name.to_string()).or_insert_with(|| value.clone());
-            Ok(name.to_string())
-        }
-
-        async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError> {
-            match self.0.lock().unwrap().get(reference) {
-                Some(value) => Ok((stage == Stage::Current).then(|| value.clone())),
-                None => Err(SecretError::NotFound(reference.to_string())),
-            }
-        }
-
-        async fn delete(&self, reference: &str) -> Result<(), SecretError> {
-            self.0.lock().unwrap().remove(reference);
-            Ok(())
-        }
-
-        async fn put_pending(&self, reference: &str, _: &str, _: &SecretString) -> Result<(), SecretError> {
-            Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
-        }
-
-        async fn promote(&self, reference: &str, _: &str) -> Result<(), SecretError> {
-            Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
-        }
-    }
 
     /// A provider with its own root and admin password. Dropping it SIGKILLs
     /// every server under that root, so a failing test leaves no process behind.

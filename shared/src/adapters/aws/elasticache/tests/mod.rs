@@ -6,53 +6,20 @@
 mod mocks;
 mod moto;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_sdk_elasticache::Client;
 
+pub use crate::testing::MemorySecrets;
 pub use crate::testing_aws::{FakeRbac, meta, mocked};
-use secrecy::SecretString;
 
 use super::{ElastiCacheProvider, ElastiCacheSettings};
 use crate::catalog::CatalogFile;
 use crate::domain::credentials::{PASSWORD_LEN, generate_password};
-use crate::ports::{CacheSpec, SecretError, SecretStore, Stage};
+use crate::ports::{CacheSpec, SecretStore};
 
 pub const INSTANCE: &str = "6f1c2a9e-0b7d-4c1e-9a53-2d1f0e8b7c64";
 pub const ADMIN_SECRET: &str = "secrets/instances/admin";
-
-/// A secret store in memory: current versions only, which is all the
-/// provider reads.
-#[derive(Default)]
-pub struct MemorySecrets(Mutex<HashMap<String, SecretString>>);
-
-#[async_trait]
-impl SecretStore for MemorySecrets {
-    async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError> {
-        self.0.lock().unwrap().entry(name.to_string()).or_insert_with(|| value.clone());
-        Ok(name.to_string())
-    }
-    async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError> {
-        let secrets = self.0.lock().unwrap();
-        match (secrets.get(reference), stage) {
-            (None, _) => Err(SecretError::NotFound(reference.to_string())),
-            (Some(v), Stage::Current) => Ok(Some(v.clone())),
-            (Some(_), _) => Ok(None),
-        }
-    }
-    async fn delete(&self, reference: &str) -> Result<(), SecretError> {
-        self.0.lock().unwrap().remove(reference);
-        Ok(())
-    }
-    async fn put_pending(&self, reference: &str, _: &str, _: &SecretString) -> Result<(), SecretError> {
-        Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
-    }
-    async fn promote(&self, reference: &str, _: &str) -> Result<(), SecretError> {
-        Err(SecretError::Unavailable(format!("the test secret store does not rotate {reference}")))
-    }
-}
 
 /// A secret store holding an admin password under [`ADMIN_SECRET`].
 pub async fn secrets_with_admin() -> Arc<MemorySecrets> {
