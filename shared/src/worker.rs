@@ -111,6 +111,9 @@ impl From<StoreError> for StepError {
     }
 }
 
+/// The plans and services, as the store holds them.
+type Catalog = (Vec<Plan>, Vec<Service>);
+
 /// Everything a step needs, read fresh for each step. `service` and `plan`
 /// are missing only for a deprovision whose plan (or service) has left the
 /// catalog: deleting needs neither, and goes without a final snapshot.
@@ -199,6 +202,8 @@ impl Worker {
         let lock = self.locks.get(&job.instance_id);
         let _guard = lock.lock().await;
 
+        // The catalog, read once per job (the records are read at every step).
+        let mut catalog: Option<Catalog> = None;
         for _ in 0..MAX_STEPS_PER_JOB {
             let Some(mut op) = self.store.operation(&job.operation_id).await? else {
                 warn!(operation = %job.operation_id, "job for an unknown operation; skipped");
@@ -207,7 +212,7 @@ impl Worker {
             if op.is_finished() {
                 return Ok(JobOutcome::Skipped("operation already finished"));
             }
-            let mut ctx = match self.context(&op).await {
+            let mut ctx = match self.context(&op, &mut catalog).await {
                 Ok(ctx) => ctx,
                 Err(StepError::Store(e)) => return Err(e.into()),
                 Err(StepError::Race) => continue,
@@ -289,7 +294,7 @@ impl Worker {
         Ok(JobOutcome::Requeued { delay_secs: 0 })
     }
 
-    async fn context(&self, op: &Operation) -> Result<Context, StepError> {
+    async fn context(&self, op: &Operation, catalog: &mut Option<Catalog>) -> Result<Context, StepError> {
         let instance = self.store.instance(&op.instance_id).await?.ok_or_else(|| {
             StepError::Permanent(format!("service instance {} is not recorded", op.instance_id))
         })?;
@@ -306,10 +311,13 @@ impl Worker {
             (OperationKind::Update, Some(p)) => p.plan_id.clone(),
             _ => instance.plan_id.clone(),
         };
-        let plans = self.store.plans().await?;
-        let plan = plans.into_iter().find(|p| p.id == plan_id);
+        let (plans, services) = match catalog {
+            Some(c) => c,
+            None => catalog.insert((self.store.plans().await?, self.store.services().await?)),
+        };
+        let plan = plans.iter().find(|p| p.id == plan_id).cloned();
         let service = match &plan {
-            Some(p) => self.store.services().await?.into_iter().find(|s| s.id == p.service_id),
+            Some(p) => services.iter().find(|s| s.id == p.service_id).cloned(),
             None => None,
         };
         let missing = match (&plan, &service) {
