@@ -193,6 +193,61 @@ pub trait CacheProvider: Send + Sync {
     async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
     /// Whether a user created or changed by `put_user` is active yet.
     async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+    /// Sets the passwords `principal` is accepted with to exactly
+    /// `passwords`, the newest first: one or two, none empty. Other rules of
+    /// the user stay as they are. This is how a rotation runs: `[new, old]`
+    /// (both work), the grace period, then `[new]` (only the new one works).
+    /// The admin of a cache without users (Redis OSS before 6) has an AUTH
+    /// token instead: two passwords rotate it (ElastiCache's `ROTATE`: the
+    /// old and the new one are accepted), one sets it (`SET`: only that one).
+    /// Repeating a call is harmless. Memcached has no passwords: a call for
+    /// it is a permanent error.
+    async fn set_passwords(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let _ = (principal, passwords);
+        Err(ProviderError::Permanent(format!(
+            "this cache backend cannot change the passwords of instance {instance_id}"
+        )))
+    }
+    /// `Done` once the last `set_passwords` is in effect: `principal` is
+    /// accepted with each of `passwords` (a backend that cannot try them,
+    /// like ElastiCache from outside the VPC, checks what it can: the user
+    /// or the replication group is active and holds that many passwords).
+    async fn passwords_progress(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let _ = (principal, passwords);
+        Err(ProviderError::Permanent(format!(
+            "this cache backend cannot check the passwords of instance {instance_id}"
+        )))
+    }
+}
+
+/// Whose password a rotation changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The broker's own admin of the instance (an RBAC user, or the AUTH
+    /// token of a cache without users).
+    Admin,
+    /// A binding's cache user, by user name.
+    User(String),
+}
+
+impl Principal {
+    /// How logs and errors name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Admin => "the admin credential".to_string(),
+            Principal::User(name) => format!("cache user {name}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- secrets
@@ -212,6 +267,37 @@ impl Stage {
             Stage::Pending => "AWSPENDING",
             Stage::Previous => "AWSPREVIOUS",
         }
+    }
+}
+
+/// One version of a secret and the stages it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    /// The version id (a rotation's ClientRequestToken).
+    pub id: String,
+    /// The stages among AWSCURRENT, AWSPENDING and AWSPREVIOUS it carries.
+    pub stages: Vec<Stage>,
+}
+
+/// What a secret is, without its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// The secret's name (`<prefix>/instances/<id>/admin` ...).
+    pub name: String,
+    pub versions: Vec<SecretVersion>,
+    /// Days between scheduled rotations; `None` when rotation is off.
+    pub rotation_days: Option<u32>,
+}
+
+impl SecretInfo {
+    /// The stages of version `id`; `None` when the secret has no such version.
+    pub fn stages_of(&self, id: &str) -> Option<&[Stage]> {
+        self.versions.iter().find(|v| v.id == id).map(|v| v.stages.as_slice())
+    }
+
+    /// The id of the version at `stage`.
+    pub fn version_at(&self, stage: Stage) -> Option<&str> {
+        self.versions.iter().find(|v| v.stages.contains(&stage)).map(|v| v.id.as_str())
     }
 }
 
@@ -254,5 +340,27 @@ pub trait SecretStore: Send + Sync {
     /// Secrets Manager takes a name wherever it takes an ARN.
     fn reference_for(&self, name: &str) -> String {
         name.to_string()
+    }
+    /// The secret's name, versions and rotation schedule (DescribeSecret);
+    /// `NotFound` when there is no such secret (or it is deleted).
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
+        Err(SecretError::NotFound(reference.to_string()))
+    }
+    /// The value of version `version_id`; `None` when there is no such
+    /// version (a rotation step reads its AWSPENDING version by its token).
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let _ = (reference, version_id);
+        Ok(None)
+    }
+    /// Rotates the secret every `days` days from now on, without rotating it
+    /// now (Secrets Manager: RotateSecret naming the rotation function and
+    /// the schedule). Repeating it is harmless.
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
+        let _ = days;
+        Err(SecretError::Unavailable(format!("this secret store cannot schedule rotations of {reference}")))
     }
 }
