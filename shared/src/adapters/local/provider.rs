@@ -45,8 +45,9 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::domain::credentials::MAX_PASSWORDS;
 use crate::domain::{CacheUser, Endpoint, Engine};
-use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretStore};
+use crate::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
 
 /// The ACL user the broker administers Redis OSS and Valkey instances as.
 pub const ADMIN_USER: &str = "broker-admin";
@@ -617,6 +618,117 @@ impl CacheProvider for LocalCacheProvider {
             _ => Ok(Progress::Done),
         }
     }
+
+    async fn set_passwords(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let record = self.with_passwords(instance_id)?;
+        let username = acl_name(principal)?;
+        check_passwords(&username, passwords)?;
+        let mut connection = self.admin_connection_trying(&record, passwords).await?;
+        // `resetpass` drops every password and keeps the user's rules, so
+        // the user ends up accepted with exactly these.
+        let mut setuser = redis::cmd("ACL");
+        setuser.arg("SETUSER").arg(&username).arg("resetpass");
+        for password in passwords {
+            setuser.arg(format!(">{}", password.expose_secret()));
+        }
+        setuser.query_async::<()>(&mut connection).await.map_err(|e| {
+            redis_failure(
+                &format!("could not set the passwords of {username} on instance {instance_id}"),
+                &e,
+                passwords,
+            )
+        })?;
+        self.acl_save(&mut connection, &record).await?;
+        tracing::info!(instance_id, user = %username, passwords = passwords.len(), "passwords set");
+        Ok(Progress::Done)
+    }
+
+    /// Logs in as the user with each password (a new connection each), and
+    /// counts the passwords the user holds: `Done` when every one works and
+    /// there are no others.
+    async fn passwords_progress(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let record = self.with_passwords(instance_id)?;
+        let username = acl_name(principal)?;
+        check_passwords(&username, passwords)?;
+        for (n, password) in passwords.iter().enumerate() {
+            let login = async {
+                let mut c = connect(record.port, &username, password).await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            };
+            if let Err(e) = login.await {
+                if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
+                    return Err(redis_failure(
+                        &format!("could not reach instance {instance_id} to check {username}"),
+                        &e,
+                        passwords,
+                    ));
+                }
+                return Ok(Progress::Working {
+                    detail: format!(
+                        "{username} is not accepted with password {} of {} yet",
+                        n + 1,
+                        passwords.len()
+                    ),
+                });
+            }
+        }
+        let mut connection = self.admin_connection_trying(&record, passwords).await?;
+        let held = acl_password_count(&mut connection, &username).await.map_err(|e| {
+            redis_failure(&format!("could not look up {username} on instance {instance_id}"), &e, passwords)
+        })?;
+        if held != Some(passwords.len()) {
+            return Ok(Progress::Working {
+                detail: format!(
+                    "{username} holds {} passwords, not {}",
+                    held.map_or("no".to_string(), |n| n.to_string()),
+                    passwords.len()
+                ),
+            });
+        }
+        Ok(Progress::Done)
+    }
+}
+
+impl LocalCacheProvider {
+    /// The record of an instance whose users have passwords (Redis OSS and
+    /// Valkey); Memcached has none, so a rotation of one is a mistake.
+    fn with_passwords(&self, instance_id: &str) -> Result<Record, ProviderError> {
+        self.with_users(instance_id)?.ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "instance {instance_id} is Memcached, which has no passwords to rotate"
+            ))
+        })
+    }
+
+    /// The admin connection, logging in with the current admin password or,
+    /// when that is refused, with one of `also` (during a rotation of the
+    /// admin password the secret's current version may be either).
+    async fn admin_connection_trying(
+        &self,
+        record: &Record,
+        also: &[SecretString],
+    ) -> Result<MultiplexedConnection, ProviderError> {
+        let first = match self.admin_connection(record).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        for password in also {
+            if let Ok(c) = connect(record.port, ADMIN_USER, password).await {
+                return Ok(c);
+            }
+        }
+        Err(first)
+    }
 }
 
 // ---------------------------------------------------------------- records and paths
@@ -1055,6 +1167,57 @@ async fn sha256_hex(password: &SecretString) -> Result<String, ProviderError> {
     Ok(hex.to_ascii_lowercase())
 }
 
+/// The ACL user a principal is.
+fn acl_name(principal: &Principal) -> Result<String, ProviderError> {
+    match principal {
+        Principal::Admin => Ok(ADMIN_USER.to_string()),
+        Principal::User(name) => {
+            check_username(name)?;
+            Ok(name.clone())
+        }
+    }
+}
+
+/// One or two passwords, none empty: what a rotation gives a user.
+fn check_passwords(username: &str, passwords: &[SecretString]) -> Result<(), ProviderError> {
+    if passwords.is_empty()
+        || passwords.len() > MAX_PASSWORDS
+        || passwords.iter().any(|p| p.expose_secret().is_empty())
+    {
+        return Err(ProviderError::Permanent(format!(
+            "{username} needs one or two passwords, and no empty one"
+        )));
+    }
+    Ok(())
+}
+
+/// How many passwords the ACL user holds (`ACL GETUSER` lists their
+/// hashes); `None` when there is no such user.
+async fn acl_password_count(
+    connection: &mut MultiplexedConnection,
+    username: &str,
+) -> Result<Option<usize>, RedisError> {
+    let found =
+        redis::cmd("ACL").arg("GETUSER").arg(username).query_async::<redis::Value>(connection).await?;
+    let fields: Vec<redis::Value> = match found {
+        redis::Value::Nil => return Ok(None),
+        redis::Value::Array(items) => items,
+        redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Ok(Some(0)),
+    };
+    for pair in fields.chunks(2) {
+        if let [key, value] = pair
+            && redis::from_redis_value::<String>(key.clone()).is_ok_and(|k| k == "passwords")
+        {
+            return Ok(Some(match value {
+                redis::Value::Array(items) => items.len(),
+                _ => 0,
+            }));
+        }
+    }
+    Ok(Some(0))
+}
+
 fn check_username(username: &str) -> Result<(), ProviderError> {
     if username.is_empty() || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ProviderError::Permanent(format!("{username:?} is not a valid cache user name")));
@@ -1384,6 +1547,76 @@ mod tests {
     #[tokio::test]
     async fn valkey_refuses_the_default_user_and_admits_users_with_exactly_their_current_passwords() {
         users_get_exactly_the_passwords_they_are_given(Engine::Valkey).await;
+    }
+
+    /// A rotation through `set_passwords`: both passwords during the grace
+    /// period, then only the new one; the user's rules stay as they were.
+    #[tokio::test]
+    async fn a_rotation_gives_a_user_two_passwords_then_one_and_keeps_its_rules() {
+        let f = Fixture::new().await;
+        let port = f.created("cache-1", Engine::Valkey).await;
+        let app = Principal::User("app".into());
+        let (old, new) = (generate_password(PASSWORD_LEN), generate_password(PASSWORD_LEN));
+        f.provider.put_user("cache-1", &user("app", &[&old])).await.unwrap();
+
+        let both = [new.clone(), old.clone()];
+        assert_eq!(f.provider.set_passwords("cache-1", &app, &both).await, Ok(Progress::Done));
+        assert_eq!(f.provider.passwords_progress("cache-1", &app, &both).await, Ok(Progress::Done));
+        assert_eq!(auth_reply(port, "app", &old).await, "+OK");
+        let mut c = connect(port, "app", &new).await.unwrap();
+        let refused = redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap_err();
+        assert_eq!(refused.code(), Some("NOPERM"), "the plan's rules survive a rotation: {refused}");
+        // Checking for one password while two are held is not done yet.
+        let just_new = [new.clone()];
+        assert!(matches!(
+            f.provider.passwords_progress("cache-1", &app, &just_new).await,
+            Ok(Progress::Working { .. })
+        ));
+
+        assert_eq!(f.provider.set_passwords("cache-1", &app, &just_new).await, Ok(Progress::Done));
+        assert_eq!(f.provider.set_passwords("cache-1", &app, &just_new).await, Ok(Progress::Done));
+        assert_eq!(f.provider.passwords_progress("cache-1", &app, &just_new).await, Ok(Progress::Done));
+        assert!(is_wrongpass(&auth_reply(port, "app", &old).await));
+        assert_eq!(auth_reply(port, "app", &new).await, "+OK");
+        let detail = match f.provider.passwords_progress("cache-1", &app, &both).await {
+            Ok(Progress::Working { detail }) => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(!detail.contains(old.expose_secret()) && !detail.contains(new.expose_secret()));
+    }
+
+    /// The admin's password rotates too; the provider still gets in when the
+    /// secret's current version is the one just removed.
+    #[tokio::test]
+    async fn a_rotation_of_the_admin_password_keeps_the_provider_in() {
+        let f = Fixture::new().await;
+        let port = f.created("cache-1", Engine::Redis).await;
+        let new = generate_password(PASSWORD_LEN);
+        let both = [new.clone(), f.admin_password.clone()];
+        assert_eq!(f.provider.set_passwords("cache-1", &Principal::Admin, &both).await, Ok(Progress::Done));
+        assert_eq!(
+            f.provider.passwords_progress("cache-1", &Principal::Admin, &both).await,
+            Ok(Progress::Done)
+        );
+        let just_new = [new.clone()];
+        assert_eq!(
+            f.provider.set_passwords("cache-1", &Principal::Admin, &just_new).await,
+            Ok(Progress::Done)
+        );
+        assert!(is_wrongpass(&auth_reply(port, ADMIN_USER, &f.admin_password).await));
+        assert_eq!(auth_reply(port, ADMIN_USER, &new).await, "+OK");
+        // Reserved and Memcached: refused, saying why.
+        let reserved =
+            f.provider.set_passwords("cache-1", &Principal::User("default".into()), &just_new).await;
+        assert!(matches!(reserved, Err(ProviderError::Permanent(_))), "{reserved:?}");
+        f.created("mc-1", Engine::Memcached).await;
+        let memcached = f.provider.set_passwords("mc-1", &Principal::Admin, &just_new).await;
+        assert!(
+            matches!(&memcached, Err(ProviderError::Permanent(m)) if m.contains("Memcached")),
+            "{memcached:?}"
+        );
+        let none = f.provider.set_passwords("cache-1", &Principal::Admin, &[]).await;
+        assert!(matches!(none, Err(ProviderError::Permanent(_))), "{none:?}");
     }
 
     #[tokio::test]

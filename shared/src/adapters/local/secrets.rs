@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::ports::{SecretError, SecretStore, Stage};
+use crate::ports::{SecretError, SecretInfo, SecretStore, SecretVersion, Stage};
 
 /// What every reference this store hands out starts with.
 pub const REFERENCE_PREFIX: &str = "local:";
@@ -32,7 +32,15 @@ CREATE TABLE IF NOT EXISTS secret_versions (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (name, version_id)
 );
+CREATE TABLE IF NOT EXISTS secret_rotation (
+    name          TEXT PRIMARY KEY,
+    days          INTEGER NOT NULL,
+    next_at       INTEGER NOT NULL
+);
 ";
+
+/// Seconds in a day, for rotation schedules.
+const DAY_SECS: i64 = 24 * 3600;
 
 /// Secrets with version stages in one SQLite database. Clones share it.
 #[derive(Clone)]
@@ -102,6 +110,24 @@ impl LocalSecretStore {
         format!("{REFERENCE_PREFIX}{name}")
     }
 
+    /// References of the secrets whose scheduled rotation is due at `now`
+    /// (Unix seconds): what Secrets Manager's scheduler would rotate. A
+    /// finished rotation (`promote`) sets the next one `days` later.
+    pub async fn due_for_rotation(&self, now: i64) -> Result<Vec<String>, SecretError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM secret_rotation WHERE next_at <= ?1 ORDER BY next_at")
+                .map_err(unavailable)?;
+            let names = stmt
+                .query_map([now], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(names.iter().map(|n| LocalSecretStore::reference(n)).collect())
+        })
+        .await
+    }
+
     /// Runs `f` with the connection on the blocking pool, so SQLite never
     /// blocks the async runtime.
     async fn run<T, F>(&self, f: F) -> Result<T, SecretError>
@@ -159,8 +185,10 @@ impl SecretStore for LocalSecretStore {
     async fn delete(&self, reference: &str) -> Result<(), SecretError> {
         let name = name_of(reference)?;
         self.run(move |conn| {
-            conn.execute("DELETE FROM secret_versions WHERE name = ?1", [&name]).map_err(unavailable)?;
-            Ok(())
+            let tx = write_tx(conn)?;
+            tx.execute("DELETE FROM secret_versions WHERE name = ?1", [&name]).map_err(unavailable)?;
+            tx.execute("DELETE FROM secret_rotation WHERE name = ?1", [&name]).map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
         })
         .await
     }
@@ -229,6 +257,86 @@ impl SecretStore for LocalSecretStore {
                 }
                 relabel(&tx, &name, v, stages)?;
             }
+            if !already_current {
+                // The schedule counts from the last rotation, as Secrets
+                // Manager's does.
+                tx.execute(
+                    "UPDATE secret_rotation SET next_at = ?2 + days * ?3 WHERE name = ?1",
+                    params![name, chrono::Utc::now().timestamp(), DAY_SECS],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
+        let name = name_of(reference)?;
+        let reference = reference.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            let versions = versions(&tx, &name)?;
+            if versions.is_empty() {
+                return Err(SecretError::NotFound(reference));
+            }
+            let days: Option<u32> = tx
+                .query_row("SELECT days FROM secret_rotation WHERE name = ?1", [&name], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            let versions = versions
+                .into_iter()
+                .map(|v| SecretVersion {
+                    stages: [Stage::Current, Stage::Pending, Stage::Previous]
+                        .into_iter()
+                        .filter(|s| has(&v, *s))
+                        .collect(),
+                    id: v.id,
+                })
+                .collect();
+            Ok(SecretInfo { name, versions, rotation_days: days })
+        })
+        .await
+    }
+
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let name = name_of(reference)?;
+        let version_id = version_id.to_string();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT value FROM secret_versions WHERE name = ?1 AND version_id = ?2",
+                params![name, version_id],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.map(SecretString::from))
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Records the schedule; the laptop's rotation ticker asks
+    /// [`LocalSecretStore::due_for_rotation`]. Scheduling again with the same
+    /// days keeps the next date; other days count from now.
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
+        let name = name_of(reference)?;
+        let reference = reference.to_string();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if versions(&tx, &name)?.is_empty() {
+                return Err(SecretError::NotFound(reference));
+            }
+            tx.execute(
+                "INSERT INTO secret_rotation (name, days, next_at) VALUES (?1, ?2, ?3 + ?2 * ?4)
+                 ON CONFLICT (name) DO UPDATE SET days = excluded.days, next_at = excluded.next_at
+                 WHERE secret_rotation.days <> excluded.days",
+                params![name, days, chrono::Utc::now().timestamp(), DAY_SECS],
+            )
+            .map_err(unavailable)?;
             tx.commit().map_err(unavailable)
         })
         .await
@@ -496,5 +604,54 @@ mod tests {
         let value = store.read("local:s", Stage::Current).await.unwrap().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
         assert!(!format!("{value:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn describe_names_the_secret_and_the_stage_of_each_version() {
+        let store = LocalSecretStore::in_memory().unwrap();
+        let r = store.create("osb/instances/i-1/admin", &secret("old-password")).await.unwrap();
+        store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
+        let info = store.describe(&r).await.unwrap();
+        assert_eq!(info.name, "osb/instances/i-1/admin");
+        assert_eq!(info.stages_of("token-1"), Some(&[Stage::Pending][..]));
+        let current = info.version_at(Stage::Current).unwrap().to_string();
+        assert_ne!(current, "token-1");
+        assert_eq!(info.rotation_days, None);
+        store.promote(&r, "token-1").await.unwrap();
+        let info = store.describe(&r).await.unwrap();
+        assert_eq!(info.stages_of("token-1"), Some(&[Stage::Current][..]));
+        assert_eq!(info.stages_of(&current), Some(&[Stage::Previous][..]));
+        assert!(matches!(store.describe("local:nothing").await, Err(SecretError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn a_version_reads_by_its_id_whatever_its_stage() {
+        let store = LocalSecretStore::in_memory().unwrap();
+        let r = store.create("b-1", &secret("old-password")).await.unwrap();
+        store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
+        let value = store.read_version(&r, "token-1").await.unwrap().unwrap();
+        assert_eq!(value.expose_secret(), "new-password");
+        assert!(store.read_version(&r, "token-2").await.unwrap().is_none());
+        assert!(store.read_version("local:other", "token-1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_rotation_is_due_after_its_days_and_again_after_each_rotation() {
+        let store = LocalSecretStore::in_memory().unwrap();
+        let r = store.create("b-1", &secret("old-password")).await.unwrap();
+        let now = chrono::Utc::now().timestamp();
+        store.schedule_rotation(&r, 2).await.unwrap();
+        store.schedule_rotation(&r, 2).await.unwrap();
+        assert_eq!(store.describe(&r).await.unwrap().rotation_days, Some(2));
+        assert!(store.due_for_rotation(now + DAY_SECS).await.unwrap().is_empty());
+        assert_eq!(store.due_for_rotation(now + 2 * DAY_SECS + 5).await.unwrap(), [r.clone()]);
+        store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
+        store.promote(&r, "token-1").await.unwrap();
+        let later = chrono::Utc::now().timestamp();
+        assert!(store.due_for_rotation(later + DAY_SECS).await.unwrap().is_empty());
+        assert_eq!(store.due_for_rotation(later + 2 * DAY_SECS + 5).await.unwrap(), [r.clone()]);
+        store.delete(&r).await.unwrap();
+        assert!(store.due_for_rotation(later + 10 * DAY_SECS).await.unwrap().is_empty());
+        assert!(matches!(store.schedule_rotation("local:gone", 1).await, Err(SecretError::NotFound(_))));
     }
 }
