@@ -17,6 +17,7 @@ use crate::api::{AppState, BasicAuth, router};
 use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
 use crate::ports::CatalogStore;
+use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
 
 /// The AWS adapters and the broker and worker over them.
@@ -27,6 +28,8 @@ pub struct AwsParts {
     pub provider: Arc<ElastiCacheProvider>,
     pub broker: Arc<Broker>,
     pub worker: Arc<Worker>,
+    /// The rotation function of the broker's secrets.
+    pub rotator: Arc<Rotator>,
     secrets_client: aws_sdk_secretsmanager::Client,
 }
 
@@ -77,6 +80,7 @@ impl AwsParts {
                 // job merely waiting is never taken for a lost one.
                 stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
                 catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
+                rotation: Default::default(),
             },
         ));
         let worker = Arc::new(Worker::new(
@@ -88,9 +92,22 @@ impl AwsParts {
                 poll_delay_secs: settings.poll_delay_secs,
                 max_retry_delay_secs: 900,
                 secret_prefix: settings.name_prefix.clone(),
+                rotation_days: 0,
             },
         ));
-        AwsParts { store, queue, secrets, provider, broker, worker, secrets_client }
+        let rotator = Arc::new(Rotator::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            RotationConfig {
+                secret_prefix: settings.name_prefix.clone(),
+                policy: Default::default(),
+                test_wait: Duration::from_secs(60),
+                test_poll: Duration::from_secs(5),
+            },
+        ));
+        AwsParts { store, queue, secrets, provider, broker, worker, rotator, secrets_client }
     }
 
     /// The API Router, with the broker's own credentials read from the secret

@@ -10,17 +10,18 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::catalog::{bind_parameters_schema, osb_catalog, plan_updateable};
+use crate::catalog::{bind_parameters_schema, binding_rotatable, osb_catalog, plan_updateable};
 use crate::domain::binding::BindingEvent;
 use crate::domain::instance::{InstanceEvent, PendingUpdate};
 use crate::domain::params::{self, compare_versions, parameters_schema};
 use crate::domain::{
-    Binding, BindingState, Credentials, Instance, InstanceState, Operation, OperationKind, Plan, Service, now,
+    Binding, BindingState, Credentials, Instance, InstanceState, Operation, OperationKind, Plan,
+    RotationPolicy, Service, now,
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
-    BindRequest, BindingResponse, EndpointObject, InstanceResponse, LastOperation, MaintenanceInfo,
-    ProvisionRequest, Query, UpdateRequest,
+    BindRequest, BindingMetadata, BindingResponse, EndpointObject, InstanceResponse, LastOperation,
+    MaintenanceInfo, ProvisionRequest, Query, UpdateRequest,
 };
 use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Stage, Store, StoreError};
 
@@ -90,6 +91,9 @@ pub struct BrokerSettings {
     /// How long a catalog read from the store is reused (zero: every request
     /// reads the store, which is what laptop mode wants).
     pub catalog_ttl: std::time::Duration,
+    /// The credential rotation policy: bind and fetch responses derive
+    /// `metadata.renew_before` and `metadata.expires_at` from it.
+    pub rotation: RotationPolicy,
 }
 
 fn store_err(e: StoreError) -> OsbError {
@@ -319,6 +323,8 @@ impl Broker {
                         last_operation_id: op.id.clone(),
                         pending_update: None,
                         admin_secret: None,
+                        rotation: None,
+                        rotated_at: None,
                         created_at: t,
                         updated_at: t,
                         expires_at: None,
@@ -613,7 +619,18 @@ impl Broker {
     ) -> Result<Bound, OsbError> {
         validate_id("instance_id", instance_id)?;
         validate_id("binding_id", binding_id)?;
-        let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        // A rotation request names its predecessor and may leave everything
+        // else to it: the successor is bound like the predecessor, with
+        // fresh credentials.
+        let req = match &req.predecessor_binding_id {
+            Some(predecessor) => {
+                self.successor_request(instance_id, binding_id, predecessor, req.clone()).await?
+            }
+            None => req,
+        };
+        let service_id = require("service_id", &req.service_id)?;
+        let plan_id = require("plan_id", &req.plan_id)?;
+        let (_service, plan) = self.service_plan(&service_id, &plan_id).await?;
         let parameters = parameters_object(&plan, &bind_parameters_schema(), req.parameters.clone())?;
         async_required(q, "binding")?;
         let bind_resource = req.bind_resource.clone().unwrap_or(Value::Null);
@@ -629,10 +646,9 @@ impl Broker {
                     return Err(OsbError::NotFound(format!("service instance {instance_id} does not exist")));
                 }
             };
-            if instance.service_id != req.service_id {
+            if instance.service_id != service_id {
                 return Err(OsbError::BadRequest(format!(
-                    "service_id {:?} is not the service of instance {instance_id}",
-                    req.service_id
+                    "service_id {service_id:?} is not the service of instance {instance_id}"
                 )));
             }
             match instance.state {
@@ -655,8 +671,8 @@ impl Broker {
                 None => None,
                 Some(b) if matches!(b.state, BindingState::Deleted) => Some(b.version),
                 Some(b) => {
-                    let same = b.service_id == req.service_id
-                        && b.plan_id == req.plan_id
+                    let same = b.service_id == service_id
+                        && b.plan_id == plan_id
                         && b.app_guid == app_guid
                         && b.bind_resource == bind_resource
                         && b.parameters == parameters;
@@ -702,8 +718,8 @@ impl Broker {
             let mut binding = Binding {
                 id: binding_id.to_string(),
                 instance_id: instance_id.to_string(),
-                service_id: req.service_id.clone(),
-                plan_id: req.plan_id.clone(),
+                service_id: service_id.clone(),
+                plan_id: plan_id.clone(),
                 parameters: parameters.clone(),
                 bind_resource: bind_resource.clone(),
                 context: req.context.clone().unwrap_or(Value::Null),
@@ -712,6 +728,8 @@ impl Broker {
                 username: None,
                 secret: None,
                 last_operation_id: op.id.clone(),
+                rotation: None,
+                rotated_at: None,
                 created_at: t,
                 updated_at: t,
                 expires_at: None,
@@ -719,7 +737,8 @@ impl Broker {
             };
             match self.store.create_binding(&mut binding, &mut op, replacing).await {
                 Ok(()) => {
-                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "binding accepted");
+                    info!(instance = instance_id, binding = binding_id, operation = %op.id,
+                        predecessor = req.predecessor_binding_id.as_deref().unwrap_or(""), "binding accepted");
                     self.enqueue(&op).await?;
                     return Ok(Bound::Accepted { operation: op.id });
                 }
@@ -730,6 +749,62 @@ impl Broker {
         Err(OsbError::Concurrency(format!(
             "service binding {binding_id} is being changed by concurrent requests; retry"
         )))
+    }
+
+    /// A rotation request completed from its predecessor: the same service,
+    /// plan, parameters, bind resource, context and app, unless the request
+    /// gives its own. The predecessor must be a ready binding of the same
+    /// instance, on a plan whose bindings are rotatable.
+    async fn successor_request(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        predecessor_id: &str,
+        mut req: BindRequest,
+    ) -> Result<BindRequest, OsbError> {
+        validate_id("predecessor_binding_id", predecessor_id)?;
+        if predecessor_id == binding_id {
+            return Err(OsbError::BadRequest(
+                "predecessor_binding_id names the binding being created; name the binding it succeeds".into(),
+            ));
+        }
+        let predecessor = match self.store.binding(instance_id, predecessor_id).await.map_err(store_err)? {
+            Some(b) if b.state == BindingState::Ready => b,
+            Some(b) => {
+                return Err(OsbError::BadRequest(format!(
+                    "predecessor_binding_id {predecessor_id} is {}; only a ready binding can be rotated",
+                    b.state.as_str()
+                )));
+            }
+            None => {
+                return Err(OsbError::BadRequest(format!(
+                    "predecessor_binding_id {predecessor_id} is not a binding of service instance {instance_id}"
+                )));
+            }
+        };
+        let (service, plan) = self.service_plan(&predecessor.service_id, &predecessor.plan_id).await?;
+        if !binding_rotatable(&service) {
+            return Err(OsbError::BadRequest(format!(
+                "plan {} does not support binding rotation (binding_rotatable is false): {} bindings have no credentials of their own",
+                plan.name,
+                service.engine.as_str()
+            )));
+        }
+        req.service_id.get_or_insert(predecessor.service_id);
+        req.plan_id.get_or_insert(predecessor.plan_id);
+        if req.parameters.is_none() {
+            req.parameters = Some(Value::Object(predecessor.parameters));
+        }
+        if req.bind_resource.is_none() && !predecessor.bind_resource.is_null() {
+            req.bind_resource = Some(predecessor.bind_resource);
+        }
+        if req.context.is_none() && !predecessor.context.is_null() {
+            req.context = Some(predecessor.context);
+        }
+        if req.app_guid.is_none() {
+            req.app_guid = predecessor.app_guid;
+        }
+        Ok(req)
     }
 
     /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
@@ -839,7 +914,17 @@ impl Broker {
             ports: vec![credentials.endpoint.port.to_string()],
             protocol: "tcp",
         }];
+        // Credentials last issued (created, or rotated) at `issued` work until
+        // the next scheduled rotation plus its grace period.
+        let metadata = binding.secret.as_ref().and_then(|_| {
+            let issued = binding.rotated_at.unwrap_or(binding.created_at);
+            let policy = &self.settings.rotation;
+            let renew_before = policy.renew_before(issued).map(crate::domain::iso8601);
+            let expires_at = policy.expires_at(issued).map(crate::domain::iso8601);
+            renew_before.is_some().then_some(BindingMetadata { expires_at, renew_before })
+        });
         Ok(BindingResponse {
+            metadata,
             credentials: credentials.to_json(),
             parameters: binding.parameters.clone(),
             endpoints,

@@ -98,6 +98,12 @@ pub fn plan_updateable(service: &Service) -> bool {
     service.engine != Engine::Memcached
 }
 
+/// Whether a binding can be rotated (OSB `binding_rotatable`): a successor
+/// binding gets fresh credentials, which Memcached (no users) has none of.
+pub fn binding_rotatable(service: &Service) -> bool {
+    service.engine.speaks_redis()
+}
+
 /// The schema for bind parameters: none are accepted.
 pub fn bind_parameters_schema() -> Value {
     json!({
@@ -142,6 +148,7 @@ fn osb_plan(service: &Service, p: &Plan) -> Value {
         "free": p.free,
         "bindable": true,
         "plan_updateable": plan_updateable(service),
+        "binding_rotatable": binding_rotatable(service),
         "maximum_polling_duration": p.maximum_polling_duration,
         "metadata": {
             "displayName": p.metadata.display_name,

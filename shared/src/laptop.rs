@@ -19,8 +19,10 @@ use crate::api::{AppState, BasicAuth, router};
 use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
 use crate::domain::InstanceState;
+use crate::domain::RotationPolicy;
 use crate::domain::credentials::generate_password;
-use crate::ports::{CatalogStore, Job, JobQueue, StateStore};
+use crate::ports::{CatalogStore, Job, JobQueue, SecretStore, StateStore};
+use crate::rotation::{RotationConfig, Rotator, Target};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Laptop-mode settings, from the environment.
@@ -33,11 +35,15 @@ pub struct LaptopConfig {
     pub catalog_file: Option<PathBuf>,
     /// How often the worker looks again at a cache that is starting.
     pub poll_delay_secs: u32,
+    /// `ROTATION_DAYS` and `ROTATION_GRACE_SECS`.
+    pub rotation: RotationPolicy,
 }
 
 impl LaptopConfig {
-    /// Reads `PORT`, `BROKER_STATE_DIR`, `BROKER_USERNAME`, `BROKER_PASSWORD`
-    /// and `CATALOG_FILE`; the error names the variable at fault.
+    /// Reads `PORT`, `BROKER_STATE_DIR`, `BROKER_USERNAME`, `BROKER_PASSWORD`,
+    /// `CATALOG_FILE`, `ROTATION_DAYS` (default 30; 0: no schedule) and
+    /// `ROTATION_GRACE_SECS` (default 3600); the error names the variable at
+    /// fault.
     pub fn from_env() -> Result<LaptopConfig, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let port = match var("PORT") {
@@ -56,8 +62,22 @@ impl LaptopConfig {
                 return Err("BROKER_PASSWORD is set but BROKER_USERNAME is not; set both or neither".into());
             }
         };
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n <= max => Ok(n),
+                    _ => Err(format!("{name}={v:?} must be a whole number from 0 to {max}")),
+                },
+            }
+        };
+        let rotation = RotationPolicy {
+            days: number("ROTATION_DAYS", 30, 1000)? as u32,
+            grace_secs: number("ROTATION_GRACE_SECS", 3600, 7 * 86_400)?,
+        };
         Ok(LaptopConfig {
             port,
+            rotation,
             state_dir: PathBuf::from(var("BROKER_STATE_DIR").unwrap_or_else(|| ".broker-state".into())),
             credentials,
             catalog_file: var("CATALOG_FILE").map(PathBuf::from),
@@ -129,17 +149,68 @@ pub struct Laptop {
     pub queue: Arc<LocalQueue>,
     pub secrets: Arc<LocalSecretStore>,
     pub provider: Arc<LocalCacheProvider>,
+    pub rotator: Arc<Rotator>,
+}
+
+/// How often laptop mode looks for secrets whose scheduled rotation is due.
+const ROTATION_TICK: Duration = Duration::from_secs(60);
+
+/// The adapters under the state directory, opened.
+struct Adapters {
+    store: Arc<SqliteStore>,
+    queue: Arc<LocalQueue>,
+    secrets: Arc<LocalSecretStore>,
+    provider: Arc<LocalCacheProvider>,
+}
+
+impl Adapters {
+    fn open(dir: &Path) -> Result<Adapters, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", dir.display()))?;
+        let store = Arc::new(SqliteStore::open(&dir.join("broker.sqlite")).map_err(|e| e.to_string())?);
+        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10).map_err(|e| e.to_string())?);
+        let secrets =
+            Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
+        let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
+        Ok(Adapters { store, queue, secrets, provider })
+    }
+
+    fn rotator(&self, config: &LaptopConfig) -> Rotator {
+        Rotator::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.provider.clone(),
+            self.secrets.clone(),
+            RotationConfig {
+                secret_prefix: SECRET_PREFIX.into(),
+                policy: config.rotation,
+                test_wait: Duration::from_secs(10),
+                test_poll: Duration::from_millis(200),
+            },
+        )
+    }
+}
+
+/// Prefix of laptop mode's secret names.
+const SECRET_PREFIX: &str = "local";
+
+/// `broker-api rotate INSTANCE [BINDING]`: rotates the admin credential of a
+/// service instance, or a binding's credential, now, by the same four steps
+/// Secrets Manager runs. The running broker's worker ends the grace period.
+/// Returns the new version's id.
+pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, String> {
+    let adapters = Adapters::open(&config.state_dir)?;
+    adapters.rotator(config).rotate_now(target).await.map_err(|e| e.to_string())
 }
 
 impl Laptop {
     /// Opens everything under the state directory, seeds the catalog, adopts
     /// running caches and re-enqueues operations that were in progress.
     pub async fn open(config: &LaptopConfig) -> Result<Laptop, String> {
-        let dir = &config.state_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", dir.display()))?;
+        let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
-        let store = Arc::new(SqliteStore::open(&dir.join("broker.sqlite")).map_err(|e| e.to_string())?);
+        let rotator = Arc::new(adapters.rotator(config));
+        let Adapters { store, queue, secrets, provider } = adapters;
         let catalog = match &config.catalog_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -150,16 +221,12 @@ impl Laptop {
         };
         let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
-        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10).map_err(|e| e.to_string())?);
-        let secrets =
-            Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
-        let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
         let broker = Arc::new(Broker::new(
             store.clone(),
             queue.clone(),
             provider.clone(),
             secrets.clone(),
-            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO },
+            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO, rotation: config.rotation },
         ));
         let worker = Arc::new(Worker::new(
             store.clone(),
@@ -169,11 +236,12 @@ impl Laptop {
             WorkerConfig {
                 poll_delay_secs: config.poll_delay_secs,
                 max_retry_delay_secs: 30,
-                secret_prefix: "local".into(),
+                secret_prefix: SECRET_PREFIX.into(),
+                rotation_days: config.rotation.days,
             },
         ));
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
-        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider };
+        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
         laptop.recover().await?;
         Ok(laptop)
     }
@@ -245,6 +313,26 @@ impl Laptop {
         })
     }
 
+    /// Rotates the secrets whose scheduled rotation is due, now and every
+    /// minute, as Secrets Manager's scheduler does in AWS.
+    pub fn spawn_rotation_schedule(&self) -> tokio::task::JoinHandle<()> {
+        let secrets = self.secrets.clone();
+        let rotator = self.rotator.clone();
+        tokio::spawn(async move {
+            loop {
+                match secrets.due_for_rotation(crate::domain::now()).await {
+                    Ok(due) => {
+                        for reference in due {
+                            rotate_due(&secrets, &rotator, &reference).await;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "could not list the secrets due for rotation"),
+                }
+                tokio::time::sleep(ROTATION_TICK).await;
+            }
+        })
+    }
+
     /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM. Cache
     /// processes keep running and are adopted at the next start.
     pub async fn serve(&self, port: u16) -> Result<(), String> {
@@ -258,6 +346,24 @@ impl Laptop {
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Rotates one secret the schedule says is due; a failure is logged and the
+/// next tick tries again.
+async fn rotate_due(secrets: &LocalSecretStore, rotator: &Rotator, reference: &str) {
+    let name = match secrets.describe(reference).await {
+        Ok(info) => info.name,
+        Err(e) => {
+            return warn!(secret = reference, error = %e, "scheduled rotation: the secret is unreadable");
+        }
+    };
+    let Some(target) = Target::from_secret_name(SECRET_PREFIX, &name) else {
+        return warn!(secret = %name, "scheduled rotation: not a credential the broker rotates");
+    };
+    match rotator.rotate_now(&target).await {
+        Ok(token) => info!(secret = %name, token = %token, "scheduled rotation done; the grace period runs"),
+        Err(e) => warn!(secret = %name, error = %e, "scheduled rotation failed; retrying in a minute"),
     }
 }
 

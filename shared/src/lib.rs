@@ -15,6 +15,7 @@ pub mod domain;
 pub mod laptop;
 pub mod osb;
 pub mod ports;
+pub mod rotation;
 pub mod sqs;
 pub mod worker;
 

@@ -21,8 +21,9 @@ use crate::adapters::local::store::SqliteStore;
 use crate::api::{AppState, BasicAuth, router};
 use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
-use crate::domain::{CacheUser, Endpoint};
-use crate::ports::{CacheProvider, CacheSpec, CatalogStore, Progress, ProviderError};
+use crate::domain::{CacheUser, Endpoint, RotationPolicy};
+use crate::ports::{CacheProvider, CacheSpec, CatalogStore, Principal, Progress, ProviderError};
+use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{JobOutcome, Worker, WorkerConfig};
 
 /// A provider call, as the fake records it.
@@ -49,6 +50,16 @@ pub enum Call {
         instance: String,
         username: String,
     },
+    SetPasswords {
+        instance: String,
+        principal: Principal,
+        passwords: usize,
+    },
+    PasswordsProgress {
+        instance: String,
+        principal: Principal,
+        passwords: usize,
+    },
 }
 
 /// A cache provider whose answers a test scripts: each call takes the next
@@ -63,7 +74,8 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     /// Queues answers for calls of `kind` ("create", "progress", "modify",
-    /// "delete", "put_user", "delete_user", "user_progress").
+    /// "delete", "put_user", "delete_user", "user_progress", "set_passwords",
+    /// "passwords_progress").
     pub fn script(&self, kind: &'static str, answers: Vec<Result<Progress, ProviderError>>) {
         self.script.lock().unwrap().entry(kind).or_default().extend(answers);
     }
@@ -147,6 +159,32 @@ impl CacheProvider for FakeProvider {
         let call = Call::UserProgress { instance: id.into(), username: username.into() };
         self.answer("user_progress", call)
     }
+    async fn set_passwords(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let call = Call::SetPasswords {
+            instance: id.into(),
+            principal: principal.clone(),
+            passwords: passwords.len(),
+        };
+        self.answer("set_passwords", call)
+    }
+    async fn passwords_progress(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let call = Call::PasswordsProgress {
+            instance: id.into(),
+            principal: principal.clone(),
+            passwords: passwords.len(),
+        };
+        self.answer("passwords_progress", call)
+    }
 }
 
 pub const USERNAME: &str = "broker";
@@ -161,11 +199,22 @@ pub struct TestBroker {
     pub queue: Arc<LocalQueue>,
     pub secrets: Arc<LocalSecretStore>,
     pub provider: Arc<FakeProvider>,
+    /// The rotation function, over the same parts.
+    pub rotator: Arc<Rotator>,
     pub catalog: CatalogFile,
 }
 
+/// The secret name prefix of [`TestBroker`]'s worker and rotator.
+pub const SECRET_PREFIX: &str = "test";
+
 impl TestBroker {
     pub async fn new() -> TestBroker {
+        TestBroker::with_rotation(RotationPolicy { days: 30, grace_secs: 0 }).await
+    }
+
+    /// A broker whose rotations follow `policy` (`new` has no grace period,
+    /// so a drained queue ends a rotation).
+    pub async fn with_rotation(policy: RotationPolicy) -> TestBroker {
         let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
         let catalog = CatalogFile::builtin();
         store.seed(&catalog.services, &catalog.plans).await.expect("seed");
@@ -177,18 +226,35 @@ impl TestBroker {
             queue.clone(),
             provider.clone(),
             secrets.clone(),
-            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO },
+            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO, rotation: policy },
         ));
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
             provider.clone(),
             secrets.clone(),
-            WorkerConfig { poll_delay_secs: 0, max_retry_delay_secs: 0, secret_prefix: "test".into() },
+            WorkerConfig {
+                poll_delay_secs: 0,
+                max_retry_delay_secs: 0,
+                secret_prefix: SECRET_PREFIX.into(),
+                rotation_days: policy.days,
+            },
+        ));
+        let rotator = Arc::new(Rotator::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            RotationConfig {
+                secret_prefix: SECRET_PREFIX.into(),
+                policy,
+                test_wait: Duration::from_millis(50),
+                test_poll: Duration::from_millis(10),
+            },
         ));
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
-        TestBroker { router, broker, worker, store, queue, secrets, provider, catalog }
+        TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, catalog }
     }
 
     /// The id of plan `plan` of service `service` ("elasticache-redis", "small").
@@ -323,6 +389,8 @@ pub mod records {
             last_operation_id: String::new(),
             pending_update: None,
             admin_secret: None,
+            rotation: None,
+            rotated_at: None,
             created_at: 1_000,
             updated_at: 1_000,
             expires_at: None,
@@ -344,6 +412,8 @@ pub mod records {
             username: Some(Binding::username_for(id)),
             secret: None,
             last_operation_id: String::new(),
+            rotation: None,
+            rotated_at: None,
             created_at: 1_000,
             updated_at: 1_000,
             expires_at: None,

@@ -22,8 +22,8 @@ use crate::domain::{
     Plan, Service, Step, now,
 };
 use crate::ports::{
-    CacheProvider, CacheSpec, Job, JobQueue, Progress, ProviderError, QueueError, SecretError, SecretStore,
-    Stage, Store, StoreError,
+    CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, QueueError, SecretError,
+    SecretStore, Stage, Store, StoreError,
 };
 
 /// Settings of the worker.
@@ -35,11 +35,19 @@ pub struct WorkerConfig {
     pub max_retry_delay_secs: u32,
     /// Prefix of secret names ("osb" gives "osb/instances/<id>/admin").
     pub secret_prefix: String,
+    /// Days between scheduled rotations of the secrets the worker creates; 0
+    /// leaves them unscheduled.
+    pub rotation_days: u32,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { poll_delay_secs: 15, max_retry_delay_secs: 900, secret_prefix: "osb".into() }
+        WorkerConfig {
+            poll_delay_secs: 15,
+            max_retry_delay_secs: 900,
+            secret_prefix: "osb".into(),
+            rotation_days: 0,
+        }
     }
 }
 
@@ -71,6 +79,8 @@ enum StepResult {
     Next(Step),
     /// The backend is busy: look again later.
     Wait(String),
+    /// Nothing to do before a known time: look again after this many seconds.
+    WaitFor(String, u32),
     /// The operation has succeeded.
     Finished(String),
 }
@@ -261,7 +271,12 @@ impl Worker {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(StepResult::Wait(detail)) => {
+                Ok(result @ (StepResult::Wait(_) | StepResult::WaitFor(..))) => {
+                    let (detail, delay) = match result {
+                        StepResult::WaitFor(detail, delay) => (detail, delay),
+                        StepResult::Wait(detail) => (detail, self.config.poll_delay_secs),
+                        _ => unreachable!(),
+                    };
                     let _ = op.progress(&detail);
                     op.updated_at = t;
                     op.retries = 0;
@@ -270,7 +285,6 @@ impl Worker {
                         Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
                         Err(e) => return Err(e.into()),
                     }
-                    let delay = self.config.poll_delay_secs;
                     self.queue.enqueue(job, delay).await?;
                     return Ok(JobOutcome::Requeued { delay_secs: delay });
                 }
@@ -370,6 +384,14 @@ impl Worker {
         Ok(())
     }
 
+    /// Puts a new secret on the rotation schedule, when there is one.
+    async fn schedule_rotation(&self, reference: &str) -> Result<(), StepError> {
+        if self.config.rotation_days > 0 {
+            self.secrets.schedule_rotation(reference, self.config.rotation_days).await?;
+        }
+        Ok(())
+    }
+
     fn secret_name(&self, parts: &[&str]) -> String {
         let mut name = self.config.secret_prefix.clone();
         for p in parts {
@@ -390,6 +412,7 @@ impl Worker {
                 }
                 let name = self.secret_name(&["instances", &id, "admin"]);
                 let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
+                self.schedule_rotation(&reference).await?;
                 ctx.instance.admin_secret = Some(reference);
                 ctx.instance.updated_at = now();
                 self.store.save_instance(&mut ctx.instance, None).await?;
@@ -471,6 +494,7 @@ impl Worker {
                 if binding.secret.is_none() {
                     let name = self.secret_name(&["instances", &id, "bindings", &binding.id]);
                     let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
+                    self.schedule_rotation(&reference).await?;
                     binding.secret = Some(reference);
                     binding.username = Some(Binding::username_for(&binding.id));
                     binding.updated_at = now();
@@ -536,8 +560,53 @@ impl Worker {
                     "unbound: the binding's cache user and credential are deleted".into(),
                 ))
             }
+            // ---------------------------------------------------- rotate
+            Step::WaitGraceEnd => {
+                let ends = rotation_of(ctx)?.grace_ends_at.unwrap_or_default();
+                let left = ends - now();
+                if left > 0 {
+                    let detail =
+                        format!("the previous password works until {}", crate::domain::iso8601(ends));
+                    return Ok(StepResult::WaitFor(detail, u32::try_from(left.min(900)).unwrap_or(900)));
+                }
+                Ok(StepResult::Next(Step::RemoveOldPassword))
+            }
+            Step::RemoveOldPassword => {
+                let (principal, current) = self.current_password(ctx).await?;
+                self.provider.set_passwords(&id, &principal, &[current]).await?;
+                Ok(StepResult::Next(Step::WaitOldPasswordRemoved))
+            }
+            Step::WaitOldPasswordRemoved => {
+                let (principal, current) = self.current_password(ctx).await?;
+                match self.provider.passwords_progress(&id, &principal, &[current]).await? {
+                    Progress::Done => Ok(StepResult::Finished(format!(
+                        "rotated: the previous password of {} no longer works",
+                        principal.describe()
+                    ))),
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
             Step::Done => Ok(StepResult::Finished(op.description.clone())),
         }
+    }
+
+    /// Whose password a rotate operation changes, and its current password.
+    async fn current_password(&self, ctx: &Context) -> Result<(Principal, SecretString), StepError> {
+        let (principal, reference) = match &ctx.binding {
+            Some(b) => (
+                Principal::User(b.username.clone().ok_or_else(|| {
+                    StepError::Permanent(format!("service binding {} has no cache user", b.id))
+                })?),
+                b.secret.clone(),
+            ),
+            None => (Principal::Admin, ctx.instance.admin_secret.clone()),
+        };
+        let reference = reference
+            .ok_or_else(|| StepError::Permanent(format!("{} has no secret", principal.describe())))?;
+        let password = self.secrets.read(&reference, Stage::Current).await?.ok_or_else(|| {
+            StepError::Permanent(format!("{} has no current password", principal.describe()))
+        })?;
+        Ok((principal, password))
     }
 
     /// While the operation this one overtook is still running, a create or a
@@ -632,6 +701,18 @@ impl Worker {
                 b.updated_at = t;
                 self.store.save_binding(b, Some(&mut op)).await
             }
+            OperationKind::Rotate => match ctx.binding.as_mut() {
+                Some(b) => {
+                    b.rotation = None;
+                    b.updated_at = t;
+                    self.store.save_binding(b, Some(&mut op)).await
+                }
+                None => {
+                    ctx.instance.rotation = None;
+                    ctx.instance.updated_at = t;
+                    self.store.save_instance(&mut ctx.instance, Some(&mut op)).await
+                }
+            },
         };
         match result {
             Ok(()) => {
@@ -706,6 +787,10 @@ impl Worker {
                 }
                 None => self.store.save_operation(&mut op).await,
             },
+            // The record keeps its rotation (in its grace phase, with this
+            // failed operation), so the state shows what is left: the cache
+            // still accepts the previous password. A new rotation replaces it.
+            OperationKind::Rotate => self.store.save_operation(&mut op).await,
         };
         match result {
             Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
@@ -755,8 +840,32 @@ fn cancelled(op: &Operation, ctx: &Context) -> Option<&'static str> {
             (b.last_operation_id != op.id || b.state != BindingState::Deleting)
                 .then_some("a newer request replaced this unbind")
         }
+        OperationKind::Rotate => {
+            let (rotation, live) = match &ctx.binding {
+                Some(b) => (&b.rotation, b.state == BindingState::Ready),
+                None => (&ctx.instance.rotation, true),
+            };
+            let live = live && matches!(i, InstanceState::Ready | InstanceState::Updating);
+            let ours = rotation.as_ref().and_then(|r| r.operation_id.as_deref()) == Some(op.id.as_str());
+            if !live {
+                Some("the credential's owner is being deleted; its passwords go with it")
+            } else if !ours {
+                Some("a newer rotation replaced this one")
+            } else {
+                None
+            }
+        }
         _ => None,
     }
+}
+
+/// The rotation a rotate operation ends.
+fn rotation_of(ctx: &Context) -> Result<&crate::domain::Rotation, StepError> {
+    let rotation = match &ctx.binding {
+        Some(b) => b.rotation.as_ref(),
+        None => ctx.instance.rotation.as_ref(),
+    };
+    rotation.ok_or_else(|| StepError::Permanent("no rotation is recorded".into()))
 }
 
 #[cfg(test)]

@@ -645,7 +645,12 @@ fn interrupted_worker(tb: &TestBroker, on: &'static str, interruption: Interrupt
         tb.queue.clone(),
         provider,
         tb.secrets.clone(),
-        WorkerConfig { poll_delay_secs: 0, max_retry_delay_secs: 0, secret_prefix: "test".into() },
+        WorkerConfig {
+            poll_delay_secs: 0,
+            max_retry_delay_secs: 0,
+            secret_prefix: "test".into(),
+            rotation_days: 0,
+        },
     )
 }
 

@@ -105,6 +105,12 @@ pub struct Binding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub last_operation_id: String,
+    /// The rotation of the password in progress (its grace period included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<super::Rotation>,
+    /// When the password last finished rotating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]

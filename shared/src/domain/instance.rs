@@ -128,6 +128,12 @@ pub struct Instance {
     pub admin_secret: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The rotation of the password in progress (its grace period included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<super::Rotation>,
+    /// When the password last finished rotating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Timestamp>,
     /// Set on deleted instances: when the record may be purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,

@@ -17,6 +17,9 @@ pub enum OperationKind {
     Deprovision,
     Bind,
     Unbind,
+    /// Ends a credential rotation's grace period: removes the old password.
+    /// Never a platform's `last_operation`.
+    Rotate,
 }
 
 impl OperationKind {
@@ -27,6 +30,7 @@ impl OperationKind {
             OperationKind::Deprovision => "deprovision",
             OperationKind::Bind => "bind",
             OperationKind::Unbind => "unbind",
+            OperationKind::Rotate => "rotate",
         }
     }
 
@@ -38,6 +42,7 @@ impl OperationKind {
             OperationKind::Deprovision => Step::DeleteCache,
             OperationKind::Bind => Step::CreateUserSecret,
             OperationKind::Unbind => Step::DeleteUser,
+            OperationKind::Rotate => Step::WaitGraceEnd,
         }
     }
 }
@@ -85,6 +90,10 @@ pub enum Step {
     DeleteUser,
     WaitUserDeleted,
     DeleteUserSecret,
+    // rotate
+    WaitGraceEnd,
+    RemoveOldPassword,
+    WaitOldPasswordRemoved,
     /// Nothing left to do.
     Done,
 }
@@ -107,6 +116,9 @@ impl Step {
             Step::DeleteUser => "deleting the binding's cache user",
             Step::WaitUserDeleted => "waiting for the binding's cache user to be deleted",
             Step::DeleteUserSecret => "deleting the binding's credential",
+            Step::WaitGraceEnd => "waiting for the grace period of the previous password to end",
+            Step::RemoveOldPassword => "removing the previous password",
+            Step::WaitOldPasswordRemoved => "waiting for the previous password to be removed",
             Step::Done => "done",
         }
     }

@@ -47,8 +47,12 @@ pub struct UpdateRequest {
 /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
 #[derive(Debug, Clone, Deserialize)]
 pub struct BindRequest {
-    pub service_id: String,
-    pub plan_id: String,
+    /// Required, except in a rotation request (`predecessor_binding_id`),
+    /// which may leave it to the predecessor.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    #[serde(default)]
+    pub plan_id: Option<String>,
     #[serde(default)]
     pub context: Option<Value>,
     #[serde(default)]
@@ -100,6 +104,8 @@ pub struct InstanceResponse {
 /// Bind and fetch-binding body. `Debug` leaves the credentials out.
 #[derive(Clone, Serialize)]
 pub struct BindingResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BindingMetadata>,
     pub credentials: Value,
     pub parameters: Map<String, Value>,
     pub endpoints: Vec<EndpointObject>,
@@ -108,11 +114,22 @@ pub struct BindingResponse {
 impl std::fmt::Debug for BindingResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BindingResponse")
+            .field("metadata", &self.metadata)
             .field("credentials", &"[redacted]")
             .field("parameters", &self.parameters)
             .field("endpoints", &self.endpoints)
             .finish()
     }
+}
+
+/// A binding's `metadata`: when its credentials should be renewed and when
+/// they stop working (`yyyy-mm-ddThh:mm:ss.sZ`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BindingMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +226,7 @@ mod tests {
     #[test]
     fn a_binding_response_never_prints_its_credentials() {
         let r = BindingResponse {
+            metadata: None,
             credentials: serde_json::json!({"password": "hunter2hunter2", "uri": "redis://u:hunter2hunter2@h:1"}),
             parameters: Map::new(),
             endpoints: vec![],

@@ -644,12 +644,12 @@ mod tests {
         store.schedule_rotation(&r, 2).await.unwrap();
         assert_eq!(store.describe(&r).await.unwrap().rotation_days, Some(2));
         assert!(store.due_for_rotation(now + DAY_SECS).await.unwrap().is_empty());
-        assert_eq!(store.due_for_rotation(now + 2 * DAY_SECS + 5).await.unwrap(), [r.clone()]);
+        assert_eq!(store.due_for_rotation(now + 2 * DAY_SECS + 5).await.unwrap(), vec![r.clone()]);
         store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
         store.promote(&r, "token-1").await.unwrap();
         let later = chrono::Utc::now().timestamp();
         assert!(store.due_for_rotation(later + DAY_SECS).await.unwrap().is_empty());
-        assert_eq!(store.due_for_rotation(later + 2 * DAY_SECS + 5).await.unwrap(), [r.clone()]);
+        assert_eq!(store.due_for_rotation(later + 2 * DAY_SECS + 5).await.unwrap(), vec![r.clone()]);
         store.delete(&r).await.unwrap();
         assert!(store.due_for_rotation(later + 10 * DAY_SECS).await.unwrap().is_empty());
         assert!(matches!(store.schedule_rotation("local:gone", 1).await, Err(SecretError::NotFound(_))));
