@@ -1,14 +1,18 @@
 //! End to end through the real laptop mode: provision, bind, use the cache
 //! with the returned credentials, unbind (the credentials are refused at
 //! once), deprovision (the process is gone), for Redis OSS, Valkey and
-//! Memcached; and a broker restart that adopts the running caches.
+//! Memcached; a broker restart that adopts the running caches; and a
+//! credential rotation that a client using the old password never notices
+//! until the grace period ends.
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use broker_tests::{LocalBroker, ProcessGuard, port_open};
 use serde_json::{Value, json};
+use shared::ports::StateStore;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 
 async fn redis_set_get(uri: &str) -> redis::RedisResult<String> {
     let client = redis::Client::open(uri)?;
@@ -241,6 +245,7 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
         credentials: None,
         catalog_file: None,
         poll_delay_secs: 1,
+        rotation: Default::default(),
     };
     shared::laptop::apply_catalog(&config, &file).await.unwrap();
 
@@ -254,5 +259,127 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
     let small = redis["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
     assert_eq!(small["description"], "Small, now with 7 days of snapshots");
     let p = provision(&b, "elasticache-redis", "xlarge", "e2e-xl-1", json!({})).await;
+    deprovision(&b, &p).await;
+}
+
+/// One use of the cache as a client that connects afresh each time: log in
+/// (`uri` carries the user and password), SET, GET. `who` keeps the keys of
+/// clients running side by side apart.
+async fn use_cache(uri: &str, who: &str, n: u64) -> Result<(), String> {
+    let key = format!("rotation-{who}");
+    let value = format!("v{n}");
+    let client = redis::Client::open(uri).map_err(|e| e.to_string())?;
+    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    redis::cmd("SET").arg(&key).arg(&value).query_async::<()>(&mut con).await.map_err(|e| e.to_string())?;
+    let got: String = redis::cmd("GET").arg(&key).query_async(&mut con).await.map_err(|e| e.to_string())?;
+    if got != value {
+        return Err(format!("GET returned {got:?}, not {value:?}"));
+    }
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The proof of "without downtime": a client keeps using the old credentials
+/// through a whole rotation (the operator's `broker-api rotate`, run against
+/// the same state directory as the running broker). Not one of its requests
+/// fails before the grace period ends; the new credentials work as soon as
+/// the rotation is finished; the old ones are refused once the grace period
+/// is over. The admin credential rotates too, and the broker keeps managing
+/// the cache with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends() {
+    use shared::domain::RotationPolicy;
+    use shared::rotation::Target;
+
+    const GRACE_SECS: u64 = 3;
+    let b = LocalBroker::start_with_rotation(RotationPolicy { days: 30, grace_secs: GRACE_SECS }).await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p =
+        provision(&b, "elasticache-valkey", "dev", "rot-instance-1", json!({"engine_version": "8.0"})).await;
+    let old = bind(&b, &p, "rot-binding-1").await;
+    let old_uri = old["uri"].as_str().unwrap().to_string();
+
+    // The client: a fresh login, SET and GET, every 20 ms, recording when
+    // each ended and how.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = tokio::spawn({
+        let (uri, stop) = (old_uri.clone(), stop.clone());
+        async move {
+            let mut log: Vec<(f64, Result<(), String>)> = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let result = use_cache(&uri, "loop", n).await;
+                log.push((unix_now(), result));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            log
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let target = Target::Binding { instance_id: p.instance.clone(), binding_id: "rot-binding-1".into() };
+    shared::laptop::rotate(&b.config, &target).await.expect("the rotation runs");
+    let finished = unix_now();
+
+    // The platform fetching the binding gets the new password, which works now.
+    let base = format!("/v2/service_instances/{}/service_bindings/rot-binding-1", p.instance);
+    let (status, fetched) = b.call("GET", &base, None).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let new_uri = fetched["credentials"]["uri"].as_str().unwrap().to_string();
+    assert_ne!(new_uri, old_uri);
+    assert_eq!(fetched["credentials"]["username"], old["username"], "the same user, a new password");
+    use_cache(&new_uri, "new", 0).await.expect("the new credentials work at once");
+    let binding = b.laptop.store.binding(&p.instance, "rot-binding-1").await.unwrap().unwrap();
+    let rotation = binding.rotation.expect("the grace period is in the binding's state");
+    let grace_ends = rotation.grace_ends_at.expect("and its end") as f64;
+
+    // Wait for the worker to remove the old password after the grace period.
+    let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 20);
+    while use_cache(&old_uri, "probe", 0).await.is_ok() {
+        assert!(Instant::now() < deadline, "the old password still works long after the grace period");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused_at = unix_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = client.await.unwrap();
+
+    let failures: Vec<&(f64, Result<(), String>)> = log.iter().filter(|(_, r)| r.is_err()).collect();
+    let first_failure = failures.first().map(|(t, _)| *t).unwrap_or(f64::MAX);
+    assert!(
+        first_failure >= grace_ends,
+        "the old credentials failed at {first_failure:.3}, before the grace period ended at {grace_ends}: {:?}",
+        failures.first()
+    );
+    let during_grace = log.iter().filter(|(t, r)| *t > finished && *t < grace_ends && r.is_ok()).count();
+    assert!(during_grace > 10, "the old credentials kept working after the rotation ({during_grace} uses)");
+    assert!(log.iter().filter(|(t, _)| *t < finished).count() > 10, "the client ran before the rotation");
+    assert!(refused_at >= grace_ends);
+    for (_, result) in log.iter().filter(|(t, _)| *t > refused_at) {
+        let err = result.as_ref().expect_err("after the grace period the old password is refused");
+        assert!(err.contains("WRONGPASS") || err.contains("AuthenticationFailed"), "{err}");
+    }
+    use_cache(&new_uri, "new", 1).await.expect("the new credentials still work");
+    let binding = b.laptop.store.binding(&p.instance, "rot-binding-1").await.unwrap().unwrap();
+    assert_eq!(binding.rotation, None, "the rotation is over");
+
+    // The admin credential: rotated, and the broker keeps managing the cache
+    // with it (a bind and an unbind after the grace period).
+    let admin = Target::Admin { instance_id: p.instance.clone() };
+    shared::laptop::rotate(&b.config, &admin).await.expect("the admin rotation runs");
+    let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 20);
+    while b.laptop.store.instance(&p.instance).await.unwrap().unwrap().rotation.is_some() {
+        assert!(Instant::now() < deadline, "the admin rotation's grace period never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = bind(&b, &p, "rot-binding-2").await;
+    use_cache(second["uri"].as_str().unwrap(), "second", 2)
+        .await
+        .expect("a binding made after the admin rotation works");
+    unbind(&b, &p, "rot-binding-2").await;
     deprovision(&b, &p).await;
 }

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use secrecy::SecretString;
 use serde_json::Value;
 use shared::api::BasicAuth;
+use shared::domain::RotationPolicy;
 use shared::laptop::{Laptop, LaptopConfig};
 use tower::ServiceExt;
 
@@ -20,6 +21,9 @@ pub const PASS: &str = "local-events-only";
 /// A laptop broker with its worker running, in its own state directory.
 pub struct LocalBroker {
     pub laptop: Laptop,
+    /// What it was opened with (`shared::laptop::rotate` takes it, as the
+    /// `broker-api rotate` command does).
+    pub config: LaptopConfig,
     pub state: PathBuf,
     worker: tokio::task::JoinHandle<()>,
     _dir: Option<tempfile::TempDir>,
@@ -27,25 +31,35 @@ pub struct LocalBroker {
 
 impl LocalBroker {
     pub async fn start() -> LocalBroker {
+        LocalBroker::start_with_rotation(RotationPolicy::default()).await
+    }
+
+    /// A broker in a new state directory whose rotations follow `rotation`.
+    pub async fn start_with_rotation(rotation: RotationPolicy) -> LocalBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().to_path_buf();
-        let mut b = LocalBroker::open(state).await;
+        let mut b = LocalBroker::open_with(state, rotation).await;
         b._dir = Some(dir);
         b
     }
 
     /// Opens (or re-opens, after a "restart") the broker on `state`.
     pub async fn open(state: PathBuf) -> LocalBroker {
+        LocalBroker::open_with(state, RotationPolicy::default()).await
+    }
+
+    async fn open_with(state: PathBuf, rotation: RotationPolicy) -> LocalBroker {
         let config = LaptopConfig {
             port: 0,
             state_dir: state.clone(),
             credentials: Some(BasicAuth { username: USER.into(), password: SecretString::from(PASS) }),
             catalog_file: None,
             poll_delay_secs: 1,
+            rotation,
         };
         let laptop = Laptop::open(&config).await.expect("laptop mode starts");
         let worker = laptop.spawn_worker();
-        LocalBroker { laptop, state, worker, _dir: None }
+        LocalBroker { laptop, config, state, worker, _dir: None }
     }
 
     /// Stops the API and worker (the cache processes keep running, as when
