@@ -27,7 +27,7 @@ fn every_route_has_an_event() {
     let mut names: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../events"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json") && !n.starts_with("sqs-"))
+        .filter(|n| n.ends_with(".json") && !n.starts_with("sqs-") && !n.starts_with("rotation-"))
         .collect();
     names.sort();
     assert_eq!(
@@ -105,4 +105,47 @@ fn every_job_type_has_an_sqs_event_whose_body_is_a_version_1_job() {
         assert!(job.operation_id.starts_with(kind), "sqs-{kind}: {}", job.operation_id);
         assert_eq!(job.binding_id.is_some(), kind.ends_with("bind"), "sqs-{kind}");
     }
+}
+
+/// The Secrets Manager rotation events in `events/`, one per step, as
+/// `cargo lambda invoke provisioner --data-file events/rotation-*.json` sends
+/// them: read as the provisioner reads them.
+fn rotation_event(step: &str) -> shared::rotation::RotationEvent {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../events/rotation-{step}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("rotation-{step}.json: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_events_rotate_the_events_binding_in_laptop_mode() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let instance_op = "/v2/service_instances/8d3b1a9c-5f2e-4c71-9a0e-events000001/last_operation";
+    let binding = "/v2/service_instances/8d3b1a9c-5f2e-4c71-9a0e-events000001/service_bindings/3f6c2e1d-7b4a-4e95-8c3d-events000002";
+    send(&b, "provision.json").await;
+    assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
+    send(&b, "bind.json").await;
+    assert_eq!(b.wait_for(&format!("{binding}/last_operation")).await["state"], "succeeded");
+    let (_, before) = b.call("GET", binding, None).await;
+
+    let steps = ["create-secret", "set-secret", "test-secret", "finish-secret"];
+    let events: Vec<_> = steps.iter().map(|s| rotation_event(s)).collect();
+    let expected = [
+        shared::rotation::RotationStep::CreateSecret,
+        shared::rotation::RotationStep::SetSecret,
+        shared::rotation::RotationStep::TestSecret,
+        shared::rotation::RotationStep::FinishSecret,
+    ];
+    assert_eq!(events.iter().map(|e| e.step).collect::<Vec<_>>(), expected);
+    assert!(events.iter().all(|e| e.token == events[0].token && e.secret_id == events[0].secret_id));
+    for event in &events {
+        b.laptop.rotator.handle(event).await.unwrap_or_else(|e| panic!("{:?}: {e}", event.step));
+    }
+    let (status, after) = b.call("GET", binding, None).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_ne!(after["credentials"]["password"], before["credentials"]["password"]);
+    assert_eq!(after["credentials"]["username"], before["credentials"]["username"]);
+
+    send(&b, "deprovision.json").await;
+    assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
 }

@@ -343,13 +343,21 @@ impl SecretStore for LocalSecretStore {
     }
 }
 
-/// The secret name inside a reference. A reference this store did not make
-/// (an ARN, a bare name) names none of its secrets.
+/// The secret name inside a reference. A Secrets Manager ARN names the
+/// secret whose name it carries (`arn:...:secret:NAME-AbCdEf`), so the
+/// rotation events Secrets Manager sends run in laptop mode too; any other
+/// reference this store did not make (a bare name) names none of its secrets.
 fn name_of(reference: &str) -> Result<String, SecretError> {
+    let from_arn = || {
+        let (_, rest) = reference.strip_prefix("arn:")?.split_once(":secret:")?;
+        let (name, suffix) = rest.rsplit_once('-')?;
+        (suffix.len() == 6).then(|| name.to_string())
+    };
     reference
         .strip_prefix(REFERENCE_PREFIX)
-        .filter(|name| !name.is_empty())
         .map(str::to_string)
+        .or_else(from_arn)
+        .filter(|name| !name.is_empty())
         .ok_or_else(|| SecretError::NotFound(reference.to_string()))
 }
 
@@ -653,5 +661,18 @@ mod tests {
         store.delete(&r).await.unwrap();
         assert!(store.due_for_rotation(later + 10 * DAY_SECS).await.unwrap().is_empty());
         assert!(matches!(store.schedule_rotation("local:gone", 1).await, Err(SecretError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn a_secrets_manager_arn_names_the_secret_it_carries() {
+        let store = LocalSecretStore::in_memory().unwrap();
+        let r = store.create("local/instances/i-1/admin", &secret("a-password")).await.unwrap();
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:local/instances/i-1/admin-AbCdEf";
+        assert_eq!(read(&store, arn, Stage::Current).await.as_deref(), Some("a-password"));
+        assert_eq!(store.describe(arn).await.unwrap().name, "local/instances/i-1/admin");
+        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("a-password"));
+        for other in ["arn:aws:secretsmanager:eu-west-1:1:secret:local/instances/i-1/admin", "local/x"] {
+            assert!(matches!(store.describe(other).await, Err(SecretError::NotFound(_))), "{other}");
+        }
     }
 }
