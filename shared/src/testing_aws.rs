@@ -1,26 +1,44 @@
-//! A stand-in for the ElastiCache user-group calls moto does not implement
-//! (CreateUserGroup, DescribeUserGroups, ModifyUserGroup, DeleteUserGroup,
-//! ModifyUser), built from aws-smithy-mocks rules over shared state, for the
-//! provider's tests and the AWS-mode end-to-end test. Compiled only with the
+//! Stand-ins for what moto does not do in ElastiCache, for the provider's
+//! tests and the AWS-mode end-to-end tests. Compiled only with the
 //! `aws-testing` feature.
+//!
+//! - [`FakeRbac`]: the user-group calls and ModifyUser, as a separate client
+//!   (aws-smithy-mocks rules over shared state), with an ordered call log;
+//!   [`FakeRbac::modified_users`] makes DescribeUsers on moto agree with it.
+//! - [`FakeAuthTokens`]: records the AUTH-token changes moto ignores and makes
+//!   DescribeReplicationGroups show the token enabled.
+//! - [`finished_deletions`]: ends the deletions moto never finishes.
+//! - [`elasticache_on_moto`] ([`moto_elasticache_config`]): a client on moto
+//!   with all of the above.
+//!
+//! The stand-ins never keep a password, only how many were sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_elasticache::Client;
-use aws_sdk_elasticache::error::ErrorMetadata;
+use aws_sdk_elasticache::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextMut,
+};
+use aws_sdk_elasticache::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_elasticache::error::{BoxError, ErrorMetadata};
+use aws_sdk_elasticache::operation::create_user::CreateUserInput;
 use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, CreateUserGroupOutput};
+use aws_sdk_elasticache::operation::delete_user::DeleteUserInput;
 use aws_sdk_elasticache::operation::delete_user_group::{DeleteUserGroupError, DeleteUserGroupOutput};
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
+use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
 use aws_sdk_elasticache::operation::describe_user_groups::{
     DescribeUserGroupsError, DescribeUserGroupsOutput,
 };
+use aws_sdk_elasticache::operation::describe_users::DescribeUsersOutput;
+use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupInput;
 use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
 use aws_sdk_elasticache::operation::modify_user_group::{ModifyUserGroupError, ModifyUserGroupOutput};
-use aws_sdk_elasticache::types::UserGroup;
 use aws_sdk_elasticache::types::error::{
     ReplicationGroupNotFoundFault, UserGroupAlreadyExistsFault, UserGroupNotFoundFault,
 };
+use aws_sdk_elasticache::types::{Authentication, AuthenticationType, UserGroup};
 use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock, mock_client};
 
 /// Error metadata as the wire carries it: the code and message of the fault.
@@ -42,8 +60,17 @@ pub struct RbacState {
     pub groups: HashMap<String, Vec<String>>,
     /// Every ModifyUserGroup: (group, users added, users removed).
     pub group_changes: Vec<(String, Vec<String>, Vec<String>)>,
-    /// Every ModifyUser: (user id, number of passwords, access string).
+    /// Every ModifyUser: (user id, number of passwords, access string, empty
+    /// when the call left it alone).
     pub user_changes: Vec<(String, usize, String)>,
+    /// Every call that changes something, in order, as one line each:
+    /// `CreateUserGroup <id> users=<a,b>`, `ModifyUserGroup <id> add=<..>
+    /// remove=<..>`, `DeleteUserGroup <id>`, `ModifyUser <user id>
+    /// passwords=<n>` (the count, never a password).
+    pub calls: Vec<String>,
+    /// User id → how many passwords its last ModifyUser gave it, until the
+    /// user is created or deleted again (see [`FakeRbac::modified_users`]).
+    pub passwords: HashMap<String, usize>,
 }
 
 /// A stand-in for the user-group calls moto lacks (CreateUserGroup,
@@ -64,6 +91,7 @@ impl FakeRbac {
         let create = mock!(Client::create_user_group).then_compute_response(move |req| {
             let id = req.user_group_id().unwrap_or_default().to_string();
             let mut st = s.lock().unwrap();
+            st.calls.push(format!("CreateUserGroup {id} users={}", req.user_ids().join(",")));
             if st.groups.contains_key(&id) {
                 let fault = UserGroupAlreadyExistsFault::builder()
                     .message("User group already exists")
@@ -104,6 +132,7 @@ impl FakeRbac {
             let add = req.user_ids_to_add().to_vec();
             let remove = req.user_ids_to_remove().to_vec();
             st.group_changes.push((id.clone(), add.clone(), remove.clone()));
+            st.calls.push(format!("ModifyUserGroup {id} add={} remove={}", add.join(","), remove.join(",")));
             let Some(users) = st.groups.get_mut(&id) else {
                 return MockResponse::Error(ModifyUserGroupError::UserGroupNotFoundFault(group_not_found(
                     &id,
@@ -128,7 +157,9 @@ impl FakeRbac {
         let s = state.clone();
         let delete = mock!(Client::delete_user_group).then_compute_response(move |req| {
             let id = req.user_group_id().unwrap_or_default().to_string();
-            match s.lock().unwrap().groups.remove(&id) {
+            let mut st = s.lock().unwrap();
+            st.calls.push(format!("DeleteUserGroup {id}"));
+            match st.groups.remove(&id) {
                 Some(users) => MockResponse::Output(
                     DeleteUserGroupOutput::builder()
                         .user_group_id(&id)
@@ -148,7 +179,13 @@ impl FakeRbac {
             let id = req.user_id().unwrap_or_default().to_string();
             let access = req.access_string().unwrap_or_default().to_string();
             // The passwords themselves are never kept, only how many came.
-            s.lock().unwrap().user_changes.push((id.clone(), req.passwords().len(), access.clone()));
+            let count = req.passwords().len();
+            let mut st = s.lock().unwrap();
+            st.user_changes.push((id.clone(), count, access.clone()));
+            st.calls.push(format!("ModifyUser {id} passwords={count}"));
+            if count > 0 {
+                st.passwords.insert(id.clone(), count);
+            }
             ModifyUserOutput::builder()
                 .user_id(id)
                 .status("modifying")
@@ -164,8 +201,181 @@ impl FakeRbac {
     pub fn members(&self, group: &str) -> Option<Vec<String>> {
         self.state.lock().unwrap().groups.get(group).cloned()
     }
+
+    /// The call log so far (see [`RbacState::calls`]).
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// An interceptor for the main client (the one on moto) that makes
+    /// DescribeUsers agree with this stand-in's ModifyUser, which moto never
+    /// sees: each user ModifyUser gave passwords is described `active` with
+    /// that many passwords (the rest of the answer is moto's). A CreateUser
+    /// or DeleteUser of the user hands it back to moto alone.
+    pub fn modified_users(&self) -> ModifiedUsers {
+        ModifiedUsers(self.state.clone())
+    }
 }
 
+/// See [`FakeRbac::modified_users`].
+#[derive(Debug)]
+pub struct ModifiedUsers(Arc<Mutex<RbacState>>);
+
+impl Intercept for ModifiedUsers {
+    fn name(&self) -> &'static str {
+        "ModifiedUsers"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let input = context.input();
+        let id = input
+            .downcast_ref::<CreateUserInput>()
+            .and_then(|i| i.user_id())
+            .or_else(|| input.downcast_ref::<DeleteUserInput>().and_then(|i| i.user_id()));
+        if let Some(id) = id {
+            self.0.lock().unwrap().passwords.remove(id);
+        }
+        Ok(())
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(out) = output.downcast_mut::<DescribeUsersOutput>() else {
+            return Ok(());
+        };
+        let state = self.0.lock().unwrap();
+        for user in out.users.iter_mut().flatten() {
+            if let Some(count) = user.user_id.as_deref().and_then(|id| state.passwords.get(id)) {
+                user.status = Some("active".into());
+                user.authentication = Some(
+                    Authentication::builder()
+                        .r#type(AuthenticationType::Password)
+                        .password_count(i32::try_from(*count).unwrap_or(i32::MAX))
+                        .build(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stand-in for the AUTH-token changes moto ignores (its
+/// ModifyReplicationGroup drops AuthToken and AuthTokenUpdateStrategy).
+/// Add [`FakeAuthTokens::interceptor`] to the client on moto; it records
+/// every ModifyReplicationGroup that carries an AUTH token, in order, and
+/// DescribeReplicationGroups then shows those groups with
+/// AuthTokenEnabled (moto already shows them `available`, as it applies
+/// changes at once). It keeps no token.
+#[derive(Debug, Clone, Default)]
+pub struct FakeAuthTokens {
+    changes: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeAuthTokens {
+    pub fn new() -> FakeAuthTokens {
+        FakeAuthTokens::default()
+    }
+
+    /// The interceptor to add to the client on moto.
+    pub fn interceptor(&self) -> AuthTokenChanges {
+        AuthTokenChanges(self.changes.clone())
+    }
+
+    /// Every AUTH-token change so far, in order: (replication group id,
+    /// strategy as ElastiCache spells it: `ROTATE` or `SET`; `ROTATE` when
+    /// the request named none, as ElastiCache defaults to it).
+    pub fn changes(&self) -> Vec<(String, String)> {
+        self.changes.lock().unwrap().clone()
+    }
+}
+
+/// See [`FakeAuthTokens`].
+#[derive(Debug)]
+pub struct AuthTokenChanges(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Intercept for AuthTokenChanges {
+    fn name(&self) -> &'static str {
+        "AuthTokenChanges"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(input) = context.input().downcast_ref::<ModifyReplicationGroupInput>()
+            && input.auth_token().is_some()
+        {
+            let strategy = input.auth_token_update_strategy().map_or("ROTATE", |s| s.as_str());
+            self.0
+                .lock()
+                .unwrap()
+                .push((input.replication_group_id().unwrap_or_default().to_string(), strategy.to_string()));
+        }
+        Ok(())
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(out) = output.downcast_mut::<DescribeReplicationGroupsOutput>() else {
+            return Ok(());
+        };
+        let changes = self.0.lock().unwrap();
+        for group in out.replication_groups.iter_mut().flatten() {
+            let id = group.replication_group_id.as_deref().unwrap_or_default();
+            if changes.iter().any(|(changed, _)| changed == id) {
+                group.auth_token_enabled = Some(true);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An ElastiCache client on moto (`sdk` points at it) with the stand-ins a
+/// test needs: the groups in `gone` reported deleted
+/// ([`finished_deletions`]), DescribeUsers agreeing with `rbac`
+/// ([`FakeRbac::modified_users`]) and AUTH-token changes recorded by
+/// `tokens`. Give `rbac.client` to the provider as its RBAC client.
+pub fn elasticache_on_moto(
+    sdk: &aws_config::SdkConfig,
+    gone: GoneGroups,
+    rbac: &FakeRbac,
+    tokens: &FakeAuthTokens,
+) -> Client {
+    Client::from_conf(moto_elasticache_config(sdk, gone, rbac, tokens).build())
+}
+
+/// The configuration of [`elasticache_on_moto`], for a test that adds
+/// interceptors of its own before building the client.
+pub fn moto_elasticache_config(
+    sdk: &aws_config::SdkConfig,
+    gone: GoneGroups,
+    rbac: &FakeRbac,
+    tokens: &FakeAuthTokens,
+) -> aws_sdk_elasticache::config::Builder {
+    aws_sdk_elasticache::config::Builder::from(sdk)
+        .interceptor(finished_deletions(gone))
+        .interceptor(rbac.modified_users())
+        .interceptor(tokens.interceptor())
+}
 fn active_group(id: &str, users: &[String]) -> UserGroup {
     UserGroup::builder()
         .user_group_id(id)

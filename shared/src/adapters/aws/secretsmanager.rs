@@ -12,11 +12,13 @@ use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+use aws_sdk_secretsmanager::operation::rotate_secret::RotateSecretError;
 use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
+use aws_sdk_secretsmanager::types::RotationRulesType;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::aws_terms;
-use crate::ports::{SecretError, SecretStore, Stage};
+use crate::ports::{SecretError, SecretInfo, SecretStore, SecretVersion, Stage};
 
 /// The recovery window `new` uses: the shortest Secrets Manager allows, so a
 /// deleted password lingers as little as possible.
@@ -25,11 +27,16 @@ pub const DEFAULT_RECOVERY_WINDOW_DAYS: i64 = 7;
 /// The recovery windows Secrets Manager accepts.
 const RECOVERY_WINDOW_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
 
+/// The rotation intervals Secrets Manager accepts (AutomaticallyAfterDays).
+pub const ROTATION_DAYS: std::ops::RangeInclusive<u32> = 1..=1000;
+
 /// Secrets in Secrets Manager; the reference of a secret is its ARN.
 #[derive(Clone)]
 pub struct SecretsManagerStore {
     client: Client,
     recovery_window_days: i64,
+    /// The Lambda function Secrets Manager invokes to rotate a secret.
+    rotation_function: Option<String>,
 }
 
 /// Shows how the store deletes, never what it holds.
@@ -37,6 +44,7 @@ impl std::fmt::Debug for SecretsManagerStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretsManagerStore")
             .field("recovery_window_days", &self.recovery_window_days)
+            .field("rotation_function", &self.rotation_function)
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +53,73 @@ impl SecretsManagerStore {
     /// A store whose deletes keep the secret recoverable for
     /// [`DEFAULT_RECOVERY_WINDOW_DAYS`].
     pub fn new(client: Client) -> SecretsManagerStore {
-        SecretsManagerStore { client, recovery_window_days: DEFAULT_RECOVERY_WINDOW_DAYS }
+        SecretsManagerStore {
+            client,
+            recovery_window_days: DEFAULT_RECOVERY_WINDOW_DAYS,
+            rotation_function: None,
+        }
+    }
+
+    /// The ARN of the Lambda function Secrets Manager invokes to rotate the
+    /// secrets (ROTATION_FUNCTION_ARN: the provisioner). Without one,
+    /// [`SecretStore::schedule_rotation`] refuses and [`Self::rotate_now`]
+    /// relies on the function the secret already names.
+    pub fn with_rotation_function(mut self, arn: Option<String>) -> SecretsManagerStore {
+        self.rotation_function = arn.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+        self
+    }
+
+    pub fn rotation_function(&self) -> Option<&str> {
+        self.rotation_function.as_deref()
+    }
+
+    /// Rotates the secret now, on an operator's demand: RotateSecret with
+    /// RotateImmediately, after which Secrets Manager invokes the rotation
+    /// function for each step (createSecret ... finishSecret) under a new
+    /// token. The schedule stays as it is. Names the configured rotation
+    /// function when there is one; otherwise the secret must name one
+    /// already. Secrets Manager refuses while an earlier rotation is
+    /// unfinished (an AWSPENDING version that is not AWSCURRENT).
+    pub async fn rotate_now(&self, reference: &str) -> Result<(), SecretError> {
+        let rotated = self
+            .client
+            .rotate_secret()
+            .secret_id(reference)
+            .set_rotation_lambda_arn(self.rotation_function.clone())
+            .rotate_immediately(true)
+            .send()
+            .await;
+        match rotated {
+            Ok(_) => {
+                tracing::info!(secret = %reference, "asked Secrets Manager to rotate the secret now");
+                Ok(())
+            }
+            Err(err) => Err(self.rotate_failed(reference, "now", err).await),
+        }
+    }
+
+    /// What a failed RotateSecret means: `NotFound` for a missing or deleted
+    /// secret, else `Unavailable` with Secrets Manager's reason (a rotation
+    /// still in progress, a function it cannot invoke ...).
+    async fn rotate_failed(
+        &self,
+        reference: &str,
+        what: &str,
+        err: aws_sdk_secretsmanager::error::SdkError<
+            RotateSecretError,
+            aws_sdk_secretsmanager::config::http::HttpResponse,
+        >,
+    ) -> SecretError {
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            RotateSecretError::ResourceNotFoundException(_) => SecretError::NotFound(reference.to_string()),
+            RotateSecretError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await.unwrap_or(false) =>
+            {
+                SecretError::NotFound(reference.to_string())
+            }
+            _ => SecretError::Unavailable(format!("RotateSecret {reference} ({what}) failed: {why}")),
+        }
     }
 
     /// How many days a deleted secret stays recoverable, kept within the 7 to
@@ -60,7 +134,7 @@ impl SecretsManagerStore {
     }
 
     /// DescribeSecret; `None` when there is no such secret.
-    async fn describe(&self, id: &str) -> Result<Option<DescribeSecretOutput>, SecretError> {
+    async fn lookup(&self, id: &str) -> Result<Option<DescribeSecretOutput>, SecretError> {
         match self.client.describe_secret().secret_id(id).send().await {
             Ok(out) => Ok(Some(out)),
             Err(err) => {
@@ -77,7 +151,7 @@ impl SecretsManagerStore {
     /// Manager answers InvalidRequestException for most calls on one, and so
     /// does it for many other mistakes; only DescribeSecret tells them apart.
     async fn is_scheduled_for_deletion(&self, id: &str) -> Result<bool, SecretError> {
-        Ok(self.describe(id).await?.is_some_and(|d| d.deleted_date.is_some()))
+        Ok(self.lookup(id).await?.is_some_and(|d| d.deleted_date.is_some()))
     }
 
     /// The ARN of the existing secret `name`, after CreateSecret found it
@@ -86,7 +160,7 @@ impl SecretsManagerStore {
     /// its old password belonged to the deleted cache user.
     /// `why` is CreateSecret's answer, for when no secret is there after all.
     async fn adopt(&self, name: &str, value: &SecretString, why: &str) -> Result<String, SecretError> {
-        let existing = self.describe(name).await?.ok_or_else(|| {
+        let existing = self.lookup(name).await?.ok_or_else(|| {
             SecretError::Unavailable(format!(
                 "CreateSecret {name} failed ({why}) and DescribeSecret finds no such secret"
             ))
@@ -264,7 +338,7 @@ impl SecretStore for SecretsManagerStore {
 
     async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError> {
         let described =
-            self.describe(reference).await?.ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+            self.lookup(reference).await?.ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
         let versions = described.version_ids_to_stages.unwrap_or_default();
         let Some(target_stages) = versions.get(version_id) else {
             return Err(SecretError::NotFound(format!("{reference} version {version_id}")));
@@ -282,6 +356,126 @@ impl SecretStore for SecretsManagerStore {
             self.move_stage(reference, Stage::Pending, None, Some(version_id)).await?;
         }
         Ok(())
+    }
+
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
+        let described = self
+            .lookup(reference)
+            .await?
+            .filter(|d| d.deleted_date.is_none())
+            .ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let mut versions: Vec<SecretVersion> = described
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, labels)| SecretVersion {
+                id,
+                stages: labels.iter().filter_map(|l| stage(l)).collect(),
+            })
+            .collect();
+        // The current version first, then pending, previous, and versions
+        // without a stage; the map Secrets Manager returns has no order.
+        versions.sort_by_key(|v| (v.stages.iter().map(|s| rank(*s)).min().unwrap_or(3), v.id.clone()));
+        let rotation_days = match (described.rotation_enabled, &described.rotation_rules) {
+            (Some(true), Some(rules)) => rules.automatically_after_days.and_then(|d| u32::try_from(d).ok()),
+            _ => None,
+        };
+        Ok(SecretInfo {
+            name: described.name.unwrap_or_else(|| reference.to_string()),
+            versions,
+            rotation_days,
+        })
+    }
+
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let got = self.client.get_secret_value().secret_id(reference).version_id(version_id).send().await;
+        let err = match got {
+            Ok(out) => {
+                return match out.secret_string {
+                    Some(value) => Ok(Some(SecretString::from(value))),
+                    None => Err(SecretError::Unavailable(format!(
+                        "secret {reference} holds binary data in version {version_id}, not a string"
+                    ))),
+                };
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // Both a missing secret and a version it does not have.
+            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
+            GetSecretValueError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(None)
+            }
+            _ => Err(SecretError::Unavailable(format!(
+                "GetSecretValue {reference} version {version_id} failed: {why}"
+            ))),
+        }
+    }
+
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
+        let Some(function) = self.rotation_function.as_deref() else {
+            return Err(SecretError::Unavailable(format!(
+                "cannot schedule the rotation of secret {reference}: ROTATION_FUNCTION_ARN is not set"
+            )));
+        };
+        if !ROTATION_DAYS.contains(&days) {
+            return Err(SecretError::Unavailable(format!(
+                "cannot rotate secret {reference} every {days} days: Secrets Manager takes {} to {}",
+                ROTATION_DAYS.start(),
+                ROTATION_DAYS.end()
+            )));
+        }
+        let described = self
+            .lookup(reference)
+            .await?
+            .filter(|d| d.deleted_date.is_none())
+            .ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let scheduled = described.rotation_enabled == Some(true)
+            && described.rotation_lambda_arn.as_deref() == Some(function)
+            && described.rotation_rules.as_ref().and_then(|r| r.automatically_after_days)
+                == Some(i64::from(days));
+        if scheduled {
+            return Ok(());
+        }
+        // Without RotateImmediately Secrets Manager rotates first after
+        // `days`; it does invoke the function's testSecret step at once.
+        let rotated = self
+            .client
+            .rotate_secret()
+            .secret_id(reference)
+            .rotation_lambda_arn(function)
+            .rotation_rules(RotationRulesType::builder().automatically_after_days(i64::from(days)).build())
+            .rotate_immediately(false)
+            .send()
+            .await;
+        match rotated {
+            Ok(_) => {
+                tracing::info!(secret = %reference, days, "scheduled the rotation of the secret");
+                Ok(())
+            }
+            Err(err) => Err(self.rotate_failed(reference, &format!("every {days} days"), err).await),
+        }
+    }
+}
+
+/// The stage a Secrets Manager label names; `None` for labels of others.
+fn stage(label: &str) -> Option<Stage> {
+    [Stage::Current, Stage::Pending, Stage::Previous].into_iter().find(|s| s.label() == label)
+}
+
+/// The order versions are listed in.
+fn rank(stage: Stage) -> u8 {
+    match stage {
+        Stage::Current => 0,
+        Stage::Pending => 1,
+        Stage::Previous => 2,
     }
 }
 
@@ -372,7 +566,7 @@ mod tests {
 
         let shown = format!("{store:?}");
 
-        assert_eq!(shown, "SecretsManagerStore { recovery_window_days: 7, .. }");
+        assert_eq!(shown, "SecretsManagerStore { recovery_window_days: 7, rotation_function: None, .. }");
     }
 
     #[tokio::test]
@@ -576,6 +770,96 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_secret_describes_with_its_name_one_current_version_and_no_rotation() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("describe/admin", &secret("only-password")).await.unwrap();
+
+        let info = store.describe(&arn).await.unwrap();
+
+        assert_eq!(info.name, "describe/admin");
+        assert_eq!(info.versions.len(), 1);
+        assert_eq!(info.versions[0].stages, [Stage::Current]);
+        assert_eq!(info.rotation_days, None);
+    }
+
+    #[tokio::test]
+    async fn the_description_follows_the_stages_through_a_rotation() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("stages/admin", &secret("old-password")).await.unwrap();
+        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        let info = store.describe(&arn).await.unwrap();
+        assert_eq!(info.stages_of(&old), Some(&[Stage::Current][..]));
+        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Pending][..]));
+        assert_eq!(info.version_at(Stage::Pending), Some(TOKEN));
+
+        store.promote(&arn, TOKEN).await.unwrap();
+        let info = store.describe(&arn).await.unwrap();
+        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Current][..]));
+        assert_eq!(info.stages_of(&old), Some(&[Stage::Previous][..]));
+        assert_eq!(info.version_at(Stage::Pending), None);
+        assert_eq!(info.versions[0].id, TOKEN, "the current version is listed first");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_deleted_secret_is_not_found_when_described() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("describegone/admin", &secret("gone-password")).await.unwrap();
+        store.delete(&arn).await.unwrap();
+
+        let err = store.describe(&arn).await.unwrap_err();
+        assert!(matches!(&err, SecretError::NotFound(named) if *named == arn), "{err}");
+        let err = store.describe("never/described").await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_version_reads_back_by_its_id_whatever_its_stage() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("byversion/admin", &secret("old-password")).await.unwrap();
+        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        let pending = store.read_version(&arn, TOKEN).await.unwrap();
+        assert_eq!(pending.as_ref().map(|v| v.expose_secret()), Some("new-password"));
+        store.promote(&arn, TOKEN).await.unwrap();
+        let previous = store.read_version(&arn, &old).await.unwrap();
+        assert_eq!(previous.as_ref().map(|v| v.expose_secret()), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn a_version_that_does_not_exist_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("noversion-read/admin", &secret("old-password")).await.unwrap();
+        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none());
+        assert!(store.read_version(missing, TOKEN).await.unwrap().is_none());
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        store.delete(&arn).await.unwrap();
+        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none(), "the secret is deleted");
+    }
+
+    #[tokio::test]
+    async fn scheduling_a_rotation_without_a_rotation_function_names_the_missing_setting() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await.with_rotation_function(Some(" ".into()));
+        let arn = store.create("nofunction/admin", &secret("old-password")).await.unwrap();
+
+        let err = store.schedule_rotation(&arn, 30).await.unwrap_err();
+
+        assert!(matches!(err, SecretError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("ROTATION_FUNCTION_ARN is not set"), "{err}");
+        assert_eq!(store.describe(&arn).await.unwrap().rotation_days, None);
+    }
+
+    #[tokio::test]
     async fn broker_credentials_are_read_from_the_json_secret() {
         let moto = MotoServer::start();
         let client = client(&moto).await;
@@ -640,5 +924,196 @@ mod tests {
         let err = read_broker_credentials(&client, arn).await.unwrap_err();
 
         assert!(matches!(&err, SecretError::NotFound(named) if named == arn), "{err}");
+    }
+
+    /// RotateSecret and its effect on DescribeSecret, without moto: moto's
+    /// RotateSecret looks the function up among its own Lambda functions and
+    /// answers ResourceNotFoundException for any other (after recording the
+    /// rotation), so a real function ARN cannot be tried there.
+    mod rotation {
+        use std::sync::{Arc, Mutex};
+
+        use aws_sdk_secretsmanager::config::retry::RetryConfig;
+        use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_secretsmanager::error::ErrorMetadata;
+        use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+        use aws_sdk_secretsmanager::operation::rotate_secret::RotateSecretOutput;
+        use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+        use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
+
+        use super::*;
+
+        const ARN: &str =
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:osb/instances/i-1/admin-AbCdEf";
+        const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:osb-provisioner";
+
+        /// What RotateSecret was asked, and the rotation it leaves set.
+        #[derive(Debug, Default, Clone, PartialEq)]
+        struct Rotate {
+            function: Option<String>,
+            days: Option<i64>,
+            immediately: Option<bool>,
+        }
+
+        #[derive(Default)]
+        struct Secret {
+            /// Every RotateSecret, in order.
+            requests: Vec<Rotate>,
+            /// (function, days) once rotation is on.
+            rotation: Option<(String, i64)>,
+        }
+
+        /// A client whose DescribeSecret and RotateSecret act on `state`,
+        /// and which knows no secret but [`ARN`].
+        fn client(state: Arc<Mutex<Secret>>) -> Client {
+            let s = state.clone();
+            let describe = mock!(Client::describe_secret)
+                .match_requests(|req| req.secret_id() == Some(ARN))
+                .then_output(move || {
+                    let rotation = s.lock().unwrap().rotation.clone();
+                    let out = DescribeSecretOutput::builder()
+                        .arn(ARN)
+                        .name("osb/instances/i-1/admin")
+                        .version_ids_to_stages("v1", vec!["AWSCURRENT".to_string()]);
+                    match rotation {
+                        Some((function, days)) => out
+                            .rotation_enabled(true)
+                            .rotation_lambda_arn(function)
+                            .rotation_rules(
+                                RotationRulesType::builder().automatically_after_days(days).build(),
+                            )
+                            .build(),
+                        None => out.build(),
+                    }
+                });
+            let s = state.clone();
+            let rotate = mock!(Client::rotate_secret)
+                .match_requests(|req| req.secret_id() == Some(ARN))
+                .then_compute_response(move |req| {
+                    let request = Rotate {
+                        function: req.rotation_lambda_arn().map(str::to_string),
+                        days: req.rotation_rules().and_then(|r| r.automatically_after_days()),
+                        immediately: req.rotate_immediately(),
+                    };
+                    let mut st = s.lock().unwrap();
+                    if let (Some(function), Some(days)) = (&request.function, request.days) {
+                        st.rotation = Some((function.clone(), days));
+                    }
+                    st.requests.push(request);
+                    MockResponse::Output(RotateSecretOutput::builder().arn(ARN).build())
+                });
+            let missing = |what: &str| {
+                let message = format!("Secrets Manager can't find the specified secret ({what}).");
+                ResourceNotFoundException::builder()
+                    .message(&message)
+                    .meta(
+                        ErrorMetadata::builder().code("ResourceNotFoundException").message(&message).build(),
+                    )
+                    .build()
+            };
+            let describe_missing = mock!(Client::describe_secret)
+                .then_error(move || DescribeSecretError::ResourceNotFoundException(missing("describe")));
+            let rotate_missing = mock!(Client::rotate_secret)
+                .then_error(move || RotateSecretError::ResourceNotFoundException(missing("rotate")));
+            mocked(&[&describe, &rotate, &describe_missing, &rotate_missing])
+        }
+
+        /// A Secrets Manager client answering with `rules`, the first match
+        /// winning, without the SDK's retries.
+        fn mocked(rules: &[&Rule]) -> Client {
+            let interceptor =
+                rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |i, rule| {
+                    i.with_rule(rule)
+                });
+            Client::from_conf(
+                aws_sdk_secretsmanager::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("us-east-1"))
+                    .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+                    .http_client(aws_smithy_mocks::create_mock_http_client())
+                    .interceptor(interceptor)
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            )
+        }
+
+        fn store(state: &Arc<Mutex<Secret>>) -> SecretsManagerStore {
+            SecretsManagerStore::new(client(state.clone())).with_rotation_function(Some(FUNCTION.into()))
+        }
+
+        #[tokio::test]
+        async fn scheduling_names_the_rotation_function_and_the_days_and_does_not_rotate_now() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            let expected =
+                Rotate { function: Some(FUNCTION.into()), days: Some(30), immediately: Some(false) };
+            assert_eq!(state.lock().unwrap().requests, [expected]);
+            assert_eq!(store.describe(ARN).await.unwrap().rotation_days, Some(30));
+        }
+
+        #[tokio::test]
+        async fn scheduling_the_same_rotation_again_sends_nothing_and_another_interval_is_sent() {
+            let state = Arc::default();
+            let store = store(&state);
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+            assert_eq!(state.lock().unwrap().requests.len(), 1, "already scheduled");
+
+            store.schedule_rotation(ARN, 7).await.unwrap();
+            let requests = state.lock().unwrap().requests.clone();
+            assert_eq!(requests.len(), 2);
+            assert_eq!(requests[1].days, Some(7));
+            assert_eq!(store.describe(ARN).await.unwrap().rotation_days, Some(7));
+        }
+
+        #[tokio::test]
+        async fn a_rotation_set_up_with_another_function_is_set_up_again_with_ours() {
+            let state: Arc<Mutex<Secret>> = Arc::default();
+            state.lock().unwrap().rotation = Some(("arn:aws:lambda:us-east-1:1:function:old".into(), 30));
+            let store = store(&state);
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            assert_eq!(state.lock().unwrap().rotation, Some((FUNCTION.to_string(), 30)));
+        }
+
+        #[tokio::test]
+        async fn intervals_secrets_manager_refuses_are_refused_without_a_call() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            for days in [0, 1001] {
+                let err = store.schedule_rotation(ARN, days).await.unwrap_err();
+                assert!(err.to_string().contains("1 to 1000"), "{err}");
+            }
+            assert!(state.lock().unwrap().requests.is_empty());
+        }
+
+        #[tokio::test]
+        async fn rotating_now_asks_for_an_immediate_rotation_by_the_rotation_function() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            store.rotate_now(ARN).await.unwrap();
+
+            let expected = Rotate { function: Some(FUNCTION.into()), days: None, immediately: Some(true) };
+            assert_eq!(state.lock().unwrap().requests, [expected]);
+        }
+
+        #[tokio::test]
+        async fn rotating_a_missing_secret_is_not_found() {
+            let state = Arc::default();
+            let store = store(&state);
+            let missing = "osb/instances/never/admin";
+
+            let err = store.rotate_now(missing).await.unwrap_err();
+            assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
+            let err = store.schedule_rotation(missing, 30).await.unwrap_err();
+            assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
+        }
     }
 }

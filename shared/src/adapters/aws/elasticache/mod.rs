@@ -22,6 +22,10 @@
 //! admin secret, instead of 1 to 3. Each binding becomes a user added to the
 //! user group, and removed again on unbind, so access really ends.
 //!
+//! Rotation (`set_passwords`, see [`rotation`]) changes the admin's or a
+//! binding user's passwords through ModifyUser, or the AUTH token of a
+//! replication group without users through ModifyReplicationGroup.
+//!
 //! Two clients: user groups and `ModifyUser` go through the RBAC client,
 //! everything else through the main one. They are the same client unless
 //! [`ElastiCacheProvider::with_rbac_client`] says otherwise, which tests use
@@ -36,6 +40,7 @@ mod delete;
 mod failure;
 mod modify;
 mod names;
+mod rotation;
 mod status;
 mod users;
 
@@ -51,7 +56,7 @@ use secrecy::SecretString;
 
 use crate::adapters::aws::config::AwsSettings;
 use crate::domain::{CacheUser, Endpoint};
-use crate::ports::{CacheProvider, CacheSpec, Progress, ProviderError, SecretStore};
+use crate::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
 
 use failure::{Failure, Kind, classify};
 pub use names::MAX_PREFIX_LEN;
@@ -269,5 +274,23 @@ impl CacheProvider for ElastiCacheProvider {
 
     async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError> {
         self.binding_user_progress(instance_id, username).await
+    }
+
+    async fn set_passwords(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.set_principal_passwords(instance_id, principal, passwords).await
+    }
+
+    async fn passwords_progress(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.principal_passwords_progress(instance_id, principal, passwords).await
     }
 }

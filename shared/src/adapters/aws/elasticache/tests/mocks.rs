@@ -25,7 +25,7 @@ use aws_sdk_elasticache::operation::describe_users::{DescribeUsersError, Describ
 use aws_sdk_elasticache::operation::modify_replication_group::{
     ModifyReplicationGroupError, ModifyReplicationGroupOutput,
 };
-use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
+use aws_sdk_elasticache::operation::modify_user::{ModifyUserError, ModifyUserOutput};
 use aws_sdk_elasticache::operation::modify_user_group::ModifyUserGroupOutput;
 use aws_sdk_elasticache::types::error::{
     CacheClusterNotFoundFault, InsufficientCacheClusterCapacityFault, InvalidParameterValueException,
@@ -34,15 +34,17 @@ use aws_sdk_elasticache::types::error::{
     UserGroupAlreadyExistsFault, UserNotFoundFault,
 };
 use aws_sdk_elasticache::types::{
+    AuthTokenUpdateStatus, AuthTokenUpdateStrategyType, Authentication, AuthenticationType,
     AutomaticFailoverStatus, CacheCluster, Endpoint as AwsEndpoint, MultiAzStatus, NodeGroup,
-    NodeGroupMember, ReplicationGroup, User, UserGroup, UserGroupPendingChanges,
+    NodeGroupMember, ReplicationGroup, ReplicationGroupPendingModifiedValues, User, UserGroup,
+    UserGroupPendingChanges,
 };
 use aws_smithy_mocks::{Rule, mock};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{INSTANCE, meta, mocked, provider_on, secrets_with_admin, spec};
 use crate::domain::{CacheUser, Endpoint};
-use crate::ports::{CacheProvider, Progress, ProviderError};
+use crate::ports::{CacheProvider, Principal, Progress, ProviderError};
 
 /// The ids the provider uses for [`INSTANCE`] under the prefix `osb`.
 fn ids() -> (String, String) {
@@ -636,4 +638,219 @@ async fn a_user_needs_one_or_two_passwords() {
         let why = permanent(provider.put_user(INSTANCE, &user(passwords)).await);
         assert!(why.contains("one or two passwords"), "{why}");
     }
+}
+
+// ------------------------------------------------------------ rotation
+
+/// The replication group of a Redis OSS 5 instance (an AUTH token, no user
+/// group) in `status`.
+fn token_group(status: &str) -> ReplicationGroup {
+    let mut group = group(status, 1);
+    group.user_group_ids = None;
+    group.auth_token_enabled = Some(true);
+    group
+}
+
+fn secrets(values: &[&str]) -> Vec<SecretString> {
+    values.iter().map(|v| SecretString::from(v.to_string())).collect()
+}
+
+fn describe_user(user: User) -> Rule {
+    mock!(Client::describe_users)
+        .then_output(move || DescribeUsersOutput::builder().users(user.clone()).build())
+}
+
+#[tokio::test]
+async fn an_auth_token_is_not_changed_while_the_group_is_busy() {
+    let (id, _) = ids();
+    let modify = mock!(Client::modify_replication_group)
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(token_group("snapshotting")), &modify]),
+        secrets_with_admin().await,
+    );
+
+    let why = retryable(
+        provider.set_passwords(INSTANCE, &Principal::Admin, &secrets(&["new-token-0123456789"])).await,
+    );
+
+    assert!(why.starts_with(&format!("replication group {id} is snapshotting")), "{why}");
+    assert_eq!(modify.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn two_passwords_rotate_the_auth_token_at_once_and_one_sets_it() {
+    let strategy = |wanted: AuthTokenUpdateStrategyType| {
+        mock!(Client::modify_replication_group)
+            .match_requests(move |req| {
+                req.auth_token() == Some("new-token-0123456789")
+                    && req.auth_token_update_strategy() == Some(&wanted)
+                    && req.apply_immediately() == Some(true)
+            })
+            .then_output(|| ModifyReplicationGroupOutput::builder().build())
+    };
+    let (rotate, set) =
+        (strategy(AuthTokenUpdateStrategyType::Rotate), strategy(AuthTokenUpdateStrategyType::Set));
+    let rules = [describe_group(token_group("available")), rotate.clone(), set.clone()];
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let both = secrets(&["new-token-0123456789", "old-token-0123456789"]);
+    provider.set_passwords(INSTANCE, &Principal::Admin, &both).await.unwrap();
+    assert_eq!((rotate.num_calls(), set.num_calls()), (1, 0));
+    provider.set_passwords(INSTANCE, &Principal::Admin, &both[..1]).await.unwrap();
+    assert_eq!((rotate.num_calls(), set.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_token_quoted_back_by_modify_replication_group_is_blanked_out() {
+    let refused = mock!(Client::modify_replication_group).then_error(|| {
+        let message = "Invalid AUTH token new-token-0123456789";
+        ModifyReplicationGroupError::InvalidParameterValueException(
+            InvalidParameterValueException::builder()
+                .message(message)
+                .meta(meta("InvalidParameterValue", message))
+                .build(),
+        )
+    });
+    let provider = provider_on(
+        mocked(&[&describe_group(token_group("available")), &refused]),
+        secrets_with_admin().await,
+    );
+
+    let err = provider
+        .set_passwords(
+            INSTANCE,
+            &Principal::Admin,
+            &secrets(&["new-token-0123456789", "old-token-0123456789"]),
+        )
+        .await
+        .unwrap_err();
+
+    assert_eq!(
+        err,
+        ProviderError::Permanent(
+            "ModifyReplicationGroup failed: InvalidParameterValue: Invalid AUTH token [redacted]".into()
+        )
+    );
+    assert!(!format!("{err:?}").contains("token-0123456789"));
+}
+
+#[tokio::test]
+async fn a_password_quoted_back_by_modify_user_is_blanked_out() {
+    let refused = mock!(Client::modify_user).then_error(|| {
+        let message = "Invalid password old-password-0123456789";
+        ModifyUserError::InvalidParameterValueException(
+            InvalidParameterValueException::builder()
+                .message(message)
+                .meta(meta("InvalidParameterValue", message))
+                .build(),
+        )
+    });
+    let provider =
+        provider_on(mocked(&[&describe_group(group("available", 1)), &refused]), secrets_with_admin().await);
+
+    let why = permanent(
+        provider
+            .set_passwords(
+                INSTANCE,
+                &Principal::User("b-1".into()),
+                &secrets(&["new-password-0123456789", "old-password-0123456789"]),
+            )
+            .await,
+    );
+
+    assert_eq!(why, "ModifyUser failed: InvalidParameterValue: Invalid password [redacted]");
+}
+
+#[tokio::test]
+async fn setting_the_passwords_of_a_user_that_is_gone_fails_naming_it() {
+    let (_, user_id) = ids();
+    let gone = mock!(Client::modify_user).then_error(|| {
+        ModifyUserError::UserNotFoundFault(
+            UserNotFoundFault::builder()
+                .message("User not found")
+                .meta(meta("UserNotFound", "User not found"))
+                .build(),
+        )
+    });
+    let provider =
+        provider_on(mocked(&[&describe_group(group("available", 1)), &gone]), secrets_with_admin().await);
+
+    let why = permanent(
+        provider
+            .set_passwords(INSTANCE, &Principal::User("b-1".into()), &secrets(&["new-password-0123456789"]))
+            .await,
+    );
+
+    assert!(why.starts_with(&format!("user {user_id} of cache user b-1 does not exist")), "{why}");
+}
+
+#[tokio::test]
+async fn passwords_are_in_effect_once_the_user_is_active_with_that_many_and_its_group_active() {
+    let (_, user_id) = ids();
+    let with = |status: &str, count: i32| {
+        let mut user = active_user(&user_id);
+        user.status = Some(status.into());
+        user.authentication = Some(
+            Authentication::builder().r#type(AuthenticationType::Password).password_count(count).build(),
+        );
+        user
+    };
+    let two = secrets(&["new-password-0123456789", "old-password-0123456789"]);
+    let principal = Principal::User("b-1".into());
+    let progress = |user: User, group_status: &'static str| {
+        let rules = [
+            describe_group(group("available", 1)),
+            describe_user(user),
+            mock!(Client::describe_user_groups).then_output(move || {
+                DescribeUserGroupsOutput::builder().user_groups(user_group(group_status, &[], &[])).build()
+            }),
+        ];
+        mocked(&rules.iter().collect::<Vec<_>>())
+    };
+    let secrets_store = secrets_with_admin().await;
+    let at = |client| provider_on(client, secrets_store.clone());
+
+    let modifying =
+        at(progress(with("modifying", 1), "active")).passwords_progress(INSTANCE, &principal, &two).await;
+    assert_eq!(modifying, Ok(Progress::Working { detail: "user b-1 is modifying".into() }));
+    let one = at(progress(with("active", 1), "active")).passwords_progress(INSTANCE, &principal, &two).await;
+    assert_eq!(one, Ok(Progress::Working { detail: "user b-1 holds 1 password, 2 expected".into() }));
+    let group_busy =
+        at(progress(with("active", 2), "modifying")).passwords_progress(INSTANCE, &principal, &two).await;
+    let (id, _) = ids();
+    assert_eq!(
+        group_busy,
+        Ok(Progress::Working { detail: format!("user group {id} of user b-1 is modifying") })
+    );
+    let done = at(progress(with("active", 2), "active")).passwords_progress(INSTANCE, &principal, &two).await;
+    assert_eq!(done, Ok(Progress::Done));
+}
+
+#[tokio::test]
+async fn an_auth_token_change_is_in_effect_once_nothing_is_pending() {
+    let (id, _) = ids();
+    let mut rotating = token_group("modifying");
+    rotating.pending_modified_values = Some(
+        ReplicationGroupPendingModifiedValues::builder()
+            .auth_token_status(AuthTokenUpdateStatus::Rotating)
+            .build(),
+    );
+    let one = secrets(&["new-token-0123456789"]);
+    let secrets_store = secrets_with_admin().await;
+    let progress = |group: ReplicationGroup| {
+        let provider = provider_on(mocked(&[&describe_group(group)]), secrets_store.clone());
+        let one = one.clone();
+        async move { provider.passwords_progress(INSTANCE, &Principal::Admin, &one).await }
+    };
+
+    assert_eq!(
+        progress(rotating).await,
+        Ok(Progress::Working { detail: format!("replication group {id} is modifying: AUTH token rotating") })
+    );
+    assert_eq!(
+        progress(token_group("modifying")).await,
+        Ok(Progress::Working { detail: format!("replication group {id} is modifying") })
+    );
+    assert_eq!(progress(token_group("available")).await, Ok(Progress::Done));
 }

@@ -25,9 +25,9 @@ use crate::adapters::aws::elasticache::ElastiCacheProvider;
 use crate::adapters::aws::sdk_config_for_endpoint;
 use crate::domain::CacheUser;
 use crate::domain::credentials::{PASSWORD_LEN, generate_password};
-use crate::ports::{CacheProvider, Progress};
+use crate::ports::{CacheProvider, Principal, Progress, ProviderError};
 use crate::testing::MotoServer;
-use crate::testing_aws::{GoneGroups, finished_deletions};
+use crate::testing_aws::{FakeAuthTokens, GoneGroups, moto_elasticache_config};
 
 /// moto, a provider on it, and what the tests look through.
 struct World {
@@ -35,6 +35,8 @@ struct World {
     /// A plain client on moto, to look at what the provider made.
     aws: Client,
     rbac: FakeRbac,
+    /// The AUTH-token changes moto ignores.
+    tokens: FakeAuthTokens,
     provider: ElastiCacheProvider,
     /// The user id of every CreateUser the provider sent.
     created_users: Arc<Mutex<Vec<String>>>,
@@ -101,18 +103,18 @@ async fn world() -> World {
     let gone: GoneGroups = Arc::default();
     let created_users: Arc<Mutex<Vec<String>>> = Arc::default();
     let deleted_groups: DeletedGroups = Arc::default();
+    let rbac = FakeRbac::new();
+    let tokens = FakeAuthTokens::new();
     let client = Client::from_conf(
-        aws_sdk_elasticache::config::Builder::from(&config)
-            .interceptor(finished_deletions(gone.clone()))
+        moto_elasticache_config(&config, gone.clone(), &rbac, &tokens)
             .interceptor(RecordCreateUser(created_users.clone()))
             .interceptor(RecordDeleteGroup(deleted_groups.clone()))
             .build(),
     );
 
-    let rbac = FakeRbac::new();
     let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
         .with_rbac_client(rbac.client.clone());
-    World { _moto: moto, aws, rbac, provider, created_users, deleted_groups, gone }
+    World { _moto: moto, aws, rbac, tokens, provider, created_users, deleted_groups, gone }
 }
 
 impl World {
@@ -373,4 +375,160 @@ async fn moving_to_a_bigger_plan_changes_the_node_type_snapshots_and_plan_tag() 
     assert_eq!(group.snapshot_retention_limit(), Some(7));
     assert!(w.tags(group.arn().unwrap()).await.contains(&("broker-plan".into(), "medium".into())));
     assert_eq!(w.provider.modify(&medium).await.unwrap(), Progress::Done, "nothing left to change");
+}
+
+// ------------------------------------------------------------ rotation
+
+fn passwords(n: usize) -> Vec<SecretString> {
+    (0..n).map(|_| generate_password(PASSWORD_LEN)).collect()
+}
+
+#[tokio::test]
+async fn the_admin_of_an_rbac_instance_gets_exactly_the_passwords_given_through_modify_user() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    let admin_id = format!("osb-a-{}", &w.provider.cache_id(INSTANCE)[4..]);
+    let (new, old) = (passwords(1).remove(0), passwords(1).remove(0));
+    let both = [new.clone(), old];
+
+    let progress = w.provider.set_passwords(INSTANCE, &Principal::Admin, &both).await.unwrap();
+    assert_eq!(
+        progress,
+        Progress::Working { detail: format!("setting 2 passwords of the admin credential ({admin_id})") }
+    );
+    assert_eq!(w.rbac.calls().last().unwrap(), &format!("ModifyUser {admin_id} passwords=2"));
+    assert_eq!(
+        w.provider.passwords_progress(INSTANCE, &Principal::Admin, &both).await.unwrap(),
+        Progress::Done
+    );
+    let Progress::Working { detail } =
+        w.provider.passwords_progress(INSTANCE, &Principal::Admin, std::slice::from_ref(&new)).await.unwrap()
+    else {
+        panic!("the old password is still there")
+    };
+    assert_eq!(detail, "admin user broker-admin holds 2 passwords, 1 expected");
+
+    w.provider.set_passwords(INSTANCE, &Principal::Admin, std::slice::from_ref(&new)).await.unwrap();
+    assert_eq!(
+        w.provider.passwords_progress(INSTANCE, &Principal::Admin, &[new]).await.unwrap(),
+        Progress::Done
+    );
+    let state = w.rbac.state.lock().unwrap();
+    let changes: Vec<_> =
+        state.user_changes.iter().map(|(id, n, access)| (id.as_str(), *n, access.as_str())).collect();
+    assert_eq!(
+        changes,
+        [(admin_id.as_str(), 2, ""), (admin_id.as_str(), 1, "")],
+        "the access string is left alone"
+    );
+}
+
+#[tokio::test]
+async fn a_binding_users_passwords_are_set_on_its_own_user() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-valkey", "dev")).await.unwrap();
+    w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
+    let user_id = w.provider.binding_user_id(INSTANCE, "b-3f0c2a");
+    let principal = Principal::User("b-3f0c2a".into());
+    let two = passwords(2);
+
+    w.provider.set_passwords(INSTANCE, &principal, &two).await.unwrap();
+
+    assert_eq!(w.rbac.calls().last().unwrap(), &format!("ModifyUser {user_id} passwords=2"));
+    assert_eq!(w.provider.passwords_progress(INSTANCE, &principal, &two).await.unwrap(), Progress::Done);
+    let user = w.user(&user_id).await.unwrap();
+    assert_eq!(user.user_name(), Some("b-3f0c2a"), "the rest of the answer is moto's");
+}
+
+#[tokio::test]
+async fn a_user_created_again_after_a_rotation_is_described_as_moto_has_it() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
+    let principal = Principal::User("b-3f0c2a".into());
+    w.provider.set_passwords(INSTANCE, &principal, &passwords(2)).await.unwrap();
+    while w.provider.delete_user(INSTANCE, "b-3f0c2a").await.unwrap() != Progress::Done {}
+
+    w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
+
+    let user = w.user(&w.provider.binding_user_id(INSTANCE, "b-3f0c2a")).await.unwrap();
+    assert_eq!(user.authentication().and_then(|a| a.password_count()), Some(1));
+}
+
+#[tokio::test]
+async fn the_auth_token_of_a_redis_5_instance_is_rotated_then_set() {
+    let w = world().await;
+    let mut spec = spec(INSTANCE, "elasticache-redis", "small");
+    spec.engine_version = "5.0.6".into();
+    w.provider.create(&spec).await.unwrap();
+    let id = w.provider.cache_id(INSTANCE);
+    assert!(w.group(&id).await.user_group_ids().is_empty(), "no users before Redis OSS 6");
+    let (new, old) = (passwords(1).remove(0), passwords(1).remove(0));
+
+    let Progress::Working { detail } =
+        w.provider.set_passwords(INSTANCE, &Principal::Admin, &[new.clone(), old.clone()]).await.unwrap()
+    else {
+        panic!("done at once")
+    };
+    assert_eq!(detail, format!("rotating (old and new accepted) the AUTH token of replication group {id}"));
+    let both = [new.clone(), old];
+    assert_eq!(
+        w.provider.passwords_progress(INSTANCE, &Principal::Admin, &both).await.unwrap(),
+        Progress::Done
+    );
+    w.provider.set_passwords(INSTANCE, &Principal::Admin, std::slice::from_ref(&new)).await.unwrap();
+
+    assert_eq!(w.tokens.changes(), [(id.clone(), "ROTATE".to_string()), (id, "SET".to_string())]);
+    assert_eq!(
+        w.provider.passwords_progress(INSTANCE, &Principal::Admin, &[new]).await.unwrap(),
+        Progress::Done
+    );
+    assert!(w.rbac.calls().is_empty(), "no user group, no ModifyUser");
+}
+
+#[tokio::test]
+async fn a_binding_user_on_a_cache_without_users_has_no_password_to_change() {
+    let w = world().await;
+    let mut spec = spec(INSTANCE, "elasticache-redis", "small");
+    spec.engine_version = "5.0.6".into();
+    w.provider.create(&spec).await.unwrap();
+
+    let principal = Principal::User("b-3f0c2a".into());
+    let err = w.provider.set_passwords(INSTANCE, &principal, &passwords(1)).await.unwrap_err();
+
+    assert!(matches!(&err, ProviderError::Permanent(why) if why.contains("has no users")), "{err:?}");
+    assert!(w.tokens.changes().is_empty());
+}
+
+#[tokio::test]
+async fn memcached_and_a_missing_cache_have_no_passwords_to_change() {
+    let w = world().await;
+    let missing = w.provider.set_passwords(INSTANCE, &Principal::Admin, &passwords(1)).await.unwrap_err();
+    assert!(matches!(&missing, ProviderError::Permanent(why) if why.starts_with("no replication group")));
+    w.provider.create(&spec(INSTANCE, "elasticache-memcached", "small")).await.unwrap();
+
+    let err = w.provider.set_passwords(INSTANCE, &Principal::Admin, &passwords(2)).await.unwrap_err();
+    let progress = w.provider.passwords_progress(INSTANCE, &Principal::Admin, &passwords(2)).await;
+
+    assert!(
+        matches!(&err, ProviderError::Permanent(why) if why.contains("Memcached, which has no passwords")),
+        "{err:?}"
+    );
+    assert_eq!(progress, Err(err));
+}
+
+#[tokio::test]
+async fn none_three_or_an_empty_password_are_refused_before_any_call() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    let calls_before = w.rbac.calls().len();
+
+    for bad in [vec![], passwords(3), vec![SecretString::from("")]] {
+        let err = w.provider.set_passwords(INSTANCE, &Principal::Admin, &bad).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Permanent(why) if why.contains("one or two passwords")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(w.rbac.calls().len(), calls_before);
 }
