@@ -207,12 +207,7 @@ pub trait CacheProvider: Send + Sync {
         instance_id: &str,
         principal: &Principal,
         passwords: &[SecretString],
-    ) -> Result<Progress, ProviderError> {
-        let _ = (principal, passwords);
-        Err(ProviderError::Permanent(format!(
-            "this cache backend cannot change the passwords of instance {instance_id}"
-        )))
-    }
+    ) -> Result<Progress, ProviderError>;
     /// `Done` once the last `set_passwords` is in effect: `principal` is
     /// accepted with each of `passwords` (a backend that cannot try them,
     /// like ElastiCache from outside the VPC, checks what it can: the user
@@ -222,12 +217,7 @@ pub trait CacheProvider: Send + Sync {
         instance_id: &str,
         principal: &Principal,
         passwords: &[SecretString],
-    ) -> Result<Progress, ProviderError> {
-        let _ = (principal, passwords);
-        Err(ProviderError::Permanent(format!(
-            "this cache backend cannot check the passwords of instance {instance_id}"
-        )))
-    }
+    ) -> Result<Progress, ProviderError>;
 }
 
 /// Whose password a rotation changes.
@@ -343,24 +333,16 @@ pub trait SecretStore: Send + Sync {
     }
     /// The secret's name, versions and rotation schedule (DescribeSecret);
     /// `NotFound` when there is no such secret (or it is deleted).
-    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
-        Err(SecretError::NotFound(reference.to_string()))
-    }
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError>;
     /// The value of version `version_id`; `None` when there is no such
     /// version (a rotation step reads its AWSPENDING version by its token).
     async fn read_version(
         &self,
         reference: &str,
         version_id: &str,
-    ) -> Result<Option<SecretString>, SecretError> {
-        let _ = (reference, version_id);
-        Ok(None)
-    }
+    ) -> Result<Option<SecretString>, SecretError>;
     /// Rotates the secret every `days` days from now on, without rotating it
     /// now (Secrets Manager: RotateSecret naming the rotation function and
     /// the schedule). Repeating it is harmless.
-    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
-        let _ = days;
-        Err(SecretError::Unavailable(format!("this secret store cannot schedule rotations of {reference}")))
-    }
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError>;
 }

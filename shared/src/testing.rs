@@ -507,4 +507,26 @@ impl crate::ports::SecretStore for MemorySecrets {
             "the test secret store does not rotate {reference}"
         )))
     }
+
+    async fn describe(&self, reference: &str) -> Result<crate::ports::SecretInfo, crate::ports::SecretError> {
+        Err(crate::ports::SecretError::Unavailable(format!(
+            "the test secret store does not describe {reference}"
+        )))
+    }
+
+    async fn read_version(
+        &self,
+        reference: &str,
+        _: &str,
+    ) -> Result<Option<SecretString>, crate::ports::SecretError> {
+        Err(crate::ports::SecretError::Unavailable(format!(
+            "the test secret store has no versions of {reference}"
+        )))
+    }
+
+    async fn schedule_rotation(&self, reference: &str, _: u32) -> Result<(), crate::ports::SecretError> {
+        Err(crate::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
 }

@@ -16,7 +16,8 @@ use shared::domain::{CacheUser, Endpoint, Instance, InstanceState, Operation, Op
 use shared::osb::OsbError;
 use shared::osb::types::{BindRequest, ProvisionRequest, Query, UpdateRequest};
 use shared::ports::{
-    CacheProvider, CacheSpec, Job, JobQueue, Progress, ProviderError, SecretStore, Stage, StateStore,
+    CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, SecretStore, Stage,
+    StateStore,
 };
 use shared::testing::{Call, FakeProvider, TestBroker};
 use shared::worker::{JobOutcome, Worker, WorkerConfig};
@@ -629,6 +630,24 @@ impl CacheProvider for Interrupting {
     async fn user_progress(&self, id: &str, username: &str) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("user_progress").await;
         self.inner.user_progress(id, username).await
+    }
+    async fn set_passwords(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.maybe_interrupt("set_passwords").await;
+        self.inner.set_passwords(id, principal, passwords).await
+    }
+    async fn passwords_progress(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.maybe_interrupt("passwords_progress").await;
+        self.inner.passwords_progress(id, principal, passwords).await
     }
 }
 
