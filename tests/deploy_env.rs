@@ -42,6 +42,9 @@ fn sample(name: &str) -> &'static str {
         "POLL_DELAY_SECS" => "30",
         "CATALOG_CACHE_SECS" => "60",
         "SECRET_RECOVERY_WINDOW_DAYS" => "7",
+        "ROTATION_DAYS" => "30",
+        "ROTATION_GRACE_SECS" => "3600",
+        "ROTATION_FUNCTION_ARN" => "arn:aws:lambda:eu-west-1:123456789012:function:osb-provisioner",
         other => panic!("{other} is in VARIABLES but this test has no sample value for it: add one"),
     }
 }

@@ -52,7 +52,8 @@ impl AwsParts {
         let secrets_client = aws_sdk_secretsmanager::Client::new(sdk);
         let secrets = Arc::new(
             SecretsManagerStore::new(secrets_client.clone())
-                .with_recovery_window_days(settings.secret_recovery_window_days),
+                .with_recovery_window_days(settings.secret_recovery_window_days)
+                .with_rotation_function(settings.rotation_function_arn.clone()),
         );
         let elasticache = overrides.elasticache.unwrap_or_else(|| aws_sdk_elasticache::Client::new(sdk));
         let mut provider = ElastiCacheProvider::new(

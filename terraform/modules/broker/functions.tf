@@ -72,6 +72,17 @@ resource "aws_lambda_function" "provisioner" {
   depends_on = [aws_cloudwatch_log_group.provisioner, aws_iam_role_policy.provisioner]
 }
 
+# Secrets Manager invokes the provisioner to rotate the broker's secrets: only
+# for those under <prefix>/instances/, and only from this account.
+resource "aws_lambda_permission" "rotation" {
+  statement_id   = "SecretsManagerRotation"
+  action         = "lambda:InvokeFunction"
+  function_name  = aws_lambda_function.provisioner.function_name
+  principal      = "secretsmanager.amazonaws.com"
+  source_account = local.account
+  source_arn     = local.instance_secrets_arn
+}
+
 # Only failed message ids are reported back (ReportBatchItemFailures), so one
 # bad job does not make the whole batch run again.
 resource "aws_lambda_event_source_mapping" "jobs" {

@@ -127,8 +127,9 @@ locals {
         },
         {
           # Admin and binding passwords: created by name, read at a stage,
-          # rotated (put, stage move), deleted with a recovery window and
-          # restored when a deleted name is created again.
+          # rotated (put, stage move; RotateSecret puts them on a schedule
+          # or rotates one now), deleted with a recovery window and restored
+          # when a deleted name is created again.
           Sid    = "InstanceSecrets"
           Effect = "Allow"
           Action = [
@@ -139,8 +140,17 @@ locals {
             "secretsmanager:UpdateSecretVersionStage",
             "secretsmanager:DeleteSecret",
             "secretsmanager:RestoreSecret",
+            "secretsmanager:RotateSecret",
           ]
           Resource = local.instance_secrets_arn
+        },
+        {
+          # RotateSecret requires the caller to be allowed to invoke the
+          # rotation function it names: the provisioner itself.
+          Sid      = "RotationFunction"
+          Effect   = "Allow"
+          Action   = ["lambda:InvokeFunction"]
+          Resource = local.provisioner_arn
         },
         {
           Sid    = "DescribeOwnCaches"

@@ -15,6 +15,10 @@ locals {
 
   api_name         = "${var.name_prefix}-broker-api"
   provisioner_name = "${var.name_prefix}-provisioner"
+  # The provisioner is the rotation function of the broker's secrets. Built
+  # from its name: its own environment and policy cannot refer to its arn
+  # attribute (a cycle).
+  provisioner_arn = "arn:${local.partition}:lambda:${local.region}:${local.account}:function:${local.provisioner_name}"
 
   memcached_subnet_group = coalesce(var.memcached_subnet_group, var.cache_subnet_group)
 
@@ -40,6 +44,9 @@ locals {
     # broker-api: how long an operation may sit still before a poll
     # re-enqueues it; provisioner: the poll delay itself.
     var.poll_delay_secs == null ? {} : { POLL_DELAY_SECS = tostring(var.poll_delay_secs) },
+    # Both functions build the broker and the worker, which rotate.
+    var.rotation_days == null ? {} : { ROTATION_DAYS = tostring(var.rotation_days) },
+    var.rotation_grace_secs == null ? {} : { ROTATION_GRACE_SECS = tostring(var.rotation_grace_secs) },
   )
 
   api_environment = merge(
@@ -51,6 +58,8 @@ locals {
     local.common_environment,
     var.kms_key_arn == null ? {} : { KMS_KEY_ID = var.kms_key_arn },
     var.secret_recovery_window_days == null ? {} : { SECRET_RECOVERY_WINDOW_DAYS = tostring(var.secret_recovery_window_days) },
+    # RotateSecret names it; only the provisioner may call RotateSecret.
+    { ROTATION_FUNCTION_ARN = local.provisioner_arn },
   )
 }
 

@@ -217,6 +217,28 @@ variable "secret_recovery_window_days" {
   }
 }
 
+variable "rotation_days" {
+  description = "ROTATION_DAYS: days between the scheduled rotations of admin passwords, AUTH tokens and binding passwords (Secrets Manager invokes the provisioner); 0 schedules none; null leaves the broker's default (30)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.rotation_days == null || try(var.rotation_days >= 0 && var.rotation_days <= 1000 && floor(var.rotation_days) == var.rotation_days, false)
+    error_message = "rotation_days must be a whole number of days from 0 (no scheduled rotation) to 1000 (the most Secrets Manager allows), or null."
+  }
+}
+
+variable "rotation_grace_secs" {
+  description = "ROTATION_GRACE_SECS: seconds the previous password keeps working after a rotation; null leaves the broker's default (3600)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.rotation_grace_secs == null || try(var.rotation_grace_secs >= 0 && var.rotation_grace_secs <= 604800 && floor(var.rotation_grace_secs) == var.rotation_grace_secs, false)
+    error_message = "rotation_grace_secs must be a whole number of seconds from 0 to 604800 (7 days), or null."
+  }
+}
+
 # ---------------------------------------------------------------- API
 
 variable "api_throttling_rate_limit" {

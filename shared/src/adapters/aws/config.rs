@@ -17,6 +17,9 @@ pub const VARIABLES: &[&str] = &[
     "POLL_DELAY_SECS",
     "CATALOG_CACHE_SECS",
     "SECRET_RECOVERY_WINDOW_DAYS",
+    "ROTATION_DAYS",
+    "ROTATION_GRACE_SECS",
+    "ROTATION_FUNCTION_ARN",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,15 @@ pub struct AwsSettings {
     pub catalog_cache_secs: u64,
     /// Recovery window of deleted secrets (7..=30 days).
     pub secret_recovery_window_days: i64,
+    /// Days between scheduled rotations of the admin and binding passwords
+    /// (1..=1000, as Secrets Manager allows); 0 schedules none.
+    pub rotation_days: u32,
+    /// How long the previous password keeps working after a rotation
+    /// (0..=7 days, in seconds).
+    pub rotation_grace_secs: u64,
+    /// The rotation function Secrets Manager invokes (the provisioner's own
+    /// ARN); without it nothing is put on a rotation schedule.
+    pub rotation_function_arn: Option<String>,
 }
 
 impl AwsSettings {
@@ -84,6 +96,14 @@ impl AwsSettings {
                 "BROKER_CREDENTIALS_SECRET_ARN must be a secret ARN (arn:aws:secretsmanager:...)".into()
             );
         }
+        let rotation_function_arn = opt("ROTATION_FUNCTION_ARN");
+        if let Some(arn) = &rotation_function_arn
+            && !arn.starts_with("arn:")
+        {
+            return Err(format!(
+                "ROTATION_FUNCTION_ARN={arn:?} must be a Lambda function ARN (arn:aws:lambda:...)"
+            ));
+        }
         let cache_subnet_group = req("CACHE_SUBNET_GROUP")?;
         let security_group_ids: Vec<String> = req("CACHE_SECURITY_GROUP_IDS")?
             .split(',')
@@ -106,6 +126,9 @@ impl AwsSettings {
             poll_delay_secs: number("POLL_DELAY_SECS", 30, 1, 900)? as u32,
             catalog_cache_secs: number("CATALOG_CACHE_SECS", 60, 0, 3600)?,
             secret_recovery_window_days: number("SECRET_RECOVERY_WINDOW_DAYS", 7, 7, 30)? as i64,
+            rotation_days: number("ROTATION_DAYS", 30, 0, 1000)? as u32,
+            rotation_grace_secs: number("ROTATION_GRACE_SECS", 3600, 0, 86_400 * 7)?,
+            rotation_function_arn,
         })
     }
 }
@@ -147,6 +170,24 @@ mod tests {
         assert_eq!(s.memcached_subnet_group, "osb-cache");
         assert_eq!((s.poll_delay_secs, s.catalog_cache_secs, s.secret_recovery_window_days), (30, 60, 7));
         assert_eq!(s.kms_key_id, None);
+        assert_eq!((s.rotation_days, s.rotation_grace_secs, s.rotation_function_arn), (30, 3600, None));
+    }
+
+    #[test]
+    fn rotation_settings_parse_at_their_bounds() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:osb-provisioner";
+        let s = parse(&env(&[
+            ("ROTATION_DAYS", "0"),
+            ("ROTATION_GRACE_SECS", "604800"),
+            ("ROTATION_FUNCTION_ARN", arn),
+        ]))
+        .unwrap();
+        assert_eq!((s.rotation_days, s.rotation_grace_secs), (0, 604_800), "0 turns scheduled rotation off");
+        assert_eq!(s.rotation_function_arn.as_deref(), Some(arn));
+        let s = parse(&env(&[("ROTATION_DAYS", "1000"), ("ROTATION_GRACE_SECS", "0")])).unwrap();
+        assert_eq!((s.rotation_days, s.rotation_grace_secs), (1000, 0));
+        let s = parse(&env(&[("ROTATION_FUNCTION_ARN", " ")])).unwrap();
+        assert_eq!(s.rotation_function_arn, None, "blank is unset");
     }
 
     #[test]
@@ -177,6 +218,10 @@ mod tests {
             ("POLL_DELAY_SECS", "0"),
             ("POLL_DELAY_SECS", "901"),
             ("SECRET_RECOVERY_WINDOW_DAYS", "3"),
+            ("ROTATION_DAYS", "1001"),
+            ("ROTATION_DAYS", "-1"),
+            ("ROTATION_GRACE_SECS", "604801"),
+            ("ROTATION_FUNCTION_ARN", "osb-provisioner"),
         ] {
             let err = parse(&env(&[(k, v)])).unwrap_err();
             assert!(err.starts_with(k), "{k}={v}: {err}");
@@ -185,7 +230,16 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_for_the_templates() {
-        for k in ["TABLE_NAME", "QUEUE_URL", "KMS_KEY_ID", "MEMCACHED_SUBNET_GROUP", "CATALOG_CACHE_SECS"] {
+        for k in [
+            "TABLE_NAME",
+            "QUEUE_URL",
+            "KMS_KEY_ID",
+            "MEMCACHED_SUBNET_GROUP",
+            "CATALOG_CACHE_SECS",
+            "ROTATION_DAYS",
+            "ROTATION_GRACE_SECS",
+            "ROTATION_FUNCTION_ARN",
+        ] {
             assert!(VARIABLES.contains(&k), "{k}");
         }
     }

@@ -73,9 +73,13 @@ run "environment_names_are_exactly_the_expected_ones" {
   assert {
     condition = sort(keys(aws_lambda_function.provisioner.environment[0].variables)) == sort([
       "BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX",
-      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS",
+      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "ROTATION_FUNCTION_ARN",
     ])
-    error_message = "The provisioner's environment must hold exactly the required variables when no optional one is set."
+    error_message = "The provisioner's environment must hold exactly the required variables and its own ARN as rotation function when no optional one is set."
+  }
+  assert {
+    condition     = aws_lambda_function.provisioner.environment[0].variables.ROTATION_FUNCTION_ARN == "arn:aws:lambda:eu-west-1:123456789012:function:${aws_lambda_function.provisioner.function_name}"
+    error_message = "ROTATION_FUNCTION_ARN must be the provisioner's own ARN."
   }
   assert {
     condition     = length(var.rust_variables) >= 8
@@ -110,22 +114,27 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     poll_delay_secs             = 20
     catalog_cache_secs          = 0
     secret_recovery_window_days = 30
+    rotation_days               = 0
+    rotation_grace_secs         = 604800
   }
 
   assert {
-    condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS"])
-    error_message = "broker-api must get POLL_DELAY_SECS and CATALOG_CACHE_SECS, and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
+    condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS", "ROTATION_DAYS", "ROTATION_GRACE_SECS"])
+    error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS and ROTATION_GRACE_SECS, and neither KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS nor ROTATION_FUNCTION_ARN."
   }
   assert {
-    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS"])
-    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID and SECRET_RECOVERY_WINDOW_DAYS, and not CATALOG_CACHE_SECS."
+    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"])
+    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS and the rotation variables, and not CATALOG_CACHE_SECS."
   }
   assert {
     condition = (
       aws_lambda_function.provisioner.environment[0].variables.KMS_KEY_ID == var.kms_key_arn &&
       aws_lambda_function.provisioner.environment[0].variables.POLL_DELAY_SECS == "20" &&
       aws_lambda_function.broker_api.environment[0].variables.CATALOG_CACHE_SECS == "0" &&
-      aws_lambda_function.provisioner.environment[0].variables.SECRET_RECOVERY_WINDOW_DAYS == "30"
+      aws_lambda_function.provisioner.environment[0].variables.SECRET_RECOVERY_WINDOW_DAYS == "30" &&
+      aws_lambda_function.broker_api.environment[0].variables.ROTATION_DAYS == "0" &&
+      aws_lambda_function.provisioner.environment[0].variables.ROTATION_DAYS == "0" &&
+      aws_lambda_function.provisioner.environment[0].variables.ROTATION_GRACE_SECS == "604800"
     )
     error_message = "The optional variables must carry the given values."
   }
@@ -274,6 +283,25 @@ run "policies_name_only_what_each_function_calls" {
   }
   assert {
     condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      flatten([s.Resource]) == ["arn:aws:lambda:eu-west-1:123456789012:function:osb-provisioner"]
+      if contains(flatten([s.Action]), "lambda:InvokeFunction")
+      ]) && anytrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      contains(flatten([s.Action]), "secretsmanager:RotateSecret") && contains(flatten([s.Action]), "lambda:InvokeFunction") == false
+    ])
+    error_message = "The provisioner may call RotateSecret on its secrets and invoke itself (the rotation function RotateSecret names), no other function."
+  }
+  assert {
+    condition = (
+      aws_lambda_permission.rotation.principal == "secretsmanager.amazonaws.com" &&
+      aws_lambda_permission.rotation.source_account == "123456789012" &&
+      aws_lambda_permission.rotation.source_arn == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*"
+    )
+    error_message = "Secrets Manager may invoke the provisioner for the broker's own secrets only."
+  }
+  assert {
+    condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
       alltrue([for r in flatten([s.Resource]) : (
         !startswith(r, "arn:aws:secretsmanager:") ||
@@ -370,6 +398,8 @@ run "out_of_range_numbers_are_refused" {
     maximum_concurrency         = 1
     poll_delay_secs             = 0
     secret_recovery_window_days = 3
+    rotation_days               = 1001
+    rotation_grace_secs         = 604801
     api_timeout                 = 30
     log_retention_days          = 100
   }
@@ -378,6 +408,8 @@ run "out_of_range_numbers_are_refused" {
     var.maximum_concurrency,
     var.poll_delay_secs,
     var.secret_recovery_window_days,
+    var.rotation_days,
+    var.rotation_grace_secs,
     var.api_timeout,
     var.log_retention_days,
   ]
