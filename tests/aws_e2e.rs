@@ -4,7 +4,9 @@
 //! aws-smithy-mocks stand-in). Provision, bind, fetch the binding, unbind,
 //! deprovision; once with every message delivered once and once with every
 //! message delivered twice, asserting that each AWS resource exists exactly
-//! once and is gone at the end.
+//! once and is gone at the end. And the rotation sequence: the ElastiCache
+//! and Secrets Manager calls of each rotation step, for a binding user and
+//! for the AUTH token of a Redis OSS 5 cache, each step invoked twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,8 +21,10 @@ use shared::adapters::aws::sdk_config_for_endpoint;
 use shared::adapters::aws::sqs::create_queue_with_dlq;
 use shared::aws_mode::{AwsParts, ClientOverrides};
 use shared::catalog::CatalogFile;
+use shared::ports::StateStore;
+use shared::rotation::{RotationEvent, RotationStep};
 use shared::testing::{MotoServer, basic};
-use shared::testing_aws::{FakeRbac, GoneGroups, finished_deletions};
+use shared::testing_aws::{FakeAuthTokens, FakeRbac, GoneGroups, elasticache_on_moto};
 use tower::ServiceExt;
 
 const USER: &str = "platform";
@@ -33,21 +37,19 @@ struct Aws {
     router: axum::Router,
     queue_url: String,
     rbac: FakeRbac,
+    tokens: FakeAuthTokens,
     /// Replication groups moto shows as deleting, reported gone to the
     /// provider: moto never finishes a deletion, so the test plays AWS
     /// finishing it.
     gone: GoneGroups,
 }
 
-/// An ElastiCache client on moto that reports the groups in `gone` as not
-/// found, passing every other call through to moto.
-fn elasticache_on_moto(sdk: &aws_config::SdkConfig, gone: GoneGroups) -> aws_sdk_elasticache::Client {
-    aws_sdk_elasticache::Client::from_conf(
-        aws_sdk_elasticache::config::Builder::from(sdk).interceptor(finished_deletions(gone)).build(),
-    )
+async fn start() -> Aws {
+    start_with(&[]).await
 }
 
-async fn start() -> Aws {
+/// Starts with `extra` variables besides the test's environment.
+async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
     let moto = MotoServer::start();
     let sdk = sdk_config_for_endpoint(&moto.endpoint).await;
     create_table(&aws_sdk_dynamodb::Client::new(&sdk), "osb-broker").await.unwrap();
@@ -69,11 +71,14 @@ async fn start() -> Aws {
         ("CACHE_SECURITY_GROUP_IDS", "sg-0123456789abcdef0".to_string()),
         ("POLL_DELAY_SECS", "1".to_string()),
     ]);
+    let mut env = env;
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let settings = AwsSettings::from_lookup(|k| env.get(k).cloned()).unwrap();
     let rbac = FakeRbac::new();
+    let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();
     let overrides = ClientOverrides {
-        elasticache: Some(elasticache_on_moto(&sdk, gone.clone())),
+        elasticache: Some(elasticache_on_moto(&sdk, gone.clone(), &rbac, &tokens)),
         elasticache_rbac: Some(rbac.client.clone()),
     };
     let parts = AwsParts::new(&settings, &sdk, overrides);
@@ -81,7 +86,7 @@ async fn start() -> Aws {
     assert!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap() > 0);
     assert_eq!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap(), 0);
     let router = parts.router(&settings).await.unwrap();
-    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, gone }
+    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, tokens, gone }
 }
 
 impl Aws {
@@ -287,4 +292,132 @@ async fn a_redis_instance_lives_and_dies_in_aws_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_delivered_twice_still_makes_each_resource_once() {
     lifecycle(2).await;
+}
+
+// ------------------------------------------------------------------ rotation
+
+/// The stages of every version of secret `name`, from Secrets Manager.
+async fn stages(aws: &Aws, name: &str) -> Vec<(String, Vec<String>)> {
+    let out =
+        aws_sdk_secretsmanager::Client::new(&aws.sdk).describe_secret().secret_id(name).send().await.unwrap();
+    let mut versions: Vec<(String, Vec<String>)> =
+        out.version_ids_to_stages().cloned().unwrap_or_default().into_iter().collect();
+    versions.iter_mut().for_each(|(_, s)| s.sort());
+    versions.sort();
+    versions
+}
+
+/// Runs the four rotation steps on `secret`, each twice with the same token
+/// (Secrets Manager may invoke a step again), and returns the calls FakeRbac
+/// and FakeAuthTokens saw after each step.
+async fn rotate_each_step_twice(aws: &Aws, secret: &str, token: &str) -> Vec<(RotationStep, Vec<String>)> {
+    let mut seen = Vec::new();
+    for step in RotationStep::ALL {
+        let event = RotationEvent { step, secret_id: secret.to_string(), token: token.to_string() };
+        aws.parts.rotator.handle(&event).await.unwrap_or_else(|e| panic!("{step:?}: {e}"));
+        let after_first = (aws.rbac.calls(), aws.tokens.changes(), stages(aws, secret).await);
+        aws.parts.rotator.handle(&event).await.unwrap_or_else(|e| panic!("{step:?} again: {e}"));
+        let after_second = (aws.rbac.calls(), aws.tokens.changes(), stages(aws, secret).await);
+        assert_eq!(after_second, after_first, "{step:?} twice with the same token changed something twice");
+        let mut calls = aws.rbac.calls();
+        calls
+            .extend(aws.tokens.changes().into_iter().map(|(g, s)| format!("ModifyReplicationGroup {g} {s}")));
+        seen.push((step, calls));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_password_and_an_auth_token_rotate_in_aws_mode_each_step_twice() {
+    let aws =
+        start_with(&[("ROTATION_GRACE_SECS", "0"), ("ROTATION_DAYS", "0"), ("CATALOG_CACHE_SECS", "0")])
+            .await;
+    let (service_id, plan_id) = plan(&aws, "elasticache-redis", "small").await;
+
+    // A binding user (Redis OSS 7.1, RBAC).
+    let base = "/v2/service_instances/rot-1";
+    let (status, body) = aws
+        .call("PUT", &format!("{base}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "7.1"}})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");
+    let binding = format!("{base}/service_bindings/rb-1");
+    let (status, body) = aws
+        .call(
+            "PUT",
+            &format!("{binding}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id, "app_guid": "app"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{binding}/last_operation"), 1).await["state"], "succeeded");
+    let (_, before) = aws.call("GET", &binding, None).await;
+    let user_id = aws.parts.provider.binding_user_id("rot-1", "b-rb-1");
+    let calls_before = aws.rbac.calls().len();
+
+    let secret = "osb/instances/rot-1/bindings/rb-1";
+    let seen = rotate_each_step_twice(&aws, secret, "6b0e4f2a-9c1d-4e3b-8a7f-binding00001").await;
+    let new_calls = |i: usize| seen[i].1[calls_before..].to_vec();
+    assert_eq!(new_calls(0), Vec::<String>::new(), "createSecret only stores the new password");
+    assert_eq!(new_calls(1), [format!("ModifyUser {user_id} passwords=2")], "setSecret adds it");
+    assert_eq!(new_calls(3), new_calls(1), "testSecret and finishSecret change nothing in ElastiCache");
+    let versions = stages(&aws, secret).await;
+    let current: Vec<&String> =
+        versions.iter().filter(|(_, s)| s.contains(&"AWSCURRENT".into())).map(|(v, _)| v).collect();
+    assert_eq!(current, ["6b0e4f2a-9c1d-4e3b-8a7f-binding00001"]);
+    assert!(versions.iter().any(|(_, s)| s == &["AWSPREVIOUS"]), "{versions:?}");
+    let (_, after) = aws.call("GET", &binding, None).await;
+    assert_ne!(after["credentials"]["password"], before["credentials"]["password"]);
+
+    // The grace period (0 s here) ends in the provisioner: the old password goes.
+    for _ in 0..5 {
+        aws.pump(1).await;
+    }
+    assert_eq!(
+        aws.rbac.calls()[calls_before..],
+        [format!("ModifyUser {user_id} passwords=2"), format!("ModifyUser {user_id} passwords=1")]
+    );
+    let b = aws.parts.store.binding("rot-1", "rb-1").await.unwrap().unwrap();
+    assert_eq!(b.rotation, None, "the rotation is over");
+
+    // An AUTH token (Redis OSS 5: no users): ROTATE, then SET after the grace period.
+    let mut catalog = CatalogFile::builtin();
+    for p in catalog.plans.iter_mut().filter(|p| p.id == plan_id) {
+        p.engine_versions.push("5.0".into());
+    }
+    shared::laptop::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
+    let base = "/v2/service_instances/rot-5";
+    let (status, body) = aws
+        .call("PUT", &format!("{base}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "5.0"}})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");
+    let group = aws.parts.provider.cache_id("rot-5");
+    let rbac_calls = aws.rbac.calls().len();
+    let seen =
+        rotate_each_step_twice(&aws, "osb/instances/rot-5/admin", "6b0e4f2a-9c1d-4e3b-8a7f-authtoken0001")
+            .await;
+    assert_eq!(aws.tokens.changes(), [(group.clone(), "ROTATE".to_string())]);
+    assert!(
+        seen[0].1.iter().all(|c| !c.starts_with("ModifyReplicationGroup")),
+        "createSecret: {:?}",
+        seen[0].1
+    );
+    for _ in 0..5 {
+        aws.pump(1).await;
+    }
+    assert_eq!(aws.tokens.changes(), [(group.clone(), "ROTATE".to_string()), (group, "SET".to_string())]);
+    assert_eq!(aws.rbac.calls().len(), rbac_calls, "an AUTH token has no users");
+    let i = aws.parts.store.instance("rot-5").await.unwrap().unwrap();
+    assert_eq!((i.rotation, i.rotated_at.is_some()), (None, true));
+}
+
+/// (service id, plan id) of `service`/`plan` from the broker's catalog.
+async fn plan(aws: &Aws, service: &str, plan: &str) -> (String, String) {
+    let (_, catalog) = aws.call("GET", "/v2/catalog", None).await;
+    let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
+    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
+    (s["id"].as_str().unwrap().into(), p["id"].as_str().unwrap().into())
 }

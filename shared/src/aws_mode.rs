@@ -16,6 +16,7 @@ use crate::adapters::aws::sqs::SqsQueue;
 use crate::api::{AppState, BasicAuth, router};
 use crate::broker::{Broker, BrokerSettings};
 use crate::catalog::CatalogFile;
+use crate::domain::RotationPolicy;
 use crate::ports::CatalogStore;
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
@@ -46,6 +47,7 @@ pub struct ClientOverrides {
 impl AwsParts {
     /// Builds every client and adapter; makes no AWS call.
     pub fn new(settings: &AwsSettings, sdk: &SdkConfig, overrides: ClientOverrides) -> AwsParts {
+        let policy = rotation_policy(settings);
         let store =
             Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table_name.clone()));
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), settings.queue_url.clone()));
@@ -81,7 +83,7 @@ impl AwsParts {
                 // job merely waiting is never taken for a lost one.
                 stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
                 catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
-                rotation: Default::default(),
+                rotation: policy,
             },
         ));
         let worker = Arc::new(Worker::new(
@@ -93,7 +95,7 @@ impl AwsParts {
                 poll_delay_secs: settings.poll_delay_secs,
                 max_retry_delay_secs: 900,
                 secret_prefix: settings.name_prefix.clone(),
-                rotation_days: 0,
+                rotation_days: policy.days,
             },
         ));
         let rotator = Arc::new(Rotator::new(
@@ -103,7 +105,7 @@ impl AwsParts {
             secrets.clone(),
             RotationConfig {
                 secret_prefix: settings.name_prefix.clone(),
-                policy: Default::default(),
+                policy,
                 test_wait: Duration::from_secs(60),
                 test_poll: Duration::from_secs(5),
             },
@@ -127,6 +129,24 @@ impl AwsParts {
     pub async fn seed_catalog(&self, catalog: &CatalogFile) -> Result<usize, String> {
         self.store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
     }
+}
+
+/// The rotation policy the settings give. Scheduled rotation needs the
+/// rotation function's ARN: without one, secrets get no schedule (and
+/// bindings no expiry), though on-demand rotation still works.
+pub fn rotation_policy(settings: &AwsSettings) -> RotationPolicy {
+    let days = match (&settings.rotation_function_arn, settings.rotation_days) {
+        (Some(_), days) => days,
+        (None, 0) => 0,
+        (None, days) => {
+            tracing::warn!(
+                rotation_days = days,
+                "ROTATION_FUNCTION_ARN is not set: secrets get no rotation schedule (rotate on demand with broker-api rotate)"
+            );
+            0
+        }
+    };
+    RotationPolicy { days, grace_secs: settings.rotation_grace_secs }
 }
 
 /// Reads the settings and the SDK configuration of the Lambda environment.

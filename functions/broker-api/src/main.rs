@@ -7,12 +7,17 @@
 //!
 //! `broker-api catalog seed [FILE]` adds the catalog's missing services and
 //! plans to the store; `broker-api catalog apply FILE` inserts or replaces
-//! them (an operator's plan change, no release needed). Both exit after.
+//! them (an operator's plan change, no release needed). `broker-api rotate
+//! INSTANCE_ID [BINDING_ID]` rotates the admin credential of an instance, or
+//! a binding's credential, now: in AWS mode it asks Secrets Manager to rotate
+//! the secret (which invokes the provisioner), in laptop mode it runs the
+//! rotation steps itself. All of them exit after.
 
 use std::path::Path;
 
 use shared::catalog::CatalogFile;
 use shared::laptop::{Laptop, LaptopConfig, apply, init_tracing};
+use shared::rotation::Target;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -24,6 +29,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         Ok("aws") => aws(&args, started).await,
         Ok("local") | Err(_) => laptop(&args, started).await,
         Ok(other) => Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
+    }
+}
+
+/// The credential `broker-api rotate INSTANCE_ID [BINDING_ID]` names.
+fn rotation_target(rest: &[&str]) -> Option<Target> {
+    match rest {
+        [instance] => Some(Target::Admin { instance_id: instance.to_string() }),
+        [instance, binding] => {
+            Some(Target::Binding { instance_id: instance.to_string(), binding_id: binding.to_string() })
+        }
+        _ => None,
     }
 }
 
@@ -52,6 +68,17 @@ async fn aws(args: &[&str], started: std::time::Instant) -> Result<(), lambda_ht
             eprintln!("catalog applied: {n} services and plans written");
             return Ok(());
         }
+        ["rotate", rest @ ..] => {
+            let target = rotation_target(rest).ok_or(USAGE)?;
+            let secret = target.secret_name(&settings.name_prefix);
+            parts.secrets.rotate_now(&secret).await?;
+            eprintln!(
+                "rotation of {secret} started: Secrets Manager runs the provisioner's rotation steps; \
+                 the previous password works for {} s after they finish",
+                settings.rotation_grace_secs
+            );
+            return Ok(());
+        }
         _ => return Err(USAGE.into()),
     }
     let router = parts.router(&settings).await?;
@@ -68,10 +95,21 @@ async fn laptop(args: &[&str], started: std::time::Instant) -> Result<(), lambda
             eprintln!("catalog applied: {n} services and plans written");
             return Ok(());
         }
+        ["rotate", rest @ ..] => {
+            let target = rotation_target(rest).ok_or(USAGE)?;
+            let token = shared::laptop::rotate(&config, &target).await?;
+            eprintln!(
+                "rotated (version {token}): the new password is current; the previous one works for {} s more, \
+                 until the running broker removes it",
+                config.rotation.grace_secs
+            );
+            return Ok(());
+        }
         _ => return Err(USAGE.into()),
     }
     let laptop = Laptop::open(&config).await?;
     let _worker = laptop.spawn_worker();
+    let _rotation = laptop.spawn_rotation_schedule();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "broker-api ready (laptop mode)");
     if std::env::var("AWS_LAMBDA_RUNTIME_API").is_ok() {
         lambda_http::run(laptop.router.clone()).await
@@ -80,4 +118,5 @@ async fn laptop(args: &[&str], started: std::time::Instant) -> Result<(), lambda
     }
 }
 
-const USAGE: &str = "usage: broker-api [catalog seed [FILE] | catalog apply FILE]";
+const USAGE: &str =
+    "usage: broker-api [catalog seed [FILE] | catalog apply FILE | rotate INSTANCE_ID [BINDING_ID]]";
