@@ -359,6 +359,14 @@ impl Rotator {
         }
     }
 
+    /// Records that the rotation has reached `phase`.
+    async fn reach(&self, owner: &mut Owner, phase: RotationPhase) -> Result<(), StepFailure> {
+        if let Some(r) = owner.rotation_mut() {
+            r.phase = phase;
+        }
+        self.save(owner, None).await
+    }
+
     /// createSecret: a new password as the AWSPENDING version `token`.
     async fn create(
         &self,
@@ -447,10 +455,7 @@ impl Rotator {
                 principal.describe()
             )))
         })?;
-        if let Some(r) = owner.rotation_mut() {
-            r.phase = RotationPhase::Set;
-        }
-        self.save(&mut owner, None).await?;
+        self.reach(&mut owner, RotationPhase::Set).await?;
         Ok("the cache accepts the new and the old password")
     }
 
@@ -497,10 +502,7 @@ impl Rotator {
                 Progress::Working { .. } => tokio::time::sleep(self.config.test_poll).await,
             }
         }
-        if let Some(r) = owner.rotation_mut() {
-            r.phase = RotationPhase::Tested;
-        }
-        self.save(&mut owner, None).await?;
+        self.reach(&mut owner, RotationPhase::Tested).await?;
         Ok("the cache accepts both passwords")
     }
 

@@ -96,16 +96,24 @@ fn password_calls(tb: &TestBroker) -> Vec<(&'static str, Principal, usize)> {
         .collect()
 }
 
+/// Rotations with an hour's grace period.
+const HOUR_GRACE: RotationPolicy = RotationPolicy { days: 30, grace_secs: 3600 };
+
+/// `tb` with Redis OSS instance i-1 and its ready binding b-1, and the
+/// binding's credential.
+async fn ready_binding(tb: TestBroker) -> (TestBroker, Target) {
+    provisioned(&tb, REDIS, "i-1").await;
+    bound(&tb, REDIS, "i-1", "b-1").await;
+    (tb, binding_target("i-1", "b-1"))
+}
+
 fn user(binding: &str) -> Principal {
     Principal::User(Binding::username_for(binding))
 }
 
 #[tokio::test]
 async fn a_binding_rotates_through_the_four_steps_and_the_grace_period_ends_in_the_worker() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     let old = value(&tb, &target, Stage::Current).await.unwrap();
 
     step(&tb, &target, RotationStep::CreateSecret, "t-1").await.unwrap();
@@ -162,10 +170,7 @@ async fn a_binding_rotates_through_the_four_steps_and_the_grace_period_ends_in_t
 
 #[tokio::test]
 async fn every_step_repeated_with_the_same_token_changes_nothing_twice() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     for s in RotationStep::ALL {
         step(&tb, &target, s, "t-1").await.unwrap();
         let after_first = (binding_of(&tb, "i-1", "b-1").await.rotation, password_calls(&tb));
@@ -188,10 +193,7 @@ async fn every_step_repeated_with_the_same_token_changes_nothing_twice() {
 
 #[tokio::test]
 async fn a_failed_set_secret_leaves_the_old_password_current_and_the_stages_consistent() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     let old = value(&tb, &target, Stage::Current).await.unwrap();
     step(&tb, &target, RotationStep::CreateSecret, "t-1").await.unwrap();
     let new = value(&tb, &target, Stage::Pending).await.unwrap();
@@ -226,10 +228,7 @@ async fn a_failed_set_secret_leaves_the_old_password_current_and_the_stages_cons
 
 #[tokio::test]
 async fn a_test_secret_that_never_sees_the_change_fails_and_finish_waits_for_it() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     step(&tb, &target, RotationStep::CreateSecret, "t-1").await.unwrap();
     step(&tb, &target, RotationStep::SetSecret, "t-1").await.unwrap();
     let working = || Ok(shared::ports::Progress::Working { detail: "user b-b-1 is modifying".into() });
@@ -242,10 +241,7 @@ async fn a_test_secret_that_never_sees_the_change_fails_and_finish_waits_for_it(
 
 #[tokio::test]
 async fn steps_out_of_order_or_for_unknown_secrets_are_refused() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     // No pending version with this token: only createSecret may start.
     for s in [RotationStep::SetSecret, RotationStep::TestSecret] {
         let refused = step(&tb, &target, s, "t-9").await.unwrap_err();
@@ -270,10 +266,7 @@ async fn steps_out_of_order_or_for_unknown_secrets_are_refused() {
 
 #[tokio::test]
 async fn secrets_managers_own_test_of_a_new_rotation_configuration_passes_without_changes() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     // Secrets Manager makes an AWSPENDING version and calls testSecret alone.
     let reference = tb.rotator.reference(&target);
     tb.secrets.put_pending(&reference, "sm-test", &secrecy::SecretString::from("probe")).await.unwrap();
@@ -284,10 +277,7 @@ async fn secrets_managers_own_test_of_a_new_rotation_configuration_passes_withou
 
 #[tokio::test]
 async fn a_new_rotation_waits_for_the_previous_grace_period_to_end() {
-    let tb = TestBroker::with_rotation(RotationPolicy { days: 30, grace_secs: 3600 }).await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::with_rotation(HOUR_GRACE).await).await;
     for s in RotationStep::ALL {
         step(&tb, &target, s, "t-1").await.unwrap();
     }
@@ -309,10 +299,7 @@ async fn a_new_rotation_waits_for_the_previous_grace_period_to_end() {
 
 #[tokio::test]
 async fn an_abandoned_attempt_is_replaced_by_a_new_token() {
-    let tb = TestBroker::new().await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
     step(&tb, &target, RotationStep::CreateSecret, "t-1").await.unwrap();
     step(&tb, &target, RotationStep::SetSecret, "t-1").await.unwrap();
     // Secrets Manager gives up on t-1 and starts over with t-2.
@@ -353,10 +340,7 @@ async fn the_admin_credential_rotates_the_same_way() {
 
 #[tokio::test]
 async fn rotate_now_runs_every_step_and_unbinding_during_the_grace_period_cancels_its_end() {
-    let tb = TestBroker::with_rotation(RotationPolicy { days: 30, grace_secs: 3600 }).await;
-    provisioned(&tb, REDIS, "i-1").await;
-    bound(&tb, REDIS, "i-1", "b-1").await;
-    let target = binding_target("i-1", "b-1");
+    let (tb, target) = ready_binding(TestBroker::with_rotation(HOUR_GRACE).await).await;
     let token = tb.rotator.rotate_now(&target).await.unwrap();
     let b = binding_of(&tb, "i-1", "b-1").await;
     let r = b.rotation.unwrap();

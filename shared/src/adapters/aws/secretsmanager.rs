@@ -7,10 +7,11 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::operation::get_secret_value::{GetSecretValueError, GetSecretValueOutput};
 use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use aws_sdk_secretsmanager::operation::rotate_secret::RotateSecretError;
 use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
@@ -187,6 +188,42 @@ impl SecretsManagerStore {
         Ok(arn)
     }
 
+    /// The string a GetSecretValue of `reference` (`which`: "at AWSCURRENT",
+    /// "version …") returned; `None` when the secret, or that stage or
+    /// version of it, does not exist or the secret is scheduled for deletion.
+    async fn value_of(
+        &self,
+        got: Result<
+            GetSecretValueOutput,
+            SdkError<GetSecretValueError, aws_sdk_secretsmanager::config::http::HttpResponse>,
+        >,
+        reference: &str,
+        which: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let err = match got {
+            Ok(out) => {
+                return match out.secret_string {
+                    Some(value) => Ok(Some(SecretString::from(value))),
+                    None => Err(SecretError::Unavailable(format!(
+                        "secret {reference} holds binary data {which}, not a string"
+                    ))),
+                };
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // Both a missing secret and a stage or version it does not have.
+            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
+            GetSecretValueError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(None)
+            }
+            _ => Err(SecretError::Unavailable(format!("GetSecretValue {reference} {which} failed: {why}"))),
+        }
+    }
+
     /// UpdateSecretVersionStage: moves `stage` to version `to` (if given)
     /// from version `from` (if given).
     async fn move_stage(
@@ -253,30 +290,7 @@ impl SecretStore for SecretsManagerStore {
         // a stage move, and naming it costs nothing on AWS.
         let label = stage.label();
         let got = self.client.get_secret_value().secret_id(reference).version_stage(label).send().await;
-        let err = match got {
-            Ok(out) => {
-                return match out.secret_string {
-                    Some(value) => Ok(Some(SecretString::from(value))),
-                    None => Err(SecretError::Unavailable(format!(
-                        "secret {reference} holds binary data at {label}, not a string"
-                    ))),
-                };
-            }
-            Err(err) => err,
-        };
-        let why = aws_terms(&err);
-        match err.into_service_error() {
-            // Both a missing secret and a stage no version has.
-            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
-            GetSecretValueError::InvalidRequestException(_)
-                if self.is_scheduled_for_deletion(reference).await? =>
-            {
-                Ok(None)
-            }
-            _ => {
-                Err(SecretError::Unavailable(format!("GetSecretValue {reference} at {label} failed: {why}")))
-            }
-        }
+        self.value_of(got, reference, &format!("at {label}")).await
     }
 
     async fn delete(&self, reference: &str) -> Result<(), SecretError> {
@@ -393,30 +407,7 @@ impl SecretStore for SecretsManagerStore {
         version_id: &str,
     ) -> Result<Option<SecretString>, SecretError> {
         let got = self.client.get_secret_value().secret_id(reference).version_id(version_id).send().await;
-        let err = match got {
-            Ok(out) => {
-                return match out.secret_string {
-                    Some(value) => Ok(Some(SecretString::from(value))),
-                    None => Err(SecretError::Unavailable(format!(
-                        "secret {reference} holds binary data in version {version_id}, not a string"
-                    ))),
-                };
-            }
-            Err(err) => err,
-        };
-        let why = aws_terms(&err);
-        match err.into_service_error() {
-            // Both a missing secret and a version it does not have.
-            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
-            GetSecretValueError::InvalidRequestException(_)
-                if self.is_scheduled_for_deletion(reference).await? =>
-            {
-                Ok(None)
-            }
-            _ => Err(SecretError::Unavailable(format!(
-                "GetSecretValue {reference} version {version_id} failed: {why}"
-            ))),
-        }
+        self.value_of(got, reference, &format!("version {version_id}")).await
     }
 
     async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
