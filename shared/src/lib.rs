@@ -2,8 +2,9 @@
 //! bindings, operations), the broker and worker logic, the ports they depend on,
 //! and the adapters behind those ports.
 //!
-//! Layers point down only: `api` -> `broker` -> `domain` + `ports`; `worker` ->
-//! `domain` + `ports`; `adapters` implement `ports`; `laptop` wires it all together.
+//! Layers point down only: `api` -> `broker` -> `domain` + `ports`; `worker` and
+//! `rotation` -> `domain` + `ports`; `adapters` implement `ports`; `laptop` and
+//! `aws_mode` wire it all together.
 
 pub mod adapters;
 pub mod api;
