@@ -41,6 +41,16 @@ impl std::fmt::Debug for CacheUser {
 /// rotation needs exactly two.
 pub const MAX_PASSWORDS: usize = 2;
 
+/// The user the broker administers a Redis OSS or Valkey cache as, in
+/// ElastiCache and on a laptop alike.
+pub const ADMIN_USER: &str = "broker-admin";
+
+/// Whether `passwords` is what a cache user can hold: one or two (see
+/// [`MAX_PASSWORDS`]), none empty.
+pub fn passwords_fit(passwords: &[SecretString]) -> bool {
+    (1..=MAX_PASSWORDS).contains(&passwords.len()) && passwords.iter().all(|p| !p.expose_secret().is_empty())
+}
+
 impl CacheUser {
     pub fn new(username: String, password: SecretString, access_string: String) -> CacheUser {
         CacheUser { username, passwords: vec![password], access_string }
@@ -143,6 +153,16 @@ pub const PASSWORD_LEN: usize = 40;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_holds_one_or_two_passwords_none_empty() {
+        let p = |s: &str| SecretString::from(s.to_string());
+        assert!(passwords_fit(&[p("a")]));
+        assert!(passwords_fit(&[p("a"), p("b")]));
+        assert!(!passwords_fit(&[]));
+        assert!(!passwords_fit(&[p("a"), p("b"), p("c")]));
+        assert!(!passwords_fit(&[p("a"), p("")]));
+    }
 
     fn creds(engine: Engine, user: Option<&str>, pass: Option<&str>) -> Credentials {
         Credentials {

@@ -45,12 +45,10 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::domain::credentials::MAX_PASSWORDS;
+pub use crate::domain::credentials::ADMIN_USER;
+use crate::domain::credentials::passwords_fit;
 use crate::domain::{CacheUser, Endpoint, Engine};
 use crate::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
-
-/// The ACL user the broker administers Redis OSS and Valkey instances as.
-pub const ADMIN_USER: &str = "broker-admin";
 
 /// Every server listens here only: laptop mode is for the laptop.
 const HOST: &str = "127.0.0.1";
@@ -1180,10 +1178,7 @@ fn acl_name(principal: &Principal) -> Result<String, ProviderError> {
 
 /// One or two passwords, none empty: what a rotation gives a user.
 fn check_passwords(username: &str, passwords: &[SecretString]) -> Result<(), ProviderError> {
-    if passwords.is_empty()
-        || passwords.len() > MAX_PASSWORDS
-        || passwords.iter().any(|p| p.expose_secret().is_empty())
-    {
+    if !passwords_fit(passwords) {
         return Err(ProviderError::Permanent(format!(
             "{username} needs one or two passwords, and no empty one"
         )));

@@ -7,8 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::failure::{Kind, classify};
 use super::{ElastiCacheProvider, working};
-use crate::adapters::local::provider::ADMIN_USER;
 use crate::domain::Engine;
+use crate::domain::credentials::ADMIN_USER;
 use crate::ports::{CacheSpec, Progress, ProviderError};
 
 /// Daily snapshots start in this window (UTC).

@@ -11,8 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::failure::{Kind, classify};
 use super::{Cache, ElastiCacheProvider, working};
-use crate::adapters::local::provider::ADMIN_USER;
-use crate::domain::credentials::MAX_PASSWORDS;
+use crate::domain::credentials::{ADMIN_USER, passwords_fit};
 use crate::ports::{Principal, Progress, ProviderError};
 
 /// How an instance's cache authenticates.
@@ -190,10 +189,7 @@ impl ElastiCacheProvider {
 
 /// One or two passwords, none empty, as the port demands.
 fn check(principal: &Principal, passwords: &[SecretString]) -> Result<(), ProviderError> {
-    if passwords.is_empty()
-        || passwords.len() > MAX_PASSWORDS
-        || passwords.iter().any(|p| p.expose_secret().is_empty())
-    {
+    if !passwords_fit(passwords) {
         return Err(ProviderError::Permanent(format!(
             "{} needs one or two passwords, and no empty one (got {})",
             principal.describe(),

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::failure::{Kind, classify};
 use super::{Cache, ElastiCacheProvider, working};
 use crate::domain::CacheUser;
-use crate::domain::credentials::MAX_PASSWORDS;
+use crate::domain::credentials::passwords_fit;
 use crate::ports::{Progress, ProviderError};
 
 impl ElastiCacheProvider {
@@ -20,10 +20,7 @@ impl ElastiCacheProvider {
         let Some((group, user_group_id)) = self.group_with_users(instance_id).await? else {
             return Ok(Progress::Done);
         };
-        if user.passwords.is_empty()
-            || user.passwords.len() > MAX_PASSWORDS
-            || user.passwords.iter().any(|p| p.expose_secret().is_empty())
-        {
+        if !passwords_fit(&user.passwords) {
             return Err(ProviderError::Permanent(format!(
                 "user {} needs one or two passwords, and no empty one",
                 user.username
