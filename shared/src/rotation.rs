@@ -300,9 +300,9 @@ impl Rotator {
         for _ in 0..RACE_RETRIES {
             let owner = self.owner(&target).await?;
             let result = match event.step {
-                RotationStep::CreateSecret => self.create(&info, &target, owner, &event.token).await,
-                RotationStep::SetSecret => self.set(&info, &target, owner, &event.token).await,
-                RotationStep::TestSecret => self.test(&info, &target, owner, &event.token).await,
+                RotationStep::CreateSecret => self.create(&target, owner, &event.token).await,
+                RotationStep::SetSecret => self.set(&target, owner, &event.token).await,
+                RotationStep::TestSecret => self.test(&target, owner, &event.token).await,
                 RotationStep::FinishSecret => self.finish(&info, &target, owner, &event.token).await,
             };
             match result {
@@ -370,7 +370,6 @@ impl Rotator {
     /// createSecret: a new password as the AWSPENDING version `token`.
     async fn create(
         &self,
-        _info: &SecretInfo,
         target: &Target,
         mut owner: Owner,
         token: &str,
@@ -435,13 +434,7 @@ impl Rotator {
     }
 
     /// setSecret: the cache accepts the new password besides the old one.
-    async fn set(
-        &self,
-        _info: &SecretInfo,
-        target: &Target,
-        mut owner: Owner,
-        token: &str,
-    ) -> Result<&'static str, StepFailure> {
+    async fn set(&self, target: &Target, mut owner: Owner, token: &str) -> Result<&'static str, StepFailure> {
         let r = Self::recorded(&owner, target, token, "createSecret")?;
         if r.phase >= RotationPhase::Set {
             return Ok("already set");
@@ -462,7 +455,6 @@ impl Rotator {
     /// testSecret: the cache is seen accepting both passwords.
     async fn test(
         &self,
-        _info: &SecretInfo,
         target: &Target,
         mut owner: Owner,
         token: &str,

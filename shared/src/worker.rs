@@ -271,23 +271,10 @@ impl Worker {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(result @ (StepResult::Wait(_) | StepResult::WaitFor(..))) => {
-                    let (detail, delay) = match result {
-                        StepResult::WaitFor(detail, delay) => (detail, delay),
-                        StepResult::Wait(detail) => (detail, self.config.poll_delay_secs),
-                        _ => unreachable!(),
-                    };
-                    let _ = op.progress(&detail);
-                    op.updated_at = t;
-                    op.retries = 0;
-                    match self.store.save_operation(&mut op).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.queue.enqueue(job, delay).await?;
-                    return Ok(JobOutcome::Requeued { delay_secs: delay });
+                Ok(StepResult::Wait(detail)) => {
+                    return self.wait(job, op, &detail, self.config.poll_delay_secs).await;
                 }
+                Ok(StepResult::WaitFor(detail, delay)) => return self.wait(job, op, &detail, delay).await,
                 Ok(StepResult::Finished(description)) => {
                     match self.finish_succeeded(op, ctx, description).await? {
                         Some(outcome) => return Ok(outcome),
@@ -626,6 +613,26 @@ impl Worker {
             return Ok(None);
         }
         Ok(Some(format!("waiting for the cancelled {} to stop", prev.kind.as_str())))
+    }
+
+    /// Records what the step waits for and looks again after `delay` seconds.
+    async fn wait(
+        &self,
+        job: &Job,
+        mut op: Operation,
+        detail: &str,
+        delay: u32,
+    ) -> Result<JobOutcome, WorkerError> {
+        let _ = op.progress(detail);
+        op.updated_at = now();
+        op.retries = 0;
+        match self.store.save_operation(&mut op).await {
+            Ok(()) => {}
+            Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
+            Err(e) => return Err(e.into()),
+        }
+        self.queue.enqueue(job, delay).await?;
+        Ok(JobOutcome::Requeued { delay_secs: delay })
     }
 
     /// Back off and try again; the description says what is being retried.
