@@ -162,6 +162,21 @@ impl Aws {
         panic!("{uri} still in progress: {last}");
     }
 
+    /// Runs the provisioner until no operation is in progress (the `spares`
+    /// operations, and an unbind the platform did not wait for, have no
+    /// last_operation anyone polls).
+    async fn idle(&self, deliveries: usize) {
+        for _ in 0..30 {
+            let running = self.parts.store.operations_in_progress().await.unwrap();
+            if running.is_empty() {
+                return;
+            }
+            self.finish_moto_deletions().await;
+            self.pump(deliveries).await;
+        }
+        panic!("operations still in progress: {:?}", self.parts.store.operations_in_progress().await);
+    }
+
     async fn finish_moto_deletions(&self) {
         let out =
             aws_sdk_elasticache::Client::new(&self.sdk).describe_replication_groups().send().await.unwrap();
@@ -209,29 +224,24 @@ impl Aws {
 
 async fn lifecycle(deliveries: usize) {
     let aws = start().await;
-    let (_, catalog) = aws.call("GET", "/v2/catalog", None).await;
-    let redis =
-        catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
-    let service_id = redis["id"].as_str().unwrap().to_string();
-    let plan_id = redis["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (service_id, plan_id) = plan(&aws, "elasticache-redis", "small").await;
     let instance = "9a0d6a52-7a8f-4b7e-9f5c-aws0e2e00001";
-    let binding = "0c3b7d21-5e6f-4a1b-8c9d-aws0e2e00002";
     let iuri = format!("/v2/service_instances/{instance}");
-    let buri = format!("{iuri}/service_bindings/{binding}");
+    let buri = |b: &str| format!("{iuri}/service_bindings/{b}");
     let ids = json!({"service_id": service_id, "plan_id": plan_id});
-    let del = format!("accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}");
+    let del = format!("service_id={service_id}&plan_id={plan_id}");
+    let user_of = |name: &str| aws.parts.provider.binding_user_id(instance, name);
 
-    // Provision: one replication group with the deterministic id, and the
-    // instance's admin and disabled default users.
+    // Provision: one replication group with the deterministic id, the
+    // instance's admin and disabled default users, and the plan's two spare
+    // binding users, all in the user group it was created with.
     let (status, body) = aws
         .call(
             "PUT",
             &format!("{iuri}?accepts_incomplete=true"),
             Some(json!({
                 "service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "7.1"},
+                "organization_guid": "org-1", "space_guid": "space-1",
                 "context": {"platform": "cloudfoundry", "organization_guid": "org-1", "space_guid": "space-1"}
             })),
         )
@@ -241,37 +251,66 @@ async fn lifecycle(deliveries: usize) {
     assert_eq!(op["state"], "succeeded", "{op}");
     let group = aws.parts.provider.cache_id(instance);
     assert_eq!(aws.replication_groups().await, std::slice::from_ref(&group));
-    assert_eq!(aws.users().await.len(), 2, "admin and default users: {:?}", aws.users().await);
-    assert_eq!(aws.live_secrets().await.len(), 1, "the admin secret: {:?}", aws.live_secrets().await);
+    assert_eq!(aws.users().await.len(), 4, "admin, default and 2 spares: {:?}", aws.users().await);
+    let members = aws.rbac.members(&group).unwrap();
+    assert!(members.contains(&user_of("s-1")) && members.contains(&user_of("s-2")), "{members:?}");
+    assert_eq!(aws.live_secrets().await.len(), 3, "admin and spares: {:?}", aws.live_secrets().await);
 
-    // Bind: one more user, in the user group, and its password in Secrets Manager.
-    let (status, body) = aws.call("PUT", &format!("{buri}?accepts_incomplete=true"), Some(ids.clone())).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = aws.settle(&format!("{buri}/last_operation"), deliveries).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    let user = aws.parts.provider.binding_user_id(instance, &format!("b-{binding}"));
-    assert!(aws.users().await.contains(&user), "{:?}", aws.users().await);
-    assert_eq!(aws.users().await.len(), 3);
-    assert!(aws.rbac.state.lock().unwrap().groups[&group].contains(&user));
-    let (status, fetched) = aws.call("GET", &buri, None).await;
-    assert_eq!(status, StatusCode::OK, "{fetched}");
-    let creds = &fetched["credentials"];
+    // A bind as an OSB 2.13 platform sends it (no accepts_incomplete): it
+    // claims a spare and answers with credentials at once.
+    let (status, bound) = aws.call("PUT", &buri("sync-1"), Some(ids.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    let creds = &bound["credentials"];
+    assert_eq!(creds["username"], "s-1");
     assert_eq!(creds["tls_enabled"], true);
-    assert!(creds["uri"].as_str().unwrap().starts_with(&format!("rediss://b-{binding}:")), "{creds}");
-    assert!(creds["password"].as_str().unwrap().len() >= 32);
-    assert_eq!(aws.live_secrets().await.len(), 2);
-
-    // Unbind: the user leaves the group and is deleted, and so is its secret.
-    let (status, body) = aws.call("DELETE", &format!("{buri}?{del}"), None).await;
+    assert!(creds["uri"].as_str().unwrap().starts_with("rediss://s-1:"), "{creds}");
+    assert_eq!(creds["CACHE_TLS_ENABLED"], "true");
+    let (status, fetched) = aws.call("GET", &buri("sync-1"), None).await;
+    assert_eq!((status, &fetched["credentials"]), (StatusCode::OK, creds));
+    // A platform that polls gets the next spare just as fast.
+    let (status, bound) =
+        aws.call("PUT", &format!("{}?accepts_incomplete=true", buri("poll-1")), Some(ids.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    assert_eq!(bound["credentials"]["username"], "s-2");
+    // With both claimed, a bind that can wait gets a user of its own.
+    let (status, body) =
+        aws.call("PUT", &format!("{}?accepts_incomplete=true", buri("wait-1")), Some(ids.clone())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = aws.settle(&format!("{buri}/last_operation"), deliveries).await;
+    let op = aws.settle(&format!("{}/last_operation", buri("wait-1")), deliveries).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    assert!(!aws.users().await.contains(&user));
-    assert!(!aws.rbac.state.lock().unwrap().groups[&group].contains(&user));
-    assert_eq!(aws.live_secrets().await.len(), 1);
+    let own = user_of("b-wait-1");
+    assert!(aws.rbac.members(&group).unwrap().contains(&own));
+    // Meanwhile the provisioner made two new spares for the two claimed.
+    aws.idle(deliveries).await;
+    let members = aws.rbac.members(&group).unwrap();
+    for name in ["s-1", "s-2", "s-3", "s-4", "b-wait-1"] {
+        assert!(members.contains(&user_of(name)), "{name} is not in the user group: {members:?}");
+    }
+    assert_eq!(aws.users().await.len(), 7, "{:?}", aws.users().await);
+    assert_eq!(aws.live_secrets().await.len(), 6, "{:?}", aws.live_secrets().await);
+    let i = aws.parts.store.instance(instance).await.unwrap().unwrap();
+    assert_eq!(i.spares.iter().map(|s| s.username.as_str()).collect::<Vec<_>>(), ["s-3", "s-4"]);
 
-    // Deprovision: nothing left.
-    let (status, body) = aws.call("DELETE", &format!("{iuri}?{del}"), None).await;
+    // Unbind without accepts_incomplete: 200 at once; the user goes in the
+    // provisioner, and so does its secret.
+    let (status, body) = aws.call("DELETE", &format!("{}?{del}", buri("sync-1")), None).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({})));
+    assert_eq!(aws.call("GET", &buri("sync-1"), None).await.0, StatusCode::NOT_FOUND);
+    aws.idle(deliveries).await;
+    assert!(!aws.users().await.contains(&user_of("s-1")));
+    assert!(!aws.rbac.members(&group).unwrap().contains(&user_of("s-1")));
+    assert!(!aws.live_secrets().await.contains(&format!("osb/instances/{instance}/spares/s-1")));
+    // Unbind with accepts_incomplete: 202, polled until the user is gone.
+    let (status, body) =
+        aws.call("DELETE", &format!("{}?accepts_incomplete=true&{del}", buri("wait-1")), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = aws.settle(&format!("{}/last_operation", buri("wait-1")), deliveries).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert!(!aws.users().await.contains(&own));
+
+    // Deprovision: nothing left, the claimed spare of poll-1 and the unclaimed
+    // spares included.
+    let (status, body) = aws.call("DELETE", &format!("{iuri}?accepts_incomplete=true&{del}"), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let op = aws.settle(&format!("{iuri}/last_operation"), deliveries).await;
     assert_eq!(op["state"], "succeeded", "{op}");
@@ -337,11 +376,18 @@ async fn a_binding_password_and_an_auth_token_rotate_in_aws_mode_each_step_twice
     // A binding user (Redis OSS 7.1, RBAC).
     let base = "/v2/service_instances/rot-1";
     let (status, body) = aws
-        .call("PUT", &format!("{base}?accepts_incomplete=true"),
-            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "7.1"}})))
+        .call(
+            "PUT",
+            &format!("{base}?accepts_incomplete=true"),
+            Some(
+                json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "7.1"},
+                        "organization_guid": "org-1", "space_guid": "space-1"}),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");
+    // The binding claims spare user s-1, whose secret it keeps.
     let binding = format!("{base}/service_bindings/rb-1");
     let (status, body) = aws
         .call(
@@ -350,13 +396,13 @@ async fn a_binding_password_and_an_auth_token_rotate_in_aws_mode_each_step_twice
             Some(json!({"service_id": service_id, "plan_id": plan_id, "app_guid": "app"})),
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(aws.settle(&format!("{binding}/last_operation"), 1).await["state"], "succeeded");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    aws.idle(1).await;
     let (_, before) = aws.call("GET", &binding, None).await;
-    let user_id = aws.parts.provider.binding_user_id("rot-1", "b-rb-1");
+    let user_id = aws.parts.provider.binding_user_id("rot-1", "s-1");
     let calls_before = aws.rbac.calls().len();
 
-    let secret = "osb/instances/rot-1/bindings/rb-1";
+    let secret = "osb/instances/rot-1/spares/s-1";
     let seen = rotate_each_step_twice(&aws, secret, "6b0e4f2a-9c1d-4e3b-8a7f-binding00001").await;
     let new_calls = |i: usize| seen[i].1[calls_before..].to_vec();
     assert_eq!(new_calls(0), Vec::<String>::new(), "createSecret only stores the new password");
@@ -389,8 +435,14 @@ async fn a_binding_password_and_an_auth_token_rotate_in_aws_mode_each_step_twice
     shared::laptop::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
     let base = "/v2/service_instances/rot-5";
     let (status, body) = aws
-        .call("PUT", &format!("{base}?accepts_incomplete=true"),
-            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "5.0"}})))
+        .call(
+            "PUT",
+            &format!("{base}?accepts_incomplete=true"),
+            Some(
+                json!({"service_id": service_id, "plan_id": plan_id, "parameters": {"engine_version": "5.0"},
+                        "organization_guid": "org-1", "space_guid": "space-1"}),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");

@@ -66,6 +66,8 @@ async fn provision(b: &LocalBroker, service: &str, plan: &str, id: &str, params:
     Provisioned { instance: id.into(), service_id, plan_id }
 }
 
+/// Binds as a platform that polls would, and gets the credentials at once:
+/// laptop mode makes the user within the request.
 async fn bind(b: &LocalBroker, p: &Provisioned, binding: &str) -> Value {
     let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
     let (status, body) = b
@@ -75,14 +77,14 @@ async fn bind(b: &LocalBroker, p: &Provisioned, binding: &str) -> Value {
             Some(json!({"service_id": p.service_id, "plan_id": p.plan_id, "app_guid": "app-1"})),
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = b.wait_for(&format!("{base}/last_operation")).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    let (status, body) = b.call("GET", &base, None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, fetched) = b.call("GET", &base, None).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    assert_eq!(fetched["credentials"], body["credentials"], "the bind answered with the credentials");
     body["credentials"].clone()
 }
 
+/// Unbinds; laptop mode has deleted the user when the answer comes.
 async fn unbind(b: &LocalBroker, p: &Provisioned, binding: &str) {
     let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
     let (status, body) = b
@@ -92,8 +94,8 @@ async fn unbind(b: &LocalBroker, p: &Provisioned, binding: &str) {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = b.wait_for(&format!("{base}/last_operation")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let op = b.call("GET", &format!("{base}/last_operation"), None).await.1;
     assert_eq!(op["state"], "succeeded", "{op}");
 }
 
@@ -164,6 +166,68 @@ async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
     );
     let (status, _) = b.call("GET", "/v2/service_instances/e2e-instance-1", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The flow of an OSB 2.13 platform (Akkeris, whose add-on guide asks for
+/// "at least" 2.13, which has no asynchronous bindings): an asynchronous
+/// provision polled until done, a bind without `accepts_incomplete`, the
+/// app's SET and GET through the returned `REDIS_URL`, a fetch of the binding
+/// (as at every release), an unbind without `accepts_incomplete` after which
+/// the credentials are refused at once, and the deprovision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_osb_2_13_platform_binds_and_unbinds_synchronously() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let v = "2.13";
+    let (service_id, plan_id) = b.plan("elasticache-redis", "small").await;
+    let instance = "/v2/service_instances/akkeris-1";
+    let (status, body) = b
+        .call_as(
+            v,
+            "PUT",
+            &format!("{instance}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id,
+                        "organization_guid": "akkeris-org", "space_guid": "akkeris-space"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, op) = b.call_as(v, "GET", &format!("{instance}/last_operation"), None).await;
+        assert_eq!(status, StatusCode::OK, "{op}");
+        if op["state"] == "succeeded" {
+            break;
+        }
+        assert_eq!(op["state"], "in progress", "{op}");
+        assert!(Instant::now() < deadline, "provisioning never finished: {op}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let binding = format!("{instance}/service_bindings/akkeris-app-1");
+    let bind_body = json!({"service_id": service_id, "plan_id": plan_id,
+                           "bind_resource": {"app_guid": "akkeris-app-1"}});
+    let (status, bound) = b.call_as(v, "PUT", &binding, Some(bind_body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    let url = bound["credentials"]["REDIS_URL"].as_str().expect("REDIS_URL").to_string();
+    assert_eq!(redis_set_get(&url).await.unwrap(), "hello");
+    let (status, again) = b.call_as(v, "PUT", &binding, Some(bind_body)).await;
+    assert_eq!((status, &again["credentials"]), (StatusCode::OK, &bound["credentials"]));
+    let (status, fetched) = b.call_as(v, "GET", &binding, None).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    assert_eq!(fetched["credentials"], bound["credentials"], "every release gets the same credentials");
+
+    let query = format!("service_id={service_id}&plan_id={plan_id}");
+    let (status, body) = b.call_as(v, "DELETE", &format!("{binding}?{query}"), None).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({})));
+    let refused = redis_set_get(&url).await.unwrap_err().to_string();
+    assert!(refused.contains("WRONGPASS") || refused.to_lowercase().contains("auth"), "{refused}");
+    let (status, body) = b.call_as(v, "DELETE", &format!("{binding}?{query}"), None).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+
+    let (status, body) =
+        b.call_as(v, "DELETE", &format!("{instance}?accepts_incomplete=true&{query}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(b.wait_for(&format!("{instance}/last_operation")).await["state"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

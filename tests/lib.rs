@@ -70,11 +70,22 @@ impl LocalBroker {
     }
 
     pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as("2.17", method, uri, body).await
+    }
+
+    /// A request as a platform speaking OSB API `version` sends it.
+    pub async fn call_as(
+        &self,
+        version: &str,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut b = Request::builder()
             .method(method)
             .uri(uri)
             .header("authorization", basic(USER, PASS))
-            .header("x-broker-api-version", "2.17");
+            .header("x-broker-api-version", version);
         let body = match body {
             Some(v) => {
                 b = b.header("content-type", "application/json");

@@ -73,19 +73,6 @@ impl AwsParts {
             provider = provider.with_rbac_client(client);
         }
         let provider = Arc::new(provider);
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            BrokerSettings {
-                // Longer than the longest back-off (900 s) plus a poll, so a
-                // job merely waiting is never taken for a lost one.
-                stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
-                catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
-                rotation: policy,
-            },
-        ));
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -96,6 +83,20 @@ impl AwsParts {
                 max_retry_delay_secs: 900,
                 secret_prefix: settings.name_prefix.clone(),
                 rotation_days: policy.days,
+            },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings {
+                // Longer than the longest back-off (900 s) plus a poll, so a
+                // job merely waiting is never taken for a lost one.
+                stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
+                catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
+                rotation: policy,
             },
         ));
         let rotator = Arc::new(Rotator::new(

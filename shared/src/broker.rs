@@ -14,9 +14,10 @@ use crate::catalog::{bind_parameters_schema, binding_rotatable, osb_catalog, pla
 use crate::domain::binding::BindingEvent;
 use crate::domain::instance::{InstanceEvent, PendingUpdate};
 use crate::domain::params::{self, compare_versions, parameters_schema};
+use crate::domain::spare::{self, SPARES_DEADLINE_SECS};
 use crate::domain::{
-    Binding, BindingState, Credentials, Instance, InstanceState, Operation, OperationKind, Plan,
-    RotationPolicy, Service, now,
+    Binding, BindingState, Credentials, Engine, Instance, InstanceState, Operation, OperationKind,
+    OperationState, Plan, RotationPolicy, Service, now,
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
@@ -24,6 +25,7 @@ use crate::osb::types::{
     MaintenanceInfo, ProvisionRequest, Query, UpdateRequest,
 };
 use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Stage, Store, StoreError};
+use crate::worker::Worker;
 
 /// What a provision request led to.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,11 +49,29 @@ pub enum Updated {
 /// What a bind request led to.
 #[derive(Debug, Clone)]
 pub enum Bound {
-    Accepted {
-        operation: String,
-    },
+    /// 201: bound now; here are its credentials.
+    Created(BindingResponse),
+    /// 202: in progress, poll this operation.
+    Accepted { operation: String },
     /// 200: the same binding exists; here are its credentials.
     AlreadyExists(BindingResponse),
+}
+
+/// What an unbind request led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unbound {
+    /// 200: the binding is gone (its user may still be being removed, which
+    /// the worker finishes).
+    Done,
+    /// 202: in progress, poll this operation.
+    Accepted { operation: String },
+}
+
+/// How a job run within the request ended.
+enum Inline {
+    Done,
+    /// It waits for something; the worker goes on with it.
+    Pending,
 }
 
 /// 202 with this operation (deprovision, unbind).
@@ -73,6 +93,9 @@ pub struct Broker {
     queue: Arc<dyn JobQueue>,
     provider: Arc<dyn CacheProvider>,
     secrets: Arc<dyn SecretStore>,
+    /// Runs bind and unbind jobs within the request when the provider's
+    /// users change at once (laptop mode), so both answer synchronously.
+    worker: Arc<Worker>,
     settings: BrokerSettings,
     /// The catalog as last read, and when: the API reads the table at most
     /// once per `catalog_ttl`.
@@ -140,6 +163,22 @@ fn require(name: &str, v: &Option<String>) -> Result<String, OsbError> {
     }
 }
 
+/// `organization_guid` and `space_guid` of a provision: the spec says each
+/// "MUST be a non-empty string".
+fn required_guid(name: &str, v: &Option<String>) -> Result<String, OsbError> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(_) => Err(OsbError::BadRequest(format!(
+            "{name} must be a non-empty string: the GUID of the platform's {}",
+            if name == "organization_guid" { "organization" } else { "space" }
+        ))),
+        None => Err(OsbError::BadRequest(format!(
+            "{name} is required: send the GUID of the platform's {} (the spec's provision request requires it)",
+            if name == "organization_guid" { "organization" } else { "space" }
+        ))),
+    }
+}
+
 fn async_required(q: &Query, what: &str) -> Result<(), OsbError> {
     if q.accepts_incomplete {
         Ok(())
@@ -164,19 +203,45 @@ fn check_maintenance(plan: &Plan, m: &Option<MaintenanceInfo>) -> Result<(), Osb
     Ok(())
 }
 
+/// Why a bind without `accepts_incomplete` cannot be answered now.
+fn no_spare_free(instance: &Instance, plan: &Plan) -> String {
+    if plan.spare_binding_users == 0 {
+        format!(
+            "plan {} keeps no spare cache users (spare_binding_users is 0), so a bind waits minutes for ElastiCache to add a new user: send the request with ?accepts_incomplete=true and poll its last_operation",
+            plan.name
+        )
+    } else {
+        format!(
+            "no spare cache user of service instance {} is free right now and adding one to its ElastiCache user group takes minutes (new spares are being made): send the request with ?accepts_incomplete=true and poll its last_operation, or retry in a few minutes",
+            instance.id
+        )
+    }
+}
+
 fn not_usable(what: String) -> OsbError {
     OsbError::Unprocessable { error: "InstanceNotUsable", description: what, update_repeatable: None }
 }
 
 impl Broker {
+    /// A broker over these parts; `worker` is the worker over the same
+    /// parts (see [`Broker::bind`] for when it runs jobs in the request).
     pub fn new(
         store: Arc<dyn Store>,
         queue: Arc<dyn JobQueue>,
         provider: Arc<dyn CacheProvider>,
         secrets: Arc<dyn SecretStore>,
+        worker: Arc<Worker>,
         settings: BrokerSettings,
     ) -> Broker {
-        Broker { store, queue, provider, secrets, settings, catalog_cache: std::sync::Mutex::new(None) }
+        Broker {
+            store,
+            queue,
+            provider,
+            secrets,
+            worker,
+            settings,
+            catalog_cache: std::sync::Mutex::new(None),
+        }
     }
 
     /// `GET /v2/catalog`
@@ -253,6 +318,8 @@ impl Broker {
         q: &Query,
     ) -> Result<Provisioned, OsbError> {
         validate_id("instance_id", id)?;
+        let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
+        let space_guid = required_guid("space_guid", &req.space_guid)?;
         let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
         let parameters = parameters_object(&plan, &parameters_schema(&plan), req.parameters.clone())?;
         check_maintenance(&plan, &req.maintenance_info)?;
@@ -267,8 +334,8 @@ impl Broker {
                     let same = i.service_id == req.service_id
                         && i.plan_id == req.plan_id
                         && i.parameters == parameters
-                        && (req.organization_guid.is_none() || i.organization_guid == req.organization_guid)
-                        && (req.space_guid.is_none() || i.space_guid == req.space_guid);
+                        && i.organization_guid.as_deref() == Some(organization_guid.as_str())
+                        && i.space_guid.as_deref() == Some(space_guid.as_str());
                     if !same {
                         return Err(OsbError::Conflict(format!(
                             "service instance {id} already exists with a different service, plan or parameters"
@@ -316,13 +383,18 @@ impl Broker {
                         engine_version: params::engine_version(&plan, &parameters),
                         parameters: parameters.clone(),
                         context: req.context.clone().unwrap_or(Value::Null),
-                        organization_guid: req.organization_guid.clone(),
-                        space_guid: req.space_guid.clone(),
+                        organization_guid: Some(organization_guid.clone()),
+                        space_guid: Some(space_guid.clone()),
                         maintenance_version: plan.maintenance_version.clone(),
                         state: InstanceState::Provisioning,
                         last_operation_id: op.id.clone(),
                         pending_update: None,
                         admin_secret: None,
+                        endpoint: None,
+                        spares: Vec::new(),
+                        spare_seq: 0,
+                        spares_operation: None,
+                        spares_to_schedule: Vec::new(),
                         rotation: None,
                         rotated_at: None,
                         created_at: t,
@@ -373,9 +445,13 @@ impl Broker {
                 Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
             };
             let mut merged = instance.parameters.clone();
+            if params::requested_version(&given).is_some() {
+                // The request's spelling of the version replaces the old one.
+                params::forget_version(&mut merged);
+            }
             merged.extend(given.clone());
             let merged = parameters_object(&plan, &parameters_schema(&plan), Some(Value::Object(merged)))?;
-            let engine_version = match given.get(params::ENGINE_VERSION).and_then(Value::as_str) {
+            let engine_version = match params::requested_version(&given) {
                 Some(v) => v.to_string(),
                 None if plan.engine_versions.contains(&instance.engine_version) => {
                     instance.engine_version.clone()
@@ -533,9 +609,13 @@ impl Broker {
             let t = now();
             let mut op = Operation::start(OperationKind::Deprovision, id, None, t, plan_timeout);
             let was = instance.state;
-            if was == InstanceState::Provisioning {
-                op.supersedes = Some(instance.last_operation_id.clone());
-            }
+            // Wait for what may still be making things in the cache: the
+            // provision this cancels, or the making of spare users.
+            op.supersedes = if was == InstanceState::Provisioning {
+                Some(instance.last_operation_id.clone())
+            } else {
+                instance.spares_operation.clone()
+            };
             instance.apply(InstanceEvent::Deprovision).map_err(|e| OsbError::Internal(e.to_string()))?;
             instance.last_operation_id = op.id.clone();
             instance.updated_at = t;
@@ -610,6 +690,13 @@ impl Broker {
     // ------------------------------------------------------------ bindings
 
     /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+    ///
+    /// Answers with the credentials at once (201) whenever it can: Memcached
+    /// has no users to make; a provider whose users change at once (laptop
+    /// mode) makes the user within the request; otherwise the bind claims one
+    /// of the instance's spare users. Only when no spare is free does it wait
+    /// for a new user: 202 with `accepts_incomplete=true`, else 422
+    /// `AsyncRequired` saying so.
     pub async fn bind(
         &self,
         instance_id: &str,
@@ -630,9 +717,8 @@ impl Broker {
         };
         let service_id = require("service_id", &req.service_id)?;
         let plan_id = require("plan_id", &req.plan_id)?;
-        let (_service, plan) = self.service_plan(&service_id, &plan_id).await?;
+        let (service, plan) = self.service_plan(&service_id, &plan_id).await?;
         let parameters = parameters_object(&plan, &bind_parameters_schema(), req.parameters.clone())?;
-        async_required(q, "binding")?;
         let bind_resource = req.bind_resource.clone().unwrap_or(Value::Null);
         let app_guid = req
             .app_guid
@@ -640,7 +726,7 @@ impl Broker {
             .or_else(|| bind_resource.get("app_guid").and_then(Value::as_str).map(str::to_string));
 
         for _ in 0..RACE_RETRIES {
-            let instance = match self.store.instance(instance_id).await.map_err(store_err)? {
+            let mut instance = match self.store.instance(instance_id).await.map_err(store_err)? {
                 Some(i) if i.state != InstanceState::Deleted => i,
                 _ => {
                     return Err(OsbError::NotFound(format!("service instance {instance_id} does not exist")));
@@ -682,16 +768,13 @@ impl Broker {
                         )));
                     }
                     match b.state {
-                        BindingState::Creating => {
-                            self.heal(&b.last_operation_id).await?;
-                            return Ok(Bound::Accepted { operation: b.last_operation_id.clone() });
-                        }
+                        BindingState::Creating => return self.bind_in_progress(&instance, b, q).await,
                         BindingState::Ready => {
                             return Ok(Bound::AlreadyExists(self.binding_response(&instance, b).await?));
                         }
                         BindingState::Deleting => {
                             return Err(OsbError::Concurrency(format!(
-                                "service binding {binding_id} is being deleted"
+                                "service binding {binding_id} is being deleted; bind it again once that has finished"
                             )));
                         }
                         BindingState::DeleteFailed => {
@@ -727,6 +810,7 @@ impl Broker {
                 state: BindingState::Creating,
                 username: None,
                 secret: None,
+                from_spare: false,
                 last_operation_id: op.id.clone(),
                 rotation: None,
                 rotated_at: None,
@@ -735,10 +819,87 @@ impl Broker {
                 expires_at: None,
                 version: 0,
             };
+            let predecessor = req.predecessor_binding_id.as_deref().unwrap_or("");
+
+            // Memcached has no users: nothing to make, ready at once.
+            if !service.engine.speaks_redis() {
+                let _ = op.succeed(t, "bound: Memcached has no users; the credentials name the endpoint");
+                binding.state = BindingState::Ready;
+                match self.store.create_binding(&mut binding, &mut op, replacing).await {
+                    Ok(()) => {
+                        info!(instance = instance_id, binding = binding_id, operation = %op.id, "bound (no user to make)");
+                        return Ok(Bound::Created(self.binding_response(&instance, &binding).await?));
+                    }
+                    Err(e) if e.is_race() => continue,
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+
+            // Users made at once (laptop mode): the bind runs now.
+            if self.provider.users_change_at_once() {
+                match self.store.create_binding(&mut binding, &mut op, replacing).await {
+                    Ok(()) => {
+                        info!(instance = instance_id, binding = binding_id, operation = %op.id,
+                            predecessor, "binding accepted; making its user now");
+                        return self.finish_bind_inline(&op, q).await;
+                    }
+                    Err(e) if e.is_race() => continue,
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+
+            // A spare user, made in advance, becomes the binding's.
+            if let Some(spare) = instance.take_spare() {
+                let username = spare.username.clone();
+                let _ = op.succeed(t, &format!("bound: spare cache user {username} was ready in the cache"));
+                binding.state = BindingState::Ready;
+                binding.username = Some(spare.username);
+                binding.secret = spare.secret;
+                binding.from_spare = true;
+                // Its binding holds the password now: put it on the schedule.
+                instance.spares_to_schedule.extend(binding.secret.clone());
+                let mut refill = match instance.spares_operation {
+                    Some(_) => None,
+                    None => {
+                        let o = Operation::start(
+                            OperationKind::Spares,
+                            instance_id,
+                            None,
+                            t,
+                            SPARES_DEADLINE_SECS,
+                        );
+                        instance.spares_operation = Some(o.id.clone());
+                        Some(o)
+                    }
+                };
+                instance.updated_at = t;
+                match self
+                    .store
+                    .claim_spare(&mut instance, refill.as_mut(), &mut binding, &mut op, replacing)
+                    .await
+                {
+                    Ok(()) => {
+                        info!(instance = instance_id, binding = binding_id, user = %username, operation = %op.id,
+                            predecessor, "bound: spare user claimed");
+                        self.after_claim(&instance, refill.as_ref()).await;
+                        return Ok(Bound::Created(self.binding_response(&instance, &binding).await?));
+                    }
+                    // Another bind took it, or the worker changed the
+                    // instance: read again and take another.
+                    Err(e) if e.is_race() => continue,
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+
+            // No spare is free: the bind waits for a new user.
+            self.start_spares_if_short(instance.clone(), &plan, service.engine).await;
+            if !q.accepts_incomplete {
+                return Err(OsbError::AsyncRequired(no_spare_free(&instance, &plan)));
+            }
             match self.store.create_binding(&mut binding, &mut op, replacing).await {
                 Ok(()) => {
                     info!(instance = instance_id, binding = binding_id, operation = %op.id,
-                        predecessor = req.predecessor_binding_id.as_deref().unwrap_or(""), "binding accepted");
+                        predecessor, "binding accepted; its user is made by the worker");
                     self.enqueue(&op).await?;
                     return Ok(Bound::Accepted { operation: op.id });
                 }
@@ -749,6 +910,126 @@ impl Broker {
         Err(OsbError::Concurrency(format!(
             "service binding {binding_id} is being changed by concurrent requests; retry"
         )))
+    }
+
+    /// A repeated bind of a binding still being created: the same operation
+    /// (202) when the platform polls; where users change at once, the job is
+    /// run again now; otherwise the platform has to poll.
+    async fn bind_in_progress(&self, instance: &Instance, b: &Binding, q: &Query) -> Result<Bound, OsbError> {
+        if self.provider.users_change_at_once()
+            && let Some(op) = self.store.operation(&b.last_operation_id).await.map_err(store_err)?
+        {
+            return self.finish_bind_inline(&op, q).await;
+        }
+        if !q.accepts_incomplete {
+            return Err(OsbError::AsyncRequired(format!(
+                "service binding {} of service instance {} is being created, which takes minutes; send the request with ?accepts_incomplete=true and poll its last_operation",
+                b.id, instance.id
+            )));
+        }
+        self.heal(&b.last_operation_id).await?;
+        Ok(Bound::Accepted { operation: b.last_operation_id.clone() })
+    }
+
+    /// Runs a bind's job here and now (users change at once) and answers
+    /// with its outcome: 201 with the credentials, or the same operation
+    /// (202) when it had to wait and the platform polls.
+    async fn finish_bind_inline(&self, op: &Operation, q: &Query) -> Result<Bound, OsbError> {
+        match self.run_inline(op, q).await? {
+            Inline::Done => {
+                let not_found = || OsbError::Internal(format!("binding of operation {} vanished", op.id));
+                let binding_id = op.binding_id.as_deref().unwrap_or_default();
+                let binding = self
+                    .store
+                    .binding(&op.instance_id, binding_id)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(not_found)?;
+                let instance =
+                    self.store.instance(&op.instance_id).await.map_err(store_err)?.ok_or_else(not_found)?;
+                Ok(Bound::Created(self.binding_response(&instance, &binding).await?))
+            }
+            Inline::Pending => Ok(Bound::Accepted { operation: op.id.clone() }),
+        }
+    }
+
+    /// Runs the job of `op` in this request, for a provider whose users
+    /// change at once, and reads how it ended. Not finished: the worker
+    /// enqueued it to go on, and the platform polls (`accepts_incomplete`)
+    /// or is told to retry. Failed: the description says what failed.
+    async fn run_inline(&self, op: &Operation, q: &Query) -> Result<Inline, OsbError> {
+        let job = Job::for_operation(op);
+        if let Err(e) = self.worker.handle(&job).await {
+            // The store or queue failed under the worker: leave the job to it.
+            warn!(operation = %op.id, error = %e, "could not run the job in the request; it is queued");
+            let _ = self.enqueue(op).await;
+            return Err(OsbError::Unavailable(format!(
+                "the broker could not finish {} {} right now; retry",
+                op.kind.as_str(),
+                op.binding_id.as_deref().unwrap_or(&op.instance_id)
+            )));
+        }
+        let after = self.store.operation(&op.id).await.map_err(store_err)?;
+        let after = after.ok_or_else(|| OsbError::Internal(format!("operation {} vanished", op.id)))?;
+        match after.state {
+            OperationState::Succeeded => Ok(Inline::Done),
+            OperationState::Failed => Err(OsbError::Unavailable(format!(
+                "{} failed: {}; send the request again to retry",
+                after.kind.as_str(),
+                after.description
+            ))),
+            OperationState::InProgress if q.accepts_incomplete => Ok(Inline::Pending),
+            OperationState::InProgress => Err(OsbError::Unavailable(format!(
+                "{} is not finished yet ({}); send the request again in a few seconds",
+                after.kind.as_str(),
+                after.description
+            ))),
+        }
+    }
+
+    /// After a claim: start the `spares` operation it recorded, or nudge the
+    /// one that runs. A failure here does not fail the bind (it has its
+    /// user): the next bind or poll enqueues the operation again.
+    async fn after_claim(&self, instance: &Instance, started: Option<&Operation>) {
+        let result = match (started, &instance.spares_operation) {
+            (Some(op), _) => self.enqueue(op).await,
+            (None, Some(running)) => self.heal(running).await,
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = result {
+            warn!(instance = %instance.id, error = %e, "could not enqueue the making of spare users");
+        }
+    }
+
+    /// Starts a `spares` operation when the instance keeps fewer spare users
+    /// than its plan asks for and none runs (an instance made before spares
+    /// existed, or one whose last attempt failed); nudges a running one.
+    /// Best effort: a lost race means someone else did it.
+    async fn start_spares_if_short(&self, mut instance: Instance, plan: &Plan, engine: Engine) {
+        if let Some(running) = &instance.spares_operation {
+            if let Err(e) = self.heal(running).await {
+                warn!(instance = %instance.id, error = %e, "could not enqueue the making of spare users");
+            }
+            return;
+        }
+        let wanted =
+            spare::wanted(plan, engine, &instance.engine_version, self.provider.users_change_at_once());
+        if instance.spares_kept() >= wanted {
+            return;
+        }
+        let t = now();
+        let mut op = Operation::start(OperationKind::Spares, &instance.id, None, t, SPARES_DEADLINE_SECS);
+        instance.spares_operation = Some(op.id.clone());
+        instance.updated_at = t;
+        match self.store.save_instance(&mut instance, Some(&mut op)).await {
+            Ok(()) => {
+                info!(instance = %instance.id, operation = %op.id, wanted, "making spare users");
+                if let Err(e) = self.enqueue(&op).await {
+                    warn!(instance = %instance.id, error = %e, "could not enqueue the making of spare users");
+                }
+            }
+            Err(e) => warn!(instance = %instance.id, error = %e, "did not start making spare users"),
+        }
     }
 
     /// A rotation request completed from its predecessor: the same service,
@@ -811,20 +1092,30 @@ impl Broker {
     ///
     /// During creation this halts it: the binding moves to deleting and the
     /// worker cancels the bind operation when it next looks at it.
-    pub async fn unbind(&self, instance_id: &str, binding_id: &str, q: &Query) -> Result<Accepted, OsbError> {
+    ///
+    /// Synchronous where it can be: a binding with nothing to remove
+    /// (Memcached), and a provider whose users change at once, end within the
+    /// request (200). Otherwise the binding is marked deleted (its
+    /// credentials are no longer returned) and the worker removes its user:
+    /// 202 to a platform that polls, 200 to one that cannot
+    /// (`accepts_incomplete` absent), whose app may then reach the cache
+    /// until ElastiCache has removed the user from the user group.
+    pub async fn unbind(&self, instance_id: &str, binding_id: &str, q: &Query) -> Result<Unbound, OsbError> {
         validate_id("instance_id", instance_id)?;
         validate_id("binding_id", binding_id)?;
         require("service_id", &q.service_id)?;
         require("plan_id", &q.plan_id)?;
-        async_required(q, "unbinding")?;
         for _ in 0..RACE_RETRIES {
             let mut binding = match self.store.binding(instance_id, binding_id).await.map_err(store_err)? {
                 Some(b) if b.state != BindingState::Deleted => b,
                 _ => return Err(OsbError::Gone(format!("service binding {binding_id} does not exist"))),
             };
             if binding.state == BindingState::Deleting {
-                self.heal(&binding.last_operation_id).await?;
-                return Ok(Accepted { operation: binding.last_operation_id });
+                let op = self.store.operation(&binding.last_operation_id).await.map_err(store_err)?;
+                return match op {
+                    Some(op) => self.unbind_answer(&op, q).await,
+                    None => Ok(Unbound::Done),
+                };
             }
             let timeout = match self.service_plan(&binding.service_id, &binding.plan_id).await {
                 Ok((_, p)) => p.maximum_polling_duration,
@@ -835,14 +1126,31 @@ impl Broker {
             if binding.state == BindingState::Creating {
                 op.supersedes = Some(binding.last_operation_id.clone());
             }
+            // A ready binding without a user or a secret (Memcached) has
+            // nothing to remove.
+            let nothing_to_remove = binding.state == BindingState::Ready
+                && binding.username.is_none()
+                && binding.secret.is_none()
+                && binding.rotation.is_none();
             binding.apply(BindingEvent::Unbind).map_err(|e| OsbError::Internal(e.to_string()))?;
             binding.last_operation_id = op.id.clone();
             binding.updated_at = t;
+            if nothing_to_remove {
+                let _ = op.succeed(t, "unbound: the binding had no user or credential of its own");
+                let _ = binding.apply(BindingEvent::Deleted);
+                binding.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+            }
             match self.store.save_binding(&mut binding, Some(&mut op)).await {
+                Ok(()) if nothing_to_remove => {
+                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "unbound (nothing to remove)");
+                    return Ok(Unbound::Done);
+                }
                 Ok(()) => {
                     info!(instance = instance_id, binding = binding_id, operation = %op.id, "unbinding accepted");
-                    self.enqueue(&op).await?;
-                    return Ok(Accepted { operation: op.id });
+                    if !self.provider.users_change_at_once() {
+                        self.enqueue(&op).await?;
+                    }
+                    return self.unbind_answer(&op, q).await;
                 }
                 Err(e) if e.is_race() => continue,
                 Err(e) => return Err(store_err(e)),
@@ -851,6 +1159,27 @@ impl Broker {
         Err(OsbError::Concurrency(format!(
             "service binding {binding_id} is being changed by concurrent requests; retry"
         )))
+    }
+
+    /// How an unbind whose operation `op` is recorded answers: where users
+    /// change at once its job runs now; otherwise the worker has it, and the
+    /// binding is already gone as far as the platform can see.
+    async fn unbind_answer(&self, op: &Operation, q: &Query) -> Result<Unbound, OsbError> {
+        if op.is_finished() {
+            return Ok(Unbound::Done);
+        }
+        if self.provider.users_change_at_once() {
+            return Ok(match self.run_inline(op, q).await? {
+                Inline::Done => Unbound::Done,
+                Inline::Pending => Unbound::Accepted { operation: op.id.clone() },
+            });
+        }
+        self.heal_op(op).await?;
+        if q.accepts_incomplete {
+            Ok(Unbound::Accepted { operation: op.id.clone() })
+        } else {
+            Ok(Unbound::Done)
+        }
     }
 
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`:
@@ -909,11 +1238,19 @@ impl Broker {
     ) -> Result<BindingResponse, OsbError> {
         let (service, _) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
         let credentials = self.credentials(&service, instance, binding).await?;
-        let endpoints = vec![EndpointObject {
-            host: credentials.endpoint.host.clone(),
-            ports: vec![credentials.endpoint.port.to_string()],
+        let endpoint = &credentials.endpoint;
+        let mut endpoints = vec![EndpointObject {
+            host: endpoint.host.clone(),
+            ports: vec![endpoint.port.to_string()],
             protocol: "tcp",
         }];
+        if let Some(reader) = &endpoint.reader {
+            endpoints.push(EndpointObject {
+                host: reader.host.clone(),
+                ports: vec![reader.port.to_string()],
+                protocol: "tcp",
+            });
+        }
         // Credentials last issued (created, or rotated) at `issued` work until
         // the next scheduled rotation plus its grace period.
         let metadata = binding.secret.as_ref().and_then(|_| {
@@ -937,13 +1274,20 @@ impl Broker {
         instance: &Instance,
         binding: &Binding,
     ) -> Result<Credentials, OsbError> {
-        let endpoint = self.provider.endpoint(&instance.id).await.map_err(|e| match e {
-            ProviderError::Retryable(m) => OsbError::Unavailable(format!(
-                "the cache of service instance {} cannot be reached right now ({m}); retry",
-                instance.id
-            )),
-            ProviderError::Permanent(m) => OsbError::Internal(format!("endpoint of {}: {m}", instance.id)),
-        })?;
+        // Recorded when the cache became available; only an instance made
+        // before endpoints were recorded asks the provider.
+        let endpoint = match &instance.endpoint {
+            Some(e) => e.clone(),
+            None => self.provider.endpoint(&instance.id).await.map_err(|e| match e {
+                ProviderError::Retryable(m) => OsbError::Unavailable(format!(
+                    "the cache of service instance {} cannot be reached right now ({m}); retry",
+                    instance.id
+                )),
+                ProviderError::Permanent(m) => {
+                    OsbError::Internal(format!("endpoint of {}: {m}", instance.id))
+                }
+            })?,
+        };
         let password: Option<SecretString> = match &binding.secret {
             Some(reference) => Some(
                 self.secrets

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::params::parameters_schema;
-use crate::domain::plan::is_cli_friendly;
+use crate::domain::plan::{MAX_SPARE_BINDING_USERS, is_cli_friendly};
 use crate::domain::{Engine, Plan, Service};
 
 /// The catalog built into the binary; `CATALOG_FILE` can name another seed.
@@ -23,9 +23,15 @@ impl CatalogFile {
     /// Parses and validates a catalog document; the error names the entry
     /// at fault and what is wrong with it.
     pub fn parse(text: &str) -> Result<CatalogFile, String> {
-        let file: CatalogFile =
+        let mut file: CatalogFile =
             serde_json::from_str(text).map_err(|e| format!("catalog is not valid: {e}"))?;
         file.validate()?;
+        for (n, s) in file.services.iter_mut().enumerate() {
+            s.position = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        for (n, p) in file.plans.iter_mut().enumerate() {
+            p.position = u32::try_from(n).unwrap_or(u32::MAX);
+        }
         Ok(file)
     }
 
@@ -84,6 +90,12 @@ impl CatalogFile {
             if p.final_snapshot && service.engine == Engine::Memcached {
                 return Err(format!("{what}: final_snapshot is not possible, Memcached has no snapshots"));
             }
+            if p.spare_binding_users > MAX_SPARE_BINDING_USERS {
+                return Err(format!(
+                    "{what}: spare_binding_users is {}; it must be 0 to {MAX_SPARE_BINDING_USERS}",
+                    p.spare_binding_users
+                ));
+            }
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }
@@ -114,10 +126,15 @@ pub fn bind_parameters_schema() -> Value {
     })
 }
 
-/// The OSB catalog document.
+/// The OSB catalog document: services and plans in the order of the catalog
+/// file they came from (entries of an older seed, all at position 0, by name).
 pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
+    let mut services: Vec<&Service> = services.iter().collect();
+    services.sort_by(|a, b| (a.position, &a.name, &a.id).cmp(&(b.position, &b.name, &b.id)));
+    let mut plans: Vec<&Plan> = plans.iter().collect();
+    plans.sort_by(|a, b| (a.position, &a.name, &a.id).cmp(&(b.position, &b.name, &b.id)));
     let services: Vec<Value> = services
-        .iter()
+        .into_iter()
         .map(|s| {
             let plans: Vec<Value> =
                 plans.iter().filter(|p| p.service_id == s.id).map(|p| osb_plan(s, p)).collect();
@@ -199,7 +216,7 @@ mod tests {
         let cluster = plan("cluster-3x2");
         assert!(cluster.cluster_mode);
         assert_eq!((cluster.shards, cluster.replicas_per_shard), (3, 1));
-        assert_eq!(plan("small").engine_versions, ["6.2", "7.0", "7.1"]);
+        assert_eq!(plan("small").engine_versions, ["6.0", "6.2", "7.0", "7.1"]);
     }
 
     #[test]
@@ -217,7 +234,7 @@ mod tests {
             v.dedup();
             v
         };
-        assert_eq!(versions(Engine::Redis), ["6.2", "7.0", "7.1"]);
+        assert_eq!(versions(Engine::Redis), ["6.0", "6.2", "7.0", "7.1"]);
         assert_eq!(versions(Engine::Valkey), ["7.2", "8.0"]);
         assert_eq!(versions(Engine::Memcached), ["1.6"]);
     }
@@ -267,6 +284,27 @@ mod tests {
     }
 
     #[test]
+    fn the_osb_catalog_lists_services_and_plans_in_the_order_of_the_file() {
+        let c = CatalogFile::builtin();
+        // The store gives them back in its own order (here: reversed).
+        let services: Vec<Service> = c.services.iter().rev().cloned().collect();
+        let plans: Vec<Plan> = c.plans.iter().rev().cloned().collect();
+        let doc = osb_catalog(&services, &plans);
+        let names = |s: &Value| -> Vec<String> {
+            s["plans"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+        };
+        let service_names: Vec<&str> =
+            doc["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(service_names, ["elasticache-redis", "elasticache-valkey", "elasticache-memcached"]);
+        assert_eq!(
+            names(&doc["services"][0]),
+            ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2"]
+        );
+        assert_eq!(names(&doc["services"][1]), ["dev", "staging", "cluster-3x2"]);
+        assert_eq!(names(&doc["services"][2]), ["dev", "small"]);
+    }
+
+    #[test]
     fn the_osb_catalog_declares_retrievability_updates_and_schemas() {
         let c = CatalogFile::builtin();
         let doc = osb_catalog(&c.services, &c.plans);
@@ -278,7 +316,7 @@ mod tests {
         assert!(plan["maximum_polling_duration"].as_u64().unwrap() > 0);
         assert_eq!(
             plan["schemas"]["service_instance"]["create"]["parameters"]["properties"]["engine_version"]["enum"],
-            json!(["6.2", "7.0", "7.1"])
+            json!(["6.0", "6.2", "7.0", "7.1"])
         );
         assert_eq!(plan["maintenance_info"]["version"], "1.0.0");
         assert_eq!(doc["services"][2]["plan_updateable"], false);

@@ -21,7 +21,7 @@ use crate::catalog::CatalogFile;
 use crate::domain::InstanceState;
 use crate::domain::RotationPolicy;
 use crate::domain::credentials::generate_password;
-use crate::ports::{CatalogStore, Job, JobQueue, SecretStore, StateStore};
+use crate::ports::{CacheProvider, CatalogStore, Job, JobQueue, SecretStore, StateStore};
 use crate::rotation::{RotationConfig, Rotator, Target};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -93,8 +93,8 @@ struct SavedCredentials {
 }
 
 /// The broker's own credentials: from the config, else from
-/// `<state>/broker-credentials`, else generated there (mode 0600) and printed
-/// once on the terminal (not through the log).
+/// `<state>/broker-credentials`, else generated there (mode 0600). Where
+/// the password is kept is printed; the password never is.
 fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
     if let Some(c) = &config.credentials {
         return Ok(c.clone());
@@ -111,19 +111,13 @@ fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
     let saved =
         SavedCredentials { username: "broker".into(), password: password.expose_secret().to_string() };
     write_private(&path, &serde_json::to_string(&saved).map_err(|e| e.to_string())?)?;
-    // Printed once, when generated, and only to a person at a terminal: a
-    // redirected stderr is a log, and a log holds no password.
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprintln!(
-            "broker credentials: {} / {} (generated, kept in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
-            saved.username,
-            saved.password,
-            path.display()
-        );
-    } else {
-        eprintln!("broker credentials generated: user {} (password in {})", saved.username, path.display());
-    }
+    // The password itself is never printed: a terminal's scrollback and a
+    // redirected stderr are logs, and a log holds no password.
+    eprintln!(
+        "broker credentials generated: user {} (password in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
+        saved.username,
+        path.display()
+    );
     Ok(BasicAuth { username: saved.username, password })
 }
 
@@ -221,13 +215,6 @@ impl Laptop {
         };
         let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO, rotation: config.rotation },
-        ));
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -239,6 +226,14 @@ impl Laptop {
                 secret_prefix: SECRET_PREFIX.into(),
                 rotation_days: config.rotation.days,
             },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO, rotation: config.rotation },
         ));
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
         let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
@@ -254,7 +249,10 @@ impl Laptop {
         for instance in self.store.instances().await.map_err(|e| e.to_string())? {
             if matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
                 match self.provider.adopt(&instance.id).await {
-                    Ok(_) => info!(instance = %instance.id, "cache adopted"),
+                    Ok(_) => {
+                        info!(instance = %instance.id, "cache adopted");
+                        self.record_endpoint(instance).await;
+                    }
                     Err(e) => error!(instance = %instance.id, error = %e, "cache could not be started again"),
                 }
             }
@@ -264,6 +262,26 @@ impl Laptop {
             info!(operation = %op.id, "operation in progress enqueued again");
         }
         Ok(())
+    }
+
+    /// Records where an adopted cache listens now (it moves to another port
+    /// when someone took its old one), so the credentials handed out next
+    /// name it. A failure is logged; the credentials then name the old port
+    /// until the next start.
+    async fn record_endpoint(&self, mut instance: crate::domain::Instance) {
+        let endpoint = match self.provider.endpoint(&instance.id).await {
+            Ok(e) => e,
+            Err(e) => return warn!(instance = %instance.id, error = %e, "the adopted cache has no endpoint"),
+        };
+        if instance.endpoint.as_ref() == Some(&endpoint) {
+            return;
+        }
+        info!(instance = %instance.id, port = endpoint.port, "the adopted cache's endpoint is recorded");
+        instance.endpoint = Some(endpoint);
+        instance.updated_at = crate::domain::now();
+        if let Err(e) = self.store.save_instance(&mut instance, None).await {
+            warn!(instance = %instance.id, error = %e, "could not record the adopted cache's endpoint");
+        }
     }
 
     /// Runs the worker until the process ends: waits for due jobs, handles

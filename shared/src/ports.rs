@@ -80,6 +80,21 @@ pub trait StateStore: Send + Sync {
         binding: &mut Binding,
         operation: Option<&mut Operation>,
     ) -> Result<(), StoreError>;
+    /// A bind that claims one of the instance's spare users, in one
+    /// transaction: the instance as changed (the spare taken out, and
+    /// `spares_operation` naming `spares_op` when one starts), that new
+    /// operation, and the new binding with its bind operation. The instance
+    /// is written at its loaded version (`Conflict` when someone changed it,
+    /// so no spare goes to two binds); the binding and its operation as in
+    /// [`StateStore::create_binding`].
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
 
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
     /// Operations still in progress (laptop start-up re-enqueues their jobs).
@@ -166,6 +181,11 @@ pub struct CacheSpec {
     pub admin_secret: Option<String>,
     /// Tags for the resource (organization, space, plan ...).
     pub tags: Vec<(String, String)>,
+    /// Binding users to make with the cache, so that they are ready when it
+    /// is: the instance's spare users (ElastiCache puts them in the user
+    /// group it creates). Only a provider whose users take time to add is
+    /// given any (see [`CacheProvider::users_change_at_once`]).
+    pub spare_users: Vec<CacheUser>,
 }
 
 /// A cache backend: ElastiCache in AWS, local processes on a laptop.
@@ -173,6 +193,11 @@ pub struct CacheSpec {
 /// adopts what an earlier attempt made.
 #[async_trait]
 pub trait CacheProvider: Send + Sync {
+    /// Whether `put_user` and `delete_user` take effect before they return
+    /// (`Done` at once), so that a bind and an unbind can finish inside the
+    /// request. Local processes: yes. ElastiCache adds a user to a user group
+    /// in minutes: no, so instances keep spare users for binds to claim.
+    fn users_change_at_once(&self) -> bool;
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
     /// How far creation or modification has got.
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
@@ -188,8 +213,10 @@ pub trait CacheProvider: Send + Sync {
     /// Creates the user, or resets an existing one to exactly these passwords
     /// and rules.
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError>;
-    /// Removes the user; `Done` at once when it does not exist. Its open
-    /// connections are closed, so access ends immediately.
+    /// Removes the user; `Done` at once when it does not exist (nor the
+    /// instance's cache). Its open connections are closed, so access ends
+    /// immediately. A user the cache is gone without (one made but never
+    /// added to a user group) is deleted too.
     async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
     /// Whether a user created or changed by `put_user` is active yet.
     async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;

@@ -119,25 +119,46 @@ pub struct RotationConfig {
     pub test_poll: Duration,
 }
 
-/// Whose credential a secret holds, from the secret's name.
+/// Whose credential a secret holds. The one place secret names are made
+/// and read: the worker names the secrets it creates and deletes with it,
+/// the rotation function finds a secret's owner with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// `<prefix>/instances/<id>/admin`
     Admin { instance_id: String },
+    /// `<prefix>/instances/<id>/bindings/<binding id>`: a user made for the
+    /// binding.
     Binding { instance_id: String, binding_id: String },
+    /// `<prefix>/instances/<id>/spares/<user name>`: a spare user, and the
+    /// binding that claimed it (see [`crate::domain::spare`]).
+    Spare { instance_id: String, username: String },
 }
 
 impl Target {
-    /// Reads `<prefix>/instances/<id>/admin` and
-    /// `<prefix>/instances/<id>/bindings/<binding id>`.
+    /// Reads a secret name; `None` for names the broker does not make.
     pub fn from_secret_name(prefix: &str, name: &str) -> Option<Target> {
         let rest = name.strip_prefix(prefix)?.strip_prefix("/instances/")?;
         let parts: Vec<&str> = rest.split('/').collect();
+        let owned = |s: &&str| s.to_string();
         match parts.as_slice() {
-            [id, "admin"] if !id.is_empty() => Some(Target::Admin { instance_id: id.to_string() }),
+            [id, "admin"] if !id.is_empty() => Some(Target::Admin { instance_id: owned(id) }),
             [id, "bindings", b] if !id.is_empty() && !b.is_empty() => {
-                Some(Target::Binding { instance_id: id.to_string(), binding_id: b.to_string() })
+                Some(Target::Binding { instance_id: owned(id), binding_id: owned(b) })
+            }
+            [id, "spares", u] if !id.is_empty() && !u.is_empty() => {
+                Some(Target::Spare { instance_id: owned(id), username: owned(u) })
             }
             _ => None,
+        }
+    }
+
+    /// The credential of `binding`: its own, or the spare it claimed.
+    pub fn of_binding(binding: &Binding) -> Target {
+        match (&binding.username, binding.from_spare) {
+            (Some(username), true) => {
+                Target::Spare { instance_id: binding.instance_id.clone(), username: username.clone() }
+            }
+            _ => Target::Binding { instance_id: binding.instance_id.clone(), binding_id: binding.id.clone() },
         }
     }
 
@@ -148,12 +169,17 @@ impl Target {
             Target::Binding { instance_id, binding_id } => {
                 format!("{prefix}/instances/{instance_id}/bindings/{binding_id}")
             }
+            Target::Spare { instance_id, username } => {
+                format!("{prefix}/instances/{instance_id}/spares/{username}")
+            }
         }
     }
 
-    fn instance_id(&self) -> &str {
+    pub fn instance_id(&self) -> &str {
         match self {
-            Target::Admin { instance_id } | Target::Binding { instance_id, .. } => instance_id,
+            Target::Admin { instance_id }
+            | Target::Binding { instance_id, .. }
+            | Target::Spare { instance_id, .. } => instance_id,
         }
     }
 
@@ -163,6 +189,9 @@ impl Target {
                 format!("the admin credential of service instance {instance_id}")
             }
             Target::Binding { binding_id, .. } => format!("service binding {binding_id}"),
+            Target::Spare { instance_id, username } => {
+                format!("the binding of service instance {instance_id} with cache user {username}")
+            }
         }
     }
 }
@@ -264,7 +293,7 @@ impl Rotator {
     /// token, as Secrets Manager would. Returns the token.
     pub async fn rotate_now(&self, target: &Target) -> Result<String, RotationError> {
         let token = uuid::Uuid::new_v4().to_string();
-        let secret_id = self.reference(target);
+        let secret_id = self.reference(&self.resolve(target).await?);
         for step in RotationStep::ALL {
             self.handle(&RotationEvent { step, secret_id: secret_id.clone(), token: token.clone() }).await?;
         }
@@ -336,8 +365,35 @@ impl Rotator {
                     RotationError::Refused(format!("service binding {binding_id} is not recorded"))
                 })?)
             }
+            Target::Spare { username, .. } => Some(self.claimant(instance_id, username).await?),
         };
         Ok(Owner { instance, binding })
+    }
+
+    /// The live binding that claimed spare user `username`. A spare nobody
+    /// claimed yet is not rotated: no one has its password, and the binding
+    /// that claims it puts it on the schedule.
+    async fn claimant(&self, instance_id: &str, username: &str) -> Result<Binding, RotationError> {
+        let bindings = self.store.bindings(instance_id).await?;
+        bindings
+            .into_iter()
+            .find(|b| b.from_spare && b.username.as_deref() == Some(username) && b.state != BindingState::Deleted)
+            .ok_or_else(|| {
+                RotationError::Refused(format!(
+                    "spare cache user {username} of service instance {instance_id} is not bound; its password is rotated once a binding claims it"
+                ))
+            })
+    }
+
+    /// The credential `target` names as its secret is named: a binding that
+    /// claimed a spare user keeps the spare's secret.
+    pub async fn resolve(&self, target: &Target) -> Result<Target, RotationError> {
+        if let Target::Binding { instance_id, binding_id } = target
+            && let Some(b) = self.store.binding(instance_id, binding_id).await?
+        {
+            return Ok(Target::of_binding(&b));
+        }
+        Ok(target.clone())
     }
 
     /// Writes the owner record, conditional on its version.
@@ -598,9 +654,16 @@ mod tests {
         assert_eq!(Target::from_secret_name("osb", "osb/instances/i-1/bindings/b-1"), Some(binding.clone()));
         assert_eq!(admin.secret_name("osb"), "osb/instances/i-1/admin");
         assert_eq!(binding.secret_name("osb"), "osb/instances/i-1/bindings/b-1");
-        for other in
-            ["osb/broker", "other/instances/i-1/admin", "osb/instances//admin", "osb/instances/i-1/x"]
-        {
+        let spare = Target::Spare { instance_id: "i-1".into(), username: "s-2".into() };
+        assert_eq!(Target::from_secret_name("osb", "osb/instances/i-1/spares/s-2"), Some(spare.clone()));
+        assert_eq!(spare.secret_name("osb"), "osb/instances/i-1/spares/s-2");
+        for other in [
+            "osb/broker",
+            "other/instances/i-1/admin",
+            "osb/instances//admin",
+            "osb/instances/i-1/x",
+            "osb/instances/i-1/spares/",
+        ] {
             assert_eq!(Target::from_secret_name("osb", other), None, "{other}");
         }
     }

@@ -31,6 +31,7 @@ use crate::worker::{JobOutcome, Worker, WorkerConfig};
 pub enum Call {
     Create(String),
     Progress(String),
+    Endpoint(String),
     Modify(String),
     /// `final_snapshot` is what the worker asked for (the plan's flag).
     Delete {
@@ -66,6 +67,9 @@ pub enum Call {
 /// scripted answer for its kind, or `Done` when none is left.
 #[derive(Default)]
 pub struct FakeProvider {
+    /// What `users_change_at_once` answers: like laptop mode's processes
+    /// when true, like ElastiCache (spare users) when false.
+    pub users_at_once: bool,
     calls: Mutex<Vec<Call>>,
     script: Mutex<HashMap<&'static str, VecDeque<Result<Progress, ProviderError>>>>,
     /// Live caches and their users, to assert what exists.
@@ -106,10 +110,19 @@ impl FakeProvider {
 
 #[async_trait]
 impl CacheProvider for FakeProvider {
+    fn users_change_at_once(&self) -> bool {
+        self.users_at_once
+    }
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         let r = self.answer("create", Call::Create(spec.instance_id.clone()));
         if r.is_ok() {
-            self.caches.lock().unwrap().entry(spec.instance_id.clone()).or_default();
+            let mut caches = self.caches.lock().unwrap();
+            let users = caches.entry(spec.instance_id.clone()).or_default();
+            for spare in &spec.spare_users {
+                if !users.contains(&spare.username) {
+                    users.push(spare.username.clone());
+                }
+            }
         }
         r
     }
@@ -126,8 +139,9 @@ impl CacheProvider for FakeProvider {
         }
         r
     }
-    async fn endpoint(&self, _id: &str) -> Result<Endpoint, ProviderError> {
-        Ok(Endpoint { host: "127.0.0.1".into(), port: 6379, tls: false, nodes: vec![] })
+    async fn endpoint(&self, id: &str) -> Result<Endpoint, ProviderError> {
+        self.calls.lock().unwrap().push(Call::Endpoint(id.into()));
+        Ok(Endpoint::single("127.0.0.1", 6379, false))
     }
     async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
         let call = Call::PutUser {
@@ -212,22 +226,26 @@ impl TestBroker {
         TestBroker::with_rotation(RotationPolicy { days: 30, grace_secs: 0 }).await
     }
 
+    /// A broker whose provider makes users at once, as laptop mode's local
+    /// processes do: binds and unbinds finish within the request.
+    pub async fn users_at_once() -> TestBroker {
+        TestBroker::build(RotationPolicy { days: 30, grace_secs: 0 }, true).await
+    }
+
     /// A broker whose rotations follow `policy` (`new` has no grace period,
-    /// so a drained queue ends a rotation).
+    /// so a drained queue ends a rotation). Its provider takes time to add
+    /// users, as ElastiCache does, so instances keep spare users.
     pub async fn with_rotation(policy: RotationPolicy) -> TestBroker {
+        TestBroker::build(policy, false).await
+    }
+
+    async fn build(policy: RotationPolicy, users_at_once: bool) -> TestBroker {
         let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
         let catalog = CatalogFile::builtin();
         store.seed(&catalog.services, &catalog.plans).await.expect("seed");
         let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
         let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
-        let provider = Arc::new(FakeProvider::default());
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO, rotation: policy },
-        ));
+        let provider = Arc::new(FakeProvider { users_at_once, ..FakeProvider::default() });
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -239,6 +257,14 @@ impl TestBroker {
                 secret_prefix: SECRET_PREFIX.into(),
                 rotation_days: policy.days,
             },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO, rotation: policy },
         ));
         let rotator = Arc::new(Rotator::new(
             store.clone(),
@@ -255,6 +281,20 @@ impl TestBroker {
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
         TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, catalog }
+    }
+
+    /// Changes plan `plan` of `service` in the store, as `catalog apply`
+    /// would; the broker and worker read it at their next request or job.
+    pub async fn change_plan(
+        &self,
+        service: &str,
+        plan: &str,
+        change: impl FnOnce(&mut crate::domain::Plan),
+    ) {
+        let (_, plan_id) = self.plan_id(service, plan);
+        let mut p = self.catalog.plans.iter().find(|p| p.id == plan_id).expect("plan").clone();
+        change(&mut p);
+        self.store.put_plan(&p).await.expect("put plan");
     }
 
     /// The id of plan `plan` of service `service` ("elasticache-redis", "small").
@@ -389,6 +429,11 @@ pub mod records {
             last_operation_id: String::new(),
             pending_update: None,
             admin_secret: None,
+            endpoint: None,
+            spares: Vec::new(),
+            spare_seq: 0,
+            spares_operation: None,
+            spares_to_schedule: Vec::new(),
             rotation: None,
             rotated_at: None,
             created_at: 1_000,
@@ -411,6 +456,7 @@ pub mod records {
             state: BindingState::Creating,
             username: Some(Binding::username_for(id)),
             secret: None,
+            from_spare: false,
             last_operation_id: String::new(),
             rotation: None,
             rotated_at: None,
@@ -433,6 +479,7 @@ pub mod records {
             engine: Engine::Redis,
             tags: vec![],
             metadata: serde_json::Value::Null,
+            position: 0,
         }
     }
 
@@ -457,7 +504,9 @@ pub mod records {
             final_snapshot: false,
             maintenance_version: None,
             access_string: "~* +@all".into(),
+            spare_binding_users: 0,
             metadata: PlanMetadata::default(),
+            position: 0,
         }
     }
 }

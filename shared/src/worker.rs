@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::domain::binding::BindingEvent;
 use crate::domain::credentials::{PASSWORD_LEN, generate_password};
 use crate::domain::instance::InstanceEvent;
+use crate::domain::spare::{self, SpareState, SpareUser};
 use crate::domain::{
     Binding, BindingState, CacheUser, Instance, InstanceState, Operation, OperationKind, OperationState,
     Plan, Service, Step, now,
@@ -25,6 +26,7 @@ use crate::ports::{
     CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, QueueError, SecretError,
     SecretStore, Stage, Store, StoreError,
 };
+use crate::rotation::Target;
 
 /// Settings of the worker.
 #[derive(Debug, Clone)]
@@ -361,12 +363,60 @@ impl Worker {
             plan: plan.clone(),
             admin_secret: i.admin_secret.clone(),
             tags,
+            spare_users: Vec::new(),
         })
     }
 
-    /// Deletes the secret called by these name parts, recorded or not.
-    async fn delete_secret(&self, parts: &[&str]) -> Result<(), StepError> {
-        let reference = self.secrets.reference_for(&self.secret_name(parts));
+    /// How many spare users the instance keeps (see [`spare::wanted`]).
+    fn spares_wanted(&self, ctx: &Context) -> Result<usize, StepError> {
+        Ok(spare::wanted(
+            ctx.plan()?,
+            ctx.service()?.engine,
+            &ctx.instance.engine_version,
+            self.provider.users_change_at_once(),
+        ))
+    }
+
+    /// The spare users being made, with their passwords and the plan's
+    /// rules: what `create` makes with the cache.
+    async fn spare_users(&self, ctx: &Context) -> Result<Vec<CacheUser>, StepError> {
+        let mut users = Vec::new();
+        for s in ctx.instance.spares.iter().filter(|s| s.state == SpareState::Creating) {
+            let reference = s.secret.as_deref().ok_or_else(|| {
+                StepError::Permanent(format!("spare user {} has no secret yet", s.username))
+            })?;
+            users.push(CacheUser::new(
+                s.username.clone(),
+                self.current(reference).await?,
+                ctx.plan()?.access_string.clone(),
+            ));
+        }
+        Ok(users)
+    }
+
+    /// The current password in secret `reference`.
+    async fn current(&self, reference: &str) -> Result<SecretString, StepError> {
+        self.secrets
+            .read(reference, Stage::Current)
+            .await?
+            .ok_or_else(|| StepError::Permanent(format!("secret {reference} has no current password")))
+    }
+
+    /// Creates the secret of `target` with a new password (or finds the one
+    /// an earlier attempt made) and puts it on the rotation schedule;
+    /// returns its reference.
+    async fn create_secret(&self, target: &Target, schedule: bool) -> Result<String, StepError> {
+        let name = target.secret_name(&self.config.secret_prefix);
+        let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
+        if schedule {
+            self.schedule_rotation(&reference).await?;
+        }
+        Ok(reference)
+    }
+
+    /// Deletes the secret of `target` by its name, recorded or not.
+    async fn delete_secret(&self, target: &Target) -> Result<(), StepError> {
+        let reference = self.secrets.reference_for(&target.secret_name(&self.config.secret_prefix));
         self.secrets.delete(&reference).await?;
         Ok(())
     }
@@ -379,15 +429,6 @@ impl Worker {
         Ok(())
     }
 
-    fn secret_name(&self, parts: &[&str]) -> String {
-        let mut name = self.config.secret_prefix.clone();
-        for p in parts {
-            name.push('/');
-            name.push_str(p);
-        }
-        name
-    }
-
     /// Runs the operation's current step once.
     async fn run_step(&self, op: &Operation, ctx: &mut Context) -> Result<StepResult, StepError> {
         let id = ctx.instance.id.clone();
@@ -395,27 +436,66 @@ impl Worker {
             // ---------------------------------------------------- provision
             Step::CreateAdminSecret => {
                 if !ctx.service()?.engine.speaks_redis() || ctx.instance.admin_secret.is_some() {
-                    return Ok(StepResult::Next(Step::CreateCache));
+                    return Ok(StepResult::Next(Step::CreateSpareSecrets));
                 }
-                let name = self.secret_name(&["instances", &id, "admin"]);
-                let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
-                self.schedule_rotation(&reference).await?;
+                let reference = self.create_secret(&Target::Admin { instance_id: id.clone() }, true).await?;
                 ctx.instance.admin_secret = Some(reference);
                 ctx.instance.updated_at = now();
                 self.store.save_instance(&mut ctx.instance, None).await?;
+                Ok(StepResult::Next(Step::CreateSpareSecrets))
+            }
+            Step::CreateSpareSecrets => {
+                // Recorded first, so that clean-up finds every secret made.
+                let wanted = u32::try_from(self.spares_wanted(ctx)?).unwrap_or(u32::MAX);
+                let i = &mut ctx.instance;
+                if i.spare_seq < wanted {
+                    while i.spare_seq < wanted {
+                        i.spare_seq += 1;
+                        i.spares.push(SpareUser::numbered(i.spare_seq));
+                    }
+                    i.updated_at = now();
+                    self.store.save_instance(i, None).await?;
+                    return Ok(StepResult::Next(Step::CreateSpareSecrets));
+                }
+                let mut made = false;
+                for n in 0..i.spares.len() {
+                    if i.spares[n].secret.is_some() {
+                        continue;
+                    }
+                    let target =
+                        Target::Spare { instance_id: id.clone(), username: i.spares[n].username.clone() };
+                    // Scheduled for rotation once a bind claims it: nobody
+                    // holds a spare's password before.
+                    i.spares[n].secret = Some(self.create_secret(&target, false).await?);
+                    made = true;
+                }
+                if made {
+                    i.updated_at = now();
+                    self.store.save_instance(i, None).await?;
+                }
                 Ok(StepResult::Next(Step::CreateCache))
             }
             Step::CreateCache => {
-                self.provider.create(&self.spec(ctx)?).await?;
+                let mut spec = self.spec(ctx)?;
+                spec.spare_users = self.spare_users(ctx).await?;
+                self.provider.create(&spec).await?;
                 Ok(StepResult::Next(Step::WaitCacheAvailable))
             }
             Step::WaitCacheAvailable => match self.provider.progress(&id).await? {
-                Progress::Done => Ok(StepResult::Finished(format!(
-                    "provisioned: {} {} on plan {}",
-                    ctx.service()?.engine.as_str(),
-                    ctx.instance.engine_version,
-                    ctx.plan()?.name
-                ))),
+                Progress::Done => {
+                    // Saved with the operation's success. The spare users
+                    // were made with the cache, so they are ready with it.
+                    ctx.instance.endpoint = Some(self.provider.endpoint(&id).await?);
+                    for s in &mut ctx.instance.spares {
+                        s.state = SpareState::Ready;
+                    }
+                    Ok(StepResult::Finished(format!(
+                        "provisioned: {} {} on plan {}",
+                        ctx.service()?.engine.as_str(),
+                        ctx.instance.engine_version,
+                        ctx.plan()?.name
+                    )))
+                }
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
             // ---------------------------------------------------- update
@@ -425,6 +505,9 @@ impl Worker {
             // it has nothing left to do.
             Step::ModifyCache => match self.provider.modify(&self.spec(ctx)?).await? {
                 Progress::Done => {
+                    // A plan change can move or add endpoints (a reader
+                    // once there are replicas): saved with the success.
+                    ctx.instance.endpoint = Some(self.provider.endpoint(&id).await?);
                     Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan()?.name)))
                 }
                 Progress::Working { .. } => Ok(StepResult::Next(Step::WaitCacheModified)),
@@ -447,25 +530,56 @@ impl Worker {
                 Ok(StepResult::Next(Step::WaitCacheDeleted))
             }
             Step::WaitCacheDeleted => match self.provider.delete(&id, ctx.final_snapshot()).await? {
-                Progress::Done => Ok(StepResult::Next(Step::DeleteSecrets)),
+                Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
+            Step::DeleteUsers => {
+                // The cache took the users its user group held. A user made
+                // but not yet added (a crash in between) would outlive it:
+                // every user the records name is deleted by name.
+                let mut names: Vec<String> = self
+                    .store
+                    .bindings(&id)
+                    .await?
+                    .into_iter()
+                    .filter(|b| b.state != BindingState::Deleted)
+                    .filter_map(|b| b.username)
+                    .collect();
+                names.extend(ctx.instance.spares.iter().map(|s| s.username.clone()));
+                let mut waiting = Vec::new();
+                for name in &names {
+                    if let Progress::Working { detail } = self.provider.delete_user(&id, name).await? {
+                        waiting.push(detail);
+                    }
+                }
+                if !waiting.is_empty() {
+                    return Ok(StepResult::Wait(waiting.join("; ")));
+                }
+                Ok(StepResult::Next(Step::DeleteSecrets))
+            }
             Step::DeleteSecrets => {
-                // The cache is gone, and with it every binding's user: close the
-                // bindings and delete their secrets, then the admin secret. By
+                // The cache and its users are gone: close the bindings and
+                // delete their secrets, the spares' and the admin secret. By
                 // name, so a secret whose reference was never recorded goes too.
                 for mut b in self.store.bindings(&id).await? {
                     if b.state == BindingState::Deleted {
                         continue;
                     }
-                    self.delete_secret(&["instances", &id, "bindings", &b.id]).await?;
+                    self.delete_secret(&Target::of_binding(&b)).await?;
                     let _ = b.apply(BindingEvent::InstanceDeleted);
                     b.secret = None;
                     b.updated_at = now();
                     b.expires_at = Some(now() + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
                     self.store.save_binding(&mut b, None).await?;
                 }
-                self.delete_secret(&["instances", &id, "admin"]).await?;
+                for s in &ctx.instance.spares {
+                    self.delete_secret(&Target::Spare {
+                        instance_id: id.clone(),
+                        username: s.username.clone(),
+                    })
+                    .await?;
+                }
+                self.delete_secret(&Target::Admin { instance_id: id.clone() }).await?;
                 Ok(StepResult::Finished("deprovisioned: the cache and its credentials are deleted".into()))
             }
             // ---------------------------------------------------- bind
@@ -479,10 +593,8 @@ impl Worker {
                     ));
                 }
                 if binding.secret.is_none() {
-                    let name = self.secret_name(&["instances", &id, "bindings", &binding.id]);
-                    let reference = self.secrets.create(&name, &generate_password(PASSWORD_LEN)).await?;
-                    self.schedule_rotation(&reference).await?;
-                    binding.secret = Some(reference);
+                    let target = Target::Binding { instance_id: id.clone(), binding_id: binding.id.clone() };
+                    binding.secret = Some(self.create_secret(&target, true).await?);
                     binding.username = Some(Binding::username_for(&binding.id));
                     binding.updated_at = now();
                     self.store.save_binding(binding, None).await?;
@@ -495,10 +607,7 @@ impl Worker {
                 let (Some(username), Some(reference)) = (&binding.username, &binding.secret) else {
                     return Ok(StepResult::Next(Step::CreateUserSecret));
                 };
-                let password: SecretString =
-                    self.secrets.read(reference, Stage::Current).await?.ok_or_else(|| {
-                        StepError::Permanent(format!("binding {} has no current password", binding.id))
-                    })?;
+                let password = self.current(reference).await?;
                 let user = CacheUser::new(username.clone(), password, ctx.plan()?.access_string.clone());
                 self.provider.put_user(&id, &user).await?;
                 Ok(StepResult::Next(Step::WaitUserActive))
@@ -542,7 +651,7 @@ impl Worker {
             Step::DeleteUserSecret => {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
-                self.delete_secret(&["instances", &id, "bindings", &binding.id]).await?;
+                self.delete_secret(&Target::of_binding(binding)).await?;
                 Ok(StepResult::Finished(
                     "unbound: the binding's cache user and credential are deleted".into(),
                 ))
@@ -573,8 +682,108 @@ impl Worker {
                     Progress::Working { detail } => Ok(StepResult::Wait(detail)),
                 }
             }
+            // ---------------------------------------------------- spares
+            Step::ScheduleSpareRotation => {
+                // Spares claimed since: their binding holds the password now.
+                if !ctx.instance.spares_to_schedule.is_empty() {
+                    for reference in &ctx.instance.spares_to_schedule {
+                        self.schedule_rotation(reference).await?;
+                    }
+                    ctx.instance.spares_to_schedule.clear();
+                    ctx.instance.updated_at = now();
+                    self.store.save_instance(&mut ctx.instance, None).await?;
+                }
+                Ok(StepResult::Next(Step::MakeSpare))
+            }
+            Step::MakeSpare => self.make_spare(ctx).await,
+            Step::WaitSpareActive => {
+                let i = &mut ctx.instance;
+                let Some(n) = i.spares.iter().position(|s| s.state == SpareState::Creating) else {
+                    return Ok(StepResult::Next(Step::MakeSpare));
+                };
+                let username = i.spares[n].username.clone();
+                match self.provider.user_progress(&id, &username).await? {
+                    Progress::Done => {
+                        info!(operation = %op.id, instance = %id, user = %username, "spare user ready");
+                        i.spares[n].state = SpareState::Ready;
+                        i.updated_at = now();
+                        self.store.save_instance(i, None).await?;
+                        Ok(StepResult::Next(Step::MakeSpare))
+                    }
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
+            Step::RetireSpare => {
+                let i = &mut ctx.instance;
+                let Some(n) = i.spares.iter().position(|s| s.state == SpareState::Retiring) else {
+                    return Ok(StepResult::Next(Step::MakeSpare));
+                };
+                let username = i.spares[n].username.clone();
+                match self.provider.delete_user(&id, &username).await? {
+                    Progress::Done => {
+                        self.delete_secret(&Target::Spare {
+                            instance_id: id.clone(),
+                            username: username.clone(),
+                        })
+                        .await?;
+                        info!(operation = %op.id, instance = %id, user = %username, "spare user deleted");
+                        i.spares.remove(n);
+                        i.updated_at = now();
+                        self.store.save_instance(i, None).await?;
+                        Ok(StepResult::Next(Step::MakeSpare))
+                    }
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
             Step::Done => Ok(StepResult::Finished(op.description.clone())),
         }
+    }
+
+    /// One move towards the plan's number of spare users: go on making the
+    /// one being made, record a new one, retire one too many, or finish.
+    async fn make_spare(&self, ctx: &mut Context) -> Result<StepResult, StepError> {
+        let wanted = self.spares_wanted(ctx)?;
+        let access = ctx.plan()?.access_string.clone();
+        let id = ctx.instance.id.clone();
+        let i = &mut ctx.instance;
+        if let Some(n) = i.spares.iter().position(|s| s.state == SpareState::Creating) {
+            let username = i.spares[n].username.clone();
+            let reference = match i.spares[n].secret.clone() {
+                Some(reference) => reference,
+                None => {
+                    let target = Target::Spare { instance_id: id.clone(), username: username.clone() };
+                    let reference = self.create_secret(&target, false).await?;
+                    i.spares[n].secret = Some(reference.clone());
+                    i.updated_at = now();
+                    self.store.save_instance(i, None).await?;
+                    reference
+                }
+            };
+            let user = CacheUser::new(username, self.current(&reference).await?, access);
+            self.provider.put_user(&id, &user).await?;
+            return Ok(StepResult::Next(Step::WaitSpareActive));
+        }
+        if i.spares.iter().any(|s| s.state == SpareState::Retiring) {
+            return Ok(StepResult::Next(Step::RetireSpare));
+        }
+        if i.spares_kept() < wanted {
+            // Recorded before anything is made, so clean-up finds it.
+            i.spare_seq += 1;
+            i.spares.push(SpareUser::numbered(i.spare_seq));
+            i.updated_at = now();
+            self.store.save_instance(i, None).await?;
+            return Ok(StepResult::Next(Step::MakeSpare));
+        }
+        let ready = i.spares.iter().filter(|s| s.state == SpareState::Ready).count();
+        if ready > wanted
+            && let Some(last) = i.spares.iter_mut().rev().find(|s| s.state == SpareState::Ready)
+        {
+            last.state = SpareState::Retiring;
+            i.updated_at = now();
+            self.store.save_instance(i, None).await?;
+            return Ok(StepResult::Next(Step::RetireSpare));
+        }
+        Ok(StepResult::Finished(format!("spares: {ready} spare binding users ready")))
     }
 
     /// Whose password a rotate operation changes, and its current password.
@@ -688,6 +897,9 @@ impl Worker {
                     _ => {
                         let _ = i.apply(InstanceEvent::Deprovisioned);
                         i.admin_secret = None;
+                        i.endpoint = None;
+                        i.spares.clear();
+                        i.spares_to_schedule.clear();
                         i.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
                     }
                 }
@@ -707,6 +919,11 @@ impl Worker {
                 }
                 b.updated_at = t;
                 self.store.save_binding(b, Some(&mut op)).await
+            }
+            OperationKind::Spares => {
+                ctx.instance.spares_operation = None;
+                ctx.instance.updated_at = t;
+                self.store.save_instance(&mut ctx.instance, Some(&mut op)).await
             }
             OperationKind::Rotate => match ctx.binding.as_mut() {
                 Some(b) => {
@@ -764,6 +981,22 @@ impl Worker {
                 (instance, binding)
             }
         };
+        if op.kind == OperationKind::Spares {
+            // The instance no longer names it, so the next bind that finds
+            // too few spares starts another.
+            return match instance.filter(|i| i.spares_operation.as_deref() == Some(op.id.as_str())) {
+                Some(mut i) => {
+                    i.spares_operation = None;
+                    i.updated_at = t;
+                    match self.store.save_instance(&mut i, Some(&mut op)).await {
+                        Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
+                        Err(e) if e.is_race() => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                None => self.save_failed_operation(op).await,
+            };
+        }
         let mut instance = instance.filter(|i| i.last_operation_id == op.id);
         let mut binding = binding.filter(|b| b.last_operation_id == op.id);
         let result = match op.kind {
@@ -797,7 +1030,7 @@ impl Worker {
             // The record keeps its rotation (in its grace phase, with this
             // failed operation), so the state shows what is left: the cache
             // still accepts the previous password. A new rotation replaces it.
-            OperationKind::Rotate => self.store.save_operation(&mut op).await,
+            OperationKind::Rotate | OperationKind::Spares => self.store.save_operation(&mut op).await,
         };
         match result {
             Ok(()) => Ok(Some(JobOutcome::Finished(OperationState::Failed))),
@@ -846,6 +1079,15 @@ fn cancelled(op: &Operation, ctx: &Context) -> Option<&'static str> {
             let b = ctx.binding.as_ref()?;
             (b.last_operation_id != op.id || b.state != BindingState::Deleting)
                 .then_some("a newer request replaced this unbind")
+        }
+        OperationKind::Spares => {
+            if ctx.instance.spares_operation.as_deref() != Some(op.id.as_str()) {
+                Some("another operation makes the spare users")
+            } else if !matches!(i, InstanceState::Ready | InstanceState::Updating) {
+                Some("the instance is being deleted; its spare users go with it")
+            } else {
+                None
+            }
         }
         OperationKind::Rotate => {
             let (rotation, live) = match &ctx.binding {

@@ -7,8 +7,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
+use shared::domain::SpareState;
+use shared::ports::ProviderError;
 use shared::ports::{SecretStore, StateStore};
-use shared::testing::{PASSWORD, TestBroker, USERNAME, basic, request, send};
+use shared::testing::{Call, PASSWORD, TestBroker, USERNAME, basic, request, send};
 use tower::ServiceExt;
 
 const REDIS: &str = "elasticache-redis";
@@ -25,10 +27,16 @@ fn binding_uri(instance: &str, binding: &str) -> String {
     format!("/v2/service_instances/{instance}/service_bindings/{binding}")
 }
 
-/// The body of a provision or bind request for plan `plan` of `service`.
+/// The body of a provision or bind request for plan `plan` of `service`
+/// (with the organization and space a provision needs).
 fn plan_body(tb: &TestBroker, service: &str, plan: &str) -> Value {
     let (service_id, plan_id) = tb.plan_id(service, plan);
-    json!({ "service_id": service_id, "plan_id": plan_id })
+    json!({ "service_id": service_id, "plan_id": plan_id, "organization_guid": "org-1", "space_guid": "space-1" })
+}
+
+/// Plan `plan` of `service` keeps `n` spare binding users from now on.
+async fn spares(tb: &TestBroker, service: &str, plan: &str, n: u8) {
+    tb.change_plan(service, plan, |p| p.spare_binding_users = n).await;
 }
 
 fn with_parameters(mut body: Value, parameters: Value) -> Value {
@@ -151,13 +159,46 @@ fn bind_body(tb: &TestBroker, service: &str, plan: &str, app_guid: &str) -> Valu
     body
 }
 
-/// Binds `binding` to ready instance `instance` and runs the worker.
+/// Binds `binding` to ready instance `instance`: at once (201) when a spare
+/// user is free, else through the worker (202); then runs the worker.
 async fn ready_binding(tb: &TestBroker, instance: &str, binding: &str, service: &str, plan: &str) -> Value {
     let body = bind_body(tb, service, plan, "app-1");
-    accepted_operation(&put_binding(tb, instance, binding, body.clone()).await);
+    let got = put_binding(tb, instance, binding, body.clone()).await;
+    assert!(matches!(got.0, StatusCode::CREATED | StatusCode::ACCEPTED), "bind: {got:?}");
     tb.drain(100).await;
     assert_state(&binding_last_operation(tb, instance, binding).await, "succeeded");
     body
+}
+
+async fn put_binding_sync(
+    tb: &TestBroker,
+    instance: &str,
+    binding: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    tb.call("PUT", &binding_uri(instance, binding), Some(body)).await
+}
+
+async fn delete_binding_sync(
+    tb: &TestBroker,
+    instance: &str,
+    binding: &str,
+    service: &str,
+    plan: &str,
+) -> (StatusCode, Value) {
+    let (service_id, plan_id) = tb.plan_id(service, plan);
+    let uri = format!("{}?service_id={service_id}&plan_id={plan_id}", binding_uri(instance, binding));
+    tb.call("DELETE", &uri, None).await
+}
+
+/// The instance's spare users, as (name, state).
+async fn spare_users(tb: &TestBroker, instance: &str) -> Vec<(String, SpareState)> {
+    let i = tb.store.instance(instance).await.unwrap().expect("instance");
+    i.spares.into_iter().map(|s| (s.username, s.state)).collect()
+}
+
+fn ready_spares(names: &[&str]) -> Vec<(String, SpareState)> {
+    names.iter().map(|n| (n.to_string(), SpareState::Ready)).collect()
 }
 
 fn raw_request(method: &str, uri: &str, body: &'static str) -> Request<Body> {
@@ -329,6 +370,18 @@ async fn the_catalog_lists_three_services_declaring_retrievability_and_plan_upda
 }
 
 #[tokio::test]
+async fn the_catalog_lists_services_and_plans_in_the_order_of_the_catalog_file() {
+    let tb = TestBroker::new().await;
+    let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
+    let services = catalog["services"].as_array().unwrap();
+    let names: Vec<&str> = services.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["elasticache-redis", "elasticache-valkey", "elasticache-memcached"]);
+    let plans: Vec<&str> =
+        services[0]["plans"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(plans, ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2"]);
+}
+
+#[tokio::test]
 async fn every_catalog_plan_carries_its_schemas_and_maximum_polling_duration() {
     let tb = TestBroker::new().await;
     let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
@@ -359,7 +412,7 @@ async fn every_catalog_plan_carries_its_schemas_and_maximum_polling_duration() {
         .clone();
     assert_eq!(
         redis_small["schemas"]["service_instance"]["create"]["parameters"]["properties"]["engine_version"]["enum"],
-        json!(["6.2", "7.0", "7.1"])
+        json!(["6.0", "6.2", "7.0", "7.1"])
     );
 }
 
@@ -420,6 +473,49 @@ async fn provision_without_plan_id_is_400_naming_plan_id() {
 }
 
 #[tokio::test]
+async fn provision_without_an_organization_or_space_guid_is_400_naming_it_and_creates_nothing() {
+    let tb = TestBroker::new().await;
+    for (field, value) in [
+        ("organization_guid", None),
+        ("organization_guid", Some(json!(""))),
+        ("space_guid", None),
+        ("space_guid", Some(json!(" "))),
+    ] {
+        let mut body = plan_body(&tb, REDIS, "small");
+        match value {
+            None => body.as_object_mut().unwrap().remove(field),
+            Some(v) => body.as_object_mut().unwrap().insert(field.to_string(), v),
+        };
+        let got = put_instance(&tb, "i-1", body).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &[field]);
+    }
+    assert!(tb.store.instance("i-1").await.unwrap().is_none(), "no instance is recorded");
+    assert!(tb.drain(10).await.is_empty(), "no job is queued");
+}
+
+#[tokio::test]
+async fn the_engine_version_may_be_given_as_engine_version_or_engine_version_camel_case() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({"engineVersion": "6.2"})).await;
+    assert_eq!(tb.store.instance("i-1").await.unwrap().unwrap().engine_version, "6.2");
+    ready_instance(&tb, "i-2", REDIS, "small", json!({"engineVersion": "6.0", "engine_version": "6.0"}))
+        .await;
+    assert_eq!(tb.store.instance("i-2").await.unwrap().unwrap().engine_version, "6.0");
+    let body = with_parameters(
+        plan_body(&tb, REDIS, "small"),
+        json!({"engineVersion": "6.2", "engine_version": "7.0"}),
+    );
+    let got = put_instance(&tb, "i-3", body).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["'engine_version'", "'engineVersion'"]);
+    // An update in the other spelling replaces the first.
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({"engine_version": "7.0"}));
+    accepted_operation(&patch_instance(&tb, "i-1", body).await);
+    tb.drain(100).await;
+    let (_, fetched) = fetch_instance(&tb, "i-1").await;
+    assert_eq!(fetched["parameters"], json!({"engine_version": "7.0"}));
+}
+
+#[tokio::test]
 async fn provision_with_a_body_that_is_not_json_is_400() {
     let tb = TestBroker::new().await;
     let uri = format!("{}?{ASYNC}", instance_uri("i-1"));
@@ -433,11 +529,11 @@ async fn provision_with_a_body_that_is_not_json_is_400() {
 async fn provision_of_an_unknown_plan_is_400_naming_plan_id() {
     let tb = TestBroker::new().await;
     let (service_id, _) = tb.plan_id(REDIS, "small");
-    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": "no-such-plan" })).await;
+    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": "no-such-plan", "organization_guid": "o", "space_guid": "s" })).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id", "no-such-plan"]);
     // A plan of another service is unknown to this one.
     let (_, memcached_plan) = tb.plan_id(MEMCACHED, "dev");
-    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": memcached_plan })).await;
+    let got = put_instance(&tb, "i-1", json!({ "service_id": service_id, "plan_id": memcached_plan, "organization_guid": "o", "space_guid": "s" })).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["plan_id"]);
 }
 
@@ -445,7 +541,7 @@ async fn provision_of_an_unknown_plan_is_400_naming_plan_id() {
 async fn provision_of_an_unknown_service_is_400_naming_service_id() {
     let tb = TestBroker::new().await;
     let (_, plan_id) = tb.plan_id(REDIS, "small");
-    let got = put_instance(&tb, "i-1", json!({ "service_id": "no-such-service", "plan_id": plan_id })).await;
+    let got = put_instance(&tb, "i-1", json!({ "service_id": "no-such-service", "plan_id": plan_id, "organization_guid": "o", "space_guid": "s" })).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["service_id"]);
 }
 
@@ -522,7 +618,12 @@ async fn a_bad_provision_request_without_accepts_incomplete_is_400_not_422() {
     let (service_id, _) = tb.plan_id(REDIS, "small");
     let cases = [
         ("i-1", json!({ "service_id": service_id }), "plan_id"),
-        ("i-1", json!({ "service_id": service_id, "plan_id": "nope" }), "plan_id"),
+        (
+            "i-1",
+            json!({ "service_id": service_id, "plan_id": "nope", "organization_guid": "o", "space_guid": "s" }),
+            "plan_id",
+        ),
+        ("i-1", json!({ "service_id": service_id, "plan_id": "nope" }), "organization_guid"),
         ("i-1", with_parameters(plan_body(&tb, REDIS, "small"), json!({ "x": 1 })), "'x'"),
         ("bad!id", plan_body(&tb, REDIS, "small"), "instance_id"),
     ];
@@ -899,14 +1000,6 @@ async fn binding_to_an_instance_still_being_provisioned_is_422_concurrency_error
 }
 
 #[tokio::test]
-async fn bind_without_accepts_incomplete_is_422_async_required() {
-    let tb = TestBroker::new().await;
-    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
-    let got = tb.call("PUT", &binding_uri("i-1", "b-1"), Some(bind_body(&tb, REDIS, "small", "app-1"))).await;
-    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["accepts_incomplete"]);
-}
-
-#[tokio::test]
 async fn bind_with_any_parameter_is_400_naming_it() {
     let tb = TestBroker::new().await;
     ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
@@ -915,7 +1008,7 @@ async fn bind_with_any_parameter_is_400_naming_it() {
     assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["read_only"]);
     // Empty parameters are fine.
     let body = with_parameters(bind_body(&tb, REDIS, "small", "app-1"), json!({}));
-    accepted_operation(&put_binding(&tb, "i-1", "b-1", body).await);
+    assert_eq!(put_binding(&tb, "i-1", "b-1", body).await.0, StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -926,23 +1019,308 @@ async fn binding_ids_outside_the_safe_alphabet_are_400() {
     assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["binding_id"]);
 }
 
+// --------------------------------------- bind: spare users (users take time, as in ElastiCache)
+
 #[tokio::test]
-async fn a_bind_is_202_repeats_with_the_same_operation_and_cannot_be_fetched_until_done() {
+async fn a_redis_instance_is_provisioned_with_its_plans_spare_users_ready() {
     let tb = TestBroker::new().await;
     ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
-    let body = bind_body(&tb, REDIS, "small", "app-1");
-    let first = accepted_operation(&put_binding(&tb, "i-1", "b-1", body.clone()).await);
-    let again = accepted_operation(&put_binding(&tb, "i-1", "b-1", body).await);
-    assert_eq!(first, again);
-    assert_state(&binding_last_operation(&tb, "i-1", "b-1").await, "in progress");
-    let got = fetch_binding(&tb, "i-1", "b-1").await;
-    assert_error(&got, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
-    tb.drain(100).await;
-    assert_state(&binding_last_operation_of(&tb, "i-1", "b-1", &first).await, "succeeded");
+    // Made with the cache (in the user group it creates), each with a secret.
+    assert_eq!(spare_users(&tb, "i-1").await, ready_spares(&["s-1", "s-2"]));
+    assert_eq!(tb.provider.users("i-1"), ["s-1", "s-2"]);
+    let i = tb.store.instance("i-1").await.unwrap().unwrap();
+    for s in &i.spares {
+        let secret = s.secret.as_deref().expect("a secret");
+        assert!(tb.secrets.read(secret, shared::ports::Stage::Current).await.unwrap().is_some());
+    }
 }
 
 #[tokio::test]
-async fn a_finished_redis_binding_fetches_credentials_with_a_user_and_a_long_password() {
+async fn a_bind_without_accepts_incomplete_claims_a_spare_user_and_is_201_with_its_credentials() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let spare_secret = tb.store.instance("i-1").await.unwrap().unwrap().spares[0].secret.clone().unwrap();
+    let calls_before = tb.provider.calls().len();
+
+    let (status, body) = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let c = &body["credentials"];
+    assert_eq!(c["username"], "s-1");
+    let password = tb.secrets.read(&spare_secret, shared::ports::Stage::Current).await.unwrap().unwrap();
+    assert_eq!(c["password"], secrecy::ExposeSecret::expose_secret(&password));
+    assert_eq!(c["CACHE_USERNAME"], "s-1");
+    // The claim asked nothing of the cache.
+    assert_eq!(tb.provider.calls().len(), calls_before, "{:?}", &tb.provider.calls()[calls_before..]);
+    let b = tb.store.binding("i-1", "b-1").await.unwrap().unwrap();
+    assert!(b.from_spare);
+    assert_eq!(b.secret.as_deref(), Some(spare_secret.as_str()));
+    assert_state(&binding_last_operation(&tb, "i-1", "b-1").await, "succeeded");
+    assert_eq!(fetch_binding(&tb, "i-1", "b-1").await.1["credentials"], body["credentials"]);
+}
+
+#[tokio::test]
+async fn a_bind_with_accepts_incomplete_is_201_too_when_a_spare_is_free() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let (status, body) = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["credentials"]["password"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn the_worker_makes_a_new_spare_for_each_one_claimed_and_schedules_the_claimed_ones_rotation() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    for b in ["b-1", "b-2"] {
+        assert_eq!(put_binding_sync(&tb, "i-1", b, bind_body(&tb, REDIS, "small", "app-1")).await.0, 201);
+    }
+    assert!(spare_users(&tb, "i-1").await.is_empty(), "both spares are claimed");
+
+    tb.drain(100).await;
+
+    assert_eq!(spare_users(&tb, "i-1").await, ready_spares(&["s-3", "s-4"]));
+    let i = tb.store.instance("i-1").await.unwrap().unwrap();
+    assert_eq!(i.spares_operation, None, "the spares operation ended");
+    assert!(i.spares_to_schedule.is_empty());
+    for b in ["b-1", "b-2"] {
+        let secret = tb.store.binding("i-1", b).await.unwrap().unwrap().secret.unwrap();
+        let info = tb.secrets.describe(&secret).await.unwrap();
+        assert_eq!(info.rotation_days, Some(30), "{b}'s password rotates on the schedule");
+    }
+    // Unclaimed spares are not on the schedule: nobody holds their password.
+    let spare = i.spares[0].secret.clone().unwrap();
+    assert_eq!(tb.secrets.describe(&spare).await.unwrap().rotation_days, None);
+    // The users made for them carry the plan's rules, like any binding's.
+    assert!(tb.provider.users("i-1").contains(&"s-3".to_string()));
+}
+
+#[tokio::test]
+async fn with_no_spare_free_a_bind_without_accepts_incomplete_is_422_saying_why_and_makes_nothing() {
+    let tb = TestBroker::new().await;
+    spares(&tb, REDIS, "small", 1).await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    assert_eq!(put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await.0, 201);
+
+    let got = put_binding_sync(&tb, "i-1", "b-2", bind_body(&tb, REDIS, "small", "app-2")).await;
+
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "AsyncRequired",
+        &["accepts_incomplete=true", "spare"],
+    );
+    assert!(tb.store.binding("i-1", "b-2").await.unwrap().is_none(), "no binding is recorded");
+    // Once the worker has made a new spare, the same request succeeds.
+    tb.drain(100).await;
+    let (status, body) = put_binding_sync(&tb, "i-1", "b-2", bind_body(&tb, REDIS, "small", "app-2")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["credentials"]["username"], "s-2");
+}
+
+#[tokio::test]
+async fn a_plan_without_spare_users_says_so_and_binds_through_the_worker_when_the_platform_polls() {
+    let tb = TestBroker::new().await;
+    spares(&tb, REDIS, "small", 0).await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    assert!(spare_users(&tb, "i-1").await.is_empty());
+
+    let got = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["spare_binding_users is 0"]);
+
+    let body = bind_body(&tb, REDIS, "small", "app-1");
+    let first = accepted_operation(&put_binding(&tb, "i-1", "b-1", body.clone()).await);
+    let again = accepted_operation(&put_binding(&tb, "i-1", "b-1", body.clone()).await);
+    assert_eq!(first, again);
+    // Repeated without accepts_incomplete while it runs: the platform must poll.
+    let got = put_binding_sync(&tb, "i-1", "b-1", body).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired", &["being created"]);
+    assert_state(&binding_last_operation(&tb, "i-1", "b-1").await, "in progress");
+    assert_error(&fetch_binding(&tb, "i-1", "b-1").await, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
+    tb.drain(100).await;
+    assert_state(&binding_last_operation_of(&tb, "i-1", "b-1", &first).await, "succeeded");
+    let (status, fetched) = fetch_binding(&tb, "i-1", "b-1").await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    assert!(fetched["credentials"]["username"].as_str().unwrap().starts_with("b-"), "{fetched}");
+    // Once made, the same bind is 200 with the same credentials; another app's is 409.
+    let (status, again) = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!((status, &again["credentials"]), (StatusCode::OK, &fetched["credentials"]));
+    let got = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-2")).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["b-1"]);
+}
+
+#[tokio::test]
+async fn two_binds_racing_for_one_spare_one_gets_it_and_the_other_is_422_or_waits() {
+    for accepts_incomplete in [false, true] {
+        let tb = TestBroker::new().await;
+        spares(&tb, REDIS, "small", 1).await;
+        ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+        let (a, b) = (bind_body(&tb, REDIS, "small", "app-1"), bind_body(&tb, REDIS, "small", "app-2"));
+        let (ra, rb) = if accepts_incomplete {
+            tokio::join!(put_binding(&tb, "i-1", "b-a", a), put_binding(&tb, "i-1", "b-b", b))
+        } else {
+            tokio::join!(put_binding_sync(&tb, "i-1", "b-a", a), put_binding_sync(&tb, "i-1", "b-b", b))
+        };
+        let mut statuses = [ra.0, rb.0];
+        statuses.sort();
+        let loser = if accepts_incomplete { StatusCode::ACCEPTED } else { StatusCode::UNPROCESSABLE_ENTITY };
+        let mut expected = [StatusCode::CREATED, loser];
+        expected.sort();
+        assert_eq!(statuses, expected, "accepts_incomplete={accepts_incomplete}: {ra:?} {rb:?}");
+        let claimed: Vec<String> = [&ra, &rb]
+            .iter()
+            .filter(|r| r.0 == StatusCode::CREATED)
+            .map(|r| r.1["credentials"]["username"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(claimed, ["s-1"]);
+        // Whatever waited gets its own user, never the claimed one.
+        tb.drain(100).await;
+        let users: Vec<Option<String>> =
+            [tb.store.binding("i-1", "b-a").await.unwrap(), tb.store.binding("i-1", "b-b").await.unwrap()]
+                .into_iter()
+                .map(|b| b.and_then(|b| b.username))
+                .collect();
+        assert_eq!(users.iter().filter(|u| u.as_deref() == Some("s-1")).count(), 1, "{users:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_binding_repeated_is_200_with_the_same_credentials_and_for_another_app_409() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let body = bind_body(&tb, REDIS, "small", "app-1");
+    let (status, first) = put_binding_sync(&tb, "i-1", "b-1", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again) = put_binding_sync(&tb, "i-1", "b-1", body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["credentials"], first["credentials"]);
+    let got = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-2")).await;
+    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["b-1"]);
+    assert_eq!(spare_users(&tb, "i-1").await.len(), 1, "the repeat claimed nothing");
+}
+
+#[tokio::test]
+async fn lowering_a_plans_spare_users_retires_the_surplus_once_a_bind_runs() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    spares(&tb, REDIS, "small", 0).await;
+    assert_eq!(put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await.0, 201);
+    let left = tb.store.instance("i-1").await.unwrap().unwrap().spares[0].clone();
+
+    tb.drain(100).await;
+
+    assert!(spare_users(&tb, "i-1").await.is_empty());
+    assert!(!tb.provider.users("i-1").contains(&left.username), "{:?}", tb.provider.users("i-1"));
+    let read = tb.secrets.read(left.secret.as_deref().unwrap(), shared::ports::Stage::Current).await;
+    assert!(matches!(read, Ok(None) | Err(_)), "the retired spare's secret is deleted");
+}
+
+#[tokio::test]
+async fn deprovisioning_deletes_the_spare_users_and_their_secrets() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    assert_eq!(put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await.0, 201);
+    let i = tb.store.instance("i-1").await.unwrap().unwrap();
+    let secrets: Vec<String> = i.spares.iter().filter_map(|s| s.secret.clone()).collect();
+    let claimed = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.unwrap();
+
+    // The deprovision comes before the worker made the replacement spare.
+    accepted_operation(&delete_instance(&tb, "i-1", REDIS, "small").await);
+    tb.drain(100).await;
+
+    assert_state(&last_operation(&tb, "i-1").await, "succeeded");
+    assert!(tb.provider.caches().is_empty(), "{:?}", tb.provider.caches());
+    for secret in secrets.iter().chain([&claimed]) {
+        let read = tb.secrets.read(secret, shared::ports::Stage::Current).await;
+        assert!(matches!(read, Ok(None) | Err(_)), "{secret} is left behind");
+    }
+    let deleted: Vec<String> = tb
+        .provider
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::DeleteUser { username, .. } => Some(username),
+            _ => None,
+        })
+        .collect();
+    assert!(deleted.contains(&"s-1".to_string()) && deleted.contains(&"s-2".to_string()), "{deleted:?}");
+    assert!(tb.store.operations_in_progress().await.unwrap().is_empty());
+}
+
+// --------------------------------------- bind: users made at once (laptop mode)
+
+#[tokio::test]
+async fn where_users_are_made_at_once_bind_and_unbind_finish_within_the_request() {
+    let tb = TestBroker::users_at_once().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    assert!(spare_users(&tb, "i-1").await.is_empty(), "no spares where users are made at once");
+
+    let (status, body) = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let username = body["credentials"]["username"].as_str().unwrap().to_string();
+    assert!(tb.provider.users("i-1").contains(&username), "the user exists when the answer comes");
+    assert!(tb.drain(10).await.is_empty(), "nothing is left for the worker");
+    let (status, again) = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!((status, &again["credentials"]), (StatusCode::OK, &body["credentials"]));
+
+    let (status, body) = delete_binding_sync(&tb, "i-1", "b-1", REDIS, "small").await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({})));
+    assert!(!tb.provider.users("i-1").contains(&username), "the user is gone when the answer comes");
+    assert_error(&fetch_binding(&tb, "i-1", "b-1").await, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
+    let got = delete_binding_sync(&tb, "i-1", "b-1", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["b-1"]);
+}
+
+#[tokio::test]
+async fn where_users_are_made_at_once_accepts_incomplete_still_gets_201_and_200() {
+    let tb = TestBroker::users_at_once().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let (status, body) = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = delete_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_bind_made_at_once_that_fails_says_what_failed_and_can_be_sent_again() {
+    let tb = TestBroker::users_at_once().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    tb.provider.script("put_user", vec![Err(ProviderError::Permanent("the cache process exited".into()))]);
+    let got = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &["the cache process exited"]);
+    let (status, body) = put_binding_sync(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+// --------------------------------------- bind: Memcached (no users to make)
+
+#[tokio::test]
+async fn a_memcached_bind_is_201_at_once_in_both_modes_and_names_the_endpoint_without_a_password() {
+    for tb in [TestBroker::new().await, TestBroker::users_at_once().await] {
+        ready_instance(&tb, "m-1", MEMCACHED, "dev", json!({})).await;
+        let (status, body) =
+            put_binding_sync(&tb, "m-1", "b-1", bind_body(&tb, MEMCACHED, "dev", "app-1")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(tb.drain(10).await.is_empty(), "no job for a bind that makes nothing");
+        let c = &fetch_binding(&tb, "m-1", "b-1").await.1["credentials"];
+        let expected = format!("{}:{}", c["host"].as_str().unwrap(), c["port"]);
+        assert_eq!(c["uri"], expected.as_str());
+        assert_eq!(c["MEMCACHED_URL"], expected.as_str());
+        assert_eq!(c["engine"], "memcached");
+        for key in ["password", "REDIS_URL", "CACHE_ADDRS"] {
+            assert!(c.get(key).is_none(), "{key}: {c}");
+        }
+        let (status, body) = delete_binding_sync(&tb, "m-1", "b-1", MEMCACHED, "dev").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(fetch_binding(&tb, "m-1", "b-1").await.0, StatusCode::NOT_FOUND);
+        assert!(tb.drain(10).await.is_empty(), "no job for an unbind that removes nothing");
+    }
+}
+
+// --------------------------------------- credentials
+
+#[tokio::test]
+async fn a_redis_binding_carries_every_credential_key_apps_read() {
     let tb = TestBroker::new().await;
     ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
     ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
@@ -950,57 +1328,39 @@ async fn a_finished_redis_binding_fetches_credentials_with_a_user_and_a_long_pas
     assert_eq!(status, StatusCode::OK, "{body}");
     let c = &body["credentials"];
     let uri = c["uri"].as_str().expect("uri");
-    assert!(uri.starts_with("redis://b-"), "{uri}");
     let username = c["username"].as_str().expect("username");
-    assert!(username.starts_with("b-"), "{username}");
+    assert!(uri.starts_with(&format!("redis://{username}:")), "{uri}");
     let password = c["password"].as_str().expect("password");
     assert!(password.len() >= 32, "password of {} chars", password.len());
     assert!(uri.contains(password), "the uri carries the password");
     assert!(c["host"].is_string() && !c["host"].as_str().unwrap().is_empty());
     assert_eq!(c["hostname"], c["host"]);
     assert!(c["port"].as_u64().is_some_and(|p| p > 0));
-    assert!(c["tls_enabled"].is_boolean());
+    assert_eq!(c["tls_enabled"], false);
     assert_eq!(c["engine"], "redis");
     assert_eq!(c["engine_version"], "7.1");
     assert_eq!(c["REDIS_URL"], c["uri"]);
+    assert_eq!(c["cluster_mode"], false);
+    assert_eq!(c["CACHE_MODE"], "single");
+    assert_eq!(c["CACHE_ADDRS"], format!("{}:{}", c["host"].as_str().unwrap(), c["port"]));
+    assert_eq!(c["CACHE_USERNAME"], username);
+    assert_eq!(c["CACHE_PASSWORD"], password);
+    assert_eq!(c["CACHE_TLS_ENABLED"], "false");
     assert!(tb.provider.users("i-1").contains(&username.to_string()), "the cache user exists");
 }
 
 #[tokio::test]
-async fn an_identical_bind_after_success_is_200_with_the_same_credentials() {
-    let tb = TestBroker::new().await;
-    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
-    let body = ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
-    let (_, fetched) = fetch_binding(&tb, "i-1", "b-1").await;
-    let (status, again) = put_binding(&tb, "i-1", "b-1", body).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
-    assert_eq!(again["credentials"], fetched["credentials"]);
-    assert!(again["credentials"]["password"].is_string());
-}
-
-#[tokio::test]
-async fn binding_an_existing_binding_id_for_another_app_is_409() {
+async fn fetching_a_binding_reads_the_recorded_endpoint_and_asks_the_provider_nothing() {
     let tb = TestBroker::new().await;
     ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
     ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
-    let got = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-2")).await;
-    assert_error(&got, StatusCode::CONFLICT, "Conflict", &["b-1"]);
-}
-
-#[tokio::test]
-async fn a_memcached_binding_names_the_endpoint_without_a_password() {
-    let tb = TestBroker::new().await;
-    ready_instance(&tb, "m-1", MEMCACHED, "dev", json!({})).await;
-    ready_binding(&tb, "m-1", "b-1", MEMCACHED, "dev").await;
-    let (status, body) = fetch_binding(&tb, "m-1", "b-1").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let c = &body["credentials"];
-    let expected = format!("{}:{}", c["host"].as_str().unwrap(), c["port"]);
-    assert_eq!(c["uri"], expected.as_str());
-    assert_eq!(c["MEMCACHED_URL"], expected.as_str());
-    assert_eq!(c["engine"], "memcached");
-    assert!(c.get("password").is_none(), "{c}");
-    assert!(c.get("REDIS_URL").is_none(), "{c}");
+    let endpoints = |tb: &TestBroker| tb.provider.count(|c| matches!(c, Call::Endpoint(_)));
+    let before = endpoints(&tb);
+    assert_eq!(before, 1, "the endpoint was read once, when the cache became available");
+    for _ in 0..3 {
+        assert_eq!(fetch_binding(&tb, "i-1", "b-1").await.0, StatusCode::OK);
+    }
+    assert_eq!(endpoints(&tb), before);
 }
 
 #[tokio::test]
@@ -1031,11 +1391,14 @@ async fn unbind_without_service_id_or_plan_id_is_400_naming_it() {
 }
 
 #[tokio::test]
-async fn unbinding_an_unknown_binding_is_410_gone() {
-    let tb = TestBroker::new().await;
-    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
-    let got = delete_binding(&tb, "i-1", "nobody", REDIS, "small").await;
-    assert_error(&got, StatusCode::GONE, "Gone", &["nobody"]);
+async fn unbinding_an_unknown_binding_is_410_gone_whatever_accepts_incomplete_says() {
+    for tb in [TestBroker::new().await, TestBroker::users_at_once().await] {
+        ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+        let got = delete_binding(&tb, "i-1", "nobody", REDIS, "small").await;
+        assert_error(&got, StatusCode::GONE, "Gone", &["nobody"]);
+        let got = delete_binding_sync(&tb, "i-1", "nobody", REDIS, "small").await;
+        assert_error(&got, StatusCode::GONE, "Gone", &["nobody"]);
+    }
 }
 
 #[tokio::test]
@@ -1060,8 +1423,31 @@ async fn unbind_is_202_then_deletes_the_cache_user_and_the_secret() {
 }
 
 #[tokio::test]
+async fn unbind_without_accepts_incomplete_is_200_at_once_and_the_worker_removes_the_user() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let username =
+        fetch_binding(&tb, "i-1", "b-1").await.1["credentials"]["username"].as_str().unwrap().to_string();
+
+    let (status, body) = delete_binding_sync(&tb, "i-1", "b-1", REDIS, "small").await;
+
+    assert_eq!((status, &body), (StatusCode::OK, &json!({})));
+    // Its credentials are no longer handed out ...
+    assert_error(&fetch_binding(&tb, "i-1", "b-1").await, StatusCode::NOT_FOUND, "NotFound", &["b-1"]);
+    // ... a repeat is answered the same way, and the user goes in the worker.
+    assert_eq!(delete_binding_sync(&tb, "i-1", "b-1", REDIS, "small").await.0, StatusCode::OK);
+    assert!(tb.provider.users("i-1").contains(&username), "removal is the worker's");
+    tb.drain(100).await;
+    assert!(!tb.provider.users("i-1").contains(&username), "users: {:?}", tb.provider.users("i-1"));
+    let got = delete_binding_sync(&tb, "i-1", "b-1", REDIS, "small").await;
+    assert_error(&got, StatusCode::GONE, "Gone", &["b-1"]);
+}
+
+#[tokio::test]
 async fn unbind_during_binding_cancels_the_bind_and_no_user_is_left() {
     let tb = TestBroker::new().await;
+    spares(&tb, REDIS, "small", 0).await;
     ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
     let bind =
         accepted_operation(&put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await);

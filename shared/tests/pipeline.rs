@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::broker::{Bound, Provisioned};
+use shared::broker::{Bound, Provisioned, Unbound};
 use shared::domain::{CacheUser, Endpoint, Instance, InstanceState, Operation, OperationState, Step, now};
 use shared::osb::OsbError;
 use shared::osb::types::{BindRequest, ProvisionRequest, Query, UpdateRequest};
@@ -26,6 +26,17 @@ const REDIS: &str = "elasticache-redis";
 
 // ------------------------------------------------------------------ helpers
 
+/// A broker like AWS mode's (users take time to add) whose Redis OSS plans
+/// keep no spare users, so every bind goes through the worker: the pipeline
+/// under test. (Spare users have their own suite.)
+async fn async_binds() -> TestBroker {
+    let tb = TestBroker::new().await;
+    for plan in ["small", "medium"] {
+        tb.change_plan(REDIS, plan, |p| p.spare_binding_users = 0).await;
+    }
+    tb
+}
+
 fn accepts_incomplete() -> Query {
     Query { accepts_incomplete: true, ..Query::default() }
 }
@@ -37,7 +48,9 @@ fn delete_query(tb: &TestBroker, plan: &str) -> Query {
 
 fn provision_request(tb: &TestBroker, plan: &str) -> ProvisionRequest {
     let (service_id, plan_id) = tb.plan_id(REDIS, plan);
-    serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id })).unwrap()
+    serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id,
+        "organization_guid": "org-1", "space_guid": "space-1" }))
+    .unwrap()
 }
 
 /// Asks for a provision and returns its operation id.
@@ -146,7 +159,7 @@ fn working(detail: &str) -> Result<Progress, ProviderError> {
 
 #[tokio::test]
 async fn a_job_handled_twice_creates_the_cache_once_and_the_second_run_is_skipped() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     let job = take_job(&tb).await;
 
@@ -163,7 +176,7 @@ async fn a_job_handled_twice_creates_the_cache_once_and_the_second_run_is_skippe
 
 #[tokio::test]
 async fn a_job_enqueued_twice_runs_once_and_ends_with_one_cache_and_one_admin_secret() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     // GIVEN the same job enqueued again while the first copy waits (a heal, a
     // restart): the local queue merges the two instead of starting two chains
@@ -181,7 +194,7 @@ async fn a_job_enqueued_twice_runs_once_and_ends_with_one_cache_and_one_admin_se
 
 #[tokio::test]
 async fn two_deliveries_of_a_job_running_side_by_side_create_one_cache() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     let job = take_job(&tb).await;
 
@@ -196,7 +209,7 @@ async fn two_deliveries_of_a_job_running_side_by_side_create_one_cache() {
 
 #[tokio::test]
 async fn a_job_replayed_after_its_operation_finished_is_skipped_and_changes_nothing() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = ready_instance(&tb, "i-1").await;
     let before_op = operation(&tb, &op).await;
     let before_instance = instance(&tb, "i-1").await;
@@ -213,7 +226,7 @@ async fn a_job_replayed_after_its_operation_finished_is_skipped_and_changes_noth
 
 #[tokio::test]
 async fn a_job_for_an_unknown_operation_is_skipped() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let job = Job {
         v: Job::VERSION,
         operation_id: "provision-nope".into(),
@@ -229,7 +242,7 @@ async fn a_job_for_an_unknown_operation_is_skipped() {
 #[tokio::test]
 async fn a_retryable_error_requeues_the_job_says_retrying_and_the_next_delivery_finishes_with_the_same_secret()
  {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     // GIVEN ElastiCache throttles the first create
     tb.provider.script("create", vec![retryable("Throttling: Rate exceeded")]);
@@ -261,7 +274,7 @@ async fn a_retryable_error_requeues_the_job_says_retrying_and_the_next_delivery_
 
 #[tokio::test]
 async fn a_secret_left_by_an_attempt_that_crashed_before_recording_it_is_adopted() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     // GIVEN an earlier attempt created the admin secret and crashed before
     // recording its reference on the instance
@@ -280,7 +293,7 @@ async fn a_secret_left_by_an_attempt_that_crashed_before_recording_it_is_adopted
 
 #[tokio::test]
 async fn a_busy_backend_requeues_the_job_and_last_operation_shows_its_progress_until_available() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     tb.provider
         .script("progress", vec![working("1 of 3 nodes available"), working("1 of 3 nodes available")]);
@@ -305,7 +318,7 @@ async fn a_busy_backend_requeues_the_job_and_last_operation_shows_its_progress_u
 
 #[tokio::test]
 async fn a_permanent_error_fails_the_provision_with_the_providers_message_and_a_repeated_put_starts_again() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let first = start_provision(&tb, "i-1").await;
     let message = "InsufficientCacheClusterCapacity: cache.t4g.small is not available in eu-west-1a";
     tb.provider.script("create", vec![permanent(message)]);
@@ -328,7 +341,7 @@ async fn a_permanent_error_fails_the_provision_with_the_providers_message_and_a_
 
 #[tokio::test]
 async fn an_operation_past_its_deadline_fails_saying_it_timed_out_and_what_it_was_waiting_for() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = start_provision(&tb, "i-1").await;
     tb.provider.script("progress", vec![working("0 of 1 nodes available")]);
     assert!(matches!(deliver_next(&tb).await, JobOutcome::Requeued { .. }));
@@ -355,7 +368,7 @@ async fn an_operation_past_its_deadline_fails_saying_it_timed_out_and_what_it_wa
 
 #[tokio::test]
 async fn a_failed_update_leaves_the_instance_usable_on_its_old_plan() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     let op = start_update(&tb, "i-1", "medium").await;
     tb.provider
@@ -383,7 +396,7 @@ async fn a_failed_update_leaves_the_instance_usable_on_its_old_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_provisions_of_a_new_id_never_start_two_operations() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     for n in 0..20 {
         let id = format!("race-{n}");
         let q = accepts_incomplete();
@@ -411,7 +424,7 @@ async fn two_concurrent_provisions_of_a_new_id_never_start_two_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_provisions_of_a_new_id_with_different_plans_record_one_instance() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let q = accepts_incomplete();
     let (a, b) = tokio::join!(
         tb.broker.provision("i-1", provision_request(&tb, "small"), &q),
@@ -432,7 +445,7 @@ async fn two_concurrent_provisions_of_a_new_id_with_different_plans_record_one_i
 
 #[tokio::test]
 async fn a_job_message_is_version_1_and_names_its_operation() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = operation(&tb, &start_provision(&tb, "i-1").await).await;
     let message = serde_json::to_value(Job::for_operation(&op)).unwrap();
     assert_eq!(message["v"], 1);
@@ -446,7 +459,7 @@ async fn a_job_message_is_version_1_and_names_its_operation() {
 
 #[tokio::test]
 async fn a_job_of_an_unknown_message_version_is_skipped_and_changes_nothing() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let op = operation(&tb, &start_provision(&tb, "i-1").await).await;
     let mut message: Value = serde_json::to_value(Job::for_operation(&op)).unwrap();
     message["v"] = json!(2);
@@ -463,7 +476,7 @@ async fn a_job_of_an_unknown_message_version_is_skipped_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_deprovision_while_the_cache_is_being_created_removes_the_cache_and_its_secret() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let provision = start_provision(&tb, "i-1").await;
     tb.provider.script("progress", vec![working("0 of 1 nodes available")]);
     assert!(matches!(deliver_next(&tb).await, JobOutcome::Requeued { .. }));
@@ -484,7 +497,7 @@ async fn a_deprovision_while_the_cache_is_being_created_removes_the_cache_and_it
 
 #[tokio::test]
 async fn an_unbind_while_the_user_is_being_created_deletes_the_user_and_its_secret() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     let bind = start_bind(&tb, "i-1", "b-1").await;
     tb.provider.script("user_progress", vec![working("modifying")]);
@@ -492,7 +505,10 @@ async fn an_unbind_while_the_user_is_being_created_deletes_the_user_and_its_secr
     assert_eq!(tb.provider.users("i-1"), ["b-b-1"]);
     let secret = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.expect("secret");
 
-    let unbind = tb.broker.unbind("i-1", "b-1", &delete_query(&tb, "small")).await.unwrap().operation;
+    let unbind = match tb.broker.unbind("i-1", "b-1", &delete_query(&tb, "small")).await.unwrap() {
+        Unbound::Accepted { operation } => operation,
+        other => panic!("unbind: {other:?}"),
+    };
     tb.drain(100).await;
 
     let b = operation(&tb, &bind).await;
@@ -505,7 +521,7 @@ async fn an_unbind_while_the_user_is_being_created_deletes_the_user_and_its_secr
 
 #[tokio::test]
 async fn deprovisioning_deletes_every_bindings_secret_and_closes_the_bindings() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     start_bind(&tb, "i-1", "b-1").await;
     tb.drain(100).await;
@@ -526,7 +542,7 @@ async fn deprovisioning_deletes_every_bindings_secret_and_closes_the_bindings() 
 
 #[tokio::test]
 async fn deprovisioning_asks_for_a_final_snapshot_exactly_when_the_instances_plan_keeps_one() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     // GIVEN an instance of `small` (daily snapshots, a final one on delete)
     // and one of `dev` (no snapshots)
     let plan = |name: &str| tb.catalog.plans.iter().find(|p| p.id == tb.plan_id(REDIS, name).1).unwrap();
@@ -553,7 +569,7 @@ async fn deprovisioning_asks_for_a_final_snapshot_exactly_when_the_instances_pla
 
 #[tokio::test]
 async fn a_deprovision_whose_plan_left_the_catalog_deletes_the_cache_without_a_final_snapshot() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     let (admin, _) = admin_secret(&tb, "i-1").await;
     // GIVEN the instance's plan is no longer in the catalog
@@ -600,6 +616,9 @@ impl Interrupting {
 
 #[async_trait]
 impl CacheProvider for Interrupting {
+    fn users_change_at_once(&self) -> bool {
+        self.inner.users_change_at_once()
+    }
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("create").await;
         self.inner.create(spec).await
@@ -675,7 +694,7 @@ fn interrupted_worker(tb: &TestBroker, on: &'static str, interruption: Interrupt
 
 #[tokio::test]
 async fn a_deprovision_arriving_as_the_cache_becomes_available_still_ends_the_provision_operation() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let provision = start_provision(&tb, "i-1").await;
     let job = take_job(&tb).await;
     // GIVEN the platform sends DELETE while the worker is reading the cache's
@@ -709,7 +728,7 @@ async fn a_deprovision_arriving_as_the_cache_becomes_available_still_ends_the_pr
 
 #[tokio::test]
 async fn an_unbind_arriving_as_the_user_becomes_active_still_ends_the_bind_operation() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     let bind = start_bind(&tb, "i-1", "b-1").await;
     let job = take_job(&tb).await;
@@ -738,7 +757,7 @@ async fn an_unbind_arriving_as_the_user_becomes_active_still_ends_the_bind_opera
 
 #[tokio::test]
 async fn a_deprovision_finished_by_another_worker_while_the_cache_is_being_created_leaves_no_cache() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     let provision = start_provision(&tb, "i-1").await;
     let job = take_job(&tb).await;
     // GIVEN a platform that sends DELETE right after PUT (orphan mitigation),
@@ -777,7 +796,7 @@ async fn a_deprovision_finished_by_another_worker_while_the_cache_is_being_creat
 
 #[tokio::test]
 async fn an_update_during_a_bind_fails_the_binding_so_that_it_can_be_bound_again() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     // GIVEN a bind accepted, then a plan change accepted before the bind ran
     let bind = start_bind(&tb, "i-1", "b-1").await;
@@ -798,7 +817,7 @@ async fn an_update_during_a_bind_fails_the_binding_so_that_it_can_be_bound_again
 
 #[tokio::test]
 async fn secrets_whose_references_were_never_recorded_are_deleted_with_the_instance() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     let (admin, _) = admin_secret(&tb, "i-1").await;
     // GIVEN the admin secret's reference lost (a crash between creating the
@@ -827,7 +846,7 @@ async fn secrets_whose_references_were_never_recorded_are_deleted_with_the_insta
 
 #[tokio::test]
 async fn a_plan_change_that_takes_several_changes_asks_the_provider_until_nothing_is_left() {
-    let tb = TestBroker::new().await;
+    let tb = async_binds().await;
     ready_instance(&tb, "i-1").await;
     // GIVEN a provider that applies a change in three steps (add replicas,
     // then the node type, then nothing left)

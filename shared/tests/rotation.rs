@@ -21,10 +21,22 @@ fn accepts_incomplete() -> Query {
     Query { accepts_incomplete: true, ..Query::default() }
 }
 
+/// Provisions `id` on the first plan of `service`, which keeps no spare users
+/// here: bindings get users of their own, made by the worker. (A claimed
+/// spare's rotation has its own test.)
 async fn provisioned(tb: &TestBroker, service: &str, id: &str) {
+    let (_, plan_id) = first_plan(tb, service);
+    let plan = tb.catalog.plans.iter().find(|p| p.id == plan_id).unwrap().name.clone();
+    tb.change_plan(service, &plan, |p| p.spare_binding_users = 0).await;
+    provisioned_as_is(tb, service, id).await;
+}
+
+/// Provisions `id` on the first plan of `service` as the store has it.
+async fn provisioned_as_is(tb: &TestBroker, service: &str, id: &str) {
     let (service_id, plan_id) = first_plan(tb, service);
-    let req: ProvisionRequest =
-        serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id })).unwrap();
+    let req: ProvisionRequest = serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id,
+        "organization_guid": "org-1", "space_guid": "space-1" }))
+    .unwrap();
     match tb.broker.provision(id, req, &accepts_incomplete()).await {
         Ok(Provisioned::Accepted { .. }) => {}
         other => panic!("provision of {id}: {other:?}"),
@@ -45,7 +57,8 @@ async fn bound(tb: &TestBroker, service: &str, instance: &str, binding: &str) {
     )
     .unwrap();
     match tb.broker.bind(instance, binding, req, &accepts_incomplete()).await {
-        Ok(Bound::Accepted { .. }) => {}
+        // Memcached bindings, and claimed spares, are ready at once.
+        Ok(Bound::Accepted { .. } | Bound::Created(_)) => {}
         other => panic!("bind of {binding}: {other:?}"),
     }
     tb.drain(100).await;
@@ -496,4 +509,37 @@ async fn a_rotation_request_needs_a_ready_rotatable_predecessor_of_the_same_inst
     let (status, answer) = tb.call("PUT", &bind_uri("i-1", "b-3"), Some(json!({"app_guid": "a"}))).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer["description"].as_str().unwrap_or_default().contains("service_id"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_binding_that_claimed_a_spare_user_rotates_the_spares_secret() {
+    let tb = TestBroker::new().await;
+    // GIVEN a binding that claimed spare user s-1 (the first plan keeps two)
+    provisioned_as_is(&tb, REDIS, "i-1").await;
+    bound(&tb, REDIS, "i-1", "b-1").await;
+    assert!(binding_of(&tb, "i-1", "b-1").await.from_spare);
+    let target = tb.rotator.resolve(&binding_target("i-1", "b-1")).await.unwrap();
+    assert_eq!(target, Target::Spare { instance_id: "i-1".into(), username: "s-1".into() });
+    let old = value(&tb, &target, Stage::Current).await.unwrap();
+
+    // WHEN it is rotated by its binding id, as `broker-api rotate` does
+    tb.rotator.rotate_now(&binding_target("i-1", "b-1")).await.unwrap();
+    tb.drain(100).await;
+
+    // THEN the spare's secret holds the new password, which the binding hands out
+    let new = value(&tb, &target, Stage::Current).await.unwrap();
+    assert_ne!(new, old);
+    let (_, body) = tb.call("GET", "/v2/service_instances/i-1/service_bindings/b-1", None).await;
+    assert_eq!(body["credentials"]["password"], new.as_str());
+    let s1 = Principal::User("s-1".into());
+    let sets: Vec<usize> = password_calls(&tb)
+        .into_iter()
+        .filter(|(kind, p, _)| *kind == "set" && *p == s1)
+        .map(|(_, _, n)| n)
+        .collect();
+    assert_eq!(sets, [2, 1], "both passwords, then the new one alone after the grace period");
+    // AND a spare nobody claimed is not rotated: nobody holds its password.
+    let unclaimed = Target::Spare { instance_id: "i-1".into(), username: "s-2".into() };
+    let err = step(&tb, &unclaimed, RotationStep::CreateSecret, "t-spare").await.unwrap_err();
+    assert!(matches!(&err, RotationError::Refused(m) if m.contains("not bound")), "{err:?}");
 }

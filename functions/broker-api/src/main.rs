@@ -70,7 +70,8 @@ async fn aws(args: &[&str], started: std::time::Instant) -> Result<(), lambda_ht
         }
         ["rotate", rest @ ..] => {
             let target = rotation_target(rest).ok_or(USAGE)?;
-            let secret = target.secret_name(&settings.name_prefix);
+            // A binding that claimed a spare user keeps the spare's secret.
+            let secret = parts.rotator.resolve(&target).await?.secret_name(&settings.name_prefix);
             parts.secrets.rotate_now(&secret).await?;
             eprintln!(
                 "rotation of {secret} started: Secrets Manager runs the provisioner's rotation steps; \

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::AppState;
-use crate::broker::{Accepted, Bound, Provisioned, Updated};
+use crate::broker::{Accepted, Bound, Provisioned, Unbound, Updated};
 use crate::osb::OsbError;
 use crate::osb::types::{AsyncResponse, Query, parse_query};
 
@@ -116,6 +116,7 @@ pub async fn bind(
     let q = query(q)?;
     let req = body(&bytes)?;
     Ok(match s.broker.bind(&instance_id, &binding_id, req, &q).await? {
+        Bound::Created(resp) => (StatusCode::CREATED, Json(resp)).into_response(),
         Bound::Accepted { operation } => accepted(operation),
         Bound::AlreadyExists(resp) => (StatusCode::OK, Json(resp)).into_response(),
     })
@@ -128,8 +129,10 @@ pub async fn unbind(
     RawQuery(q): RawQuery,
 ) -> Result<Response, OsbError> {
     let q = query(q)?;
-    let Accepted { operation } = s.broker.unbind(&instance_id, &binding_id, &q).await?;
-    Ok(accepted(operation))
+    Ok(match s.broker.unbind(&instance_id, &binding_id, &q).await? {
+        Unbound::Done => empty(StatusCode::OK),
+        Unbound::Accepted { operation } => accepted(operation),
+    })
 }
 
 /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`

@@ -3,7 +3,9 @@
 //!
 //! Checks run in this order: basic auth (401), `X-Broker-API-Version` (400
 //! when missing, 412 when unsupported), then the body and query (400), then
-//! the broker's own checks (422 AsyncRequired, 409, 422 ConcurrencyError).
+//! the broker's own checks (422 AsyncRequired, 409, 422 ConcurrencyError; a
+//! bind, which answers at once whenever it can, is 422 AsyncRequired only
+//! after the state checks, when it would have to wait).
 //! Every request gets one audit log line; `X-Broker-API-Request-Identity` is
 //! echoed in the response.
 

@@ -104,6 +104,11 @@ pub struct Binding {
     /// Reference to the password in the secret store, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The user was a spare the bind claimed (see [`super::spare`]): its
+    /// name and its secret's name are the spare's, not derived from the
+    /// binding id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_spare: bool,
     pub last_operation_id: String,
     /// The rotation of the password in progress (its grace period included).
     #[serde(default, skip_serializing_if = "Option::is_none")]

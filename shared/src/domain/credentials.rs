@@ -2,25 +2,51 @@
 //! adds the new one before removing the old), and what a binding returns.
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Engine;
 
-/// Where a cache listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a cache listens. Kept in the instance record once the cache is
+/// available (and refreshed by every operation that changes the cache), so
+/// handing out credentials needs no call to the cache's backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: bool,
     /// `host:port` of every node, for clients that list Memcached servers
     /// themselves; empty where the one endpoint is all a client needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// Where the replicas answer reads, for caches that have replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<HostPort>,
+    /// `host:port` is a cluster-mode configuration endpoint: clients must be
+    /// cluster clients, and discover the shards from it.
+    #[serde(default)]
+    pub cluster_mode: bool,
+}
+
+impl Endpoint {
+    /// A single node's endpoint: no replicas, no cluster mode.
+    pub fn single(host: impl Into<String>, port: u16, tls: bool) -> Endpoint {
+        Endpoint { host: host.into(), port, tls, nodes: vec![], reader: None, cluster_mode: false }
+    }
+}
+
+/// A host and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
 }
 
 /// A cache user: a name, one or two valid passwords, and ACL rules.
 ///
 /// Two passwords exist only during a rotation's grace period; the first is the
 /// newest. `Debug` never prints a password.
+#[derive(Clone)]
 pub struct CacheUser {
     pub username: String,
     pub passwords: Vec<SecretString>,
@@ -96,30 +122,56 @@ impl Credentials {
         }
     }
 
-    /// The JSON object returned to the platform. Every key is also fit to be an
-    /// environment variable name's value, and `REDIS_URL` / `MEMCACHED_URL`
-    /// serve platforms that inject each key as a variable.
+    /// The JSON object returned to the platform. Platforms inject each key
+    /// as an environment variable (Akkeris) or write them into a Kubernetes
+    /// Secret, so besides the usual keys there are the ones applications
+    /// read as they are: `REDIS_URL` / `MEMCACHED_URL`, and for Redis OSS
+    /// and Valkey the `CACHE_*` variables (`CACHE_MODE` `single` or
+    /// `cluster`, `CACHE_ADDRS`, `CACHE_USERNAME`, `CACHE_PASSWORD`,
+    /// `CACHE_TLS_ENABLED`), string-valued as environment variables are.
     pub fn to_json(&self) -> Value {
         let uri = self.uri();
+        let endpoint = &self.endpoint;
+        let hostport = format!("{}:{}", endpoint.host, endpoint.port);
         let mut m = Map::new();
         m.insert("uri".into(), json!(uri));
-        m.insert("host".into(), json!(self.endpoint.host));
-        m.insert("hostname".into(), json!(self.endpoint.host));
-        m.insert("port".into(), json!(self.endpoint.port));
+        m.insert("host".into(), json!(endpoint.host));
+        m.insert("hostname".into(), json!(endpoint.host));
+        m.insert("port".into(), json!(endpoint.port));
         if let Some(user) = &self.username {
             m.insert("username".into(), json!(user));
         }
         if let Some(pass) = &self.password {
             m.insert("password".into(), json!(pass.expose_secret()));
         }
-        m.insert("tls_enabled".into(), json!(self.endpoint.tls));
+        m.insert("tls_enabled".into(), json!(endpoint.tls));
         m.insert("engine".into(), json!(self.engine.as_str()));
         m.insert("engine_version".into(), json!(self.engine_version));
-        if !self.endpoint.nodes.is_empty() {
-            m.insert("nodes".into(), json!(self.endpoint.nodes));
+        if !endpoint.nodes.is_empty() {
+            m.insert("nodes".into(), json!(endpoint.nodes));
         }
-        let url_key = if self.engine.speaks_redis() { "REDIS_URL" } else { "MEMCACHED_URL" };
-        m.insert(url_key.into(), json!(uri));
+        if !self.engine.speaks_redis() {
+            m.insert("MEMCACHED_URL".into(), json!(uri));
+            return Value::Object(m);
+        }
+        m.insert("cluster_mode".into(), json!(endpoint.cluster_mode));
+        if endpoint.cluster_mode {
+            m.insert("configuration_endpoint".into(), json!(hostport));
+        }
+        if let Some(reader) = &endpoint.reader {
+            m.insert("reader_host".into(), json!(reader.host));
+            m.insert("reader_port".into(), json!(reader.port));
+        }
+        m.insert("REDIS_URL".into(), json!(uri));
+        m.insert("CACHE_MODE".into(), json!(if endpoint.cluster_mode { "cluster" } else { "single" }));
+        m.insert("CACHE_ADDRS".into(), json!(hostport));
+        if let Some(user) = &self.username {
+            m.insert("CACHE_USERNAME".into(), json!(user));
+        }
+        if let Some(pass) = &self.password {
+            m.insert("CACHE_PASSWORD".into(), json!(pass.expose_secret()));
+        }
+        m.insert("CACHE_TLS_ENABLED".into(), json!(endpoint.tls.to_string()));
         Value::Object(m)
     }
 }
@@ -168,7 +220,7 @@ mod tests {
         Credentials {
             engine,
             engine_version: "7.1".into(),
-            endpoint: Endpoint { host: "127.0.0.1".into(), port: 6390, tls: false, nodes: vec![] },
+            endpoint: Endpoint::single("127.0.0.1", 6390, false),
             username: user.map(str::to_string),
             password: pass.map(|p| SecretString::from(p.to_string())),
         }
@@ -202,14 +254,60 @@ mod tests {
         assert_eq!(c["uri"], "127.0.0.1:6390");
         assert_eq!(c["MEMCACHED_URL"], "127.0.0.1:6390");
         assert!(c.get("password").is_none());
-        assert!(c.get("REDIS_URL").is_none());
+        assert!(c.get("REDIS_URL").is_none() && c.get("CACHE_ADDRS").is_none());
     }
 
     #[test]
-    fn tls_endpoints_use_the_rediss_scheme() {
+    fn tls_endpoints_use_the_rediss_scheme_in_uri_and_redis_url() {
         let mut c = creds(Engine::Valkey, Some("u"), Some("p"));
         c.endpoint.tls = true;
-        assert!(c.uri().starts_with("rediss://"));
+        let json = c.to_json();
+        assert_eq!(json["uri"], "rediss://u:p@127.0.0.1:6390");
+        assert_eq!(json["REDIS_URL"], json["uri"]);
+        assert_eq!(json["CACHE_TLS_ENABLED"], "true");
+    }
+
+    #[test]
+    fn redis_credentials_carry_the_cache_variables_apps_read() {
+        let c = creds(Engine::Redis, Some("b-1"), Some("secret-1")).to_json();
+        assert_eq!(c["CACHE_MODE"], "single");
+        assert_eq!(c["CACHE_ADDRS"], "127.0.0.1:6390");
+        assert_eq!(c["CACHE_USERNAME"], "b-1");
+        assert_eq!(c["CACHE_PASSWORD"], "secret-1");
+        assert_eq!(c["CACHE_TLS_ENABLED"], "false");
+        assert_eq!(c["cluster_mode"], false);
+        assert!(c.get("configuration_endpoint").is_none() && c.get("reader_host").is_none(), "{c}");
+    }
+
+    #[test]
+    fn a_cluster_mode_cache_names_its_configuration_endpoint_and_the_cluster_mode() {
+        let mut c = creds(Engine::Valkey, Some("u"), Some("p"));
+        c.endpoint = Endpoint { cluster_mode: true, ..Endpoint::single("cfg.example", 6379, true) };
+        let json = c.to_json();
+        assert_eq!(json["cluster_mode"], true);
+        assert_eq!(json["configuration_endpoint"], "cfg.example:6379");
+        assert_eq!(json["CACHE_MODE"], "cluster");
+        assert_eq!(json["CACHE_ADDRS"], "cfg.example:6379");
+    }
+
+    #[test]
+    fn a_cache_with_replicas_names_its_reader_endpoint() {
+        let mut c = creds(Engine::Redis, Some("u"), Some("p"));
+        c.endpoint.reader = Some(HostPort { host: "ro.example".into(), port: 6379 });
+        let json = c.to_json();
+        assert_eq!(json["reader_host"], "ro.example");
+        assert_eq!(json["reader_port"], 6379);
+    }
+
+    #[test]
+    fn an_endpoint_round_trips_through_a_record() {
+        let e = Endpoint {
+            reader: Some(HostPort { host: "r".into(), port: 2 }),
+            nodes: vec!["n:1".into()],
+            ..Endpoint::single("h", 1, true)
+        };
+        let back: Endpoint = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -126,6 +126,25 @@ pub struct Instance {
     /// Reference to the admin credential in the secret store, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret: Option<String>,
+    /// Where the cache listens: recorded when it becomes available and
+    /// refreshed by every operation that changes it, so that handing out
+    /// credentials asks nothing of the cache's backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<super::Endpoint>,
+    /// Binding users made in advance, for binds to claim (see
+    /// [`super::spare`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spares: Vec<super::SpareUser>,
+    /// The number of the last spare user recorded; names are never reused.
+    #[serde(default)]
+    pub spare_seq: u32,
+    /// The `spares` operation making or retiring spare users, while one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spares_operation: Option<String>,
+    /// Secrets of spare users that binds claimed, which the `spares`
+    /// operation puts on the rotation schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spares_to_schedule: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// The rotation of the password in progress (its grace period included).
@@ -155,6 +174,17 @@ impl Instance {
     pub fn apply(&mut self, event: InstanceEvent) -> Result<(), InvalidTransition> {
         self.state = self.state.on(event)?;
         Ok(())
+    }
+
+    /// Takes a ready spare user out of the instance, for a bind to claim.
+    pub fn take_spare(&mut self) -> Option<super::SpareUser> {
+        let n = self.spares.iter().position(|s| s.state == super::SpareState::Ready && s.secret.is_some())?;
+        Some(self.spares.remove(n))
+    }
+
+    /// How many spare users are ready or being made.
+    pub fn spares_kept(&self) -> usize {
+        self.spares.iter().filter(|s| s.state != super::SpareState::Retiring).count()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod operation;
 pub mod params;
 pub mod plan;
 pub mod rotation;
+pub mod spare;
 
 pub use binding::{Binding, BindingState};
 pub use credentials::{CacheUser, Credentials, Endpoint};
@@ -16,6 +17,7 @@ pub use instance::{Instance, InstanceState};
 pub use operation::{Operation, OperationKind, OperationState, Step};
 pub use plan::{Engine, Plan, Service};
 pub use rotation::{Rotation, RotationPhase, RotationPolicy};
+pub use spare::{SpareState, SpareUser};
 
 /// Seconds since the Unix epoch; every timestamp in the domain uses it.
 pub type Timestamp = i64;

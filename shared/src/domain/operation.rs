@@ -20,6 +20,10 @@ pub enum OperationKind {
     /// Ends a credential rotation's grace period: removes the old password.
     /// Never a platform's `last_operation`.
     Rotate,
+    /// Brings an instance's spare binding users to the number its plan asks
+    /// for, after binds claimed some. Never a platform's `last_operation`:
+    /// the instance records it in `spares_operation`.
+    Spares,
 }
 
 impl OperationKind {
@@ -31,6 +35,7 @@ impl OperationKind {
             OperationKind::Bind => "bind",
             OperationKind::Unbind => "unbind",
             OperationKind::Rotate => "rotate",
+            OperationKind::Spares => "spares",
         }
     }
 
@@ -43,6 +48,7 @@ impl OperationKind {
             OperationKind::Bind => Step::CreateUserSecret,
             OperationKind::Unbind => Step::DeleteUser,
             OperationKind::Rotate => Step::WaitGraceEnd,
+            OperationKind::Spares => Step::ScheduleSpareRotation,
         }
     }
 }
@@ -73,6 +79,7 @@ impl OperationState {
 pub enum Step {
     // provision
     CreateAdminSecret,
+    CreateSpareSecrets,
     CreateCache,
     WaitCacheAvailable,
     // update
@@ -81,6 +88,7 @@ pub enum Step {
     // deprovision
     DeleteCache,
     WaitCacheDeleted,
+    DeleteUsers,
     DeleteSecrets,
     // bind
     CreateUserSecret,
@@ -94,6 +102,11 @@ pub enum Step {
     WaitGraceEnd,
     RemoveOldPassword,
     WaitOldPasswordRemoved,
+    // spares
+    ScheduleSpareRotation,
+    MakeSpare,
+    WaitSpareActive,
+    RetireSpare,
     /// Nothing left to do.
     Done,
 }
@@ -103,12 +116,14 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::CreateAdminSecret => "creating the admin credential",
+            Step::CreateSpareSecrets => "creating the credentials of the spare binding users",
             Step::CreateCache => "creating the cache",
             Step::WaitCacheAvailable => "waiting for the cache to become available",
             Step::ModifyCache => "modifying the cache",
             Step::WaitCacheModified => "waiting for the cache modification to finish",
             Step::DeleteCache => "deleting the cache",
             Step::WaitCacheDeleted => "waiting for the cache to be deleted",
+            Step::DeleteUsers => "deleting the cache users left outside the cache",
             Step::DeleteSecrets => "deleting the instance's secrets",
             Step::CreateUserSecret => "creating the binding's credential",
             Step::CreateUser => "creating the binding's cache user",
@@ -119,6 +134,12 @@ impl Step {
             Step::WaitGraceEnd => "waiting for the grace period of the previous password to end",
             Step::RemoveOldPassword => "removing the previous password",
             Step::WaitOldPasswordRemoved => "waiting for the previous password to be removed",
+            Step::ScheduleSpareRotation => {
+                "putting the credentials of claimed spare users on the rotation schedule"
+            }
+            Step::MakeSpare => "making a spare binding user",
+            Step::WaitSpareActive => "waiting for the spare binding user to become active",
+            Step::RetireSpare => "deleting a spare binding user the plan no longer asks for",
             Step::Done => "done",
         }
     }

@@ -9,9 +9,27 @@ use super::Plan;
 /// The parameter that picks the engine's major version.
 pub const ENGINE_VERSION: &str = "engine_version";
 
+/// Another name for [`ENGINE_VERSION`]: cloud.gov's documentation tells users
+/// `-c '{"engineVersion": "6.2"}'`. Either may be given; both only when they
+/// agree.
+pub const ENGINE_VERSION_ALIAS: &str = "engineVersion";
+
+/// The version a request's parameters ask for, under either name.
+pub fn requested_version(parameters: &Map<String, Value>) -> Option<&str> {
+    parameters.get(ENGINE_VERSION).or_else(|| parameters.get(ENGINE_VERSION_ALIAS)).and_then(Value::as_str)
+}
+
+/// Takes out of `parameters` every name of the engine version, so that a
+/// new request's spelling replaces the old one's.
+pub fn forget_version(parameters: &mut Map<String, Value>) {
+    parameters.remove(ENGINE_VERSION);
+    parameters.remove(ENGINE_VERSION_ALIAS);
+}
+
 /// The schema of `parameters` on provision (`create`) and on update: the same
 /// for both, since every parameter can be changed later.
 pub fn parameters_schema(plan: &Plan) -> Value {
+    let allowed = plan.engine_versions.join(", ");
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "type": "object",
@@ -19,9 +37,15 @@ pub fn parameters_schema(plan: &Plan) -> Value {
         "properties": {
             ENGINE_VERSION: {
                 "description": format!(
-                    "Major engine version, as a string. Allowed: {}. Default: {}.",
-                    plan.engine_versions.join(", "),
+                    "Major engine version, as a string. Allowed: {allowed}. Default: {}.",
                     plan.default_engine_version
+                ),
+                "type": "string",
+                "enum": plan.engine_versions,
+            },
+            ENGINE_VERSION_ALIAS: {
+                "description": format!(
+                    "Another name for {ENGINE_VERSION} (both given: they must agree). Allowed: {allowed}."
                 ),
                 "type": "string",
                 "enum": plan.engine_versions,
@@ -42,6 +66,13 @@ pub fn validate(plan: &Plan, schema: &Value, parameters: &Value) -> Result<(), P
         .map_err(|e| ParameterError(format!("plan {} has an invalid parameter schema: {e}", plan.name)))?;
     let mut errors: Vec<String> =
         validator.iter_errors(parameters).map(|e| describe(plan, schema, &e)).collect();
+    if let (Some(a), Some(b)) = (parameters.get(ENGINE_VERSION), parameters.get(ENGINE_VERSION_ALIAS))
+        && a != b
+    {
+        errors.push(format!(
+            "parameters '{ENGINE_VERSION}' ({a}) and '{ENGINE_VERSION_ALIAS}' ({b}) name different versions; give one of them"
+        ));
+    }
     errors.sort();
     errors.dedup();
     match errors.is_empty() {
@@ -70,7 +101,7 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
             allowed_names(schema)
         ),
         K::Type { .. } if name.is_empty() => "parameters must be a JSON object".to_string(),
-        _ if name == ENGINE_VERSION => {
+        _ if name == ENGINE_VERSION || name == ENGINE_VERSION_ALIAS => {
             let got = e.instance();
             let hint = match got.as_ref() {
                 Value::String(s) if s.matches('.').count() > 1 => {
@@ -80,7 +111,7 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
                 _ => " (it must be a quoted string, e.g. \"7.0\")",
             };
             format!(
-                "parameter '{ENGINE_VERSION}' is {got}{hint}; plan {} allows {}",
+                "parameter '{name}' is {got}{hint}; plan {} allows {}",
                 plan.name,
                 plan.engine_versions.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
             )
@@ -91,11 +122,7 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
 
 /// The engine version an instance gets: the requested one, or the plan's default.
 pub fn engine_version(plan: &Plan, parameters: &Map<String, Value>) -> String {
-    parameters
-        .get(ENGINE_VERSION)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| plan.default_engine_version.clone())
+    requested_version(parameters).map(str::to_string).unwrap_or_else(|| plan.default_engine_version.clone())
 }
 
 /// Orders major versions numerically ("7.10" after "7.2").
@@ -151,7 +178,10 @@ mod tests {
     #[test]
     fn an_unknown_parameter_is_refused_naming_it_and_the_allowed_ones() {
         let err = check(json!({"maxmemory": "1gb"})).unwrap_err().0;
-        assert_eq!(err, "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version");
+        assert_eq!(
+            err,
+            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version, engineVersion"
+        );
     }
 
     #[test]
@@ -167,6 +197,30 @@ mod tests {
         let mut m = Map::new();
         m.insert(ENGINE_VERSION.into(), json!("6.2"));
         assert_eq!(engine_version(&plan, &m), "6.2");
+    }
+
+    #[test]
+    fn engine_version_may_be_spelled_as_cloud_gov_documents_it() {
+        assert_eq!(check(json!({"engineVersion": "6.2"})), Ok(()));
+        assert_eq!(check(json!({"engineVersion": "6.2", "engine_version": "6.2"})), Ok(()));
+        let plan = plan();
+        let mut m = Map::new();
+        m.insert(ENGINE_VERSION_ALIAS.into(), json!("6.2"));
+        assert_eq!(engine_version(&plan, &m), "6.2");
+    }
+
+    #[test]
+    fn both_spellings_naming_different_versions_are_refused_naming_both() {
+        let err = check(json!({"engineVersion": "6.2", "engine_version": "7.0"})).unwrap_err().0;
+        assert!(err.contains("'engine_version'") && err.contains("'engineVersion'"), "{err}");
+        assert!(err.contains("different versions"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_engine_version_alias_is_refused_under_its_own_name() {
+        let err = check(json!({"engineVersion": "6.2.1"})).unwrap_err().0;
+        assert!(err.starts_with("parameter 'engineVersion'"), "{err}");
+        assert!(err.contains("major version only"), "{err}");
     }
 
     #[test]

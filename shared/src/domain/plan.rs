@@ -26,6 +26,20 @@ impl Engine {
         matches!(self, Engine::Redis | Engine::Valkey)
     }
 
+    /// Whether `version` of the engine has users with passwords of their
+    /// own (ACL users; ElastiCache RBAC): Valkey always, Redis OSS from 6.0.
+    /// Before that a Redis OSS cache has one AUTH token, and Memcached has
+    /// no authentication at all.
+    pub fn has_users(self, version: &str) -> bool {
+        match self {
+            Engine::Valkey => true,
+            Engine::Redis => {
+                version.split('.').next().and_then(|m| m.trim().parse::<u32>().ok()).is_none_or(|m| m >= 6)
+            }
+            Engine::Memcached => false,
+        }
+    }
+
     /// The URI scheme of the credentials' `uri`.
     pub fn uri_scheme(self) -> &'static str {
         match self {
@@ -47,6 +61,11 @@ pub struct Service {
     pub tags: Vec<String>,
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// Where the service stands in the catalog file it came from (set when
+    /// the file is read): the catalog lists services in this order, as
+    /// platforms show them in the broker's order.
+    #[serde(default)]
+    pub position: u32,
 }
 
 /// Display metadata of a plan, passed through to the catalog.
@@ -106,12 +125,31 @@ pub struct Plan {
     /// ACL rules each binding user gets (Redis OSS, Valkey).
     #[serde(default = "default_access_string")]
     pub access_string: String,
+    /// How many binding users each instance keeps ready in advance, each
+    /// with its own password, so that a bind takes one and answers at once
+    /// (adding a user to an ElastiCache user group takes minutes). 0 turns
+    /// it off: binds then wait for a new user. Redis OSS and Valkey only;
+    /// laptop mode makes users at once and keeps none.
+    #[serde(default = "default_spare_binding_users")]
+    pub spare_binding_users: u8,
     pub metadata: PlanMetadata,
+    /// Where the plan stands among the catalog file's plans (set when the
+    /// file is read): the catalog lists a service's plans in this order.
+    #[serde(default)]
+    pub position: u32,
 }
 
 fn one() -> u8 {
     1
 }
+
+fn default_spare_binding_users() -> u8 {
+    2
+}
+
+/// The most spare binding users a plan may ask for (a user group holds at
+/// most 100 users, bindings included).
+pub const MAX_SPARE_BINDING_USERS: u8 = 10;
 
 fn default_access_string() -> String {
     "~* &* +@all -@dangerous".to_string()
@@ -140,6 +178,15 @@ pub fn is_cli_friendly(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn valkey_and_redis_from_6_have_users_memcached_and_older_redis_do_not() {
+        assert!(Engine::Valkey.has_users("7.2"));
+        assert!(Engine::Redis.has_users("6.0"));
+        assert!(Engine::Redis.has_users("7.1"));
+        assert!(!Engine::Redis.has_users("5.0.6"));
+        assert!(!Engine::Memcached.has_users("1.6"));
+    }
 
     #[test]
     fn cli_friendly_names_are_lowercase_digits_and_hyphens() {

@@ -695,6 +695,39 @@ impl StateStore for DynamoStore {
         Ok(())
     }
 
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let instance_write = Write::update(&*instance, instance.version)?;
+        let spares_write = spares_op.as_deref().map(Write::insert).transpose()?;
+        let binding_write = match replacing {
+            None => Write::insert(&*binding)?,
+            Some(expected) => Write::update(&*binding, expected)?,
+        };
+        let op_write = Write::insert(&*bind_op)?;
+        let (iv, sv, bv, ov) = (
+            instance_write.version,
+            spares_write.as_ref().map(|w| w.version),
+            binding_write.version,
+            op_write.version,
+        );
+        let mut writes = vec![instance_write, binding_write, op_write];
+        writes.extend(spares_write);
+        self.write(writes).await?;
+        instance.version = iv;
+        if let (Some(s), Some(sv)) = (spares_op, sv) {
+            s.version = sv;
+        }
+        binding.version = bv;
+        bind_op.version = ov;
+        Ok(())
+    }
+
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.get(operation_key(id), &format!("operation {id}")).await
     }

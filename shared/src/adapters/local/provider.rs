@@ -445,7 +445,19 @@ impl LocalCacheProvider {
 
 #[async_trait]
 impl CacheProvider for LocalCacheProvider {
+    /// `ACL SETUSER` and `ACL DELUSER` take effect before they answer.
+    fn users_change_at_once(&self) -> bool {
+        true
+    }
+
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        if !spec.spare_users.is_empty() {
+            // Binds make their users at once here; nothing asks for spares.
+            return Err(ProviderError::Permanent(format!(
+                "instance {}: laptop mode makes binding users at once and keeps no spare users",
+                spec.instance_id
+            )));
+        }
         let _guard = self.lock(&spec.instance_id).await;
         let paths = Paths::of(&self.root, &spec.instance_id)?;
         if let Some(record) = read_record(&paths)? {
@@ -544,7 +556,7 @@ impl CacheProvider for LocalCacheProvider {
             Engine::Memcached => vec![format!("{HOST}:{}", record.port)],
             _ => vec![],
         };
-        Ok(Endpoint { host: HOST.to_string(), port: record.port, tls: false, nodes })
+        Ok(Endpoint { nodes, ..Endpoint::single(HOST, record.port, false) })
     }
 
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
@@ -580,6 +592,10 @@ impl CacheProvider for LocalCacheProvider {
     }
 
     async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError> {
+        // A deleted instance took its users with it.
+        if read_record(&Paths::of(&self.root, instance_id)?)?.is_none() {
+            return Ok(Progress::Done);
+        }
         let Some(record) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
         check_username(username)?;
         let mut connection = self.admin_connection(&record).await?;
@@ -1403,6 +1419,7 @@ mod tests {
             plan: plan(),
             admin_secret: engine.speaks_redis().then(|| ADMIN_SECRET.to_string()),
             tags: vec![],
+            spare_users: vec![],
         }
     }
 
@@ -1483,10 +1500,7 @@ mod tests {
     async fn users_get_exactly_the_passwords_they_are_given(engine: Engine) {
         let f = Fixture::new().await;
         let port = f.created("cache-1", engine).await;
-        assert_eq!(
-            f.provider.endpoint("cache-1").await,
-            Ok(Endpoint { host: "127.0.0.1".into(), port, tls: false, nodes: vec![] })
-        );
+        assert_eq!(f.provider.endpoint("cache-1").await, Ok(Endpoint::single("127.0.0.1", port, false)));
 
         // The default user is off: nothing runs without logging in, and nobody
         // logs in as it.
@@ -1917,7 +1931,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_instances_are_permanent_errors_except_for_delete() {
+    async fn unknown_instances_are_permanent_errors_except_for_deletes() {
         let f = Fixture::new().await;
         let unknown = Err(ProviderError::Permanent("no local cache for instance nobody".into()));
         let password = generate_password(PASSWORD_LEN);
@@ -1929,6 +1943,18 @@ mod tests {
         assert_eq!(f.provider.user_progress("nobody", "app").await, unknown);
         assert!(f.provider.endpoint("nobody").await.is_err());
         assert_eq!(f.provider.delete("nobody", false).await, Ok(Progress::Done));
+        assert_eq!(f.provider.delete_user("nobody", "app").await, Ok(Progress::Done));
+    }
+
+    #[tokio::test]
+    async fn spare_users_are_refused_since_binds_make_users_at_once() {
+        let f = Fixture::new().await;
+        assert!(f.provider.users_change_at_once());
+        let mut s = spec("spares", Engine::Redis);
+        s.spare_users = vec![user("s-1", &[&generate_password(PASSWORD_LEN)])];
+        let err = f.provider.create(&s).await.unwrap_err();
+        assert!(matches!(&err, ProviderError::Permanent(m) if m.contains("no spare users")), "{err:?}");
+        assert!(!f.provider.root().join(dir_name("spares")).exists(), "nothing is made");
     }
 
     #[test]

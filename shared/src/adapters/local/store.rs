@@ -521,6 +521,43 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (mut i, expected) = (instance.clone(), instance.version);
+        let mut spares = spares_op.as_deref().cloned();
+        let (mut b, mut op) = (binding.clone(), bind_op.clone());
+        let (iv, sv, bv, ov) = self
+            .run(move |conn| {
+                let tx = write_tx(conn)?;
+                let iv = update_from(&tx, &mut i, expected)?;
+                let sv = match spares.as_mut() {
+                    Some(s) => Some(insert_new(&tx, s)?),
+                    None => None,
+                };
+                let bv = match replacing {
+                    None => insert_new(&tx, &mut b)?,
+                    Some(expected) => update_from(&tx, &mut b, expected)?,
+                };
+                let ov = insert_new(&tx, &mut op)?;
+                tx.commit().map_err(unavailable)?;
+                Ok((iv, sv, bv, ov))
+            })
+            .await?;
+        instance.version = iv;
+        if let (Some(s), Some(sv)) = (spares_op, sv) {
+            s.version = sv;
+        }
+        binding.version = bv;
+        bind_op.version = ov;
+        Ok(())
+    }
+
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         let id = id.to_string();
         self.run(move |conn| {

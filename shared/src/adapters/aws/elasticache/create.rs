@@ -6,9 +6,10 @@ use aws_sdk_elasticache::types::{AzMode, CacheCluster, ClusterMode, ReplicationG
 use secrecy::{ExposeSecret, SecretString};
 
 use super::failure::{Kind, classify};
+use super::users::with_on;
 use super::{ElastiCacheProvider, working};
-use crate::domain::Engine;
-use crate::domain::credentials::ADMIN_USER;
+use crate::domain::credentials::{ADMIN_USER, passwords_fit};
+use crate::domain::{CacheUser, Engine};
 use crate::ports::{CacheSpec, Progress, ProviderError};
 
 /// Daily snapshots start in this window (UTC).
@@ -153,13 +154,20 @@ impl ElastiCacheProvider {
                 return Err(failure.into());
             }
         }
+        // The spare binding users go into the group from the start, so they
+        // are ready as soon as the cache is: no user group change to wait for.
+        let mut members = vec![default_id.clone(), admin_id.clone()];
+        for spare in &spec.spare_users {
+            let user_id = self.names.binding_user(&spec.instance_id, &spare.username);
+            self.create_user_once(&spec.instance_id, &user_id, spare, engine).await?;
+            members.push(user_id);
+        }
         let created = self
             .rbac
             .create_user_group()
             .user_group_id(id)
             .engine(engine)
-            .user_ids(&default_id)
-            .user_ids(&admin_id)
+            .set_user_ids(Some(members.clone()))
             .set_tags(Some(self.user_tags(&spec.instance_id)))
             .send()
             .await;
@@ -170,7 +178,31 @@ impl ElastiCacheProvider {
                 if !failure.is(Kind::AlreadyExists) {
                     return Err(failure.into());
                 }
-                self.find_user_group(id).await?.and_then(|g| g.status)
+                // Made by an earlier attempt; it may lack a spare recorded
+                // since (the first attempt failed before making it).
+                let group = self.find_user_group(id).await?;
+                let missing: Vec<String> = members
+                    .iter()
+                    .filter(|m| !group.as_ref().is_some_and(|g| g.user_ids().contains(m)))
+                    .cloned()
+                    .collect();
+                if let Some(group) = &group
+                    && !missing.is_empty()
+                    && group.status() == Some("active")
+                {
+                    self.rbac
+                        .modify_user_group()
+                        .user_group_id(id)
+                        .set_user_ids_to_add(Some(missing.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| classify("ModifyUserGroup", e))?;
+                    return Err(ProviderError::Retryable(format!(
+                        "adding {} to user group {id}; the replication group is created once it is active",
+                        missing.join(", ")
+                    )));
+                }
+                group.and_then(|g| g.status)
             }
         };
         match status.as_deref() {
@@ -178,6 +210,42 @@ impl ElastiCacheProvider {
             Some(status) => Err(ProviderError::Retryable(format!(
                 "user group {id} is {status}; the replication group is created once it is active"
             ))),
+        }
+    }
+
+    /// CreateUser for a binding user, with its passwords and rules; one that
+    /// exists already (an earlier attempt made it) is fine.
+    pub(super) async fn create_user_once(
+        &self,
+        instance_id: &str,
+        user_id: &str,
+        user: &CacheUser,
+        engine: &str,
+    ) -> Result<(), ProviderError> {
+        if !passwords_fit(&user.passwords) {
+            return Err(ProviderError::Permanent(format!(
+                "user {} needs one or two passwords, and no empty one",
+                user.username
+            )));
+        }
+        let redact: Vec<&SecretString> = user.passwords.iter().collect();
+        let created = self
+            .client
+            .create_user()
+            .user_id(user_id)
+            .user_name(&user.username)
+            .engine(engine)
+            .access_string(with_on(&user.access_string))
+            .set_passwords(Some(user.passwords.iter().map(|p| p.expose_secret().to_string()).collect()))
+            .set_tags(Some(self.user_tags(instance_id)))
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = classify("CreateUser", e).redacting(&redact);
+                if failure.is(Kind::AlreadyExists) { Ok(()) } else { Err(failure.into()) }
+            }
         }
     }
 
@@ -263,11 +331,7 @@ fn adopt_status(what: &str, id: &str, status: Option<&str>) -> Result<Progress, 
 
 /// Whether the engine version has RBAC users: Valkey always, Redis OSS from 6.
 pub fn uses_rbac(engine: Engine, version: &str) -> bool {
-    match engine {
-        Engine::Valkey => true,
-        Engine::Redis => major(version).is_none_or(|m| m >= 6),
-        Engine::Memcached => false,
-    }
+    engine.has_users(version)
 }
 
 /// The default parameter group for cluster mode of this engine version.

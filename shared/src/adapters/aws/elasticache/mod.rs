@@ -11,15 +11,17 @@
 //! 1. a user named `default` with access `off -@all` (every user group needs
 //!    one; disabled, so a client that does not log in gets nothing);
 //! 2. the admin user `broker-admin` with the password from the admin secret;
-//! 3. a user group holding both, named like the replication group;
-//! 4. the replication group with that user group, TLS in transit, encryption
+//! 3. the instance's spare binding users (`spec.spare_users`), each with the
+//!    password of its own secret;
+//! 4. a user group holding all of them, named like the replication group;
+//! 5. the replication group with that user group, TLS in transit, encryption
 //!    at rest, daily snapshots, the broker's subnet and security groups.
 //!
 //! Deleting it keeps a final snapshot when the plan says so (see [`names`]
 //! for its name); the snapshot outlives the instance.
 //!
 //! Engine versions before RBAC (Redis OSS 5 and older) get an AUTH token, the
-//! admin secret, instead of 1 to 3. Each binding becomes a user added to the
+//! admin secret, instead of 1 to 4. Each binding becomes a user added to the
 //! user group, and removed again on unbind, so access really ends.
 //!
 //! Rotation (`set_passwords`, see [`rotation`]) changes the admin's or a
@@ -244,6 +246,11 @@ fn working(detail: impl Into<String>) -> Progress {
 
 #[async_trait]
 impl CacheProvider for ElastiCacheProvider {
+    /// A user group takes minutes to add or remove a user.
+    fn users_change_at_once(&self) -> bool {
+        false
+    }
+
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.create_cache(spec).await
     }

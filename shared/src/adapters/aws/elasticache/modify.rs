@@ -372,6 +372,7 @@ mod tests {
             plan,
             admin_secret: Some("admin".into()),
             tags: vec![],
+            spare_users: vec![],
         }
     }
 

@@ -6,6 +6,7 @@ use aws_sdk_elasticache::types::{CacheCluster, Endpoint as AwsEndpoint, Replicat
 use super::failure::Failure;
 use super::{Cache, ElastiCacheProvider, working};
 use crate::domain::Endpoint;
+use crate::domain::credentials::HostPort;
 use crate::ports::{Progress, ProviderError};
 
 /// Statuses a cache or node does not leave by itself.
@@ -71,14 +72,22 @@ impl ElastiCacheProvider {
             }
             Some(Cache::Group(group)) => {
                 let tls = group.transit_encryption_enabled().unwrap_or(false);
+                let cluster_mode = group.cluster_enabled().unwrap_or(false);
                 // Cluster mode: clients discover the shards through the
-                // configuration endpoint. Otherwise: the primary's.
-                let endpoint = if group.cluster_enabled().unwrap_or(false) {
-                    group.configuration_endpoint()
+                // configuration endpoint. Otherwise: the primary's, and the
+                // reader endpoint where there are replicas to read from.
+                let (endpoint, reader) = if cluster_mode {
+                    (group.configuration_endpoint(), None)
                 } else {
-                    group.node_groups().first().and_then(|g| g.primary_endpoint())
+                    let shard = group.node_groups().first();
+                    let replicas = shard.is_some_and(|g| g.node_group_members().len() > 1);
+                    (
+                        shard.and_then(|g| g.primary_endpoint()),
+                        shard.and_then(|g| g.reader_endpoint()).filter(|_| replicas),
+                    )
                 };
-                endpoint_of(endpoint, tls).ok_or_else(|| {
+                let reader = endpoint_of(reader, tls).map(|e| HostPort { host: e.host, port: e.port });
+                endpoint_of(endpoint, tls).map(|e| Endpoint { reader, cluster_mode, ..e }).ok_or_else(|| {
                     ProviderError::Retryable(format!(
                         "replication group {id} has no endpoint yet (it is {})",
                         group.status().unwrap_or("unknown")
@@ -130,5 +139,5 @@ fn endpoint_of(endpoint: Option<&AwsEndpoint>, tls: bool) -> Option<Endpoint> {
     let endpoint = endpoint?;
     let host = endpoint.address().filter(|a| !a.is_empty())?;
     let port = u16::try_from(endpoint.port()?).ok()?;
-    Some(Endpoint { host: host.to_string(), port, tls, nodes: vec![] })
+    Some(Endpoint::single(host, port, tls))
 }

@@ -5,7 +5,7 @@
 use aws_sdk_elasticache::types::{ReplicationGroup, UserGroup};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::failure::{Kind, classify};
+use super::failure::classify;
 use super::{Cache, ElastiCacheProvider, working};
 use crate::domain::CacheUser;
 use crate::domain::credentials::passwords_fit;
@@ -30,29 +30,9 @@ impl ElastiCacheProvider {
         let user_id = self.names.binding_user(instance_id, &user.username);
         let access = with_on(&user.access_string);
         let exists = self.find_user(&user_id).await?.is_some();
-        let created = !exists && {
-            let engine = group.engine().unwrap_or("redis");
-            let request = self
-                .client
-                .create_user()
-                .user_id(&user_id)
-                .user_name(&user.username)
-                .engine(engine)
-                .access_string(&access)
-                .set_passwords(Some(user.passwords.iter().map(|p| p.expose_secret().to_string()).collect()))
-                .set_tags(Some(self.user_tags(instance_id)));
-            match request.send().await {
-                Ok(_) => true,
-                Err(e) => {
-                    let failure = classify("CreateUser", e).redacting(&passwords);
-                    if !failure.is(Kind::AlreadyExists) {
-                        return Err(failure.into());
-                    }
-                    false
-                }
-            }
-        };
-        if !created {
+        if !exists {
+            self.create_user_once(instance_id, &user_id, user, group.engine().unwrap_or("redis")).await?;
+        } else {
             // ModifyUser sets the passwords to exactly these: a rotation adds
             // the new one by passing both, and later drops the old one.
             let request =
@@ -110,13 +90,21 @@ impl ElastiCacheProvider {
         instance_id: &str,
         username: &str,
     ) -> Result<Progress, ProviderError> {
-        // No cache, no user: deleting the cache deleted its users too.
         let id = self.names.cache(instance_id);
+        let user_id = self.names.binding_user(instance_id, username);
         let group = match self.find(&id).await? {
             Some(Cache::Group(group)) => group,
-            Some(Cache::Cluster(_)) | None => return Ok(Progress::Done),
+            Some(Cache::Cluster(_)) => return Ok(Progress::Done),
+            // The cache is gone, and with it every user its user group held;
+            // a user made but never added (a crash in between) is deleted
+            // here by its id.
+            None => {
+                return match self.remove_user(&user_id).await? {
+                    true => Ok(Progress::Done),
+                    false => Ok(working(format!("deleting user {username}"))),
+                };
+            }
         };
-        let user_id = self.names.binding_user(instance_id, username);
         if let Some(user_group_id) = group.user_group_ids().first()
             && let Some(user_group) = self.find_user_group(user_group_id).await?
         {
@@ -186,7 +174,7 @@ fn lists(group: &UserGroup, user_id: &str) -> bool {
 
 /// ElastiCache users, like Redis ACL users, start off unless the access
 /// string turns them on; a binding's rules (from the plan) rarely say so.
-fn with_on(access: &str) -> String {
+pub(super) fn with_on(access: &str) -> String {
     if access.split_whitespace().any(|rule| rule == "on" || rule == "off") {
         access.to_string()
     } else {

@@ -301,6 +301,8 @@ async fn a_memcached_endpoint_is_its_configuration_endpoint_with_every_node() {
                 format!("{id}.0001.use1.cache.amazonaws.com:11211"),
                 format!("{id}.0002.use1.cache.amazonaws.com:11211")
             ],
+            reader: None,
+            cluster_mode: false,
         }
     );
 }
@@ -354,6 +356,44 @@ async fn a_user_group_still_being_created_holds_the_replication_group_back() {
 }
 
 #[tokio::test]
+async fn a_user_group_an_earlier_attempt_made_without_a_spare_gets_it_before_the_cache_is_created() {
+    let names = crate::adapters::aws::elasticache::names::Names::new("osb");
+    let (default_user, admin_user) = (names.default_user(INSTANCE), names.admin_user(INSTANCE));
+    let spare = names.binding_user(INSTANCE, "s-1");
+    let user_exists = mock!(Client::create_user).then_error(|| {
+        CreateUserError::UserAlreadyExistsFault(
+            UserAlreadyExistsFault::builder().meta(meta("UserAlreadyExists", "User already exists.")).build(),
+        )
+    });
+    let group_exists = mock!(Client::create_user_group).then_error(|| {
+        CreateUserGroupError::UserGroupAlreadyExistsFault(
+            UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
+        )
+    });
+    let user_group = mock!(Client::describe_user_groups).then_output(move || {
+        DescribeUserGroupsOutput::builder()
+            .user_groups(user_group("active", &[&default_user, &admin_user], &[]))
+            .build()
+    });
+    let wanted = spare.clone();
+    let add = mock!(Client::modify_user_group)
+        .match_requests(move |req| req.user_ids_to_add() == [wanted.clone()])
+        .then_output(|| ModifyUserGroupOutput::builder().status("modifying").build());
+    let create = mock!(Client::create_replication_group)
+        .then_output(|| CreateReplicationGroupOutput::builder().build());
+    let client = mocked(&[&no_group(), &user_exists, &group_exists, &user_group, &add, &create]);
+    let provider = provider_on(client, secrets_with_admin().await);
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.spare_users = vec![user(&["spare-password-000000000000000000000000"])];
+    s.spare_users[0].username = "s-1".into();
+
+    let why = retryable(provider.create(&s).await);
+
+    assert!(why.contains(&spare) && why.contains("once it is active"), "{why}");
+    assert_eq!((add.num_calls(), create.num_calls()), (1, 0));
+}
+
+#[tokio::test]
 async fn everything_a_racing_attempt_made_first_is_adopted() {
     let describe = mock!(Client::describe_replication_groups)
         .sequence()
@@ -373,8 +413,12 @@ async fn everything_a_racing_attempt_made_first_is_adopted() {
             UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
         )
     });
-    let user_group = mock!(Client::describe_user_groups).then_output(|| {
-        DescribeUserGroupsOutput::builder().user_groups(user_group("active", &[], &[])).build()
+    let names = crate::adapters::aws::elasticache::names::Names::new("osb");
+    let (default_user, admin_user) = (names.default_user(INSTANCE), names.admin_user(INSTANCE));
+    let user_group = mock!(Client::describe_user_groups).then_output(move || {
+        DescribeUserGroupsOutput::builder()
+            .user_groups(user_group("active", &[&default_user, &admin_user], &[]))
+            .build()
     });
     let rg_exists = mock!(Client::create_replication_group).then_error(|| {
         CreateReplicationGroupError::ReplicationGroupAlreadyExistsFault(

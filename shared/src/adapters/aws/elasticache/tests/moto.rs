@@ -215,6 +215,56 @@ async fn the_user_group_holds_a_disabled_default_user_and_the_admin_user() {
 }
 
 #[tokio::test]
+async fn spare_users_are_made_with_their_passwords_and_put_in_the_user_group_it_creates() {
+    let w = world().await;
+    let mut spec = spec(INSTANCE, "elasticache-redis", "small");
+    spec.spare_users = vec![
+        CacheUser { username: "s-1".into(), ..binding_user(1) },
+        CacheUser { username: "s-2".into(), ..binding_user(1) },
+    ];
+    w.provider.create(&spec).await.unwrap();
+
+    let members = w.rbac.members(&w.provider.cache_id(INSTANCE)).unwrap();
+    for name in ["s-1", "s-2"] {
+        let id = w.provider.binding_user_id(INSTANCE, name);
+        assert!(members.contains(&id), "{name} ({id}) is in the user group from the start: {members:?}");
+        let user = w.user(&id).await.expect("made in ElastiCache");
+        assert_eq!(user.user_name(), Some(name));
+        assert_eq!(user.access_string(), Some("on ~* &* +@all -@dangerous"));
+        assert_eq!(user.authentication().and_then(|a| a.password_count()), Some(1));
+    }
+    // A retry makes none of them again.
+    w.provider.create(&spec).await.unwrap();
+    assert_eq!(w.created_users.lock().unwrap().len(), 4, "default, admin and two spares, once each");
+}
+
+#[tokio::test]
+async fn a_user_the_cache_is_gone_without_is_deleted_by_its_name() {
+    let w = world().await;
+    // GIVEN a binding user made but never added to a user group (a crash in
+    // between), and no cache at all
+    let id = w.provider.binding_user_id(INSTANCE, "s-9");
+    w.aws
+        .create_user()
+        .user_id(&id)
+        .user_name("s-9")
+        .engine("redis")
+        .access_string("on ~* +@all")
+        .passwords(secrecy::ExposeSecret::expose_secret(&generate_password(PASSWORD_LEN)))
+        .send()
+        .await
+        .unwrap();
+    // WHEN it is deleted THEN it is gone, and deleting again is done at once
+    let mut steps = 0;
+    while w.provider.delete_user(INSTANCE, "s-9").await.unwrap() != Progress::Done {
+        steps += 1;
+        assert!(steps < 10, "delete_user never finished");
+    }
+    assert!(w.user(&id).await.is_none(), "the user is left behind");
+    assert_eq!(w.provider.delete_user(INSTANCE, "s-9").await.unwrap(), Progress::Done);
+}
+
+#[tokio::test]
 async fn creating_twice_adopts_the_first_replication_group_and_its_users() {
     let w = world().await;
     let spec = spec(INSTANCE, "elasticache-redis", "small");
