@@ -75,6 +75,7 @@ impl LaptopConfig {
             days: number("ROTATION_DAYS", 30, 1000)? as u32,
             grace_secs: number("ROTATION_GRACE_SECS", 3600, 7 * 86_400)?,
         };
+        rotation.check()?;
         Ok(LaptopConfig {
             port,
             rotation,

@@ -56,6 +56,23 @@ impl RotationPolicy {
     pub fn grace_secs(&self) -> i64 {
         i64::try_from(self.grace_secs).unwrap_or(i64::MAX / 4)
     }
+
+    /// Refuses a schedule whose grace period is not shorter than the time
+    /// between two rotations: the next scheduled rotation would start while
+    /// the previous one's grace period still runs, which the broker refuses
+    /// (a cache user holds at most two passwords), and Secrets Manager then
+    /// reports every later rotation of the secret as still in progress. The
+    /// message names both settings (`ROTATION_DAYS`, `ROTATION_GRACE_SECS`).
+    pub fn check(&self) -> Result<(), String> {
+        let interval = u64::from(self.days) * 86_400;
+        if self.days > 0 && self.grace_secs >= interval {
+            return Err(format!(
+                "ROTATION_GRACE_SECS={} must be shorter than ROTATION_DAYS={} ({interval} s): each rotation's grace period has to end before the next one starts; lower ROTATION_GRACE_SECS or raise ROTATION_DAYS",
+                self.grace_secs, self.days
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How far a rotation has got (see the module documentation).
@@ -122,6 +139,16 @@ impl Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grace_period_as_long_as_the_rotation_interval_is_refused_naming_both_settings() {
+        let ok = RotationPolicy { days: 1, grace_secs: 86_399 };
+        assert_eq!(ok.check(), Ok(()));
+        assert_eq!(RotationPolicy { days: 0, grace_secs: 7 * 86_400 }.check(), Ok(()), "no schedule");
+        let err = RotationPolicy { days: 1, grace_secs: 86_400 }.check().unwrap_err();
+        assert!(err.contains("ROTATION_GRACE_SECS=86400") && err.contains("ROTATION_DAYS=1"), "{err}");
+        assert!(RotationPolicy { days: 1, grace_secs: 7 * 86_400 }.check().is_err());
+    }
 
     #[test]
     fn renewal_is_due_at_the_next_rotation_and_expiry_a_grace_period_later() {

@@ -113,6 +113,11 @@ impl AwsSettings {
         if let Some(bad) = security_group_ids.iter().find(|s| !s.starts_with("sg-")) {
             return Err(format!("CACHE_SECURITY_GROUP_IDS: {bad:?} is not a security group id (sg-...)"));
         }
+        let rotation = crate::domain::RotationPolicy {
+            days: number("ROTATION_DAYS", 30, 0, 1000)? as u32,
+            grace_secs: number("ROTATION_GRACE_SECS", 3600, 0, 86_400 * 7)?,
+        };
+        rotation.check()?;
         Ok(AwsSettings {
             table_name: req("TABLE_NAME")?,
             queue_url,
@@ -126,8 +131,8 @@ impl AwsSettings {
             poll_delay_secs: number("POLL_DELAY_SECS", 30, 1, 900)? as u32,
             catalog_cache_secs: number("CATALOG_CACHE_SECS", 60, 0, 3600)?,
             secret_recovery_window_days: number("SECRET_RECOVERY_WINDOW_DAYS", 7, 7, 30)? as i64,
-            rotation_days: number("ROTATION_DAYS", 30, 0, 1000)? as u32,
-            rotation_grace_secs: number("ROTATION_GRACE_SECS", 3600, 0, 86_400 * 7)?,
+            rotation_days: rotation.days,
+            rotation_grace_secs: rotation.grace_secs,
             rotation_function_arn,
         })
     }
@@ -188,6 +193,17 @@ mod tests {
         assert_eq!((s.rotation_days, s.rotation_grace_secs), (1000, 0));
         let s = parse(&env(&[("ROTATION_FUNCTION_ARN", " ")])).unwrap();
         assert_eq!(s.rotation_function_arn, None, "blank is unset");
+    }
+
+    /// Secrets Manager, "Rotation schedules" (rotate-secrets_schedule): a
+    /// rotation that starts while the last one is unfinished finds it "in
+    /// progress". The grace period must end before the next rotation.
+    #[test]
+    fn a_grace_period_not_shorter_than_the_rotation_interval_stops_start_up_naming_both() {
+        let err = parse(&env(&[("ROTATION_DAYS", "1"), ("ROTATION_GRACE_SECS", "604800")])).unwrap_err();
+        assert!(err.contains("ROTATION_GRACE_SECS=604800") && err.contains("ROTATION_DAYS=1"), "{err}");
+        assert!(parse(&env(&[("ROTATION_DAYS", "1"), ("ROTATION_GRACE_SECS", "86400")])).is_err());
+        assert!(parse(&env(&[("ROTATION_DAYS", "1"), ("ROTATION_GRACE_SECS", "86399")])).is_ok());
     }
 
     #[test]
