@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::params::parameters_schema;
+use crate::domain::params::{compare_versions, parameters_schema};
 use crate::domain::plan::{MAX_SPARE_BINDING_USERS, is_cli_friendly};
 use crate::domain::{Engine, Plan, Service};
 
@@ -75,6 +75,14 @@ impl CatalogFile {
                     return Err(format!("{what}: engine version {v:?} is not a major version like \"7.1\""));
                 }
             }
+            if let Some((floor, why)) = lowest_version(service.engine)
+                && let Some(v) = p.engine_versions.iter().find(|v| compare_versions(v, floor).is_lt())
+            {
+                return Err(format!(
+                    "{what}: engine version {v:?} is below {floor:?}, the lowest {} version a plan may offer: {why}",
+                    service.engine.as_str()
+                ));
+            }
             if !p.engine_versions.contains(&p.default_engine_version) {
                 return Err(format!(
                     "{what}: default_engine_version {:?} is not among engine_versions",
@@ -101,6 +109,24 @@ impl CatalogFile {
             }
         }
         Ok(())
+    }
+}
+
+/// The lowest major version a plan of `engine` may offer, and why.
+fn lowest_version(engine: Engine) -> Option<(&'static str, &'static str)> {
+    match engine {
+        // ElastiCache changes an AUTH token (ROTATE, then SET) only from
+        // Redis OSS 5.0.6, which is the 5.0 the broker creates.
+        Engine::Redis => Some((
+            "5.0",
+            "the AUTH token of an older Redis OSS cannot change, so its credentials could never rotate",
+        )),
+        // Every cache has in-transit encryption, which Memcached has from
+        // 1.6.12; 1.6 is created as the newest 1.6 release.
+        Engine::Memcached => {
+            Some(("1.6", "in-transit encryption, which every cache has, needs Memcached 1.6.12 or later"))
+        }
+        Engine::Valkey => Some(("7.2", "7.2 is the first Valkey ElastiCache runs")),
     }
 }
 
@@ -244,6 +270,28 @@ mod tests {
         let text = DEFAULT_CATALOG.replacen("\"6.2\",", "\"6.2.1\",", 1);
         let err = CatalogFile::parse(&text).unwrap_err();
         assert!(err.contains("not a major version"), "{err}");
+    }
+
+    /// ElastiCache User Guide, "Modifying the AUTH token on an existing
+    /// cluster" (auth-update): ROTATE and SET need Redis OSS 5.0.6 or later;
+    /// "Supported ElastiCache for Memcached versions": in-transit encryption
+    /// from 1.6.12.
+    #[test]
+    fn versions_whose_credentials_could_not_rotate_or_encrypt_in_transit_are_refused() {
+        for (engine, low) in [("redis", "4.0"), ("memcached", "1.5"), ("valkey", "7.0")] {
+            let mut doc: Value = serde_json::from_str(DEFAULT_CATALOG).unwrap();
+            let sid =
+                doc["services"].as_array().unwrap().iter().find(|s| s["engine"] == engine).unwrap()["id"]
+                    .clone();
+            let plan =
+                doc["plans"].as_array_mut().unwrap().iter_mut().find(|p| p["service_id"] == sid).unwrap();
+            plan["engine_versions"].as_array_mut().unwrap().insert(0, json!(low));
+            let err = CatalogFile::parse(&doc.to_string()).unwrap_err();
+            assert!(err.contains(&format!("engine version \"{low}\" is below")), "{engine}: {err}");
+        }
+        // 5.0 (sent as 5.0.6) is the lowest Redis OSS a plan may offer.
+        let text = DEFAULT_CATALOG.replacen("\"6.0\",", "\"5.0\", \"6.0\",", 1);
+        assert!(CatalogFile::parse(&text).is_ok());
     }
 
     #[test]

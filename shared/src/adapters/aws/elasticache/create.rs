@@ -7,8 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::failure::{Kind, classify};
 use super::users::with_on;
+use super::versions::{aws_engine_version, default_parameter_group};
 use super::{ElastiCacheProvider, working};
-use crate::domain::credentials::{ADMIN_USER, passwords_fit};
+use crate::domain::credentials::{ADMIN_USER, PASSWORD_LEN, generate_password, passwords_fit};
 use crate::domain::{CacheUser, Engine};
 use crate::ports::{CacheSpec, Progress, ProviderError};
 
@@ -19,7 +20,9 @@ pub const MAINTENANCE_WINDOW: &str = "sun:05:00-sun:06:00";
 /// The admin user may do everything.
 pub const ADMIN_ACCESS: &str = "on ~* &* +@all";
 /// Every user group needs a user named `default`; this one can do nothing,
-/// so a client that does not log in gets nothing.
+/// so a client that does not log in gets nothing. (Redis OSS: without a
+/// password; Valkey, whose user groups take only users with passwords: with
+/// a random one nobody keeps.)
 pub const DEFAULT_USER_ACCESS: &str = "off -@all";
 /// The user name the disabled default user must have.
 pub const DEFAULT_USER_NAME: &str = "default";
@@ -52,7 +55,7 @@ impl ElastiCacheProvider {
                 spec.engine_version, plan.name, spec.instance_id
             ))
             .engine(engine)
-            .engine_version(&spec.engine_version)
+            .engine_version(aws_engine_version(spec.engine, &spec.engine_version))
             .cache_node_type(&plan.node_type)
             .transit_encryption_enabled(true)
             .at_rest_encryption_enabled(true)
@@ -72,7 +75,11 @@ impl ElastiCacheProvider {
                 .replicas_per_node_group(replicas)
                 .automatic_failover_enabled(true)
                 .multi_az_enabled(plan.multi_az && replicas > 0)
-                .set_cache_parameter_group_name(cluster_parameter_group(spec.engine, &spec.engine_version));
+                .set_cache_parameter_group_name(default_parameter_group(
+                    spec.engine,
+                    &spec.engine_version,
+                    true,
+                ));
         } else if replicas > 0 {
             request = request
                 .num_cache_clusters(1 + replicas)
@@ -81,7 +88,7 @@ impl ElastiCacheProvider {
         } else {
             request = request.num_cache_clusters(1);
         }
-        if uses_rbac(spec.engine, &spec.engine_version) {
+        if spec.engine.has_users(&spec.engine_version) {
             self.ensure_users_and_group(spec, &id, &admin).await?;
             request = request.user_group_ids(&id);
         } else {
@@ -118,6 +125,10 @@ impl ElastiCacheProvider {
         let engine = spec.engine.as_str();
         let default_id = self.names.default_user(&spec.instance_id);
         let admin_id = self.names.admin_user(&spec.instance_id);
+        // A Valkey user group takes only users that log in with a password
+        // (or IAM), so Valkey's disabled default user gets a random one that
+        // is never stored: it is off and may do nothing, so no one needs it.
+        let unusable = (spec.engine == Engine::Valkey).then(|| generate_password(PASSWORD_LEN));
         let created = self
             .client
             .create_user()
@@ -125,12 +136,14 @@ impl ElastiCacheProvider {
             .user_name(DEFAULT_USER_NAME)
             .engine(engine)
             .access_string(DEFAULT_USER_ACCESS)
-            .no_password_required(true)
+            .set_no_password_required(unusable.is_none().then_some(true))
+            .set_passwords(unusable.as_ref().map(|p| vec![p.expose_secret().to_string()]))
             .set_tags(Some(self.user_tags(&spec.instance_id)))
             .send()
             .await;
         if let Err(e) = created {
-            let failure = classify("CreateUser", e);
+            let redact: Vec<&SecretString> = unusable.iter().collect();
+            let failure = classify("CreateUser", e).redacting(&redact);
             if !failure.is(Kind::AlreadyExists) {
                 return Err(failure.into());
             }
@@ -258,7 +271,7 @@ impl ElastiCacheProvider {
             .create_cache_cluster()
             .cache_cluster_id(&id)
             .engine("memcached")
-            .engine_version(&spec.engine_version)
+            .engine_version(aws_engine_version(Engine::Memcached, &spec.engine_version))
             .cache_node_type(&plan.node_type)
             .num_cache_nodes(nodes)
             .set_az_mode((nodes > 1).then_some(AzMode::CrossAz))
@@ -329,58 +342,7 @@ fn adopt_status(what: &str, id: &str, status: Option<&str>) -> Result<Progress, 
     }
 }
 
-/// Whether the engine version has RBAC users: Valkey always, Redis OSS from 6.
-pub fn uses_rbac(engine: Engine, version: &str) -> bool {
-    engine.has_users(version)
-}
-
-/// The default parameter group for cluster mode of this engine version.
-pub fn cluster_parameter_group(engine: Engine, version: &str) -> Option<String> {
-    let major = major(version)?;
-    let family = match engine {
-        Engine::Valkey => format!("valkey{major}"),
-        Engine::Redis if major >= 7 => "redis7".to_string(),
-        Engine::Redis if major == 6 => "redis6.x".to_string(),
-        // Redis OSS 3.2 to 5.0 name the family after major and minor.
-        Engine::Redis => {
-            let mut parts = version.split('.');
-            format!("redis{}.{}", parts.next()?, parts.next().unwrap_or("0"))
-        }
-        Engine::Memcached => return None,
-    };
-    Some(format!("default.{family}.cluster.on"))
-}
-
-fn major(version: &str) -> Option<u32> {
-    version.split('.').next()?.trim().parse().ok()
-}
-
 /// `None` for an empty list, so no empty list parameter is sent.
 fn non_empty(list: &[String]) -> Option<Vec<String>> {
     (!list.is_empty()).then(|| list.to_vec())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redis_6_and_later_and_every_valkey_use_rbac_users() {
-        assert!(uses_rbac(Engine::Redis, "6.2"));
-        assert!(uses_rbac(Engine::Redis, "7.1"));
-        assert!(uses_rbac(Engine::Valkey, "8.0"));
-        assert!(!uses_rbac(Engine::Redis, "5.0.6"));
-        assert!(!uses_rbac(Engine::Memcached, "1.6"));
-    }
-
-    #[test]
-    fn cluster_mode_gets_the_default_cluster_parameter_group_of_its_family() {
-        let group = |engine, version| cluster_parameter_group(engine, version).unwrap();
-        assert_eq!(group(Engine::Redis, "7.1"), "default.redis7.cluster.on");
-        assert_eq!(group(Engine::Redis, "7.0"), "default.redis7.cluster.on");
-        assert_eq!(group(Engine::Redis, "6.2"), "default.redis6.x.cluster.on");
-        assert_eq!(group(Engine::Redis, "5.0.6"), "default.redis5.0.cluster.on");
-        assert_eq!(group(Engine::Valkey, "8.0"), "default.valkey8.cluster.on");
-        assert_eq!(group(Engine::Valkey, "7.2"), "default.valkey7.cluster.on");
-    }
 }

@@ -45,6 +45,7 @@ mod names;
 mod rotation;
 mod status;
 mod users;
+mod versions;
 
 #[cfg(test)]
 mod tests;

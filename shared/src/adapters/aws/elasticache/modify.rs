@@ -11,8 +11,8 @@
 
 use aws_sdk_elasticache::types::{AutomaticFailoverStatus, CacheCluster, MultiAzStatus, ReplicationGroup};
 
-use super::create::cluster_parameter_group;
 use super::failure::{Kind, classify};
+use super::versions::{aws_engine_version, default_parameter_group, parameter_group_family};
 use super::{ElastiCacheProvider, working};
 use crate::domain::Engine;
 use crate::ports::{CacheSpec, Progress, ProviderError};
@@ -219,7 +219,7 @@ impl ElastiCacheProvider {
         self.client
             .modify_cache_cluster()
             .cache_cluster_id(&id)
-            .engine_version(&spec.engine_version)
+            .engine_version(aws_engine_version(spec.engine, &spec.engine_version))
             .apply_immediately(true)
             .send()
             .await
@@ -298,11 +298,17 @@ fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String
         && !same_version(version, &spec.engine_version)
     {
         settings.what.push(format!("engine version {version} → {}", spec.engine_version));
-        settings.engine_version = Some(spec.engine_version.clone());
-        // A new major version in cluster mode needs the parameter group of
-        // its family; the default one is what `create` chose.
-        if plan.cluster_mode && major_of(version) != major_of(&spec.engine_version) {
-            settings.parameter_group = cluster_parameter_group(spec.engine, &spec.engine_version);
+        settings.engine_version = Some(aws_engine_version(spec.engine, &spec.engine_version));
+        // A version of another parameter group family (a new major version)
+        // needs a parameter group of that family, cluster mode or not; the
+        // default one is what `create` chose. (ElastiCache User Guide,
+        // "Upgrading engine versions": ModifyReplicationGroup takes the new
+        // EngineVersion with a CacheParameterGroupName of its family.)
+        if parameter_group_family(spec.engine, version)
+            != parameter_group_family(spec.engine, &spec.engine_version)
+        {
+            settings.parameter_group =
+                default_parameter_group(spec.engine, &spec.engine_version, plan.cluster_mode);
         }
     }
     let failover = plan.cluster_mode || (plan.automatic_failover && replicas > 0);
@@ -341,10 +347,6 @@ fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String
 /// "7.1.0" is the "7.1" a plan asks for; "7.1" is "7.1".
 fn same_version(actual: &str, wanted: &str) -> bool {
     actual == wanted || actual.strip_prefix(wanted).is_some_and(|rest| rest.starts_with('.'))
-}
-
-fn major_of(version: &str) -> Option<&str> {
-    version.split('.').next()
 }
 
 fn on_off(on: bool) -> &'static str {
@@ -441,6 +443,21 @@ mod tests {
         let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!(s.engine_version.as_deref(), Some("8.0"));
         assert_eq!(s.parameter_group.as_deref(), Some("default.valkey8.cluster.on"));
+    }
+
+    #[test]
+    fn a_new_major_version_without_cluster_mode_brings_its_parameter_group_too() {
+        for (service, plan, from, to, group) in [
+            ("elasticache-redis", "small", "6.2", "7.1", Some("default.redis7")),
+            ("elasticache-valkey", "staging", "7.2", "8.0", Some("default.valkey8")),
+            ("elasticache-redis", "small", "7.0", "7.1", None),
+            ("elasticache-redis", "small", "6.0", "6.2", None),
+        ] {
+            let changes = plan_changes(&shape(&spec(service, plan, from)), &spec(service, plan, to)).unwrap();
+            let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+            assert_eq!(s.engine_version.as_deref(), Some(to));
+            assert_eq!(s.parameter_group.as_deref(), group, "{from} → {to}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use aws_sdk_elasticache::Client;
 use aws_sdk_elasticache::operation::add_tags_to_resource::AddTagsToResourceOutput;
+use aws_sdk_elasticache::operation::create_cache_cluster::CreateCacheClusterOutput;
 use aws_sdk_elasticache::operation::create_replication_group::{
     CreateReplicationGroupError, CreateReplicationGroupOutput,
 };
@@ -897,4 +898,123 @@ async fn an_auth_token_change_is_in_effect_once_nothing_is_pending() {
         Ok(Progress::Working { detail: format!("replication group {id} is modifying") })
     );
     assert_eq!(progress(token_group("available")).await, Ok(Progress::Done));
+}
+
+// ------------------------------------------------------------ what AWS would refuse
+
+/// ElastiCache User Guide, "Role-Based Access Control (RBAC)"
+/// (Clusters.RBAC): "User groups configured for the VALKEY engine can only
+/// contain users that use an authentication mechanism (password or IAM)".
+/// Valkey's disabled `default` user is made with a password; Redis OSS's
+/// keeps NoPasswordRequired.
+#[tokio::test]
+async fn the_default_user_of_a_valkey_user_group_has_a_password_and_of_a_redis_one_none() {
+    for (service, plan, engine, with_password) in
+        [("elasticache-valkey", "staging", "valkey", true), ("elasticache-redis", "small", "redis", false)]
+    {
+        let compliant = mock!(Client::create_user)
+            .match_requests(move |req| {
+                req.user_name() == Some("default")
+                    && req.engine() == Some(engine)
+                    && req.access_string() == Some("off -@all")
+                    && if with_password {
+                        req.passwords().len() == 1
+                            && req.passwords()[0].len() >= 32
+                            && req.no_password_required() != Some(true)
+                    } else {
+                        req.passwords().is_empty() && req.no_password_required() == Some(true)
+                    }
+            })
+            .then_output(|| CreateUserOutput::builder().status("active").build());
+        let mut rules = vec![compliant.clone()];
+        rules.extend(users_and_group_ok("active"));
+        rules.push(
+            mock!(Client::create_replication_group)
+                .then_output(|| CreateReplicationGroupOutput::builder().build()),
+        );
+        let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+        provider.create(&spec(INSTANCE, service, plan)).await.unwrap();
+
+        assert_eq!(compliant.num_calls(), 1, "{engine}: the default user's CreateUser breaks the rule");
+    }
+}
+
+/// "Supported ElastiCache for Memcached versions"
+/// (supported-engine-versions-mc): ElastiCache names Memcached releases in
+/// full (1.6.22, 1.6.17, 1.6.12, 1.6.6), and in-transit encryption needs
+/// 1.6.12 or later. The plan's "1.6" is sent as the newest full release.
+#[tokio::test]
+async fn a_memcached_cluster_is_created_with_a_full_release_that_encrypts_in_transit() {
+    let compliant = mock!(Client::create_cache_cluster)
+        .match_requests(|req| {
+            req.engine_version() == Some("1.6.22")
+                && req.transit_encryption_enabled() == Some(true)
+                && crate::domain::params::compare_versions(req.engine_version().unwrap_or(""), "1.6.12")
+                    .is_ge()
+        })
+        .then_output(|| CreateCacheClusterOutput::builder().build());
+    let provider = provider_on(mocked(&[&compliant]), secrets_with_admin().await);
+
+    provider.create(&spec(INSTANCE, "elasticache-memcached", "small")).await.unwrap();
+
+    assert_eq!(compliant.num_calls(), 1);
+}
+
+/// ElastiCache User Guide, "Supported engines and versions": Redis OSS
+/// before 6 is named in full, and "Modifying the AUTH token on an existing
+/// cluster" (auth-update): ROTATE and SET need 5.0.6. A plan's "5.0" is
+/// created as 5.0.6.
+#[tokio::test]
+async fn a_redis_5_group_is_created_as_5_0_6_whose_auth_token_can_rotate() {
+    let compliant = mock!(Client::create_replication_group)
+        .match_requests(|req| req.engine_version() == Some("5.0.6") && req.auth_token().is_some())
+        .then_output(|| CreateReplicationGroupOutput::builder().build());
+    let provider = provider_on(mocked(&[&no_group(), &compliant]), secrets_with_admin().await);
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.engine_version = "5.0".into();
+
+    provider.create(&s).await.unwrap();
+
+    assert_eq!(compliant.num_calls(), 1);
+}
+
+/// ElastiCache User Guide, "Upgrading engine versions" (VersionManagement):
+/// a new major version comes with a parameter group of its family, cluster
+/// mode or not. Redis OSS 6.2 to 7.1 without cluster mode sends
+/// `default.redis7`.
+#[tokio::test]
+async fn a_major_upgrade_without_cluster_mode_sends_the_parameter_group_of_the_new_family() {
+    let (id, _) = ids();
+    let member_id = format!("{id}-001");
+    let wanted = member_id.clone();
+    let on_6_2 = mock!(Client::describe_cache_clusters)
+        .match_requests(move |req| req.cache_cluster_id() == Some(wanted.as_str()))
+        .then_output(move || {
+            DescribeCacheClustersOutput::builder()
+                .cache_clusters(
+                    CacheCluster::builder()
+                        .cache_cluster_id(&member_id)
+                        .cache_cluster_status("available")
+                        .engine("redis")
+                        .engine_version("6.2.6")
+                        .cache_node_type("cache.t4g.small")
+                        .num_cache_nodes(1)
+                        .build(),
+                )
+                .build()
+        });
+    let compliant = mock!(Client::modify_replication_group)
+        .match_requests(|req| {
+            req.engine_version() == Some("7.1") && req.cache_parameter_group_name() == Some("default.redis7")
+        })
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let tags = mock!(Client::add_tags_to_resource).then_output(|| AddTagsToResourceOutput::builder().build());
+    let rules = [describe_group(group("available", 1)), on_6_2, tags, compliant.clone()];
+    let provider = provider_on(mocked(&rules.iter().collect::<Vec<_>>()), secrets_with_admin().await);
+
+    let progress = provider.modify(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+
+    assert!(matches!(progress, Progress::Working { .. }), "{progress:?}");
+    assert_eq!(compliant.num_calls(), 1);
 }
