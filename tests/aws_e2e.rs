@@ -22,9 +22,9 @@ use shared::adapters::aws::sqs::create_queue_with_dlq;
 use shared::aws_mode::{AwsParts, ClientOverrides};
 use shared::catalog::CatalogFile;
 use shared::ports::StateStore;
-use shared::rotation::{RotationEvent, RotationStep};
+use shared::rotation::{RotationEvent, RotationStep, Target};
 use shared::testing::{MotoServer, basic};
-use shared::testing_aws::{FakeAuthTokens, FakeRbac, GoneGroups, elasticache_on_moto};
+use shared::testing_aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
 use tower::ServiceExt;
 
 const USER: &str = "platform";
@@ -42,6 +42,8 @@ struct Aws {
     /// provider: moto never finishes a deletion, so the test plays AWS
     /// finishing it.
     gone: GoneGroups,
+    /// Every Secrets Manager request the broker sent: (action, SecretId).
+    secret_ids: SecretIds,
 }
 
 async fn start() -> Aws {
@@ -77,16 +79,21 @@ async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
     let rbac = FakeRbac::new();
     let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();
+    let secret_ids = SecretIds::new();
+    let secretsmanager = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk).interceptor(secret_ids.interceptor()).build(),
+    );
     let overrides = ClientOverrides {
         elasticache: Some(elasticache_on_moto(&sdk, gone.clone(), &rbac, &tokens)),
         elasticache_rbac: Some(rbac.client.clone()),
+        secretsmanager: Some(secretsmanager),
     };
     let parts = AwsParts::new(&settings, &sdk, overrides);
     // The seed command is idempotent: running it twice adds nothing the second time.
     assert!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap() > 0);
     assert_eq!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap(), 0);
     let router = parts.router(&settings).await.unwrap();
-    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, tokens, gone }
+    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, tokens, gone, secret_ids }
 }
 
 impl Aws {
@@ -472,4 +479,71 @@ async fn plan(aws: &Aws, service: &str, plan: &str) -> (String, String) {
     let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
     let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
     (s["id"].as_str().unwrap().into(), p["id"].as_str().unwrap().into())
+}
+
+/// Secrets Manager User Guide, CreateSecret (API reference): "Do not end your
+/// secret name with a hyphen followed by six characters. If you do so, you
+/// risk confusion and unexpected results when searching for a secret by
+/// partial ARN." A binding id can end that way, and its secret's name ends
+/// with it: every request about that secret after CreateSecret names it by
+/// the ARN the broker recorded (or Secrets Manager sent), never by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_whose_name_ends_like_a_partial_arn_is_always_named_by_its_arn() {
+    let aws = start_with(&[("ROTATION_GRACE_SECS", "0"), ("CATALOG_CACHE_SECS", "0")]).await;
+    let mut catalog = CatalogFile::builtin();
+    for p in catalog.plans.iter_mut() {
+        p.spare_binding_users = 0;
+    }
+    shared::laptop::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
+    let (service_id, plan_id) = plan(&aws, "elasticache-redis", "small").await;
+    let base = "/v2/service_instances/arn-1";
+    let (status, body) = aws
+        .call(
+            "PUT",
+            &format!("{base}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id,
+                        "organization_guid": "org-1", "space_guid": "space-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");
+    // GIVEN a binding id ending in a hyphen and six characters
+    let binding = format!("{base}/service_bindings/app-AbCdEf");
+    let ids = json!({"service_id": service_id, "plan_id": plan_id});
+    let (status, body) = aws.call("PUT", &format!("{binding}?accepts_incomplete=true"), Some(ids)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{binding}/last_operation"), 1).await["state"], "succeeded");
+    // WHEN it is fetched, rotated, unbound and its instance deprovisioned
+    assert_eq!(aws.call("GET", &binding, None).await.0, StatusCode::OK);
+    let target = Target::Binding { instance_id: "arn-1".into(), binding_id: "app-AbCdEf".into() };
+    aws.parts.rotator.rotate_now(&target).await.unwrap();
+    aws.idle(1).await;
+    assert_eq!(aws.call("GET", &binding, None).await.0, StatusCode::OK);
+    let del = format!("accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}");
+    let (status, body) = aws.call("DELETE", &format!("{binding}?{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{binding}/last_operation"), 1).await["state"], "succeeded");
+    let (status, body) = aws.call("DELETE", &format!("{base}?{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{base}/last_operation"), 1).await["state"], "succeeded");
+
+    // THEN every request about its secret but CreateSecret used the ARN
+    let about: Vec<(String, String)> =
+        aws.secret_ids.seen().into_iter().filter(|(_, id)| id.contains("app-AbCdEf")).collect();
+    let actions: std::collections::BTreeSet<&str> = about.iter().map(|(a, _)| a.as_str()).collect();
+    for needed in
+        ["CreateSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretVersionStage", "DeleteSecret"]
+    {
+        assert!(actions.contains(needed), "no {needed} seen: {about:?}");
+    }
+    for (action, id) in &about {
+        if action == "CreateSecret" {
+            assert_eq!(id, "osb/instances/arn-1/bindings/app-AbCdEf");
+        } else {
+            assert!(
+                id.starts_with("arn:aws:secretsmanager:"),
+                "{action} named the secret {id:?}, not its ARN"
+            );
+        }
+    }
 }

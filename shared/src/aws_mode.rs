@@ -42,6 +42,8 @@ pub struct ClientOverrides {
     pub elasticache: Option<aws_sdk_elasticache::Client>,
     /// The ElastiCache client for the user-group calls and ModifyUser.
     pub elasticache_rbac: Option<aws_sdk_elasticache::Client>,
+    /// The Secrets Manager client (a test's, with its interceptors).
+    pub secretsmanager: Option<aws_sdk_secretsmanager::Client>,
 }
 
 impl AwsParts {
@@ -51,7 +53,8 @@ impl AwsParts {
         let store =
             Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table_name.clone()));
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), settings.queue_url.clone()));
-        let secrets_client = aws_sdk_secretsmanager::Client::new(sdk);
+        let secrets_client =
+            overrides.secretsmanager.unwrap_or_else(|| aws_sdk_secretsmanager::Client::new(sdk));
         let secrets = Arc::new(
             SecretsManagerStore::new(secrets_client.clone())
                 .with_recovery_window_days(settings.secret_recovery_window_days)

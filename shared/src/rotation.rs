@@ -284,16 +284,27 @@ impl Rotator {
         Rotator { store, queue, provider, secrets, config }
     }
 
-    /// The reference of the secret holding `target`'s password.
+    /// The reference of the secret holding `target`'s password, by its name.
     pub fn reference(&self, target: &Target) -> String {
         self.secrets.reference_for(&target.secret_name(&self.config.secret_prefix))
+    }
+
+    /// The reference its owner's record holds (an ARN in AWS), else the one
+    /// by name.
+    async fn recorded_reference(&self, target: &Target) -> Result<String, RotationError> {
+        let owner = self.owner(target).await?;
+        let recorded = match &owner.binding {
+            Some(b) => b.secret.clone(),
+            None => owner.instance.admin_secret.clone(),
+        };
+        Ok(recorded.unwrap_or_else(|| self.reference(target)))
     }
 
     /// Rotates `target`'s password now: the four steps in order, with a new
     /// token, as Secrets Manager would. Returns the token.
     pub async fn rotate_now(&self, target: &Target) -> Result<String, RotationError> {
         let token = uuid::Uuid::new_v4().to_string();
-        let secret_id = self.reference(&self.resolve(target).await?);
+        let secret_id = self.recorded_reference(&self.resolve(target).await?).await?;
         for step in RotationStep::ALL {
             self.handle(&RotationEvent { step, secret_id: secret_id.clone(), token: token.clone() }).await?;
         }
@@ -310,6 +321,9 @@ impl Rotator {
                 info.name, self.config.secret_prefix
             ))
         })?;
+        // Every call about the secret names it as Secrets Manager did: its
+        // ARN, never a name it could take for a partial ARN.
+        let subject = Subject { target: target.clone(), secret: event.secret_id.clone() };
         let step = event.step.as_str();
         let stages = info.stages_of(&event.token);
         if stages.is_some_and(|s| s.contains(&Stage::Current)) && event.step != RotationStep::FinishSecret {
@@ -329,10 +343,10 @@ impl Rotator {
         for _ in 0..RACE_RETRIES {
             let owner = self.owner(&target).await?;
             let result = match event.step {
-                RotationStep::CreateSecret => self.create(&target, owner, &event.token).await,
-                RotationStep::SetSecret => self.set(&target, owner, &event.token).await,
-                RotationStep::TestSecret => self.test(&target, owner, &event.token).await,
-                RotationStep::FinishSecret => self.finish(&info, &target, owner, &event.token).await,
+                RotationStep::CreateSecret => self.create(&subject, owner, &event.token).await,
+                RotationStep::SetSecret => self.set(&subject, owner, &event.token).await,
+                RotationStep::TestSecret => self.test(&subject, owner, &event.token).await,
+                RotationStep::FinishSecret => self.finish(&info, &subject, owner, &event.token).await,
             };
             match result {
                 Err(StepFailure::Race) => last = Some("concurrent changes to the record".to_string()),
@@ -426,13 +440,14 @@ impl Rotator {
     /// createSecret: a new password as the AWSPENDING version `token`.
     async fn create(
         &self,
-        target: &Target,
+        subject: &Subject,
         mut owner: Owner,
         token: &str,
     ) -> Result<&'static str, StepFailure> {
+        let target = &subject.target;
         owner.check_live()?;
         owner.principal()?;
-        let reference = self.reference(target);
+        let reference = &subject.secret;
         if let Some(r) = owner.rotation()
             && r.token != token
             && self.blocks(r).await?
@@ -444,7 +459,7 @@ impl Rotator {
             )));
         }
         // Keeps the first value when the version exists (a repeated step).
-        self.secrets.put_pending(&reference, token, &generate_password(PASSWORD_LEN)).await.map_err(fail)?;
+        self.secrets.put_pending(reference, token, &generate_password(PASSWORD_LEN)).await.map_err(fail)?;
         if owner.rotation().is_some_and(|r| r.token == token) {
             return Ok("already created");
         }
@@ -477,27 +492,32 @@ impl Rotator {
     }
 
     /// The new (pending) and the current password.
-    async fn passwords(&self, target: &Target, token: &str) -> Result<[SecretString; 2], StepFailure> {
-        let reference = self.reference(target);
-        let new = self.secrets.read_version(&reference, token).await.map_err(fail)?.ok_or_else(|| {
+    async fn passwords(&self, subject: &Subject, token: &str) -> Result<[SecretString; 2], StepFailure> {
+        let (target, reference) = (&subject.target, &subject.secret);
+        let new = self.secrets.read_version(reference, token).await.map_err(fail)?.ok_or_else(|| {
             StepFailure::refused(format!("version {token} of {} holds no password yet", target.describe()))
         })?;
-        let current =
-            self.secrets.read(&reference, Stage::Current).await.map_err(fail)?.ok_or_else(|| {
-                StepFailure::refused(format!("{} has no AWSCURRENT password", target.describe()))
-            })?;
+        let current = self.secrets.read(reference, Stage::Current).await.map_err(fail)?.ok_or_else(|| {
+            StepFailure::refused(format!("{} has no AWSCURRENT password", target.describe()))
+        })?;
         Ok([new, current])
     }
 
     /// setSecret: the cache accepts the new password besides the old one.
-    async fn set(&self, target: &Target, mut owner: Owner, token: &str) -> Result<&'static str, StepFailure> {
+    async fn set(
+        &self,
+        subject: &Subject,
+        mut owner: Owner,
+        token: &str,
+    ) -> Result<&'static str, StepFailure> {
+        let target = &subject.target;
         let r = Self::recorded(&owner, target, token, "createSecret")?;
         if r.phase >= RotationPhase::Set {
             return Ok("already set");
         }
         owner.check_live()?;
         let principal = owner.principal()?;
-        let both = self.passwords(target, token).await?;
+        let both = self.passwords(subject, token).await?;
         self.provider.set_passwords(target.instance_id(), &principal, &both).await.map_err(|e| {
             StepFailure::Rotation(RotationError::Failed(format!(
                 "setSecret: could not give {} its new password: {e}",
@@ -511,10 +531,11 @@ impl Rotator {
     /// testSecret: the cache is seen accepting both passwords.
     async fn test(
         &self,
-        target: &Target,
+        subject: &Subject,
         mut owner: Owner,
         token: &str,
     ) -> Result<&'static str, StepFailure> {
+        let target = &subject.target;
         // Secrets Manager tests a newly configured rotation by calling
         // testSecret alone, on a version it made: nothing of ours to test.
         let Some(r) = owner.rotation().filter(|r| r.token == token) else {
@@ -530,7 +551,7 @@ impl Rotator {
             )));
         }
         let principal = owner.principal()?;
-        let both = self.passwords(target, token).await?;
+        let both = self.passwords(subject, token).await?;
         let started = tokio::time::Instant::now();
         loop {
             let progress = self
@@ -559,10 +580,11 @@ impl Rotator {
     async fn finish(
         &self,
         info: &SecretInfo,
-        target: &Target,
+        subject: &Subject,
         mut owner: Owner,
         token: &str,
     ) -> Result<&'static str, StepFailure> {
+        let target = &subject.target;
         let already_current = info.stages_of(token).is_some_and(|s| s.contains(&Stage::Current));
         let Some(r) = owner.rotation().filter(|r| r.token == token).cloned() else {
             if already_current {
@@ -583,7 +605,7 @@ impl Rotator {
             )));
         }
         if !already_current {
-            self.secrets.promote(&self.reference(target), token).await.map_err(fail)?;
+            self.secrets.promote(&subject.secret, token).await.map_err(fail)?;
         }
         let t = now();
         let grace = self.config.policy.grace_secs();
@@ -617,6 +639,13 @@ impl Rotator {
         info!(operation = %op.id, target = %target.describe(), grace_ends_at = ends, "grace period started");
         Ok("AWSCURRENT moved; the grace period runs")
     }
+}
+
+/// The credential a step rotates, and its secret as the event names it.
+struct Subject {
+    target: Target,
+    /// The `SecretId` Secrets Manager sent: the secret's ARN.
+    secret: String,
 }
 
 /// How a step ended when it did not succeed.

@@ -10,6 +10,8 @@
 //! - [`finished_deletions`]: ends the deletions moto never finishes.
 //! - [`elasticache_on_moto`] ([`moto_elasticache_config`]): a client on moto
 //!   with all of the above.
+//! - [`SecretIds`]: records the action and `SecretId` of every Secrets
+//!   Manager request, to check how the broker names its secrets.
 //!
 //! The stand-ins never keep a password, only how many were sent.
 
@@ -422,4 +424,57 @@ pub fn finished_deletions(gone: GoneGroups) -> MockResponseInterceptor {
             ))
         });
     MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule).allow_passthrough()
+}
+
+/// Records the action and `SecretId` (or `Name`) of every request a Secrets
+/// Manager client sends, read from the JSON body as it goes on the wire: add
+/// [`SecretIds::interceptor`] to the client. It never keeps a secret value.
+#[derive(Debug, Clone, Default)]
+pub struct SecretIds(Arc<Mutex<Vec<(String, String)>>>);
+
+impl SecretIds {
+    pub fn new() -> SecretIds {
+        SecretIds::default()
+    }
+
+    pub fn interceptor(&self) -> SecretIdsInterceptor {
+        SecretIdsInterceptor(self.0.clone())
+    }
+
+    /// Every request so far: (action, `SecretId` or `Name`).
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// See [`SecretIds`].
+#[derive(Debug)]
+pub struct SecretIdsInterceptor(Arc<Mutex<Vec<(String, String)>>>);
+
+impl aws_sdk_secretsmanager::config::Intercept for SecretIdsInterceptor {
+    fn name(&self) -> &'static str {
+        "SecretIds"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        let request = context.request();
+        let action = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.strip_prefix("secretsmanager."))
+            .unwrap_or("?")
+            .to_string();
+        let body: serde_json::Value =
+            request.body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+        let id = body.get("SecretId").or_else(|| body.get("Name")).and_then(|v| v.as_str());
+        if let Some(id) = id {
+            self.0.lock().unwrap().push((action, id.to_string()));
+        }
+        Ok(())
+    }
 }

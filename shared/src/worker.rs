@@ -414,10 +414,20 @@ impl Worker {
         Ok(reference)
     }
 
-    /// Deletes the secret of `target` by its name, recorded or not.
-    async fn delete_secret(&self, target: &Target) -> Result<(), StepError> {
-        let reference = self.secrets.reference_for(&target.secret_name(&self.config.secret_prefix));
-        self.secrets.delete(&reference).await?;
+    /// Deletes the secret of `target`: by the reference its record holds
+    /// (an ARN in AWS: a name ending in a hyphen and six characters could be
+    /// taken for a partial ARN), else by its name, so that a secret whose
+    /// reference was never recorded (a crash in between) goes too.
+    async fn delete_secret(&self, target: &Target, recorded: Option<&str>) -> Result<(), StepError> {
+        let by_name;
+        let reference = match recorded {
+            Some(r) => r,
+            None => {
+                by_name = self.secrets.reference_for(&target.secret_name(&self.config.secret_prefix));
+                &by_name
+            }
+        };
+        self.secrets.delete(reference).await?;
         Ok(())
     }
 
@@ -565,7 +575,7 @@ impl Worker {
                     if b.state == BindingState::Deleted {
                         continue;
                     }
-                    self.delete_secret(&Target::of_binding(&b)).await?;
+                    self.delete_secret(&Target::of_binding(&b), b.secret.as_deref()).await?;
                     let _ = b.apply(BindingEvent::InstanceDeleted);
                     b.secret = None;
                     b.updated_at = now();
@@ -573,13 +583,11 @@ impl Worker {
                     self.store.save_binding(&mut b, None).await?;
                 }
                 for s in &ctx.instance.spares {
-                    self.delete_secret(&Target::Spare {
-                        instance_id: id.clone(),
-                        username: s.username.clone(),
-                    })
-                    .await?;
+                    let target = Target::Spare { instance_id: id.clone(), username: s.username.clone() };
+                    self.delete_secret(&target, s.secret.as_deref()).await?;
                 }
-                self.delete_secret(&Target::Admin { instance_id: id.clone() }).await?;
+                let admin = ctx.instance.admin_secret.as_deref();
+                self.delete_secret(&Target::Admin { instance_id: id.clone() }, admin).await?;
                 Ok(StepResult::Finished("deprovisioned: the cache and its credentials are deleted".into()))
             }
             // ---------------------------------------------------- bind
@@ -651,7 +659,7 @@ impl Worker {
             Step::DeleteUserSecret => {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
-                self.delete_secret(&Target::of_binding(binding)).await?;
+                self.delete_secret(&Target::of_binding(binding), binding.secret.as_deref()).await?;
                 Ok(StepResult::Finished(
                     "unbound: the binding's cache user and credential are deleted".into(),
                 ))
@@ -721,11 +729,8 @@ impl Worker {
                 let username = i.spares[n].username.clone();
                 match self.provider.delete_user(&id, &username).await? {
                     Progress::Done => {
-                        self.delete_secret(&Target::Spare {
-                            instance_id: id.clone(),
-                            username: username.clone(),
-                        })
-                        .await?;
+                        let target = Target::Spare { instance_id: id.clone(), username: username.clone() };
+                        self.delete_secret(&target, i.spares[n].secret.as_deref()).await?;
                         info!(operation = %op.id, instance = %id, user = %username, "spare user deleted");
                         i.spares.remove(n);
                         i.updated_at = now();
