@@ -82,6 +82,55 @@ kinds = sorted({r["Type"] for r in expanded["Resources"].values()})
 print(f"{len(expanded['Resources'])} CloudFormation resources: {', '.join(kinds)}")
 PY
 
+step "the rules AWS documents, on the expanded template"
+# What a real account would refuse or stop, which neither cfn-lint nor moto
+# knows; each rule names the page it comes from.
+"$py" - "$expanded" <<'PY' || fail "a rule AWS documents does not hold (above)"
+import json
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    resources = json.load(f)["Resources"]
+broken = []
+
+# Lambda Developer Guide, "Recursive loop detection": Lambda stops a chain
+# of invocations after 16 hops from one event unless the function says
+# RecursiveLoop: Allow. The provisioner re-sends its job to its own queue
+# while ElastiCache is busy, for longer than that.
+provisioner = resources["ProvisionerFunction"]["Properties"]
+if provisioner.get("RecursiveLoop") != "Allow":
+    broken.append("ProvisionerFunction must set RecursiveLoop: Allow")
+
+# ElastiCache User Guide, "At-Rest Encryption in ElastiCache": a customer
+# managed key is used through elasticache.<region> and dax.<region>; a
+# kms:ViaService condition must allow both.
+def conditions(node):
+    """Every kms:ViaService value anywhere under node."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "kms:ViaService":
+                yield v
+            else:
+                yield from conditions(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from conditions(v)
+
+found = list(conditions(resources))
+if not found:
+    broken.append("no kms:ViaService condition found")
+for value in found:
+    listed = json.dumps(value)
+    for service in ("elasticache.${AWS::Region}.amazonaws.com", "dax.${AWS::Region}.amazonaws.com"):
+        if service not in listed:
+            broken.append(f"kms:ViaService {listed} must list {service}")
+
+for b in broken:
+    print(f"rule broken: {b}")
+sys.exit(1 if broken else 0)
+PY
+echo "RecursiveLoop: Allow on the provisioner; kms:ViaService lists ElastiCache and DAX"
+
 step "cfn-lint on the expanded template"
 "$venv/bin/cfn-lint" --format parseable -- "$expanded" \
   || fail "cfn-lint on the expanded template (errors or unjustified warnings above)"

@@ -69,7 +69,7 @@ quiet() {
 }
 
 modules=(terraform/modules/network terraform/modules/broker)
-examples=(terraform/examples/eu-west-1 terraform/examples/us-east-1)
+examples=(terraform/examples/eu-west-1 terraform/examples/us-east-1 terraform/examples/network-only)
 
 step "formatting: terraform fmt -check -recursive terraform"
 terraform fmt -check -recursive -diff terraform || fail "formatting (run: terraform fmt -recursive terraform)"

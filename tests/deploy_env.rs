@@ -505,3 +505,88 @@ resource "aws_lambda_function" "inline" {
     let keys: Vec<Vec<&str>> = maps.iter().map(|(_, k)| k.iter().map(String::as_str).collect()).collect();
     assert_eq!(keys, [vec!["A", "B", "C", "D", "F"], vec!["H"]]);
 }
+
+// ---------------------------------------------------------------- packages
+
+/// The architecture a Terraform example root deploys: its
+/// `terraform.tfvars.example` value, else its variable's default.
+fn example_architecture(example: &str) -> String {
+    let dir = root().join("terraform/examples").join(example);
+    let value_of = |text: &str, key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    if let Some(arch) = value_of(&read(&dir.join("terraform.tfvars.example")), "architecture") {
+        return arch;
+    }
+    let variables = read(&dir.join("variables.tf"));
+    let block = variables.split("variable \"architecture\"").nth(1).expect("an architecture variable");
+    value_of(block, "default").expect("a default architecture")
+}
+
+/// Lambda runs a package only on the architecture it was built for (an
+/// arm64 `bootstrap` on x86_64 fails every invocation with an exec format
+/// error): each example root takes its packages from the folder of its own
+/// architecture, and terraform/README.md builds every architecture a root
+/// uses into that folder, with `--arm64` exactly for arm64.
+#[test]
+fn each_terraform_example_deploys_the_packages_built_for_its_architecture() {
+    let readme = read(&root().join("terraform/README.md"));
+    for example in ["eu-west-1", "us-east-1"] {
+        let main = read(&root().join("terraform/examples").join(example).join("main.tf"));
+        for function in ["broker-api", "provisioner"] {
+            let path = format!("\"${{var.lambda_dir}}/${{var.architecture}}/{function}/bootstrap.zip\"");
+            assert!(main.contains(&path), "{example}: {function}'s package is not taken from {path}");
+        }
+        assert!(
+            main.contains("broker_api_zip  = local.broker_api_zip")
+                && main.contains("provisioner_zip = local.provisioner_zip"),
+            "{example}: the broker module must get the architecture's packages"
+        );
+        let arch = example_architecture(example);
+        let build = readme
+            .lines()
+            .find(|l| {
+                l.contains("cargo lambda build") && l.contains(&format!("--lambda-dir target/lambda/{arch} "))
+            })
+            .or_else(|| {
+                readme.lines().find(|l| {
+                    l.contains("cargo lambda build")
+                        && l.trim_end().ends_with(&format!("--lambda-dir target/lambda/{arch}"))
+                })
+            })
+            .unwrap_or_else(|| {
+                panic!("{example} deploys {arch}, but terraform/README.md builds no {arch} packages")
+            });
+        assert_eq!(build.contains("--arm64"), arch == "arm64", "{example} ({arch}): {build}");
+    }
+}
+
+/// The Terraform roots that deploy a whole broker and the SAM template do
+/// not share a default prefix: the same prefix would give both a function
+/// `<prefix>-provisioner` and the secrets under `<prefix>/`.
+#[test]
+fn the_terraform_brokers_default_prefix_is_not_the_sam_templates() {
+    let template = read(&root().join("template.yaml"));
+    let block = template.split("  NamePrefix:").nth(1).expect("a NamePrefix parameter");
+    let sam = block.lines().find_map(|l| l.trim().strip_prefix("Default:")).expect("a default").trim();
+    for example in ["eu-west-1", "us-east-1"] {
+        let variables = read(&root().join("terraform/examples").join(example).join("variables.tf"));
+        let block = variables.split("variable \"name_prefix\"").nth(1).expect("a name_prefix variable");
+        let tf = block
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("default")
+                    .map(|v| v.trim_start_matches([' ', '=']).trim().trim_matches('"'))
+            })
+            .expect("a default prefix");
+        assert_ne!(tf, sam, "{example}");
+        assert!(
+            !tf.starts_with(&format!("{sam}-")) && !sam.starts_with(&format!("{tf}-")),
+            "{tf} and {sam} overlap"
+        );
+    }
+}

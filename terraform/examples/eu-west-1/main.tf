@@ -3,6 +3,11 @@
 # apply each on its own (README.md).
 
 locals {
+  # Each architecture's build has a folder of its own, so the packages always
+  # match the architecture the functions run on.
+  broker_api_zip  = "${var.lambda_dir}/${var.architecture}/broker-api/bootstrap.zip"
+  provisioner_zip = "${var.lambda_dir}/${var.architecture}/provisioner/bootstrap.zip"
+
   region = "eu-west-1"
 }
 
@@ -43,8 +48,8 @@ module "broker" {
   cache_security_group_ids = [module.network.security_group_id]
   kms_key_arn              = var.kms_key_arn
 
-  broker_api_zip  = var.broker_api_zip
-  provisioner_zip = var.provisioner_zip
+  broker_api_zip  = local.broker_api_zip
+  provisioner_zip = local.provisioner_zip
   architecture    = var.architecture
 
   broker_password     = ephemeral.aws_secretsmanager_random_password.broker.random_password

@@ -11,9 +11,9 @@ variable "tags" {
 }
 
 variable "name_prefix" {
-  description = "The broker's NAME_PREFIX (see modules/broker). The same prefix may be used in every region."
+  description = "The broker's NAME_PREFIX (see modules/broker). The same prefix may be used in every region. Not the SAM template's default (osb), so this broker and a SAM stack in the same account never share functions, secrets or caches."
   type        = string
-  default     = "osb"
+  default     = "ecb"
 }
 
 variable "vpc_id" {
@@ -50,22 +50,16 @@ variable "kms_key_arn" {
   default     = null
 }
 
-variable "broker_api_zip" {
-  description = "broker-api's package from `cargo lambda build --release --arm64 --output-format zip, or without --arm64 for x86_64` (path relative to this directory)."
-  type        = string
-  default     = "../../../target/lambda/broker-api/bootstrap.zip"
-}
-
-variable "provisioner_zip" {
-  description = "The provisioner's package from the same build."
-  type        = string
-  default     = "../../../target/lambda/provisioner/bootstrap.zip"
-}
-
 variable "architecture" {
-  description = "arm64 (build with --arm64) or x86_64."
+  description = "arm64 or x86_64: the packages are taken from <lambda_dir>/<architecture>/, where the build for that architecture put them (README.md)."
   type        = string
   default     = "arm64"
+}
+
+variable "lambda_dir" {
+  description = "Where cargo lambda builds each architecture's packages (path relative to this directory): `cargo lambda build --release --arm64 --output-format zip --lambda-dir target/lambda/arm64`, and without --arm64 into target/lambda/x86_64."
+  type        = string
+  default     = "../../../target/lambda"
 }
 
 variable "credentials_version" {

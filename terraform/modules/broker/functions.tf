@@ -69,7 +69,29 @@ resource "aws_lambda_function" "provisioner" {
     mode = "Active"
   }
 
+  lifecycle {
+    # A rotation that starts while the previous grace period runs is refused
+    # (a cache user holds two passwords at most), and Secrets Manager then
+    # reports every later rotation as in progress: the broker refuses to
+    # start so. 30 and 3600 are its defaults.
+    precondition {
+      condition     = coalesce(var.rotation_days, 30) == 0 || coalesce(var.rotation_grace_secs, 3600) < coalesce(var.rotation_days, 30) * 86400
+      error_message = "rotation_grace_secs must be shorter than rotation_days (in seconds): each rotation's grace period has to end before the next rotation starts."
+    }
+  }
+
   depends_on = [aws_cloudwatch_log_group.provisioner, aws_iam_role_policy.provisioner]
+}
+
+# The provisioner re-sends its job to the queue that triggers it while
+# ElastiCache is busy. Lambda's recursive loop detection counts such hops
+# through the trace header and, after 16 from one event, stops the invocation
+# and drops the message to the dead-letter queue: a 10-15 minute create polled
+# every 30 s needs more. Each operation's deadline (the plan's
+# maximum_polling_duration) bounds the loop.
+resource "aws_lambda_function_recursion_config" "provisioner" {
+  function_name  = aws_lambda_function.provisioner.function_name
+  recursive_loop = "Allow"
 }
 
 # Secrets Manager invokes the provisioner to rotate the broker's secrets: only

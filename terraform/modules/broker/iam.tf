@@ -221,13 +221,13 @@ locals {
       ],
       # Encryption at rest with the operator's key: ElastiCache uses it through
       # a grant made on the provisioner's behalf.
-      var.kms_key_arn == null ? [] : [
+      [for statement in [
         {
           Sid       = "CacheEncryptionKeyDescribe"
           Effect    = "Allow"
           Action    = ["kms:DescribeKey"]
           Resource  = var.kms_key_arn
-          Condition = { StringEquals = { "kms:ViaService" = "elasticache.${local.region}.amazonaws.com" } }
+          Condition = { StringEquals = { "kms:ViaService" = local.kms_via_services } }
         },
         {
           Sid      = "CacheEncryptionKeyGrant"
@@ -235,11 +235,11 @@ locals {
           Action   = ["kms:CreateGrant"]
           Resource = var.kms_key_arn
           Condition = {
-            StringEquals = { "kms:ViaService" = "elasticache.${local.region}.amazonaws.com" }
+            StringEquals = { "kms:ViaService" = local.kms_via_services }
             Bool         = { "kms:GrantIsForAWSResource" = "true" }
           }
         },
-      ],
+      ] : statement if var.kms_key_arn != null],
     )
   }
 }

@@ -22,6 +22,11 @@ locals {
 
   memcached_subnet_group = coalesce(var.memcached_subnet_group, var.cache_subnet_group)
 
+  # The services the caches' KMS key is used through: ElastiCache, and DAX,
+  # whose service ElastiCache's encryption at rest goes through (the
+  # ElastiCache at-rest encryption guide lists both in its key policy).
+  kms_via_services = tolist(["elasticache.${local.region}.amazonaws.com", "dax.${local.region}.amazonaws.com"])
+
   # Six times the provisioner's timeout (Lambda's advice for SQS event
   # sources), so a job is not delivered again while its batch still runs.
   visibility_timeout = 6 * var.provisioner_timeout

@@ -207,6 +207,16 @@ run "functions_queue_table_and_api" {
     condition     = aws_secretsmanager_secret.broker_credentials.name == "osb/broker-credentials"
     error_message = "The credentials secret must be named under the prefix."
   }
+  # Lambda Developer Guide, "Recursive loop detection": after 16 hops from
+  # one event Lambda stops the chain unless the function's recursive loop
+  # setting is Allow; the provisioner re-sends its job while it polls.
+  assert {
+    condition = (
+      aws_lambda_function_recursion_config.provisioner.recursive_loop == "Allow" &&
+      aws_lambda_function_recursion_config.provisioner.function_name == aws_lambda_function.provisioner.function_name
+    )
+    error_message = "The provisioner re-enqueues its own jobs: its recursive loop setting must be Allow."
+  }
 }
 
 run "x86_64_and_other_sizes" {
@@ -314,10 +324,12 @@ run "policies_name_only_what_each_function_calls" {
   assert {
     condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
-      s.Resource == var.kms_key_arn && s.Condition.StringEquals["kms:ViaService"] == "elasticache.eu-west-1.amazonaws.com"
+      s.Resource == var.kms_key_arn && s.Condition.StringEquals["kms:ViaService"] == ["elasticache.eu-west-1.amazonaws.com", "dax.eu-west-1.amazonaws.com"]
       if anytrue([for a in flatten([s.Action]) : startswith(a, "kms:")])
     ]) && length([for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement : s if startswith(s.Sid, "CacheEncryptionKey")]) == 2
-    error_message = "With kms_key_arn, the provisioner may use that key through ElastiCache only."
+    # ElastiCache User Guide, "At-Rest Encryption in ElastiCache": the key
+    # policy's kms:ViaService lists elasticache.<region> and dax.<region>.
+    error_message = "With kms_key_arn, the provisioner may use that key through ElastiCache (and DAX, which its encryption at rest goes through) only."
   }
   assert {
     condition     = jsondecode(aws_sqs_queue.jobs.redrive_policy).maxReceiveCount == 10 && jsondecode(aws_sqs_queue.jobs.redrive_policy).deadLetterTargetArn == aws_sqs_queue.jobs_dlq.arn
@@ -413,6 +425,15 @@ run "out_of_range_numbers_are_refused" {
     var.api_timeout,
     var.log_retention_days,
   ]
+}
+
+run "a_grace_period_not_shorter_than_the_rotation_interval_is_refused" {
+  command = plan
+  variables {
+    rotation_days       = 1
+    rotation_grace_secs = 86400
+  }
+  expect_failures = [aws_lambda_function.provisioner]
 }
 
 run "a_key_id_instead_of_a_key_arn_is_refused" {
