@@ -310,6 +310,24 @@ async fn a_memcached_endpoint_is_its_configuration_endpoint_with_every_node() {
 
 // ------------------------------------------------------------ create
 
+/// CreateUser answering that the user exists (an earlier attempt made it).
+fn users_exist() -> Rule {
+    mock!(Client::create_user).then_error(|| {
+        CreateUserError::UserAlreadyExistsFault(
+            UserAlreadyExistsFault::builder().meta(meta("UserAlreadyExists", "User already exists.")).build(),
+        )
+    })
+}
+
+/// CreateUserGroup answering that the group exists (an earlier attempt made it).
+fn user_group_exists() -> Rule {
+    mock!(Client::create_user_group).then_error(|| {
+        CreateUserGroupError::UserGroupAlreadyExistsFault(
+            UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
+        )
+    })
+}
+
 /// Rules under which everything before CreateReplicationGroup succeeds.
 fn users_and_group_ok(user_group_status: &'static str) -> Vec<Rule> {
     vec![
@@ -361,16 +379,8 @@ async fn a_user_group_an_earlier_attempt_made_without_a_spare_gets_it_before_the
     let names = crate::adapters::aws::elasticache::names::Names::new("osb");
     let (default_user, admin_user) = (names.default_user(INSTANCE), names.admin_user(INSTANCE));
     let spare = names.binding_user(INSTANCE, "s-1");
-    let user_exists = mock!(Client::create_user).then_error(|| {
-        CreateUserError::UserAlreadyExistsFault(
-            UserAlreadyExistsFault::builder().meta(meta("UserAlreadyExists", "User already exists.")).build(),
-        )
-    });
-    let group_exists = mock!(Client::create_user_group).then_error(|| {
-        CreateUserGroupError::UserGroupAlreadyExistsFault(
-            UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
-        )
-    });
+    let user_exists = users_exist();
+    let group_exists = user_group_exists();
     let user_group = mock!(Client::describe_user_groups).then_output(move || {
         DescribeUserGroupsOutput::builder()
             .user_groups(user_group("active", &[&default_user, &admin_user], &[]))
@@ -404,16 +414,8 @@ async fn everything_a_racing_attempt_made_first_is_adopted() {
         })
         .repeatedly()
         .build();
-    let user_exists = mock!(Client::create_user).then_error(|| {
-        CreateUserError::UserAlreadyExistsFault(
-            UserAlreadyExistsFault::builder().meta(meta("UserAlreadyExists", "User already exists.")).build(),
-        )
-    });
-    let group_exists = mock!(Client::create_user_group).then_error(|| {
-        CreateUserGroupError::UserGroupAlreadyExistsFault(
-            UserGroupAlreadyExistsFault::builder().meta(meta("UserGroupAlreadyExists", "exists")).build(),
-        )
-    });
+    let user_exists = users_exist();
+    let group_exists = user_group_exists();
     let names = crate::adapters::aws::elasticache::names::Names::new("osb");
     let (default_user, admin_user) = (names.default_user(INSTANCE), names.admin_user(INSTANCE));
     let user_group = mock!(Client::describe_user_groups).then_output(move || {
