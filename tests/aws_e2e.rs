@@ -14,17 +14,18 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use broker_aws::config::AwsSettings;
+use broker_aws::dynamodb::create_table;
+use broker_aws::sdk_config_for_endpoint;
+use broker_aws::sqs::create_queue_with_dlq;
+use broker_core::catalog::CatalogFile;
+use broker_core::ports::StateStore;
+use broker_core::rotation::{RotationEvent, RotationStep, Target};
+use broker_lambda::{AwsParts, ClientOverrides};
+use broker_testing::MotoServer;
+use broker_testing::aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
+use broker_tests::test_broker::basic;
 use serde_json::{Value, json};
-use shared::adapters::aws::config::AwsSettings;
-use shared::adapters::aws::dynamodb::create_table;
-use shared::adapters::aws::sdk_config_for_endpoint;
-use shared::adapters::aws::sqs::create_queue_with_dlq;
-use shared::aws_mode::{AwsParts, ClientOverrides};
-use shared::catalog::CatalogFile;
-use shared::ports::StateStore;
-use shared::rotation::{RotationEvent, RotationStep, Target};
-use shared::testing::{MotoServer, basic};
-use shared::testing_aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
 use tower::ServiceExt;
 
 const USER: &str = "platform";
@@ -137,7 +138,7 @@ impl Aws {
         }
         let mut failed = Vec::new();
         for _ in 0..deliveries {
-            let response = shared::sqs::handle_batch(&self.parts.worker, event.clone()).await;
+            let response = broker_core::invocation::handle_batch(&self.parts.worker, event.clone()).await;
             failed.extend(response.batch_item_failures.into_iter().map(|f| f.item_identifier));
         }
         for m in &messages {
@@ -439,7 +440,7 @@ async fn a_binding_password_and_an_auth_token_rotate_in_aws_mode_each_step_twice
     for p in catalog.plans.iter_mut().filter(|p| p.id == plan_id) {
         p.engine_versions.push("5.0".into());
     }
-    shared::laptop::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
+    broker_core::catalog::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
     let base = "/v2/service_instances/rot-5";
     let (status, body) = aws
         .call(
@@ -494,7 +495,7 @@ async fn a_secret_whose_name_ends_like_a_partial_arn_is_always_named_by_its_arn(
     for p in catalog.plans.iter_mut() {
         p.spare_binding_users = 0;
     }
-    shared::laptop::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
+    broker_core::catalog::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
     let (service_id, plan_id) = plan(&aws, "elasticache-redis", "small").await;
     let base = "/v2/service_instances/arn-1";
     let (status, body) = aws

@@ -1,7 +1,7 @@
 //! The deploy templates set exactly the environment the AWS mode reads:
 //! every variable `template.yaml` (and, once it exists, the Terraform
 //! `broker` module) gives a function is one of
-//! `shared::adapters::aws::config::VARIABLES`, and every one the code
+//! `broker_aws::config::VARIABLES`, and every one the code
 //! requires is given to every function. A text scan, no YAML or HCL
 //! parser: the `Variables:` blocks of the SAM template, and the maps the
 //! `variables = ...` attributes of the Terraform files write, inline
@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use shared::adapters::aws::config::{AwsSettings, VARIABLES};
+use broker_aws::config::{AwsSettings, VARIABLES};
 
 /// Names a template may set beyond `VARIABLES`: only `RUST_LOG`, the log
 /// filter `init_tracing` hands to tracing-subscriber's `EnvFilter`, which is

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use broker_core::ports::StateStore;
 use broker_tests::{LocalBroker, ProcessGuard, port_open};
 use serde_json::{Value, json};
-use shared::ports::StateStore;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
@@ -289,7 +289,7 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
     let b = LocalBroker::start().await;
     let _guard = ProcessGuard(b.state.clone());
     // GIVEN the built-in catalog with one plan changed and one plan added
-    let mut catalog: Value = serde_json::from_str(shared::catalog::DEFAULT_CATALOG).unwrap();
+    let mut catalog: Value = serde_json::from_str(broker_core::catalog::DEFAULT_CATALOG).unwrap();
     let plans = catalog["plans"].as_array_mut().unwrap();
     let mut xl = plans.iter().find(|p| p["name"] == "large").unwrap().clone();
     xl["id"] = json!("operator-added-xlarge");
@@ -303,7 +303,7 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
     std::fs::write(&file, catalog.to_string()).unwrap();
 
     // WHEN the operator applies it while the broker runs
-    let config = shared::laptop::LaptopConfig {
+    let config = broker_laptop::LaptopConfig {
         port: 0,
         state_dir: b.state.clone(),
         credentials: None,
@@ -311,7 +311,7 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
         poll_delay_secs: 1,
         rotation: Default::default(),
     };
-    shared::laptop::apply_catalog(&config, &file).await.unwrap();
+    broker_laptop::apply_catalog(&config, &file).await.unwrap();
 
     // THEN the catalog serves both changes at once, and the new plan provisions
     let (_, served) = b.call("GET", "/v2/catalog", None).await;
@@ -355,8 +355,8 @@ fn unix_now() -> f64 {
 /// the cache with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends() {
-    use shared::domain::RotationPolicy;
-    use shared::rotation::Target;
+    use broker_core::domain::RotationPolicy;
+    use broker_core::rotation::Target;
 
     const GRACE_SECS: u64 = 3;
     let b = LocalBroker::start_with_rotation(RotationPolicy { days: 30, grace_secs: GRACE_SECS }).await;
@@ -386,7 +386,7 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let target = Target::Binding { instance_id: p.instance.clone(), binding_id: "rot-binding-1".into() };
-    shared::laptop::rotate(&b.config, &target).await.expect("the rotation runs");
+    broker_laptop::rotate(&b.config, &target).await.expect("the rotation runs");
     let finished = unix_now();
 
     // The platform fetching the binding gets the new password, which works now.
@@ -434,7 +434,7 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
     // The admin credential: rotated, and the broker keeps managing the cache
     // with it (a bind and an unbind after the grace period).
     let admin = Target::Admin { instance_id: p.instance.clone() };
-    shared::laptop::rotate(&b.config, &admin).await.expect("the admin rotation runs");
+    broker_laptop::rotate(&b.config, &admin).await.expect("the admin rotation runs");
     let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 20);
     while b.laptop.store.instance(&p.instance).await.unwrap().unwrap().rotation.is_some() {
         assert!(Instant::now() < deadline, "the admin rotation's grace period never ended");

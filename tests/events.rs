@@ -101,9 +101,9 @@ fn every_job_type_has_an_sqs_event_whose_body_is_a_version_1_job() {
         let text = std::fs::read_to_string(dir.join(format!("sqs-{kind}.json"))).unwrap();
         let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("sqs-{kind}: {e}"));
         assert_eq!(event.records.len(), 1);
-        let job: shared::ports::Job =
+        let job: broker_core::ports::Job =
             serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-        assert_eq!(job.v, shared::ports::Job::VERSION);
+        assert_eq!(job.v, broker_core::ports::Job::VERSION);
         assert!(job.operation_id.starts_with(kind), "sqs-{kind}: {}", job.operation_id);
         assert_eq!(job.binding_id.is_some(), kind.ends_with("bind"), "sqs-{kind}");
     }
@@ -112,7 +112,7 @@ fn every_job_type_has_an_sqs_event_whose_body_is_a_version_1_job() {
 /// The Secrets Manager rotation events in `events/`, one per step, as
 /// `cargo lambda invoke provisioner --data-file events/rotation-*.json` sends
 /// them: read as the provisioner reads them.
-fn rotation_event(step: &str) -> shared::rotation::RotationEvent {
+fn rotation_event(step: &str) -> broker_core::rotation::RotationEvent {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../events/rotation-{step}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("rotation-{step}.json: {e}"))
@@ -133,10 +133,10 @@ async fn the_rotation_events_rotate_the_events_binding_in_laptop_mode() {
     let steps = ["create-secret", "set-secret", "test-secret", "finish-secret"];
     let events: Vec<_> = steps.iter().map(|s| rotation_event(s)).collect();
     let expected = [
-        shared::rotation::RotationStep::CreateSecret,
-        shared::rotation::RotationStep::SetSecret,
-        shared::rotation::RotationStep::TestSecret,
-        shared::rotation::RotationStep::FinishSecret,
+        broker_core::rotation::RotationStep::CreateSecret,
+        broker_core::rotation::RotationStep::SetSecret,
+        broker_core::rotation::RotationStep::TestSecret,
+        broker_core::rotation::RotationStep::FinishSecret,
     ];
     assert_eq!(events.iter().map(|e| e.step).collect::<Vec<_>>(), expected);
     assert!(events.iter().all(|e| e.token == events[0].token && e.secret_id == events[0].secret_id));

@@ -1,6 +1,9 @@
-//! Helpers for the end-to-end tests: a real laptop-mode broker in a temporary
-//! state directory, requests through its Router, polling, and a guard that
-//! stops every cache process the test started, even when the test fails.
+//! Helpers for the integration and end-to-end tests: a whole broker in
+//! memory ([`test_broker`]); a real laptop-mode broker in a temporary state
+//! directory, requests through its Router, polling, and a guard that stops
+//! every cache process the test started, even when the test fails.
+
+pub mod test_broker;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,11 +11,11 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
+use broker_core::domain::RotationPolicy;
+use broker_http::BasicAuth;
+use broker_laptop::{Laptop, LaptopConfig};
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::api::BasicAuth;
-use shared::domain::RotationPolicy;
-use shared::laptop::{Laptop, LaptopConfig};
 use tower::ServiceExt;
 
 pub const USER: &str = "broker";
@@ -21,7 +24,7 @@ pub const PASS: &str = "local-events-only";
 /// A laptop broker with its worker running, in its own state directory.
 pub struct LocalBroker {
     pub laptop: Laptop,
-    /// What it was opened with (`shared::laptop::rotate` takes it, as the
+    /// What it was opened with (`broker_laptop::rotate` takes it, as the
     /// `broker-api rotate` command does).
     pub config: LaptopConfig,
     pub state: PathBuf,

@@ -4,8 +4,8 @@
 //! prints the environment for broker-api and provisioner as `export` lines:
 //! `eval "$(cargo run -q -p broker-tests --bin moto-env)"`. Safe to run again.
 
-use shared::adapters::aws::dynamodb::create_table;
-use shared::adapters::aws::sqs::create_queue_with_dlq;
+use broker_aws::dynamodb::create_table;
+use broker_aws::sqs::create_queue_with_dlq;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
@@ -17,7 +17,7 @@ async fn main() -> Result<(), String> {
             "AWS_ENDPOINT_URL={endpoint} is not a loopback address; moto-env only sets up moto"
         ));
     }
-    let sdk = shared::adapters::aws::sdk_config_for_endpoint(&endpoint).await;
+    let sdk = broker_aws::sdk_config_for_endpoint(&endpoint).await;
     create_table(&aws_sdk_dynamodb::Client::new(&sdk), "osb-broker").await.map_err(|e| e.to_string())?;
     let (queue_url, _) = create_queue_with_dlq(&aws_sdk_sqs::Client::new(&sdk), "osb-jobs", 10)
         .await

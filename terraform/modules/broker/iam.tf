@@ -16,7 +16,7 @@ locals {
   instance_secrets_arn = "${local.arn_prefix.secretsmanager}:secret:${var.name_prefix}/instances/*"
 
   # Every ElastiCache id the broker makes starts with "<prefix>-"
-  # (shared/src/adapters/aws/elasticache/names.rs).
+  # (shared/aws/src/elasticache/names.rs).
   ec = local.arn_prefix.elasticache
   owned_caches = [
     "${local.ec}:replicationgroup:${var.name_prefix}-*",

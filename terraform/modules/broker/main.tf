@@ -32,7 +32,7 @@ locals {
   visibility_timeout = 6 * var.provisioner_timeout
 
   # The environment of both functions: names from the Rust VARIABLES list
-  # (shared/src/adapters/aws/config.rs) only. Every function parses the whole
+  # (shared/aws/src/config.rs) only. Every function parses the whole
   # AwsSettings, so each gets every required variable; the optional ones go
   # to the function that uses them, and only when the operator set them.
   common_environment = merge(

@@ -4,7 +4,7 @@ variable "name_prefix" {
   default     = "osb"
 
   validation {
-    # The same rule as the Rust NAME_PREFIX check (shared/src/adapters/aws/config.rs).
+    # The same rule as the Rust NAME_PREFIX check (shared/aws/src/config.rs).
     condition = (
       length(var.name_prefix) <= 16 &&
       can(regex("^[a-z][a-z0-9-]*$", var.name_prefix)) &&

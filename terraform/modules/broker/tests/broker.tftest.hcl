@@ -56,8 +56,8 @@ variables {
   broker_password          = "0123456789abcdefghijklmnopqrstuvwxyzABCD"
 
   # The variable names the Rust code reads: VARIABLES in
-  # shared/src/adapters/aws/config.rs, so the two cannot drift apart.
-  rust_variables = regexall("\"([A-Z][A-Z0-9_]*)\"", regex("pub const VARIABLES: &\\[&str\\] = &\\[([^\\]]*)\\]", file("../../../shared/src/adapters/aws/config.rs"))[0])
+  # shared/aws/src/config.rs, so the two cannot drift apart.
+  rust_variables = regexall("\"([A-Z][A-Z0-9_]*)\"", regex("pub const VARIABLES: &\\[&str\\] = &\\[([^\\]]*)\\]", file("../../../shared/aws/src/config.rs"))[0])
 }
 
 run "environment_names_are_exactly_the_expected_ones" {
@@ -83,14 +83,14 @@ run "environment_names_are_exactly_the_expected_ones" {
   }
   assert {
     condition     = length(var.rust_variables) >= 8
-    error_message = "Could not read VARIABLES from shared/src/adapters/aws/config.rs."
+    error_message = "Could not read VARIABLES from shared/aws/src/config.rs."
   }
   assert {
     condition = alltrue([
       for k in concat(keys(aws_lambda_function.broker_api.environment[0].variables), keys(aws_lambda_function.provisioner.environment[0].variables)) :
       contains(flatten(var.rust_variables), k)
     ])
-    error_message = "Every environment variable must be one the Rust code reads (VARIABLES in shared/src/adapters/aws/config.rs)."
+    error_message = "Every environment variable must be one the Rust code reads (VARIABLES in shared/aws/src/config.rs)."
   }
   assert {
     condition = alltrue([for f in [aws_lambda_function.broker_api, aws_lambda_function.provisioner] : (

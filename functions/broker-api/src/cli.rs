@@ -1,0 +1,158 @@
+//! broker-api's command line (clap): no command serves the OSB API; the
+//! operator's commands change the catalog in the store or rotate a
+//! credential, in the mode `BROKER_BACKEND` selects, and exit. Unknown
+//! arguments print the usage and exit with status 2.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use broker_core::rotation::Target;
+use clap::{Parser, Subcommand};
+use lambda_http::Error;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "broker-api",
+    version,
+    about = "The OSB API of the ElastiCache service broker",
+    long_about = "The OSB API of the ElastiCache service broker. Without a command it serves the API: \
+                  in Lambda with BROKER_BACKEND=aws, otherwise in laptop mode on 127.0.0.1:$PORT with \
+                  the worker and local cache processes. The commands run once, in the same mode, and exit."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Change the catalog (services and plans) the store holds, without a release
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Rotate a credential now: a binding's password, or the instance's admin credential
+    Rotate {
+        /// The service instance
+        instance_id: String,
+        /// The binding whose password rotates; without it, the instance's admin credential
+        binding_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Add the services and plans the store does not have yet (entries already there are left alone)
+    Seed {
+        /// A catalog file; without it, the built-in catalog
+        file: Option<PathBuf>,
+    },
+    /// Insert or replace every service and plan of FILE
+    Apply {
+        /// The catalog file (the format of catalog/catalog.json)
+        file: PathBuf,
+    },
+}
+
+impl Command {
+    fn target(instance_id: &str, binding_id: Option<&String>) -> Target {
+        match binding_id {
+            Some(b) => Target::Binding { instance_id: instance_id.to_string(), binding_id: b.clone() },
+            None => Target::Admin { instance_id: instance_id.to_string() },
+        }
+    }
+}
+
+/// Runs `cli` in the mode `BROKER_BACKEND` selects.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let started = Instant::now();
+    match std::env::var("BROKER_BACKEND").as_deref() {
+        Ok("aws") => aws(cli.command, started).await,
+        Ok("local") | Err(_) => laptop(cli.command, started).await,
+        Ok(other) => Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
+    }
+}
+
+#[cfg(feature = "aws")]
+async fn aws(command: Option<Command>, started: Instant) -> Result<(), Error> {
+    use broker_core::catalog::{CatalogFile, apply};
+    let (settings, sdk) = broker_lambda::from_env().await?;
+    let parts = broker_lambda::AwsParts::new(&settings, &sdk, Default::default());
+    match command {
+        None => {
+            let router = parts.router(&settings).await?;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "broker-api ready (AWS mode)");
+            lambda_http::run(router).await
+        }
+        Some(Command::Catalog(CatalogCommand::Seed { file })) => {
+            let n = parts.seed_catalog(&CatalogFile::from_file_or_builtin(file.as_deref())?).await?;
+            eprintln!("catalog seeded: {n} services and plans added (existing ones left as they are)");
+            Ok(())
+        }
+        Some(Command::Catalog(CatalogCommand::Apply { file })) => {
+            let n = apply(parts.store.as_ref(), &CatalogFile::from_file(&file)?).await?;
+            eprintln!("catalog applied: {n} services and plans written");
+            Ok(())
+        }
+        Some(Command::Rotate { instance_id, binding_id }) => {
+            let secret = parts.rotate_now(&Command::target(&instance_id, binding_id.as_ref())).await?;
+            eprintln!(
+                "rotation of {secret} started: Secrets Manager runs the provisioner's rotation steps; \
+                 the previous password works for {} s after they finish",
+                settings.rotation_grace_secs
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws(_: Option<Command>, _: Instant) -> Result<(), Error> {
+    Err("BROKER_BACKEND=aws: this build of broker-api has no AWS mode (it was built without the aws feature)"
+        .into())
+}
+
+#[cfg(feature = "local")]
+async fn laptop(command: Option<Command>, started: Instant) -> Result<(), Error> {
+    use broker_laptop::{Laptop, LaptopConfig};
+    let config = LaptopConfig::from_env()?;
+    match command {
+        None => {
+            let laptop = Laptop::open(&config).await?;
+            let _worker = laptop.spawn_worker();
+            let _rotation = laptop.spawn_rotation_schedule();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "broker-api ready (laptop mode)"
+            );
+            if std::env::var("AWS_LAMBDA_RUNTIME_API").is_ok() {
+                lambda_http::run(laptop.router.clone()).await
+            } else {
+                Ok(laptop.serve(config.port).await?)
+            }
+        }
+        Some(Command::Catalog(CatalogCommand::Seed { file })) => {
+            let n = broker_laptop::seed_catalog(&config, file.as_deref()).await?;
+            eprintln!("catalog seeded: {n} services and plans added (existing ones left as they are)");
+            Ok(())
+        }
+        Some(Command::Catalog(CatalogCommand::Apply { file })) => {
+            let n = broker_laptop::apply_catalog(&config, &file).await?;
+            eprintln!("catalog applied: {n} services and plans written");
+            Ok(())
+        }
+        Some(Command::Rotate { instance_id, binding_id }) => {
+            let target = Command::target(&instance_id, binding_id.as_ref());
+            let token = broker_laptop::rotate(&config, &target).await?;
+            eprintln!(
+                "rotated (version {token}): the new password is current; the previous one works for {} s more, \
+                 until the running broker removes it",
+                config.rotation.grace_secs
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(not(feature = "local"))]
+async fn laptop(_: Option<Command>, _: Instant) -> Result<(), Error> {
+    Err("this build of broker-api has no laptop mode (it was built without the local feature): set BROKER_BACKEND=aws".into())
+}

@@ -1,0 +1,43 @@
+//! The worker and rotation function of the mode `BROKER_BACKEND` selects.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use broker_core::rotation::Rotator;
+use broker_core::worker::Worker;
+use lambda_runtime::Error;
+
+/// Opens the mode's parts once per cold start.
+pub async fn open() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+    let started = Instant::now();
+    let parts = match std::env::var("BROKER_BACKEND").as_deref() {
+        Ok("aws") => aws().await?,
+        Ok("local") | Err(_) => laptop().await?,
+        Ok(other) => return Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
+    };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "provisioner ready");
+    Ok(parts)
+}
+
+#[cfg(feature = "aws")]
+async fn aws() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+    let (settings, sdk) = broker_lambda::from_env().await?;
+    let parts = broker_lambda::AwsParts::new(&settings, &sdk, Default::default());
+    Ok((parts.worker, parts.rotator))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+    Err("BROKER_BACKEND=aws: this build of the provisioner has no AWS mode (it was built without the aws feature)".into())
+}
+
+#[cfg(feature = "local")]
+async fn laptop() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+    let laptop = broker_laptop::Laptop::open(&broker_laptop::LaptopConfig::from_env()?).await?;
+    Ok((laptop.worker, laptop.rotator))
+}
+
+#[cfg(not(feature = "local"))]
+async fn laptop() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+    Err("this build of the provisioner has no laptop mode (it was built without the local feature): set BROKER_BACKEND=aws".into())
+}

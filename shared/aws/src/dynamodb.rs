@@ -1,0 +1,1207 @@
+//! The store in AWS: one DynamoDB table holds the catalog (services, plans) and
+//! the state (instances, bindings, operations), with the same semantics as the
+//! laptop's SQLite store.
+//!
+//! # Table design
+//!
+//! Keys `pk` (S) and `sk` (S); one global secondary index `gsi1` (`gsi1pk` S,
+//! `gsi1sk` S, projection ALL); TTL on `expires_at` (N, epoch seconds).
+//!
+//! | record    | `pk`                     | `sk`           | `gsi1pk` / `gsi1sk`                  |
+//! | --------- | ------------------------ | -------------- | ------------------------------------ |
+//! | service   | `CATALOG`                | `SERVICE#<id>` |                                      |
+//! | plan      | `CATALOG`                | `PLAN#<id>`    |                                      |
+//! | instance  | `INSTANCE#<id>`          | `INSTANCE`     | `INSTANCES` / `<id>`                 |
+//! | binding   | `INSTANCE#<instance id>` | `BINDING#<id>` |                                      |
+//! | operation | `OPERATION#<id>`         | `OPERATION`    | `OPERATIONS_IN_PROGRESS` / `<id>` \* |
+//!
+//! \* only while the operation is in progress.
+//!
+//! Every listing is a Query, never a Scan: the catalog and an instance's
+//! bindings each share a partition (the catalog is sorted by name in memory,
+//! as the SQLite store lists it), and `instances()` and
+//! `operations_in_progress()` read the index. The operations' index entry is
+//! sparse: a finished operation is written without `gsi1pk`/`gsi1sk`, so it
+//! drops out of the index, which stays as small as the work in flight. Index
+//! reads are eventually consistent (DynamoDB offers nothing else on a GSI);
+//! every other read is strongly consistent, so a caller that lost a race
+//! re-reads the winner.
+//!
+//! Each item is the record as `serde_dynamo` encodes it, merged with the key
+//! attributes. The record's own `version` (N) and `expires_at` (N) therefore
+//! sit at the top level, where condition expressions and TTL find them. No
+//! secret is ever stored: records hold only references to the secret store.
+//!
+//! # Writes
+//!
+//! As in the SQLite store, every write of a versioned record is conditional: a
+//! new record is put with `attribute_not_exists(pk)` at version 1 (a failed
+//! condition is [`StoreError::AlreadyExists`]); a changed record is put with
+//! `#v = :expected` at the next version (a failed condition is
+//! [`StoreError::Conflict`]). A whole item is always put, never updated in
+//! place, so what is stored is exactly the record. A record and its operation
+//! go together in one `TransactWriteItems`, whose cancellation reasons name the
+//! item whose condition failed; a single record is one conditional `PutItem`.
+//! Every other failure is [`StoreError::Unavailable`], naming the DynamoDB
+//! action, the table and the error code. The caller's `version` fields move
+//! only after DynamoDB accepted the write.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+    TransactWriteItem,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use broker_core::domain::{Binding, Instance, Operation, Plan, Service};
+use broker_core::ports::{CatalogStore, StateStore, StoreError};
+
+type Item = HashMap<String, AttributeValue>;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const GSI1: &str = "gsi1";
+const GSI1PK: &str = "gsi1pk";
+const GSI1SK: &str = "gsi1sk";
+const VERSION: &str = "version";
+const EXPIRES_AT: &str = "expires_at";
+
+const CATALOG: &str = "CATALOG";
+const SERVICE_PREFIX: &str = "SERVICE#";
+const PLAN_PREFIX: &str = "PLAN#";
+const BINDING_PREFIX: &str = "BINDING#";
+const INSTANCES: &str = "INSTANCES";
+const OPERATIONS_IN_PROGRESS: &str = "OPERATIONS_IN_PROGRESS";
+
+/// How long `create_table` waits for a new table to become ACTIVE.
+const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The store of the Lambda functions: one DynamoDB table (see the module docs
+/// for its layout). Clones share the client's connection pool.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// A store over `table`, which [`create_table`] (or the deployment
+    /// template) has made with this module's keys, index and TTL.
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore { client, table: table.into() }
+    }
+}
+
+/// Creates the table with its keys, the `gsi1` index and TTL on `expires_at`,
+/// billed per request, for tests and local tools (deployments declare the
+/// table in their template). Idempotent: an existing table is fine, and TTL is
+/// turned on only when it is not on already.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let string_attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| not_built("an attribute definition", &e))
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| not_built("a key schema element", &e))
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(GSI1)
+        .key_schema(key(GSI1PK, KeyType::Hash)?)
+        .key_schema(key(GSI1SK, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(|e| not_built("the gsi1 index", &e))?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute(PK)?)
+        .attribute_definitions(string_attribute(SK)?)
+        .attribute_definitions(string_attribute(GSI1PK)?)
+        .attribute_definitions(string_attribute(GSI1SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .global_secondary_indexes(index)
+        .send()
+        .await;
+    match created.map_err(|e| e.into_service_error()) {
+        Ok(_) | Err(CreateTableError::ResourceInUseException(_)) => {}
+        Err(e) => return Err(unavailable(table, "CreateTable", &e)),
+    }
+
+    // TTL can be set only on an ACTIVE table; a new one is CREATING at first.
+    client.wait_until_table_exists().table_name(table).wait(TABLE_ACTIVE_TIMEOUT).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "DynamoDB table {table} did not become ACTIVE: {}",
+            DisplayErrorContext(&e)
+        ))
+    })?;
+
+    // UpdateTimeToLive refuses to enable TTL that is already enabled, so look
+    // first. moto answers DISABLED with no attribute name for a new table, and
+    // DynamoDB may answer ENABLING for a while: both are handled here.
+    let described = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| unavailable(table, "DescribeTimeToLive", &e.into_service_error()))?;
+    let ttl = described.time_to_live_description();
+    let status = ttl.and_then(|d| d.time_to_live_status());
+    let attribute = ttl.and_then(|d| d.attribute_name());
+    match status {
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) if attribute == Some(EXPIRES_AT) => {
+            return Ok(());
+        }
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) => {
+            return Err(StoreError::Unavailable(format!(
+                "DynamoDB table {table} has TTL on {}, not on {EXPIRES_AT}",
+                attribute.unwrap_or("an unnamed attribute")
+            )));
+        }
+        _ => {}
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(EXPIRES_AT)
+        .build()
+        .map_err(|e| not_built("the TTL specification", &e))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(spec)
+        .send()
+        .await
+        .map_err(|e| unavailable(table, "UpdateTimeToLive", &e.into_service_error()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- errors
+
+/// A failed AWS call, named the way AWS names it: the action, the table, the
+/// error code and DynamoDB's message. DynamoDB's messages describe requests,
+/// and the items hold no secrets, so the message is safe to pass on. Errors
+/// with no code (timeouts, connection failures) are described by their chain.
+fn unavailable<E>(table: &str, action: &str, err: &E) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    StoreError::Unavailable(format!("DynamoDB {action} on table {table} failed: {}", super::aws_terms(err)))
+}
+
+fn not_built(what: &str, err: &aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Unavailable(format!("cannot build {what} for DynamoDB: {err}"))
+}
+
+// ---------------------------------------------------------------- items
+
+/// Encodes `record` and adds its key (and index) attributes.
+fn to_item<T: Serialize>(
+    record: &T,
+    keys: Vec<(&'static str, String)>,
+    what: &str,
+) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(record)
+        .map_err(|_| StoreError::Unavailable(format!("cannot encode {what} as a DynamoDB item")))?;
+    for (name, value) in keys {
+        item.insert(name.to_string(), AttributeValue::S(value));
+    }
+    Ok(item)
+}
+
+/// Decodes a record, ignoring the key attributes. serde's messages may quote
+/// pieces of the item, so only what could not be read is reported.
+fn from_item<T: DeserializeOwned>(item: Item, what: &str) -> Result<T, StoreError> {
+    serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
+        .map_err(|_| StoreError::Unavailable(format!("stored {what} cannot be read")))
+}
+
+fn instance_key(id: &str) -> (String, String) {
+    (format!("INSTANCE#{id}"), "INSTANCE".to_string())
+}
+
+fn binding_key(instance_id: &str, id: &str) -> (String, String) {
+    (format!("INSTANCE#{instance_id}"), format!("{BINDING_PREFIX}{id}"))
+}
+
+fn operation_key(id: &str) -> (String, String) {
+    (format!("OPERATION#{id}"), "OPERATION".to_string())
+}
+
+// ---------------------------------------------------------------- versioned records
+
+/// A record written under optimistic concurrency: what it is called in errors,
+/// its version, and the key and index attributes of its item.
+trait Versioned: Serialize + Clone {
+    fn what(&self) -> String;
+    fn set_version(&mut self, version: u64);
+    fn keys(&self) -> Vec<(&'static str, String)>;
+}
+
+impl Versioned for Instance {
+    fn what(&self) -> String {
+        format!("service instance {}", self.id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (pk, sk) = instance_key(&self.id);
+        vec![(PK, pk), (SK, sk), (GSI1PK, INSTANCES.to_string()), (GSI1SK, self.id.clone())]
+    }
+}
+
+impl Versioned for Binding {
+    fn what(&self) -> String {
+        format!("service binding {} of service instance {}", self.id, self.instance_id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (pk, sk) = binding_key(&self.instance_id, &self.id);
+        vec![(PK, pk), (SK, sk)]
+    }
+}
+
+impl Versioned for Operation {
+    fn what(&self) -> String {
+        format!("operation {}", self.id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (pk, sk) = operation_key(&self.id);
+        let mut keys = vec![(PK, pk), (SK, sk)];
+        // Writing the whole item without these is what removes a finished
+        // operation from the index.
+        if !self.is_finished() {
+            keys.push((GSI1PK, OPERATIONS_IN_PROGRESS.to_string()));
+            keys.push((GSI1SK, self.id.clone()));
+        }
+        keys
+    }
+}
+
+/// What a conditional put expects to find.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// No item with this key.
+    Absent,
+    /// The item at this version.
+    Version(u64),
+}
+
+/// One conditional put: the whole item, what must hold for it, and the version
+/// the record has once it is written.
+struct Write {
+    item: Item,
+    expect: Expect,
+    what: String,
+    version: u64,
+}
+
+impl Write {
+    /// A new record, at version 1.
+    fn insert<T: Versioned>(record: &T) -> Result<Write, StoreError> {
+        let mut record = record.clone();
+        record.set_version(1);
+        let what = record.what();
+        let item = to_item(&record, record.keys(), &what)?;
+        Ok(Write { item, expect: Expect::Absent, what, version: 1 })
+    }
+
+    /// A changed record, if it is still at `expected`; stored at the version it
+    /// will have.
+    fn update<T: Versioned>(record: &T, expected: u64) -> Result<Write, StoreError> {
+        let what = record.what();
+        let next = expected.checked_add(1).ok_or_else(|| StoreError::Conflict(what.clone()))?;
+        let mut record = record.clone();
+        record.set_version(next);
+        let item = to_item(&record, record.keys(), &what)?;
+        Ok(Write { item, expect: Expect::Version(expected), what, version: next })
+    }
+
+    /// An operation: a new one (version 0, never stored) is inserted, a
+    /// stored one updated from its version.
+    fn operation(operation: &Operation) -> Result<Write, StoreError> {
+        match operation.version {
+            0 => Write::insert(operation),
+            expected => Write::update(operation, expected),
+        }
+    }
+
+    /// What a failed condition means for this write.
+    fn lost(expect: Expect, what: String) -> StoreError {
+        match expect {
+            Expect::Absent => StoreError::AlreadyExists(what),
+            Expect::Version(_) => StoreError::Conflict(what),
+        }
+    }
+}
+
+/// The condition expression of a write, with its names and values (none for
+/// an insert: DynamoDB refuses empty maps).
+type Condition = (String, Option<HashMap<String, String>>, Option<Item>);
+
+fn condition(expect: Expect) -> Condition {
+    match expect {
+        Expect::Absent => (format!("attribute_not_exists({PK})"), None, None),
+        Expect::Version(expected) => (
+            "#v = :expected".to_string(),
+            Some(HashMap::from([("#v".to_string(), VERSION.to_string())])),
+            Some(HashMap::from([(":expected".to_string(), AttributeValue::N(expected.to_string()))])),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- calls
+
+impl DynamoStore {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        (pk, sk): (String, String),
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&self.table, "GetItem", &e.into_service_error()))?;
+        out.item.map(|item| from_item(item, what)).transpose()
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`, in
+    /// sort-key order.
+    async fn query_partition<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()));
+        self.all(query, what).await
+    }
+
+    /// Every item under `gsi1pk` in the index, in `gsi1sk` (id) order.
+    async fn query_index<T: DeserializeOwned>(&self, gsi1pk: &str, what: &str) -> Result<Vec<T>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1PK)
+            .expression_attribute_values(":pk", AttributeValue::S(gsi1pk.to_string()));
+        self.all(query, what).await
+    }
+
+    /// Runs `query` through every page.
+    async fn all<T: DeserializeOwned>(
+        &self,
+        query: QueryFluentBuilder,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let items = query
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&self.table, "Query", &e.into_service_error()))?;
+        items.into_iter().map(|item| from_item(item, what)).collect()
+    }
+
+    /// Puts `item` unconditionally: the catalog's operator writes.
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable(&self.table, "PutItem", &e.into_service_error()))?;
+        Ok(())
+    }
+
+    /// Makes every write or none. One write is a conditional PutItem (half the
+    /// cost of a transaction); more go in one TransactWriteItems, whose
+    /// cancellation reasons say, item by item, which condition failed.
+    async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut writes = writes;
+        if writes.len() == 1
+            && let Some(Write { item, expect, what, .. }) = writes.pop()
+        {
+            let (expression, names, values) = condition(expect);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(expression)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await;
+            return match put.map_err(|e| e.into_service_error()) {
+                Ok(_) => Ok(()),
+                Err(PutItemError::ConditionalCheckFailedException(_)) => Err(Write::lost(expect, what)),
+                Err(e) => Err(unavailable(&self.table, "PutItem", &e)),
+            };
+        }
+
+        let mut losses = Vec::with_capacity(writes.len());
+        let mut items = Vec::with_capacity(writes.len());
+        for Write { item, expect, what, .. } in writes {
+            let (expression, names, values) = condition(expect);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(expression)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .build()
+                .map_err(|e| not_built(&format!("the put of {what}"), &e))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+            losses.push((expect, what));
+        }
+        // The SDK gives the transaction a client request token, so its own
+        // retries of a transaction that did commit are answered as a success.
+        let transaction = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        match transaction.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(()),
+            Err(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                let failed = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
+                match failed {
+                    Some(n) if n < losses.len() => {
+                        let (expect, what) = losses.swap_remove(n);
+                        Err(Write::lost(expect, what))
+                    }
+                    // Cancelled for another reason (a conflicting transaction
+                    // in flight, throttling): retrying may help.
+                    _ => Err(unavailable(&self.table, "TransactWriteItems", &cancelled)),
+                }
+            }
+            Err(e) => Err(unavailable(&self.table, "TransactWriteItems", &e)),
+        }
+    }
+
+    /// The first write of a record and its operation; `replacing` reuses the
+    /// item of a deleted or failed record from its version, so versions keep
+    /// counting and anyone still holding the old record loses.
+    async fn create_with_operation<T: Versioned>(
+        &self,
+        record: &T,
+        operation: &Operation,
+        replacing: Option<u64>,
+    ) -> Result<(u64, u64), StoreError> {
+        let record_write = match replacing {
+            None => Write::insert(record)?,
+            Some(expected) => Write::update(record, expected)?,
+        };
+        let operation_write = Write::insert(operation)?;
+        let versions = (record_write.version, operation_write.version);
+        self.write(vec![record_write, operation_write]).await?;
+        Ok(versions)
+    }
+
+    /// A record at its loaded version and, if given, its operation: both or
+    /// neither.
+    async fn save_with_operation<T: Versioned>(
+        &self,
+        record: &T,
+        expected: u64,
+        operation: Option<&Operation>,
+    ) -> Result<(u64, Option<u64>), StoreError> {
+        let record_write = Write::update(record, expected)?;
+        let record_version = record_write.version;
+        let mut writes = vec![record_write];
+        let mut operation_version = None;
+        if let Some(op) = operation {
+            let op_write = Write::operation(op)?;
+            operation_version = Some(op_write.version);
+            writes.push(op_write);
+        }
+        self.write(writes).await?;
+        Ok((record_version, operation_version))
+    }
+}
+
+// ---------------------------------------------------------------- catalog
+
+fn service_item(service: &Service) -> Result<Item, StoreError> {
+    let keys = vec![(PK, CATALOG.to_string()), (SK, format!("{SERVICE_PREFIX}{}", service.id))];
+    to_item(service, keys, &format!("service {}", service.id))
+}
+
+fn plan_item(plan: &Plan) -> Result<Item, StoreError> {
+    let keys = vec![(PK, CATALOG.to_string()), (SK, format!("{PLAN_PREFIX}{}", plan.id))];
+    to_item(plan, keys, &format!("plan {}", plan.id))
+}
+
+#[async_trait]
+impl CatalogStore for DynamoStore {
+    async fn services(&self) -> Result<Vec<Service>, StoreError> {
+        let mut services: Vec<Service> = self.query_partition(CATALOG, SERVICE_PREFIX, "service").await?;
+        // The sort key orders by id; the catalog is listed by name, as the
+        // SQLite store lists it, so the platform sees a stable order.
+        services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(services)
+    }
+
+    async fn plans(&self) -> Result<Vec<Plan>, StoreError> {
+        let mut plans: Vec<Plan> = self.query_partition(CATALOG, PLAN_PREFIX, "plan").await?;
+        plans.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(plans)
+    }
+
+    async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError> {
+        let items = services.iter().map(service_item).chain(plans.iter().map(plan_item));
+        let mut inserted = 0;
+        for item in items {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item?))
+                .condition_expression(format!("attribute_not_exists({PK})"))
+                .send()
+                .await;
+            match put.map_err(|e| e.into_service_error()) {
+                Ok(_) => inserted += 1,
+                // Already there, perhaps changed by an operator: left alone.
+                Err(PutItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(unavailable(&self.table, "PutItem", &e)),
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
+        self.put(service_item(service)?).await
+    }
+
+    async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        self.put(plan_item(plan)?).await
+    }
+}
+
+// ---------------------------------------------------------------- state
+
+#[async_trait]
+impl StateStore for DynamoStore {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
+        self.get(instance_key(id), &format!("service instance {id}")).await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        self.query_index(INSTANCES, "service instance").await
+    }
+
+    async fn create_instance(
+        &self,
+        instance: &mut Instance,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (iv, ov) = self.create_with_operation(&*instance, &*operation, replacing).await?;
+        instance.version = iv;
+        operation.version = ov;
+        Ok(())
+    }
+
+    async fn save_instance(
+        &self,
+        instance: &mut Instance,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError> {
+        let (iv, ov) = self.save_with_operation(&*instance, instance.version, operation.as_deref()).await?;
+        instance.version = iv;
+        if let (Some(operation), Some(ov)) = (operation, ov) {
+            operation.version = ov;
+        }
+        Ok(())
+    }
+
+    async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError> {
+        let what = format!("service binding {binding_id} of service instance {instance_id}");
+        self.get(binding_key(instance_id, binding_id), &what).await
+    }
+
+    async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError> {
+        let (pk, _) = instance_key(instance_id);
+        self.query_partition(&pk, BINDING_PREFIX, "service binding").await
+    }
+
+    async fn create_binding(
+        &self,
+        binding: &mut Binding,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (bv, ov) = self.create_with_operation(&*binding, &*operation, replacing).await?;
+        binding.version = bv;
+        operation.version = ov;
+        Ok(())
+    }
+
+    async fn save_binding(
+        &self,
+        binding: &mut Binding,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError> {
+        let (bv, ov) = self.save_with_operation(&*binding, binding.version, operation.as_deref()).await?;
+        binding.version = bv;
+        if let (Some(operation), Some(ov)) = (operation, ov) {
+            operation.version = ov;
+        }
+        Ok(())
+    }
+
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let instance_write = Write::update(&*instance, instance.version)?;
+        let spares_write = spares_op.as_deref().map(Write::insert).transpose()?;
+        let binding_write = match replacing {
+            None => Write::insert(&*binding)?,
+            Some(expected) => Write::update(&*binding, expected)?,
+        };
+        let op_write = Write::insert(&*bind_op)?;
+        let (iv, sv, bv, ov) = (
+            instance_write.version,
+            spares_write.as_ref().map(|w| w.version),
+            binding_write.version,
+            op_write.version,
+        );
+        let mut writes = vec![instance_write, binding_write, op_write];
+        writes.extend(spares_write);
+        self.write(writes).await?;
+        instance.version = iv;
+        if let (Some(s), Some(sv)) = (spares_op, sv) {
+            s.version = sv;
+        }
+        binding.version = bv;
+        bind_op.version = ov;
+        Ok(())
+    }
+
+    async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        self.get(operation_key(id), &format!("operation {id}")).await
+    }
+
+    /// Read from the sparse index, which is eventually consistent: an
+    /// operation finished a moment ago may still be listed. Callers re-read
+    /// the operation before acting on it, and skip a finished one.
+    async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError> {
+        self.query_index(OPERATIONS_IN_PROGRESS, "operation").await
+    }
+
+    async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError> {
+        let write = Write::update(&*operation, operation.version)?;
+        let version = write.version;
+        self.write(vec![write]).await?;
+        operation.version = version;
+        Ok(())
+    }
+
+    /// Does nothing and returns 0: DynamoDB's TTL deletes items whose
+    /// `expires_at` has passed (within a day or two, in the background, at no
+    /// write cost), so there is nothing for the broker to purge.
+    async fn purge_expired(&self, _now: i64) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+// Against moto in server mode: `cargo test -p shared --features testing,aws`
+// (the crate's own dev-dependency turns both on for `cargo test -p shared`).
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sdk_config_for_endpoint;
+    use broker_core::domain::plan::PlanMetadata;
+    use broker_core::domain::{BindingState, InstanceState, OperationKind};
+    use broker_testing::MotoServer;
+    use broker_testing::records::{self, op};
+
+    /// A store over a fresh table of its own on `moto`.
+    async fn store(moto: &MotoServer) -> DynamoStore {
+        let client = Client::new(&sdk_config_for_endpoint(&moto.endpoint).await);
+        let table = format!("broker-{}", uuid::Uuid::new_v4());
+        create_table(&client, &table).await.expect("create the table");
+        DynamoStore::new(client, table)
+    }
+
+    /// The item as DynamoDB holds it, attribute by attribute.
+    async fn raw(store: &DynamoStore, (pk, sk): (String, String)) -> Item {
+        let out = store
+            .client
+            .get_item()
+            .table_name(&store.table)
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item");
+        out.item.expect("the item exists")
+    }
+
+    // The stores' shared records, made richer where a DynamoDB round trip can
+    // go wrong: nested maps, mixed lists, numbers, booleans and nulls.
+
+    fn instance(id: &str) -> Instance {
+        let mut i = records::instance(id);
+        i.parameters = serde_json::json!({"engine_version": "7.1"}).as_object().cloned().unwrap();
+        i.context = serde_json::json!({
+            "platform": "cloudfoundry",
+            "organization_name": "",
+            "labels": {"team": "cache", "tier": 2, "ratio": 0.5, "on": true, "none": null},
+            "list": [1, "two", []],
+        });
+        i
+    }
+
+    fn binding(instance_id: &str, id: &str) -> Binding {
+        let mut b = records::binding(instance_id, id);
+        b.bind_resource = serde_json::json!({"app_guid": "app"});
+        b
+    }
+
+    fn service(id: &str, name: &str) -> Service {
+        let mut s = records::service(id, name);
+        s.tags = vec!["redis".into()];
+        s
+    }
+
+    fn plan(id: &str, name: &str) -> Plan {
+        let mut p = records::plan(id, name);
+        p.metadata = PlanMetadata {
+            display_name: name.into(),
+            bullets: vec![],
+            costs: vec![serde_json::json!({"amount": {"usd": 0.034}, "unit": "HOURLY"})],
+        };
+        p
+    }
+
+    /// Creates instance `id` with its provision operation; both at version 1.
+    async fn created(store: &DynamoStore, id: &str) -> (Instance, Operation) {
+        let mut i = instance(id);
+        let mut o = op(OperationKind::Provision, id, None);
+        i.last_operation_id = o.id.clone();
+        store.create_instance(&mut i, &mut o, None).await.unwrap();
+        (i, o)
+    }
+
+    #[tokio::test]
+    async fn a_created_instance_and_its_operation_read_back_at_version_1() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (i, o) = created(&store, "i-1").await;
+        assert_eq!((i.version, o.version), (1, 1));
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
+        assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
+        assert_eq!(store.instance("i-2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn creating_an_instance_twice_is_already_exists() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        created(&store, "i-1").await;
+        let mut again = instance("i-1");
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        let err = store.create_instance(&mut again, &mut o, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-1"), "{err}");
+        assert_eq!((again.version, o.version), (0, 0));
+        assert_eq!(store.operation(&o.id).await.unwrap(), None, "the operation is not written");
+    }
+
+    #[tokio::test]
+    async fn a_write_with_a_stale_version_is_a_conflict_and_changes_nothing() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut first, _) = created(&store, "i-1").await;
+        let mut stale = first.clone();
+        first.state = InstanceState::Ready;
+        store.save_instance(&mut first, None).await.unwrap();
+        assert_eq!(first.version, 2);
+
+        stale.state = InstanceState::Deprovisioning;
+        let err = store.save_instance(&mut stale, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(w) if w == "service instance i-1"), "{err}");
+        assert_eq!(stale.version, 1, "the caller's version moves only on success");
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn an_instance_and_its_operation_are_written_together_or_not_at_all() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut i, o) = created(&store, "i-1").await;
+        let mut stale_op = o.clone();
+        let mut newer_op = o.clone();
+        newer_op.progress("1 of 2 nodes").unwrap();
+        store.save_operation(&mut newer_op).await.unwrap();
+
+        i.state = InstanceState::Ready;
+        stale_op.succeed(1_100, "done").unwrap();
+        let err = store.save_instance(&mut i, Some(&mut stale_op)).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(w) if w.starts_with("operation ")), "{err}");
+        assert_eq!((i.version, stale_op.version), (1, 1));
+        let stored = store.instance("i-1").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.version), (InstanceState::Provisioning, 1));
+        assert_eq!(store.operation(&o.id).await.unwrap(), Some(newer_op));
+    }
+
+    #[tokio::test]
+    async fn saving_an_instance_with_a_new_operation_inserts_the_operation() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut i, _) = created(&store, "i-1").await;
+        let mut update = op(OperationKind::Update, "i-1", None);
+        i.state = InstanceState::Updating;
+        i.last_operation_id = update.id.clone();
+        store.save_instance(&mut i, Some(&mut update)).await.unwrap();
+        assert_eq!((i.version, update.version), (2, 1));
+        assert_eq!(store.operation(&update.id).await.unwrap(), Some(update));
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_instance_is_replaced_only_from_the_version_named() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut old, _) = created(&store, "i-1").await;
+        old.state = InstanceState::Deleted;
+        old.expires_at = Some(9_999);
+        store.save_instance(&mut old, None).await.unwrap();
+
+        let mut wrong = instance("i-1");
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        let err = store.create_instance(&mut wrong, &mut o, Some(1)).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(w) if w == "service instance i-1"), "{err}");
+        assert_eq!((wrong.version, o.version), (0, 0));
+        assert_eq!(store.operation(&o.id).await.unwrap(), None);
+
+        let mut again = instance("i-1");
+        store.create_instance(&mut again, &mut o, Some(old.version)).await.unwrap();
+        assert_eq!(again.version, old.version + 1, "versions keep counting, so old holders lose");
+        let stored = store.instance("i-1").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.expires_at), (InstanceState::Provisioning, None));
+        assert_eq!(stored, again);
+        assert!(!raw(&store, instance_key("i-1")).await.contains_key(EXPIRES_AT), "TTL no longer applies");
+    }
+
+    // DynamoDB evaluates a condition and writes the item atomically, so of
+    // eight saves from the same loaded version exactly one wins. moto's server
+    // checks and writes without a lock, and about one run in six lets two of
+    // them pass the same condition. So this asserts what holds on both: every
+    // save either wins or is a Conflict, the stored record is a winner's at
+    // the next version, and no loser's copy can overwrite it afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_saves_of_the_same_loaded_version_leave_one_winner_stored_and_the_rest_in_conflict() {
+        let moto = MotoServer::start();
+        let store = Arc::new(store(&moto).await);
+        let (loaded, _) = created(&store, "i-1").await;
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                let mut mine = loaded.clone();
+                mine.engine_version = format!("7.{n}");
+                tokio::spawn(async move {
+                    let saved = store.save_instance(&mut mine, None).await;
+                    (saved, mine)
+                })
+            })
+            .collect();
+        let (mut winners, mut losers) = (Vec::new(), Vec::new());
+        for task in tasks {
+            match task.await.unwrap() {
+                (Ok(()), won) => winners.push(won),
+                (Err(StoreError::Conflict(_)), lost) => losers.push(lost),
+                (Err(e), _) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert!(!winners.is_empty(), "someone wins");
+        assert!(winners.iter().all(|w| w.version == 2) && losers.iter().all(|l| l.version == 1));
+        let stored = store.instance("i-1").await.unwrap().unwrap();
+        assert!(winners.contains(&stored), "the stored record is a winner's: {stored:?}");
+        for mut loser in losers {
+            let err = store.save_instance(&mut loser, None).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        }
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(stored));
+    }
+
+    #[tokio::test]
+    async fn seeding_leaves_an_operator_changed_plan_alone() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let services = [service("s", "redis")];
+        let plans = [plan("p2", "large"), plan("p1", "small")];
+        assert_eq!(store.seed(&services, &plans).await.unwrap(), 3);
+
+        let mut changed = plan("p1", "small");
+        changed.node_type = "cache.r7g.large".into();
+        store.put_plan(&changed).await.unwrap();
+        assert_eq!(store.seed(&services, &plans).await.unwrap(), 0);
+
+        assert_eq!(store.plans().await.unwrap(), vec![plan("p2", "large"), changed]);
+        assert_eq!(store.services().await.unwrap(), services.to_vec());
+    }
+
+    #[tokio::test]
+    async fn the_catalog_lists_by_name_and_put_replaces() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        store.put_service(&service("s2", "valkey")).await.unwrap();
+        store.put_service(&service("s1", "redis")).await.unwrap();
+        store.put_service(&service("s2", "memcached")).await.unwrap();
+        let names: Vec<_> = store.services().await.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["memcached", "redis"]);
+        assert_eq!(store.plans().await.unwrap(), vec![], "services are not plans");
+    }
+
+    #[tokio::test]
+    async fn instances_are_listed_from_the_index_in_id_order() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (b, _) = created(&store, "i-b").await;
+        let (a, _) = created(&store, "i-a").await;
+        let mut bound = binding("i-a", "b-1");
+        store
+            .create_binding(&mut bound, &mut op(OperationKind::Bind, "i-a", Some("b-1")), None)
+            .await
+            .unwrap();
+
+        let item = raw(&store, instance_key("i-a")).await;
+        assert_eq!(item.get(GSI1PK), Some(&AttributeValue::S(INSTANCES.into())));
+        assert_eq!(item.get(GSI1SK), Some(&AttributeValue::S("i-a".into())));
+        assert_eq!(item.get(VERSION), Some(&AttributeValue::N("1".into())));
+        assert!(!raw(&store, binding_key("i-a", "b-1")).await.contains_key(GSI1PK));
+        assert_eq!(store.instances().await.unwrap(), vec![a, b], "bindings and operations are not instances");
+    }
+
+    #[tokio::test]
+    async fn a_finished_operation_drops_out_of_the_in_progress_index() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (_, running) = created(&store, "i-1").await;
+        let (mut i2, mut finished) = created(&store, "i-2").await;
+        let in_progress: Vec<_> =
+            store.operations_in_progress().await.unwrap().into_iter().map(|o| o.id).collect();
+        let mut both = vec![running.id.clone(), finished.id.clone()];
+        both.sort();
+        assert_eq!(in_progress, both);
+
+        finished.fail(1_100, "create failed".into()).unwrap();
+        i2.state = InstanceState::ProvisionFailed;
+        store.save_instance(&mut i2, Some(&mut finished)).await.unwrap();
+        assert_eq!(store.operations_in_progress().await.unwrap(), vec![running]);
+
+        let item = raw(&store, operation_key(&finished.id)).await;
+        assert!(!item.contains_key(GSI1PK) && !item.contains_key(GSI1SK), "{item:?}");
+        let expires_at = finished.expires_at.unwrap().to_string();
+        assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N(expires_at)), "TTL removes it later");
+        assert_eq!(store.operation(&finished.id).await.unwrap(), Some(finished));
+    }
+
+    #[tokio::test]
+    async fn bindings_are_created_with_their_operation_and_listed_by_instance() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        created(&store, "i-1").await;
+        created(&store, "i-10").await;
+        let mut b = binding("i-1", "b-1");
+        let mut o = op(OperationKind::Bind, "i-1", Some("b-1"));
+        store.create_binding(&mut b, &mut o, None).await.unwrap();
+        assert_eq!((b.version, o.version), (1, 1));
+        let mut other = binding("i-10", "b-2");
+        store
+            .create_binding(&mut other, &mut op(OperationKind::Bind, "i-10", Some("b-2")), None)
+            .await
+            .unwrap();
+
+        let mut twice = binding("i-1", "b-1");
+        let mut o2 = op(OperationKind::Bind, "i-1", Some("b-1"));
+        let err = store.create_binding(&mut twice, &mut o2, None).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AlreadyExists(w) if w.starts_with("service binding b-1")),
+            "{err}"
+        );
+        assert_eq!(store.operation(&o2.id).await.unwrap(), None);
+
+        let mut stale = b.clone();
+        b.state = BindingState::Ready;
+        o.succeed(1_100, "bound").unwrap();
+        store.save_binding(&mut b, Some(&mut o)).await.unwrap();
+        assert_eq!((b.version, o.version), (2, 2));
+        let err = store.save_binding(&mut stale, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+
+        assert_eq!(store.binding("i-1", "b-1").await.unwrap(), Some(b.clone()));
+        assert_eq!(store.binding("i-2", "b-1").await.unwrap(), None);
+        assert_eq!(store.bindings("i-1").await.unwrap(), vec![b], "not the bindings of i-10");
+        assert_eq!(store.operations_in_progress().await.unwrap().len(), 3, "two provisions and a bind");
+    }
+
+    #[tokio::test]
+    async fn saving_an_operation_that_was_never_created_is_a_conflict() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        o.version = 3;
+        let err = store.save_operation(&mut o).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(o.version, 3);
+        assert_eq!(store.operation(&o.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn stored_items_hold_secret_references_and_nothing_like_a_password() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut i, _) = created(&store, "i-1").await;
+        let admin_ref = "arn:aws:secretsmanager:us-east-1:123456789012:secret:broker/i-1/admin-AbCdEf";
+        i.admin_secret = Some(admin_ref.into());
+        store.save_instance(&mut i, None).await.unwrap();
+        let mut b = binding("i-1", "b-1");
+        let user_ref = "arn:aws:secretsmanager:us-east-1:123456789012:secret:broker/i-1/b-1-GhIjKl";
+        b.secret = Some(user_ref.into());
+        store.create_binding(&mut b, &mut op(OperationKind::Bind, "i-1", Some("b-1")), None).await.unwrap();
+
+        for (key, reference, field) in [
+            (instance_key("i-1"), admin_ref, "admin_secret"),
+            (binding_key("i-1", "b-1"), user_ref, "secret"),
+        ] {
+            let item = raw(&store, key).await;
+            assert_eq!(item.get(field), Some(&AttributeValue::S(reference.into())), "only the reference");
+            let mut strings = Vec::new();
+            collect_strings("", &AttributeValue::M(item), &mut strings);
+            for (name, value) in strings {
+                let lower = name.to_ascii_lowercase();
+                assert!(!["pass", "pwd", "token", "credential"].iter().any(|w| lower.contains(w)), "{name}");
+                if lower.contains("secret") {
+                    assert_eq!(value, reference, "{name} holds a reference");
+                }
+                assert!(!looks_like_a_password(&value), "{name} = {value}");
+            }
+        }
+    }
+
+    /// Every string in `value` with the path of attribute names to it.
+    fn collect_strings(path: &str, value: &AttributeValue, out: &mut Vec<(String, String)>) {
+        match value {
+            AttributeValue::S(s) => out.push((path.to_string(), s.clone())),
+            AttributeValue::Ss(ss) => out.extend(ss.iter().map(|s| (path.to_string(), s.clone()))),
+            AttributeValue::L(list) => list.iter().for_each(|v| collect_strings(path, v, out)),
+            AttributeValue::M(map) => {
+                for (name, v) in map {
+                    collect_strings(&format!("{path}.{name}"), v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the broker's generated passwords look like: a long run of letters
+    /// and digits, mixing both (ids and references carry separators).
+    fn looks_like_a_password(s: &str) -> bool {
+        s.len() >= 20
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+            && s.chars().any(|c| c.is_ascii_digit())
+            && s.chars().any(|c| c.is_ascii_alphabetic())
+    }
+
+    #[tokio::test]
+    async fn purging_is_left_to_the_tables_ttl_on_expires_at() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut gone, _) = created(&store, "i-gone").await;
+        gone.state = InstanceState::Deleted;
+        gone.expires_at = Some(100);
+        store.save_instance(&mut gone, None).await.unwrap();
+
+        assert_eq!(store.purge_expired(150).await.unwrap(), 0);
+        let item = raw(&store, instance_key("i-gone")).await;
+        assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N("100".into())));
+        let ttl = store.client.describe_time_to_live().table_name(&store.table).send().await.unwrap();
+        let ttl = ttl.time_to_live_description().unwrap();
+        assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+        assert_eq!(ttl.attribute_name(), Some(EXPIRES_AT));
+    }
+
+    #[tokio::test]
+    async fn creating_the_table_again_is_fine() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        created(&store, "i-1").await;
+        create_table(&store.client, &store.table).await.unwrap();
+        assert!(store.instance("i-1").await.unwrap().is_some(), "the table is kept");
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_is_unavailable_and_names_the_failed_call() {
+        let moto = MotoServer::start();
+        let client = Client::new(&sdk_config_for_endpoint(&moto.endpoint).await);
+        let store = DynamoStore::new(client, "no-such-table");
+
+        let err = store.instance("i-1").await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("GetItem on table no-such-table")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ResourceNotFoundException"), "{err}");
+        assert!(!err.is_race());
+
+        let (mut i, mut o) = (instance("i-1"), op(OperationKind::Provision, "i-1", None));
+        let err = store.create_instance(&mut i, &mut o, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("TransactWriteItems")), "{err}");
+        assert_eq!((i.version, o.version), (0, 0));
+    }
+}

@@ -1,0 +1,304 @@
+//! The ElastiCache cache provider: Redis OSS and Valkey as replication groups
+//! with RBAC users, Memcached as cache clusters. The same port as laptop
+//! mode's local processes, so the broker and the worker cannot tell them apart.
+//!
+//! Every resource has a name derived from the instance id ([`names`]), so each
+//! call is idempotent: a create finds what an earlier attempt made and adopts
+//! it, a delete of something gone succeeds, a user put resets the user to
+//! exactly the passwords given.
+//!
+//! What gets made for a Redis OSS or Valkey instance:
+//! 1. a user named `default` with access `off -@all` (every user group needs
+//!    one; disabled, so a client that does not log in gets nothing);
+//! 2. the admin user `broker-admin` with the password from the admin secret;
+//! 3. the instance's spare binding users (`spec.spare_users`), each with the
+//!    password of its own secret;
+//! 4. a user group holding all of them, named like the replication group;
+//! 5. the replication group with that user group, TLS in transit, encryption
+//!    at rest, daily snapshots, the broker's subnet and security groups.
+//!
+//! Deleting it keeps a final snapshot when the plan says so (see [`names`]
+//! for its name); the snapshot outlives the instance.
+//!
+//! Engine versions before RBAC (Redis OSS 5 and older) get an AUTH token, the
+//! admin secret, instead of 1 to 4. Each binding becomes a user added to the
+//! user group, and removed again on unbind, so access really ends.
+//!
+//! Rotation (`set_passwords`, see [`rotation`]) changes the admin's or a
+//! binding user's passwords through ModifyUser, or the AUTH token of a
+//! replication group without users through ModifyReplicationGroup.
+//!
+//! Two clients: user groups and `ModifyUser` go through the RBAC client,
+//! everything else through the main one. They are the same client unless
+//! [`ElastiCacheProvider::with_rbac_client`] says otherwise, which tests use
+//! because moto has no user groups.
+//!
+//! Passwords go only into request builders, which are never logged: their
+//! `Debug` would print `Passwords` and `AuthToken`. Errors AWS returns are
+//! described by code and message, with any password blanked out.
+
+mod create;
+mod delete;
+mod failure;
+mod modify;
+mod names;
+mod rotation;
+mod status;
+mod users;
+mod versions;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_elasticache::Client;
+use aws_sdk_elasticache::types::{CacheCluster, ReplicationGroup, Tag, User, UserGroup};
+use secrecy::SecretString;
+
+use crate::config::AwsSettings;
+use broker_core::domain::{CacheUser, Endpoint};
+use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
+
+use failure::{Failure, Kind, classify};
+pub use names::MAX_PREFIX_LEN;
+use names::Names;
+
+/// Where and how the provider creates caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElastiCacheSettings {
+    /// Starts every resource id and is the value of the `broker` tag. At most
+    /// [`MAX_PREFIX_LEN`] lowercase letters, digits and single hyphens,
+    /// starting with a letter; anything else is made so.
+    pub name_prefix: String,
+    /// Subnet group of Redis OSS and Valkey replication groups.
+    pub cache_subnet_group: String,
+    /// Subnet group of Memcached clusters.
+    pub memcached_subnet_group: String,
+    /// VPC security groups of every cache.
+    pub security_group_ids: Vec<String>,
+    /// KMS key for encryption at rest; the AWS-owned key when absent.
+    pub kms_key_id: Option<String>,
+}
+
+impl From<&AwsSettings> for ElastiCacheSettings {
+    fn from(s: &AwsSettings) -> ElastiCacheSettings {
+        ElastiCacheSettings {
+            name_prefix: s.name_prefix.clone(),
+            cache_subnet_group: s.cache_subnet_group.clone(),
+            memcached_subnet_group: s.memcached_subnet_group.clone(),
+            security_group_ids: s.security_group_ids.clone(),
+            kms_key_id: s.kms_key_id.clone(),
+        }
+    }
+}
+
+/// Caches in AWS ElastiCache. See the module documentation.
+pub struct ElastiCacheProvider {
+    client: Client,
+    /// CreateUserGroup, DescribeUserGroups, ModifyUserGroup, DeleteUserGroup
+    /// and ModifyUser only.
+    rbac: Client,
+    secrets: Arc<dyn SecretStore>,
+    settings: ElastiCacheSettings,
+    names: Names,
+}
+
+impl std::fmt::Debug for ElastiCacheProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElastiCacheProvider").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl ElastiCacheProvider {
+    /// A provider calling ElastiCache through `client` and reading admin
+    /// passwords from `secrets`.
+    pub fn new(
+        client: Client,
+        secrets: Arc<dyn SecretStore>,
+        settings: ElastiCacheSettings,
+    ) -> ElastiCacheProvider {
+        let names = Names::new(&settings.name_prefix);
+        if names.prefix() != settings.name_prefix {
+            tracing::warn!(
+                configured = %settings.name_prefix,
+                used = %names.prefix(),
+                "the name prefix is not a valid ElastiCache id prefix; using a corrected one"
+            );
+        }
+        ElastiCacheProvider { rbac: client.clone(), client, secrets, settings, names }
+    }
+
+    /// Sends the user-group calls and `ModifyUser` through `client` instead.
+    pub fn with_rbac_client(mut self, client: Client) -> ElastiCacheProvider {
+        self.rbac = client;
+        self
+    }
+
+    /// The id of the replication group (or Memcached cache cluster, and the
+    /// user group) of `instance_id`.
+    pub fn cache_id(&self, instance_id: &str) -> String {
+        self.names.cache(instance_id)
+    }
+
+    /// The id of the ElastiCache user of binding user `username`.
+    pub fn binding_user_id(&self, instance_id: &str, username: &str) -> String {
+        self.names.binding_user(instance_id, username)
+    }
+
+    // ------------------------------------------------------------ lookups
+
+    /// DescribeReplicationGroups for one id; `None` when there is none.
+    async fn find_group(&self, id: &str) -> Result<Option<ReplicationGroup>, Failure> {
+        match self.client.describe_replication_groups().replication_group_id(id).send().await {
+            Ok(out) => Ok(out.replication_groups().first().cloned()),
+            Err(e) => absent_if_not_found(classify("DescribeReplicationGroups", e)),
+        }
+    }
+
+    /// DescribeCacheClusters for one id, with its nodes; `None` when there is
+    /// none.
+    async fn find_cluster(&self, id: &str) -> Result<Option<CacheCluster>, Failure> {
+        match self
+            .client
+            .describe_cache_clusters()
+            .cache_cluster_id(id)
+            .show_cache_node_info(true)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.cache_clusters().first().cloned()),
+            Err(e) => absent_if_not_found(classify("DescribeCacheClusters", e)),
+        }
+    }
+
+    /// The cache of an instance, whichever kind it is. Nothing records the
+    /// engine between calls, and both kinds share the name, so the
+    /// replication group is looked for first (the common case), then the
+    /// Memcached cluster.
+    async fn find(&self, id: &str) -> Result<Option<Cache>, Failure> {
+        if let Some(group) = self.find_group(id).await? {
+            return Ok(Some(Cache::Group(Box::new(group))));
+        }
+        Ok(self.find_cluster(id).await?.map(|c| Cache::Cluster(Box::new(c))))
+    }
+
+    /// DescribeUsers for one id; `None` when there is none.
+    async fn find_user(&self, user_id: &str) -> Result<Option<User>, Failure> {
+        match self.client.describe_users().user_id(user_id).send().await {
+            Ok(out) => Ok(out.users().first().cloned()),
+            Err(e) => absent_if_not_found(classify("DescribeUsers", e)),
+        }
+    }
+
+    /// DescribeUserGroups for one id; `None` when there is none.
+    async fn find_user_group(&self, id: &str) -> Result<Option<UserGroup>, Failure> {
+        match self.rbac.describe_user_groups().user_group_id(id).send().await {
+            Ok(out) => Ok(out.user_groups().first().cloned()),
+            Err(e) => absent_if_not_found(classify("DescribeUserGroups", e)),
+        }
+    }
+
+    /// The admin password, from the secret the spec names.
+    async fn admin_password(&self, spec: &CacheSpec) -> Result<SecretString, ProviderError> {
+        broker_core::ports::read_admin_password(
+            self.secrets.as_ref(),
+            spec.admin_secret.as_deref(),
+            &spec.instance_id,
+            spec.engine,
+        )
+        .await
+    }
+
+    /// Tags of a cache: the spec's, and `broker` = the prefix, which tells
+    /// an operator which broker owns it.
+    fn cache_tags(&self, spec: &CacheSpec) -> Vec<Tag> {
+        let mut tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| tag(k, v)).collect();
+        tags.push(tag("broker", self.names.prefix()));
+        tags
+    }
+
+    /// Tags of users and user groups: the broker and the instance they serve.
+    fn user_tags(&self, instance_id: &str) -> Vec<Tag> {
+        vec![tag("broker", self.names.prefix()), tag("broker-instance-id", instance_id)]
+    }
+}
+
+/// An instance's cache: a replication group (Redis OSS, Valkey) or a cache
+/// cluster (Memcached).
+enum Cache {
+    Group(Box<ReplicationGroup>),
+    Cluster(Box<CacheCluster>),
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// Turns a not-found failure into `None`, for lookups.
+fn absent_if_not_found<T>(failure: Failure) -> Result<Option<T>, Failure> {
+    if failure.is(Kind::NotFound) { Ok(None) } else { Err(failure) }
+}
+
+fn working(detail: impl Into<String>) -> Progress {
+    Progress::Working { detail: detail.into() }
+}
+
+#[async_trait]
+impl CacheProvider for ElastiCacheProvider {
+    /// A user group takes minutes to add or remove a user.
+    fn users_change_at_once(&self) -> bool {
+        false
+    }
+
+    async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.create_cache(spec).await
+    }
+
+    async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError> {
+        self.cache_progress(instance_id).await
+    }
+
+    async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.modify_cache(spec).await
+    }
+
+    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+        self.delete_cache(instance_id, final_snapshot).await
+    }
+
+    async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError> {
+        self.cache_endpoint(instance_id).await
+    }
+
+    async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
+        self.put_binding_user(instance_id, user).await
+    }
+
+    async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError> {
+        self.delete_binding_user(instance_id, username).await
+    }
+
+    async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError> {
+        self.binding_user_progress(instance_id, username).await
+    }
+
+    async fn set_passwords(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.set_principal_passwords(instance_id, principal, passwords).await
+    }
+
+    async fn passwords_progress(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        self.principal_passwords_progress(instance_id, principal, passwords).await
+    }
+}

@@ -1,0 +1,489 @@
+//! `modify`: brings a cache to the shape of a (new) plan and engine version.
+//!
+//! ElastiCache takes one change at a time: a replica count change, a
+//! ModifyReplicationGroup or a resharding each leave the group `modifying`
+//! and refuse the next until it is `available` again. So `modify` works out
+//! every change still needed, starts the first, and answers `Working` naming
+//! it and how many follow; called again once the group is available, it
+//! starts the next, and answers `Done` when nothing is left. The order keeps
+//! each step valid: replicas are added before automatic failover is turned
+//! on, and failover is turned off before the last replica goes.
+
+use aws_sdk_elasticache::types::{AutomaticFailoverStatus, CacheCluster, MultiAzStatus, ReplicationGroup};
+
+use super::failure::{Kind, classify};
+use super::versions::{aws_engine_version, default_parameter_group, parameter_group_family};
+use super::{ElastiCacheProvider, working};
+use broker_core::domain::Engine;
+use broker_core::ports::{CacheSpec, Progress, ProviderError};
+
+/// What a replication group looks like now, as far as a plan cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    cluster_mode: bool,
+    node_type: Option<String>,
+    /// `None` when no member cluster could be described.
+    engine_version: Option<String>,
+    shards: usize,
+    /// Node group ids, in order (resharding down keeps the first ones).
+    node_group_ids: Vec<String>,
+    replicas_per_shard: usize,
+    automatic_failover: bool,
+    multi_az: bool,
+    snapshot_retention: i32,
+}
+
+/// The attributes one ModifyReplicationGroup call sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Settings {
+    node_type: Option<String>,
+    engine_version: Option<String>,
+    parameter_group: Option<String>,
+    automatic_failover: Option<bool>,
+    multi_az: Option<bool>,
+    snapshot_retention: Option<i32>,
+    /// What changes, for a person: "node type cache.t4g.small → cache.m7g.large".
+    what: Vec<String>,
+}
+
+/// One call of a modification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    AddReplicas { from: usize, to: usize },
+    Modify(Settings),
+    RemoveReplicas { from: usize, to: usize },
+    Reshard { from: usize, to: usize, retain: Vec<String> },
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        match self {
+            Change::AddReplicas { from, to } => format!("adding replicas: {from} → {to} per shard"),
+            Change::RemoveReplicas { from, to } => format!("removing replicas: {from} → {to} per shard"),
+            Change::Reshard { from, to, .. } => format!("resharding: {from} → {to} shards"),
+            Change::Modify(s) => format!("modifying {}", s.what.join(", ")),
+        }
+    }
+}
+
+impl ElastiCacheProvider {
+    pub(super) async fn modify_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        match spec.engine {
+            Engine::Memcached => self.modify_memcached(spec).await,
+            Engine::Redis | Engine::Valkey => self.modify_group(spec).await,
+        }
+    }
+
+    async fn modify_group(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(&spec.instance_id);
+        let Some(group) = self.find_group(&id).await? else {
+            return Err(ProviderError::Permanent(format!("no replication group {id} exists to modify")));
+        };
+        let status = group.status().unwrap_or("unknown");
+        if status != "available" {
+            return Err(ProviderError::Retryable(format!(
+                "replication group {id} is {status}; it is modified once it is available"
+            )));
+        }
+        if let Some(engine) = group.engine()
+            && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+        {
+            return Err(ProviderError::Permanent(format!(
+                "replication group {id} runs {engine}; changing it to {} is not supported",
+                spec.engine.as_str()
+            )));
+        }
+        let engine_version = self.engine_version_of(&group).await?;
+        if engine_version.is_none() {
+            tracing::warn!(replication_group = %id, "no member cluster tells the engine version; leaving it as it is");
+        }
+        let shape = shape_of(&group, engine_version);
+        let changes = plan_changes(&shape, spec).map_err(ProviderError::Permanent)?;
+        self.refresh_tags(group.arn(), spec).await?;
+        let Some(change) = changes.first() else {
+            return Ok(Progress::Done);
+        };
+        self.apply(&id, change).await?;
+        tracing::info!(replication_group = %id, change = %change.describe(), "modifying replication group");
+        let more = changes.len() - 1;
+        let detail = if more == 0 {
+            format!("replication group {id}: {}", change.describe())
+        } else {
+            format!(
+                "replication group {id}: {} ({more} more to apply once it is available)",
+                change.describe()
+            )
+        };
+        Ok(working(detail))
+    }
+
+    async fn apply(&self, id: &str, change: &Change) -> Result<(), ProviderError> {
+        let sent = match change {
+            Change::AddReplicas { to, .. } => self
+                .client
+                .increase_replica_count()
+                .replication_group_id(id)
+                .new_replica_count(count(*to))
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("IncreaseReplicaCount", e)),
+            Change::RemoveReplicas { to, .. } => self
+                .client
+                .decrease_replica_count()
+                .replication_group_id(id)
+                .new_replica_count(count(*to))
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("DecreaseReplicaCount", e)),
+            Change::Reshard { to, retain, .. } => self
+                .client
+                .modify_replication_group_shard_configuration()
+                .replication_group_id(id)
+                .node_group_count(count(*to))
+                .set_node_groups_to_retain((!retain.is_empty()).then(|| retain.clone()))
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("ModifyReplicationGroupShardConfiguration", e)),
+            Change::Modify(s) => self
+                .client
+                .modify_replication_group()
+                .replication_group_id(id)
+                .apply_immediately(true)
+                .set_cache_node_type(s.node_type.clone())
+                .set_engine_version(s.engine_version.clone())
+                .set_cache_parameter_group_name(s.parameter_group.clone())
+                .set_automatic_failover_enabled(s.automatic_failover)
+                .set_multi_az_enabled(s.multi_az)
+                .set_snapshot_retention_limit(s.snapshot_retention)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("ModifyReplicationGroup", e)),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            // The replica count is already what was asked.
+            Err(f) if f.is(Kind::NoOperation) => Ok(()),
+            Err(f) => Err(f.into()),
+        }
+    }
+
+    /// The engine version of the first member cluster (the replication group
+    /// itself does not report one).
+    async fn engine_version_of(&self, group: &ReplicationGroup) -> Result<Option<String>, ProviderError> {
+        for member in group.member_clusters() {
+            if let Some(version) = self.find_cluster(member).await?.and_then(|c| c.engine_version) {
+                return Ok(Some(version));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps the tags (the plan's among them) in step with the spec.
+    async fn refresh_tags(&self, arn: Option<&str>, spec: &CacheSpec) -> Result<(), ProviderError> {
+        let Some(arn) = arn else { return Ok(()) };
+        self.client
+            .add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(self.cache_tags(spec)))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify("AddTagsToResource", e).into())
+    }
+
+    async fn modify_memcached(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(&spec.instance_id);
+        let Some(cluster) = self.find_cluster(&id).await? else {
+            return Err(ProviderError::Permanent(format!("no cache cluster {id} exists to modify")));
+        };
+        let status = cluster.cache_cluster_status().unwrap_or("unknown");
+        if status != "available" {
+            return Err(ProviderError::Retryable(format!(
+                "cache cluster {id} is {status}; it is modified once it is available"
+            )));
+        }
+        if let Some(refusal) = memcached_refusal(&cluster, spec) {
+            return Err(ProviderError::Permanent(format!("cache cluster {id}: {refusal}")));
+        }
+        self.refresh_tags(cluster.arn(), spec).await?;
+        if cluster.engine_version().is_some_and(|v| same_version(v, &spec.engine_version)) {
+            return Ok(Progress::Done);
+        }
+        self.client
+            .modify_cache_cluster()
+            .cache_cluster_id(&id)
+            .engine_version(aws_engine_version(spec.engine, &spec.engine_version))
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| classify("ModifyCacheCluster", e))?;
+        Ok(working(format!("cache cluster {id}: upgrading to Memcached {}", spec.engine_version)))
+    }
+}
+
+/// What a Memcached cluster cannot be changed into here. Plans of Memcached
+/// do not change (the broker refuses), so only the engine version moves.
+fn memcached_refusal(cluster: &CacheCluster, spec: &CacheSpec) -> Option<String> {
+    if cluster.cache_node_type().is_some_and(|t| t != spec.plan.node_type) {
+        return Some(format!(
+            "changing the node type to {} is not supported; create a new instance instead",
+            spec.plan.node_type
+        ));
+    }
+    if cluster.num_cache_nodes().is_some_and(|n| n != i32::from(spec.plan.cache_nodes)) {
+        return Some(format!(
+            "changing the number of nodes to {} is not supported; create a new instance instead",
+            spec.plan.cache_nodes
+        ));
+    }
+    None
+}
+
+fn shape_of(group: &ReplicationGroup, engine_version: Option<String>) -> Shape {
+    let node_groups = group.node_groups();
+    Shape {
+        cluster_mode: group.cluster_enabled().unwrap_or(false),
+        node_type: group.cache_node_type().map(str::to_string),
+        engine_version,
+        shards: node_groups.len().max(1),
+        node_group_ids: node_groups.iter().filter_map(|g| g.node_group_id().map(str::to_string)).collect(),
+        replicas_per_shard: node_groups.first().map_or(0, |g| g.node_group_members().len().saturating_sub(1)),
+        automatic_failover: matches!(
+            group.automatic_failover(),
+            Some(AutomaticFailoverStatus::Enabled | AutomaticFailoverStatus::Enabling)
+        ),
+        multi_az: matches!(group.multi_az(), Some(MultiAzStatus::Enabled)),
+        snapshot_retention: group.snapshot_retention_limit().unwrap_or(0),
+    }
+}
+
+/// The calls that take `current` to the spec, in the order to make them;
+/// `Err` names what cannot be done.
+fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String> {
+    let plan = &spec.plan;
+    if current.cluster_mode != plan.cluster_mode {
+        return Err(format!(
+            "changing cluster mode ({} → {}) is not supported; create a new instance instead",
+            on_off(current.cluster_mode),
+            on_off(plan.cluster_mode)
+        ));
+    }
+    let replicas = usize::from(plan.replicas_per_shard);
+    let shards = usize::from(plan.shards.max(1));
+    if !plan.cluster_mode && shards > 1 {
+        return Err(format!("{shards} shards need cluster mode, which this plan does not have"));
+    }
+    let mut changes = Vec::new();
+    if replicas > current.replicas_per_shard {
+        changes.push(Change::AddReplicas { from: current.replicas_per_shard, to: replicas });
+    }
+
+    let mut settings = Settings::default();
+    if current.node_type.as_deref().is_some_and(|t| t != plan.node_type) {
+        settings.what.push(format!(
+            "node type {} → {}",
+            current.node_type.as_deref().unwrap_or("?"),
+            plan.node_type
+        ));
+        settings.node_type = Some(plan.node_type.clone());
+    }
+    if let Some(version) = &current.engine_version
+        && !same_version(version, &spec.engine_version)
+    {
+        settings.what.push(format!("engine version {version} → {}", spec.engine_version));
+        settings.engine_version = Some(aws_engine_version(spec.engine, &spec.engine_version));
+        // A version of another parameter group family (a new major version)
+        // needs a parameter group of that family, cluster mode or not; the
+        // default one is what `create` chose. (ElastiCache User Guide,
+        // "Upgrading engine versions": ModifyReplicationGroup takes the new
+        // EngineVersion with a CacheParameterGroupName of its family.)
+        if parameter_group_family(spec.engine, version)
+            != parameter_group_family(spec.engine, &spec.engine_version)
+        {
+            settings.parameter_group =
+                default_parameter_group(spec.engine, &spec.engine_version, plan.cluster_mode);
+        }
+    }
+    let failover = plan.cluster_mode || (plan.automatic_failover && replicas > 0);
+    if failover != current.automatic_failover {
+        settings.what.push(format!("automatic failover {}", on_off(failover)));
+        settings.automatic_failover = Some(failover);
+    }
+    let multi_az = plan.multi_az && failover && replicas > 0;
+    if multi_az != current.multi_az {
+        settings.what.push(format!("Multi-AZ {}", on_off(multi_az)));
+        settings.multi_az = Some(multi_az);
+    }
+    let retention = i32::from(plan.snapshot_retention_days);
+    if retention != current.snapshot_retention {
+        settings.what.push(format!("snapshot retention {} → {retention} days", current.snapshot_retention));
+        settings.snapshot_retention = Some(retention);
+    }
+    if !settings.what.is_empty() {
+        changes.push(Change::Modify(settings));
+    }
+
+    if replicas < current.replicas_per_shard {
+        changes.push(Change::RemoveReplicas { from: current.replicas_per_shard, to: replicas });
+    }
+    if plan.cluster_mode && shards != current.shards {
+        let retain = if shards < current.shards {
+            current.node_group_ids.iter().take(shards).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        changes.push(Change::Reshard { from: current.shards, to: shards, retain });
+    }
+    Ok(changes)
+}
+
+/// "7.1.0" is the "7.1" a plan asks for; "7.1" is "7.1".
+fn same_version(actual: &str, wanted: &str) -> bool {
+    actual == wanted || actual.strip_prefix(wanted).is_some_and(|rest| rest.starts_with('.'))
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_core::catalog::CatalogFile;
+
+    fn spec(service: &str, plan: &str, version: &str) -> CacheSpec {
+        let catalog = CatalogFile::builtin();
+        let service = catalog.services.iter().find(|s| s.name == service).unwrap();
+        let plan =
+            catalog.plans.iter().find(|p| p.service_id == service.id && p.name == plan).unwrap().clone();
+        CacheSpec {
+            instance_id: "i-1".into(),
+            engine: service.engine,
+            engine_version: version.into(),
+            plan,
+            admin_secret: Some("admin".into()),
+            tags: vec![],
+            spare_users: vec![],
+        }
+    }
+
+    /// The shape a group created from `spec` has.
+    fn shape(spec: &CacheSpec) -> Shape {
+        let plan = &spec.plan;
+        let replicas = usize::from(plan.replicas_per_shard);
+        Shape {
+            cluster_mode: plan.cluster_mode,
+            node_type: Some(plan.node_type.clone()),
+            engine_version: Some(format!("{}.0", spec.engine_version)),
+            shards: usize::from(plan.shards),
+            node_group_ids: (1..=plan.shards).map(|i| format!("{i:04}")).collect(),
+            replicas_per_shard: replicas,
+            automatic_failover: plan.cluster_mode || (plan.automatic_failover && replicas > 0),
+            multi_az: plan.multi_az && replicas > 0,
+            snapshot_retention: i32::from(plan.snapshot_retention_days),
+        }
+    }
+
+    #[test]
+    fn a_group_already_on_its_plan_needs_no_change() {
+        for plan in ["dev", "small", "ha-3", "ha-5", "cluster-3x2"] {
+            let s = spec("elasticache-redis", plan, "7.1");
+            assert_eq!(plan_changes(&shape(&s), &s).unwrap(), vec![], "{plan}");
+        }
+    }
+
+    #[test]
+    fn moving_to_a_bigger_single_node_plan_is_one_modify_call() {
+        let from = spec("elasticache-redis", "small", "7.1");
+        let to = spec("elasticache-redis", "medium", "7.1");
+        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(s.node_type.as_deref(), Some("cache.m7g.large"));
+        assert_eq!(s.snapshot_retention, Some(7));
+        assert_eq!((s.engine_version.as_ref(), s.automatic_failover, s.multi_az), (None, None, None));
+    }
+
+    #[test]
+    fn replicas_are_added_before_failover_is_turned_on() {
+        let from = spec("elasticache-redis", "small", "7.1");
+        let to = spec("elasticache-redis", "ha-3", "7.1");
+        let changes = plan_changes(&shape(&from), &to).unwrap();
+        assert_eq!(changes[0], Change::AddReplicas { from: 0, to: 2 });
+        let Change::Modify(s) = &changes[1] else { panic!("{changes:?}") };
+        assert_eq!((s.automatic_failover, s.multi_az), (Some(true), Some(true)));
+        assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn failover_is_turned_off_before_the_last_replica_goes() {
+        let from = spec("elasticache-redis", "ha-3", "7.1");
+        let to = spec("elasticache-redis", "medium", "7.1");
+        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let Change::Modify(s) = &changes[0] else { panic!("{changes:?}") };
+        assert_eq!((s.automatic_failover, s.multi_az), (Some(false), Some(false)));
+        assert_eq!(changes[1], Change::RemoveReplicas { from: 2, to: 0 });
+    }
+
+    #[test]
+    fn a_new_major_version_in_cluster_mode_brings_its_parameter_group() {
+        let from = spec("elasticache-valkey", "cluster-3x2", "7.2");
+        let to = spec("elasticache-valkey", "cluster-3x2", "8.0");
+        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(s.engine_version.as_deref(), Some("8.0"));
+        assert_eq!(s.parameter_group.as_deref(), Some("default.valkey8.cluster.on"));
+    }
+
+    #[test]
+    fn a_new_major_version_without_cluster_mode_brings_its_parameter_group_too() {
+        for (service, plan, from, to, group) in [
+            ("elasticache-redis", "small", "6.2", "7.1", Some("default.redis7")),
+            ("elasticache-valkey", "staging", "7.2", "8.0", Some("default.valkey8")),
+            ("elasticache-redis", "small", "7.0", "7.1", None),
+            ("elasticache-redis", "small", "6.0", "6.2", None),
+        ] {
+            let changes = plan_changes(&shape(&spec(service, plan, from)), &spec(service, plan, to)).unwrap();
+            let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+            assert_eq!(s.engine_version.as_deref(), Some(to));
+            assert_eq!(s.parameter_group.as_deref(), group, "{from} → {to}");
+        }
+    }
+
+    #[test]
+    fn fewer_shards_keep_the_first_node_groups() {
+        let from = spec("elasticache-redis", "cluster-3x2", "7.1");
+        let mut to = from.clone();
+        to.plan.shards = 2;
+        let changes = plan_changes(&shape(&from), &to).unwrap();
+        assert_eq!(
+            changes,
+            vec![Change::Reshard { from: 3, to: 2, retain: vec!["0001".into(), "0002".into()] }]
+        );
+    }
+
+    #[test]
+    fn switching_cluster_mode_is_refused_with_a_reason() {
+        let from = spec("elasticache-redis", "small", "7.1");
+        let to = spec("elasticache-redis", "cluster-3x2", "7.1");
+        assert!(plan_changes(&shape(&from), &to).unwrap_err().contains("cluster mode"));
+    }
+
+    #[test]
+    fn a_plan_version_matches_the_patch_release_aws_reports() {
+        assert!(same_version("7.1.0", "7.1"));
+        assert!(same_version("7.1", "7.1"));
+        assert!(!same_version("7.10.0", "7.1"));
+        assert!(!same_version("6.2.6", "7.1"));
+    }
+}

@@ -1,0 +1,65 @@
+//! Tests of the ElastiCache provider: against moto in server mode for the
+//! calls moto implements (`moto.rs`), and against aws-smithy-mocks alone for
+//! the states moto never shows and the errors it never returns (`mocks.rs`).
+//! Helpers shared by both live here.
+
+mod mocks;
+mod moto;
+
+use std::sync::Arc;
+
+use aws_sdk_elasticache::Client;
+
+pub use broker_testing::MemorySecrets;
+pub use broker_testing::aws::{FakeRbac, meta, mocked};
+
+use super::{ElastiCacheProvider, ElastiCacheSettings};
+use broker_core::catalog::CatalogFile;
+use broker_core::domain::credentials::{PASSWORD_LEN, generate_password};
+use broker_core::ports::{CacheSpec, SecretStore};
+
+pub const INSTANCE: &str = "6f1c2a9e-0b7d-4c1e-9a53-2d1f0e8b7c64";
+pub const ADMIN_SECRET: &str = "secrets/instances/admin";
+
+/// A secret store holding an admin password under [`ADMIN_SECRET`].
+pub async fn secrets_with_admin() -> Arc<MemorySecrets> {
+    let secrets = Arc::new(MemorySecrets::default());
+    secrets.create(ADMIN_SECRET, &generate_password(PASSWORD_LEN)).await.unwrap();
+    secrets
+}
+
+pub fn settings() -> ElastiCacheSettings {
+    ElastiCacheSettings {
+        name_prefix: "osb".into(),
+        cache_subnet_group: "osb-cache".into(),
+        memcached_subnet_group: "osb-memcached".into(),
+        security_group_ids: vec!["sg-0123".into()],
+        kms_key_id: Some("alias/osb-cache".into()),
+    }
+}
+
+/// The spec the worker builds for plan `plan` of service `service`.
+pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
+    let catalog = CatalogFile::builtin();
+    let service = catalog.services.iter().find(|s| s.name == service).expect("service");
+    let plan =
+        catalog.plans.iter().find(|p| p.service_id == service.id && p.name == plan).expect("plan").clone();
+    CacheSpec {
+        instance_id: instance_id.into(),
+        engine: service.engine,
+        engine_version: plan.default_engine_version.clone(),
+        admin_secret: service.engine.speaks_redis().then(|| ADMIN_SECRET.to_string()),
+        tags: vec![
+            ("broker-instance-id".into(), instance_id.into()),
+            ("broker-plan".into(), plan.name.clone()),
+            ("organization".into(), "org-1".into()),
+        ],
+        spare_users: vec![],
+        plan,
+    }
+}
+
+/// A provider whose every call goes to `client`.
+pub fn provider_on(client: Client, secrets: Arc<MemorySecrets>) -> ElastiCacheProvider {
+    ElastiCacheProvider::new(client, secrets, settings())
+}

@@ -1,0 +1,1110 @@
+//! The AWS secret store: owns the broker's passwords in Secrets Manager (one
+//! secret per instance admin and per binding, with Secrets Manager's version
+//! stages), and reading the broker's own basic-auth credentials.
+//!
+//! Records elsewhere hold only the secret's ARN. Values leave this module only
+//! as [`SecretString`]s and never appear in errors, logs or `Debug` output.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
+use aws_sdk_secretsmanager::operation::describe_secret::{DescribeSecretError, DescribeSecretOutput};
+use aws_sdk_secretsmanager::operation::get_secret_value::{GetSecretValueError, GetSecretValueOutput};
+use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+use aws_sdk_secretsmanager::operation::rotate_secret::RotateSecretError;
+use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::aws_terms;
+use broker_core::ports::{SecretError, SecretInfo, SecretStore, SecretVersion, Stage};
+
+/// The recovery window `new` uses: the shortest Secrets Manager allows, so a
+/// deleted password lingers as little as possible.
+pub const DEFAULT_RECOVERY_WINDOW_DAYS: i64 = 7;
+
+/// The recovery windows Secrets Manager accepts.
+const RECOVERY_WINDOW_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
+
+/// The rotation intervals Secrets Manager accepts (AutomaticallyAfterDays).
+pub const ROTATION_DAYS: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// Secrets in Secrets Manager; the reference of a secret is its ARN.
+#[derive(Clone)]
+pub struct SecretsManagerStore {
+    client: Client,
+    recovery_window_days: i64,
+    /// The Lambda function Secrets Manager invokes to rotate a secret.
+    rotation_function: Option<String>,
+}
+
+/// Shows how the store deletes, never what it holds.
+impl std::fmt::Debug for SecretsManagerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsManagerStore")
+            .field("recovery_window_days", &self.recovery_window_days)
+            .field("rotation_function", &self.rotation_function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretsManagerStore {
+    /// A store whose deletes keep the secret recoverable for
+    /// [`DEFAULT_RECOVERY_WINDOW_DAYS`].
+    pub fn new(client: Client) -> SecretsManagerStore {
+        SecretsManagerStore {
+            client,
+            recovery_window_days: DEFAULT_RECOVERY_WINDOW_DAYS,
+            rotation_function: None,
+        }
+    }
+
+    /// The ARN of the Lambda function Secrets Manager invokes to rotate the
+    /// secrets (ROTATION_FUNCTION_ARN: the provisioner). Without one,
+    /// [`SecretStore::schedule_rotation`] refuses and [`Self::rotate_now`]
+    /// relies on the function the secret already names.
+    pub fn with_rotation_function(mut self, arn: Option<String>) -> SecretsManagerStore {
+        self.rotation_function = arn.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+        self
+    }
+
+    pub fn rotation_function(&self) -> Option<&str> {
+        self.rotation_function.as_deref()
+    }
+
+    /// Rotates the secret now, on an operator's demand: RotateSecret with
+    /// RotateImmediately, after which Secrets Manager invokes the rotation
+    /// function for each step (createSecret ... finishSecret) under a new
+    /// token. The schedule stays as it is. Names the configured rotation
+    /// function when there is one; otherwise the secret must name one
+    /// already. Secrets Manager refuses while an earlier rotation is
+    /// unfinished (an AWSPENDING version that is not AWSCURRENT).
+    pub async fn rotate_now(&self, reference: &str) -> Result<(), SecretError> {
+        let rotated = self
+            .client
+            .rotate_secret()
+            .secret_id(reference)
+            .set_rotation_lambda_arn(self.rotation_function.clone())
+            .rotate_immediately(true)
+            .send()
+            .await;
+        match rotated {
+            Ok(_) => {
+                tracing::info!(secret = %reference, "asked Secrets Manager to rotate the secret now");
+                Ok(())
+            }
+            Err(err) => Err(self.rotate_failed(reference, "now", err).await),
+        }
+    }
+
+    /// What a failed RotateSecret means: `NotFound` for a missing or deleted
+    /// secret, else `Unavailable` with Secrets Manager's reason (a rotation
+    /// still in progress, a function it cannot invoke ...).
+    async fn rotate_failed(
+        &self,
+        reference: &str,
+        what: &str,
+        err: aws_sdk_secretsmanager::error::SdkError<
+            RotateSecretError,
+            aws_sdk_secretsmanager::config::http::HttpResponse,
+        >,
+    ) -> SecretError {
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            RotateSecretError::ResourceNotFoundException(_) => SecretError::NotFound(reference.to_string()),
+            RotateSecretError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await.unwrap_or(false) =>
+            {
+                SecretError::NotFound(reference.to_string())
+            }
+            _ => SecretError::Unavailable(format!("RotateSecret {reference} ({what}) failed: {why}")),
+        }
+    }
+
+    /// How many days a deleted secret stays recoverable, kept within the 7 to
+    /// 30 Secrets Manager accepts.
+    pub fn with_recovery_window_days(mut self, days: i64) -> SecretsManagerStore {
+        self.recovery_window_days = days.clamp(*RECOVERY_WINDOW_DAYS.start(), *RECOVERY_WINDOW_DAYS.end());
+        self
+    }
+
+    pub fn recovery_window_days(&self) -> i64 {
+        self.recovery_window_days
+    }
+
+    /// DescribeSecret; `None` when there is no such secret.
+    async fn lookup(&self, id: &str) -> Result<Option<DescribeSecretOutput>, SecretError> {
+        match self.client.describe_secret().secret_id(id).send().await {
+            Ok(out) => Ok(Some(out)),
+            Err(err) => {
+                let why = aws_terms(&err);
+                match err.into_service_error() {
+                    DescribeSecretError::ResourceNotFoundException(_) => Ok(None),
+                    _ => Err(SecretError::Unavailable(format!("DescribeSecret {id} failed: {why}"))),
+                }
+            }
+        }
+    }
+
+    /// Whether `id` names a secret waiting out its recovery window: Secrets
+    /// Manager answers InvalidRequestException for most calls on one, and so
+    /// does it for many other mistakes; only DescribeSecret tells them apart.
+    async fn is_scheduled_for_deletion(&self, id: &str) -> Result<bool, SecretError> {
+        Ok(self.lookup(id).await?.is_some_and(|d| d.deleted_date.is_some()))
+    }
+
+    /// The ARN of the existing secret `name`, after CreateSecret found it
+    /// there. One scheduled for deletion (an instance or binding id used
+    /// again after its deprovision or unbind) is restored and given `value`:
+    /// its old password belonged to the deleted cache user.
+    /// `why` is CreateSecret's answer, for when no secret is there after all.
+    async fn adopt(&self, name: &str, value: &SecretString, why: &str) -> Result<String, SecretError> {
+        let existing = self.lookup(name).await?.ok_or_else(|| {
+            SecretError::Unavailable(format!(
+                "CreateSecret {name} failed ({why}) and DescribeSecret finds no such secret"
+            ))
+        })?;
+        let arn = existing
+            .arn
+            .ok_or_else(|| SecretError::Unavailable(format!("DescribeSecret {name} returned no ARN")))?;
+        if existing.deleted_date.is_none() {
+            return Ok(arn);
+        }
+        self.client.restore_secret().secret_id(&arn).send().await.map_err(|err| {
+            SecretError::Unavailable(format!("RestoreSecret {arn} failed: {}", aws_terms(&err)))
+        })?;
+        self.client
+            .put_secret_value()
+            .secret_id(&arn)
+            .secret_string(value.expose_secret())
+            .send()
+            .await
+            .map_err(|err| {
+                SecretError::Unavailable(format!("PutSecretValue {arn} failed: {}", aws_terms(&err)))
+            })?;
+        tracing::info!(secret = %arn, "restored a secret scheduled for deletion and gave it a new value");
+        Ok(arn)
+    }
+
+    /// The string a GetSecretValue of `reference` (`which`: "at AWSCURRENT",
+    /// "version …") returned; `None` when the secret, or that stage or
+    /// version of it, does not exist or the secret is scheduled for deletion.
+    async fn value_of(
+        &self,
+        got: Result<
+            GetSecretValueOutput,
+            SdkError<GetSecretValueError, aws_sdk_secretsmanager::config::http::HttpResponse>,
+        >,
+        reference: &str,
+        which: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let err = match got {
+            Ok(out) => {
+                return match out.secret_string {
+                    Some(value) => Ok(Some(SecretString::from(value))),
+                    None => Err(SecretError::Unavailable(format!(
+                        "secret {reference} holds binary data {which}, not a string"
+                    ))),
+                };
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // Both a missing secret and a stage or version it does not have.
+            GetSecretValueError::ResourceNotFoundException(_) => Ok(None),
+            GetSecretValueError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(None)
+            }
+            _ => Err(SecretError::Unavailable(format!("GetSecretValue {reference} {which} failed: {why}"))),
+        }
+    }
+
+    /// UpdateSecretVersionStage: moves `stage` to version `to` (if given)
+    /// from version `from` (if given).
+    async fn move_stage(
+        &self,
+        reference: &str,
+        stage: Stage,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), SecretError> {
+        let moved = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(reference)
+            .version_stage(stage.label())
+            .set_move_to_version_id(to.map(str::to_string))
+            .set_remove_from_version_id(from.map(str::to_string))
+            .send()
+            .await;
+        let Err(err) = moved else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            UpdateSecretVersionStageError::ResourceNotFoundException(_) => {
+                Err(SecretError::NotFound(reference.to_string()))
+            }
+            _ => Err(SecretError::Unavailable(format!(
+                "UpdateSecretVersionStage {reference} {} (to {}, from {}) failed: {why}",
+                stage.label(),
+                to.unwrap_or("none"),
+                from.unwrap_or("none")
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for SecretsManagerStore {
+    async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError> {
+        let created =
+            self.client.create_secret().name(name).secret_string(value.expose_secret()).send().await;
+        let err = match created {
+            Ok(out) => {
+                return out
+                    .arn
+                    .ok_or_else(|| SecretError::Unavailable(format!("CreateSecret {name} returned no ARN")));
+            }
+            Err(err) => err,
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // InvalidRequestException is what a name scheduled for deletion
+            // gets; `adopt` looks before deciding, and leaves a live secret
+            // (and so the first password of a retried step) alone.
+            CreateSecretError::ResourceExistsException(_) | CreateSecretError::InvalidRequestException(_) => {
+                self.adopt(name, value, &why).await
+            }
+            _ => Err(SecretError::Unavailable(format!("CreateSecret {name} failed: {why}"))),
+        }
+    }
+
+    async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError> {
+        // The stage is always named: moto's default-stage read is stale after
+        // a stage move, and naming it costs nothing on AWS.
+        let label = stage.label();
+        let got = self.client.get_secret_value().secret_id(reference).version_stage(label).send().await;
+        self.value_of(got, reference, &format!("at {label}")).await
+    }
+
+    async fn delete(&self, reference: &str) -> Result<(), SecretError> {
+        let deleted = self
+            .client
+            .delete_secret()
+            .secret_id(reference)
+            .recovery_window_in_days(self.recovery_window_days)
+            .send()
+            .await;
+        let Err(err) = deleted else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            DeleteSecretError::ResourceNotFoundException(_) => Ok(()),
+            // A retried deprovision deletes again what it already scheduled.
+            DeleteSecretError::InvalidRequestException(_)
+                if self.is_scheduled_for_deletion(reference).await? =>
+            {
+                Ok(())
+            }
+            _ => Err(SecretError::Unavailable(format!("DeleteSecret {reference} failed: {why}"))),
+        }
+    }
+
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), SecretError> {
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(reference)
+            .client_request_token(version_id)
+            .secret_string(value.expose_secret())
+            .version_stages(Stage::Pending.label())
+            .send()
+            .await;
+        let Err(err) = put else {
+            return Ok(());
+        };
+        let why = aws_terms(&err);
+        match err.into_service_error() {
+            // The token names a version that exists already (a retried step
+            // with another value): the first value stays, as the port says.
+            PutSecretValueError::ResourceExistsException(_) => Ok(()),
+            PutSecretValueError::ResourceNotFoundException(_) => {
+                Err(SecretError::NotFound(reference.to_string()))
+            }
+            _ => Err(SecretError::Unavailable(format!(
+                "PutSecretValue {reference} version {version_id} at {} failed: {why}",
+                Stage::Pending.label()
+            ))),
+        }
+    }
+
+    async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError> {
+        let described =
+            self.lookup(reference).await?.ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let versions = described.version_ids_to_stages.unwrap_or_default();
+        let Some(target_stages) = versions.get(version_id) else {
+            return Err(SecretError::NotFound(format!("{reference} version {version_id}")));
+        };
+        let current = versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == Stage::Current.label()))
+            .map(|(id, _)| id.as_str());
+        if current != Some(version_id) {
+            // Secrets Manager labels the version that loses AWSCURRENT
+            // AWSPREVIOUS itself.
+            self.move_stage(reference, Stage::Current, Some(version_id), current).await?;
+        }
+        if target_stages.iter().any(|s| s == Stage::Pending.label()) {
+            self.move_stage(reference, Stage::Pending, None, Some(version_id)).await?;
+        }
+        Ok(())
+    }
+
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
+        let described = self
+            .lookup(reference)
+            .await?
+            .filter(|d| d.deleted_date.is_none())
+            .ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let mut versions: Vec<SecretVersion> = described
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, labels)| SecretVersion {
+                id,
+                stages: labels.iter().filter_map(|l| stage(l)).collect(),
+            })
+            .collect();
+        // The current version first, then pending, previous, and versions
+        // without a stage; the map Secrets Manager returns has no order.
+        versions.sort_by_key(|v| (v.stages.iter().map(|s| rank(*s)).min().unwrap_or(3), v.id.clone()));
+        let rotation_days = match (described.rotation_enabled, &described.rotation_rules) {
+            (Some(true), Some(rules)) => rules.automatically_after_days.and_then(|d| u32::try_from(d).ok()),
+            _ => None,
+        };
+        Ok(SecretInfo {
+            name: described.name.unwrap_or_else(|| reference.to_string()),
+            versions,
+            rotation_days,
+        })
+    }
+
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
+        let got = self.client.get_secret_value().secret_id(reference).version_id(version_id).send().await;
+        self.value_of(got, reference, &format!("version {version_id}")).await
+    }
+
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError> {
+        let Some(function) = self.rotation_function.as_deref() else {
+            return Err(SecretError::Unavailable(format!(
+                "cannot schedule the rotation of secret {reference}: ROTATION_FUNCTION_ARN is not set"
+            )));
+        };
+        if !ROTATION_DAYS.contains(&days) {
+            return Err(SecretError::Unavailable(format!(
+                "cannot rotate secret {reference} every {days} days: Secrets Manager takes {} to {}",
+                ROTATION_DAYS.start(),
+                ROTATION_DAYS.end()
+            )));
+        }
+        let described = self
+            .lookup(reference)
+            .await?
+            .filter(|d| d.deleted_date.is_none())
+            .ok_or_else(|| SecretError::NotFound(reference.to_string()))?;
+        let scheduled = described.rotation_enabled == Some(true)
+            && described.rotation_lambda_arn.as_deref() == Some(function)
+            && described.rotation_rules.as_ref().and_then(|r| r.automatically_after_days)
+                == Some(i64::from(days));
+        if scheduled {
+            return Ok(());
+        }
+        // Without RotateImmediately Secrets Manager rotates first after
+        // `days`; it does invoke the function's testSecret step at once.
+        let rotated = self
+            .client
+            .rotate_secret()
+            .secret_id(reference)
+            .rotation_lambda_arn(function)
+            .rotation_rules(RotationRulesType::builder().automatically_after_days(i64::from(days)).build())
+            .rotate_immediately(false)
+            .send()
+            .await;
+        match rotated {
+            Ok(_) => {
+                tracing::info!(secret = %reference, days, "scheduled the rotation of the secret");
+                Ok(())
+            }
+            Err(err) => Err(self.rotate_failed(reference, &format!("every {days} days"), err).await),
+        }
+    }
+}
+
+/// The stage a Secrets Manager label names; `None` for labels of others.
+fn stage(label: &str) -> Option<Stage> {
+    [Stage::Current, Stage::Pending, Stage::Previous].into_iter().find(|s| s.label() == label)
+}
+
+/// The order versions are listed in.
+fn rank(stage: Stage) -> u8 {
+    match stage {
+        Stage::Current => 0,
+        Stage::Pending => 1,
+        Stage::Previous => 2,
+    }
+}
+
+/// The broker's own credentials as the secret holds them. No `Debug`: the
+/// username would be printed.
+#[derive(serde::Deserialize)]
+struct BrokerCredentials {
+    username: Option<String>,
+    password: Option<SecretString>,
+}
+
+/// Reads the broker's basic-auth credentials from the JSON secret `arn`
+/// (`{"username": ..., "password": ...}`) at AWSCURRENT. Errors name the ARN
+/// and what is wrong with it, never a value.
+pub async fn read_broker_credentials(
+    client: &Client,
+    arn: &str,
+) -> Result<(String, SecretString), SecretError> {
+    let label = Stage::Current.label();
+    let out = match client.get_secret_value().secret_id(arn).version_stage(label).send().await {
+        Ok(out) => out,
+        Err(err) => {
+            let why = aws_terms(&err);
+            return Err(match err.into_service_error() {
+                GetSecretValueError::ResourceNotFoundException(_) => SecretError::NotFound(arn.to_string()),
+                _ => SecretError::Unavailable(format!("GetSecretValue {arn} at {label} failed: {why}")),
+            });
+        }
+    };
+    let raw = SecretString::from(out.secret_string.ok_or_else(|| {
+        SecretError::Unavailable(format!("secret {arn} holds binary data, not JSON broker credentials"))
+    })?);
+    // serde's message may quote the input, so it is not passed on.
+    let parsed: BrokerCredentials = serde_json::from_str(raw.expose_secret()).map_err(|_| {
+        SecretError::Unavailable(format!(
+            "secret {arn} is not a JSON object {{\"username\": string, \"password\": string}}"
+        ))
+    })?;
+    let missing = |key: &str| SecretError::NotFound(format!("{arn} key \"{key}\" (absent or empty)"));
+    let username = parsed.username.filter(|u| !u.is_empty()).ok_or_else(|| missing("username"))?;
+    let password =
+        parsed.password.filter(|p| !p.expose_secret().is_empty()).ok_or_else(|| missing("password"))?;
+    Ok((username, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdk_config_for_endpoint;
+    use broker_testing::MotoServer;
+
+    async fn client(moto: &MotoServer) -> Client {
+        Client::new(&sdk_config_for_endpoint(&moto.endpoint).await)
+    }
+
+    async fn store(moto: &MotoServer) -> SecretsManagerStore {
+        SecretsManagerStore::new(client(moto).await)
+    }
+
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value)
+    }
+
+    async fn read(store: &SecretsManagerStore, reference: &str, stage: Stage) -> Option<String> {
+        store.read(reference, stage).await.unwrap().map(|v| v.expose_secret().to_string())
+    }
+
+    #[test]
+    fn the_recovery_window_is_kept_within_7_to_30_days() {
+        let client = Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let store = SecretsManagerStore::new(client);
+        assert_eq!(store.recovery_window_days(), 7);
+        assert_eq!(store.clone().with_recovery_window_days(1).recovery_window_days(), 7);
+        assert_eq!(store.clone().with_recovery_window_days(14).recovery_window_days(), 14);
+        assert_eq!(store.with_recovery_window_days(365).recovery_window_days(), 30);
+    }
+
+    #[tokio::test]
+    async fn the_debug_of_the_store_shows_no_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("debug/admin", &secret("debug-value-never-printed")).await.unwrap();
+        let _ = store.read(&arn, Stage::Current).await.unwrap();
+
+        let shown = format!("{store:?}");
+
+        assert_eq!(shown, "SecretsManagerStore { recovery_window_days: 7, rotation_function: None, .. }");
+    }
+
+    #[tokio::test]
+    async fn a_created_secret_reads_back_at_current_by_its_arn() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+
+        let arn = store.create("create/admin", &secret("first-password")).await.unwrap();
+
+        assert!(arn.starts_with("arn:aws:secretsmanager:") && arn.contains(":secret:create/admin"), "{arn}");
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("first-password"));
+    }
+
+    #[tokio::test]
+    async fn creating_again_returns_the_same_arn_and_keeps_the_first_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let first = store.create("again/admin", &secret("first-password")).await.unwrap();
+
+        let second = store.create("again/admin", &secret("second-password")).await.unwrap();
+
+        assert_eq!(second, first);
+        assert_eq!(read(&store, &first, Stage::Current).await.as_deref(), Some("first-password"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_a_pending_version_reads_none_at_pending_and_previous() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("nopending/admin", &secret("only-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+        assert_eq!(read(&store, &arn, Stage::Previous).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_never_existed_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        assert_eq!(read(&store, arn, Stage::Current).await, None);
+        assert_eq!(read(&store, "never/admin", Stage::Current).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_secret_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("deleted/admin", &secret("gone-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await, None);
+    }
+
+    #[tokio::test]
+    async fn deleting_twice_or_deleting_what_never_existed_is_fine() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("twice/admin", &secret("twice-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+        store.delete(&arn).await.unwrap();
+        store.delete("never/created").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_secret_stays_recoverable_for_the_recovery_window() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await.with_recovery_window_days(10);
+        let arn = store.create("window/admin", &secret("window-password")).await.unwrap();
+
+        store.delete(&arn).await.unwrap();
+
+        let described = client(&moto).await.describe_secret().secret_id(&arn).send().await.unwrap();
+        let deleted_at = described.deleted_date.expect("scheduled for deletion").secs();
+        let days = (deleted_at - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+        assert!((9.9..=10.1).contains(&days), "deletion in {days} days");
+    }
+
+    #[tokio::test]
+    async fn creating_a_secret_scheduled_for_deletion_restores_it_with_the_new_value() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let old = store.create("reused/admin", &secret("old-password")).await.unwrap();
+        store.delete(&old).await.unwrap();
+
+        let new = store.create("reused/admin", &secret("new-password")).await.unwrap();
+
+        assert_eq!(new, old);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
+        let again = store.create("reused/admin", &secret("third-password")).await.unwrap();
+        assert_eq!(again, new);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
+    }
+
+    #[tokio::test]
+    async fn a_stage_move_is_seen_at_current_previous_and_pending() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let client = client(&moto).await;
+        let arn = store.create("rotated/admin", &secret("old-password")).await.unwrap();
+        let old_version =
+            client.describe_secret().secret_id(&arn).send().await.unwrap().version_ids_to_stages;
+        let old_version = old_version.unwrap().into_keys().next().unwrap();
+
+        client
+            .put_secret_value()
+            .secret_id(&arn)
+            .client_request_token("rotation-0000-0000-0000-000000000001")
+            .secret_string("new-password")
+            .version_stages(Stage::Pending.label())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+
+        client
+            .update_secret_version_stage()
+            .secret_id(&arn)
+            .version_stage(Stage::Current.label())
+            .move_to_version_id("rotation-0000-0000-0000-000000000001")
+            .remove_from_version_id(&old_version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+    }
+
+    const TOKEN: &str = "rotation-0000-0000-0000-000000000001";
+
+    #[tokio::test]
+    async fn a_pending_version_reads_at_pending_while_the_old_stays_current() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("pending/admin", &secret("old-password")).await.unwrap();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn promoting_makes_the_pending_version_current_and_the_old_previous() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("promote/admin", &secret("old-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        store.promote(&arn, TOKEN).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+    }
+
+    #[tokio::test]
+    async fn putting_the_same_pending_version_twice_is_harmless() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("pendingtwice/admin", &secret("old-password")).await.unwrap();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn promoting_twice_is_harmless() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("promotetwice/admin", &secret("old-password")).await.unwrap();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        store.promote(&arn, TOKEN).await.unwrap();
+        store.promote(&arn, TOKEN).await.unwrap();
+
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
+        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
+        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
+    }
+
+    #[tokio::test]
+    async fn stage_moves_on_a_missing_secret_or_version_are_not_found() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        let err = store.put_pending(missing, TOKEN, &secret("new-password")).await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+        let arn = store.create("noversion/admin", &secret("old-password")).await.unwrap();
+        let err = store.promote(&arn, TOKEN).await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn a_new_secret_describes_with_its_name_one_current_version_and_no_rotation() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("describe/admin", &secret("only-password")).await.unwrap();
+
+        let info = store.describe(&arn).await.unwrap();
+
+        assert_eq!(info.name, "describe/admin");
+        assert_eq!(info.versions.len(), 1);
+        assert_eq!(info.versions[0].stages, [Stage::Current]);
+        assert_eq!(info.rotation_days, None);
+    }
+
+    #[tokio::test]
+    async fn the_description_follows_the_stages_through_a_rotation() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("stages/admin", &secret("old-password")).await.unwrap();
+        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
+
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        let info = store.describe(&arn).await.unwrap();
+        assert_eq!(info.stages_of(&old), Some(&[Stage::Current][..]));
+        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Pending][..]));
+        assert_eq!(info.version_at(Stage::Pending), Some(TOKEN));
+
+        store.promote(&arn, TOKEN).await.unwrap();
+        let info = store.describe(&arn).await.unwrap();
+        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Current][..]));
+        assert_eq!(info.stages_of(&old), Some(&[Stage::Previous][..]));
+        assert_eq!(info.version_at(Stage::Pending), None);
+        assert_eq!(info.versions[0].id, TOKEN, "the current version is listed first");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_deleted_secret_is_not_found_when_described() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("describegone/admin", &secret("gone-password")).await.unwrap();
+        store.delete(&arn).await.unwrap();
+
+        let err = store.describe(&arn).await.unwrap_err();
+        assert!(matches!(&err, SecretError::NotFound(named) if *named == arn), "{err}");
+        let err = store.describe("never/described").await.unwrap_err();
+        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_version_reads_back_by_its_id_whatever_its_stage() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("byversion/admin", &secret("old-password")).await.unwrap();
+        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+
+        let pending = store.read_version(&arn, TOKEN).await.unwrap();
+        assert_eq!(pending.as_ref().map(|v| v.expose_secret()), Some("new-password"));
+        store.promote(&arn, TOKEN).await.unwrap();
+        let previous = store.read_version(&arn, &old).await.unwrap();
+        assert_eq!(previous.as_ref().map(|v| v.expose_secret()), Some("old-password"));
+    }
+
+    #[tokio::test]
+    async fn a_version_that_does_not_exist_reads_none() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let arn = store.create("noversion-read/admin", &secret("old-password")).await.unwrap();
+        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
+
+        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none());
+        assert!(store.read_version(missing, TOKEN).await.unwrap().is_none());
+        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        store.delete(&arn).await.unwrap();
+        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none(), "the secret is deleted");
+    }
+
+    #[tokio::test]
+    async fn scheduling_a_rotation_without_a_rotation_function_names_the_missing_setting() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await.with_rotation_function(Some(" ".into()));
+        let arn = store.create("nofunction/admin", &secret("old-password")).await.unwrap();
+
+        let err = store.schedule_rotation(&arn, 30).await.unwrap_err();
+
+        assert!(matches!(err, SecretError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("ROTATION_FUNCTION_ARN is not set"), "{err}");
+        assert_eq!(store.describe(&arn).await.unwrap().rotation_days, None);
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_are_read_from_the_json_secret() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/credentials")
+            .secret_string(r#"{"username": "osb-platform", "password": "broker-password-value"}"#)
+            .send()
+            .await
+            .unwrap();
+
+        let (username, password) = read_broker_credentials(&client, created.arn().unwrap()).await.unwrap();
+
+        assert_eq!(username, "osb-platform");
+        assert_eq!(password.expose_secret(), "broker-password-value");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_without_a_password_name_the_arn_and_the_key_but_no_value() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/no-password")
+            .secret_string(r#"{"username": "osb-platform-name", "passwd": "misnamed-password-value"}"#)
+            .send()
+            .await
+            .unwrap();
+        let arn = created.arn().unwrap();
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err().to_string();
+
+        assert!(err.contains(arn) && err.contains("\"password\""), "{err}");
+        assert!(!err.contains("osb-platform-name") && !err.contains("misnamed-password-value"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_that_are_not_json_name_the_arn_but_no_value() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let created = client
+            .create_secret()
+            .name("broker/not-json")
+            .secret_string("plain-password-value")
+            .send()
+            .await
+            .unwrap();
+        let arn = created.arn().unwrap();
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err().to_string();
+
+        assert!(err.contains(arn), "{err}");
+        assert!(!err.contains("plain-password-value"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn broker_credentials_of_a_missing_secret_are_not_found() {
+        let moto = MotoServer::start();
+        let client = client(&moto).await;
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:broker/absent-AbCdEf";
+
+        let err = read_broker_credentials(&client, arn).await.unwrap_err();
+
+        assert!(matches!(&err, SecretError::NotFound(named) if named == arn), "{err}");
+    }
+
+    /// RotateSecret and its effect on DescribeSecret, without moto: moto's
+    /// RotateSecret looks the function up among its own Lambda functions and
+    /// answers ResourceNotFoundException for any other (after recording the
+    /// rotation), so a real function ARN cannot be tried there.
+    mod rotation {
+        use std::sync::{Arc, Mutex};
+
+        use aws_sdk_secretsmanager::config::retry::RetryConfig;
+        use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_secretsmanager::error::ErrorMetadata;
+        use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+        use aws_sdk_secretsmanager::operation::rotate_secret::RotateSecretOutput;
+        use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+        use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
+
+        use super::*;
+
+        const ARN: &str =
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:osb/instances/i-1/admin-AbCdEf";
+        const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:osb-provisioner";
+
+        /// What RotateSecret was asked, and the rotation it leaves set.
+        #[derive(Debug, Default, Clone, PartialEq)]
+        struct Rotate {
+            function: Option<String>,
+            days: Option<i64>,
+            immediately: Option<bool>,
+        }
+
+        #[derive(Default)]
+        struct Secret {
+            /// Every RotateSecret, in order.
+            requests: Vec<Rotate>,
+            /// (function, days) once rotation is on.
+            rotation: Option<(String, i64)>,
+        }
+
+        /// A client whose DescribeSecret and RotateSecret act on `state`,
+        /// and which knows no secret but [`ARN`].
+        fn client(state: Arc<Mutex<Secret>>) -> Client {
+            let s = state.clone();
+            let describe = mock!(Client::describe_secret)
+                .match_requests(|req| req.secret_id() == Some(ARN))
+                .then_output(move || {
+                    let rotation = s.lock().unwrap().rotation.clone();
+                    let out = DescribeSecretOutput::builder()
+                        .arn(ARN)
+                        .name("osb/instances/i-1/admin")
+                        .version_ids_to_stages("v1", vec!["AWSCURRENT".to_string()]);
+                    match rotation {
+                        Some((function, days)) => out
+                            .rotation_enabled(true)
+                            .rotation_lambda_arn(function)
+                            .rotation_rules(
+                                RotationRulesType::builder().automatically_after_days(days).build(),
+                            )
+                            .build(),
+                        None => out.build(),
+                    }
+                });
+            let s = state.clone();
+            let rotate = mock!(Client::rotate_secret)
+                .match_requests(|req| req.secret_id() == Some(ARN))
+                .then_compute_response(move |req| {
+                    let request = Rotate {
+                        function: req.rotation_lambda_arn().map(str::to_string),
+                        days: req.rotation_rules().and_then(|r| r.automatically_after_days()),
+                        immediately: req.rotate_immediately(),
+                    };
+                    let mut st = s.lock().unwrap();
+                    if let (Some(function), Some(days)) = (&request.function, request.days) {
+                        st.rotation = Some((function.clone(), days));
+                    }
+                    st.requests.push(request);
+                    MockResponse::Output(RotateSecretOutput::builder().arn(ARN).build())
+                });
+            let missing = |what: &str| {
+                let message = format!("Secrets Manager can't find the specified secret ({what}).");
+                ResourceNotFoundException::builder()
+                    .message(&message)
+                    .meta(
+                        ErrorMetadata::builder().code("ResourceNotFoundException").message(&message).build(),
+                    )
+                    .build()
+            };
+            let describe_missing = mock!(Client::describe_secret)
+                .then_error(move || DescribeSecretError::ResourceNotFoundException(missing("describe")));
+            let rotate_missing = mock!(Client::rotate_secret)
+                .then_error(move || RotateSecretError::ResourceNotFoundException(missing("rotate")));
+            mocked(&[&describe, &rotate, &describe_missing, &rotate_missing])
+        }
+
+        /// A Secrets Manager client answering with `rules`, the first match
+        /// winning, without the SDK's retries.
+        fn mocked(rules: &[&Rule]) -> Client {
+            let interceptor =
+                rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |i, rule| {
+                    i.with_rule(rule)
+                });
+            Client::from_conf(
+                aws_sdk_secretsmanager::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("us-east-1"))
+                    .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+                    .http_client(aws_smithy_mocks::create_mock_http_client())
+                    .interceptor(interceptor)
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            )
+        }
+
+        fn store(state: &Arc<Mutex<Secret>>) -> SecretsManagerStore {
+            SecretsManagerStore::new(client(state.clone())).with_rotation_function(Some(FUNCTION.into()))
+        }
+
+        #[tokio::test]
+        async fn scheduling_names_the_rotation_function_and_the_days_and_does_not_rotate_now() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            let expected =
+                Rotate { function: Some(FUNCTION.into()), days: Some(30), immediately: Some(false) };
+            assert_eq!(state.lock().unwrap().requests, [expected]);
+            assert_eq!(store.describe(ARN).await.unwrap().rotation_days, Some(30));
+        }
+
+        #[tokio::test]
+        async fn scheduling_the_same_rotation_again_sends_nothing_and_another_interval_is_sent() {
+            let state = Arc::default();
+            let store = store(&state);
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+            assert_eq!(state.lock().unwrap().requests.len(), 1, "already scheduled");
+
+            store.schedule_rotation(ARN, 7).await.unwrap();
+            let requests = state.lock().unwrap().requests.clone();
+            assert_eq!(requests.len(), 2);
+            assert_eq!(requests[1].days, Some(7));
+            assert_eq!(store.describe(ARN).await.unwrap().rotation_days, Some(7));
+        }
+
+        #[tokio::test]
+        async fn a_rotation_set_up_with_another_function_is_set_up_again_with_ours() {
+            let state: Arc<Mutex<Secret>> = Arc::default();
+            state.lock().unwrap().rotation = Some(("arn:aws:lambda:us-east-1:1:function:old".into(), 30));
+            let store = store(&state);
+
+            store.schedule_rotation(ARN, 30).await.unwrap();
+
+            assert_eq!(state.lock().unwrap().rotation, Some((FUNCTION.to_string(), 30)));
+        }
+
+        #[tokio::test]
+        async fn intervals_secrets_manager_refuses_are_refused_without_a_call() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            for days in [0, 1001] {
+                let err = store.schedule_rotation(ARN, days).await.unwrap_err();
+                assert!(err.to_string().contains("1 to 1000"), "{err}");
+            }
+            assert!(state.lock().unwrap().requests.is_empty());
+        }
+
+        #[tokio::test]
+        async fn rotating_now_asks_for_an_immediate_rotation_by_the_rotation_function() {
+            let state = Arc::default();
+            let store = store(&state);
+
+            store.rotate_now(ARN).await.unwrap();
+
+            let expected = Rotate { function: Some(FUNCTION.into()), days: None, immediately: Some(true) };
+            assert_eq!(state.lock().unwrap().requests, [expected]);
+        }
+
+        #[tokio::test]
+        async fn rotating_a_missing_secret_is_not_found() {
+            let state = Arc::default();
+            let store = store(&state);
+            let missing = "osb/instances/never/admin";
+
+            let err = store.rotate_now(missing).await.unwrap_err();
+            assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
+            let err = store.schedule_rotation(missing, 30).await.unwrap_err();
+            assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What the provisioner is invoked with, in any mode: a batch of SQS job
+//! messages, or a step of Secrets Manager's rotation protocol
+//! (`{"Step": "createSecret", "SecretId": ..., "ClientRequestToken": ...}`),
+//! told apart by the `Step` field.
+//!
+//! A batch gets one tracing span per record, each body a versioned [`Job`],
+//! and a response naming only the messages to deliver again (the queue's
+//! redrive policy moves repeat failures to the dead-letter queue, so nothing
+//! is lost). A rotation step that fails is an error, which tells Secrets
+//! Manager the step failed.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::ports::Job;
+use crate::rotation::{RotationEvent, Rotator};
+use crate::worker::Worker;
+
+/// Why an invocation failed: the payload is neither kind of event, or a
+/// rotation step did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error("not a Secrets Manager rotation event: {0}")]
+    NotARotationEvent(#[source] serde_json::Error),
+    #[error("not an SQS event: {0}")]
+    NotAnSqsEvent(#[source] serde_json::Error),
+    #[error(transparent)]
+    Rotation(#[from] crate::rotation::RotationError),
+    #[error("the batch response cannot be encoded: {0}")]
+    Response(#[source] serde_json::Error),
+}
+
+/// Handles one invocation of the provisioner: a rotation step, or a batch
+/// of jobs (answered with the batch response).
+pub async fn handle(worker: &Worker, rotator: &Rotator, payload: Value) -> Result<Value, InvocationError> {
+    if payload.get("Step").is_some() {
+        let event: RotationEvent =
+            serde_json::from_value(payload).map_err(InvocationError::NotARotationEvent)?;
+        let span = info_span!("rotation", step = event.step.as_str(), token = %event.token);
+        rotator.handle(&event).instrument(span).await?;
+        return Ok(Value::Null);
+    }
+    let event: SqsEvent = serde_json::from_value(payload).map_err(InvocationError::NotAnSqsEvent)?;
+    serde_json::to_value(handle_batch(worker, event).await).map_err(InvocationError::Response)
+}
+
+/// Runs the worker on every record of `event`.
+pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let span = info_span!("job", message_id = %message_id);
+        let failed = async {
+            let job: Job = match record.body.as_deref().map(serde_json::from_str) {
+                Some(Ok(job)) => job,
+                Some(Err(e)) => {
+                    error!(error = %e, "message body is not a job; leaving it to the dead-letter queue");
+                    return true;
+                }
+                None => {
+                    error!("message has no body; leaving it to the dead-letter queue");
+                    return true;
+                }
+            };
+            match worker.handle(&job).await {
+                Ok(outcome) => {
+                    info!(operation = %job.operation_id, ?outcome, "job handled");
+                    false
+                }
+                Err(e) => {
+                    error!(operation = %job.operation_id, error = %e, "job will be delivered again");
+                    true
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        if failed {
+            response.add_failure(message_id);
+        }
+    }
+    response
+}

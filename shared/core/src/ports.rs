@@ -1,0 +1,404 @@
+//! The ports: narrow traits in domain words that the broker and the worker
+//! depend on. Adapters implement them: embedded ones for laptop mode, AWS ones
+//! for Lambda. No AWS SDK type appears in any signature.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::domain::{Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Service};
+
+// ---------------------------------------------------------------- store
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A create found the record already there.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A conditional write lost: someone else changed the record first.
+    #[error("{0} was changed concurrently")]
+    Conflict(String),
+    /// The backend failed; retrying may help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// A lost race (the record was created or changed by someone else):
+    /// read again and decide again.
+    pub fn is_race(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists(_) | StoreError::Conflict(_))
+    }
+}
+
+/// The catalog as the store holds it.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    async fn services(&self) -> Result<Vec<Service>, StoreError>;
+    async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
+    /// Inserts services and plans that are not there yet; leaves existing ones
+    /// alone, so an operator's change survives a restart.
+    async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError>;
+    /// Inserts or replaces: an operator's deliberate change.
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError>;
+    async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError>;
+}
+
+/// Instances, bindings and operations. Writes are conditional on the record's
+/// `version`, and bump it; a lost race is [`StoreError::Conflict`].
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError>;
+    /// Every instance not yet purged (laptop adoption and reapers use it).
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError>;
+    /// Writes a new instance and its first operation together. Fails with
+    /// `AlreadyExists` when the id is taken, unless `replacing` names the
+    /// version of a deleted or failed record being reused.
+    async fn create_instance(
+        &self,
+        instance: &mut Instance,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Writes the instance, and the operation if given, in one transaction.
+    async fn save_instance(
+        &self,
+        instance: &mut Instance,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError>;
+
+    async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError>;
+    async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError>;
+    async fn create_binding(
+        &self,
+        binding: &mut Binding,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
+    async fn save_binding(
+        &self,
+        binding: &mut Binding,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError>;
+    /// A bind that claims one of the instance's spare users, in one
+    /// transaction: the instance as changed (the spare taken out, and
+    /// `spares_operation` naming `spares_op` when one starts), that new
+    /// operation, and the new binding with its bind operation. The instance
+    /// is written at its loaded version (`Conflict` when someone changed it,
+    /// so no spare goes to two binds); the binding and its operation as in
+    /// [`StateStore::create_binding`].
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
+    /// Operations still in progress (laptop start-up re-enqueues their jobs).
+    async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError>;
+    async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError>;
+    /// Deletes finished records whose `expires_at` has passed.
+    async fn purge_expired(&self, now: i64) -> Result<usize, StoreError>;
+}
+
+/// Everything the broker keeps.
+pub trait Store: CatalogStore + StateStore {}
+impl<T: CatalogStore + StateStore> Store for T {}
+
+// ---------------------------------------------------------------- queue
+
+/// A unit of work for the worker: "advance this operation". Versioned so the
+/// format can change without losing messages in flight.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    /// Message format version; this code writes and reads version 1.
+    pub v: u32,
+    pub operation_id: String,
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+}
+
+impl Job {
+    pub const VERSION: u32 = 1;
+
+    pub fn for_operation(op: &Operation) -> Job {
+        Job {
+            v: Job::VERSION,
+            operation_id: op.id.clone(),
+            instance_id: op.instance_id.clone(),
+            binding_id: op.binding_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("job queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+/// Where jobs wait for the worker.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues `job`, visible to the worker after `delay_secs` (at most 900,
+    /// as SQS allows).
+    async fn enqueue(&self, job: &Job, delay_secs: u32) -> Result<(), QueueError>;
+}
+
+// ---------------------------------------------------------------- cache provider
+
+/// How a provider call ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The requested state is reached.
+    Done,
+    /// Still working; `detail` says how far ("2 of 6 nodes available").
+    Working { detail: String },
+}
+
+/// Why a provider call failed: every error is one or the other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Try again later (throttling, a busy resource, a network blip).
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying will not help; the operation fails with this description.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the provider needs to create or modify a cache.
+#[derive(Debug, Clone)]
+pub struct CacheSpec {
+    pub instance_id: String,
+    pub engine: Engine,
+    pub engine_version: String,
+    pub plan: Plan,
+    /// Reference to the admin credential in the secret store (Redis OSS and
+    /// Valkey; Memcached has none).
+    pub admin_secret: Option<String>,
+    /// Tags for the resource (organization, space, plan ...).
+    pub tags: Vec<(String, String)>,
+    /// Binding users to make with the cache, so that they are ready when it
+    /// is: the instance's spare users (ElastiCache puts them in the user
+    /// group it creates). Only a provider whose users take time to add is
+    /// given any (see [`CacheProvider::users_change_at_once`]).
+    pub spare_users: Vec<CacheUser>,
+}
+
+/// A cache backend: ElastiCache in AWS, local processes on a laptop.
+/// Every call is idempotent: repeating it changes nothing twice, and `create`
+/// adopts what an earlier attempt made.
+#[async_trait]
+pub trait CacheProvider: Send + Sync {
+    /// Whether `put_user` and `delete_user` take effect before they return
+    /// (`Done` at once), so that a bind and an unbind can finish inside the
+    /// request. Local processes: yes. ElastiCache adds a user to a user group
+    /// in minutes: no, so instances keep spare users for binds to claim.
+    fn users_change_at_once(&self) -> bool;
+    async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
+    /// How far creation or modification has got.
+    async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
+    async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
+    /// Deletes the cache and everything it holds; `Done` once it is gone
+    /// (and at once when there was nothing). With `final_snapshot` (the
+    /// plan's flag), a backend that keeps snapshots takes one of the data
+    /// first, under a name derived from `instance_id` alone, so a repeated
+    /// call asks for the same snapshot; the snapshot outlives the cache.
+    /// Backends without snapshots (Memcached, laptop processes) ignore it.
+    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError>;
+    async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError>;
+    /// Creates the user, or resets an existing one to exactly these passwords
+    /// and rules.
+    async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError>;
+    /// Removes the user; `Done` at once when it does not exist (nor the
+    /// instance's cache). Its open connections are closed, so access ends
+    /// immediately. A user the cache is gone without (one made but never
+    /// added to a user group) is deleted too.
+    async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+    /// Whether a user created or changed by `put_user` is active yet.
+    async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+    /// Sets the passwords `principal` is accepted with to exactly
+    /// `passwords`, the newest first: one or two, none empty. Other rules of
+    /// the user stay as they are. This is how a rotation runs: `[new, old]`
+    /// (both work), the grace period, then `[new]` (only the new one works).
+    /// The admin of a cache without users (Redis OSS before 6) has an AUTH
+    /// token instead: two passwords rotate it (ElastiCache's `ROTATE`: the
+    /// old and the new one are accepted), one sets it (`SET`: only that one).
+    /// Repeating a call is harmless. Memcached has no passwords: a call for
+    /// it is a permanent error.
+    async fn set_passwords(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError>;
+    /// `Done` once the last `set_passwords` is in effect: `principal` is
+    /// accepted with each of `passwords` (a backend that cannot try them,
+    /// like ElastiCache from outside the VPC, checks what it can: the user
+    /// or the replication group is active and holds that many passwords).
+    async fn passwords_progress(
+        &self,
+        instance_id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError>;
+}
+
+/// Whose password a rotation changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The broker's own admin of the instance (an RBAC user, or the AUTH
+    /// token of a cache without users).
+    Admin,
+    /// A binding's cache user, by user name.
+    User(String),
+}
+
+impl Principal {
+    /// How logs and errors name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Admin => "the admin credential".to_string(),
+            Principal::User(name) => format!("cache user {name}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// Version stages, as Secrets Manager names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Current => "AWSCURRENT",
+            Stage::Pending => "AWSPENDING",
+            Stage::Previous => "AWSPREVIOUS",
+        }
+    }
+}
+
+/// One version of a secret and the stages it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    /// The version id (a rotation's ClientRequestToken).
+    pub id: String,
+    /// The stages among AWSCURRENT, AWSPENDING and AWSPREVIOUS it carries.
+    pub stages: Vec<Stage>,
+}
+
+/// What a secret is, without its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// The secret's name (`<prefix>/instances/<id>/admin` ...).
+    pub name: String,
+    pub versions: Vec<SecretVersion>,
+    /// Days between scheduled rotations; `None` when rotation is off.
+    pub rotation_days: Option<u32>,
+}
+
+impl SecretInfo {
+    /// The stages of version `id`; `None` when the secret has no such version.
+    pub fn stages_of(&self, id: &str) -> Option<&[Stage]> {
+        self.versions.iter().find(|v| v.id == id).map(|v| v.stages.as_slice())
+    }
+
+    /// The id of the version at `stage`.
+    pub fn version_at(&self, stage: Stage) -> Option<&str> {
+        self.versions.iter().find(|v| v.stages.contains(&stage)).map(|v| v.id.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {0} not found")]
+    NotFound(String),
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where passwords live; records hold only the reference this returns.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Creates the secret `name` with `value` as its current version and
+    /// returns its reference. If it exists already, leaves it unchanged and
+    /// returns its reference, so a retried step keeps the first password.
+    async fn create(&self, name: &str, value: &SecretString) -> Result<String, SecretError>;
+    /// Reads the version at `stage`; `None` when no version has that stage.
+    async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError>;
+    /// Deletes the secret; fine when it is already gone.
+    async fn delete(&self, reference: &str) -> Result<(), SecretError>;
+    /// Adds `value` as version `version_id` of the existing secret, labelled
+    /// AWSPENDING (the first step of a rotation; its ClientRequestToken is
+    /// the version id). Putting the same `version_id` again is harmless and
+    /// keeps the first value, so a retried step keeps the first password.
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), SecretError>;
+    /// Moves AWSCURRENT to version `version_id` (the last step of a
+    /// rotation): the old current version becomes AWSPREVIOUS and AWSPENDING
+    /// is removed. Promoting the current version again changes nothing.
+    async fn promote(&self, reference: &str, version_id: &str) -> Result<(), SecretError>;
+    /// The reference of the secret called `name`, whether or not it exists, so
+    /// clean-up can delete a secret whose reference was never recorded (a
+    /// step that crashed between creating it and saving the reference).
+    /// Secrets Manager takes a name wherever it takes an ARN.
+    fn reference_for(&self, name: &str) -> String {
+        name.to_string()
+    }
+    /// The secret's name, versions and rotation schedule (DescribeSecret);
+    /// `NotFound` when there is no such secret (or it is deleted).
+    async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError>;
+    /// The value of version `version_id`; `None` when there is no such
+    /// version (a rotation step reads its AWSPENDING version by its token).
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, SecretError>;
+    /// Rotates the secret every `days` days from now on, without rotating it
+    /// now (Secrets Manager: RotateSecret naming the rotation function and
+    /// the schedule). Repeating it is harmless.
+    async fn schedule_rotation(&self, reference: &str, days: u32) -> Result<(), SecretError>;
+}
+
+/// An instance's admin password, read from the secret its record names, with
+/// errors an operator can act on: a missing reference or secret is permanent,
+/// an unreachable secret store retryable. Both cache providers use it.
+pub async fn read_admin_password(
+    secrets: &dyn SecretStore,
+    reference: Option<&str>,
+    instance_id: &str,
+    engine: Engine,
+) -> Result<SecretString, ProviderError> {
+    let Some(reference) = reference else {
+        return Err(ProviderError::Permanent(format!(
+            "instance {instance_id} has no admin secret reference, which {} needs",
+            engine.as_str()
+        )));
+    };
+    match secrets.read(reference, Stage::Current).await {
+        Ok(Some(password)) => Ok(password),
+        Ok(None) => {
+            Err(ProviderError::Permanent(format!("the admin secret {reference} has no current version")))
+        }
+        Err(SecretError::NotFound(_)) => {
+            Err(ProviderError::Permanent(format!("the admin secret {reference} does not exist")))
+        }
+        Err(e @ SecretError::Unavailable(_)) => {
+            Err(ProviderError::Retryable(format!("could not read the admin secret {reference}: {e}")))
+        }
+    }
+}

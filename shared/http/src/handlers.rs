@@ -1,0 +1,156 @@
+//! One handler per OSB route: parse the path, query and body (400 naming the
+//! bad field), call the broker, and turn its fact into a status code. This is
+//! the one place where outcomes become 200, 201 or 202.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use broker_core::broker::{Accepted, Bound, Provisioned, Unbound, Updated};
+use broker_core::osb::OsbError;
+use broker_core::osb::types::{AsyncResponse, Query, parse_query};
+
+fn query(raw: Option<String>) -> Result<Query, OsbError> {
+    parse_query(raw.as_deref()).map_err(OsbError::BadRequest)
+}
+
+/// Parses a JSON body; the error names the field at fault.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, OsbError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(OsbError::BadRequest("the request body must be a JSON object".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        // serde says "missing field `plan_id` at line 1 column 30": keep the words.
+        let words = text.split(" at line ").next().unwrap_or(&text);
+        OsbError::BadRequest(format!("request body: {words}"))
+    })
+}
+
+fn accepted(operation: String) -> Response {
+    (StatusCode::ACCEPTED, Json(AsyncResponse { operation })).into_response()
+}
+
+fn empty(status: StatusCode) -> Response {
+    (status, Json(json!({}))).into_response()
+}
+
+/// `GET /v2/catalog`
+pub async fn catalog(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.broker.catalog().await?).into_response())
+}
+
+/// `PUT /v2/service_instances/{instance_id}`
+pub async fn provision(
+    State(s): State<AppState>,
+    Path(instance_id): Path<String>,
+    RawQuery(q): RawQuery,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = body(&bytes)?;
+    Ok(match s.broker.provision(&instance_id, req, &q).await? {
+        Provisioned::Accepted { operation } => accepted(operation),
+        Provisioned::AlreadyExists => empty(StatusCode::OK),
+    })
+}
+
+/// `PATCH /v2/service_instances/{instance_id}`
+pub async fn update(
+    State(s): State<AppState>,
+    Path(instance_id): Path<String>,
+    RawQuery(q): RawQuery,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = body(&bytes)?;
+    Ok(match s.broker.update(&instance_id, req, &q).await? {
+        Updated::Accepted { operation } => accepted(operation),
+        Updated::Unchanged => empty(StatusCode::OK),
+    })
+}
+
+/// `DELETE /v2/service_instances/{instance_id}`
+pub async fn deprovision(
+    State(s): State<AppState>,
+    Path(instance_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let Accepted { operation } = s.broker.deprovision(&instance_id, &q).await?;
+    Ok(accepted(operation))
+}
+
+/// `GET /v2/service_instances/{instance_id}`
+pub async fn fetch_instance(
+    State(s): State<AppState>,
+    Path(instance_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    query(q)?;
+    Ok(Json(s.broker.fetch_instance(&instance_id).await?).into_response())
+}
+
+/// `GET /v2/service_instances/{instance_id}/last_operation`
+pub async fn instance_last_operation(
+    State(s): State<AppState>,
+    Path(instance_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    Ok(Json(s.broker.instance_last_operation(&instance_id, &q).await?).into_response())
+}
+
+/// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+pub async fn bind(
+    State(s): State<AppState>,
+    Path((instance_id, binding_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = body(&bytes)?;
+    Ok(match s.broker.bind(&instance_id, &binding_id, req, &q).await? {
+        Bound::Created(resp) => (StatusCode::CREATED, Json(resp)).into_response(),
+        Bound::Accepted { operation } => accepted(operation),
+        Bound::AlreadyExists(resp) => (StatusCode::OK, Json(resp)).into_response(),
+    })
+}
+
+/// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+pub async fn unbind(
+    State(s): State<AppState>,
+    Path((instance_id, binding_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    Ok(match s.broker.unbind(&instance_id, &binding_id, &q).await? {
+        Unbound::Done => empty(StatusCode::OK),
+        Unbound::Accepted { operation } => accepted(operation),
+    })
+}
+
+/// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
+pub async fn fetch_binding(
+    State(s): State<AppState>,
+    Path((instance_id, binding_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    query(q)?;
+    Ok(Json(s.broker.fetch_binding(&instance_id, &binding_id).await?).into_response())
+}
+
+/// `GET .../service_bindings/{binding_id}/last_operation`
+pub async fn binding_last_operation(
+    State(s): State<AppState>,
+    Path((instance_id, binding_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    Ok(Json(s.broker.binding_last_operation(&instance_id, &binding_id, &q).await?).into_response())
+}

@@ -1,0 +1,224 @@
+//! The OSB HTTP API: one axum `Router` for every route. lambda_http runs it in
+//! Lambda; a plain listener runs the same Router in laptop mode.
+//!
+//! Checks run in this order: basic auth (401), `X-Broker-API-Version` (400
+//! when missing, 412 when unsupported), then the body and query (400), then
+//! the broker's own checks (422 AsyncRequired, 409, 422 ConcurrencyError; a
+//! bind, which answers at once whenever it can, is 422 AsyncRequired only
+//! after the state checks, when it would have to wait).
+//! Every request gets one audit log line; `X-Broker-API-Request-Identity` is
+//! echoed in the response.
+
+mod handlers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use tracing::{error, info};
+
+use broker_core::broker::Broker;
+use broker_core::osb::OsbError;
+use broker_core::osb::headers::{
+    API_VERSION, ORIGINATING_IDENTITY, OriginatingIdentity, REQUEST_IDENTITY, check_api_version,
+};
+
+/// The platform's credentials for this broker. `Debug` hides the password.
+#[derive(Clone)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+impl BasicAuth {
+    /// Compares in constant time, so the answer's timing says nothing about
+    /// how much of a guess was right.
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+        let user_ok = user.ct_eq(self.username.as_bytes());
+        let pass_ok = pass.ct_eq(self.password.expose_secret().as_bytes());
+        bool::from(user_ok & pass_ok)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub auth: Arc<BasicAuth>,
+}
+
+/// An OSB error on its way out as an HTTP response. (`OsbError` is the
+/// core's; the response is this crate's.)
+#[derive(Debug)]
+pub struct ApiError(pub OsbError);
+
+impl From<OsbError> for ApiError {
+    fn from(e: OsbError) -> ApiError {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        if let OsbError::Internal(detail) = &err {
+            // The cause goes to the log, never to the caller.
+            error!(error = %detail, "request failed");
+        }
+        let mut response = (err.status(), axum::Json(err.body())).into_response();
+        match &err {
+            OsbError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"osb\""));
+            }
+            OsbError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The Router with every OSB route and the checks in front of them.
+pub fn router(state: AppState) -> Router {
+    use handlers::*;
+    let routes = Router::new()
+        .route("/v2/catalog", get(catalog))
+        .route(
+            "/v2/service_instances/{instance_id}",
+            get(fetch_instance).put(provision).patch(update).delete(deprovision),
+        )
+        .route("/v2/service_instances/{instance_id}/last_operation", get(instance_last_operation))
+        .route(
+            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
+            get(fetch_binding).put(bind).delete(unbind),
+        )
+        .route(
+            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation",
+            get(binding_last_operation),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    // Layers run outermost first: observe, then auth, then the version check.
+    routes
+        .layer(middleware::from_fn(api_version))
+        .layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn(observe))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(OsbError::NotFound("no such route; the OSB API lives under /v2".into()))
+}
+
+/// 405 with the OSB body; the `Allow` header is filled in by axum from the
+/// methods the route has, and restated here if it is missing.
+async fn method_not_allowed(req: Request) -> Response {
+    let allow = allowed_methods(req.uri().path());
+    ApiError(OsbError::MethodNotAllowed { allow: allow.to_string() }).into_response()
+}
+
+fn allowed_methods(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v2", "catalog"] => "GET,HEAD",
+        ["v2", "service_instances", _] => "GET,HEAD,PUT,PATCH,DELETE",
+        ["v2", "service_instances", _, "service_bindings", _] => "GET,HEAD,PUT,DELETE",
+        _ => "GET,HEAD",
+    }
+}
+
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.auth.accepts(req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError(OsbError::Unauthorized).into_response()
+    }
+}
+
+async fn api_version(req: Request, next: Next) -> Response {
+    match req.headers().get(API_VERSION).map(|v| v.to_str().unwrap_or("")) {
+        None => ApiError(OsbError::BadRequest(
+            "the X-Broker-API-Version header is required; send X-Broker-API-Version: 2.17".into(),
+        ))
+        .into_response(),
+        Some(v) => match check_api_version(v) {
+            Ok(()) => next.run(req).await,
+            Err(why) => ApiError(OsbError::PreconditionFailed(why)).into_response(),
+        },
+    }
+}
+
+/// One audit line per request (who, what, outcome, how long) and the request
+/// identity echoed back. Never logs bodies or the Authorization header.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method: Method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let request_id = req.headers().get(REQUEST_IDENTITY).cloned();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (platform, identity, identity_error) = match req.headers().get(ORIGINATING_IDENTITY) {
+        None => (None, None, None),
+        Some(v) => match OriginatingIdentity::parse(v.to_str().unwrap_or("")) {
+            Ok(id) => (Some(id.platform.clone()), Some(id.value.to_string()), None),
+            Err(e) => (None, None, Some(e)),
+        },
+    };
+    // Every log line of this request, the 500's cause included, carries its id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+    );
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    let status: StatusCode = response.status();
+    info!(
+        target: "audit",
+        method = %method,
+        path = %path,
+        query = %query,
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        platform = platform.as_deref().unwrap_or("-"),
+        identity = identity.as_deref().unwrap_or("-"),
+        identity_error = identity_error.as_deref().unwrap_or("-"),
+        "request"
+    );
+    if let Some(id) = request_id {
+        response.headers_mut().insert(REQUEST_IDENTITY, id);
+    }
+    response
+}

@@ -1,0 +1,170 @@
+//! AWS mode: the same broker and worker over DynamoDB, SQS, ElastiCache and
+//! Secrets Manager. Built once per cold start from [`AwsSettings`] (read from
+//! the environment) and one SDK configuration; the Lambda entry points lend
+//! the parts to lambda_http and lambda_runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+use broker_aws::config::AwsSettings;
+use broker_aws::dynamodb::DynamoStore;
+use broker_aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings};
+use broker_aws::secretsmanager::{SecretsManagerStore, read_broker_credentials};
+use broker_aws::sqs::SqsQueue;
+use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::catalog::CatalogFile;
+use broker_core::domain::RotationPolicy;
+use broker_core::ports::CatalogStore;
+use broker_core::rotation::{RotationConfig, Rotator, Target};
+use broker_core::worker::{Worker, WorkerConfig};
+use broker_http::{AppState, BasicAuth, router};
+
+/// The AWS adapters and the broker and worker over them.
+pub struct AwsParts {
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub secrets: Arc<SecretsManagerStore>,
+    pub provider: Arc<ElastiCacheProvider>,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    /// The rotation function of the broker's secrets.
+    pub rotator: Arc<Rotator>,
+    secrets_client: aws_sdk_secretsmanager::Client,
+}
+
+/// Clients that replace the ones built from the SDK configuration; tests use
+/// them to stand in for what moto lacks. Production passes the default (none).
+#[derive(Default)]
+pub struct ClientOverrides {
+    /// The ElastiCache client for every call but the user-group ones.
+    pub elasticache: Option<aws_sdk_elasticache::Client>,
+    /// The ElastiCache client for the user-group calls and ModifyUser.
+    pub elasticache_rbac: Option<aws_sdk_elasticache::Client>,
+    /// The Secrets Manager client (a test's, with its interceptors).
+    pub secretsmanager: Option<aws_sdk_secretsmanager::Client>,
+}
+
+impl AwsParts {
+    /// Builds every client and adapter; makes no AWS call.
+    pub fn new(settings: &AwsSettings, sdk: &SdkConfig, overrides: ClientOverrides) -> AwsParts {
+        let policy = rotation_policy(settings);
+        let store =
+            Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table_name.clone()));
+        let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), settings.queue_url.clone()));
+        let secrets_client =
+            overrides.secretsmanager.unwrap_or_else(|| aws_sdk_secretsmanager::Client::new(sdk));
+        let secrets = Arc::new(
+            SecretsManagerStore::new(secrets_client.clone())
+                .with_recovery_window_days(settings.secret_recovery_window_days)
+                .with_rotation_function(settings.rotation_function_arn.clone()),
+        );
+        let elasticache = overrides.elasticache.unwrap_or_else(|| aws_sdk_elasticache::Client::new(sdk));
+        let mut provider = ElastiCacheProvider::new(
+            elasticache,
+            secrets.clone(),
+            ElastiCacheSettings {
+                name_prefix: settings.name_prefix.clone(),
+                cache_subnet_group: settings.cache_subnet_group.clone(),
+                memcached_subnet_group: settings.memcached_subnet_group.clone(),
+                security_group_ids: settings.security_group_ids.clone(),
+                kms_key_id: settings.kms_key_id.clone(),
+            },
+        );
+        if let Some(client) = overrides.elasticache_rbac {
+            provider = provider.with_rbac_client(client);
+        }
+        let provider = Arc::new(provider);
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: settings.poll_delay_secs,
+                max_retry_delay_secs: 900,
+                secret_prefix: settings.name_prefix.clone(),
+                rotation_days: policy.days,
+            },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings {
+                // Longer than the longest back-off (900 s) plus a poll, so a
+                // job merely waiting is never taken for a lost one.
+                stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
+                catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
+                rotation: policy,
+            },
+        ));
+        let rotator = Arc::new(Rotator::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            RotationConfig {
+                secret_prefix: settings.name_prefix.clone(),
+                policy,
+                test_wait: Duration::from_secs(60),
+                test_poll: Duration::from_secs(5),
+            },
+        ));
+        AwsParts { store, queue, secrets, provider, broker, worker, rotator, secrets_client }
+    }
+
+    /// The API Router, with the broker's own credentials read from the secret
+    /// named by `BROKER_CREDENTIALS_SECRET_ARN` (never from a plain variable).
+    pub async fn router(&self, settings: &AwsSettings) -> Result<axum::Router, String> {
+        let (username, password) =
+            read_broker_credentials(&self.secrets_client, &settings.credentials_secret_arn)
+                .await
+                .map_err(|e| format!("BROKER_CREDENTIALS_SECRET_ARN: {e}"))?;
+        let auth = BasicAuth { username, password };
+        Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth) }))
+    }
+
+    /// `broker-api rotate`: asks Secrets Manager to rotate `target`'s
+    /// secret now (it invokes the provisioner's rotation steps), naming it
+    /// by the ARN its record holds; returns that ARN.
+    pub async fn rotate_now(&self, target: &Target) -> Result<String, String> {
+        let secret = self.rotator.secret_reference(target).await.map_err(|e| e.to_string())?;
+        self.secrets.rotate_now(&secret).await.map_err(|e| e.to_string())?;
+        Ok(secret)
+    }
+
+    /// Seeds the table with the catalog's services and plans that are not
+    /// there yet (idempotent: entries already present are left alone).
+    pub async fn seed_catalog(&self, catalog: &CatalogFile) -> Result<usize, String> {
+        self.store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The rotation policy the settings give. Scheduled rotation needs the
+/// rotation function's ARN: without one, secrets get no schedule (and
+/// bindings no expiry), though on-demand rotation still works.
+pub fn rotation_policy(settings: &AwsSettings) -> RotationPolicy {
+    let days = match (&settings.rotation_function_arn, settings.rotation_days) {
+        (Some(_), days) => days,
+        (None, 0) => 0,
+        (None, days) => {
+            tracing::warn!(
+                rotation_days = days,
+                "ROTATION_FUNCTION_ARN is not set: secrets get no rotation schedule (rotate on demand with broker-api rotate)"
+            );
+            0
+        }
+    };
+    RotationPolicy { days, grace_secs: settings.rotation_grace_secs }
+}
+
+/// Reads the settings and the SDK configuration of the Lambda environment.
+pub async fn from_env() -> Result<(AwsSettings, SdkConfig), String> {
+    let settings = AwsSettings::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok((settings, sdk))
+}

@@ -1,0 +1,426 @@
+//! Laptop mode: the broker with no AWS account. Reads its settings from the
+//! environment, opens the embedded store, queue and secret store under the
+//! state directory, adopts the cache processes that were running, and runs the
+//! worker in the same process as the API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::catalog::CatalogFile;
+use broker_core::domain::InstanceState;
+use broker_core::domain::RotationPolicy;
+use broker_core::domain::credentials::generate_password;
+use broker_core::ports::{CacheProvider, CatalogStore, Job, JobQueue, SecretStore, StateStore};
+use broker_core::rotation::{RotationConfig, Rotator, Target};
+use broker_core::worker::{Worker, WorkerConfig};
+use broker_http::{AppState, BasicAuth, router};
+use broker_local::provider::LocalCacheProvider;
+use broker_local::queue::LocalQueue;
+use broker_local::secrets::LocalSecretStore;
+use broker_local::store::SqliteStore;
+
+/// Laptop-mode settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct LaptopConfig {
+    pub port: u16,
+    pub state_dir: PathBuf,
+    /// `None`: read or generate them under the state directory.
+    pub credentials: Option<BasicAuth>,
+    pub catalog_file: Option<PathBuf>,
+    /// How often the worker looks again at a cache that is starting.
+    pub poll_delay_secs: u32,
+    /// `ROTATION_DAYS` and `ROTATION_GRACE_SECS`.
+    pub rotation: RotationPolicy,
+}
+
+impl LaptopConfig {
+    /// Reads `PORT`, `BROKER_STATE_DIR`, `BROKER_USERNAME`, `BROKER_PASSWORD`,
+    /// `CATALOG_FILE`, `ROTATION_DAYS` (default 30; 0: no schedule) and
+    /// `ROTATION_GRACE_SECS` (default 3600); the error names the variable at
+    /// fault.
+    pub fn from_env() -> Result<LaptopConfig, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let port = match var("PORT") {
+            None => 8080,
+            Some(p) => p.parse().map_err(|_| format!("PORT={p:?} is not a port number"))?,
+        };
+        let credentials = match (var("BROKER_USERNAME"), var("BROKER_PASSWORD")) {
+            (Some(username), Some(password)) => {
+                Some(BasicAuth { username, password: SecretString::from(password) })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("BROKER_USERNAME is set but BROKER_PASSWORD is not; set both or neither".into());
+            }
+            (None, Some(_)) => {
+                return Err("BROKER_PASSWORD is set but BROKER_USERNAME is not; set both or neither".into());
+            }
+        };
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n <= max => Ok(n),
+                    _ => Err(format!("{name}={v:?} must be a whole number from 0 to {max}")),
+                },
+            }
+        };
+        let rotation = RotationPolicy {
+            days: number("ROTATION_DAYS", 30, 1000)? as u32,
+            grace_secs: number("ROTATION_GRACE_SECS", 3600, 7 * 86_400)?,
+        };
+        rotation.check()?;
+        Ok(LaptopConfig {
+            port,
+            rotation,
+            state_dir: PathBuf::from(var("BROKER_STATE_DIR").unwrap_or_else(|| ".broker-state".into())),
+            credentials,
+            catalog_file: var("CATALOG_FILE").map(PathBuf::from),
+            poll_delay_secs: 1,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCredentials {
+    username: String,
+    password: String,
+}
+
+/// The broker's own credentials: from the config, else from
+/// `<state>/broker-credentials`, else generated there (mode 0600). Where
+/// the password is kept is printed; the password never is.
+fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
+    if let Some(c) = &config.credentials {
+        return Ok(c.clone());
+    }
+    let path = config.state_dir.join("broker-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let saved: SavedCredentials = serde_json::from_str(&text).map_err(|e| {
+            format!("{} is not valid: {e}; delete it to generate new credentials", path.display())
+        })?;
+        eprintln!("broker credentials: user {} (password in {})", saved.username, path.display());
+        return Ok(BasicAuth { username: saved.username, password: SecretString::from(saved.password) });
+    }
+    let password = generate_password(32);
+    let saved =
+        SavedCredentials { username: "broker".into(), password: password.expose_secret().to_string() };
+    write_private(&path, &serde_json::to_string(&saved).map_err(|e| e.to_string())?)?;
+    // The password itself is never printed: a terminal's scrollback and a
+    // redirected stderr are logs, and a log holds no password.
+    eprintln!(
+        "broker credentials generated: user {} (password in {}; set BROKER_USERNAME and BROKER_PASSWORD to choose your own)",
+        saved.username,
+        path.display()
+    );
+    Ok(BasicAuth { username: saved.username, password })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The laptop broker's parts, opened and ready.
+pub struct Laptop {
+    pub router: axum::Router,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<LocalQueue>,
+    pub secrets: Arc<LocalSecretStore>,
+    pub provider: Arc<LocalCacheProvider>,
+    pub rotator: Arc<Rotator>,
+}
+
+/// How often laptop mode looks for secrets whose scheduled rotation is due.
+const ROTATION_TICK: Duration = Duration::from_secs(60);
+
+/// The adapters under the state directory, opened.
+struct Adapters {
+    store: Arc<SqliteStore>,
+    queue: Arc<LocalQueue>,
+    secrets: Arc<LocalSecretStore>,
+    provider: Arc<LocalCacheProvider>,
+}
+
+impl Adapters {
+    fn open(dir: &Path) -> Result<Adapters, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", dir.display()))?;
+        let store = Arc::new(SqliteStore::open(&dir.join("broker.sqlite")).map_err(|e| e.to_string())?);
+        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10).map_err(|e| e.to_string())?);
+        let secrets =
+            Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
+        let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
+        Ok(Adapters { store, queue, secrets, provider })
+    }
+
+    fn rotator(&self, config: &LaptopConfig) -> Rotator {
+        Rotator::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.provider.clone(),
+            self.secrets.clone(),
+            RotationConfig {
+                secret_prefix: SECRET_PREFIX.into(),
+                policy: config.rotation,
+                test_wait: Duration::from_secs(10),
+                test_poll: Duration::from_millis(200),
+            },
+        )
+    }
+}
+
+/// Prefix of laptop mode's secret names.
+const SECRET_PREFIX: &str = "local";
+
+/// `broker-api rotate INSTANCE [BINDING]`: rotates the admin credential of a
+/// service instance, or a binding's credential, now, by the same four steps
+/// Secrets Manager runs. The running broker's worker ends the grace period.
+/// Returns the new version's id.
+pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, String> {
+    let adapters = Adapters::open(&config.state_dir)?;
+    adapters.rotator(config).rotate_now(target).await.map_err(|e| e.to_string())
+}
+
+impl Laptop {
+    /// Opens everything under the state directory, seeds the catalog, adopts
+    /// running caches and re-enqueues operations that were in progress.
+    pub async fn open(config: &LaptopConfig) -> Result<Laptop, String> {
+        let adapters = Adapters::open(&config.state_dir)?;
+        let auth = credentials(config)?;
+        let rotator = Arc::new(adapters.rotator(config));
+        let Adapters { store, queue, secrets, provider } = adapters;
+        let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
+            .map_err(|e| format!("CATALOG_FILE {e}"))?;
+        let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
+        info!(added, "catalog seeded (entries already in the store are left as they are)");
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: config.poll_delay_secs,
+                max_retry_delay_secs: 30,
+                secret_prefix: SECRET_PREFIX.into(),
+                rotation_days: config.rotation.days,
+            },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO, rotation: config.rotation },
+        ));
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
+        laptop.recover().await?;
+        Ok(laptop)
+    }
+
+    /// After a restart: start again the caches that should be running, and
+    /// enqueue once more every operation still in progress (a job that was
+    /// being handled when the broker stopped would otherwise wait for its
+    /// visibility timeout; duplicates are harmless).
+    async fn recover(&self) -> Result<(), String> {
+        for instance in self.store.instances().await.map_err(|e| e.to_string())? {
+            if matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
+                match self.provider.adopt(&instance.id).await {
+                    Ok(_) => {
+                        info!(instance = %instance.id, "cache adopted");
+                        self.record_endpoint(instance).await;
+                    }
+                    Err(e) => error!(instance = %instance.id, error = %e, "cache could not be started again"),
+                }
+            }
+        }
+        for op in self.store.operations_in_progress().await.map_err(|e| e.to_string())? {
+            self.queue.enqueue(&Job::for_operation(&op), 0).await.map_err(|e| e.to_string())?;
+            info!(operation = %op.id, "operation in progress enqueued again");
+        }
+        Ok(())
+    }
+
+    /// Records where an adopted cache listens now (it moves to another port
+    /// when someone took its old one), so the credentials handed out next
+    /// name it. A failure is logged; the credentials then name the old port
+    /// until the next start.
+    async fn record_endpoint(&self, mut instance: broker_core::domain::Instance) {
+        let endpoint = match self.provider.endpoint(&instance.id).await {
+            Ok(e) => e,
+            Err(e) => return warn!(instance = %instance.id, error = %e, "the adopted cache has no endpoint"),
+        };
+        if instance.endpoint.as_ref() == Some(&endpoint) {
+            return;
+        }
+        info!(instance = %instance.id, port = endpoint.port, "the adopted cache's endpoint is recorded");
+        instance.endpoint = Some(endpoint);
+        instance.updated_at = broker_core::domain::now();
+        if let Err(e) = self.store.save_instance(&mut instance, None).await {
+            warn!(instance = %instance.id, error = %e, "could not record the adopted cache's endpoint");
+        }
+    }
+
+    /// Runs the worker until the process ends: waits for due jobs, handles
+    /// each, deletes it when handled. A job whose handling failed stays and
+    /// comes back after its visibility timeout.
+    pub fn spawn_worker(&self) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let worker = self.worker.clone();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut last_purge = std::time::Instant::now();
+            loop {
+                match queue.receive(Duration::from_secs(120)).await {
+                    Ok(Some(delivery)) => {
+                        let worker = worker.clone();
+                        let queue = queue.clone();
+                        // Jobs of different instances run side by side.
+                        tokio::spawn(async move {
+                            match worker.handle(&delivery.job).await {
+                                Ok(outcome) => {
+                                    tracing::debug!(operation = %delivery.job.operation_id, ?outcome, "job handled");
+                                    if let Err(e) = queue.ack(delivery.id).await {
+                                        error!(error = %e, "could not delete a handled job");
+                                    }
+                                }
+                                Err(e) => {
+                                    warn!(operation = %delivery.job.operation_id, error = %e, "job failed; it will be delivered again")
+                                }
+                            }
+                        });
+                    }
+                    Ok(None) => queue.wait(Duration::from_secs(5)).await,
+                    Err(e) => {
+                        error!(error = %e, "job queue unavailable; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                if last_purge.elapsed() > Duration::from_secs(3600) {
+                    last_purge = std::time::Instant::now();
+                    match store.purge_expired(broker_core::domain::now()).await {
+                        Ok(n) if n > 0 => info!(purged = n, "expired records purged"),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "purging expired records failed"),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Rotates the secrets whose scheduled rotation is due, now and every
+    /// minute, as Secrets Manager's scheduler does in AWS.
+    pub fn spawn_rotation_schedule(&self) -> tokio::task::JoinHandle<()> {
+        let secrets = self.secrets.clone();
+        let rotator = self.rotator.clone();
+        tokio::spawn(async move {
+            loop {
+                match secrets.due_for_rotation(broker_core::domain::now()).await {
+                    Ok(due) => {
+                        for reference in due {
+                            rotate_due(&secrets, &rotator, &reference).await;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "could not list the secrets due for rotation"),
+                }
+                tokio::time::sleep(ROTATION_TICK).await;
+            }
+        })
+    }
+
+    /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM. Cache
+    /// processes keep running and are adopted at the next start.
+    pub async fn serve(&self, port: u16) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (set PORT to use another port)"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        info!(%addr, "broker listening");
+        eprintln!("broker listening on http://{addr}");
+        axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Rotates one secret the schedule says is due; a failure is logged and the
+/// next tick tries again.
+async fn rotate_due(secrets: &LocalSecretStore, rotator: &Rotator, reference: &str) {
+    let name = match secrets.describe(reference).await {
+        Ok(info) => info.name,
+        Err(e) => {
+            return warn!(secret = reference, error = %e, "scheduled rotation: the secret is unreadable");
+        }
+    };
+    let Some(target) = Target::from_secret_name(SECRET_PREFIX, &name) else {
+        return warn!(secret = %name, "scheduled rotation: not a credential the broker rotates");
+    };
+    match rotator.rotate_now(&target).await {
+        Ok(token) => info!(secret = %name, token = %token, "scheduled rotation done; the grace period runs"),
+        Err(e) => warn!(secret = %name, error = %e, "scheduled rotation failed; retrying in a minute"),
+    }
+}
+
+/// `broker-api catalog apply FILE`: inserts or replaces every service and plan
+/// of FILE in the store, the operator's way to add or change a plan without a
+/// release (the broker reads the store on every request). Returns how many
+/// entries were written.
+pub async fn apply_catalog(config: &LaptopConfig, file: &Path) -> Result<usize, String> {
+    let catalog = CatalogFile::from_file(file)?;
+    broker_core::catalog::apply(&catalog_store(config)?, &catalog).await
+}
+
+/// `broker-api catalog seed [FILE]`: adds the services and plans of FILE (or
+/// the built-in catalog) that the store does not have yet, as every start
+/// does. Returns how many were added.
+pub async fn seed_catalog(config: &LaptopConfig, file: Option<&Path>) -> Result<usize, String> {
+    let catalog = CatalogFile::from_file_or_builtin(file)?;
+    catalog_store(config)?.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
+}
+
+/// The store under the state directory, for the catalog commands.
+fn catalog_store(config: &LaptopConfig) -> Result<SqliteStore, String> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", config.state_dir.display()))?;
+    SqliteStore::open(&config.state_dir.join("broker.sqlite")).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down; cache processes keep running and are adopted at the next start");
+}

@@ -1,0 +1,869 @@
+//! The laptop-mode store: owns the SQLite file that holds the catalog
+//! (services, plans) and the state (instances, bindings, operations).
+//!
+//! Each record is a JSON document of its domain struct, next to the few
+//! columns queries need. Writes to versioned records are conditional on the
+//! `version` the caller loaded and bump it, so a lost race is a
+//! [`StoreError::Conflict`] instead of a silent overwrite.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Params, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Service};
+use broker_core::ports::{CatalogStore, StateStore, StoreError};
+
+/// How long a write waits for another connection's transaction before giving
+/// up: long enough to ride out a busy moment, short enough to answer a request.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS services (
+    id  TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plans (
+    id  TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id         TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    expires_at INTEGER,
+    doc        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    instance_id TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    expires_at  INTEGER,
+    doc         TEXT NOT NULL,
+    PRIMARY KEY (instance_id, id)
+);
+CREATE TABLE IF NOT EXISTS operations (
+    id          TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    binding_id  TEXT,
+    state       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    expires_at  INTEGER,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_by_state ON operations (state);
+";
+
+/// The store of laptop mode: one SQLite database behind a mutex.
+///
+/// SQLite calls block, so every call runs on tokio's blocking pool and the
+/// async runtime keeps serving requests meanwhile. Clones share the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`, creating its directory and
+    /// schema. WAL mode lets readers go on while a write commits.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(unavailable)?;
+        SqliteStore::with_schema(conn)
+    }
+
+    /// A store that lives only as long as the value (tests, throwaway runs).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::with_schema(Connection::open_in_memory().map_err(unavailable)?)
+    }
+
+    fn with_schema(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        super::on_blocking_pool(&self.conn, f)
+            .await
+            .unwrap_or_else(|how| Err(StoreError::Unavailable(format!("a store call {how}"))))
+    }
+}
+
+/// Every write that touches more than one row takes the write lock at BEGIN,
+/// so a second connection waits on `busy_timeout` instead of failing with a
+/// stale snapshot half-way through.
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)
+}
+
+/// SQLite's messages name tables and constraints, never bound values, so they
+/// are safe to pass on.
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn to_doc<T: Serialize>(record: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|_| StoreError::Unavailable(format!("cannot encode {what}")))
+}
+
+/// serde_json's messages may quote pieces of the document, so only the kind and
+/// place of the problem are reported.
+fn from_doc<T: DeserializeOwned>(doc: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "stored {what} cannot be read ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn query_one<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    let doc: Option<String> =
+        conn.query_row(sql, params, |row| row.get(0)).optional().map_err(unavailable)?;
+    doc.map(|doc| from_doc(&doc, what)).transpose()
+}
+
+fn query_all<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let docs = stmt
+        .query_map(params, |row| row.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    docs.iter().map(|doc| from_doc(doc, what)).collect()
+}
+
+/// The `state` column, so `operations_in_progress` need not read every document.
+fn state_column(state: OperationState) -> &'static str {
+    match state {
+        OperationState::InProgress => "in_progress",
+        OperationState::Succeeded => "succeeded",
+        OperationState::Failed => "failed",
+    }
+}
+
+// ---------------------------------------------------------------- versioned rows
+
+/// A record written under optimistic concurrency: what it is called in errors,
+/// its version, and how its row is inserted or conditionally updated.
+trait Versioned: Serialize {
+    fn what(&self) -> String;
+    fn set_version(&mut self, version: u64);
+    /// Inserts the row unless its key is taken; the number of rows written.
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize>;
+    /// Bumps the row's version if it is still `expected`; the rows written.
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize>;
+}
+
+impl Versioned for Instance {
+    fn what(&self) -> String {
+        format!("service instance {}", self.id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO instances (id, version, expires_at, doc) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+            params![self.id, self.version, self.expires_at, doc],
+        )
+    }
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "UPDATE instances SET version = version + 1, expires_at = ?2, doc = ?3
+             WHERE id = ?1 AND version = ?4",
+            params![self.id, self.expires_at, doc, expected],
+        )
+    }
+}
+
+impl Versioned for Binding {
+    fn what(&self) -> String {
+        format!("service binding {} of service instance {}", self.id, self.instance_id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO bindings (instance_id, id, version, expires_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (instance_id, id) DO NOTHING",
+            params![self.instance_id, self.id, self.version, self.expires_at, doc],
+        )
+    }
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "UPDATE bindings SET version = version + 1, expires_at = ?3, doc = ?4
+             WHERE instance_id = ?1 AND id = ?2 AND version = ?5",
+            params![self.instance_id, self.id, self.expires_at, doc, expected],
+        )
+    }
+}
+
+impl Versioned for Operation {
+    fn what(&self) -> String {
+        format!("operation {}", self.id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO operations (id, instance_id, binding_id, state, version, expires_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO NOTHING",
+            params![
+                self.id,
+                self.instance_id,
+                self.binding_id,
+                state_column(self.state),
+                self.version,
+                self.expires_at,
+                doc
+            ],
+        )
+    }
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "UPDATE operations
+             SET version = version + 1, instance_id = ?2, binding_id = ?3, state = ?4,
+                 expires_at = ?5, doc = ?6
+             WHERE id = ?1 AND version = ?7",
+            params![
+                self.id,
+                self.instance_id,
+                self.binding_id,
+                state_column(self.state),
+                self.expires_at,
+                doc,
+                expected
+            ],
+        )
+    }
+}
+
+/// Inserts `record` at version 1. `record` is the caller's copy moved into the
+/// blocking task, so bumping it here touches the caller's value only once the
+/// transaction has committed.
+fn insert_new<T: Versioned>(tx: &Transaction<'_>, record: &mut T) -> Result<u64, StoreError> {
+    record.set_version(1);
+    let doc = to_doc(record, &record.what())?;
+    match record.insert(tx, &doc).map_err(unavailable)? {
+        0 => Err(StoreError::AlreadyExists(record.what())),
+        _ => Ok(1),
+    }
+}
+
+/// Overwrites the row if its version is still `expected`, storing the document
+/// with the version the row will have.
+fn update_from<T: Versioned>(tx: &Transaction<'_>, record: &mut T, expected: u64) -> Result<u64, StoreError> {
+    let next = expected.checked_add(1).ok_or_else(|| StoreError::Conflict(record.what()))?;
+    record.set_version(next);
+    let doc = to_doc(record, &record.what())?;
+    match record.update(tx, expected, &doc).map_err(unavailable)? {
+        0 => Err(StoreError::Conflict(record.what())),
+        _ => Ok(next),
+    }
+}
+
+/// The first write of a record and its operation. `replacing` reuses the row
+/// of a deleted or failed record, and keeps counting from its version so that
+/// anyone still holding the old record loses.
+fn create_with_operation<T: Versioned>(
+    conn: &mut Connection,
+    mut record: T,
+    mut operation: Operation,
+    replacing: Option<u64>,
+) -> Result<(u64, u64), StoreError> {
+    let tx = write_tx(conn)?;
+    let record_version = match replacing {
+        None => insert_new(&tx, &mut record)?,
+        Some(expected) => update_from(&tx, &mut record, expected)?,
+    };
+    let operation_version = insert_new(&tx, &mut operation)?;
+    tx.commit().map_err(unavailable)?;
+    Ok((record_version, operation_version))
+}
+
+/// A record and, if given, its operation, both or neither. An operation at
+/// version 0 has never been stored and is inserted.
+fn save_with_operation<T: Versioned>(
+    conn: &mut Connection,
+    mut record: T,
+    expected: u64,
+    operation: Option<Operation>,
+) -> Result<(u64, Option<u64>), StoreError> {
+    let tx = write_tx(conn)?;
+    let record_version = update_from(&tx, &mut record, expected)?;
+    let operation_version = match operation {
+        None => None,
+        Some(mut op) if op.version == 0 => Some(insert_new(&tx, &mut op)?),
+        Some(mut op) => {
+            let expected = op.version;
+            Some(update_from(&tx, &mut op, expected)?)
+        }
+    };
+    tx.commit().map_err(unavailable)?;
+    Ok((record_version, operation_version))
+}
+
+// ---------------------------------------------------------------- catalog
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn services(&self) -> Result<Vec<Service>, StoreError> {
+        self.run(|conn| {
+            query_all(
+                conn,
+                "SELECT doc FROM services ORDER BY json_extract(doc, '$.name'), id",
+                [],
+                "service",
+            )
+        })
+        .await
+    }
+
+    async fn plans(&self) -> Result<Vec<Plan>, StoreError> {
+        self.run(|conn| {
+            query_all(conn, "SELECT doc FROM plans ORDER BY json_extract(doc, '$.name'), id", [], "plan")
+        })
+        .await
+    }
+
+    async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError> {
+        let services = services
+            .iter()
+            .map(|s| Ok((s.id.clone(), to_doc(s, &format!("service {}", s.id))?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let plans = plans
+            .iter()
+            .map(|p| Ok((p.id.clone(), to_doc(p, &format!("plan {}", p.id))?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut inserted = 0;
+            for (table, rows) in [("services", &services), ("plans", &plans)] {
+                let sql =
+                    format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING");
+                for (id, doc) in rows {
+                    inserted += tx.execute(&sql, params![id, doc]).map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
+        let id = service.id.clone();
+        let doc = to_doc(service, &format!("service {id}"))?;
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO services (id, doc) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                params![id, doc],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let id = plan.id.clone();
+        let doc = to_doc(plan, &format!("plan {id}"))?;
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO plans (id, doc) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                params![id, doc],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------- state
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            let what = format!("service instance {id}");
+            query_one(conn, "SELECT doc FROM instances WHERE id = ?1", [&id], &what)
+        })
+        .await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        self.run(|conn| query_all(conn, "SELECT doc FROM instances ORDER BY id", [], "service instance"))
+            .await
+    }
+
+    async fn create_instance(
+        &self,
+        instance: &mut Instance,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (record, op) = (instance.clone(), operation.clone());
+        let (iv, ov) = self.run(move |conn| create_with_operation(conn, record, op, replacing)).await?;
+        instance.version = iv;
+        operation.version = ov;
+        Ok(())
+    }
+
+    async fn save_instance(
+        &self,
+        instance: &mut Instance,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError> {
+        let (record, expected) = (instance.clone(), instance.version);
+        let op = operation.as_deref().cloned();
+        let (iv, ov) = self.run(move |conn| save_with_operation(conn, record, expected, op)).await?;
+        instance.version = iv;
+        if let (Some(operation), Some(ov)) = (operation, ov) {
+            operation.version = ov;
+        }
+        Ok(())
+    }
+
+    async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError> {
+        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
+        self.run(move |conn| {
+            let what = format!("service binding {binding_id} of service instance {instance_id}");
+            query_one(
+                conn,
+                "SELECT doc FROM bindings WHERE instance_id = ?1 AND id = ?2",
+                [&instance_id, &binding_id],
+                &what,
+            )
+        })
+        .await
+    }
+
+    async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError> {
+        let instance_id = instance_id.to_string();
+        self.run(move |conn| {
+            query_all(
+                conn,
+                "SELECT doc FROM bindings WHERE instance_id = ?1 ORDER BY id",
+                [&instance_id],
+                "service binding",
+            )
+        })
+        .await
+    }
+
+    async fn create_binding(
+        &self,
+        binding: &mut Binding,
+        operation: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (record, op) = (binding.clone(), operation.clone());
+        let (bv, ov) = self.run(move |conn| create_with_operation(conn, record, op, replacing)).await?;
+        binding.version = bv;
+        operation.version = ov;
+        Ok(())
+    }
+
+    async fn save_binding(
+        &self,
+        binding: &mut Binding,
+        operation: Option<&mut Operation>,
+    ) -> Result<(), StoreError> {
+        let (record, expected) = (binding.clone(), binding.version);
+        let op = operation.as_deref().cloned();
+        let (bv, ov) = self.run(move |conn| save_with_operation(conn, record, expected, op)).await?;
+        binding.version = bv;
+        if let (Some(operation), Some(ov)) = (operation, ov) {
+            operation.version = ov;
+        }
+        Ok(())
+    }
+
+    async fn claim_spare(
+        &self,
+        instance: &mut Instance,
+        spares_op: Option<&mut Operation>,
+        binding: &mut Binding,
+        bind_op: &mut Operation,
+        replacing: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (mut i, expected) = (instance.clone(), instance.version);
+        let mut spares = spares_op.as_deref().cloned();
+        let (mut b, mut op) = (binding.clone(), bind_op.clone());
+        let (iv, sv, bv, ov) = self
+            .run(move |conn| {
+                let tx = write_tx(conn)?;
+                let iv = update_from(&tx, &mut i, expected)?;
+                let sv = match spares.as_mut() {
+                    Some(s) => Some(insert_new(&tx, s)?),
+                    None => None,
+                };
+                let bv = match replacing {
+                    None => insert_new(&tx, &mut b)?,
+                    Some(expected) => update_from(&tx, &mut b, expected)?,
+                };
+                let ov = insert_new(&tx, &mut op)?;
+                tx.commit().map_err(unavailable)?;
+                Ok((iv, sv, bv, ov))
+            })
+            .await?;
+        instance.version = iv;
+        if let (Some(s), Some(sv)) = (spares_op, sv) {
+            s.version = sv;
+        }
+        binding.version = bv;
+        bind_op.version = ov;
+        Ok(())
+    }
+
+    async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            let what = format!("operation {id}");
+            query_one(conn, "SELECT doc FROM operations WHERE id = ?1", [&id], &what)
+        })
+        .await
+    }
+
+    async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError> {
+        self.run(|conn| {
+            query_all(
+                conn,
+                "SELECT doc FROM operations WHERE state = ?1 ORDER BY id",
+                [state_column(OperationState::InProgress)],
+                "operation",
+            )
+        })
+        .await
+    }
+
+    async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError> {
+        let (mut op, expected) = (operation.clone(), operation.version);
+        let version = self
+            .run(move |conn| {
+                let tx = write_tx(conn)?;
+                let version = update_from(&tx, &mut op, expected)?;
+                tx.commit().map_err(unavailable)?;
+                Ok(version)
+            })
+            .await?;
+        operation.version = version;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut purged = 0;
+            for table in ["instances", "bindings", "operations"] {
+                let sql = format!("DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= ?1");
+                purged += tx.execute(&sql, [now]).map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(purged)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_core::domain::{BindingState, InstanceState, OperationKind};
+    use broker_testing::records::{binding, instance, op, plan, service};
+
+    /// Creates instance `id` with its provision operation; both at version 1.
+    async fn created(store: &SqliteStore, id: &str) -> (Instance, Operation) {
+        let mut i = instance(id);
+        let mut o = op(OperationKind::Provision, id, None);
+        i.last_operation_id = o.id.clone();
+        store.create_instance(&mut i, &mut o, None).await.unwrap();
+        (i, o)
+    }
+
+    #[tokio::test]
+    async fn a_created_instance_and_its_operation_read_back_at_version_1() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (i, o) = created(&store, "i-1").await;
+        assert_eq!((i.version, o.version), (1, 1));
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
+        assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
+        assert_eq!(store.instance("i-2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn creating_an_instance_twice_is_already_exists() {
+        let store = SqliteStore::in_memory().unwrap();
+        created(&store, "i-1").await;
+        let mut again = instance("i-1");
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        let err = store.create_instance(&mut again, &mut o, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-1"), "{err}");
+        assert_eq!((again.version, o.version), (0, 0));
+        assert_eq!(store.operation(&o.id).await.unwrap(), None, "the operation is rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_write_with_a_stale_version_is_a_conflict_and_changes_nothing() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mut first, _) = created(&store, "i-1").await;
+        let mut stale = first.clone();
+        first.state = InstanceState::Ready;
+        store.save_instance(&mut first, None).await.unwrap();
+        assert_eq!(first.version, 2);
+
+        stale.state = InstanceState::Deprovisioning;
+        let err = store.save_instance(&mut stale, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(stale.version, 1, "the caller's version moves only on commit");
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn an_instance_and_its_operation_are_written_together_or_not_at_all() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mut i, o) = created(&store, "i-1").await;
+        let mut stale_op = o.clone();
+        let mut newer_op = o.clone();
+        newer_op.progress("1 of 2 nodes").unwrap();
+        store.save_operation(&mut newer_op).await.unwrap();
+
+        i.state = InstanceState::Ready;
+        stale_op.succeed(1_100, "done").unwrap();
+        let err = store.save_instance(&mut i, Some(&mut stale_op)).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(w) if w.starts_with("operation ")), "{err}");
+        assert_eq!((i.version, stale_op.version), (1, 1));
+        let stored = store.instance("i-1").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.version), (InstanceState::Provisioning, 1));
+        assert_eq!(store.operation(&o.id).await.unwrap(), Some(newer_op));
+    }
+
+    #[tokio::test]
+    async fn saving_an_instance_with_a_new_operation_inserts_the_operation() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mut i, _) = created(&store, "i-1").await;
+        let mut update = op(OperationKind::Update, "i-1", None);
+        i.state = InstanceState::Updating;
+        i.last_operation_id = update.id.clone();
+        store.save_instance(&mut i, Some(&mut update)).await.unwrap();
+        assert_eq!((i.version, update.version), (2, 1));
+        assert_eq!(store.operation(&update.id).await.unwrap(), Some(update));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_instance_is_replaced_only_from_the_version_named() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mut old, _) = created(&store, "i-1").await;
+        old.state = InstanceState::Deleted;
+        old.expires_at = Some(9_999);
+        store.save_instance(&mut old, None).await.unwrap();
+
+        let mut wrong = instance("i-1");
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        let err = store.create_instance(&mut wrong, &mut o, Some(1)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(store.operation(&o.id).await.unwrap(), None);
+
+        let mut again = instance("i-1");
+        store.create_instance(&mut again, &mut o, Some(old.version)).await.unwrap();
+        assert_eq!(again.version, old.version + 1, "versions keep counting, so old holders lose");
+        let stored = store.instance("i-1").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.expires_at), (InstanceState::Provisioning, None));
+        assert_eq!(stored, again);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_saves_of_the_same_loaded_version_have_exactly_one_winner() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let (loaded, _) = created(&store, "i-1").await;
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                let mut mine = loaded.clone();
+                mine.engine_version = format!("7.{n}");
+                tokio::spawn(async move { store.save_instance(&mut mine, None).await.map(|()| mine) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(won) => winners.push(won),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(store.instance("i-1").await.unwrap(), winners.pop());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_connections_to_one_file_also_have_exactly_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        let (loaded, _) = created(&a, "i-1").await;
+        let (mut one, mut two) = (loaded.clone(), loaded);
+        let (r1, r2) = tokio::join!(a.save_instance(&mut one, None), b.save_instance(&mut two, None));
+        assert!(r1.is_ok() != r2.is_ok(), "{r1:?} {r2:?}");
+        assert!(matches!(r1.err().or(r2.err()), Some(StoreError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("broker.db");
+        let (i, o) = {
+            let store = SqliteStore::open(&path).unwrap();
+            store.seed(&[service("s", "redis")], &[plan("p", "small")]).await.unwrap();
+            created(&store, "i-1").await
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
+        assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
+        assert_eq!(store.plans().await.unwrap(), vec![plan("p", "small")]);
+    }
+
+    #[tokio::test]
+    async fn seeding_leaves_an_operator_changed_plan_alone() {
+        let store = SqliteStore::in_memory().unwrap();
+        let services = [service("s", "redis")];
+        let plans = [plan("p2", "large"), plan("p1", "small")];
+        assert_eq!(store.seed(&services, &plans).await.unwrap(), 3);
+
+        let mut changed = plan("p1", "small");
+        changed.node_type = "cache.r7g.large".into();
+        store.put_plan(&changed).await.unwrap();
+        assert_eq!(store.seed(&services, &plans).await.unwrap(), 0);
+
+        assert_eq!(store.plans().await.unwrap(), vec![plan("p2", "large"), changed]);
+        assert_eq!(store.services().await.unwrap(), services.to_vec());
+    }
+
+    #[tokio::test]
+    async fn the_catalog_lists_by_name_and_put_replaces() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.put_service(&service("s2", "valkey")).await.unwrap();
+        store.put_service(&service("s1", "redis")).await.unwrap();
+        store.put_service(&service("s2", "memcached")).await.unwrap();
+        let names: Vec<_> = store.services().await.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["memcached", "redis"]);
+    }
+
+    #[tokio::test]
+    async fn purging_removes_only_rows_whose_expiry_has_passed() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mut gone, mut gone_op) = created(&store, "i-gone").await;
+        let (mut later, _) = created(&store, "i-later").await;
+        let (kept, kept_op) = created(&store, "i-kept").await;
+        gone.expires_at = Some(100);
+        gone_op.succeed(50, "done").unwrap();
+        gone_op.expires_at = Some(100);
+        store.save_instance(&mut gone, Some(&mut gone_op)).await.unwrap();
+        later.expires_at = Some(200);
+        store.save_instance(&mut later, None).await.unwrap();
+        let mut b = binding("i-kept", "b-gone");
+        b.expires_at = Some(150);
+        let mut bind_op = op(OperationKind::Bind, "i-kept", Some("b-gone"));
+        store.create_binding(&mut b, &mut bind_op, None).await.unwrap();
+
+        assert_eq!(store.purge_expired(150).await.unwrap(), 3);
+        let ids: Vec<_> = store.instances().await.unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["i-kept", "i-later"]);
+        assert_eq!(store.operation(&gone_op.id).await.unwrap(), None);
+        assert_eq!(store.bindings("i-kept").await.unwrap(), vec![]);
+        assert_eq!(store.operation(&kept_op.id).await.unwrap(), Some(kept_op));
+        assert_eq!(store.instance("i-kept").await.unwrap(), Some(kept));
+    }
+
+    #[tokio::test]
+    async fn only_in_progress_operations_are_listed_as_in_progress() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (_, running) = created(&store, "i-1").await;
+        let (mut i2, mut finished) = created(&store, "i-2").await;
+        finished.fail(1_100, "create failed".into()).unwrap();
+        i2.state = InstanceState::ProvisionFailed;
+        store.save_instance(&mut i2, Some(&mut finished)).await.unwrap();
+        assert_eq!(store.operations_in_progress().await.unwrap(), vec![running]);
+    }
+
+    #[tokio::test]
+    async fn bindings_are_created_with_their_operation_and_listed_by_instance() {
+        let store = SqliteStore::in_memory().unwrap();
+        created(&store, "i-1").await;
+        let mut b = binding("i-1", "b-1");
+        let mut o = op(OperationKind::Bind, "i-1", Some("b-1"));
+        store.create_binding(&mut b, &mut o, None).await.unwrap();
+        assert_eq!((b.version, o.version), (1, 1));
+
+        let mut twice = binding("i-1", "b-1");
+        let mut o2 = op(OperationKind::Bind, "i-1", Some("b-1"));
+        let err = store.create_binding(&mut twice, &mut o2, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+
+        let mut stale = b.clone();
+        b.state = BindingState::Ready;
+        o.succeed(1_100, "bound").unwrap();
+        store.save_binding(&mut b, Some(&mut o)).await.unwrap();
+        assert_eq!((b.version, o.version), (2, 2));
+        let err = store.save_binding(&mut stale, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+
+        assert_eq!(store.binding("i-1", "b-1").await.unwrap(), Some(b.clone()));
+        assert_eq!(store.binding("i-2", "b-1").await.unwrap(), None);
+        assert_eq!(store.bindings("i-1").await.unwrap(), vec![b]);
+        assert_eq!(store.operations_in_progress().await.unwrap().len(), 1, "the provision only");
+    }
+
+    #[tokio::test]
+    async fn saving_an_operation_that_was_never_created_is_a_conflict() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        o.version = 3;
+        let err = store.save_operation(&mut o).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(o.version, 3);
+    }
+}

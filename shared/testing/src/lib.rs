@@ -1,0 +1,423 @@
+//! Test doubles and harnesses, a dev-dependency only: a scripted cache
+//! provider ([`FakeProvider`]), an in-memory secret store
+//! ([`MemorySecrets`]), sample records ([`records`]), moto in server mode
+//! ([`MotoServer`]), and ([`aws`]) the stand-ins for the ElastiCache calls
+//! moto lacks and a recorder of Secrets Manager requests.
+
+pub mod aws;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use broker_core::domain::{CacheUser, Endpoint};
+use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError};
+use secrecy::SecretString;
+
+/// A provider call, as the fake records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Create(String),
+    Progress(String),
+    Endpoint(String),
+    Modify(String),
+    /// `final_snapshot` is what the worker asked for (the plan's flag).
+    Delete {
+        instance: String,
+        final_snapshot: bool,
+    },
+    PutUser {
+        instance: String,
+        username: String,
+        passwords: usize,
+    },
+    DeleteUser {
+        instance: String,
+        username: String,
+    },
+    UserProgress {
+        instance: String,
+        username: String,
+    },
+    SetPasswords {
+        instance: String,
+        principal: Principal,
+        passwords: usize,
+    },
+    PasswordsProgress {
+        instance: String,
+        principal: Principal,
+        passwords: usize,
+    },
+}
+
+/// A cache provider whose answers a test scripts: each call takes the next
+/// scripted answer for its kind, or `Done` when none is left.
+#[derive(Default)]
+pub struct FakeProvider {
+    /// What `users_change_at_once` answers: like laptop mode's processes
+    /// when true, like ElastiCache (spare users) when false.
+    pub users_at_once: bool,
+    calls: Mutex<Vec<Call>>,
+    script: Mutex<HashMap<&'static str, VecDeque<Result<Progress, ProviderError>>>>,
+    /// Live caches and their users, to assert what exists.
+    caches: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl FakeProvider {
+    /// A provider whose users change at once (laptop mode's) or take time
+    /// to add (ElastiCache's), as `users_at_once` says.
+    pub fn new(users_at_once: bool) -> FakeProvider {
+        FakeProvider { users_at_once, ..FakeProvider::default() }
+    }
+
+    /// Queues answers for calls of `kind` ("create", "progress", "modify",
+    /// "delete", "put_user", "delete_user", "user_progress", "set_passwords",
+    /// "passwords_progress").
+    pub fn script(&self, kind: &'static str, answers: Vec<Result<Progress, ProviderError>>) {
+        self.script.lock().unwrap().entry(kind).or_default().extend(answers);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Call) -> bool) -> usize {
+        self.calls().iter().filter(|c| pred(c)).count()
+    }
+
+    pub fn caches(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.caches.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn users(&self, instance: &str) -> Vec<String> {
+        self.caches.lock().unwrap().get(instance).cloned().unwrap_or_default()
+    }
+
+    fn answer(&self, kind: &'static str, call: Call) -> Result<Progress, ProviderError> {
+        self.calls.lock().unwrap().push(call);
+        self.script.lock().unwrap().get_mut(kind).and_then(VecDeque::pop_front).unwrap_or(Ok(Progress::Done))
+    }
+}
+
+#[async_trait]
+impl CacheProvider for FakeProvider {
+    fn users_change_at_once(&self) -> bool {
+        self.users_at_once
+    }
+    async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let r = self.answer("create", Call::Create(spec.instance_id.clone()));
+        if r.is_ok() {
+            let mut caches = self.caches.lock().unwrap();
+            let users = caches.entry(spec.instance_id.clone()).or_default();
+            for spare in &spec.spare_users {
+                if !users.contains(&spare.username) {
+                    users.push(spare.username.clone());
+                }
+            }
+        }
+        r
+    }
+    async fn progress(&self, id: &str) -> Result<Progress, ProviderError> {
+        self.answer("progress", Call::Progress(id.into()))
+    }
+    async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.answer("modify", Call::Modify(spec.instance_id.clone()))
+    }
+    async fn delete(&self, id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+        let r = self.answer("delete", Call::Delete { instance: id.into(), final_snapshot });
+        if let Ok(Progress::Done) = r {
+            self.caches.lock().unwrap().remove(id);
+        }
+        r
+    }
+    async fn endpoint(&self, id: &str) -> Result<Endpoint, ProviderError> {
+        self.calls.lock().unwrap().push(Call::Endpoint(id.into()));
+        Ok(Endpoint::single("127.0.0.1", 6379, false))
+    }
+    async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
+        let call = Call::PutUser {
+            instance: id.into(),
+            username: user.username.clone(),
+            passwords: user.passwords.len(),
+        };
+        let r = self.answer("put_user", call);
+        if r.is_ok() {
+            let mut caches = self.caches.lock().unwrap();
+            let users = caches.entry(id.to_string()).or_default();
+            if !users.contains(&user.username) {
+                users.push(user.username.clone());
+            }
+        }
+        r
+    }
+    async fn delete_user(&self, id: &str, username: &str) -> Result<Progress, ProviderError> {
+        let call = Call::DeleteUser { instance: id.into(), username: username.into() };
+        let r = self.answer("delete_user", call);
+        if let Ok(Progress::Done) = r
+            && let Some(users) = self.caches.lock().unwrap().get_mut(id)
+        {
+            users.retain(|u| u != username);
+        }
+        r
+    }
+    async fn user_progress(&self, id: &str, username: &str) -> Result<Progress, ProviderError> {
+        let call = Call::UserProgress { instance: id.into(), username: username.into() };
+        self.answer("user_progress", call)
+    }
+    async fn set_passwords(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let call = Call::SetPasswords {
+            instance: id.into(),
+            principal: principal.clone(),
+            passwords: passwords.len(),
+        };
+        self.answer("set_passwords", call)
+    }
+    async fn passwords_progress(
+        &self,
+        id: &str,
+        principal: &Principal,
+        passwords: &[SecretString],
+    ) -> Result<Progress, ProviderError> {
+        let call = Call::PasswordsProgress {
+            instance: id.into(),
+            principal: principal.clone(),
+            passwords: passwords.len(),
+        };
+        self.answer("passwords_progress", call)
+    }
+}
+
+/// moto in server mode on a free 127.0.0.1 port, stopped when dropped. The
+/// binary is `$MOTO_SERVER`, else `.venv/bin/moto_server` at the workspace
+/// root (the test command installs it there), else `moto_server` on PATH.
+pub struct MotoServer {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+        let bin = std::env::var_os("MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| if venv.exists() { venv } else { std::path::PathBuf::from("moto_server") });
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} ({e}); run scripts/test.sh once to install moto", bin.display())
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        MotoServer { child, endpoint }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plain records for the stores' tests: an instance provisioning, a binding
+/// being created, an operation, a Redis OSS service and plan. Suites that
+/// need richer data (the DynamoDB round trips) start from these.
+pub mod records {
+    use broker_core::domain::plan::PlanMetadata;
+    use broker_core::domain::{
+        Binding, BindingState, Engine, Instance, InstanceState, Operation, OperationKind, Plan, Service,
+    };
+
+    pub fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            service_id: "svc-redis".into(),
+            plan_id: "plan-small".into(),
+            parameters: serde_json::Map::new(),
+            context: serde_json::json!({"platform": "cloudfoundry"}),
+            organization_guid: Some("org".into()),
+            space_guid: Some("space".into()),
+            maintenance_version: None,
+            engine_version: "7.1".into(),
+            state: InstanceState::Provisioning,
+            last_operation_id: String::new(),
+            pending_update: None,
+            admin_secret: None,
+            endpoint: None,
+            spares: Vec::new(),
+            spare_seq: 0,
+            spares_operation: None,
+            spares_to_schedule: Vec::new(),
+            rotation: None,
+            rotated_at: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+            expires_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn binding(instance_id: &str, id: &str) -> Binding {
+        Binding {
+            id: id.into(),
+            instance_id: instance_id.into(),
+            service_id: "svc-redis".into(),
+            plan_id: "plan-small".into(),
+            parameters: serde_json::Map::new(),
+            bind_resource: serde_json::Value::Null,
+            context: serde_json::Value::Null,
+            app_guid: Some("app".into()),
+            state: BindingState::Creating,
+            username: Some(Binding::username_for(id)),
+            secret: None,
+            from_spare: false,
+            last_operation_id: String::new(),
+            rotation: None,
+            rotated_at: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+            expires_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn op(kind: OperationKind, instance_id: &str, binding_id: Option<&str>) -> Operation {
+        Operation::start(kind, instance_id, binding_id, 1_000, 1_800)
+    }
+
+    pub fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            name: name.into(),
+            description: "d".into(),
+            engine: Engine::Redis,
+            tags: vec![],
+            metadata: serde_json::Value::Null,
+            position: 0,
+        }
+    }
+
+    pub fn plan(id: &str, name: &str) -> Plan {
+        Plan {
+            id: id.into(),
+            service_id: "svc-redis".into(),
+            name: name.into(),
+            description: "d".into(),
+            free: false,
+            node_type: "cache.t4g.small".into(),
+            shards: 1,
+            replicas_per_shard: 0,
+            cache_nodes: 1,
+            cluster_mode: false,
+            multi_az: false,
+            automatic_failover: false,
+            engine_versions: vec!["7.1".into()],
+            default_engine_version: "7.1".into(),
+            maximum_polling_duration: 1800,
+            snapshot_retention_days: 0,
+            final_snapshot: false,
+            maintenance_version: None,
+            access_string: "~* +@all".into(),
+            spare_binding_users: 0,
+            metadata: PlanMetadata::default(),
+            position: 0,
+        }
+    }
+}
+
+/// A secret store in memory for the cache providers' tests: current versions
+/// only, which is all a provider reads; references are the names. It does not
+/// rotate (the real stores' tests cover stage moves).
+#[derive(Default)]
+pub struct MemorySecrets(Mutex<HashMap<String, SecretString>>);
+
+#[async_trait]
+impl broker_core::ports::SecretStore for MemorySecrets {
+    async fn create(
+        &self,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<String, broker_core::ports::SecretError> {
+        self.0.lock().unwrap().entry(name.to_string()).or_insert_with(|| value.clone());
+        Ok(name.to_string())
+    }
+
+    async fn read(
+        &self,
+        reference: &str,
+        stage: broker_core::ports::Stage,
+    ) -> Result<Option<SecretString>, broker_core::ports::SecretError> {
+        match self.0.lock().unwrap().get(reference) {
+            Some(value) => Ok((stage == broker_core::ports::Stage::Current).then(|| value.clone())),
+            None => Err(broker_core::ports::SecretError::NotFound(reference.to_string())),
+        }
+    }
+
+    async fn delete(&self, reference: &str) -> Result<(), broker_core::ports::SecretError> {
+        self.0.lock().unwrap().remove(reference);
+        Ok(())
+    }
+
+    async fn put_pending(
+        &self,
+        reference: &str,
+        _: &str,
+        _: &SecretString,
+    ) -> Result<(), broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
+
+    async fn promote(&self, reference: &str, _: &str) -> Result<(), broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
+
+    async fn describe(
+        &self,
+        reference: &str,
+    ) -> Result<broker_core::ports::SecretInfo, broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Unavailable(format!(
+            "the test secret store does not describe {reference}"
+        )))
+    }
+
+    async fn read_version(
+        &self,
+        reference: &str,
+        _: &str,
+    ) -> Result<Option<SecretString>, broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Unavailable(format!(
+            "the test secret store has no versions of {reference}"
+        )))
+    }
+
+    async fn schedule_rotation(
+        &self,
+        reference: &str,
+        _: u32,
+    ) -> Result<(), broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Unavailable(format!(
+            "the test secret store does not rotate {reference}"
+        )))
+    }
+}

@@ -1,0 +1,189 @@
+//! A whole broker in memory for fast tests: the Router, the broker and
+//! worker, the embedded store, queue and secret store (in memory), the
+//! rotation function, and the scripted [`FakeProvider`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::catalog::CatalogFile;
+use broker_core::domain::RotationPolicy;
+use broker_core::ports::CatalogStore;
+use broker_core::rotation::{RotationConfig, Rotator};
+use broker_core::worker::{JobOutcome, Worker, WorkerConfig};
+use broker_http::{AppState, BasicAuth, router};
+use broker_local::queue::LocalQueue;
+use broker_local::secrets::LocalSecretStore;
+use broker_local::store::SqliteStore;
+use broker_testing::FakeProvider;
+use secrecy::SecretString;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const USERNAME: &str = "broker";
+pub const PASSWORD: &str = "test-password-not-secret";
+
+/// A whole broker in memory with the fake provider.
+pub struct TestBroker {
+    pub router: Router,
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<LocalQueue>,
+    pub secrets: Arc<LocalSecretStore>,
+    pub provider: Arc<FakeProvider>,
+    /// The rotation function, over the same parts.
+    pub rotator: Arc<Rotator>,
+    pub catalog: CatalogFile,
+}
+
+/// The secret name prefix of [`TestBroker`]'s worker and rotator.
+pub const SECRET_PREFIX: &str = "test";
+
+impl TestBroker {
+    pub async fn new() -> TestBroker {
+        TestBroker::with_rotation(RotationPolicy { days: 30, grace_secs: 0 }).await
+    }
+
+    /// A broker whose provider makes users at once, as laptop mode's local
+    /// processes do: binds and unbinds finish within the request.
+    pub async fn users_at_once() -> TestBroker {
+        TestBroker::build(RotationPolicy { days: 30, grace_secs: 0 }, true).await
+    }
+
+    /// A broker whose rotations follow `policy` (`new` has no grace period,
+    /// so a drained queue ends a rotation). Its provider takes time to add
+    /// users, as ElastiCache does, so instances keep spare users.
+    pub async fn with_rotation(policy: RotationPolicy) -> TestBroker {
+        TestBroker::build(policy, false).await
+    }
+
+    async fn build(policy: RotationPolicy, users_at_once: bool) -> TestBroker {
+        let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
+        let catalog = CatalogFile::builtin();
+        store.seed(&catalog.services, &catalog.plans).await.expect("seed");
+        let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
+        let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
+        let provider = Arc::new(FakeProvider::new(users_at_once));
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: 0,
+                max_retry_delay_secs: 0,
+                secret_prefix: SECRET_PREFIX.into(),
+                rotation_days: policy.days,
+            },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO, rotation: policy },
+        ));
+        let rotator = Arc::new(Rotator::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            RotationConfig {
+                secret_prefix: SECRET_PREFIX.into(),
+                policy,
+                test_wait: Duration::from_millis(50),
+                test_poll: Duration::from_millis(10),
+            },
+        ));
+        let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, catalog }
+    }
+
+    /// Changes plan `plan` of `service` in the store, as `catalog apply`
+    /// would; the broker and worker read it at their next request or job.
+    pub async fn change_plan(
+        &self,
+        service: &str,
+        plan: &str,
+        change: impl FnOnce(&mut broker_core::domain::Plan),
+    ) {
+        let (_, plan_id) = self.plan_id(service, plan);
+        let mut p = self.catalog.plans.iter().find(|p| p.id == plan_id).expect("plan").clone();
+        change(&mut p);
+        self.store.put_plan(&p).await.expect("put plan");
+    }
+
+    /// The id of plan `plan` of service `service` ("elasticache-redis", "small").
+    pub fn plan_id(&self, service: &str, plan: &str) -> (String, String) {
+        let s = self.catalog.services.iter().find(|s| s.name == service).expect("service");
+        let p = self.catalog.plans.iter().find(|p| p.service_id == s.id && p.name == plan).expect("plan");
+        (s.id.clone(), p.id.clone())
+    }
+
+    /// Runs the worker over every visible job until the queue is empty (or
+    /// `max` jobs); returns the outcomes in order.
+    pub async fn drain(&self, max: usize) -> Vec<JobOutcome> {
+        let mut outcomes = Vec::new();
+        while outcomes.len() < max {
+            let Some(d) = self.queue.receive(Duration::from_secs(30)).await.expect("receive") else {
+                break;
+            };
+            let outcome = self.worker.handle(&d.job).await.expect("worker");
+            self.queue.ack(d.id).await.expect("ack");
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Sends a request with valid auth and API version.
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = request(method, uri, body, true, Some("2.17"));
+        send(&self.router, req).await
+    }
+}
+
+/// Builds a request; `auth` adds valid basic auth, `version` the API header.
+pub fn request(
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    auth: bool,
+    version: Option<&str>,
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if auth {
+        b = b.header("authorization", basic(USERNAME, PASSWORD));
+    }
+    if let Some(v) = version {
+        b = b.header("x-broker-api-version", v);
+    }
+    let body = match body {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    b.body(body).expect("request")
+}
+
+/// `Basic base64(user:pass)`.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+/// Sends `req` through `router`, returning the status and the JSON body
+/// (`Value::Null` when the body is empty or not JSON).
+pub async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = router.clone().oneshot(req).await.expect("router");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
