@@ -370,6 +370,26 @@ async fn the_catalog_lists_three_services_declaring_retrievability_and_plan_upda
     assert_eq!(updateable(MEMCACHED), false);
 }
 
+/// The body is serialized once and served from memory; a change written to
+/// the store (as `catalog apply` does) shows at the very next request.
+#[tokio::test]
+async fn the_catalog_is_json_and_a_plan_change_shows_at_the_next_request() {
+    let tb = TestBroker::new().await;
+    let resp = respond(&tb, request("GET", "/v2/catalog", None, true, Some("2.17"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+    let description = |catalog: &Value| {
+        let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == REDIS).unwrap();
+        s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap()["description"].clone()
+    };
+    let (_, before) = tb.call("GET", "/v2/catalog", None).await;
+    assert_eq!(tb.call("GET", "/v2/catalog", None).await.1, before);
+    tb.change_plan(REDIS, "small", |p| p.description = "Changed by catalog apply".into()).await;
+    let (_, after) = tb.call("GET", "/v2/catalog", None).await;
+    assert_eq!(description(&after), "Changed by catalog apply");
+    assert_ne!(description(&before), description(&after));
+}
+
 #[tokio::test]
 async fn the_catalog_lists_services_and_plans_in_the_order_of_the_catalog_file() {
     let tb = TestBroker::new().await;

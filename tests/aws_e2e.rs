@@ -548,3 +548,26 @@ async fn a_secret_whose_name_ends_like_a_partial_arn_is_always_named_by_its_arn(
         }
     }
 }
+
+/// DynamoDB cannot tell cheaply that the catalog changed, so AWS mode serves
+/// what it read for CATALOG_CACHE_SECS; with 0, every request reads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_mode_serves_the_catalog_it_read_for_catalog_cache_secs() {
+    for (cache_secs, shows_at_once) in [("60", false), ("0", true)] {
+        let aws = start_with(&[("CATALOG_CACHE_SECS", cache_secs)]).await;
+        let (_, before) = aws.call("GET", "/v2/catalog", None).await;
+        let mut catalog = CatalogFile::builtin();
+        for p in catalog.plans.iter_mut() {
+            p.description = "Changed by catalog apply".into();
+        }
+        broker_core::catalog::apply(aws.parts.store.as_ref(), &catalog).await.unwrap();
+        let (_, after) = aws.call("GET", "/v2/catalog", None).await;
+        let first = |c: &Value| c["services"][0]["plans"][0]["description"].clone();
+        assert_eq!(
+            first(&after) == "Changed by catalog apply",
+            shows_at_once,
+            "CATALOG_CACHE_SECS={cache_secs}"
+        );
+        assert_eq!(after == before, !shows_at_once);
+    }
+}

@@ -9,12 +9,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::RotationPolicy;
 use broker_core::ports::CatalogStore;
-use broker_core::rotation::{RotationConfig, Rotator};
-use broker_core::worker::{JobOutcome, Worker, WorkerConfig};
+use broker_core::rotation::Rotator;
+use broker_core::services::{Adapters, ServiceSettings, Services};
+use broker_core::worker::{JobOutcome, Worker};
 use broker_http::{AppState, BasicAuth, router};
 use broker_local::queue::LocalQueue;
 use broker_local::secrets::LocalSecretStore;
@@ -69,38 +70,27 @@ impl TestBroker {
         let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
         let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
         let provider = Arc::new(FakeProvider::new(users_at_once));
-        let worker = Arc::new(Worker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            WorkerConfig {
+        let adapters = Adapters {
+            store: store.clone(),
+            queue: queue.clone(),
+            provider: provider.clone(),
+            secrets: secrets.clone(),
+        };
+        let Services { broker, worker, rotator } = Services::new(
+            &adapters,
+            &ServiceSettings {
+                secret_prefix: SECRET_PREFIX.into(),
+                rotation: policy,
                 poll_delay_secs: 0,
                 max_retry_delay_secs: 0,
-                secret_prefix: SECRET_PREFIX.into(),
-                rotation_days: policy.days,
-            },
-        ));
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            worker.clone(),
-            BrokerSettings { stall_secs: 0, catalog_ttl: Duration::ZERO, rotation: policy },
-        ));
-        let rotator = Arc::new(Rotator::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            RotationConfig {
-                secret_prefix: SECRET_PREFIX.into(),
-                policy,
+                stall_secs: 0,
+                // Longer than any test: a catalog change must show through
+                // the store's catalog version, not through expiry.
+                catalog_ttl: Duration::from_secs(3600),
                 test_wait: Duration::from_millis(50),
                 test_poll: Duration::from_millis(10),
             },
-        ));
+        );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
         TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, catalog }

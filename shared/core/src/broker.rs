@@ -97,13 +97,21 @@ pub struct Broker {
     /// users change at once (laptop mode), so both answer synchronously.
     worker: Arc<Worker>,
     settings: BrokerSettings,
-    /// The catalog as last read, and when: the API reads the table at most
-    /// once per `catalog_ttl`.
-    catalog_cache: std::sync::Mutex<Option<CachedCatalog>>,
+    /// The catalog as last read: served from memory until the store says it
+    /// changed, or, when the store cannot tell, for `catalog_ttl`.
+    catalog_cache: std::sync::Mutex<Option<Arc<CatalogSnapshot>>>,
 }
 
-/// The catalog as read from the store, and when.
-type CachedCatalog = (std::time::Instant, Vec<Service>, Vec<Plan>);
+/// The catalog as read from the store, with its `GET /v2/catalog` body
+/// serialized once.
+struct CatalogSnapshot {
+    read_at: std::time::Instant,
+    /// The store's [`CatalogStore::catalog_version`] when it was read.
+    version: Option<u64>,
+    services: Vec<Service>,
+    plans: Vec<Plan>,
+    body: Arc<[u8]>,
+}
 
 /// Settings of the broker.
 #[derive(Debug, Clone)]
@@ -111,8 +119,8 @@ pub struct BrokerSettings {
     /// An operation in progress whose record has not changed for this long is
     /// taken to have lost its job, and a repeated request enqueues it again.
     pub stall_secs: i64,
-    /// How long a catalog read from the store is reused (zero: every request
-    /// reads the store, which is what laptop mode wants).
+    /// How long a catalog read from the store is reused when the store
+    /// cannot tell that it changed (zero: every request reads it again).
     pub catalog_ttl: std::time::Duration,
     /// The credential rotation policy: bind and fetch responses derive
     /// `metadata.renew_before` and `metadata.expires_at` from it.
@@ -244,42 +252,51 @@ impl Broker {
         }
     }
 
-    /// `GET /v2/catalog`
-    pub async fn catalog(&self) -> Result<Value, OsbError> {
-        let (services, plans) = self.catalog_data().await?;
-        Ok(osb_catalog(&services, &plans))
+    /// `GET /v2/catalog`: the body, serialized once per catalog change.
+    pub async fn catalog(&self) -> Result<Arc<[u8]>, OsbError> {
+        Ok(self.catalog_snapshot().await?.body.clone())
     }
 
-    async fn catalog_data(&self) -> Result<(Vec<Service>, Vec<Plan>), OsbError> {
-        let ttl = self.settings.catalog_ttl;
-        if !ttl.is_zero() {
-            let cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, services, plans)) = cache.as_ref()
-                && at.elapsed() < ttl
-            {
-                return Ok((services.clone(), plans.clone()));
+    /// The catalog from memory when it is known not to have changed: the
+    /// store's version is unchanged, or (a store without one) it was read
+    /// less than `catalog_ttl` ago. Otherwise it reads the store again.
+    async fn catalog_snapshot(&self) -> Result<Arc<CatalogSnapshot>, OsbError> {
+        let version = self.store.catalog_version().await.map_err(store_err)?;
+        let cached = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(snapshot) = cached {
+            let fresh = match version {
+                Some(_) => snapshot.version == version,
+                None => snapshot.read_at.elapsed() < self.settings.catalog_ttl,
+            };
+            if fresh {
+                return Ok(snapshot);
             }
         }
         let services = self.store.services().await.map_err(store_err)?;
         let plans = self.store.plans().await.map_err(store_err)?;
-        if !ttl.is_zero() {
-            let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
-            *cache = Some((std::time::Instant::now(), services.clone(), plans.clone()));
-        }
-        Ok((services, plans))
+        let body = serde_json::to_vec(&osb_catalog(&services, &plans))
+            .map_err(|e| OsbError::Internal(format!("serialize the catalog: {e}")))?;
+        let snapshot = Arc::new(CatalogSnapshot {
+            read_at: std::time::Instant::now(),
+            version,
+            services,
+            plans,
+            body: body.into(),
+        });
+        *self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        Ok(snapshot)
     }
 
     /// The service and plan a request names; 400 naming the field otherwise.
     async fn service_plan(&self, service_id: &str, plan_id: &str) -> Result<(Service, Plan), OsbError> {
-        let (services, plans) = self.catalog_data().await?;
-        let service = services.into_iter().find(|s| s.id == service_id).ok_or_else(|| {
+        let catalog = self.catalog_snapshot().await?;
+        let service = catalog.services.iter().find(|s| s.id == service_id).ok_or_else(|| {
             OsbError::BadRequest(format!("service_id {service_id:?} is not a service in the catalog"))
         })?;
-        let plan =
-            plans.into_iter().find(|p| p.id == plan_id && p.service_id == service.id).ok_or_else(|| {
-                OsbError::BadRequest(format!("plan_id {plan_id:?} is not a plan of service {}", service.name))
-            })?;
-        Ok((service, plan))
+        let plan = catalog.plans.iter().find(|p| p.id == plan_id && p.service_id == service.id).ok_or_else(
+            || OsbError::BadRequest(format!("plan_id {plan_id:?} is not a plan of service {}", service.name)),
+        )?;
+        Ok((service.clone(), plan.clone()))
     }
 
     async fn enqueue(&self, op: &Operation) -> Result<(), OsbError> {

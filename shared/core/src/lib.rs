@@ -15,4 +15,5 @@ pub mod logging;
 pub mod osb;
 pub mod ports;
 pub mod rotation;
+pub mod services;
 pub mod worker;

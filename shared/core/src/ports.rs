@@ -36,6 +36,12 @@ impl StoreError {
 pub trait CatalogStore: Send + Sync {
     async fn services(&self) -> Result<Vec<Service>, StoreError>;
     async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
+    /// A number that changes whenever the catalog does, when the store can
+    /// tell cheaply (SQLite counts its writes); `None` when it cannot, and the
+    /// broker then reuses what it read for `catalog_ttl`.
+    async fn catalog_version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Inserts services and plans that are not there yet; leaves existing ones
     /// alone, so an operator's change survives a restart.
     async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError>;

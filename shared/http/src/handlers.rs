@@ -42,7 +42,8 @@ fn empty(status: StatusCode) -> Response {
 
 /// `GET /v2/catalog`
 pub async fn catalog(State(s): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(s.broker.catalog().await?).into_response())
+    let body = axum::body::Bytes::from_owner(s.broker.catalog().await?);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `PUT /v2/service_instances/{instance_id}`

@@ -13,12 +13,13 @@ use broker_aws::dynamodb::DynamoStore;
 use broker_aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings};
 use broker_aws::secretsmanager::{SecretsManagerStore, read_broker_credentials};
 use broker_aws::sqs::SqsQueue;
-use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::RotationPolicy;
 use broker_core::ports::CatalogStore;
-use broker_core::rotation::{RotationConfig, Rotator, Target};
-use broker_core::worker::{Worker, WorkerConfig};
+use broker_core::rotation::{Rotator, Target};
+use broker_core::services::{Adapters, ServiceSettings, Services};
+use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
 
 /// The AWS adapters and the broker and worker over them.
@@ -76,44 +77,27 @@ impl AwsParts {
             provider = provider.with_rbac_client(client);
         }
         let provider = Arc::new(provider);
-        let worker = Arc::new(Worker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            WorkerConfig {
+        let adapters = Adapters {
+            store: store.clone(),
+            queue: queue.clone(),
+            provider: provider.clone(),
+            secrets: secrets.clone(),
+        };
+        let Services { broker, worker, rotator } = Services::new(
+            &adapters,
+            &ServiceSettings {
+                secret_prefix: settings.name_prefix.clone(),
+                rotation: policy,
                 poll_delay_secs: settings.poll_delay_secs,
                 max_retry_delay_secs: 900,
-                secret_prefix: settings.name_prefix.clone(),
-                rotation_days: policy.days,
-            },
-        ));
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            worker.clone(),
-            BrokerSettings {
                 // Longer than the longest back-off (900 s) plus a poll, so a
                 // job merely waiting is never taken for a lost one.
                 stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
                 catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
-                rotation: policy,
-            },
-        ));
-        let rotator = Arc::new(Rotator::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            RotationConfig {
-                secret_prefix: settings.name_prefix.clone(),
-                policy,
                 test_wait: Duration::from_secs(60),
                 test_poll: Duration::from_secs(5),
             },
-        ));
+        );
         AwsParts { store, queue, secrets, provider, broker, worker, rotator, secrets_client }
     }
 

@@ -11,14 +11,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use broker_core::broker::{Broker, BrokerSettings};
+use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::InstanceState;
 use broker_core::domain::RotationPolicy;
 use broker_core::domain::credentials::generate_password;
 use broker_core::ports::{CacheProvider, CatalogStore, Job, JobQueue, SecretStore, StateStore};
-use broker_core::rotation::{RotationConfig, Rotator, Target};
-use broker_core::worker::{Worker, WorkerConfig};
+use broker_core::rotation::{Rotator, Target};
+use broker_core::services::{ServiceSettings, Services};
+use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
 use broker_local::provider::LocalCacheProvider;
 use broker_local::queue::LocalQueue;
@@ -170,15 +171,25 @@ impl Adapters {
         Ok(Adapters { store, queue, secrets, provider })
     }
 
-    fn rotator(&self, config: &LaptopConfig) -> Rotator {
-        Rotator::new(
-            self.store.clone(),
-            self.queue.clone(),
-            self.provider.clone(),
-            self.secrets.clone(),
-            RotationConfig {
+    /// The broker, worker and rotation function over these adapters.
+    fn services(&self, config: &LaptopConfig) -> Services {
+        let adapters = broker_core::services::Adapters {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            provider: self.provider.clone(),
+            secrets: self.secrets.clone(),
+        };
+        Services::new(
+            &adapters,
+            &ServiceSettings {
                 secret_prefix: SECRET_PREFIX.into(),
-                policy: config.rotation,
+                rotation: config.rotation,
+                poll_delay_secs: config.poll_delay_secs,
+                max_retry_delay_secs: 30,
+                stall_secs: 30,
+                // Unused: SQLite counts catalog writes, so the API reads the
+                // catalog again right after `catalog apply` and never before.
+                catalog_ttl: Duration::ZERO,
                 test_wait: Duration::from_secs(10),
                 test_poll: Duration::from_millis(200),
             },
@@ -195,7 +206,7 @@ const SECRET_PREFIX: &str = "local";
 /// Returns the new version's id.
 pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, String> {
     let adapters = Adapters::open(&config.state_dir)?;
-    adapters.rotator(config).rotate_now(target).await.map_err(|e| e.to_string())
+    adapters.services(config).rotator.rotate_now(target).await.map_err(|e| e.to_string())
 }
 
 impl Laptop {
@@ -204,32 +215,12 @@ impl Laptop {
     pub async fn open(config: &LaptopConfig) -> Result<Laptop, String> {
         let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
-        let rotator = Arc::new(adapters.rotator(config));
+        let Services { broker, worker, rotator } = adapters.services(config);
         let Adapters { store, queue, secrets, provider } = adapters;
         let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
             .map_err(|e| format!("CATALOG_FILE {e}"))?;
         let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
-        let worker = Arc::new(Worker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            WorkerConfig {
-                poll_delay_secs: config.poll_delay_secs,
-                max_retry_delay_secs: 30,
-                secret_prefix: SECRET_PREFIX.into(),
-                rotation_days: config.rotation.days,
-            },
-        ));
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            worker.clone(),
-            BrokerSettings { stall_secs: 30, catalog_ttl: Duration::ZERO, rotation: config.rotation },
-        ));
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
         let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
         laptop.recover().await?;

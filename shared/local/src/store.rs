@@ -55,6 +55,25 @@ CREATE TABLE IF NOT EXISTS operations (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS operations_by_state ON operations (state);
+-- Bumped by every write to the catalog, whichever process makes it (the
+-- API's seed, `catalog apply`), so the API knows when to read it again.
+CREATE TABLE IF NOT EXISTS catalog_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO catalog_version (id, version) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS services_inserted AFTER INSERT ON services
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS services_updated AFTER UPDATE ON services
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS services_deleted AFTER DELETE ON services
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS plans_inserted AFTER INSERT ON plans
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS plans_updated AFTER UPDATE ON plans
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS plans_deleted AFTER DELETE ON plans
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
 ";
 
 /// The store of laptop mode: one SQLite database behind a mutex.
@@ -360,6 +379,16 @@ impl CatalogStore for SqliteStore {
     async fn plans(&self) -> Result<Vec<Plan>, StoreError> {
         self.run(|conn| {
             query_all(conn, "SELECT doc FROM plans ORDER BY json_extract(doc, '$.name'), id", [], "plan")
+        })
+        .await
+    }
+
+    async fn catalog_version(&self) -> Result<Option<u64>, StoreError> {
+        self.run(|conn| {
+            let version: i64 = conn
+                .query_row("SELECT version FROM catalog_version WHERE id = 1", [], |row| row.get(0))
+                .map_err(unavailable)?;
+            Ok(Some(version.unsigned_abs()))
         })
         .await
     }
@@ -780,6 +809,31 @@ mod tests {
 
         assert_eq!(store.plans().await.unwrap(), vec![plan("p2", "large"), changed]);
         assert_eq!(store.services().await.unwrap(), services.to_vec());
+    }
+
+    /// `catalog apply` runs in another process: the API's connection sees
+    /// the version move, and only catalog writes move it.
+    #[tokio::test]
+    async fn the_catalog_version_moves_with_catalog_writes_from_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let api = SqliteStore::open(&path).unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        let version = || async { api.catalog_version().await.unwrap().unwrap() };
+        let v0 = version().await;
+        cli.seed(&[service("s", "redis")], &[plan("p", "small")]).await.unwrap();
+        let v1 = version().await;
+        assert!(v1 > v0);
+        cli.seed(&[service("s", "redis")], &[plan("p", "small")]).await.unwrap();
+        created(&cli, "i-1").await;
+        assert_eq!(version().await, v1, "a seed that adds nothing and an instance leave it alone");
+        let mut changed = plan("p", "small");
+        changed.node_type = "cache.r7g.large".into();
+        cli.put_plan(&changed).await.unwrap();
+        let v2 = version().await;
+        assert!(v2 > v1);
+        cli.put_service(&service("s", "valkey")).await.unwrap();
+        assert!(version().await > v2);
     }
 
     #[tokio::test]

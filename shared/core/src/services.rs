@@ -1,0 +1,93 @@
+//! The broker, the worker and the rotation function over one set of
+//! adapters, wired the same way in every mode (laptop, AWS, tests): the
+//! modes differ only in their adapters and their [`ServiceSettings`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{Broker, BrokerSettings};
+use crate::domain::RotationPolicy;
+use crate::ports::{CacheProvider, JobQueue, SecretStore, Store};
+use crate::rotation::{RotationConfig, Rotator};
+use crate::worker::{Worker, WorkerConfig};
+
+/// The adapters behind the ports.
+#[derive(Clone)]
+pub struct Adapters {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn JobQueue>,
+    pub provider: Arc<dyn CacheProvider>,
+    pub secrets: Arc<dyn SecretStore>,
+}
+
+/// What a mode sets. What the broker, the worker and the rotation function
+/// must agree on (the secrets' prefix, the rotation policy) is given once.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Prefix of every secret name ("osb" gives "osb/instances/<id>/admin").
+    pub secret_prefix: String,
+    pub rotation: RotationPolicy,
+    /// Delay before the worker looks again at a busy cache.
+    pub poll_delay_secs: u32,
+    /// Longest back-off after retryable errors (SQS allows 900).
+    pub max_retry_delay_secs: u32,
+    /// An operation whose record has not moved for this long is taken to
+    /// have lost its job (see [`BrokerSettings::stall_secs`]).
+    pub stall_secs: i64,
+    /// How long the API reuses the catalog it read (zero: every request).
+    pub catalog_ttl: Duration,
+    /// How long testSecret waits for the cache to take a new password, and
+    /// how often it looks.
+    pub test_wait: Duration,
+    pub test_poll: Duration,
+}
+
+/// The broker, the worker and the rotation function.
+pub struct Services {
+    pub broker: Arc<Broker>,
+    pub worker: Arc<Worker>,
+    pub rotator: Arc<Rotator>,
+}
+
+impl Services {
+    pub fn new(adapters: &Adapters, settings: &ServiceSettings) -> Services {
+        let Adapters { store, queue, provider, secrets } = adapters.clone();
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            WorkerConfig {
+                poll_delay_secs: settings.poll_delay_secs,
+                max_retry_delay_secs: settings.max_retry_delay_secs,
+                secret_prefix: settings.secret_prefix.clone(),
+                rotation_days: settings.rotation.days,
+            },
+        ));
+        let broker = Arc::new(Broker::new(
+            store.clone(),
+            queue.clone(),
+            provider.clone(),
+            secrets.clone(),
+            worker.clone(),
+            BrokerSettings {
+                stall_secs: settings.stall_secs,
+                catalog_ttl: settings.catalog_ttl,
+                rotation: settings.rotation,
+            },
+        ));
+        let rotator = Arc::new(Rotator::new(
+            store,
+            queue,
+            provider,
+            secrets,
+            RotationConfig {
+                secret_prefix: settings.secret_prefix.clone(),
+                policy: settings.rotation,
+                test_wait: settings.test_wait,
+                test_poll: settings.test_poll,
+            },
+        ));
+        Services { broker, worker, rotator }
+    }
+}
