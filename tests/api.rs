@@ -477,6 +477,54 @@ async fn an_unknown_route_is_404_with_a_json_error_body() {
 
 // ------------------------------------------------------------------ provision: 400
 
+/// Ids are parsed where the request enters, for every route, before the
+/// broker sees them: 400 naming the id at fault, and nothing recorded.
+#[tokio::test]
+async fn an_id_that_is_not_one_is_400_naming_it_on_every_route_and_records_nothing() {
+    let tb = TestBroker::new().await;
+    let long = "x".repeat(129);
+    for bad in ["a%2Fb", "a%20b", "%C3%A9", "..%2Fetc", long.as_str()] {
+        let instance = instance_uri(bad);
+        let body = plan_body(&tb, REDIS, "small");
+        for (method, uri, body) in [
+            ("PUT", format!("{instance}?{ASYNC}"), Some(body.clone())),
+            ("PATCH", format!("{instance}?{ASYNC}"), Some(body.clone())),
+            ("DELETE", format!("{instance}?{}", delete_query(&tb, REDIS, "small")), None),
+            ("GET", instance.clone(), None),
+            ("GET", format!("{instance}/last_operation"), None),
+            ("PUT", format!("{}?{ASYNC}", binding_uri(bad, "b-1")), Some(body.clone())),
+            ("GET", binding_uri(bad, "b-1"), None),
+        ] {
+            let got = tb.call(method, &uri, body).await;
+            assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["instance_id must be 1 to 128"]);
+        }
+        for (method, uri, body) in [
+            ("PUT", format!("{}?{ASYNC}", binding_uri("i-1", bad)), Some(body.clone())),
+            ("DELETE", format!("{}?{}", binding_uri("i-1", bad), delete_query(&tb, REDIS, "small")), None),
+            ("GET", binding_uri("i-1", bad), None),
+            ("GET", format!("{}/last_operation", binding_uri("i-1", bad)), None),
+        ] {
+            let got = tb.call(method, &uri, body).await;
+            assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["binding_id must be 1 to 128"]);
+        }
+    }
+    // A segment that is not UTF-8 once decoded is refused before any id rule.
+    let got = tb.call("GET", &instance_uri("%FF"), None).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["request path"]);
+    // The operation a platform echoes, and a rotation's predecessor.
+    let got = tb.call("GET", &format!("{}/last_operation?operation=a%2Fb", instance_uri("i-1")), None).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["'operation'"]);
+    let got = tb
+        .call(
+            "PUT",
+            &format!("{}?{ASYNC}", binding_uri("i-1", "b-2")),
+            Some(json!({"predecessor_binding_id": "a/b"})),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["predecessor_binding_id must be 1 to 128"]);
+    assert!(tb.store.instances().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn provision_without_service_id_is_400_naming_service_id() {
     let tb = TestBroker::new().await;

@@ -21,7 +21,7 @@ use broker_core::ports::{
 };
 use broker_core::worker::{JobOutcome, Worker, WorkerConfig};
 use broker_testing::{Call, FakeProvider};
-use broker_tests::test_broker::TestBroker;
+use broker_tests::test_broker::{TestBroker, bid, iid};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ async fn start_provision(tb: &TestBroker, id: &str) -> String {
 
 /// Asks for a provision on Redis OSS plan `plan` and returns its operation id.
 async fn start_provision_on(tb: &TestBroker, id: &str, plan: &str) -> String {
-    match tb.broker.provision(id, provision_request(tb, plan), &accepts_incomplete()).await {
+    match tb.broker.provision(&iid(id), provision_request(tb, plan), &accepts_incomplete()).await {
         Ok(Provisioned::Accepted { operation }) => operation,
         other => panic!("provision of {id}: {other:?}"),
     }
@@ -85,7 +85,7 @@ async fn start_update(tb: &TestBroker, id: &str, plan: &str) -> String {
     let (service_id, plan_id) = tb.plan_id(REDIS, plan);
     let req: UpdateRequest =
         serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id })).unwrap();
-    match tb.broker.update(id, req, &accepts_incomplete()).await {
+    match tb.broker.update(&iid(id), req, &accepts_incomplete()).await {
         Ok(broker_core::broker::Updated::Accepted { operation }) => operation,
         other => panic!("update of {id}: {other:?}"),
     }
@@ -96,7 +96,7 @@ async fn start_bind(tb: &TestBroker, instance: &str, binding: &str) -> String {
     let req: BindRequest =
         serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id, "app_guid": "app-1" }))
             .unwrap();
-    match tb.broker.bind(instance, binding, req, &accepts_incomplete()).await {
+    match tb.broker.bind(&iid(instance), &bid(binding), req, &accepts_incomplete()).await {
         Ok(Bound::Accepted { operation }) => operation,
         other => panic!("bind of {binding}: {other:?}"),
     }
@@ -260,7 +260,7 @@ async fn a_retryable_error_requeues_the_job_says_retrying_and_the_next_delivery_
     assert_eq!(interrupted.step, Step::CreateCache);
     assert!(interrupted.description.contains("retrying"), "{}", interrupted.description);
     assert!(interrupted.description.contains("Throttling"), "{}", interrupted.description);
-    let lo = tb.broker.instance_last_operation("i-1", &Query::default()).await.unwrap();
+    let lo = tb.broker.instance_last_operation(&iid("i-1"), &Query::default()).await.unwrap();
     assert_eq!(lo.state, "in progress");
     assert!(lo.description.contains("retrying"), "{}", lo.description);
     let secret_before = admin_secret(&tb, "i-1").await;
@@ -304,13 +304,13 @@ async fn a_busy_backend_requeues_the_job_and_last_operation_shows_its_progress_u
     for _ in 0..2 {
         let outcome = deliver_next(&tb).await;
         assert!(matches!(outcome, JobOutcome::Requeued { .. }), "{outcome:?}");
-        let lo = tb.broker.instance_last_operation("i-1", &Query::default()).await.unwrap();
+        let lo = tb.broker.instance_last_operation(&iid("i-1"), &Query::default()).await.unwrap();
         assert_eq!(lo.state, "in progress");
         assert!(lo.description.contains("1 of 3 nodes available"), "{}", lo.description);
     }
     assert_eq!(deliver_next(&tb).await, JobOutcome::Finished(OperationState::Succeeded));
 
-    let lo = tb.broker.instance_last_operation("i-1", &Query::default()).await.unwrap();
+    let lo = tb.broker.instance_last_operation(&iid("i-1"), &Query::default()).await.unwrap();
     assert_eq!(lo.state, "succeeded");
     assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
     assert_eq!(creates(&tb), 1, "waiting for the cache does not create it again");
@@ -328,10 +328,10 @@ async fn a_permanent_error_fails_the_provision_with_the_providers_message_and_a_
 
     assert_eq!(deliver_next(&tb).await, JobOutcome::Finished(OperationState::Failed));
 
-    let lo = tb.broker.instance_last_operation("i-1", &Query::default()).await.unwrap();
+    let lo = tb.broker.instance_last_operation(&iid("i-1"), &Query::default()).await.unwrap();
     assert_eq!(lo.state, "failed");
     assert!(lo.description.contains(message), "{}", lo.description);
-    assert!(matches!(tb.broker.fetch_instance("i-1").await, Err(OsbError::NotFound(_))));
+    assert!(matches!(tb.broker.fetch_instance(&iid("i-1")).await, Err(OsbError::NotFound(_))));
 
     // A repeated identical PUT starts a new operation, which can succeed.
     let second = start_provision(&tb, "i-1").await;
@@ -339,7 +339,7 @@ async fn a_permanent_error_fails_the_provision_with_the_providers_message_and_a_
     tb.drain(100).await;
     assert_eq!(operation(&tb, &second).await.state, OperationState::Succeeded);
     assert_eq!(operation(&tb, &first).await.state, OperationState::Failed);
-    assert!(tb.broker.fetch_instance("i-1").await.is_ok());
+    assert!(tb.broker.fetch_instance(&iid("i-1")).await.is_ok());
 }
 
 #[tokio::test]
@@ -379,7 +379,7 @@ async fn a_failed_update_leaves_the_instance_usable_on_its_old_plan() {
 
     tb.drain(100).await;
 
-    let lo = tb.broker.instance_last_operation("i-1", &Query::default()).await.unwrap();
+    let lo = tb.broker.instance_last_operation(&iid("i-1"), &Query::default()).await.unwrap();
     assert_eq!(lo.state, "failed");
     assert!(lo.description.contains("InvalidParameterCombination"), "{}", lo.description);
     assert_eq!(lo.instance_usable, Some(true));
@@ -388,7 +388,7 @@ async fn a_failed_update_leaves_the_instance_usable_on_its_old_plan() {
     assert_eq!(i.state, InstanceState::Ready);
     assert_eq!(i.plan_id, tb.plan_id(REDIS, "small").1);
     assert!(i.pending_update.is_none());
-    let fetched = tb.broker.fetch_instance("i-1").await.expect("the instance can be fetched");
+    let fetched = tb.broker.fetch_instance(&iid("i-1")).await.expect("the instance can be fetched");
     assert_eq!(fetched.plan_id, tb.plan_id(REDIS, "small").1);
     // The update can be asked again.
     let again = start_update(&tb, "i-1", "medium").await;
@@ -402,10 +402,10 @@ async fn two_concurrent_provisions_of_a_new_id_never_start_two_operations() {
     let tb = async_binds().await;
     for n in 0..20 {
         let id = format!("race-{n}");
-        let q = accepts_incomplete();
+        let (q, instance) = (accepts_incomplete(), iid(&id));
         let (a, b) = tokio::join!(
-            tb.broker.provision(&id, provision_request(&tb, "small"), &q),
-            tb.broker.provision(&id, provision_request(&tb, "small"), &q),
+            tb.broker.provision(&instance, provision_request(&tb, "small"), &q),
+            tb.broker.provision(&instance, provision_request(&tb, "small"), &q),
         );
         match (a, b) {
             (Ok(Provisioned::Accepted { operation: x }), Ok(Provisioned::Accepted { operation: y })) => {
@@ -428,10 +428,10 @@ async fn two_concurrent_provisions_of_a_new_id_never_start_two_operations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_provisions_of_a_new_id_with_different_plans_record_one_instance() {
     let tb = async_binds().await;
-    let q = accepts_incomplete();
+    let (q, instance) = (accepts_incomplete(), iid("i-1"));
     let (a, b) = tokio::join!(
-        tb.broker.provision("i-1", provision_request(&tb, "small"), &q),
-        tb.broker.provision("i-1", provision_request(&tb, "medium"), &q),
+        tb.broker.provision(&instance, provision_request(&tb, "small"), &q),
+        tb.broker.provision(&instance, provision_request(&tb, "medium"), &q),
     );
     let accepted = [&a, &b].iter().filter(|r| matches!(r, Ok(Provisioned::Accepted { .. }))).count();
     assert_eq!(accepted, 1, "{a:?} / {b:?}");
@@ -486,7 +486,8 @@ async fn a_deprovision_while_the_cache_is_being_created_removes_the_cache_and_it
     assert_eq!(tb.provider.caches(), ["i-1"]);
     let (secret, _) = admin_secret(&tb, "i-1").await;
 
-    let deprovision = tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap().operation;
+    let deprovision =
+        tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap().operation;
     tb.drain(100).await;
 
     let p = operation(&tb, &provision).await;
@@ -508,7 +509,8 @@ async fn an_unbind_while_the_user_is_being_created_deletes_the_user_and_its_secr
     assert_eq!(tb.provider.users("i-1"), ["b-b-1"]);
     let secret = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.expect("secret");
 
-    let unbind = match tb.broker.unbind("i-1", "b-1", &delete_query(&tb, "small")).await.unwrap() {
+    let unbind = match tb.broker.unbind(&iid("i-1"), &bid("b-1"), &delete_query(&tb, "small")).await.unwrap()
+    {
         Unbound::Accepted { operation } => operation,
         other => panic!("unbind: {other:?}"),
     };
@@ -531,14 +533,14 @@ async fn deprovisioning_deletes_every_bindings_secret_and_closes_the_bindings() 
     let secret = tb.store.binding("i-1", "b-1").await.unwrap().unwrap().secret.expect("secret");
     let (admin, _) = admin_secret(&tb, "i-1").await;
 
-    tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap();
+    tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap();
     tb.drain(100).await;
 
     assert!(secret_is_gone(&tb, &secret).await);
     assert!(secret_is_gone(&tb, &admin).await);
     let b = tb.store.binding("i-1", "b-1").await.unwrap().unwrap();
     assert_eq!(b.state, broker_core::domain::BindingState::Deleted);
-    assert!(matches!(tb.broker.fetch_binding("i-1", "b-1").await, Err(OsbError::NotFound(_))));
+    assert!(matches!(tb.broker.fetch_binding(&iid("i-1"), &bid("b-1")).await, Err(OsbError::NotFound(_))));
 }
 
 // ------------------------------------------------------------------ final snapshots
@@ -556,8 +558,8 @@ async fn deprovisioning_asks_for_a_final_snapshot_exactly_when_the_instances_pla
     tb.provider.script("delete", vec![working("deleting"), working("deleting")]);
 
     // WHEN both are deprovisioned
-    let small = tb.broker.deprovision("i-small", &delete_query(&tb, "small")).await.unwrap().operation;
-    let dev = tb.broker.deprovision("i-dev", &delete_query(&tb, "dev")).await.unwrap().operation;
+    let small = tb.broker.deprovision(&iid("i-small"), &delete_query(&tb, "small")).await.unwrap().operation;
+    let dev = tb.broker.deprovision(&iid("i-dev"), &delete_query(&tb, "dev")).await.unwrap().operation;
     tb.drain(100).await;
 
     // THEN every delete call (the first, and the polls until the cache is
@@ -580,7 +582,7 @@ async fn a_deprovision_whose_plan_left_the_catalog_deletes_the_cache_without_a_f
     i.plan_id = "a-retired-plan".into();
     tb.store.save_instance(&mut i, None).await.unwrap();
 
-    let op = tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap().operation;
+    let op = tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap().operation;
     tb.drain(100).await;
 
     let op = operation(&tb, &op).await;
@@ -707,7 +709,7 @@ async fn a_deprovision_arriving_as_the_cache_becomes_available_still_ends_the_pr
         &tb,
         "progress",
         Box::pin(async move {
-            broker.deprovision("i-1", &query).await.expect("deprovision accepted");
+            broker.deprovision(&iid("i-1"), &query).await.expect("deprovision accepted");
         }),
     );
 
@@ -740,7 +742,7 @@ async fn an_unbind_arriving_as_the_user_becomes_active_still_ends_the_bind_opera
         &tb,
         "user_progress",
         Box::pin(async move {
-            broker.unbind("i-1", "b-1", &query).await.expect("unbind accepted");
+            broker.unbind(&iid("i-1"), &bid("b-1"), &query).await.expect("unbind accepted");
         }),
     );
 
@@ -772,7 +774,7 @@ async fn a_deprovision_finished_by_another_worker_while_the_cache_is_being_creat
         &tb,
         "create",
         Box::pin(async move {
-            broker.deprovision("i-1", &query).await.expect("deprovision accepted");
+            broker.deprovision(&iid("i-1"), &query).await.expect("deprovision accepted");
             let d = queue.receive(Duration::from_secs(30)).await.unwrap().expect("deprovision job");
             queue.ack(d.id).await.unwrap();
             // The deprovision does not delete while the provision it overtook
@@ -838,7 +840,7 @@ async fn secrets_whose_references_were_never_recorded_are_deleted_with_the_insta
     let _bind_job = take_job(&tb).await;
 
     // WHEN the instance is deprovisioned
-    tb.broker.deprovision("i-1", &delete_query(&tb, "small")).await.unwrap();
+    tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap();
     tb.drain(100).await;
 
     // THEN both secrets are gone, found by their names

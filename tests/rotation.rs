@@ -11,7 +11,7 @@ use broker_core::osb::types::{BindRequest, ProvisionRequest, Query};
 use broker_core::ports::{Principal, ProviderError, SecretStore, Stage, StateStore};
 use broker_core::rotation::{RotationError, RotationEvent, RotationStep, Target};
 use broker_testing::Call;
-use broker_tests::test_broker::TestBroker;
+use broker_tests::test_broker::{TestBroker, bid, iid};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ async fn provisioned_as_is(tb: &TestBroker, service: &str, id: &str) {
     let req: ProvisionRequest = serde_json::from_value(json!({ "service_id": service_id, "plan_id": plan_id,
         "organization_guid": "org-1", "space_guid": "space-1" }))
     .unwrap();
-    match tb.broker.provision(id, req, &accepts_incomplete()).await {
+    match tb.broker.provision(&iid(id), req, &accepts_incomplete()).await {
         Ok(Provisioned::Accepted { .. }) => {}
         other => panic!("provision of {id}: {other:?}"),
     }
@@ -57,7 +57,7 @@ async fn bound(tb: &TestBroker, service: &str, instance: &str, binding: &str) {
         json!({ "service_id": service_id, "plan_id": plan_id, "app_guid": "app-1", "parameters": {} }),
     )
     .unwrap();
-    match tb.broker.bind(instance, binding, req, &accepts_incomplete()).await {
+    match tb.broker.bind(&iid(instance), &bid(binding), req, &accepts_incomplete()).await {
         // Memcached bindings, and claimed spares, are ready at once.
         Ok(Bound::Accepted { .. } | Bound::Created(_)) => {}
         other => panic!("bind of {binding}: {other:?}"),

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
-use broker_core::domain::RotationPolicy;
+use broker_core::domain::{BindingId, InstanceId, RotationPolicy};
 use broker_core::ports::CatalogStore;
 use broker_core::rotation::Rotator;
 use broker_core::services::{Adapters, ServiceSettings, Services};
@@ -167,6 +167,16 @@ pub fn request(
 /// `Basic base64(user:pass)`.
 pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+/// An instance id the tests name (panics on one that is not an id).
+pub fn iid(id: &str) -> InstanceId {
+    InstanceId::parse(id).expect("instance id")
+}
+
+/// A binding id the tests name.
+pub fn bid(id: &str) -> BindingId {
+    BindingId::parse(id).expect("binding id")
 }
 
 /// Sends `req` through `router`, returning the status and the JSON body

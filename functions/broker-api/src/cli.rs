@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use broker_core::domain::{BindingId, InstanceId};
 use broker_core::rotation::Target;
 use clap::{Parser, Subcommand};
 use lambda_http::Error;
@@ -32,9 +33,9 @@ enum Command {
     /// Rotate a credential now: a binding's password, or the instance's admin credential
     Rotate {
         /// The service instance
-        instance_id: String,
+        instance_id: InstanceId,
         /// The binding whose password rotates; without it, the instance's admin credential
-        binding_id: Option<String>,
+        binding_id: Option<BindingId>,
     },
 }
 
@@ -53,9 +54,9 @@ enum CatalogCommand {
 }
 
 impl Command {
-    fn target(instance_id: &str, binding_id: Option<&String>) -> Target {
+    fn target(instance_id: &InstanceId, binding_id: Option<&BindingId>) -> Target {
         match binding_id {
-            Some(b) => Target::Binding { instance_id: instance_id.to_string(), binding_id: b.clone() },
+            Some(b) => Target::Binding { instance_id: instance_id.to_string(), binding_id: b.to_string() },
             None => Target::Admin { instance_id: instance_id.to_string() },
         }
     }
@@ -155,4 +156,73 @@ async fn laptop(command: Option<Command>, started: Instant) -> Result<(), Error>
 #[cfg(not(feature = "local"))]
 async fn laptop(_: Option<Command>, _: Instant) -> Result<(), Error> {
     Err("this build of broker-api has no laptop mode (it was built without the local feature): set BROKER_BACKEND=aws".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("broker-api").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_command_serves_and_each_command_parses() {
+        assert!(parse(&[]).unwrap().command.is_none());
+        assert!(matches!(
+            parse(&["catalog", "seed"]).unwrap().command,
+            Some(Command::Catalog(CatalogCommand::Seed { file: None }))
+        ));
+        assert!(matches!(
+            parse(&["catalog", "apply", "c.json"]).unwrap().command,
+            Some(Command::Catalog(CatalogCommand::Apply { file })) if file.as_os_str() == "c.json"
+        ));
+        let Some(Command::Rotate { instance_id, binding_id }) =
+            parse(&["rotate", "i-1", "b-1"]).unwrap().command
+        else {
+            panic!("rotate");
+        };
+        assert_eq!(
+            Command::target(&instance_id, binding_id.as_ref()),
+            Target::Binding { instance_id: "i-1".into(), binding_id: "b-1".into() }
+        );
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for args in [
+            &["--help"][..],
+            &["catalog", "--help"],
+            &["catalog", "seed", "--help"],
+            &["catalog", "apply", "--help"],
+            &["rotate", "--help"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0);
+            assert!(e.to_string().contains("Usage: broker-api"), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_missing_arguments_print_the_usage_and_exit_2() {
+        for args in
+            [&["--port", "1"][..], &["serve"], &["catalog", "apply"], &["rotate"], &["rotate", "i", "b", "c"]]
+        {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.render().to_string().contains("Usage:"), "{args:?}: {e}");
+        }
+    }
+
+    /// An id is parsed where it enters: the same rule as the OSB paths.
+    #[test]
+    fn rotate_refuses_an_id_that_is_not_one_naming_it() {
+        let e = parse(&["rotate", "../etc"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("instance_id must be 1 to 128 characters"), "{e}");
+        let e = parse(&["rotate", "i-1", "b 1"]).unwrap_err();
+        assert!(e.to_string().contains("binding_id must be 1 to 128 characters"), "{e}");
+    }
 }

@@ -16,8 +16,8 @@ use crate::domain::instance::{InstanceEvent, PendingUpdate};
 use crate::domain::params::{self, compare_versions, parameters_schema};
 use crate::domain::spare::{self, SPARES_DEADLINE_SECS};
 use crate::domain::{
-    Binding, BindingState, Credentials, Engine, Instance, InstanceState, Operation, OperationKind,
-    OperationState, Plan, RotationPolicy, Service, now,
+    Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState, Operation,
+    OperationKind, OperationState, Plan, RotationPolicy, Service, now,
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
@@ -133,21 +133,6 @@ fn store_err(e: StoreError) -> OsbError {
             "another request changed {what} at the same time; retry the request"
         )),
         StoreError::Unavailable(msg) => OsbError::Internal(format!("store: {msg}")),
-    }
-}
-
-/// Ids become parts of resource names and file paths: keep them to a safe
-/// alphabet. Platforms send GUIDs, which fit.
-pub fn validate_id(kind: &str, id: &str) -> Result<(), OsbError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(OsbError::BadRequest(format!(
-            "{kind} must be 1 to 128 characters of letters, digits, '-', '_' or '.'"
-        )))
     }
 }
 
@@ -330,11 +315,10 @@ impl Broker {
     /// `PUT /v2/service_instances/{instance_id}`
     pub async fn provision(
         &self,
-        id: &str,
+        id: &InstanceId,
         req: ProvisionRequest,
         q: &Query,
     ) -> Result<Provisioned, OsbError> {
-        validate_id("instance_id", id)?;
         let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
         let space_guid = required_guid("space_guid", &req.space_guid)?;
         let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
@@ -424,7 +408,7 @@ impl Broker {
             };
             match result {
                 Ok(()) => {
-                    info!(instance = id, plan = %plan.name, operation = %op.id, "provisioning accepted");
+                    info!(instance = %id, plan = %plan.name, operation = %op.id, "provisioning accepted");
                     self.enqueue(&op).await?;
                     return Ok(Provisioned::Accepted { operation: op.id });
                 }
@@ -438,8 +422,7 @@ impl Broker {
     }
 
     /// `PATCH /v2/service_instances/{instance_id}`
-    pub async fn update(&self, id: &str, req: UpdateRequest, q: &Query) -> Result<Updated, OsbError> {
-        validate_id("instance_id", id)?;
+    pub async fn update(&self, id: &InstanceId, req: UpdateRequest, q: &Query) -> Result<Updated, OsbError> {
         for _ in 0..RACE_RETRIES {
             let mut instance = match self.store.instance(id).await.map_err(store_err)? {
                 Some(i) if i.state != InstanceState::Deleted => i,
@@ -579,7 +562,7 @@ impl Broker {
             }
             match self.store.save_instance(&mut instance, Some(&mut op)).await {
                 Ok(()) => {
-                    info!(instance = id, plan = %plan.name, operation = %op.id, "update accepted");
+                    info!(instance = %id, plan = %plan.name, operation = %op.id, "update accepted");
                     self.enqueue(&op).await?;
                     return Ok(Updated::Accepted { operation: op.id });
                 }
@@ -597,8 +580,7 @@ impl Broker {
     /// During provisioning this stops the creation: the instance moves to
     /// deprovisioning, the worker cancels the provision operation when it
     /// next looks at it, and the deprovision removes whatever was created.
-    pub async fn deprovision(&self, id: &str, q: &Query) -> Result<Accepted, OsbError> {
-        validate_id("instance_id", id)?;
+    pub async fn deprovision(&self, id: &InstanceId, q: &Query) -> Result<Accepted, OsbError> {
         require("service_id", &q.service_id)?;
         require("plan_id", &q.plan_id)?;
         async_required(q, "deprovisioning")?;
@@ -638,7 +620,7 @@ impl Broker {
             instance.updated_at = t;
             match self.store.save_instance(&mut instance, Some(&mut op)).await {
                 Ok(()) => {
-                    info!(instance = id, operation = %op.id, was = was.as_str(), "deprovisioning accepted");
+                    info!(instance = %id, operation = %op.id, was = was.as_str(), "deprovisioning accepted");
                     self.enqueue(&op).await?;
                     return Ok(Accepted { operation: op.id });
                 }
@@ -652,8 +634,7 @@ impl Broker {
     }
 
     /// `GET /v2/service_instances/{instance_id}`
-    pub async fn fetch_instance(&self, id: &str) -> Result<InstanceResponse, OsbError> {
-        validate_id("instance_id", id)?;
+    pub async fn fetch_instance(&self, id: &InstanceId) -> Result<InstanceResponse, OsbError> {
         let instance = self.store.instance(id).await.map_err(store_err)?;
         let instance = match instance {
             Some(i) => i,
@@ -684,15 +665,18 @@ impl Broker {
     }
 
     /// `GET /v2/service_instances/{instance_id}/last_operation`
-    pub async fn instance_last_operation(&self, id: &str, q: &Query) -> Result<LastOperation, OsbError> {
-        validate_id("instance_id", id)?;
+    pub async fn instance_last_operation(
+        &self,
+        id: &InstanceId,
+        q: &Query,
+    ) -> Result<LastOperation, OsbError> {
         let Some(instance) = self.store.instance(id).await.map_err(store_err)? else {
             return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
         };
-        let op_id = q.operation.clone().unwrap_or(instance.last_operation_id);
+        let op_id = q.operation.as_ref().map_or(instance.last_operation_id, |o| o.to_string());
         let op = self.store.operation(&op_id).await.map_err(store_err)?;
         match op {
-            Some(op) if op.instance_id == id && op.binding_id.is_none() => {
+            Some(op) if op.instance_id == *id && op.binding_id.is_none() => {
                 // Platforms poll; a poll of an operation that stopped moving
                 // (its job lost or dead-lettered) enqueues it again.
                 self.heal_op(&op).await?;
@@ -716,13 +700,11 @@ impl Broker {
     /// `AsyncRequired` saying so.
     pub async fn bind(
         &self,
-        instance_id: &str,
-        binding_id: &str,
+        instance_id: &InstanceId,
+        binding_id: &BindingId,
         req: BindRequest,
         q: &Query,
     ) -> Result<Bound, OsbError> {
-        validate_id("instance_id", instance_id)?;
-        validate_id("binding_id", binding_id)?;
         // A rotation request names its predecessor and may leave everything
         // else to it: the successor is bound like the predecessor, with
         // fresh credentials.
@@ -844,7 +826,7 @@ impl Broker {
                 binding.state = BindingState::Ready;
                 match self.store.create_binding(&mut binding, &mut op, replacing).await {
                     Ok(()) => {
-                        info!(instance = instance_id, binding = binding_id, operation = %op.id, "bound (no user to make)");
+                        info!(instance = %instance_id, binding = %binding_id, operation = %op.id, "bound (no user to make)");
                         return Ok(Bound::Created(self.binding_response(&instance, &binding).await?));
                     }
                     Err(e) if e.is_race() => continue,
@@ -856,7 +838,7 @@ impl Broker {
             if self.provider.users_change_at_once() {
                 match self.store.create_binding(&mut binding, &mut op, replacing).await {
                     Ok(()) => {
-                        info!(instance = instance_id, binding = binding_id, operation = %op.id,
+                        info!(instance = %instance_id, binding = %binding_id, operation = %op.id,
                             predecessor, "binding accepted; making its user now");
                         return self.finish_bind_inline(&op, q).await;
                     }
@@ -896,7 +878,7 @@ impl Broker {
                     .await
                 {
                     Ok(()) => {
-                        info!(instance = instance_id, binding = binding_id, user = %username, operation = %op.id,
+                        info!(instance = %instance_id, binding = %binding_id, user = %username, operation = %op.id,
                             predecessor, "bound: spare user claimed");
                         self.after_claim(&instance, refill.as_ref()).await;
                         return Ok(Bound::Created(self.binding_response(&instance, &binding).await?));
@@ -915,7 +897,7 @@ impl Broker {
             }
             match self.store.create_binding(&mut binding, &mut op, replacing).await {
                 Ok(()) => {
-                    info!(instance = instance_id, binding = binding_id, operation = %op.id,
+                    info!(instance = %instance_id, binding = %binding_id, operation = %op.id,
                         predecessor, "binding accepted; its user is made by the worker");
                     self.enqueue(&op).await?;
                     return Ok(Bound::Accepted { operation: op.id });
@@ -1055,12 +1037,11 @@ impl Broker {
     /// instance, on a plan whose bindings are rotatable.
     async fn successor_request(
         &self,
-        instance_id: &str,
-        binding_id: &str,
-        predecessor_id: &str,
+        instance_id: &InstanceId,
+        binding_id: &BindingId,
+        predecessor_id: &BindingId,
         mut req: BindRequest,
     ) -> Result<BindRequest, OsbError> {
-        validate_id("predecessor_binding_id", predecessor_id)?;
         if predecessor_id == binding_id {
             return Err(OsbError::BadRequest(
                 "predecessor_binding_id names the binding being created; name the binding it succeeds".into(),
@@ -1117,9 +1098,12 @@ impl Broker {
     /// 202 to a platform that polls, 200 to one that cannot
     /// (`accepts_incomplete` absent), whose app may then reach the cache
     /// until ElastiCache has removed the user from the user group.
-    pub async fn unbind(&self, instance_id: &str, binding_id: &str, q: &Query) -> Result<Unbound, OsbError> {
-        validate_id("instance_id", instance_id)?;
-        validate_id("binding_id", binding_id)?;
+    pub async fn unbind(
+        &self,
+        instance_id: &InstanceId,
+        binding_id: &BindingId,
+        q: &Query,
+    ) -> Result<Unbound, OsbError> {
         require("service_id", &q.service_id)?;
         require("plan_id", &q.plan_id)?;
         for _ in 0..RACE_RETRIES {
@@ -1159,11 +1143,11 @@ impl Broker {
             }
             match self.store.save_binding(&mut binding, Some(&mut op)).await {
                 Ok(()) if nothing_to_remove => {
-                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "unbound (nothing to remove)");
+                    info!(instance = %instance_id, binding = %binding_id, operation = %op.id, "unbound (nothing to remove)");
                     return Ok(Unbound::Done);
                 }
                 Ok(()) => {
-                    info!(instance = instance_id, binding = binding_id, operation = %op.id, "unbinding accepted");
+                    info!(instance = %instance_id, binding = %binding_id, operation = %op.id, "unbinding accepted");
                     if !self.provider.users_change_at_once() {
                         self.enqueue(&op).await?;
                     }
@@ -1203,11 +1187,9 @@ impl Broker {
     /// the current credentials, read from the secret store each time.
     pub async fn fetch_binding(
         &self,
-        instance_id: &str,
-        binding_id: &str,
+        instance_id: &InstanceId,
+        binding_id: &BindingId,
     ) -> Result<BindingResponse, OsbError> {
-        validate_id("instance_id", instance_id)?;
-        validate_id("binding_id", binding_id)?;
         let not_found = || OsbError::NotFound(format!("service binding {binding_id} does not exist"));
         let binding =
             self.store.binding(instance_id, binding_id).await.map_err(store_err)?.ok_or_else(not_found)?;
@@ -1227,18 +1209,19 @@ impl Broker {
     /// `GET .../service_bindings/{binding_id}/last_operation`
     pub async fn binding_last_operation(
         &self,
-        instance_id: &str,
-        binding_id: &str,
+        instance_id: &InstanceId,
+        binding_id: &BindingId,
         q: &Query,
     ) -> Result<LastOperation, OsbError> {
-        validate_id("instance_id", instance_id)?;
-        validate_id("binding_id", binding_id)?;
         let Some(binding) = self.store.binding(instance_id, binding_id).await.map_err(store_err)? else {
             return Err(OsbError::NotFound(format!("service binding {binding_id} does not exist")));
         };
-        let op_id = q.operation.clone().unwrap_or(binding.last_operation_id);
+        let op_id = q.operation.as_ref().map_or(binding.last_operation_id, |o| o.to_string());
         match self.store.operation(&op_id).await.map_err(store_err)? {
-            Some(op) if op.binding_id.as_deref() == Some(binding_id) && op.instance_id == instance_id => {
+            Some(op)
+                if op.binding_id.as_deref() == Some(binding_id.as_str())
+                    && op.instance_id == *instance_id =>
+            {
                 self.heal_op(&op).await?;
                 Ok(last_operation(&op))
             }

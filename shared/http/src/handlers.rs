@@ -4,16 +4,62 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{ApiError, AppState};
 use broker_core::broker::{Accepted, Bound, Provisioned, Unbound, Updated};
+use broker_core::domain::{BindingId, InstanceId};
 use broker_core::osb::OsbError;
 use broker_core::osb::types::{AsyncResponse, Query, parse_query};
+
+/// `{instance_id}`, parsed: 400 naming it when it is not an id.
+pub struct InstancePath(InstanceId);
+
+/// `{instance_id}` and `{binding_id}`, parsed: 400 naming the one at fault.
+pub struct BindingPath(InstanceId, BindingId);
+
+/// The path's segments as sent; a segment that is not UTF-8 once
+/// percent-decoded is refused here.
+async fn segments<T, S>(parts: &mut Parts, state: &S) -> Result<T, ApiError>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    let Path(raw) = Path::<T>::from_request_parts(parts, state).await.map_err(|e| {
+        ApiError(OsbError::BadRequest(format!("the request path is not valid: {}", e.body_text())))
+    })?;
+    Ok(raw)
+}
+
+fn bad_id(e: broker_core::domain::InvalidId) -> ApiError {
+    ApiError(OsbError::BadRequest(e.to_string()))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<InstancePath, ApiError> {
+        let raw: String = segments(parts, state).await?;
+        Ok(InstancePath(InstanceId::parse(&raw).map_err(bad_id)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BindingPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<BindingPath, ApiError> {
+        let (instance, binding): (String, String) = segments(parts, state).await?;
+        Ok(BindingPath(
+            InstanceId::parse(&instance).map_err(bad_id)?,
+            BindingId::parse(&binding).map_err(bad_id)?,
+        ))
+    }
+}
 
 fn query(raw: Option<String>) -> Result<Query, OsbError> {
     parse_query(raw.as_deref()).map_err(OsbError::BadRequest)
@@ -49,7 +95,7 @@ pub async fn catalog(State(s): State<AppState>) -> Result<Response, ApiError> {
 /// `PUT /v2/service_instances/{instance_id}`
 pub async fn provision(
     State(s): State<AppState>,
-    Path(instance_id): Path<String>,
+    InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -64,7 +110,7 @@ pub async fn provision(
 /// `PATCH /v2/service_instances/{instance_id}`
 pub async fn update(
     State(s): State<AppState>,
-    Path(instance_id): Path<String>,
+    InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -79,7 +125,7 @@ pub async fn update(
 /// `DELETE /v2/service_instances/{instance_id}`
 pub async fn deprovision(
     State(s): State<AppState>,
-    Path(instance_id): Path<String>,
+    InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
@@ -90,7 +136,7 @@ pub async fn deprovision(
 /// `GET /v2/service_instances/{instance_id}`
 pub async fn fetch_instance(
     State(s): State<AppState>,
-    Path(instance_id): Path<String>,
+    InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     query(q)?;
@@ -100,7 +146,7 @@ pub async fn fetch_instance(
 /// `GET /v2/service_instances/{instance_id}/last_operation`
 pub async fn instance_last_operation(
     State(s): State<AppState>,
-    Path(instance_id): Path<String>,
+    InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
@@ -110,7 +156,7 @@ pub async fn instance_last_operation(
 /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
 pub async fn bind(
     State(s): State<AppState>,
-    Path((instance_id, binding_id)): Path<(String, String)>,
+    BindingPath(instance_id, binding_id): BindingPath,
     RawQuery(q): RawQuery,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -126,7 +172,7 @@ pub async fn bind(
 /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
 pub async fn unbind(
     State(s): State<AppState>,
-    Path((instance_id, binding_id)): Path<(String, String)>,
+    BindingPath(instance_id, binding_id): BindingPath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
@@ -139,7 +185,7 @@ pub async fn unbind(
 /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
 pub async fn fetch_binding(
     State(s): State<AppState>,
-    Path((instance_id, binding_id)): Path<(String, String)>,
+    BindingPath(instance_id, binding_id): BindingPath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     query(q)?;
@@ -149,7 +195,7 @@ pub async fn fetch_binding(
 /// `GET .../service_bindings/{binding_id}/last_operation`
 pub async fn binding_last_operation(
     State(s): State<AppState>,
-    Path((instance_id, binding_id)): Path<(String, String)>,
+    BindingPath(instance_id, binding_id): BindingPath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;

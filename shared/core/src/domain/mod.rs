@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod credentials;
+pub mod ids;
 pub mod instance;
 pub mod operation;
 pub mod params;
@@ -13,6 +14,7 @@ pub mod spare;
 
 pub use binding::{Binding, BindingState};
 pub use credentials::{CacheUser, Credentials, Endpoint};
+pub use ids::{BindingId, InstanceId, InvalidId, OperationId};
 pub use instance::{Instance, InstanceState};
 pub use operation::{Operation, OperationKind, OperationState, Step};
 pub use plan::{Engine, Plan, Service};

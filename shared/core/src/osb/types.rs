@@ -1,7 +1,9 @@
 //! OSB request and response bodies. Unknown fields in requests are ignored, as
 //! the spec requires of receivers.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::ids::{BindingId, MAX_ID_LEN, OperationId};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -61,8 +63,19 @@ pub struct BindRequest {
     pub bind_resource: Option<Value>,
     #[serde(default)]
     pub parameters: Option<Value>,
-    #[serde(default)]
-    pub predecessor_binding_id: Option<String>,
+    #[serde(default, deserialize_with = "predecessor_binding_id")]
+    pub predecessor_binding_id: Option<BindingId>,
+}
+
+/// `predecessor_binding_id`, refused with its own name when it is not a
+/// binding id.
+fn predecessor_binding_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BindingId>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => {
+            BindingId::parse_field("predecessor_binding_id", &s).map(Some).map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 /// Query parameters the routes take.
@@ -71,7 +84,7 @@ pub struct Query {
     pub accepts_incomplete: bool,
     pub service_id: Option<String>,
     pub plan_id: Option<String>,
-    pub operation: Option<String>,
+    pub operation: Option<OperationId>,
 }
 
 /// `{"operation": ...}` of a 202.
@@ -160,16 +173,21 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, String> {
                     }
                 }
             }
-            "service_id" | "plan_id" | "operation" => {
+            "service_id" | "plan_id" => {
                 if v.is_empty() {
                     return Err(format!("query parameter '{k}' must not be empty"));
                 }
-                let slot = match k {
-                    "service_id" => &mut q.service_id,
-                    "plan_id" => &mut q.plan_id,
-                    _ => &mut q.operation,
-                };
+                let slot = if k == "service_id" { &mut q.service_id } else { &mut q.plan_id };
                 *slot = Some(v);
+            }
+            "operation" => {
+                let id = OperationId::parse(&v).map_err(|_| {
+                    format!(
+                        "query parameter 'operation' must be the operation a 202 returned: 1 to \
+                         {MAX_ID_LEN} characters of letters, digits, '-', '_' or '.'"
+                    )
+                })?;
+                q.operation = Some(id);
             }
             _ => {}
         }
