@@ -1532,6 +1532,60 @@ async fn unbind_during_binding_cancels_the_bind_and_no_user_is_left() {
     assert_eq!(fetch_binding(&tb, "i-1", "b-1").await.0, StatusCode::NOT_FOUND);
 }
 
+// ------------------------------------------------------------------ refused by the state machines
+
+/// A record an earlier operation left failed: each request the state
+/// machine refuses is 422 naming the state and what to send instead, and a
+/// busy record is 422 ConcurrencyError. Nothing changes.
+#[tokio::test]
+async fn requests_a_failed_or_busy_record_refuses_say_what_to_send_instead() {
+    let tb = TestBroker::new().await;
+    let body = ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    ready_binding(&tb, "i-1", "b-1", REDIS, "small").await;
+    let mut b = tb.store.binding("i-1", "b-1").await.unwrap().unwrap();
+    b.state = broker_core::domain::BindingState::DeleteFailed;
+    tb.store.save_binding(&mut b, None).await.unwrap();
+    let got = put_binding(&tb, "i-1", "b-1", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "BindingNotUsable",
+        &["service binding b-1 is not fully deleted", "unbind it"],
+    );
+
+    let mut i = tb.store.instance("i-1").await.unwrap().unwrap();
+    i.state = broker_core::domain::InstanceState::DeprovisionFailed;
+    tb.store.save_instance(&mut i, None).await.unwrap();
+    let (_, medium) = tb.plan_id(REDIS, "medium");
+    for got in [
+        patch_instance(&tb, "i-1", json!({"service_id": body["service_id"], "plan_id": medium})).await,
+        put_instance(&tb, "i-1", body.clone()).await,
+        put_binding(&tb, "i-1", "b-2", bind_body(&tb, REDIS, "small", "app-1")).await,
+    ] {
+        assert_error(
+            &got,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InstanceNotUsable",
+            &["service instance i-1 is not fully deprovisioned", "deprovision it"],
+        );
+    }
+
+    i = tb.store.instance("i-1").await.unwrap().unwrap();
+    i.state = broker_core::domain::InstanceState::Updating;
+    tb.store.save_instance(&mut i, None).await.unwrap();
+    let got = delete_instance(&tb, "i-1", REDIS, "small").await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ConcurrencyError",
+        &["being updated", "be deprovisioned", "retry when that has finished"],
+    );
+    let got = put_binding(&tb, "i-1", "b-2", bind_body(&tb, REDIS, "small", "app-1")).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError", &["take a new binding"]);
+    assert_eq!(tb.store.instance("i-1").await.unwrap().unwrap().version, i.version);
+    assert!(tb.store.binding("i-1", "b-2").await.unwrap().is_none());
+}
+
 // ------------------------------------------------------------------ 500
 
 #[tokio::test]

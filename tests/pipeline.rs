@@ -812,7 +812,7 @@ async fn an_update_during_a_bind_fails_the_binding_so_that_it_can_be_bound_again
     // THEN the bind failed saying why, the binding is not stuck "creating" ...
     let op = operation(&tb, &bind).await;
     assert_eq!(op.state, OperationState::Failed);
-    assert!(op.description.contains("updating"), "{}", op.description);
+    assert!(op.description.contains("is now being updated"), "{}", op.description);
     // ... and the same bind, sent again, starts afresh and succeeds.
     let again = start_bind(&tb, "i-1", "b-1").await;
     assert_ne!(again, bind);

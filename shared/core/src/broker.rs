@@ -16,8 +16,9 @@ use crate::domain::instance::{InstanceEvent, PendingUpdate};
 use crate::domain::params::{self, compare_versions, parameters_schema};
 use crate::domain::spare::{self, SPARES_DEADLINE_SECS};
 use crate::domain::{
-    Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState, Operation,
-    OperationKind, OperationState, Plan, RotationPolicy, Service, now,
+    Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState,
+    InvalidTransition, Machine, Operation, OperationKind, OperationState, Plan, Refusal, RotationPolicy,
+    Service, now,
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
@@ -211,8 +212,30 @@ fn no_spare_free(instance: &Instance, plan: &Plan) -> String {
     }
 }
 
-fn not_usable(what: String) -> OsbError {
-    OsbError::Unprocessable { error: "InstanceNotUsable", description: what, update_repeatable: None }
+/// A request the domain's state machines refused, as the platform hears
+/// it: the one place where a refused transition becomes an OSB error.
+fn refused(e: InvalidTransition, id: &str) -> OsbError {
+    let InvalidTransition { entity, event, state, refusal } = e;
+    let binding = entity == <BindingState as Machine>::ENTITY;
+    match refusal {
+        Refusal::InProgress => OsbError::Concurrency(format!(
+            "{entity} {id} is {state} and cannot {event} now; retry when that has finished"
+        )),
+        Refusal::Failed => OsbError::Unprocessable {
+            error: if binding { "BindingNotUsable" } else { "InstanceNotUsable" },
+            description: format!(
+                "{entity} {id} is {state} and cannot {event}; {} it",
+                if binding { "unbind" } else { "deprovision" }
+            ),
+            update_repeatable: None,
+        },
+        Refusal::Gone => OsbError::NotFound(format!("{entity} {id} does not exist")),
+        // The broker asked what its own checks rule out: a fault, not the
+        // platform's.
+        Refusal::Settled | Refusal::Finished => {
+            OsbError::Internal(format!("{entity} {id} cannot {event} while {state}"))
+        }
+    }
 }
 
 impl Broker {
@@ -350,17 +373,11 @@ impl Broker {
                         InstanceState::Ready | InstanceState::Updating => {
                             return Ok(Provisioned::AlreadyExists);
                         }
-                        InstanceState::Deprovisioning => {
-                            return Err(OsbError::Concurrency(format!(
-                                "service instance {id} is being deprovisioned"
-                            )));
+                        // A retry of a failed provision, or refused.
+                        _ => {
+                            i.state.on(InstanceEvent::Provision).map_err(|e| refused(e, id))?;
+                            None
                         }
-                        InstanceState::DeprovisionFailed => {
-                            return Err(not_usable(format!(
-                                "service instance {id} failed to deprovision; deprovision it again"
-                            )));
-                        }
-                        InstanceState::ProvisionFailed | InstanceState::Deleted => None,
                     }
                 }
             };
@@ -371,7 +388,7 @@ impl Broker {
             let result = match existing {
                 // A failed provision retried with the same attributes.
                 Some(mut i) if i.state == InstanceState::ProvisionFailed => {
-                    i.apply(InstanceEvent::Provision).map_err(|e| OsbError::Internal(e.to_string()))?;
+                    i.apply(InstanceEvent::Provision).map_err(|e| refused(e, id))?;
                     i.last_operation_id = op.id.clone();
                     i.updated_at = t;
                     self.store.save_instance(&mut i, Some(&mut op)).await
@@ -503,27 +520,12 @@ impl Broker {
 
             let pending =
                 PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
-            match instance.state {
-                InstanceState::Ready => {}
-                InstanceState::Updating if instance.pending_update.as_ref() == Some(&pending) => {
-                    self.heal(&instance.last_operation_id).await?;
-                    return Ok(Updated::Accepted { operation: instance.last_operation_id });
-                }
-                InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
-                    return Err(OsbError::Concurrency(format!(
-                        "service instance {id} is {}; retry when that has finished",
-                        instance.state.as_str()
-                    )));
-                }
-                InstanceState::ProvisionFailed
-                | InstanceState::DeprovisionFailed
-                | InstanceState::Deleted => {
-                    return Err(not_usable(format!(
-                        "service instance {id} is {} and cannot be updated; deprovision it",
-                        instance.state.as_str()
-                    )));
-                }
+            if instance.state == InstanceState::Updating && instance.pending_update.as_ref() == Some(&pending)
+            {
+                self.heal(&instance.last_operation_id).await?;
+                return Ok(Updated::Accepted { operation: instance.last_operation_id });
             }
+            instance.state.on(InstanceEvent::Update).map_err(|e| refused(e, id))?;
 
             let t = now();
             let maintenance_changes = req
@@ -550,7 +552,7 @@ impl Broker {
             }
 
             let mut op = Operation::start(OperationKind::Update, id, None, t, plan.maximum_polling_duration);
-            instance.apply(InstanceEvent::Update).map_err(|e| OsbError::Internal(e.to_string()))?;
+            instance.apply(InstanceEvent::Update).map_err(|e| refused(e, id))?;
             instance.pending_update = Some(pending);
             instance.last_operation_id = op.id.clone();
             instance.updated_at = t;
@@ -589,18 +591,11 @@ impl Broker {
                 Some(i) if i.state != InstanceState::Deleted => i,
                 _ => return Err(OsbError::Gone(format!("service instance {id} does not exist"))),
             };
-            match instance.state {
-                InstanceState::Deprovisioning => {
-                    self.heal(&instance.last_operation_id).await?;
-                    return Ok(Accepted { operation: instance.last_operation_id });
-                }
-                InstanceState::Updating => {
-                    return Err(OsbError::Concurrency(format!(
-                        "service instance {id} is being updated; deprovision it when the update has finished"
-                    )));
-                }
-                _ => {}
+            if instance.state == InstanceState::Deprovisioning {
+                self.heal(&instance.last_operation_id).await?;
+                return Ok(Accepted { operation: instance.last_operation_id });
             }
+            instance.state.on(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;
             let plan_timeout = match self.service_plan(&instance.service_id, &instance.plan_id).await {
                 Ok((_, p)) => p.maximum_polling_duration,
                 Err(_) => DEADLINE_WITHOUT_PLAN_SECS,
@@ -615,7 +610,7 @@ impl Broker {
             } else {
                 instance.spares_operation.clone()
             };
-            instance.apply(InstanceEvent::Deprovision).map_err(|e| OsbError::Internal(e.to_string()))?;
+            instance.apply(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;
             instance.last_operation_id = op.id.clone();
             instance.updated_at = t;
             match self.store.save_instance(&mut instance, Some(&mut op)).await {
@@ -736,21 +731,7 @@ impl Broker {
                     "service_id {service_id:?} is not the service of instance {instance_id}"
                 )));
             }
-            match instance.state {
-                InstanceState::Ready => {}
-                InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
-                    return Err(OsbError::Concurrency(format!(
-                        "service instance {instance_id} is {}; bind when that has finished",
-                        instance.state.as_str()
-                    )));
-                }
-                other => {
-                    return Err(not_usable(format!(
-                        "service instance {instance_id} is {} and cannot be bound",
-                        other.as_str()
-                    )));
-                }
-            }
+            instance.state.on(InstanceEvent::Bind).map_err(|e| refused(e, instance_id))?;
             let existing = self.store.binding(instance_id, binding_id).await.map_err(store_err)?;
             let replacing = match &existing {
                 None => None,
@@ -771,21 +752,11 @@ impl Broker {
                         BindingState::Ready => {
                             return Ok(Bound::AlreadyExists(self.binding_response(&instance, b).await?));
                         }
-                        BindingState::Deleting => {
-                            return Err(OsbError::Concurrency(format!(
-                                "service binding {binding_id} is being deleted; bind it again once that has finished"
-                            )));
+                        // A retry of a failed bind, or refused.
+                        _ => {
+                            b.state.on(BindingEvent::Bind).map_err(|e| refused(e, binding_id))?;
+                            Some(b.version)
                         }
-                        BindingState::DeleteFailed => {
-                            return Err(OsbError::Unprocessable {
-                                error: "BindingNotUsable",
-                                description: format!(
-                                    "service binding {binding_id} failed to be deleted; unbind it again"
-                                ),
-                                update_repeatable: None,
-                            });
-                        }
-                        BindingState::CreateFailed | BindingState::Deleted => Some(b.version),
                     }
                 }
             };
@@ -822,7 +793,8 @@ impl Broker {
 
             // Memcached has no users: nothing to make, ready at once.
             if !service.engine.speaks_redis() {
-                let _ = op.succeed(t, "bound: Memcached has no users; the credentials name the endpoint");
+                op.succeed(t, "bound: Memcached has no users; the credentials name the endpoint")
+                    .map_err(|e| refused(e, &op.id))?;
                 binding.state = BindingState::Ready;
                 match self.store.create_binding(&mut binding, &mut op, replacing).await {
                     Ok(()) => {
@@ -850,7 +822,8 @@ impl Broker {
             // A spare user, made in advance, becomes the binding's.
             if let Some(spare) = instance.take_spare() {
                 let username = spare.username.clone();
-                let _ = op.succeed(t, &format!("bound: spare cache user {username} was ready in the cache"));
+                op.succeed(t, &format!("bound: spare cache user {username} was ready in the cache"))
+                    .map_err(|e| refused(e, &op.id))?;
                 binding.state = BindingState::Ready;
                 binding.username = Some(spare.username);
                 binding.secret = spare.secret;
@@ -1133,12 +1106,13 @@ impl Broker {
                 && binding.username.is_none()
                 && binding.secret.is_none()
                 && binding.rotation.is_none();
-            binding.apply(BindingEvent::Unbind).map_err(|e| OsbError::Internal(e.to_string()))?;
+            binding.apply(BindingEvent::Unbind).map_err(|e| refused(e, binding_id))?;
             binding.last_operation_id = op.id.clone();
             binding.updated_at = t;
             if nothing_to_remove {
-                let _ = op.succeed(t, "unbound: the binding had no user or credential of its own");
-                let _ = binding.apply(BindingEvent::Deleted);
+                op.succeed(t, "unbound: the binding had no user or credential of its own")
+                    .map_err(|e| refused(e, &op.id))?;
+                binding.apply(BindingEvent::Deleted).map_err(|e| refused(e, binding_id))?;
                 binding.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
             }
             match self.store.save_binding(&mut binding, Some(&mut op)).await {

@@ -73,6 +73,11 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A record's state does not allow what its own operation did (the
+    /// record was changed outside the broker): the job is not acknowledged,
+    /// so it is retried and, failing again, dead-lettered with this cause.
+    #[error("the record does not match its operation: {0}")]
+    Transition(#[from] crate::domain::InvalidTransition),
 }
 
 /// How a step ended.
@@ -94,6 +99,14 @@ enum StepError {
     /// Another writer changed a record: read everything again.
     Race,
     Store(StoreError),
+}
+
+/// A step's record refused what the step did: it was changed outside the
+/// broker, and the operation cannot go on from it.
+impl From<crate::domain::InvalidTransition> for StepError {
+    fn from(e: crate::domain::InvalidTransition) -> Self {
+        StepError::Permanent(format!("the broker's records are inconsistent: {e}"))
+    }
 }
 
 impl From<ProviderError> for StepError {
@@ -242,7 +255,10 @@ impl Worker {
                 // The binding is still this operation's, but its instance moved
                 // on (an update or deprovision): fail the binding so that the
                 // platform can bind again later instead of waiting for ever.
-                let why = format!("bind failed: the service instance became {}", ctx.instance.state.as_str());
+                let why = format!(
+                    "bind failed: the service instance is now {}; bind again when it is ready",
+                    ctx.instance.state.as_str()
+                );
                 match self.finish_failed(op, Some(ctx), why).await? {
                     Some(outcome) => return Ok(outcome),
                     None => continue,
@@ -266,7 +282,7 @@ impl Worker {
             match self.run_step(&op, &mut ctx).await {
                 Ok(StepResult::Next(next)) => {
                     info!(operation = %op.id, from = ?step, to = ?next, "step done");
-                    advance(&mut op, next, t);
+                    advance(&mut op, next, t)?;
                     match self.store.save_operation(&mut op).await {
                         Ok(()) => continue,
                         Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
@@ -576,7 +592,7 @@ impl Worker {
                         continue;
                     }
                     self.delete_secret(&Target::of_binding(&b), b.secret.as_deref()).await?;
-                    let _ = b.apply(BindingEvent::InstanceDeleted);
+                    b.apply(BindingEvent::InstanceDeleted)?;
                     b.secret = None;
                     b.updated_at = now();
                     b.expires_at = Some(now() + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
@@ -822,7 +838,7 @@ impl Worker {
             return Ok(None);
         }
         if now() - prev.updated_at > SUPERSEDED_STALL_SECS {
-            let _ = prev.fail(now(), format!("{} cancelled: overtaken by {}", prev.kind.as_str(), op.id));
+            prev.fail(now(), format!("{} cancelled: overtaken by {}", prev.kind.as_str(), op.id))?;
             self.store.save_operation(&mut prev).await?;
             return Ok(None);
         }
@@ -837,7 +853,7 @@ impl Worker {
         detail: &str,
         delay: u32,
     ) -> Result<JobOutcome, WorkerError> {
-        let _ = op.progress(detail);
+        op.progress(detail)?;
         op.updated_at = now();
         op.retries = 0;
         match self.store.save_operation(&mut op).await {
@@ -854,7 +870,7 @@ impl Worker {
         op.retries = op.retries.saturating_add(1);
         let delay = backoff(self.config.poll_delay_secs, self.config.max_retry_delay_secs, op.retries);
         warn!(operation = %op.id, step = ?op.step, retries = op.retries, delay, error = %message, "retryable error");
-        let _ = op.progress(&format!("retrying in {delay} s after: {message}"));
+        op.progress(&format!("retrying in {delay} s after: {message}"))?;
         op.updated_at = now();
         match self.store.save_operation(&mut op).await {
             Ok(()) => {}
@@ -866,7 +882,7 @@ impl Worker {
     }
 
     async fn cancel(&self, mut op: Operation, reason: &str) -> Result<JobOutcome, WorkerError> {
-        let _ = op.fail(now(), format!("{} cancelled: {reason}", op.kind.as_str()));
+        op.fail(now(), format!("{} cancelled: {reason}", op.kind.as_str()))?;
         op.instance_usable = None;
         op.update_repeatable = None;
         match self.store.save_operation(&mut op).await {
@@ -883,13 +899,13 @@ impl Worker {
         description: String,
     ) -> Result<Option<JobOutcome>, WorkerError> {
         let t = now();
-        let _ = op.succeed(t, &description);
+        op.succeed(t, &description)?;
         let result = match op.kind {
             OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => {
                 let i = &mut ctx.instance;
                 match op.kind {
                     OperationKind::Provision => {
-                        let _ = i.apply(InstanceEvent::Provisioned);
+                        i.apply(InstanceEvent::Provisioned)?;
                     }
                     OperationKind::Update => {
                         if let Some(p) = i.pending_update.take() {
@@ -897,10 +913,10 @@ impl Worker {
                             i.parameters = p.parameters;
                             i.engine_version = p.engine_version;
                         }
-                        let _ = i.apply(InstanceEvent::UpdateEnded);
+                        i.apply(InstanceEvent::UpdateEnded)?;
                     }
                     _ => {
-                        let _ = i.apply(InstanceEvent::Deprovisioned);
+                        i.apply(InstanceEvent::Deprovisioned)?;
                         i.admin_secret = None;
                         i.endpoint = None;
                         i.spares.clear();
@@ -916,9 +932,9 @@ impl Worker {
                     return Ok(Some(JobOutcome::Skipped("binding vanished")));
                 };
                 if op.kind == OperationKind::Bind {
-                    let _ = b.apply(BindingEvent::Created);
+                    b.apply(BindingEvent::Created)?;
                 } else {
-                    let _ = b.apply(BindingEvent::Deleted);
+                    b.apply(BindingEvent::Deleted)?;
                     b.secret = None;
                     b.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
                 }
@@ -971,7 +987,7 @@ impl Worker {
     ) -> Result<Option<JobOutcome>, WorkerError> {
         let t = now();
         warn!(operation = %op.id, kind = op.kind.as_str(), step = ?op.step, error = %description, "operation failed");
-        let _ = op.fail(t, description);
+        op.fail(t, description)?;
         // Without a context (the plan left the catalog, say) the records
         // themselves still move to their failed states, so that nothing stays
         // "in progress" and the platform can try again.
@@ -1015,7 +1031,7 @@ impl Worker {
                     _ => InstanceEvent::DeprovisionFailed,
                 };
                 i.pending_update = None;
-                let _ = i.apply(event);
+                i.apply(event)?;
                 i.updated_at = t;
                 self.store.save_instance(i, Some(&mut op)).await
             }
@@ -1026,7 +1042,7 @@ impl Worker {
                     } else {
                         BindingEvent::DeleteFailed
                     };
-                    let _ = b.apply(event);
+                    b.apply(event)?;
                     b.updated_at = t;
                     self.store.save_binding(b, Some(&mut op)).await
                 }
@@ -1047,10 +1063,11 @@ impl Worker {
     }
 }
 
-fn advance(op: &mut Operation, next: Step, t: i64) {
-    let _ = op.advance(next);
+fn advance(op: &mut Operation, next: Step, t: i64) -> Result<(), crate::domain::InvalidTransition> {
+    op.advance(next)?;
     op.updated_at = t;
     op.retries = 0;
+    Ok(())
 }
 
 /// Exponential back-off from the poll delay, capped.

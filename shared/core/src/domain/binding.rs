@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{InvalidTransition, Timestamp};
+use super::{InvalidTransition, Machine, Refusal, Timestamp, transition};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,56 +28,98 @@ pub enum BindingEvent {
 }
 
 impl BindingEvent {
-    fn name(self) -> &'static str {
+    /// Every event, in the order of the tests' grid.
+    pub const ALL: [BindingEvent; 7] = [
+        BindingEvent::Bind,
+        BindingEvent::Created,
+        BindingEvent::CreateFailed,
+        BindingEvent::Unbind,
+        BindingEvent::Deleted,
+        BindingEvent::DeleteFailed,
+        BindingEvent::InstanceDeleted,
+    ];
+}
+
+impl BindingState {
+    /// Every state, in the order of the tests' grid.
+    pub const ALL: [BindingState; 6] = [
+        BindingState::Creating,
+        BindingState::CreateFailed,
+        BindingState::Ready,
+        BindingState::Deleting,
+        BindingState::DeleteFailed,
+        BindingState::Deleted,
+    ];
+
+    /// The state, worded to follow "is".
+    pub fn as_str(self) -> &'static str {
         match self {
-            BindingEvent::Bind => "bind",
+            BindingState::Creating => "being created",
+            BindingState::CreateFailed => "not created (its bind failed)",
+            BindingState::Ready => "ready",
+            BindingState::Deleting => "being deleted",
+            BindingState::DeleteFailed => "not fully deleted (its unbind failed)",
+            BindingState::Deleted => "deleted",
+        }
+    }
+
+    /// The state after `event` (see [`Machine::TRANSITIONS`] for the table).
+    pub fn on(self, event: BindingEvent) -> Result<BindingState, InvalidTransition> {
+        transition(self, event)
+    }
+}
+
+impl Machine for BindingState {
+    type Event = BindingEvent;
+    const ENTITY: &'static str = "service binding";
+
+    /// An unbind while the binding is being created halts the creation and
+    /// deletes what it made, as the spec asks.
+    const TRANSITIONS: &'static [(BindingState, BindingEvent, BindingState)] = {
+        use BindingEvent as E;
+        use BindingState as S;
+        &[
+            (S::CreateFailed, E::Bind, S::Creating),
+            (S::Deleted, E::Bind, S::Creating),
+            (S::Creating, E::Created, S::Ready),
+            (S::Creating, E::CreateFailed, S::CreateFailed),
+            (S::Creating, E::Unbind, S::Deleting),
+            (S::CreateFailed, E::Unbind, S::Deleting),
+            (S::Ready, E::Unbind, S::Deleting),
+            (S::DeleteFailed, E::Unbind, S::Deleting),
+            (S::Deleting, E::Deleted, S::Deleted),
+            (S::Deleting, E::DeleteFailed, S::DeleteFailed),
+            (S::Creating, E::InstanceDeleted, S::Deleted),
+            (S::CreateFailed, E::InstanceDeleted, S::Deleted),
+            (S::Ready, E::InstanceDeleted, S::Deleted),
+            (S::Deleting, E::InstanceDeleted, S::Deleted),
+            (S::DeleteFailed, E::InstanceDeleted, S::Deleted),
+        ]
+    };
+
+    fn phrase(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn event_phrase(event: BindingEvent) -> &'static str {
+        match event {
+            BindingEvent::Bind => "be bound",
             BindingEvent::Created => "finish binding",
             BindingEvent::CreateFailed => "fail binding",
-            BindingEvent::Unbind => "unbind",
+            BindingEvent::Unbind => "be unbound",
             BindingEvent::Deleted => "finish unbinding",
             BindingEvent::DeleteFailed => "fail unbinding",
             BindingEvent::InstanceDeleted => "go with its deprovisioned instance",
         }
     }
-}
 
-impl BindingState {
-    pub fn as_str(self) -> &'static str {
+    fn refusal(self) -> Refusal {
         match self {
-            BindingState::Creating => "being created",
-            BindingState::CreateFailed => "failed to be created",
-            BindingState::Ready => "ready",
-            BindingState::Deleting => "being deleted",
-            BindingState::DeleteFailed => "failed to be deleted",
-            BindingState::Deleted => "deleted",
+            BindingState::Creating | BindingState::Deleting => Refusal::InProgress,
+            BindingState::CreateFailed | BindingState::DeleteFailed => Refusal::Failed,
+            BindingState::Deleted => Refusal::Gone,
+            BindingState::Ready => Refusal::Settled,
         }
-    }
-
-    /// The state after `event`. An unbind while the binding is being created
-    /// halts the creation and deletes what it made, as the spec asks.
-    pub fn on(self, event: BindingEvent) -> Result<BindingState, InvalidTransition> {
-        use BindingEvent as E;
-        use BindingState as S;
-        let next = match (self, event) {
-            (S::CreateFailed | S::Deleted, E::Bind) => S::Creating,
-            (S::Creating, E::Created) => S::Ready,
-            (S::Creating, E::CreateFailed) => S::CreateFailed,
-            (S::Creating | S::CreateFailed | S::Ready | S::DeleteFailed, E::Unbind) => S::Deleting,
-            (S::Deleting, E::Deleted) => S::Deleted,
-            (S::Deleting, E::DeleteFailed) => S::DeleteFailed,
-            (
-                S::Creating | S::CreateFailed | S::Ready | S::Deleting | S::DeleteFailed,
-                E::InstanceDeleted,
-            ) => S::Deleted,
-            _ => {
-                return Err(InvalidTransition {
-                    entity: "service binding",
-                    event: event.name(),
-                    state: self.as_str(),
-                });
-            }
-        };
-        Ok(next)
     }
 }
 
@@ -149,31 +191,31 @@ mod tests {
     use super::BindingState as S;
     use super::*;
 
+    /// The whole table. Columns: Bind, Created, CreateFailed, Unbind,
+    /// Deleted, DeleteFailed, InstanceDeleted.
     #[test]
-    fn a_binding_is_created_then_deleted() {
-        assert_eq!(S::Creating.on(E::Created), Ok(S::Ready));
-        assert_eq!(S::Ready.on(E::Unbind), Ok(S::Deleting));
-        assert_eq!(S::Deleting.on(E::Deleted), Ok(S::Deleted));
+    fn the_binding_machine_is_this_grid() {
+        assert_eq!(
+            crate::domain::grid(&S::ALL, &E::ALL),
+            "\
+Creating: - Ready CreateFailed Deleting - - Deleted
+CreateFailed: Creating - - Deleting - - Deleted
+Ready: - - - Deleting - - Deleted
+Deleting: - - - - Deleted DeleteFailed Deleted
+DeleteFailed: - - - Deleting - - Deleted
+Deleted: Creating - - - - - -
+"
+        );
     }
 
     #[test]
-    fn unbind_during_creation_halts_it() {
-        assert_eq!(S::Creating.on(E::Unbind), Ok(S::Deleting));
-    }
-
-    #[test]
-    fn a_deleting_binding_cannot_be_unbound_again_or_bound() {
-        assert!(S::Deleting.on(E::Unbind).is_err());
-        assert!(S::Deleting.on(E::Bind).is_err());
-        assert!(S::Ready.on(E::Bind).is_err());
-    }
-
-    #[test]
-    fn every_live_binding_goes_with_its_deprovisioned_instance() {
-        for s in [S::Creating, S::CreateFailed, S::Ready, S::Deleting, S::DeleteFailed] {
-            assert_eq!(s.on(E::InstanceDeleted), Ok(S::Deleted), "{s:?}");
-        }
-        assert!(S::Deleted.on(E::InstanceDeleted).is_err());
+    fn a_refused_bind_or_unbind_says_why() {
+        let e = S::Deleting.on(E::Bind).unwrap_err();
+        assert_eq!(e.to_string(), "service binding cannot be bound while being deleted");
+        assert_eq!(e.refusal, Refusal::InProgress);
+        assert_eq!(S::DeleteFailed.on(E::Bind).unwrap_err().refusal, Refusal::Failed);
+        assert_eq!(S::Ready.on(E::Bind).unwrap_err().refusal, Refusal::Settled);
+        assert_eq!(S::Deleted.on(E::Unbind).unwrap_err().refusal, Refusal::Gone);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{InvalidTransition, Timestamp};
+use super::{InvalidTransition, Machine, Refusal, Timestamp, transition};
 
 /// Where an instance is in its life. Every change goes through
-/// [`InstanceState::on`], so the allowed moves are written down once.
+/// [`InstanceState::on`], so the allowed moves are written down once, as
+/// the table [`Machine::TRANSITIONS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
@@ -35,64 +36,112 @@ pub enum InstanceEvent {
     Deprovision,
     Deprovisioned,
     DeprovisionFailed,
+    /// A bind request for a new binding: the instance stays as it is, but
+    /// only a ready one takes it.
+    Bind,
 }
 
 impl InstanceEvent {
-    fn name(self) -> &'static str {
-        match self {
-            InstanceEvent::Provision => "provision",
-            InstanceEvent::Provisioned => "finish provisioning",
-            InstanceEvent::ProvisionFailed => "fail provisioning",
-            InstanceEvent::Update => "update",
-            InstanceEvent::UpdateEnded => "finish updating",
-            InstanceEvent::Deprovision => "deprovision",
-            InstanceEvent::Deprovisioned => "finish deprovisioning",
-            InstanceEvent::DeprovisionFailed => "fail deprovisioning",
-        }
-    }
+    /// Every event, in the order of the tests' grid.
+    pub const ALL: [InstanceEvent; 9] = [
+        InstanceEvent::Provision,
+        InstanceEvent::Provisioned,
+        InstanceEvent::ProvisionFailed,
+        InstanceEvent::Update,
+        InstanceEvent::UpdateEnded,
+        InstanceEvent::Deprovision,
+        InstanceEvent::Deprovisioned,
+        InstanceEvent::DeprovisionFailed,
+        InstanceEvent::Bind,
+    ];
 }
 
 impl InstanceState {
+    /// Every state, in the order of the tests' grid.
+    pub const ALL: [InstanceState; 7] = [
+        InstanceState::Provisioning,
+        InstanceState::ProvisionFailed,
+        InstanceState::Ready,
+        InstanceState::Updating,
+        InstanceState::Deprovisioning,
+        InstanceState::DeprovisionFailed,
+        InstanceState::Deleted,
+    ];
+
+    /// The state, worded to follow "is".
     pub fn as_str(self) -> &'static str {
         match self {
-            InstanceState::Provisioning => "provisioning",
-            InstanceState::ProvisionFailed => "provision failed",
+            InstanceState::Provisioning => "being provisioned",
+            InstanceState::ProvisionFailed => "not provisioned (its provision failed)",
             InstanceState::Ready => "ready",
-            InstanceState::Updating => "updating",
-            InstanceState::Deprovisioning => "deprovisioning",
-            InstanceState::DeprovisionFailed => "deprovision failed",
+            InstanceState::Updating => "being updated",
+            InstanceState::Deprovisioning => "being deprovisioned",
+            InstanceState::DeprovisionFailed => "not fully deprovisioned (its deprovision failed)",
             InstanceState::Deleted => "deleted",
         }
     }
 
-    /// The state after `event`, or why it is not allowed.
-    ///
-    /// A deprovision during provisioning is allowed: it stops the creation and
-    /// cleans up (the spec's preferred behaviour). A deprovision during an update
-    /// is not: the platform gets `ConcurrencyError` and retries later.
+    /// The state after `event`, or why it is not allowed (see
+    /// [`Machine::TRANSITIONS`] for the table).
     pub fn on(self, event: InstanceEvent) -> Result<InstanceState, InvalidTransition> {
+        transition(self, event)
+    }
+}
+
+impl Machine for InstanceState {
+    type Event = InstanceEvent;
+    const ENTITY: &'static str = "service instance";
+
+    /// A deprovision during provisioning is allowed: it stops the creation
+    /// and cleans up (the spec's preferred behaviour). A deprovision during
+    /// an update is not: the platform gets `ConcurrencyError` and retries.
+    const TRANSITIONS: &'static [(InstanceState, InstanceEvent, InstanceState)] = {
         use InstanceEvent as E;
         use InstanceState as S;
-        let next = match (self, event) {
-            (S::ProvisionFailed | S::Deleted, E::Provision) => S::Provisioning,
-            (S::Provisioning, E::Provisioned) => S::Ready,
-            (S::Provisioning, E::ProvisionFailed) => S::ProvisionFailed,
-            (S::Ready, E::Update) => S::Updating,
-            (S::Updating, E::UpdateEnded) => S::Ready,
-            (S::Provisioning | S::ProvisionFailed | S::Ready | S::DeprovisionFailed, E::Deprovision) => {
-                S::Deprovisioning
+        &[
+            (S::ProvisionFailed, E::Provision, S::Provisioning),
+            (S::Deleted, E::Provision, S::Provisioning),
+            (S::Provisioning, E::Provisioned, S::Ready),
+            (S::Provisioning, E::ProvisionFailed, S::ProvisionFailed),
+            (S::Ready, E::Update, S::Updating),
+            (S::Updating, E::UpdateEnded, S::Ready),
+            (S::Provisioning, E::Deprovision, S::Deprovisioning),
+            (S::ProvisionFailed, E::Deprovision, S::Deprovisioning),
+            (S::Ready, E::Deprovision, S::Deprovisioning),
+            (S::DeprovisionFailed, E::Deprovision, S::Deprovisioning),
+            (S::Deprovisioning, E::Deprovisioned, S::Deleted),
+            (S::Deprovisioning, E::DeprovisionFailed, S::DeprovisionFailed),
+            (S::Ready, E::Bind, S::Ready),
+        ]
+    };
+
+    fn phrase(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn event_phrase(event: InstanceEvent) -> &'static str {
+        match event {
+            InstanceEvent::Provision => "be provisioned",
+            InstanceEvent::Provisioned => "finish provisioning",
+            InstanceEvent::ProvisionFailed => "fail provisioning",
+            InstanceEvent::Update => "be updated",
+            InstanceEvent::UpdateEnded => "finish updating",
+            InstanceEvent::Deprovision => "be deprovisioned",
+            InstanceEvent::Deprovisioned => "finish deprovisioning",
+            InstanceEvent::DeprovisionFailed => "fail deprovisioning",
+            InstanceEvent::Bind => "take a new binding",
+        }
+    }
+
+    fn refusal(self) -> Refusal {
+        match self {
+            InstanceState::Provisioning | InstanceState::Updating | InstanceState::Deprovisioning => {
+                Refusal::InProgress
             }
-            (S::Deprovisioning, E::Deprovisioned) => S::Deleted,
-            (S::Deprovisioning, E::DeprovisionFailed) => S::DeprovisionFailed,
-            _ => {
-                return Err(InvalidTransition {
-                    entity: "service instance",
-                    event: event.name(),
-                    state: self.as_str(),
-                });
-            }
-        };
-        Ok(next)
+            InstanceState::ProvisionFailed | InstanceState::DeprovisionFailed => Refusal::Failed,
+            InstanceState::Deleted => Refusal::Gone,
+            InstanceState::Ready => Refusal::Settled,
+        }
     }
 }
 
@@ -192,52 +241,49 @@ impl Instance {
 mod tests {
     use super::InstanceEvent as E;
     use super::InstanceState as S;
+    use crate::domain::{Refusal, grid};
 
+    /// The whole table. Columns: Provision, Provisioned, ProvisionFailed,
+    /// Update, UpdateEnded, Deprovision, Deprovisioned, DeprovisionFailed,
+    /// Bind.
     #[test]
-    fn a_provision_runs_to_ready_or_failed() {
-        assert_eq!(S::Provisioning.on(E::Provisioned), Ok(S::Ready));
-        assert_eq!(S::Provisioning.on(E::ProvisionFailed), Ok(S::ProvisionFailed));
-        assert_eq!(S::ProvisionFailed.on(E::Provision), Ok(S::Provisioning));
+    fn the_instance_machine_is_this_grid() {
+        assert_eq!(
+            grid(&S::ALL, &E::ALL),
+            "\
+Provisioning: - Ready ProvisionFailed - - Deprovisioning - - -
+ProvisionFailed: Provisioning - - - - Deprovisioning - - -
+Ready: - - - Updating - Deprovisioning - - Ready
+Updating: - - - - Ready - - - -
+Deprovisioning: - - - - - - Deleted DeprovisionFailed -
+DeprovisionFailed: - - - - - Deprovisioning - - -
+Deleted: Provisioning - - - - - - - -
+"
+        );
     }
 
     #[test]
-    fn deprovision_during_provisioning_is_allowed_and_cancels_it() {
+    fn deprovision_during_provisioning_cancels_it_but_during_an_update_waits() {
         assert_eq!(S::Provisioning.on(E::Deprovision), Ok(S::Deprovisioning));
-    }
-
-    #[test]
-    fn deprovision_during_an_update_is_refused() {
         let err = S::Updating.on(E::Deprovision).unwrap_err();
-        assert_eq!(err.to_string(), "service instance cannot deprovision while updating");
+        assert_eq!(err.to_string(), "service instance cannot be deprovisioned while being updated");
+        assert_eq!(err.refusal, Refusal::InProgress);
     }
 
+    /// What a refusal says follows from the state alone.
     #[test]
-    fn update_needs_a_ready_instance() {
-        assert_eq!(S::Ready.on(E::Update), Ok(S::Updating));
-        assert!(S::Provisioning.on(E::Update).is_err());
-        assert!(S::Updating.on(E::Update).is_err());
-        assert!(S::Deleted.on(E::Update).is_err());
-    }
-
-    #[test]
-    fn a_deleted_instance_can_only_be_provisioned_again() {
-        for event in [
-            E::Provisioned,
-            E::ProvisionFailed,
-            E::Update,
-            E::UpdateEnded,
-            E::Deprovision,
-            E::Deprovisioned,
-            E::DeprovisionFailed,
+    fn a_refusal_says_whether_to_wait_deprovision_or_give_up() {
+        for (state, refusal) in [
+            (S::Provisioning, Refusal::InProgress),
+            (S::Updating, Refusal::InProgress),
+            (S::Deprovisioning, Refusal::InProgress),
+            (S::ProvisionFailed, Refusal::Failed),
+            (S::DeprovisionFailed, Refusal::Failed),
+            (S::Deleted, Refusal::Gone),
+            (S::Ready, Refusal::Settled),
         ] {
-            assert!(S::Deleted.on(event).is_err(), "{event:?}");
+            let refused = E::ALL.iter().filter_map(|e| state.on(*e).err()).next().expect("a refused event");
+            assert_eq!(refused.refusal, refusal, "{state:?}");
         }
-        assert_eq!(S::Deleted.on(E::Provision), Ok(S::Provisioning));
-    }
-
-    #[test]
-    fn a_failed_deprovision_can_be_retried() {
-        assert_eq!(S::Deprovisioning.on(E::DeprovisionFailed), Ok(S::DeprovisionFailed));
-        assert_eq!(S::DeprovisionFailed.on(E::Deprovision), Ok(S::Deprovisioning));
     }
 }

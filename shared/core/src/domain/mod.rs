@@ -43,4 +43,68 @@ pub struct InvalidTransition {
     pub entity: &'static str,
     pub event: &'static str,
     pub state: &'static str,
+    /// What the refusal says about the record; the broker turns it into
+    /// the platform's answer in one place.
+    pub refusal: Refusal,
+}
+
+/// Why a state refuses an event, by what the record is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An operation is running on it: the request can be retried when it
+    /// has finished.
+    InProgress,
+    /// An earlier operation failed on it: only a deprovision (or unbind)
+    /// helps.
+    Failed,
+    /// It is deleted.
+    Gone,
+    /// It is at rest and the event does not follow from that (an outcome
+    /// with no operation running, a second provision of a ready instance).
+    Settled,
+    /// The operation has finished; it does not change again.
+    Finished,
+}
+
+/// A state machine written as the table of its allowed moves: any (state,
+/// event) pair not in [`Machine::TRANSITIONS`] is refused.
+pub trait Machine: Copy + Eq + std::fmt::Debug + 'static {
+    type Event: Copy + Eq + std::fmt::Debug + 'static;
+    /// "service instance", "service binding".
+    const ENTITY: &'static str;
+    /// (from, event, to), one row per allowed move.
+    const TRANSITIONS: &'static [(Self, Self::Event, Self)];
+    /// The state, worded to follow "is" ("being updated").
+    fn phrase(self) -> &'static str;
+    /// The event, worded to follow "cannot" ("be deprovisioned").
+    fn event_phrase(event: Self::Event) -> &'static str;
+    fn refusal(self) -> Refusal;
+}
+
+/// The state `event` leads to from `state`, or why it is refused.
+pub fn transition<M: Machine>(state: M, event: M::Event) -> Result<M, InvalidTransition> {
+    M::TRANSITIONS.iter().find(|(from, e, _)| *from == state && *e == event).map(|(_, _, to)| *to).ok_or(
+        InvalidTransition {
+            entity: M::ENTITY,
+            event: M::event_phrase(event),
+            state: state.phrase(),
+            refusal: state.refusal(),
+        },
+    )
+}
+
+/// The whole machine as a grid, one line per state: the state each event
+/// leads to, or `-` where it is refused. The machines' tests compare it with
+/// the grid written out, so a change to the table is a change to a test.
+#[cfg(test)]
+pub(crate) fn grid<M: Machine>(states: &[M], events: &[M::Event]) -> String {
+    let mut out = String::new();
+    for s in states {
+        let cells: Vec<String> = events
+            .iter()
+            .map(|e| transition(*s, *e).map_or_else(|_| "-".to_string(), |to| format!("{to:?}")))
+            .collect();
+        out.push_str(&format!("{s:?}: {}\n", cells.join(" ")));
+    }
+    out
 }

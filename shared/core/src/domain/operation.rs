@@ -273,7 +273,12 @@ impl Operation {
 
     fn ensure_in_progress(&self, event: &'static str) -> Result<(), InvalidTransition> {
         if self.is_finished() {
-            return Err(InvalidTransition { entity: "operation", event, state: self.state.osb() });
+            return Err(InvalidTransition {
+                entity: "operation",
+                event,
+                state: self.state.osb(),
+                refusal: super::Refusal::Finished,
+            });
         }
         Ok(())
     }
