@@ -759,14 +759,12 @@ impl StateStore for DynamoStore {
 // (the crate's own dev-dependency turns both on for `cargo test -p shared`).
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::sdk_config_for_endpoint;
-    use broker_core::domain::plan::PlanMetadata;
-    use broker_core::domain::{BindingState, InstanceState, OperationKind};
+    use broker_core::domain::{InstanceState, OperationKind};
     use broker_testing::MotoServer;
-    use broker_testing::records::{self, op};
+    use broker_testing::contract::store::{self as contract, binding, instance};
+    use broker_testing::records::op;
 
     /// A store over a fresh table of its own on `moto`.
     async fn store(moto: &MotoServer) -> DynamoStore {
@@ -791,315 +789,65 @@ mod tests {
         out.item.expect("the item exists")
     }
 
-    // The stores' shared records, made richer where a DynamoDB round trip can
-    // go wrong: nested maps, mixed lists, numbers, booleans and nulls.
-
-    fn instance(id: &str) -> Instance {
-        let mut i = records::instance(id);
-        i.parameters = serde_json::json!({"engine_version": "7.1"}).as_object().cloned().unwrap();
-        i.context = serde_json::json!({
-            "platform": "cloudfoundry",
-            "organization_name": "",
-            "labels": {"team": "cache", "tier": 2, "ratio": 0.5, "on": true, "none": null},
-            "list": [1, "two", []],
-        });
-        i
+    /// A fresh table on a moto server of its own, for the store contract.
+    async fn open() -> (DynamoStore, MotoServer) {
+        let moto = MotoServer::start();
+        (store(&moto).await, moto)
     }
 
-    fn binding(instance_id: &str, id: &str) -> Binding {
-        let mut b = records::binding(instance_id, id);
-        b.bind_resource = serde_json::json!({"app_guid": "app"});
-        b
-    }
+    broker_testing::store_contract!(open);
 
-    fn service(id: &str, name: &str) -> Service {
-        let mut s = records::service(id, name);
-        s.tags = vec!["redis".into()];
-        s
-    }
-
-    fn plan(id: &str, name: &str) -> Plan {
-        let mut p = records::plan(id, name);
-        p.metadata = PlanMetadata {
-            display_name: name.into(),
-            bullets: vec![],
-            costs: vec![serde_json::json!({"amount": {"usd": 0.034}, "unit": "HOURLY"})],
-        };
-        p
-    }
-
-    /// Creates instance `id` with its provision operation; both at version 1.
     async fn created(store: &DynamoStore, id: &str) -> (Instance, Operation) {
-        let mut i = instance(id);
-        let mut o = op(OperationKind::Provision, id, None);
-        i.last_operation_id = o.id.clone();
-        store.create_instance(&mut i, &mut o, None).await.unwrap();
-        (i, o)
+        contract::created(store, id).await
     }
 
+    // What only DynamoDB shows: the items' attributes, its index and TTL.
+
     #[tokio::test]
-    async fn a_created_instance_and_its_operation_read_back_at_version_1() {
+    async fn instances_are_in_the_index_and_bindings_are_not() {
         let moto = MotoServer::start();
         let store = store(&moto).await;
-        let (i, o) = created(&store, "i-1").await;
-        assert_eq!((i.version, o.version), (1, 1));
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
-        assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
-        assert_eq!(store.instance("i-2").await.unwrap(), None);
+        created(&store, "i-a").await;
+        let mut bound = binding("i-a", "b-1");
+        store
+            .create_binding(&mut bound, &mut op(OperationKind::Bind, "i-a", Some("b-1")), None)
+            .await
+            .unwrap();
+        let item = raw(&store, instance_key("i-a")).await;
+        assert_eq!(item.get(GSI1PK), Some(&AttributeValue::S(INSTANCES.into())));
+        assert_eq!(item.get(GSI1SK), Some(&AttributeValue::S("i-a".into())));
+        assert_eq!(item.get(VERSION), Some(&AttributeValue::N("1".into())));
+        assert!(!raw(&store, binding_key("i-a", "b-1")).await.contains_key(GSI1PK));
     }
 
     #[tokio::test]
-    async fn creating_an_instance_twice_is_already_exists() {
+    async fn a_finished_operation_leaves_the_index_and_carries_its_expiry_for_the_ttl() {
         let moto = MotoServer::start();
         let store = store(&moto).await;
-        created(&store, "i-1").await;
-        let mut again = instance("i-1");
-        let mut o = op(OperationKind::Provision, "i-1", None);
-        let err = store.create_instance(&mut again, &mut o, None).await.unwrap_err();
-        assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-1"), "{err}");
-        assert_eq!((again.version, o.version), (0, 0));
-        assert_eq!(store.operation(&o.id).await.unwrap(), None, "the operation is not written");
+        let (mut i, mut finished) = created(&store, "i-1").await;
+        assert!(raw(&store, operation_key(&finished.id)).await.contains_key(GSI1PK));
+        finished.fail(1_100, "create failed".into()).unwrap();
+        i.state = InstanceState::ProvisionFailed;
+        store.save_instance(&mut i, Some(&mut finished)).await.unwrap();
+        let item = raw(&store, operation_key(&finished.id)).await;
+        assert!(!item.contains_key(GSI1PK) && !item.contains_key(GSI1SK), "{item:?}");
+        let expires_at = finished.expires_at.unwrap().to_string();
+        assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N(expires_at)), "TTL removes it later");
     }
 
     #[tokio::test]
-    async fn a_write_with_a_stale_version_is_a_conflict_and_changes_nothing() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let (mut first, _) = created(&store, "i-1").await;
-        let mut stale = first.clone();
-        first.state = InstanceState::Ready;
-        store.save_instance(&mut first, None).await.unwrap();
-        assert_eq!(first.version, 2);
-
-        stale.state = InstanceState::Deprovisioning;
-        let err = store.save_instance(&mut stale, None).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Conflict(w) if w == "service instance i-1"), "{err}");
-        assert_eq!(stale.version, 1, "the caller's version moves only on success");
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(first));
-    }
-
-    #[tokio::test]
-    async fn an_instance_and_its_operation_are_written_together_or_not_at_all() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let (mut i, o) = created(&store, "i-1").await;
-        let mut stale_op = o.clone();
-        let mut newer_op = o.clone();
-        newer_op.progress("1 of 2 nodes").unwrap();
-        store.save_operation(&mut newer_op).await.unwrap();
-
-        i.state = InstanceState::Ready;
-        stale_op.succeed(1_100, "done").unwrap();
-        let err = store.save_instance(&mut i, Some(&mut stale_op)).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Conflict(w) if w.starts_with("operation ")), "{err}");
-        assert_eq!((i.version, stale_op.version), (1, 1));
-        let stored = store.instance("i-1").await.unwrap().unwrap();
-        assert_eq!((stored.state, stored.version), (InstanceState::Provisioning, 1));
-        assert_eq!(store.operation(&o.id).await.unwrap(), Some(newer_op));
-    }
-
-    #[tokio::test]
-    async fn saving_an_instance_with_a_new_operation_inserts_the_operation() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let (mut i, _) = created(&store, "i-1").await;
-        let mut update = op(OperationKind::Update, "i-1", None);
-        i.state = InstanceState::Updating;
-        i.last_operation_id = update.id.clone();
-        store.save_instance(&mut i, Some(&mut update)).await.unwrap();
-        assert_eq!((i.version, update.version), (2, 1));
-        assert_eq!(store.operation(&update.id).await.unwrap(), Some(update));
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
-    }
-
-    #[tokio::test]
-    async fn a_deleted_instance_is_replaced_only_from_the_version_named() {
+    async fn an_instance_provisioned_again_drops_its_expiry() {
         let moto = MotoServer::start();
         let store = store(&moto).await;
         let (mut old, _) = created(&store, "i-1").await;
         old.state = InstanceState::Deleted;
         old.expires_at = Some(9_999);
         store.save_instance(&mut old, None).await.unwrap();
-
-        let mut wrong = instance("i-1");
-        let mut o = op(OperationKind::Provision, "i-1", None);
-        let err = store.create_instance(&mut wrong, &mut o, Some(1)).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Conflict(w) if w == "service instance i-1"), "{err}");
-        assert_eq!((wrong.version, o.version), (0, 0));
-        assert_eq!(store.operation(&o.id).await.unwrap(), None);
-
+        assert!(raw(&store, instance_key("i-1")).await.contains_key(EXPIRES_AT));
         let mut again = instance("i-1");
-        store.create_instance(&mut again, &mut o, Some(old.version)).await.unwrap();
-        assert_eq!(again.version, old.version + 1, "versions keep counting, so old holders lose");
-        let stored = store.instance("i-1").await.unwrap().unwrap();
-        assert_eq!((stored.state, stored.expires_at), (InstanceState::Provisioning, None));
-        assert_eq!(stored, again);
-        assert!(!raw(&store, instance_key("i-1")).await.contains_key(EXPIRES_AT), "TTL no longer applies");
-    }
-
-    // DynamoDB evaluates a condition and writes the item atomically, so of
-    // eight saves from the same loaded version exactly one wins. moto's server
-    // checks and writes without a lock, and about one run in six lets two of
-    // them pass the same condition. So this asserts what holds on both: every
-    // save either wins or is a Conflict, the stored record is a winner's at
-    // the next version, and no loser's copy can overwrite it afterwards.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_saves_of_the_same_loaded_version_leave_one_winner_stored_and_the_rest_in_conflict() {
-        let moto = MotoServer::start();
-        let store = Arc::new(store(&moto).await);
-        let (loaded, _) = created(&store, "i-1").await;
-        let tasks: Vec<_> = (0..8)
-            .map(|n| {
-                let store = Arc::clone(&store);
-                let mut mine = loaded.clone();
-                mine.engine_version = format!("7.{n}");
-                tokio::spawn(async move {
-                    let saved = store.save_instance(&mut mine, None).await;
-                    (saved, mine)
-                })
-            })
-            .collect();
-        let (mut winners, mut losers) = (Vec::new(), Vec::new());
-        for task in tasks {
-            match task.await.unwrap() {
-                (Ok(()), won) => winners.push(won),
-                (Err(StoreError::Conflict(_)), lost) => losers.push(lost),
-                (Err(e), _) => panic!("unexpected error: {e}"),
-            }
-        }
-        assert!(!winners.is_empty(), "someone wins");
-        assert!(winners.iter().all(|w| w.version == 2) && losers.iter().all(|l| l.version == 1));
-        let stored = store.instance("i-1").await.unwrap().unwrap();
-        assert!(winners.contains(&stored), "the stored record is a winner's: {stored:?}");
-        for mut loser in losers {
-            let err = store.save_instance(&mut loser, None).await.unwrap_err();
-            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        }
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(stored));
-    }
-
-    #[tokio::test]
-    async fn seeding_leaves_an_operator_changed_plan_alone() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let services = [service("s", "redis")];
-        let plans = [plan("p2", "large"), plan("p1", "small")];
-        assert_eq!(store.seed(&services, &plans).await.unwrap(), 3);
-
-        let mut changed = plan("p1", "small");
-        changed.node_type = "cache.r7g.large".into();
-        store.put_plan(&changed).await.unwrap();
-        assert_eq!(store.seed(&services, &plans).await.unwrap(), 0);
-
-        assert_eq!(store.plans().await.unwrap(), vec![plan("p2", "large"), changed]);
-        assert_eq!(store.services().await.unwrap(), services.to_vec());
-    }
-
-    #[tokio::test]
-    async fn the_catalog_lists_by_name_and_put_replaces() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        store.put_service(&service("s2", "valkey")).await.unwrap();
-        store.put_service(&service("s1", "redis")).await.unwrap();
-        store.put_service(&service("s2", "memcached")).await.unwrap();
-        let names: Vec<_> = store.services().await.unwrap().into_iter().map(|s| s.name).collect();
-        assert_eq!(names, ["memcached", "redis"]);
-        assert_eq!(store.plans().await.unwrap(), vec![], "services are not plans");
-    }
-
-    #[tokio::test]
-    async fn instances_are_listed_from_the_index_in_id_order() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let (b, _) = created(&store, "i-b").await;
-        let (a, _) = created(&store, "i-a").await;
-        let mut bound = binding("i-a", "b-1");
-        store
-            .create_binding(&mut bound, &mut op(OperationKind::Bind, "i-a", Some("b-1")), None)
-            .await
-            .unwrap();
-
-        let item = raw(&store, instance_key("i-a")).await;
-        assert_eq!(item.get(GSI1PK), Some(&AttributeValue::S(INSTANCES.into())));
-        assert_eq!(item.get(GSI1SK), Some(&AttributeValue::S("i-a".into())));
-        assert_eq!(item.get(VERSION), Some(&AttributeValue::N("1".into())));
-        assert!(!raw(&store, binding_key("i-a", "b-1")).await.contains_key(GSI1PK));
-        assert_eq!(store.instances().await.unwrap(), vec![a, b], "bindings and operations are not instances");
-    }
-
-    #[tokio::test]
-    async fn a_finished_operation_drops_out_of_the_in_progress_index() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let (_, running) = created(&store, "i-1").await;
-        let (mut i2, mut finished) = created(&store, "i-2").await;
-        let in_progress: Vec<_> =
-            store.operations_in_progress().await.unwrap().into_iter().map(|o| o.id).collect();
-        let mut both = vec![running.id.clone(), finished.id.clone()];
-        both.sort();
-        assert_eq!(in_progress, both);
-
-        finished.fail(1_100, "create failed".into()).unwrap();
-        i2.state = InstanceState::ProvisionFailed;
-        store.save_instance(&mut i2, Some(&mut finished)).await.unwrap();
-        assert_eq!(store.operations_in_progress().await.unwrap(), vec![running]);
-
-        let item = raw(&store, operation_key(&finished.id)).await;
-        assert!(!item.contains_key(GSI1PK) && !item.contains_key(GSI1SK), "{item:?}");
-        let expires_at = finished.expires_at.unwrap().to_string();
-        assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N(expires_at)), "TTL removes it later");
-        assert_eq!(store.operation(&finished.id).await.unwrap(), Some(finished));
-    }
-
-    #[tokio::test]
-    async fn bindings_are_created_with_their_operation_and_listed_by_instance() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        created(&store, "i-1").await;
-        created(&store, "i-10").await;
-        let mut b = binding("i-1", "b-1");
-        let mut o = op(OperationKind::Bind, "i-1", Some("b-1"));
-        store.create_binding(&mut b, &mut o, None).await.unwrap();
-        assert_eq!((b.version, o.version), (1, 1));
-        let mut other = binding("i-10", "b-2");
-        store
-            .create_binding(&mut other, &mut op(OperationKind::Bind, "i-10", Some("b-2")), None)
-            .await
-            .unwrap();
-
-        let mut twice = binding("i-1", "b-1");
-        let mut o2 = op(OperationKind::Bind, "i-1", Some("b-1"));
-        let err = store.create_binding(&mut twice, &mut o2, None).await.unwrap_err();
-        assert!(
-            matches!(&err, StoreError::AlreadyExists(w) if w.starts_with("service binding b-1")),
-            "{err}"
-        );
-        assert_eq!(store.operation(&o2.id).await.unwrap(), None);
-
-        let mut stale = b.clone();
-        b.state = BindingState::Ready;
-        o.succeed(1_100, "bound").unwrap();
-        store.save_binding(&mut b, Some(&mut o)).await.unwrap();
-        assert_eq!((b.version, o.version), (2, 2));
-        let err = store.save_binding(&mut stale, None).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-
-        assert_eq!(store.binding("i-1", "b-1").await.unwrap(), Some(b.clone()));
-        assert_eq!(store.binding("i-2", "b-1").await.unwrap(), None);
-        assert_eq!(store.bindings("i-1").await.unwrap(), vec![b], "not the bindings of i-10");
-        assert_eq!(store.operations_in_progress().await.unwrap().len(), 3, "two provisions and a bind");
-    }
-
-    #[tokio::test]
-    async fn saving_an_operation_that_was_never_created_is_a_conflict() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
         let mut o = op(OperationKind::Provision, "i-1", None);
-        o.version = 3;
-        let err = store.save_operation(&mut o).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(o.version, 3);
-        assert_eq!(store.operation(&o.id).await.unwrap(), None);
+        store.create_instance(&mut again, &mut o, Some(old.version)).await.unwrap();
+        assert!(!raw(&store, instance_key("i-1")).await.contains_key(EXPIRES_AT), "TTL no longer applies");
     }
 
     #[tokio::test]

@@ -640,108 +640,22 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use broker_core::domain::{BindingState, InstanceState, OperationKind};
-    use broker_testing::records::{binding, instance, op, plan, service};
+    use broker_core::domain::OperationKind;
+    use broker_testing::records::{binding, op, plan, service};
 
-    /// Creates instance `id` with its provision operation; both at version 1.
+    /// A fresh in-memory store, for the store contract.
+    async fn open() -> (SqliteStore, ()) {
+        (SqliteStore::in_memory().unwrap(), ())
+    }
+
+    broker_testing::store_contract!(open);
+
     async fn created(store: &SqliteStore, id: &str) -> (Instance, Operation) {
-        let mut i = instance(id);
-        let mut o = op(OperationKind::Provision, id, None);
-        i.last_operation_id = o.id.clone();
-        store.create_instance(&mut i, &mut o, None).await.unwrap();
-        (i, o)
+        broker_testing::contract::store::created(store, id).await
     }
 
-    #[tokio::test]
-    async fn a_created_instance_and_its_operation_read_back_at_version_1() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (i, o) = created(&store, "i-1").await;
-        assert_eq!((i.version, o.version), (1, 1));
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
-        assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
-        assert_eq!(store.instance("i-2").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn creating_an_instance_twice_is_already_exists() {
-        let store = SqliteStore::in_memory().unwrap();
-        created(&store, "i-1").await;
-        let mut again = instance("i-1");
-        let mut o = op(OperationKind::Provision, "i-1", None);
-        let err = store.create_instance(&mut again, &mut o, None).await.unwrap_err();
-        assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-1"), "{err}");
-        assert_eq!((again.version, o.version), (0, 0));
-        assert_eq!(store.operation(&o.id).await.unwrap(), None, "the operation is rolled back");
-    }
-
-    #[tokio::test]
-    async fn a_write_with_a_stale_version_is_a_conflict_and_changes_nothing() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (mut first, _) = created(&store, "i-1").await;
-        let mut stale = first.clone();
-        first.state = InstanceState::Ready;
-        store.save_instance(&mut first, None).await.unwrap();
-        assert_eq!(first.version, 2);
-
-        stale.state = InstanceState::Deprovisioning;
-        let err = store.save_instance(&mut stale, None).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(stale.version, 1, "the caller's version moves only on commit");
-        assert_eq!(store.instance("i-1").await.unwrap(), Some(first));
-    }
-
-    #[tokio::test]
-    async fn an_instance_and_its_operation_are_written_together_or_not_at_all() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (mut i, o) = created(&store, "i-1").await;
-        let mut stale_op = o.clone();
-        let mut newer_op = o.clone();
-        newer_op.progress("1 of 2 nodes").unwrap();
-        store.save_operation(&mut newer_op).await.unwrap();
-
-        i.state = InstanceState::Ready;
-        stale_op.succeed(1_100, "done").unwrap();
-        let err = store.save_instance(&mut i, Some(&mut stale_op)).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Conflict(w) if w.starts_with("operation ")), "{err}");
-        assert_eq!((i.version, stale_op.version), (1, 1));
-        let stored = store.instance("i-1").await.unwrap().unwrap();
-        assert_eq!((stored.state, stored.version), (InstanceState::Provisioning, 1));
-        assert_eq!(store.operation(&o.id).await.unwrap(), Some(newer_op));
-    }
-
-    #[tokio::test]
-    async fn saving_an_instance_with_a_new_operation_inserts_the_operation() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (mut i, _) = created(&store, "i-1").await;
-        let mut update = op(OperationKind::Update, "i-1", None);
-        i.state = InstanceState::Updating;
-        i.last_operation_id = update.id.clone();
-        store.save_instance(&mut i, Some(&mut update)).await.unwrap();
-        assert_eq!((i.version, update.version), (2, 1));
-        assert_eq!(store.operation(&update.id).await.unwrap(), Some(update));
-    }
-
-    #[tokio::test]
-    async fn a_deleted_instance_is_replaced_only_from_the_version_named() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (mut old, _) = created(&store, "i-1").await;
-        old.state = InstanceState::Deleted;
-        old.expires_at = Some(9_999);
-        store.save_instance(&mut old, None).await.unwrap();
-
-        let mut wrong = instance("i-1");
-        let mut o = op(OperationKind::Provision, "i-1", None);
-        let err = store.create_instance(&mut wrong, &mut o, Some(1)).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(store.operation(&o.id).await.unwrap(), None);
-
-        let mut again = instance("i-1");
-        store.create_instance(&mut again, &mut o, Some(old.version)).await.unwrap();
-        assert_eq!(again.version, old.version + 1, "versions keep counting, so old holders lose");
-        let stored = store.instance("i-1").await.unwrap().unwrap();
-        assert_eq!((stored.state, stored.expires_at), (InstanceState::Provisioning, None));
-        assert_eq!(stored, again);
-    }
+    // What only SQLite shows: one atomic winner, connections sharing a file,
+    // the catalog's version, purging by expiry.
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_saves_of_the_same_loaded_version_have_exactly_one_winner() {
@@ -795,22 +709,6 @@ mod tests {
         assert_eq!(store.plans().await.unwrap(), vec![plan("p", "small")]);
     }
 
-    #[tokio::test]
-    async fn seeding_leaves_an_operator_changed_plan_alone() {
-        let store = SqliteStore::in_memory().unwrap();
-        let services = [service("s", "redis")];
-        let plans = [plan("p2", "large"), plan("p1", "small")];
-        assert_eq!(store.seed(&services, &plans).await.unwrap(), 3);
-
-        let mut changed = plan("p1", "small");
-        changed.node_type = "cache.r7g.large".into();
-        store.put_plan(&changed).await.unwrap();
-        assert_eq!(store.seed(&services, &plans).await.unwrap(), 0);
-
-        assert_eq!(store.plans().await.unwrap(), vec![plan("p2", "large"), changed]);
-        assert_eq!(store.services().await.unwrap(), services.to_vec());
-    }
-
     /// `catalog apply` runs in another process: the API's connection sees
     /// the version move, and only catalog writes move it.
     #[tokio::test]
@@ -837,16 +735,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_catalog_lists_by_name_and_put_replaces() {
-        let store = SqliteStore::in_memory().unwrap();
-        store.put_service(&service("s2", "valkey")).await.unwrap();
-        store.put_service(&service("s1", "redis")).await.unwrap();
-        store.put_service(&service("s2", "memcached")).await.unwrap();
-        let names: Vec<_> = store.services().await.unwrap().into_iter().map(|s| s.name).collect();
-        assert_eq!(names, ["memcached", "redis"]);
-    }
-
-    #[tokio::test]
     async fn purging_removes_only_rows_whose_expiry_has_passed() {
         let store = SqliteStore::in_memory().unwrap();
         let (mut gone, mut gone_op) = created(&store, "i-gone").await;
@@ -870,54 +758,5 @@ mod tests {
         assert_eq!(store.bindings("i-kept").await.unwrap(), vec![]);
         assert_eq!(store.operation(&kept_op.id).await.unwrap(), Some(kept_op));
         assert_eq!(store.instance("i-kept").await.unwrap(), Some(kept));
-    }
-
-    #[tokio::test]
-    async fn only_in_progress_operations_are_listed_as_in_progress() {
-        let store = SqliteStore::in_memory().unwrap();
-        let (_, running) = created(&store, "i-1").await;
-        let (mut i2, mut finished) = created(&store, "i-2").await;
-        finished.fail(1_100, "create failed".into()).unwrap();
-        i2.state = InstanceState::ProvisionFailed;
-        store.save_instance(&mut i2, Some(&mut finished)).await.unwrap();
-        assert_eq!(store.operations_in_progress().await.unwrap(), vec![running]);
-    }
-
-    #[tokio::test]
-    async fn bindings_are_created_with_their_operation_and_listed_by_instance() {
-        let store = SqliteStore::in_memory().unwrap();
-        created(&store, "i-1").await;
-        let mut b = binding("i-1", "b-1");
-        let mut o = op(OperationKind::Bind, "i-1", Some("b-1"));
-        store.create_binding(&mut b, &mut o, None).await.unwrap();
-        assert_eq!((b.version, o.version), (1, 1));
-
-        let mut twice = binding("i-1", "b-1");
-        let mut o2 = op(OperationKind::Bind, "i-1", Some("b-1"));
-        let err = store.create_binding(&mut twice, &mut o2, None).await.unwrap_err();
-        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
-
-        let mut stale = b.clone();
-        b.state = BindingState::Ready;
-        o.succeed(1_100, "bound").unwrap();
-        store.save_binding(&mut b, Some(&mut o)).await.unwrap();
-        assert_eq!((b.version, o.version), (2, 2));
-        let err = store.save_binding(&mut stale, None).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-
-        assert_eq!(store.binding("i-1", "b-1").await.unwrap(), Some(b.clone()));
-        assert_eq!(store.binding("i-2", "b-1").await.unwrap(), None);
-        assert_eq!(store.bindings("i-1").await.unwrap(), vec![b]);
-        assert_eq!(store.operations_in_progress().await.unwrap().len(), 1, "the provision only");
-    }
-
-    #[tokio::test]
-    async fn saving_an_operation_that_was_never_created_is_a_conflict() {
-        let store = SqliteStore::in_memory().unwrap();
-        let mut o = op(OperationKind::Provision, "i-1", None);
-        o.version = 3;
-        let err = store.save_operation(&mut o).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(o.version, 3);
     }
 }
