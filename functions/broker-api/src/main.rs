@@ -8,8 +8,15 @@ mod cli;
 
 use clap::Parser;
 
+/// Exits 1 with the error and its causes on one line: what failed and why.
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> std::process::ExitCode {
     broker_core::logging::init_tracing();
-    cli::run(cli::Cli::parse()).await
+    match cli::run(cli::Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker-api: {}", broker_core::logging::Report(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -19,9 +19,17 @@ use serde_json::Value;
 struct Cli {}
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
     Cli::parse();
     broker_core::logging::init_tracing();
+    if let Err(e) = run().await {
+        eprintln!("provisioner: {}", broker_core::logging::Report(&*e));
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn run() -> Result<(), Error> {
     let (worker, rotator) = mode::open().await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (worker, rotator) = (worker.clone(), rotator.clone());

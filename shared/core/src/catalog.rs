@@ -2,15 +2,55 @@
 //! its validation, and the OSB `GET /v2/catalog` document built from the
 //! services and plans the store holds.
 
+use std::path::{Path, PathBuf};
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::params::{compare_versions, parameters_schema};
 use crate::domain::plan::{MAX_SPARE_BINDING_USERS, is_cli_friendly};
 use crate::domain::{Engine, Plan, Service};
+use crate::ports::StoreError;
 
 /// The catalog built into the binary; `CATALOG_FILE` can name another seed.
 pub const DEFAULT_CATALOG: &str = include_str!("../../../catalog/catalog.json");
+
+/// Why a catalog cannot be used; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read the catalog file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}the catalog is not in the format of catalog/catalog.json", in_file(path.as_deref()))]
+    Syntax {
+        path: Option<PathBuf>,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The document parses but an entry is wrong: `reason` names it.
+    #[error("{}{reason}", in_file(path.as_deref()))]
+    Invalid { path: Option<PathBuf>, reason: String },
+    #[error("the catalog cannot be written to the store")]
+    Store(#[from] StoreError),
+}
+
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
+}
+
+impl CatalogError {
+    /// The same error, naming the file it came from.
+    fn in_file(self, file: &Path) -> CatalogError {
+        match self {
+            CatalogError::Syntax { source, .. } => CatalogError::Syntax { path: Some(file.into()), source },
+            CatalogError::Invalid { reason, .. } => CatalogError::Invalid { path: Some(file.into()), reason },
+            other => other,
+        }
+    }
+}
 
 /// Services and plans as the seed file holds them.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,10 +62,10 @@ pub struct CatalogFile {
 impl CatalogFile {
     /// Parses and validates a catalog document; the error names the entry
     /// at fault and what is wrong with it.
-    pub fn parse(text: &str) -> Result<CatalogFile, String> {
+    pub fn parse(text: &str) -> Result<CatalogFile, CatalogError> {
         let mut file: CatalogFile =
-            serde_json::from_str(text).map_err(|e| format!("catalog is not valid: {e}"))?;
-        file.validate()?;
+            serde_json::from_str(text).map_err(|source| CatalogError::Syntax { path: None, source })?;
+        file.validate().map_err(|reason| CatalogError::Invalid { path: None, reason })?;
         for (n, s) in file.services.iter_mut().enumerate() {
             s.position = u32::try_from(n).unwrap_or(u32::MAX);
         }
@@ -36,13 +76,14 @@ impl CatalogFile {
     }
 
     /// Reads and parses the catalog file at `path`; the error names the file.
-    pub fn from_file(path: &std::path::Path) -> Result<CatalogFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        CatalogFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<CatalogFile, CatalogError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| CatalogError::Read { path: path.into(), source })?;
+        CatalogFile::parse(&text).map_err(|e| e.in_file(path))
     }
 
     /// The catalog at `path`, or the built-in one.
-    pub fn from_file_or_builtin(path: Option<&std::path::Path>) -> Result<CatalogFile, String> {
+    pub fn from_file_or_builtin(path: Option<&Path>) -> Result<CatalogFile, CatalogError> {
         path.map_or_else(|| Ok(CatalogFile::builtin()), CatalogFile::from_file)
     }
 
@@ -226,12 +267,15 @@ fn osb_plan(service: &Service, p: &Plan) -> Value {
 }
 
 /// Writes every entry of `catalog` into `store`, replacing what is there.
-pub async fn apply(store: &dyn crate::ports::CatalogStore, catalog: &CatalogFile) -> Result<usize, String> {
+pub async fn apply(
+    store: &dyn crate::ports::CatalogStore,
+    catalog: &CatalogFile,
+) -> Result<usize, CatalogError> {
     for service in &catalog.services {
-        store.put_service(service).await.map_err(|e| e.to_string())?;
+        store.put_service(service).await?;
     }
     for plan in &catalog.plans {
-        store.put_plan(plan).await.map_err(|e| e.to_string())?;
+        store.put_plan(plan).await?;
     }
     Ok(catalog.services.len() + catalog.plans.len())
 }
@@ -287,10 +331,38 @@ mod tests {
         assert_eq!(versions(Engine::Memcached), ["1.6"]);
     }
 
+    /// What failed names the file; why it failed is the error's cause,
+    /// kept as it was, not flattened into the message.
+    #[test]
+    fn a_catalog_file_that_cannot_be_used_names_the_file_and_keeps_its_cause() {
+        use std::error::Error;
+        let dir = std::env::temp_dir().join(format!("catalog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let broken = dir.join("broken.json");
+        std::fs::write(&broken, "{ \"services\": [").unwrap();
+        let err = CatalogFile::from_file(&broken).unwrap_err();
+        assert!(err.to_string().starts_with(&broken.display().to_string()), "{err}");
+        let cause = err.source().expect("the JSON error is the cause");
+        assert!(cause.is::<serde_json::Error>(), "{cause:?}");
+        let report = crate::logging::Report(&err).to_string();
+        assert!(report.contains("EOF while parsing"), "{report}");
+
+        let missing = dir.join("missing.json");
+        let err = CatalogFile::from_file(&missing).unwrap_err();
+        let cause = err.source().and_then(|c| c.downcast_ref::<std::io::Error>()).expect("an io cause");
+        assert_eq!(cause.kind(), std::io::ErrorKind::NotFound);
+
+        let invalid = DEFAULT_CATALOG.replacen("\"name\": \"dev\"", "\"name\": \"Dev Plan\"", 1);
+        std::fs::write(&broken, invalid).unwrap();
+        let err = CatalogFile::from_file(&broken).unwrap_err().to_string();
+        assert!(err.starts_with(&broken.display().to_string()) && err.contains("lowercase"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_catalog_with_a_minor_version_is_refused() {
         let text = DEFAULT_CATALOG.replacen("\"6.2\",", "\"6.2.1\",", 1);
-        let err = CatalogFile::parse(&text).unwrap_err();
+        let err = CatalogFile::parse(&text).unwrap_err().to_string();
         assert!(err.contains("not a major version"), "{err}");
     }
 
@@ -308,7 +380,7 @@ mod tests {
             let plan =
                 doc["plans"].as_array_mut().unwrap().iter_mut().find(|p| p["service_id"] == sid).unwrap();
             plan["engine_versions"].as_array_mut().unwrap().insert(0, json!(low));
-            let err = CatalogFile::parse(&doc.to_string()).unwrap_err();
+            let err = CatalogFile::parse(&doc.to_string()).unwrap_err().to_string();
             assert!(err.contains(&format!("engine version \"{low}\" is below")), "{engine}: {err}");
         }
         // 5.0 (sent as 5.0.6) is the lowest Redis OSS a plan may offer.
@@ -319,7 +391,7 @@ mod tests {
     #[test]
     fn a_catalog_with_an_unfriendly_name_is_refused() {
         let text = DEFAULT_CATALOG.replacen("\"name\": \"dev\"", "\"name\": \"Dev Plan\"", 1);
-        let err = CatalogFile::parse(&text).unwrap_err();
+        let err = CatalogFile::parse(&text).unwrap_err().to_string();
         assert!(err.contains("lowercase"), "{err}");
     }
 
@@ -348,7 +420,7 @@ mod tests {
         plan["final_snapshot"] = json!(true);
         let id = plan["id"].as_str().unwrap().to_string();
 
-        let err = CatalogFile::parse(&doc.to_string()).unwrap_err();
+        let err = CatalogFile::parse(&doc.to_string()).unwrap_err().to_string();
         assert!(err.starts_with(&format!("plan \"small\" ({id}): final_snapshot")), "{err}");
         assert!(err.contains("Memcached has no snapshots"), "{err}");
     }

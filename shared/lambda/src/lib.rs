@@ -16,11 +16,27 @@ use broker_aws::sqs::SqsQueue;
 use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::RotationPolicy;
-use broker_core::ports::CatalogStore;
-use broker_core::rotation::{Rotator, Target};
+use broker_core::ports::{CatalogStore, SecretError, StoreError};
+use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{Adapters, ServiceSettings, Services};
 use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
+
+/// Why AWS mode cannot start or a command cannot run; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsModeError {
+    /// A setting is wrong: the message names the variable and what it takes.
+    #[error("{0}")]
+    Setting(String),
+    #[error("BROKER_CREDENTIALS_SECRET_ARN: the broker's own credentials cannot be read")]
+    BrokerCredentials(#[source] SecretError),
+    #[error("the secret of the credential to rotate")]
+    Secret(#[from] SecretError),
+    #[error("the credential to rotate")]
+    Rotation(#[from] RotationError),
+    #[error("the DynamoDB table")]
+    Store(#[from] StoreError),
+}
 
 /// The AWS adapters and the broker and worker over them.
 pub struct AwsParts {
@@ -103,11 +119,11 @@ impl AwsParts {
 
     /// The API Router, with the broker's own credentials read from the secret
     /// named by `BROKER_CREDENTIALS_SECRET_ARN` (never from a plain variable).
-    pub async fn router(&self, settings: &AwsSettings) -> Result<axum::Router, String> {
+    pub async fn router(&self, settings: &AwsSettings) -> Result<axum::Router, AwsModeError> {
         let (username, password) =
             read_broker_credentials(&self.secrets_client, &settings.credentials_secret_arn)
                 .await
-                .map_err(|e| format!("BROKER_CREDENTIALS_SECRET_ARN: {e}"))?;
+                .map_err(AwsModeError::BrokerCredentials)?;
         let auth = BasicAuth { username, password };
         Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth) }))
     }
@@ -115,16 +131,16 @@ impl AwsParts {
     /// `broker-api rotate`: asks Secrets Manager to rotate `target`'s
     /// secret now (it invokes the provisioner's rotation steps), naming it
     /// by the ARN its record holds; returns that ARN.
-    pub async fn rotate_now(&self, target: &Target) -> Result<String, String> {
-        let secret = self.rotator.secret_reference(target).await.map_err(|e| e.to_string())?;
-        self.secrets.rotate_now(&secret).await.map_err(|e| e.to_string())?;
+    pub async fn rotate_now(&self, target: &Target) -> Result<String, AwsModeError> {
+        let secret = self.rotator.secret_reference(target).await?;
+        self.secrets.rotate_now(&secret).await?;
         Ok(secret)
     }
 
     /// Seeds the table with the catalog's services and plans that are not
     /// there yet (idempotent: entries already present are left alone).
-    pub async fn seed_catalog(&self, catalog: &CatalogFile) -> Result<usize, String> {
-        self.store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
+    pub async fn seed_catalog(&self, catalog: &CatalogFile) -> Result<usize, AwsModeError> {
+        Ok(self.store.seed(&catalog.services, &catalog.plans).await?)
     }
 }
 
@@ -147,8 +163,8 @@ pub fn rotation_policy(settings: &AwsSettings) -> RotationPolicy {
 }
 
 /// Reads the settings and the SDK configuration of the Lambda environment.
-pub async fn from_env() -> Result<(AwsSettings, SdkConfig), String> {
-    let settings = AwsSettings::from_env()?;
+pub async fn from_env() -> Result<(AwsSettings, SdkConfig), AwsModeError> {
+    let settings = AwsSettings::from_env().map_err(AwsModeError::Setting)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     Ok((settings, sdk))
 }

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::{error, info, warn};
 
 use broker_core::broker::Broker;
-use broker_core::catalog::CatalogFile;
+use broker_core::catalog::{CatalogError, CatalogFile};
 use broker_core::domain::InstanceState;
 use broker_core::domain::RotationPolicy;
 use broker_core::domain::credentials::generate_password;
-use broker_core::ports::{CacheProvider, CatalogStore, Job, JobQueue, SecretStore, StateStore};
-use broker_core::rotation::{Rotator, Target};
+use broker_core::ports::{
+    CacheProvider, CatalogStore, Job, JobQueue, QueueError, SecretError, SecretStore, StateStore, StoreError,
+};
+use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{ServiceSettings, Services};
 use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
@@ -25,6 +27,53 @@ use broker_local::provider::LocalCacheProvider;
 use broker_local::queue::LocalQueue;
 use broker_local::secrets::LocalSecretStore;
 use broker_local::store::SqliteStore;
+
+/// Why laptop mode cannot start or a command cannot run; each keeps its
+/// cause, and the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum LaptopError {
+    /// A setting is wrong: the message names the variable and what it takes.
+    #[error("{0}")]
+    Setting(String),
+    #[error("cannot create BROKER_STATE_DIR {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not valid; delete it to generate new credentials", path.display())]
+    SavedCredentials {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("CATALOG_FILE")]
+    CatalogFile(#[source] CatalogError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("the state store under BROKER_STATE_DIR")]
+    Store(#[from] StoreError),
+    #[error("the job queue under BROKER_STATE_DIR")]
+    Queue(#[from] QueueError),
+    #[error("the secret store under BROKER_STATE_DIR")]
+    Secrets(#[from] SecretError),
+    #[error("the rotation did not finish; the previous password is still current")]
+    Rotation(#[from] RotationError),
+    #[error("cannot listen on 127.0.0.1:{port} (set PORT to use another port)")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving the API failed")]
+    Serve(#[source] std::io::Error),
+}
 
 /// Laptop-mode settings, from the environment.
 #[derive(Debug, Clone)]
@@ -45,7 +94,11 @@ impl LaptopConfig {
     /// `CATALOG_FILE`, `ROTATION_DAYS` (default 30; 0: no schedule) and
     /// `ROTATION_GRACE_SECS` (default 3600); the error names the variable at
     /// fault.
-    pub fn from_env() -> Result<LaptopConfig, String> {
+    pub fn from_env() -> Result<LaptopConfig, LaptopError> {
+        LaptopConfig::from_vars().map_err(LaptopError::Setting)
+    }
+
+    fn from_vars() -> Result<LaptopConfig, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let port = match var("PORT") {
             None => 8080,
@@ -88,7 +141,7 @@ impl LaptopConfig {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SavedCredentials {
     username: String,
     password: String,
@@ -97,22 +150,22 @@ struct SavedCredentials {
 /// The broker's own credentials: from the config, else from
 /// `<state>/broker-credentials`, else generated there (mode 0600). Where
 /// the password is kept is printed; the password never is.
-fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
+fn credentials(config: &LaptopConfig) -> Result<BasicAuth, LaptopError> {
     if let Some(c) = &config.credentials {
         return Ok(c.clone());
     }
     let path = config.state_dir.join("broker-credentials");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let saved: SavedCredentials = serde_json::from_str(&text).map_err(|e| {
-            format!("{} is not valid: {e}; delete it to generate new credentials", path.display())
-        })?;
+        let saved: SavedCredentials = serde_json::from_str(&text)
+            .map_err(|source| LaptopError::SavedCredentials { path: path.clone(), source })?;
         eprintln!("broker credentials: user {} (password in {})", saved.username, path.display());
         return Ok(BasicAuth { username: saved.username, password: SecretString::from(saved.password) });
     }
     let password = generate_password(32);
     let saved =
         SavedCredentials { username: "broker".into(), password: password.expose_secret().to_string() };
-    write_private(&path, &serde_json::to_string(&saved).map_err(|e| e.to_string())?)?;
+    let text = serde_json::json!({ "username": saved.username, "password": saved.password }).to_string();
+    write_private(&path, &text)?;
     // The password itself is never printed: a terminal's scrollback and a
     // redirected stderr are logs, and a log holds no password.
     eprintln!(
@@ -123,17 +176,17 @@ fn credentials(config: &LaptopConfig) -> Result<BasicAuth, String> {
     Ok(BasicAuth { username: saved.username, password })
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+fn write_private(path: &Path, text: &str) -> Result<(), LaptopError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| LaptopError::Write { path: path.into(), source })
 }
 
 /// The laptop broker's parts, opened and ready.
@@ -160,13 +213,10 @@ struct Adapters {
 }
 
 impl Adapters {
-    fn open(dir: &Path) -> Result<Adapters, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", dir.display()))?;
-        let store = Arc::new(SqliteStore::open(&dir.join("broker.sqlite")).map_err(|e| e.to_string())?);
-        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10).map_err(|e| e.to_string())?);
-        let secrets =
-            Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite")).map_err(|e| e.to_string())?);
+    fn open(dir: &Path) -> Result<Adapters, LaptopError> {
+        let store = Arc::new(open_store(dir)?);
+        let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10)?);
+        let secrets = Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite"))?);
         let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
         Ok(Adapters { store, queue, secrets, provider })
     }
@@ -204,22 +254,22 @@ const SECRET_PREFIX: &str = "local";
 /// service instance, or a binding's credential, now, by the same four steps
 /// Secrets Manager runs. The running broker's worker ends the grace period.
 /// Returns the new version's id.
-pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, String> {
+pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, LaptopError> {
     let adapters = Adapters::open(&config.state_dir)?;
-    adapters.services(config).rotator.rotate_now(target).await.map_err(|e| e.to_string())
+    Ok(adapters.services(config).rotator.rotate_now(target).await?)
 }
 
 impl Laptop {
     /// Opens everything under the state directory, seeds the catalog, adopts
     /// running caches and re-enqueues operations that were in progress.
-    pub async fn open(config: &LaptopConfig) -> Result<Laptop, String> {
+    pub async fn open(config: &LaptopConfig) -> Result<Laptop, LaptopError> {
         let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
         let Services { broker, worker, rotator } = adapters.services(config);
         let Adapters { store, queue, secrets, provider } = adapters;
         let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
-            .map_err(|e| format!("CATALOG_FILE {e}"))?;
-        let added = store.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())?;
+            .map_err(LaptopError::CatalogFile)?;
+        let added = store.seed(&catalog.services, &catalog.plans).await?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
         let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
@@ -231,8 +281,8 @@ impl Laptop {
     /// enqueue once more every operation still in progress (a job that was
     /// being handled when the broker stopped would otherwise wait for its
     /// visibility timeout; duplicates are harmless).
-    async fn recover(&self) -> Result<(), String> {
-        for instance in self.store.instances().await.map_err(|e| e.to_string())? {
+    async fn recover(&self) -> Result<(), LaptopError> {
+        for instance in self.store.instances().await? {
             if matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
                 match self.provider.adopt(&instance.id).await {
                     Ok(_) => {
@@ -243,8 +293,8 @@ impl Laptop {
                 }
             }
         }
-        for op in self.store.operations_in_progress().await.map_err(|e| e.to_string())? {
-            self.queue.enqueue(&Job::for_operation(&op), 0).await.map_err(|e| e.to_string())?;
+        for op in self.store.operations_in_progress().await? {
+            self.queue.enqueue(&Job::for_operation(&op), 0).await?;
             info!(operation = %op.id, "operation in progress enqueued again");
         }
         Ok(())
@@ -339,17 +389,17 @@ impl Laptop {
 
     /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM. Cache
     /// processes keep running and are adopted at the next start.
-    pub async fn serve(&self, port: u16) -> Result<(), String> {
+    pub async fn serve(&self, port: u16) -> Result<(), LaptopError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (set PORT to use another port)"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|source| LaptopError::Listen { port, source })?;
+        let addr = listener.local_addr().map_err(|source| LaptopError::Listen { port, source })?;
         info!(%addr, "broker listening");
         eprintln!("broker listening on http://{addr}");
         axum::serve(listener, self.router.clone())
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(LaptopError::Serve)
     }
 }
 
@@ -375,24 +425,23 @@ async fn rotate_due(secrets: &LocalSecretStore, rotator: &Rotator, reference: &s
 /// of FILE in the store, the operator's way to add or change a plan without a
 /// release (the broker reads the store on every request). Returns how many
 /// entries were written.
-pub async fn apply_catalog(config: &LaptopConfig, file: &Path) -> Result<usize, String> {
+pub async fn apply_catalog(config: &LaptopConfig, file: &Path) -> Result<usize, LaptopError> {
     let catalog = CatalogFile::from_file(file)?;
-    broker_core::catalog::apply(&catalog_store(config)?, &catalog).await
+    Ok(broker_core::catalog::apply(&open_store(&config.state_dir)?, &catalog).await?)
 }
 
 /// `broker-api catalog seed [FILE]`: adds the services and plans of FILE (or
 /// the built-in catalog) that the store does not have yet, as every start
 /// does. Returns how many were added.
-pub async fn seed_catalog(config: &LaptopConfig, file: Option<&Path>) -> Result<usize, String> {
+pub async fn seed_catalog(config: &LaptopConfig, file: Option<&Path>) -> Result<usize, LaptopError> {
     let catalog = CatalogFile::from_file_or_builtin(file)?;
-    catalog_store(config)?.seed(&catalog.services, &catalog.plans).await.map_err(|e| e.to_string())
+    Ok(open_store(&config.state_dir)?.seed(&catalog.services, &catalog.plans).await?)
 }
 
-/// The store under the state directory, for the catalog commands.
-fn catalog_store(config: &LaptopConfig) -> Result<SqliteStore, String> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|e| format!("cannot create BROKER_STATE_DIR {}: {e}", config.state_dir.display()))?;
-    SqliteStore::open(&config.state_dir.join("broker.sqlite")).map_err(|e| e.to_string())
+/// The store under the state directory, which is made if it is missing.
+fn open_store(dir: &Path) -> Result<SqliteStore, LaptopError> {
+    std::fs::create_dir_all(dir).map_err(|source| LaptopError::StateDir { path: dir.into(), source })?;
+    Ok(SqliteStore::open(&dir.join("broker.sqlite"))?)
 }
 
 async fn shutdown_signal() {
@@ -414,4 +463,33 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     info!("shutting down; cache processes keep running and are adopted at the next start");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_core::logging::Report;
+    use std::error::Error;
+
+    /// A state directory that cannot be made names the variable and the
+    /// path, and keeps the operating system's reason as its cause.
+    #[tokio::test]
+    async fn a_state_directory_that_cannot_be_made_says_which_and_why() {
+        let file = std::env::temp_dir().join(format!("laptop-state-{}", std::process::id()));
+        std::fs::write(&file, "a file, not a directory").unwrap();
+        let config = LaptopConfig {
+            port: 0,
+            state_dir: file.join("state"),
+            credentials: None,
+            catalog_file: None,
+            poll_delay_secs: 1,
+            rotation: RotationPolicy { days: 0, grace_secs: 60 },
+        };
+        let err = seed_catalog(&config, None).await.unwrap_err();
+        assert!(matches!(err, LaptopError::StateDir { .. }), "{err:?}");
+        assert!(err.source().and_then(|c| c.downcast_ref::<std::io::Error>()).is_some(), "{err:?}");
+        let report = Report(&err).to_string();
+        assert!(report.starts_with("cannot create BROKER_STATE_DIR ") && report.contains(": "), "{report}");
+        std::fs::remove_file(&file).unwrap();
+    }
 }
