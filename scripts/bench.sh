@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The broker's speed and size benchmarks. Each prints its figures and the
+# machine they were measured on; none judges them.
+#
+#   scripts/bench.sh sizes              arm64 release zips of broker-api and
+#                                       provisioner (the deployed build), in bytes
+#   scripts/bench.sh cold-start [RUNS]  each function's cold start under
+#                                       `cargo lambda watch`, AWS mode on moto
+#                                       (127.0.0.1): the function's own "ready"
+#                                       time and the first invocation's wall time
+#   scripts/bench.sh builds BASE [RUNS] a clean debug `cargo build` and the
+#                                       rebuild after a one-line change in the
+#                                       core, for git revision BASE and for the
+#                                       work tree, run in turn (BASE, here, BASE,
+#                                       ...) so the ratio is taken pair by pair
+#
+# Needs cargo-lambda (`pip install cargo-lambda`) for sizes and cold-start.
+# BENCH_TARGET_DIR (default: target) holds the release builds, so that they
+# can be kept apart from the debug builds the tests use.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+release_dir=${BENCH_TARGET_DIR:-$root/target}
+
+machine() {
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -m), rustc $(rustc -V | cut -d' ' -f2)"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1 tries=600
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || { echo "nothing listens on 127.0.0.1:$port" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# min / median / max of the numbers on stdin.
+spread() {
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "no samples"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "median %s (min %s, max %s, %d runs)", m, v[1], v[NR], NR }'
+}
+
+need_cargo_lambda() {
+  cargo lambda --version >/dev/null 2>&1 \
+    || { echo "cargo-lambda is missing: pip install cargo-lambda" >&2; exit 1; }
+}
+
+sizes() {
+  need_cargo_lambda
+  CARGO_TARGET_DIR=$release_dir cargo lambda build --release --arm64 --output-format zip \
+    -p broker-api -p provisioner --no-default-features --features aws
+  machine
+  for f in broker-api provisioner; do
+    local zip="$release_dir/lambda/$f/bootstrap.zip"
+    printf '%-12s %9d bytes (%.2f MB; target 5 MB)\n' "$f" "$(stat -c %s "$zip")" \
+      "$(awk -v b="$(stat -c %s "$zip")" 'BEGIN { print b / 1e6 }')"
+  done
+}
+
+cold_start() {
+  need_cargo_lambda
+  local runs=${1:-5} moto_port logs pids=()
+  logs=$(mktemp -d)
+  trap 'for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
+  bash scripts/install-python-tools.sh
+  moto_port=$(free_port)
+  setsid .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
+  pids+=($!)
+  wait_port "$moto_port"
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+  eval "$(cargo run -q -p broker-tests --bin moto-env)"
+  cargo run -q -p broker-api -- catalog seed
+  # Build once, so that every run below times a start, not a compile.
+  CARGO_TARGET_DIR=$release_dir cargo build -q --release -p broker-api -p provisioner \
+    --no-default-features --features aws
+  local -A event=([broker-api]=events/catalog.json [provisioner]=events/sqs-provision.json)
+  local report=()
+  for f in broker-api provisioner; do
+    : >"$logs/$f.ready" && : >"$logs/$f.first"
+    # Run 0 is a warm-up, not counted: watch may compile once with its own flags.
+    for run in $(seq 0 "$runs"); do
+      local port log t0 first
+      port=$(free_port)
+      log="$logs/$f-$run.log"
+      CARGO_TARGET_DIR=$release_dir setsid cargo lambda watch --release --ignore-changes -p "$f" \
+        --no-default-features --features aws -A 127.0.0.1 -P "$port" >"$log" 2>&1 &
+      local watch=$!
+      pids+=("$watch")
+      wait_port "$port"
+      t0=$(now)
+      cargo lambda invoke "$f" -A 127.0.0.1 -P "$port" --data-file "${event[$f]}" >"$log.out" 2>&1 \
+        || { echo "$f: the invocation failed:" >&2; cat "$log" "$log.out" >&2; exit 1; }
+      first=$(since "$t0")
+      if [ "$run" -gt 0 ]; then
+        echo "$first" >>"$logs/$f.first"
+        # The function logs how long it took from main() to ready.
+        grep -a 'ready' "$log" | grep -ao 'elapsed_ms[":= ]*[0-9]*' | grep -o '[0-9]*$' | head -1 >>"$logs/$f.ready"
+      fi
+      kill -- -"$watch" 2>/dev/null || true
+      wait "$watch" 2>/dev/null || true
+    done
+    report+=("$f: ready after $(spread <"$logs/$f.ready") ms from main();" \
+      "first invocation answered after $(spread <"$logs/$f.first") s, the process start included")
+  done
+  machine
+  printf '%s\n' "${report[@]}" | paste -d' ' - -
+}
+
+builds() {
+  local base=${1:?usage: scripts/bench.sh builds BASE [RUNS]} runs=${2:-1} dir
+  dir=$(mktemp -d)
+  trap 'git -C "$root" worktree remove --force "$dir/base" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+  git worktree add -q --detach "$dir/base" "$base"
+  # The core's domain module: shared/src before the crates were split,
+  # shared/core/src after.
+  core_file() {
+    if [ -f "$1/shared/core/src/domain/mod.rs" ]; then echo "$1/shared/core/src/domain/mod.rs"
+    else echo "$1/shared/src/domain/mod.rs"; fi
+  }
+  : >"$dir/clean.base" && : >"$dir/clean.head" && : >"$dir/edit.base" && : >"$dir/edit.head"
+  for run in $(seq "$runs"); do
+    for side in base head; do
+      local tree=$root
+      [ "$side" = base ] && tree=$dir/base
+      rm -rf "$dir/target-$side"
+      local t0
+      t0=$(now)
+      (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
+      since "$t0" >>"$dir/clean.$side"
+      local file
+      file=$(core_file "$tree")
+      cp "$file" "$dir/saved.rs"
+      echo "// one-line change $run" >>"$file"
+      t0=$(now)
+      (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
+      since "$t0" >>"$dir/edit.$side"
+      cp "$dir/saved.rs" "$file"
+    done
+  done
+  machine
+  echo "clean cargo build:  $base $(spread <"$dir/clean.base") s; work tree $(spread <"$dir/clean.head") s"
+  echo "one-line core edit: $base $(spread <"$dir/edit.base") s; work tree $(spread <"$dir/edit.head") s"
+  paste "$dir/clean.head" "$dir/clean.base" | awk '{ printf "clean ratio (work tree / base) run %d: %.2f\n", NR, $1 / $2 }'
+  paste "$dir/edit.head" "$dir/edit.base" | awk '{ printf "edit ratio (work tree / base) run %d: %.2f\n", NR, $1 / $2 }'
+}
+
+case "${1:-}" in
+  sizes) sizes ;;
+  cold-start) shift; cold_start "$@" ;;
+  builds) shift; builds "$@" ;;
+  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
