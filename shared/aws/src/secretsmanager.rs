@@ -323,6 +323,13 @@ impl SecretStore for SecretsManagerStore {
         version_id: &str,
         value: &SecretString,
     ) -> Result<(), SecretError> {
+        // A retried step finds its version and keeps it. Secrets Manager
+        // would refuse a second value under the same token anyway
+        // (ResourceExistsException, below); not every implementation of its
+        // API does (moto replaces the value), and the first value must win.
+        if self.read_version(reference, version_id).await?.is_some() {
+            return Ok(());
+        }
         let put = self
             .client
             .put_secret_value()
@@ -534,6 +541,13 @@ mod tests {
         store.read(reference, stage).await.unwrap().map(|v| v.expose_secret().to_string())
     }
 
+    async fn open() -> (SecretsManagerStore, MotoServer) {
+        let moto = MotoServer::start();
+        (store(&moto).await, moto)
+    }
+
+    broker_testing::secret_contract!(open);
+
     #[test]
     fn the_recovery_window_is_kept_within_7_to_30_days() {
         let client = Client::from_conf(
@@ -572,87 +586,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn creating_again_returns_the_same_arn_and_keeps_the_first_value() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let first = store.create("again/admin", &secret("first-password")).await.unwrap();
-
-        let second = store.create("again/admin", &secret("second-password")).await.unwrap();
-
-        assert_eq!(second, first);
-        assert_eq!(read(&store, &first, Stage::Current).await.as_deref(), Some("first-password"));
-    }
-
-    #[tokio::test]
-    async fn a_secret_without_a_pending_version_reads_none_at_pending_and_previous() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("nopending/admin", &secret("only-password")).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
-        assert_eq!(read(&store, &arn, Stage::Previous).await, None);
-    }
-
-    #[tokio::test]
-    async fn a_secret_that_never_existed_reads_none() {
+    async fn a_secret_that_never_existed_reads_none_by_an_arn_or_a_name() {
         let moto = MotoServer::start();
         let store = store(&moto).await;
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
 
         assert_eq!(read(&store, arn, Stage::Current).await, None);
         assert_eq!(read(&store, "never/admin", Stage::Current).await, None);
-    }
-
-    #[tokio::test]
-    async fn a_deleted_secret_reads_none() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("deleted/admin", &secret("gone-password")).await.unwrap();
-
-        store.delete(&arn).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Current).await, None);
-    }
-
-    #[tokio::test]
-    async fn deleting_twice_or_deleting_what_never_existed_is_fine() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("twice/admin", &secret("twice-password")).await.unwrap();
-
-        store.delete(&arn).await.unwrap();
-        store.delete(&arn).await.unwrap();
-        store.delete("never/created").await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_deleted_secret_stays_recoverable_for_the_recovery_window() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await.with_recovery_window_days(10);
-        let arn = store.create("window/admin", &secret("window-password")).await.unwrap();
-
-        store.delete(&arn).await.unwrap();
-
-        let described = client(&moto).await.describe_secret().secret_id(&arn).send().await.unwrap();
-        let deleted_at = described.deleted_date.expect("scheduled for deletion").secs();
-        let days = (deleted_at - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
-        assert!((9.9..=10.1).contains(&days), "deletion in {days} days");
-    }
-
-    #[tokio::test]
-    async fn creating_a_secret_scheduled_for_deletion_restores_it_with_the_new_value() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let old = store.create("reused/admin", &secret("old-password")).await.unwrap();
-        store.delete(&old).await.unwrap();
-
-        let new = store.create("reused/admin", &secret("new-password")).await.unwrap();
-
-        assert_eq!(new, old);
-        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
-        let again = store.create("reused/admin", &secret("third-password")).await.unwrap();
-        assert_eq!(again, new);
-        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
     }
 
     #[tokio::test]
@@ -690,151 +630,34 @@ mod tests {
         assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
     }
 
-    const TOKEN: &str = "rotation-0000-0000-0000-000000000001";
-
     #[tokio::test]
-    async fn a_pending_version_reads_at_pending_while_the_old_stays_current() {
+    async fn a_deleted_secret_stays_recoverable_for_the_recovery_window() {
         let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("pending/admin", &secret("old-password")).await.unwrap();
+        let store = store(&moto).await.with_recovery_window_days(10);
+        let arn = store.create("window/admin", &secret("window-password")).await.unwrap();
 
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
-        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
-    }
-
-    #[tokio::test]
-    async fn promoting_makes_the_pending_version_current_and_the_old_previous() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("promote/admin", &secret("old-password")).await.unwrap();
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-
-        store.promote(&arn, TOKEN).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
-        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
-        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
-    }
-
-    #[tokio::test]
-    async fn putting_the_same_pending_version_twice_is_harmless() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("pendingtwice/admin", &secret("old-password")).await.unwrap();
-
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Pending).await.as_deref(), Some("new-password"));
-        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
-    }
-
-    #[tokio::test]
-    async fn promoting_twice_is_harmless() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("promotetwice/admin", &secret("old-password")).await.unwrap();
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-
-        store.promote(&arn, TOKEN).await.unwrap();
-        store.promote(&arn, TOKEN).await.unwrap();
-
-        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("new-password"));
-        assert_eq!(read(&store, &arn, Stage::Previous).await.as_deref(), Some("old-password"));
-        assert_eq!(read(&store, &arn, Stage::Pending).await, None);
-    }
-
-    #[tokio::test]
-    async fn stage_moves_on_a_missing_secret_or_version_are_not_found() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
-
-        let err = store.put_pending(missing, TOKEN, &secret("new-password")).await.unwrap_err();
-        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
-        let arn = store.create("noversion/admin", &secret("old-password")).await.unwrap();
-        let err = store.promote(&arn, TOKEN).await.unwrap_err();
-        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
-        assert_eq!(read(&store, &arn, Stage::Current).await.as_deref(), Some("old-password"));
-    }
-
-    #[tokio::test]
-    async fn a_new_secret_describes_with_its_name_one_current_version_and_no_rotation() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("describe/admin", &secret("only-password")).await.unwrap();
-
-        let info = store.describe(&arn).await.unwrap();
-
-        assert_eq!(info.name, "describe/admin");
-        assert_eq!(info.versions.len(), 1);
-        assert_eq!(info.versions[0].stages, [Stage::Current]);
-        assert_eq!(info.rotation_days, None);
-    }
-
-    #[tokio::test]
-    async fn the_description_follows_the_stages_through_a_rotation() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("stages/admin", &secret("old-password")).await.unwrap();
-        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
-
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-        let info = store.describe(&arn).await.unwrap();
-        assert_eq!(info.stages_of(&old), Some(&[Stage::Current][..]));
-        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Pending][..]));
-        assert_eq!(info.version_at(Stage::Pending), Some(TOKEN));
-
-        store.promote(&arn, TOKEN).await.unwrap();
-        let info = store.describe(&arn).await.unwrap();
-        assert_eq!(info.stages_of(TOKEN), Some(&[Stage::Current][..]));
-        assert_eq!(info.stages_of(&old), Some(&[Stage::Previous][..]));
-        assert_eq!(info.version_at(Stage::Pending), None);
-        assert_eq!(info.versions[0].id, TOKEN, "the current version is listed first");
-    }
-
-    #[tokio::test]
-    async fn a_missing_or_deleted_secret_is_not_found_when_described() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("describegone/admin", &secret("gone-password")).await.unwrap();
         store.delete(&arn).await.unwrap();
 
-        let err = store.describe(&arn).await.unwrap_err();
-        assert!(matches!(&err, SecretError::NotFound(named) if *named == arn), "{err}");
-        let err = store.describe("never/described").await.unwrap_err();
-        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
+        let described = client(&moto).await.describe_secret().secret_id(&arn).send().await.unwrap();
+        let deleted_at = described.deleted_date.expect("scheduled for deletion").secs();
+        let days = (deleted_at - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+        assert!((9.9..=10.1).contains(&days), "deletion in {days} days");
     }
 
     #[tokio::test]
-    async fn a_version_reads_back_by_its_id_whatever_its_stage() {
+    async fn creating_a_secret_scheduled_for_deletion_restores_it_with_the_new_value() {
         let moto = MotoServer::start();
         let store = store(&moto).await;
-        let arn = store.create("byversion/admin", &secret("old-password")).await.unwrap();
-        let old = store.describe(&arn).await.unwrap().versions[0].id.clone();
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
+        let old = store.create("reused/admin", &secret("old-password")).await.unwrap();
+        store.delete(&old).await.unwrap();
 
-        let pending = store.read_version(&arn, TOKEN).await.unwrap();
-        assert_eq!(pending.as_ref().map(|v| v.expose_secret()), Some("new-password"));
-        store.promote(&arn, TOKEN).await.unwrap();
-        let previous = store.read_version(&arn, &old).await.unwrap();
-        assert_eq!(previous.as_ref().map(|v| v.expose_secret()), Some("old-password"));
-    }
+        let new = store.create("reused/admin", &secret("new-password")).await.unwrap();
 
-    #[tokio::test]
-    async fn a_version_that_does_not_exist_reads_none() {
-        let moto = MotoServer::start();
-        let store = store(&moto).await;
-        let arn = store.create("noversion-read/admin", &secret("old-password")).await.unwrap();
-        let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never/admin-AbCdEf";
-
-        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none());
-        assert!(store.read_version(missing, TOKEN).await.unwrap().is_none());
-        store.put_pending(&arn, TOKEN, &secret("new-password")).await.unwrap();
-        store.delete(&arn).await.unwrap();
-        assert!(store.read_version(&arn, TOKEN).await.unwrap().is_none(), "the secret is deleted");
+        assert_eq!(new, old);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
+        let again = store.create("reused/admin", &secret("third-password")).await.unwrap();
+        assert_eq!(again, new);
+        assert_eq!(read(&store, &new, Stage::Current).await.as_deref(), Some("new-password"));
     }
 
     #[tokio::test]

@@ -350,6 +350,28 @@ mod tests {
 
     const HIDE: Duration = Duration::from_secs(30);
 
+    /// The worker's side of the contract: receive and acknowledge.
+    struct Receiver(LocalQueue);
+
+    #[async_trait::async_trait]
+    impl broker_testing::contract::queue::Receiver for Receiver {
+        async fn take_visible(&self) -> Vec<Job> {
+            let mut jobs = Vec::new();
+            while let Some(d) = self.0.receive(HIDE).await.unwrap() {
+                self.0.ack(d.id).await.unwrap();
+                jobs.push(d.job);
+            }
+            jobs
+        }
+    }
+
+    async fn open() -> (LocalQueue, Receiver, ()) {
+        let q = LocalQueue::in_memory(3).unwrap();
+        (q.clone(), Receiver(q), ())
+    }
+
+    broker_testing::queue_contract!(open);
+
     #[tokio::test]
     async fn visible_jobs_are_received_oldest_first() {
         let q = LocalQueue::in_memory(3).unwrap();

@@ -469,33 +469,27 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn creating_twice_returns_the_same_reference_and_keeps_the_first_value() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let first = store.create("i-1/admin", &secret("first-password")).await.unwrap();
-        let second = store.create("i-1/admin", &secret("second-password")).await.unwrap();
-        assert_eq!(first, "local:i-1/admin");
-        assert_eq!(second, first);
-        assert_eq!(read(&store, &first, Stage::Current).await.as_deref(), Some("first-password"));
-        assert_eq!(version_count(&store).await, 1);
+    async fn open() -> (LocalSecretStore, ()) {
+        (LocalSecretStore::in_memory().unwrap(), ())
     }
 
-    #[tokio::test]
-    async fn a_read_returns_the_version_at_the_stage_asked_for() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("current")).await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("current"));
-        assert_eq!(read(&store, &r, Stage::Pending).await, None);
-        assert_eq!(read(&store, &r, Stage::Previous).await, None);
-        assert_eq!(read(&store, "local:other", Stage::Current).await, None);
-    }
+    broker_testing::secret_contract!(open);
 
+    /// What no stage labels any more is not kept: a rotation leaves the
+    /// current and previous versions, a delete leaves no row.
     #[tokio::test]
-    async fn a_deleted_secret_reads_as_nothing_and_deletes_again_fine() {
+    async fn old_versions_and_deleted_secrets_leave_no_rows() {
         let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("pw")).await.unwrap();
-        store.delete(&r).await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await, None);
+        let r = store.create("s", &secret("one")).await.unwrap();
+        assert_eq!(r, "local:s");
+        for (n, token) in ["v2", "v3", "v4"].into_iter().enumerate() {
+            store.put_pending(&r, token, &secret(&format!("pw-{n}"))).await.unwrap();
+            store.promote(&r, token).await.unwrap();
+        }
+        assert_eq!(version_count(&store).await, 2, "current and previous only");
+        store.put_pending(&r, "v5", &secret("abandoned")).await.unwrap();
+        store.put_pending(&r, "v6", &secret("pending")).await.unwrap();
+        assert_eq!(version_count(&store).await, 3, "v5 lost its only label");
         store.delete(&r).await.unwrap();
         assert_eq!(version_count(&store).await, 0);
     }
@@ -542,105 +536,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rotation_moves_the_stages_as_secrets_manager_does() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("one")).await.unwrap();
-
-        store.put_pending(&r, "v2", &secret("two")).await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("one"));
-        assert_eq!(read(&store, &r, Stage::Pending).await.as_deref(), Some("two"));
-
-        store.promote(&r, "v2").await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("two"));
-        assert_eq!(read(&store, &r, Stage::Previous).await.as_deref(), Some("one"));
-        assert_eq!(read(&store, &r, Stage::Pending).await, None);
-
-        store.put_pending(&r, "v3", &secret("three")).await.unwrap();
-        store.promote(&r, "v3").await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("three"));
-        assert_eq!(read(&store, &r, Stage::Previous).await.as_deref(), Some("two"));
-        assert_eq!(version_count(&store).await, 2, "the unlabelled oldest version is gone");
-    }
-
-    #[tokio::test]
-    async fn putting_the_same_pending_version_twice_keeps_the_first_value() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("one")).await.unwrap();
-        store.put_pending(&r, "v2", &secret("two")).await.unwrap();
-        store.put_pending(&r, "v2", &secret("other")).await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Pending).await.as_deref(), Some("two"));
-        assert_eq!(version_count(&store).await, 2);
-    }
-
-    #[tokio::test]
-    async fn a_new_pending_version_takes_the_label_from_an_abandoned_one() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("one")).await.unwrap();
-        store.put_pending(&r, "v2", &secret("two")).await.unwrap();
-        store.put_pending(&r, "v3", &secret("three")).await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Pending).await.as_deref(), Some("three"));
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("one"));
-        assert_eq!(version_count(&store).await, 2, "v2 lost its only label");
-    }
-
-    #[tokio::test]
-    async fn promoting_the_current_version_again_changes_nothing() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("s", &secret("one")).await.unwrap();
-        store.put_pending(&r, "v2", &secret("two")).await.unwrap();
-        store.promote(&r, "v2").await.unwrap();
-        store.promote(&r, "v2").await.unwrap();
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("two"));
-        assert_eq!(read(&store, &r, Stage::Previous).await.as_deref(), Some("one"));
-    }
-
-    #[tokio::test]
-    async fn stage_moves_on_a_missing_secret_or_version_are_not_found() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let err = store.put_pending("local:missing", "v2", &secret("two")).await.unwrap_err();
-        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
-        let r = store.create("s", &secret("one")).await.unwrap();
-        let err = store.promote(&r, "v9").await.unwrap_err();
-        assert!(matches!(err, SecretError::NotFound(_)), "{err}");
-        assert_eq!(read(&store, &r, Stage::Current).await.as_deref(), Some("one"));
-    }
-
-    #[tokio::test]
     async fn debug_never_prints_a_value() {
         let store = LocalSecretStore::in_memory().unwrap();
         store.create("s", &secret("hunter2hunter2")).await.unwrap();
         let value = store.read("local:s", Stage::Current).await.unwrap().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
         assert!(!format!("{value:?}").contains("hunter2"));
-    }
-
-    #[tokio::test]
-    async fn describe_names_the_secret_and_the_stage_of_each_version() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("osb/instances/i-1/admin", &secret("old-password")).await.unwrap();
-        store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
-        let info = store.describe(&r).await.unwrap();
-        assert_eq!(info.name, "osb/instances/i-1/admin");
-        assert_eq!(info.stages_of("token-1"), Some(&[Stage::Pending][..]));
-        let current = info.version_at(Stage::Current).unwrap().to_string();
-        assert_ne!(current, "token-1");
-        assert_eq!(info.rotation_days, None);
-        store.promote(&r, "token-1").await.unwrap();
-        let info = store.describe(&r).await.unwrap();
-        assert_eq!(info.stages_of("token-1"), Some(&[Stage::Current][..]));
-        assert_eq!(info.stages_of(&current), Some(&[Stage::Previous][..]));
-        assert!(matches!(store.describe("local:nothing").await, Err(SecretError::NotFound(_))));
-    }
-
-    #[tokio::test]
-    async fn a_version_reads_by_its_id_whatever_its_stage() {
-        let store = LocalSecretStore::in_memory().unwrap();
-        let r = store.create("b-1", &secret("old-password")).await.unwrap();
-        store.put_pending(&r, "token-1", &secret("new-password")).await.unwrap();
-        let value = store.read_version(&r, "token-1").await.unwrap().unwrap();
-        assert_eq!(value.expose_secret(), "new-password");
-        assert!(store.read_version(&r, "token-2").await.unwrap().is_none());
-        assert!(store.read_version("local:other", "token-1").await.unwrap().is_none());
     }
 
     #[tokio::test]
