@@ -7,7 +7,8 @@
 //!   [`FakeRbac::modified_users`] makes DescribeUsers on moto agree with it.
 //! - [`FakeAuthTokens`]: records the AUTH-token changes moto ignores and makes
 //!   DescribeReplicationGroups show the token enabled.
-//! - [`finished_deletions`]: ends the deletions moto never finishes.
+//! - [`finished_deletions`]: ends the deletions moto never finishes, when a
+//!   test says so or ([`DeletionsFinishAtOnce`]) as soon as one is asked for.
 //! - [`elasticache_on_moto`] ([`moto_elasticache_config`]): a client on moto
 //!   with all of the above.
 //! - [`SecretIds`]: records the action and `SecretId` of every Secrets
@@ -26,6 +27,7 @@ use aws_sdk_elasticache::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_elasticache::error::{BoxError, ErrorMetadata};
 use aws_sdk_elasticache::operation::create_user::CreateUserInput;
 use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, CreateUserGroupOutput};
+use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupInput;
 use aws_sdk_elasticache::operation::delete_user::DeleteUserInput;
 use aws_sdk_elasticache::operation::delete_user_group::{DeleteUserGroupError, DeleteUserGroupOutput};
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
@@ -424,6 +426,34 @@ pub fn finished_deletions(gone: GoneGroups) -> MockResponseInterceptor {
             ))
         });
     MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule).allow_passthrough()
+}
+
+/// An interceptor that puts every replication group a
+/// DeleteReplicationGroup names into `gone`, so that with
+/// [`finished_deletions`] on the same client the next look finds it deleted:
+/// for tests that do not care how long a deletion takes.
+#[derive(Debug)]
+pub struct DeletionsFinishAtOnce(pub GoneGroups);
+
+impl Intercept for DeletionsFinishAtOnce {
+    fn name(&self) -> &'static str {
+        "DeletionsFinishAtOnce"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(id) = context
+            .input()
+            .downcast_ref::<DeleteReplicationGroupInput>()
+            .and_then(|input| input.replication_group_id())
+        {
+            self.0.lock().unwrap().insert(id.to_string());
+        }
+        Ok(())
+    }
 }
 
 /// Records the action and `SecretId` (or `Name`) of every request a Secrets

@@ -63,25 +63,30 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let Ok(entries) = fs::read_dir(self.provider.root()) else { return };
-        for entry in entries.flatten() {
-            let paths = Paths::in_dir(entry.path());
-            if let Ok(Some(record)) = read_record(&paths)
-                && let Some(pid) = self.provider.running_pid(&record, &paths)
-            {
-                kill_now(pid);
-            }
+        reap(&self.provider);
+    }
+}
+
+/// SIGKILLs every server under the provider's root and reaps them.
+fn reap(provider: &LocalCacheProvider) {
+    let Ok(entries) = fs::read_dir(provider.root()) else { return };
+    for entry in entries.flatten() {
+        let paths = Paths::in_dir(entry.path());
+        if let Ok(Some(record)) = read_record(&paths)
+            && let Some(pid) = provider.running_pid(&record, &paths)
+        {
+            kill_now(pid);
         }
-        // Reaps what was killed: no zombie outlives the test.
-        let mut children = self.provider.children.lock().unwrap_or_else(PoisonError::into_inner);
-        let deadline = std::time::Instant::now() + KILL_WAIT;
-        while std::time::Instant::now() < deadline {
-            children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
-            if children.is_empty() {
-                break;
-            }
-            std::thread::sleep(POLL);
+    }
+    // Reaps what was killed: no zombie outlives the test.
+    let mut children = provider.children.lock().unwrap_or_else(PoisonError::into_inner);
+    let deadline = std::time::Instant::now() + KILL_WAIT;
+    while std::time::Instant::now() < deadline {
+        children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        if children.is_empty() {
+            break;
         }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -671,4 +676,40 @@ fn a_process_that_is_not_our_server_is_not_taken_for_it() {
     let me = std::process::id();
     assert!(!is_our_server(me, 1, Path::new("/nonexistent/server.conf")));
     assert!(!is_our_server(u32::MAX, 1, Path::new("/nonexistent/server.conf")));
+}
+
+/// The provider contract on real redis-server processes.
+mod contract {
+    use super::*;
+    use broker_testing::contract::provider::Backend;
+
+    struct Redis;
+
+    impl Backend for Redis {
+        fn spec(&self, instance_id: &str) -> CacheSpec {
+            spec(instance_id, Engine::Redis)
+        }
+    }
+
+    /// Stops every server the case started; the root goes with `_root`.
+    struct Guard {
+        provider: Arc<LocalCacheProvider>,
+        _root: tempfile::TempDir,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            reap(&self.provider);
+        }
+    }
+
+    async fn open() -> (Arc<LocalCacheProvider>, Redis, Guard) {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Arc::new(MemorySecrets::default());
+        secrets.create(ADMIN_SECRET, &generate_password(PASSWORD_LEN)).await.unwrap();
+        let provider = Arc::new(LocalCacheProvider::new(dir.path().join("caches"), secrets));
+        (provider.clone(), Redis, Guard { provider, _root: dir })
+    }
+
+    broker_testing::provider_contract!(open);
 }

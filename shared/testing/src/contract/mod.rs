@@ -4,6 +4,7 @@
 //! can show (SQLite's two connections, DynamoDB's raw items and indexes)
 //! stays in that adapter's own tests.
 
+pub mod provider;
 pub mod queue;
 pub mod secrets;
 pub mod store;

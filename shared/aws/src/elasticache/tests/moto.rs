@@ -582,3 +582,37 @@ async fn none_three_or_an_empty_password_are_refused_before_any_call() {
     }
     assert_eq!(w.rbac.calls().len(), calls_before);
 }
+
+/// The provider contract on moto, with the user-group calls from
+/// [`FakeRbac`] and deletions that end at the next look.
+mod contract {
+    use super::*;
+    use broker_core::ports::CacheSpec;
+    use broker_testing::aws::{DeletionsFinishAtOnce, FakeAuthTokens, moto_elasticache_config};
+    use broker_testing::contract::provider::Backend;
+
+    struct Redis;
+
+    impl Backend for Redis {
+        fn spec(&self, instance_id: &str) -> CacheSpec {
+            spec(instance_id, "elasticache-redis", "small")
+        }
+    }
+
+    async fn open() -> (Arc<ElastiCacheProvider>, Redis, (MotoServer, FakeRbac)) {
+        let moto = MotoServer::start();
+        let config = sdk_config_for_endpoint(&moto.endpoint).await;
+        let gone: GoneGroups = Arc::default();
+        let rbac = FakeRbac::new();
+        let client = Client::from_conf(
+            moto_elasticache_config(&config, gone.clone(), &rbac, &FakeAuthTokens::new())
+                .interceptor(DeletionsFinishAtOnce(gone))
+                .build(),
+        );
+        let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
+            .with_rbac_client(rbac.client.clone());
+        (Arc::new(provider), Redis, (moto, rbac))
+    }
+
+    broker_testing::provider_contract!(open);
+}
