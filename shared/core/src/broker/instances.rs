@@ -1,0 +1,354 @@
+//! The instance endpoints: provision, update, deprovision, fetch and
+//! last_operation.
+
+use super::*;
+
+impl Broker {
+    /// `PUT /v2/service_instances/{instance_id}`
+    pub async fn provision(
+        &self,
+        id: &InstanceId,
+        req: ProvisionRequest,
+        q: &Query,
+    ) -> Result<Provisioned, OsbError> {
+        let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
+        let space_guid = required_guid("space_guid", &req.space_guid)?;
+        let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        let parameters = parameters_object(&plan, &parameters_schema(&plan), req.parameters.clone())?;
+        check_maintenance(&plan, &req.maintenance_info)?;
+        async_required(q, "provisioning")?;
+
+        for _ in 0..RACE_RETRIES {
+            let existing = self.store.instance(id).await.map_err(store_err)?;
+            let replacing = match &existing {
+                None => None,
+                Some(i) if i.state == InstanceState::Deleted => Some(i.version),
+                Some(i) => {
+                    let same = i.service_id == req.service_id
+                        && i.plan_id == req.plan_id
+                        && i.parameters == parameters
+                        && i.organization_guid.as_deref() == Some(organization_guid.as_str())
+                        && i.space_guid.as_deref() == Some(space_guid.as_str());
+                    if !same {
+                        return Err(OsbError::Conflict(format!(
+                            "service instance {id} already exists with a different service, plan or parameters"
+                        )));
+                    }
+                    match i.state {
+                        InstanceState::Provisioning => {
+                            self.heal(&i.last_operation_id).await?;
+                            return Ok(Provisioned::Accepted { operation: i.last_operation_id.clone() });
+                        }
+                        InstanceState::Ready | InstanceState::Updating => {
+                            return Ok(Provisioned::AlreadyExists);
+                        }
+                        // A retry of a failed provision, or refused.
+                        _ => {
+                            i.state.on(InstanceEvent::Provision).map_err(|e| refused(e, id))?;
+                            None
+                        }
+                    }
+                }
+            };
+
+            let t = now();
+            let mut op =
+                Operation::start(OperationKind::Provision, id, None, t, plan.maximum_polling_duration);
+            let result = match existing {
+                // A failed provision retried with the same attributes.
+                Some(mut i) if i.state == InstanceState::ProvisionFailed => {
+                    i.apply(InstanceEvent::Provision).map_err(|e| refused(e, id))?;
+                    i.last_operation_id = op.id.clone();
+                    i.updated_at = t;
+                    self.store.save_instance(&mut i, Some(&mut op)).await
+                }
+                _ => {
+                    let mut instance = Instance {
+                        id: id.to_string(),
+                        service_id: req.service_id.clone(),
+                        plan_id: req.plan_id.clone(),
+                        engine_version: params::engine_version(&plan, &parameters),
+                        parameters: parameters.clone(),
+                        context: req.context.clone().unwrap_or(Value::Null),
+                        organization_guid: Some(organization_guid.clone()),
+                        space_guid: Some(space_guid.clone()),
+                        maintenance_version: plan.maintenance_version.clone(),
+                        state: InstanceState::Provisioning,
+                        last_operation_id: op.id.clone(),
+                        pending_update: None,
+                        admin_secret: None,
+                        endpoint: None,
+                        spares: Vec::new(),
+                        spare_seq: 0,
+                        spares_operation: None,
+                        spares_to_schedule: Vec::new(),
+                        rotation: None,
+                        rotated_at: None,
+                        created_at: t,
+                        updated_at: t,
+                        expires_at: None,
+                        version: 0,
+                    };
+                    self.store.create_instance(&mut instance, &mut op, replacing).await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    info!(instance = %id, plan = %plan.name, operation = %op.id, "provisioning accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Provisioned::Accepted { operation: op.id });
+                }
+                Err(e) if e.is_race() => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `PATCH /v2/service_instances/{instance_id}`
+    pub async fn update(&self, id: &InstanceId, req: UpdateRequest, q: &Query) -> Result<Updated, OsbError> {
+        for _ in 0..RACE_RETRIES {
+            let mut instance = match self.store.instance(id).await.map_err(store_err)? {
+                Some(i) if i.state != InstanceState::Deleted => i,
+                _ => return Err(OsbError::NotFound(format!("service instance {id} does not exist"))),
+            };
+            if instance.service_id != req.service_id {
+                return Err(OsbError::BadRequest(format!(
+                    "service_id {:?} is not the service of instance {id}",
+                    req.service_id
+                )));
+            }
+            let target_plan_id = req.plan_id.clone().unwrap_or_else(|| instance.plan_id.clone());
+            let (service, plan) = self.service_plan(&req.service_id, &target_plan_id).await?;
+            let (_, current_plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
+            let plan_changes = plan.id != instance.plan_id;
+            // Parameters given in the request replace the ones the instance had.
+            let given = match req.parameters.clone() {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => m,
+                Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
+            };
+            let mut merged = instance.parameters.clone();
+            if params::requested_version(&given).is_some() {
+                // The request's spelling of the version replaces the old one.
+                params::forget_version(&mut merged);
+            }
+            merged.extend(given.clone());
+            let merged = parameters_object(&plan, &parameters_schema(&plan), Some(Value::Object(merged)))?;
+            let engine_version = match params::requested_version(&given) {
+                Some(v) => v.to_string(),
+                None if plan.engine_versions.contains(&instance.engine_version) => {
+                    instance.engine_version.clone()
+                }
+                None => {
+                    return Err(OsbError::BadRequest(format!(
+                        "plan {} does not offer engine version {}; add parameter 'engine_version' with one of {}",
+                        plan.name,
+                        instance.engine_version,
+                        plan.engine_versions.join(", ")
+                    )));
+                }
+            };
+            check_maintenance(&plan, &req.maintenance_info)?;
+            async_required(q, "updating")?;
+            // What the request asks is well-formed; can it be done?
+            if plan_changes {
+                if !plan_updateable(&service) {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plans of {} cannot be changed: ElastiCache cannot change a Memcached cluster's node type; create a new instance instead",
+                            service.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+                if plan.cluster_mode != current_plan.cluster_mode {
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plan {} cannot change to plan {}: moving between cluster mode and non-cluster mode needs a new instance",
+                            current_plan.name, plan.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
+            }
+            if compare_versions(&engine_version, &instance.engine_version).is_lt() {
+                return Err(OsbError::Unprocessable {
+                    error: "EngineDowngradeNotSupported",
+                    description: format!(
+                        "engine_version cannot go down from {} to {engine_version}: ElastiCache only upgrades",
+                        instance.engine_version
+                    ),
+                    update_repeatable: Some(false),
+                });
+            }
+
+            let pending =
+                PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
+            if instance.state == InstanceState::Updating && instance.pending_update.as_ref() == Some(&pending)
+            {
+                self.heal(&instance.last_operation_id).await?;
+                return Ok(Updated::Accepted { operation: instance.last_operation_id });
+            }
+            instance.state.on(InstanceEvent::Update).map_err(|e| refused(e, id))?;
+
+            let t = now();
+            let maintenance_changes = req
+                .maintenance_info
+                .as_ref()
+                .is_some_and(|m| instance.maintenance_version.as_deref() != Some(m.version.as_str()));
+            let unchanged = !plan_changes
+                && merged == instance.parameters
+                && pending.engine_version == instance.engine_version
+                && !maintenance_changes;
+            if unchanged {
+                if let Some(ctx) = &req.context
+                    && *ctx != instance.context
+                {
+                    instance.context = ctx.clone();
+                    instance.updated_at = t;
+                    match self.store.save_instance(&mut instance, None).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_race() => continue,
+                        Err(e) => return Err(store_err(e)),
+                    }
+                }
+                return Ok(Updated::Unchanged);
+            }
+
+            let mut op = Operation::start(OperationKind::Update, id, None, t, plan.maximum_polling_duration);
+            instance.apply(InstanceEvent::Update).map_err(|e| refused(e, id))?;
+            instance.pending_update = Some(pending);
+            instance.last_operation_id = op.id.clone();
+            instance.updated_at = t;
+            if let Some(ctx) = req.context.clone() {
+                instance.context = ctx;
+            }
+            if maintenance_changes {
+                instance.maintenance_version = plan.maintenance_version.clone();
+            }
+            match self.store.save_instance(&mut instance, Some(&mut op)).await {
+                Ok(()) => {
+                    info!(instance = %id, plan = %plan.name, operation = %op.id, "update accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Updated::Accepted { operation: op.id });
+                }
+                Err(e) if e.is_race() => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `DELETE /v2/service_instances/{instance_id}`
+    ///
+    /// During provisioning this stops the creation: the instance moves to
+    /// deprovisioning, the worker cancels the provision operation when it
+    /// next looks at it, and the deprovision removes whatever was created.
+    pub async fn deprovision(&self, id: &InstanceId, q: &Query) -> Result<Accepted, OsbError> {
+        require("service_id", &q.service_id)?;
+        require("plan_id", &q.plan_id)?;
+        async_required(q, "deprovisioning")?;
+        for _ in 0..RACE_RETRIES {
+            let mut instance = match self.store.instance(id).await.map_err(store_err)? {
+                Some(i) if i.state != InstanceState::Deleted => i,
+                _ => return Err(OsbError::Gone(format!("service instance {id} does not exist"))),
+            };
+            if instance.state == InstanceState::Deprovisioning {
+                self.heal(&instance.last_operation_id).await?;
+                return Ok(Accepted { operation: instance.last_operation_id });
+            }
+            instance.state.on(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;
+            let plan_timeout = match self.service_plan(&instance.service_id, &instance.plan_id).await {
+                Ok((_, p)) => p.maximum_polling_duration,
+                Err(_) => DEADLINE_WITHOUT_PLAN_SECS,
+            };
+            let t = now();
+            let mut op = Operation::start(OperationKind::Deprovision, id, None, t, plan_timeout);
+            let was = instance.state;
+            // Wait for what may still be making things in the cache: the
+            // provision this cancels, or the making of spare users.
+            op.supersedes = if was == InstanceState::Provisioning {
+                Some(instance.last_operation_id.clone())
+            } else {
+                instance.spares_operation.clone()
+            };
+            instance.apply(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;
+            instance.last_operation_id = op.id.clone();
+            instance.updated_at = t;
+            match self.store.save_instance(&mut instance, Some(&mut op)).await {
+                Ok(()) => {
+                    info!(instance = %id, operation = %op.id, was = was.as_str(), "deprovisioning accepted");
+                    self.enqueue(&op).await?;
+                    return Ok(Accepted { operation: op.id });
+                }
+                Err(e) if e.is_race() => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(OsbError::Concurrency(format!(
+            "service instance {id} is being changed by concurrent requests; retry"
+        )))
+    }
+
+    /// `GET /v2/service_instances/{instance_id}`
+    pub async fn fetch_instance(&self, id: &InstanceId) -> Result<InstanceResponse, OsbError> {
+        let instance = self.store.instance(id).await.map_err(store_err)?;
+        let instance = match instance {
+            Some(i) => i,
+            None => return Err(OsbError::NotFound(format!("service instance {id} does not exist"))),
+        };
+        match instance.state {
+            InstanceState::Ready | InstanceState::Deprovisioning | InstanceState::DeprovisionFailed => {}
+            InstanceState::Updating => {
+                return Err(OsbError::Concurrency(format!(
+                    "service instance {id} is being updated; fetch it when the update has finished"
+                )));
+            }
+            InstanceState::Provisioning => {
+                return Err(OsbError::NotFound(format!("service instance {id} is still being provisioned")));
+            }
+            InstanceState::ProvisionFailed | InstanceState::Deleted => {
+                return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
+            }
+        }
+        Ok(InstanceResponse {
+            service_id: instance.service_id,
+            plan_id: instance.plan_id,
+            parameters: instance.parameters,
+            maintenance_info: instance
+                .maintenance_version
+                .map(|version| MaintenanceInfo { version, description: None }),
+        })
+    }
+
+    /// `GET /v2/service_instances/{instance_id}/last_operation`
+    pub async fn instance_last_operation(
+        &self,
+        id: &InstanceId,
+        q: &Query,
+    ) -> Result<LastOperation, OsbError> {
+        let Some(instance) = self.store.instance(id).await.map_err(store_err)? else {
+            return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
+        };
+        let op_id = q.operation.as_ref().map_or(instance.last_operation_id, |o| o.to_string());
+        let op = self.store.operation(&op_id).await.map_err(store_err)?;
+        match op {
+            Some(op) if op.instance_id == *id && op.binding_id.is_none() => {
+                // Platforms poll; a poll of an operation that stopped moving
+                // (its job lost or dead-lettered) enqueues it again.
+                self.heal_op(&op).await?;
+                Ok(last_operation(&op))
+            }
+            _ => Err(OsbError::BadRequest(format!(
+                "operation {op_id:?} is not an operation of service instance {id}"
+            ))),
+        }
+    }
+}
