@@ -70,8 +70,10 @@ sizes() {
 
 cold_start() {
   need_cargo_lambda
-  local runs=${1:-5} moto_port logs pids=()
+  local runs=${1:-5} moto_port
+  # Globals, not locals: the EXIT trap runs after this function has returned.
   logs=$(mktemp -d)
+  pids=()
   trap 'for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
   bash scripts/install-python-tools.sh
   moto_port=$(free_port)
@@ -118,7 +120,8 @@ cold_start() {
 }
 
 builds() {
-  local base=${1:?usage: scripts/bench.sh builds BASE [RUNS]} runs=${2:-1} dir
+  local base=${1:?usage: scripts/bench.sh builds BASE [RUNS]} runs=${2:-1}
+  # A global, not a local: the EXIT trap runs after this function has returned.
   dir=$(mktemp -d)
   trap 'git -C "$root" worktree remove --force "$dir/base" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
   git worktree add -q --detach "$dir/base" "$base"
