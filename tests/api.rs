@@ -1340,6 +1340,37 @@ async fn where_users_are_made_at_once_bind_and_unbind_finish_within_the_request(
     assert_error(&got, StatusCode::GONE, "Gone", &["b-1"]);
 }
 
+/// Binding ids that differ only in case or punctuation name different
+/// bindings (the spec compares ids as they are): each gets a cache user of
+/// its own, and unbinding one leaves the others' users in place.
+#[tokio::test]
+async fn binding_ids_alike_but_for_case_or_punctuation_get_users_of_their_own() {
+    let tb = TestBroker::users_at_once().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let ids = ["ABC", "abc", "a_bc", "a.bc"];
+    let mut usernames = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let body = bind_body(&tb, REDIS, "small", &format!("app-{n}"));
+        let (status, body) = put_binding_sync(&tb, "i-1", id, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{id}: {body}");
+        usernames.push(body["credentials"]["username"].as_str().unwrap().to_string());
+    }
+    let distinct: std::collections::HashSet<_> = usernames.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{usernames:?}");
+    assert_eq!(tb.provider.users("i-1").len(), ids.len(), "one user per binding");
+
+    let (status, _) = delete_binding_sync(&tb, "i-1", "abc", REDIS, "small").await;
+    assert_eq!(status, StatusCode::OK);
+    let left = tb.provider.users("i-1");
+    assert!(!left.contains(&usernames[1]), "abc's user is gone");
+    for (id, name) in [(ids[0], &usernames[0]), (ids[2], &usernames[2]), (ids[3], &usernames[3])] {
+        assert!(left.contains(name), "{id}'s user survives the unbind of abc: {left:?}");
+        let (status, body) =
+            tb.call("GET", &format!("/v2/service_instances/i-1/service_bindings/{id}"), None).await;
+        assert_eq!((status, body["credentials"]["username"].as_str()), (StatusCode::OK, Some(name.as_str())));
+    }
+}
+
 #[tokio::test]
 async fn where_users_are_made_at_once_accepts_incomplete_still_gets_201_and_200() {
     let tb = TestBroker::users_at_once().await;

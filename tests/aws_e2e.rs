@@ -19,6 +19,7 @@ use broker_aws::dynamodb::create_table;
 use broker_aws::sdk_config_for_endpoint;
 use broker_aws::sqs::create_queue_with_dlq;
 use broker_core::catalog::CatalogFile;
+use broker_core::domain::Binding;
 use broker_core::ports::StateStore;
 use broker_core::rotation::{RotationEvent, RotationStep, Target};
 use broker_lambda::{AwsParts, ClientOverrides};
@@ -286,12 +287,13 @@ async fn lifecycle(deliveries: usize) {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let op = aws.settle(&format!("{}/last_operation", buri("wait-1")), deliveries).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let own = user_of("b-wait-1");
+    let own = user_of(&Binding::username_for("wait-1"));
     assert!(aws.rbac.members(&group).unwrap().contains(&own));
     // Meanwhile the provisioner made two new spares for the two claimed.
     aws.idle(deliveries).await;
     let members = aws.rbac.members(&group).unwrap();
-    for name in ["s-1", "s-2", "s-3", "s-4", "b-wait-1"] {
+    let wait_user = Binding::username_for("wait-1");
+    for name in ["s-1", "s-2", "s-3", "s-4", wait_user.as_str()] {
         assert!(members.contains(&user_of(name)), "{name} is not in the user group: {members:?}");
     }
     assert_eq!(aws.users().await.len(), 7, "{:?}", aws.users().await);

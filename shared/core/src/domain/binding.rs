@@ -172,16 +172,18 @@ impl Binding {
         Ok(())
     }
 
-    /// The cache user name for a binding: derived from its id so that every
-    /// retry of the same step names the same user.
+    /// The cache user name of a binding: `b-` and 32 hex digits (128 bits)
+    /// of the SHA-256 of the whole binding id. Derived from the id, so every
+    /// retry of the same step names the same user; taken over every byte of
+    /// it, so ids that differ only in case or punctuation (`ABC`, `abc`,
+    /// `a_bc`) get users of their own and one app's unbind never revokes
+    /// another's access. ElastiCache takes any non-empty user name and
+    /// Redis any ACL name without spaces; this is both.
     pub fn username_for(binding_id: &str) -> String {
-        let clean: String = binding_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(36)
-            .collect::<String>()
-            .to_ascii_lowercase();
-        format!("b-{clean}")
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(binding_id.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("b-{hex}")
     }
 }
 
@@ -220,7 +222,21 @@ Deleted: Creating - - - - - -
 
     #[test]
     fn usernames_derive_from_the_binding_id_only() {
-        assert_eq!(Binding::username_for("ABC-123_x!"), "b-abc-123x");
         assert_eq!(Binding::username_for("b1"), Binding::username_for("b1"));
+        let name = Binding::username_for("ABC-123_x.");
+        assert_eq!(name.len(), 34, "{name}");
+        assert!(name.starts_with("b-") && name[2..].chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+    }
+
+    /// Ids the old derivation (lowercase, `_` and `.` dropped, truncated)
+    /// gave one user: each gets its own now, and so do ids alike in their
+    /// first 36 characters.
+    #[test]
+    fn binding_ids_that_differ_only_in_case_or_punctuation_get_users_of_their_own() {
+        let long = "x".repeat(36);
+        let ids = ["ABC", "abc", "a_bc", "a.bc", "ab-c", &format!("{long}1"), &format!("{long}2")];
+        let names: std::collections::HashSet<String> =
+            ids.iter().map(|id| Binding::username_for(id)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
     }
 }
