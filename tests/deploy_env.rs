@@ -427,6 +427,33 @@ fn every_function_in_the_template_gets_every_required_variable() {
     }
 }
 
+/// What `broker_lambda::rotation_policy` derives the rotation policy from.
+/// Without `ROTATION_FUNCTION_ARN` it is "no schedule", so a function that
+/// lacks it disagrees with one that has it: broker-api then answers binds
+/// without `metadata.renew_before` while the provisioner rotates on a
+/// schedule.
+const ROTATION_POLICY: [&str; 3] = ["ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"];
+
+#[test]
+fn every_function_in_the_template_gets_what_its_rotation_policy_is_derived_from() {
+    let env = template();
+    for (function, own) in &env.functions {
+        let has: BTreeSet<&str> = env.globals.iter().chain(own).map(String::as_str).collect();
+        let missing: Vec<&str> = ROTATION_POLICY.into_iter().filter(|k| !has.contains(k)).collect();
+        assert!(missing.is_empty(), "template.yaml: {function} lacks {missing:?}");
+    }
+}
+
+#[test]
+fn every_variables_map_of_the_terraform_broker_module_gives_what_the_rotation_policy_is_derived_from() {
+    let maps = terraform_maps(&root().join("terraform/modules/broker"));
+    assert_eq!(maps.len(), 2, "one map per function: {maps:?}");
+    for (at, keys) in maps {
+        let missing: Vec<&str> = ROTATION_POLICY.into_iter().filter(|k| !keys.contains(*k)).collect();
+        assert!(missing.is_empty(), "{at} lacks {missing:?}");
+    }
+}
+
 #[test]
 fn the_template_selects_the_aws_backend() {
     let text = read(&root().join("template.yaml"));
@@ -587,6 +614,38 @@ fn the_terraform_brokers_default_prefix_is_not_the_sam_templates() {
         assert!(
             !tf.starts_with(&format!("{sam}-")) && !sam.starts_with(&format!("{tf}-")),
             "{tf} and {sam} overlap"
+        );
+    }
+}
+
+/// The lines of template.yaml's resource `name`: from `  name:` to the next
+/// resource at the same indent.
+fn sam_resource(text: &str, name: &str) -> Vec<String> {
+    let head = format!("  {name}:");
+    let mut lines = text.lines().skip_while(|l| *l != head);
+    let first = lines.next().unwrap_or_else(|| panic!("template.yaml has no resource {name}"));
+    std::iter::once(first)
+        .chain(
+            lines.take_while(|l| {
+                !(l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+            }),
+        )
+        .map(str::to_string)
+        .collect()
+}
+
+/// broker-api returns binding passwords; it never needs an instance's
+/// admin password or AUTH token, so its role names only the binding
+/// secrets (a binding's own, a claimed spare's) besides its credentials.
+#[test]
+fn broker_api_may_read_binding_secrets_but_no_admin_secret() {
+    let role = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole");
+    let secrets: Vec<&str> = role.iter().map(|l| l.trim()).filter(|l| l.contains(":secret:")).collect();
+    assert_eq!(secrets.len(), 2, "{secrets:?}");
+    for line in secrets {
+        assert!(
+            line.ends_with("/instances/*/bindings/*") || line.ends_with("/instances/*/spares/*"),
+            "broker-api's role names {line}, which covers more than binding secrets"
         );
     }
 }

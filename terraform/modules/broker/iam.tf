@@ -11,9 +11,18 @@ locals {
   table_arns = [aws_dynamodb_table.broker.arn, "${aws_dynamodb_table.broker.arn}/index/gsi1"]
 
   # Secrets the broker makes per instance and binding:
-  # <prefix>/instances/<id>/admin and <prefix>/instances/<id>/bindings/<id>
+  # <prefix>/instances/<id>/admin, <prefix>/instances/<id>/bindings/<id> and
+  # <prefix>/instances/<id>/spares/<user>
   # (Secrets Manager appends -XXXXXX to the name in the ARN).
   instance_secrets_arn = "${local.arn_prefix.secretsmanager}:secret:${var.name_prefix}/instances/*"
+
+  # The binding passwords alone (a binding's own, or the spare user it
+  # claimed): an id holds no "/", so neither matches an instance's admin
+  # secret <prefix>/instances/<id>/admin.
+  binding_secrets_arns = [
+    "${local.arn_prefix.secretsmanager}:secret:${var.name_prefix}/instances/*/bindings/*",
+    "${local.arn_prefix.secretsmanager}:secret:${var.name_prefix}/instances/*/spares/*",
+  ]
 
   # Every ElastiCache id the broker makes starts with "<prefix>-"
   # (shared/aws/src/elasticache/names.rs).
@@ -83,10 +92,11 @@ locals {
       {
         # A binding's password, returned by bind and by fetch binding; the
         # describe tells a secret scheduled for deletion from a broken one.
+        # Never an admin password or AUTH token.
         Sid      = "ReadBindingSecrets"
         Effect   = "Allow"
         Action   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-        Resource = local.instance_secrets_arn
+        Resource = local.binding_secrets_arns
       },
       {
         # The cache's endpoint, returned with a binding's credentials. Reads

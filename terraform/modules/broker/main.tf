@@ -52,6 +52,10 @@ locals {
     # Both functions build the broker and the worker, which rotate.
     var.rotation_days == null ? {} : { ROTATION_DAYS = tostring(var.rotation_days) },
     var.rotation_grace_secs == null ? {} : { ROTATION_GRACE_SECS = tostring(var.rotation_grace_secs) },
+    # The rotation function RotateSecret names. Both functions derive the
+    # rotation policy from it (no ARN, no schedule): broker-api's bind and
+    # fetch responses carry metadata.renew_before and expires_at from it.
+    { ROTATION_FUNCTION_ARN = local.provisioner_arn },
   )
 
   api_environment = merge(
@@ -63,8 +67,6 @@ locals {
     local.common_environment,
     var.kms_key_arn == null ? {} : { KMS_KEY_ID = var.kms_key_arn },
     var.secret_recovery_window_days == null ? {} : { SECRET_RECOVERY_WINDOW_DAYS = tostring(var.secret_recovery_window_days) },
-    # RotateSecret names it; only the provisioner may call RotateSecret.
-    { ROTATION_FUNCTION_ARN = local.provisioner_arn },
   )
 }
 

@@ -66,9 +66,9 @@ run "environment_names_are_exactly_the_expected_ones" {
   assert {
     condition = sort(keys(aws_lambda_function.broker_api.environment[0].variables)) == sort([
       "BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX",
-      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS",
+      "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "ROTATION_FUNCTION_ARN",
     ])
-    error_message = "broker-api's environment must hold exactly the required variables when no optional one is set."
+    error_message = "broker-api's environment must hold exactly the required variables and the rotation function's ARN when no optional one is set."
   }
   assert {
     condition = sort(keys(aws_lambda_function.provisioner.environment[0].variables)) == sort([
@@ -80,6 +80,10 @@ run "environment_names_are_exactly_the_expected_ones" {
   assert {
     condition     = aws_lambda_function.provisioner.environment[0].variables.ROTATION_FUNCTION_ARN == "arn:aws:lambda:eu-west-1:123456789012:function:${aws_lambda_function.provisioner.function_name}"
     error_message = "ROTATION_FUNCTION_ARN must be the provisioner's own ARN."
+  }
+  assert {
+    condition     = aws_lambda_function.broker_api.environment[0].variables.ROTATION_FUNCTION_ARN == aws_lambda_function.provisioner.environment[0].variables.ROTATION_FUNCTION_ARN
+    error_message = "broker-api must name the same rotation function as the provisioner, or it answers binds without metadata.renew_before while the provisioner rotates."
   }
   assert {
     condition     = length(var.rust_variables) >= 8
@@ -119,8 +123,8 @@ run "optional_variables_go_to_the_function_that_uses_them" {
   }
 
   assert {
-    condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS", "ROTATION_DAYS", "ROTATION_GRACE_SECS"])
-    error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS and ROTATION_GRACE_SECS, and neither KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS nor ROTATION_FUNCTION_ARN."
+    condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"])
+    error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS, ROTATION_GRACE_SECS and ROTATION_FUNCTION_ARN (its rotation policy is derived from them), and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
   }
   assert {
     condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"])
@@ -315,11 +319,14 @@ run "policies_name_only_what_each_function_calls" {
       for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
       alltrue([for r in flatten([s.Resource]) : (
         !startswith(r, "arn:aws:secretsmanager:") ||
-        r == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*" ||
+        contains([
+          "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*/bindings/*",
+          "arn:aws:secretsmanager:eu-west-1:123456789012:secret:osb/instances/*/spares/*",
+        ], r) ||
         r == aws_secretsmanager_secret.broker_credentials.arn
       )])
     ]) && contains(jsondecode(aws_iam_role_policy.broker_api.policy).Statement[*].Resource, aws_secretsmanager_secret.broker_credentials.arn)
-    error_message = "broker-api's secrets must be the credentials secret and the binding secrets under <prefix>/instances/."
+    error_message = "broker-api's secrets must be the credentials secret and the binding secrets (bindings/ and spares/ under <prefix>/instances/<id>/), never an admin secret."
   }
   assert {
     condition = alltrue([
