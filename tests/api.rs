@@ -525,6 +525,54 @@ async fn an_id_that_is_not_one_is_400_naming_it_on_every_route_and_records_nothi
     assert!(tb.store.instances().await.unwrap().is_empty());
 }
 
+/// What the broker stores as the platform sent it has limits: a context,
+/// parameters or bind_resource over 64 KB or nested over 32 levels is a
+/// 400 naming the field and the limit, and nothing is recorded. An
+/// operation longer than an id may be is a 400 too (it would be a key).
+#[tokio::test]
+async fn objects_too_large_or_too_deep_to_store_are_400_naming_the_field_and_the_limit() {
+    let tb = TestBroker::new().await;
+    let big = json!({ "blob": "x".repeat(70_000) });
+    let mut deep = json!("bottom");
+    for _ in 0..40 {
+        deep = json!({ "a": deep });
+    }
+    let provision = |field: &str, value: &Value| {
+        let mut body = plan_body(&tb, REDIS, "small");
+        body[field] = value.clone();
+        body
+    };
+    for (field, value, mentions) in [
+        ("context", &big, ["context is 70", "at most 65536"]),
+        ("parameters", &big, ["parameters is 70", "at most 65536"]),
+        ("context", &deep, ["context nests 40 levels", "at most 32"]),
+        ("parameters", &deep, ["parameters nests 40 levels", "at most 32"]),
+    ] {
+        let got = put_instance(&tb, "i-1", provision(field, value)).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &mentions);
+    }
+    assert!(tb.store.instances().await.unwrap().is_empty(), "nothing recorded");
+
+    // 32 levels are fine.
+    let mut ok = json!("bottom");
+    for _ in 0..32 {
+        ok = json!({ "a": ok });
+    }
+    let (status, body) = put_instance(&tb, "i-1", provision("context", &ok)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    tb.drain(100).await;
+
+    let mut bind = bind_body(&tb, REDIS, "small", "app-1");
+    bind["bind_resource"] = json!({ "app_guid": "app-1", "extra": "x".repeat(70_000) });
+    let got = put_binding(&tb, "i-1", "b-1", bind).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["bind_resource is 70", "at most 65536"]);
+    assert!(tb.store.bindings("i-1").await.unwrap().is_empty(), "no binding recorded");
+
+    let long = "o".repeat(3000);
+    let got = last_operation_of(&tb, "i-1", &long).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["'operation'"]);
+}
+
 #[tokio::test]
 async fn provision_without_service_id_is_400_naming_service_id() {
     let tb = TestBroker::new().await;

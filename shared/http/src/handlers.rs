@@ -70,12 +70,15 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, OsbError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(OsbError::BadRequest("the request body must be a JSON object".into()));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let words = |e: serde_json::Error| {
         let text = e.to_string();
         // serde says "missing field `plan_id` at line 1 column 30": keep the words.
-        let words = text.split(" at line ").next().unwrap_or(&text);
+        let words = text.split(" at line ").next().unwrap_or(&text).to_string();
         OsbError::BadRequest(format!("request body: {words}"))
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(words)?;
+    broker_core::osb::types::check_stored_objects(&value).map_err(OsbError::BadRequest)?;
+    serde_json::from_value(value).map_err(words)
 }
 
 fn accepted(operation: String) -> Response {

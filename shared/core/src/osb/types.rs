@@ -152,6 +152,47 @@ pub struct EndpointObject {
     pub protocol: &'static str,
 }
 
+/// The largest `context`, `parameters` or `bind_resource` a request may
+/// carry, as compact JSON: the three together stay well inside a DynamoDB
+/// item (400 KB) with the rest of the record.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024;
+/// How deeply those objects may nest (the object itself is depth 1).
+pub const MAX_OBJECT_DEPTH: usize = 32;
+/// The request fields the broker stores as the platform sent them.
+const STORED_OBJECTS: [&str; 3] = ["context", "parameters", "bind_resource"];
+
+/// Refuses a request body whose `context`, `parameters` or `bind_resource`
+/// is larger than [`MAX_OBJECT_BYTES`] or deeper than [`MAX_OBJECT_DEPTH`];
+/// the message names the field, its size or depth and the limit.
+pub fn check_stored_objects(body: &Value) -> Result<(), String> {
+    for field in STORED_OBJECTS {
+        let Some(value) = body.get(field) else { continue };
+        let depth = depth(value);
+        if depth > MAX_OBJECT_DEPTH {
+            return Err(format!(
+                "{field} nests {depth} levels deep; the broker stores at most {MAX_OBJECT_DEPTH}"
+            ));
+        }
+        let bytes = value.to_string().len();
+        if bytes > MAX_OBJECT_BYTES {
+            return Err(format!(
+                "{field} is {bytes} bytes as JSON; the broker stores at most {MAX_OBJECT_BYTES}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How deeply `value` nests: 0 for a scalar, 1 for an object or array of
+/// scalars. serde_json's own recursion limit (128) bounds the recursion.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Parses a query string strictly: `accepts_incomplete` must be `true` or
 /// `false`; empty `service_id`, `plan_id` or `operation` are refused.
 pub fn parse_query(raw: Option<&str>) -> Result<Query, String> {
