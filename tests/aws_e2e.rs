@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
@@ -139,7 +140,9 @@ impl Aws {
         }
         let mut failed = Vec::new();
         for _ in 0..deliveries {
-            let response = broker_core::invocation::handle_batch(&self.parts.worker, event.clone()).await;
+            let response =
+                broker_core::invocation::handle_batch(&self.parts.worker, event.clone(), far_deadline())
+                    .await;
             failed.extend(response.batch_item_failures.into_iter().map(|f| f.item_identifier));
         }
         for m in &messages {
@@ -331,6 +334,12 @@ async fn lifecycle(deliveries: usize) {
     // And the platform is told so on a late poll.
     let (status, body) = aws.call("GET", &format!("{iuri}/last_operation"), None).await;
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("succeeded")));
+}
+
+/// A deadline as far off as Lambda's longest timeout: the batch never
+/// stops early.
+fn far_deadline() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(900)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -864,3 +864,35 @@ async fn a_plan_change_that_takes_several_changes_asks_the_provider_until_nothin
     assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
     assert_eq!(instance(&tb, "i-1").await.state, InstanceState::Ready);
 }
+
+/// Near its deadline the provisioner starts no job: every record of the
+/// batch is named a failure (SQS delivers it again) and nothing is done;
+/// with time left, the same records are handled.
+#[tokio::test]
+async fn a_batch_near_its_deadline_starts_no_job_and_names_every_record_a_failure() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    use broker_core::invocation::{DEADLINE_MARGIN, handle_batch};
+    use std::time::SystemTime;
+
+    let tb = TestBroker::new().await;
+    let mut event = SqsEvent::default();
+    for id in ["i-1", "i-2"] {
+        start_provision(&tb, id).await;
+        let delivery = tb.queue.receive(Duration::from_secs(600)).await.unwrap().expect("a job");
+        let mut record = SqsMessage::default();
+        record.message_id = Some(format!("m-{id}"));
+        record.body = Some(serde_json::to_string(&delivery.job).unwrap());
+        event.records.push(record);
+    }
+
+    let soon = SystemTime::now() + DEADLINE_MARGIN - Duration::from_secs(1);
+    let response = handle_batch(&tb.worker, event.clone(), soon).await;
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["m-i-1", "m-i-2"]);
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::Create(_))), 0, "no job started");
+
+    let later = SystemTime::now() + DEADLINE_MARGIN + Duration::from_secs(60);
+    let response = handle_batch(&tb.worker, event, later).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::Create(_))), 2, "both jobs ran");
+}

@@ -6,8 +6,6 @@
 mod mode;
 
 use clap::Parser;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
 
 /// The provisioner takes no arguments: Lambda invokes it with events.
 #[derive(Parser)]
@@ -22,18 +20,9 @@ struct Cli {}
 async fn main() -> std::process::ExitCode {
     Cli::parse();
     broker_core::logging::init_tracing();
-    if let Err(e) = run().await {
+    if let Err(e) = mode::serve().await {
         eprintln!("provisioner: {}", broker_core::logging::Report(&*e));
         return std::process::ExitCode::FAILURE;
     }
     std::process::ExitCode::SUCCESS
-}
-
-async fn run() -> Result<(), Error> {
-    let (worker, rotator) = mode::open().await?;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (worker, rotator) = (worker.clone(), rotator.clone());
-        async move { Ok::<_, Error>(broker_core::invocation::handle(&worker, &rotator, event.payload).await?) }
-    }))
-    .await
 }

@@ -5,10 +5,25 @@ use std::time::Instant;
 
 use broker_core::rotation::Rotator;
 use broker_core::worker::Worker;
-use lambda_runtime::Error;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+/// Opens the mode's parts, then hands each invocation to them with its
+/// deadline, until Lambda stops the process.
+pub async fn serve() -> Result<(), Error> {
+    let (worker, rotator) = open().await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (worker, rotator) = (worker.clone(), rotator.clone());
+        let deadline = event.context.deadline();
+        async move {
+            Ok::<_, Error>(broker_core::invocation::handle(&worker, &rotator, event.payload, deadline).await?)
+        }
+    }))
+    .await
+}
 
 /// Opens the mode's parts once per cold start.
-pub async fn open() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
+async fn open() -> Result<(Arc<Worker>, Arc<Rotator>), Error> {
     let started = Instant::now();
     let parts = match std::env::var("BROKER_BACKEND").as_deref() {
         Ok("aws") => aws().await?,

@@ -8,10 +8,17 @@
 //! redrive policy moves repeat failures to the dead-letter queue, so nothing
 //! is lost). A rotation step that fails is an error, which tells Secrets
 //! Manager the step failed.
+//!
+//! A batch stops taking records [`DEADLINE_MARGIN`] before the invocation's
+//! deadline and names the rest as failures: they come back at once, instead
+//! of Lambda ending the invocation in the middle of a job and SQS
+//! delivering the whole batch again after its visibility timeout.
+
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::Value;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::ports::Job;
 use crate::rotation::{RotationEvent, Rotator};
@@ -31,9 +38,20 @@ pub enum InvocationError {
     Response(#[source] serde_json::Error),
 }
 
-/// Handles one invocation of the provisioner: a rotation step, or a batch
-/// of jobs (answered with the batch response).
-pub async fn handle(worker: &Worker, rotator: &Rotator, payload: Value) -> Result<Value, InvocationError> {
+/// How long before the invocation's deadline a batch stops starting jobs:
+/// more than one job takes, whose AWS calls the SDK's operation timeout
+/// bounds (20 s each in AWS mode, a few per job).
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Handles one invocation of the provisioner, which Lambda ends at
+/// `deadline`: a rotation step, or a batch of jobs (answered with the batch
+/// response).
+pub async fn handle(
+    worker: &Worker,
+    rotator: &Rotator,
+    payload: Value,
+    deadline: SystemTime,
+) -> Result<Value, InvocationError> {
     if payload.get("Step").is_some() {
         let event: RotationEvent =
             serde_json::from_value(payload).map_err(InvocationError::NotARotationEvent)?;
@@ -42,14 +60,23 @@ pub async fn handle(worker: &Worker, rotator: &Rotator, payload: Value) -> Resul
         return Ok(Value::Null);
     }
     let event: SqsEvent = serde_json::from_value(payload).map_err(InvocationError::NotAnSqsEvent)?;
-    serde_json::to_value(handle_batch(worker, event).await).map_err(InvocationError::Response)
+    serde_json::to_value(handle_batch(worker, event, deadline).await).map_err(InvocationError::Response)
 }
 
-/// Runs the worker on every record of `event`.
-pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
+/// Runs the worker on every record of `event` that it can start more than
+/// [`DEADLINE_MARGIN`] before `deadline`; the others are failures, to be
+/// delivered again.
+pub async fn handle_batch(worker: &Worker, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    let mut left_over = 0;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
+        let left = deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        if left < DEADLINE_MARGIN {
+            left_over += 1;
+            response.add_failure(message_id);
+            continue;
+        }
         let span = info_span!("job", message_id = %message_id);
         let failed = async {
             let job: Job = match record.body.as_deref().map(serde_json::from_str) {
@@ -79,6 +106,13 @@ pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse 
         if failed {
             response.add_failure(message_id);
         }
+    }
+    if left_over > 0 {
+        warn!(
+            jobs = left_over,
+            margin_secs = DEADLINE_MARGIN.as_secs(),
+            "too close to the invocation's deadline to start these jobs; they will be delivered again"
+        );
     }
     response
 }

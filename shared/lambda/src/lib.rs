@@ -165,6 +165,43 @@ pub fn rotation_policy(settings: &AwsSettings) -> RotationPolicy {
 /// Reads the settings and the SDK configuration of the Lambda environment.
 pub async fn from_env() -> Result<(AwsSettings, SdkConfig), AwsModeError> {
     let settings = AwsSettings::from_env().map_err(AwsModeError::Setting)?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Ok((settings, sdk))
+    Ok((settings, load_sdk().await))
+}
+
+/// The SDK configuration every client is built from, with [`sdk_timeouts`].
+pub async fn load_sdk() -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(sdk_timeouts()).load().await
+}
+
+/// The limits of every AWS call: 3 s to connect, 10 s for one attempt, 20 s
+/// for the call with its retries. Without them a call that hangs holds the
+/// function until Lambda's own timeout, and the provisioner's deadline
+/// margin (`invocation::DEADLINE_MARGIN`, 30 s) assumes a job's calls end.
+pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(20))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client AwsParts builds takes the SDK configuration's timeouts.
+    #[tokio::test]
+    async fn every_aws_call_is_bounded_in_time() {
+        let sdk = load_sdk().await;
+        let timeouts = sdk.timeout_config().expect("a timeout configuration");
+        assert_eq!(timeouts.connect_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(Duration::from_secs(10)));
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(20)));
+        assert!(timeouts.operation_timeout().unwrap() < broker_core::invocation::DEADLINE_MARGIN);
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        assert_eq!(
+            client.config().timeout_config().and_then(|t| t.operation_timeout()),
+            timeouts.operation_timeout()
+        );
+    }
 }
