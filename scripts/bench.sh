@@ -9,10 +9,11 @@
 #                                       (127.0.0.1): the function's own "ready"
 #                                       time and the first invocation's wall time
 #   scripts/bench.sh builds BASE [RUNS] a clean debug `cargo build` and the
-#                                       rebuild after a one-line change in the
-#                                       core, for git revision BASE and for the
-#                                       work tree, run in turn (BASE, here, BASE,
-#                                       ...) so the ratio is taken pair by pair
+#                                       rebuilds after a one-line change in the
+#                                       core and in an adapter, for git revision
+#                                       BASE and for the work tree, run in turn
+#                                       (BASE, here, BASE, ...) so the ratio is
+#                                       taken pair by pair
 #
 # Needs cargo-lambda (`pip install cargo-lambda`) for sizes and cold-start.
 # BENCH_TARGET_DIR (default: target) holds the release builds, so that they
@@ -41,7 +42,7 @@ wait_port() {
 }
 
 now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }'; }
 
 # min / median / max of the numbers on stdin.
 spread() {
@@ -125,42 +126,60 @@ builds() {
   dir=$(mktemp -d)
   trap 'git -C "$root" worktree remove --force "$dir/base" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
   git worktree add -q --detach "$dir/base" "$base"
-  # The core's domain module: shared/src before the crates were split,
-  # shared/core/src after.
-  core_file() {
-    if [ -f "$1/shared/core/src/domain/mod.rs" ]; then echo "$1/shared/core/src/domain/mod.rs"
-    else echo "$1/shared/src/domain/mod.rs"; fi
+  # Where the one-line change goes, in the layout of each revision: the core's
+  # domain module, and the laptop provider (an adapter), before the crates
+  # were split (shared/src/...) and after.
+  edited() {
+    local tree=$1 point=$2 candidates
+    case $point in
+      core) candidates="shared/core/src/domain/mod.rs shared/src/domain/mod.rs" ;;
+      adapter) candidates="shared/local/src/provider/mod.rs shared/local/src/provider.rs shared/src/adapters/local/provider.rs" ;;
+    esac
+    for f in $candidates; do
+      [ -f "$tree/$f" ] && { echo "$tree/$f"; return; }
+    done
+    echo "no $point file in $tree" >&2
+    exit 1
   }
-  : >"$dir/clean.base" && : >"$dir/clean.head" && : >"$dir/edit.base" && : >"$dir/edit.head"
+  local points="core adapter"
+  for side in base head; do
+    : >"$dir/clean.$side"
+    for point in $points; do : >"$dir/$point.$side"; done
+  done
   for run in $(seq "$runs"); do
     for side in base head; do
-      local tree=$root
+      local tree=$root t0 file
       [ "$side" = base ] && tree=$dir/base
       rm -rf "$dir/target-$side"
-      local t0
       t0=$(now)
       (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
       since "$t0" >>"$dir/clean.$side"
-      local file
-      file=$(core_file "$tree")
-      cp "$file" "$dir/saved.rs"
-      echo "// one-line change $run" >>"$file"
-      t0=$(now)
-      (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
-      since "$t0" >>"$dir/edit.$side"
-      cp "$dir/saved.rs" "$file"
+      for point in $points; do
+        file=$(edited "$tree" "$point")
+        cp "$file" "$dir/saved.rs"
+        echo "// one-line change $run" >>"$file"
+        t0=$(now)
+        (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
+        since "$t0" >>"$dir/$point.$side"
+        cp "$dir/saved.rs" "$file"
+        # Built back to the unchanged file, so the next point starts clean.
+        (cd "$tree" && CARGO_TARGET_DIR="$dir/target-$side" cargo build -q)
+      done
     done
   done
   machine
-  echo "clean cargo build:  $base $(spread <"$dir/clean.base") s; work tree $(spread <"$dir/clean.head") s"
-  echo "one-line core edit: $base $(spread <"$dir/edit.base") s; work tree $(spread <"$dir/edit.head") s"
-  paste "$dir/clean.head" "$dir/clean.base" | awk '{ printf "clean ratio (work tree / base) run %d: %.2f\n", NR, $1 / $2 }'
-  paste "$dir/edit.head" "$dir/edit.base" | awk '{ printf "edit ratio (work tree / base) run %d: %.2f\n", NR, $1 / $2 }'
+  for what in clean $points; do
+    local label=$what
+    [ "$what" = clean ] || label="one-line $what edit"
+    echo "$label: $base $(spread <"$dir/$what.base") s; work tree $(spread <"$dir/$what.head") s"
+    paste "$dir/$what.head" "$dir/$what.base" \
+      | awk -v w="$label" '{ printf "  %s ratio (work tree / base) run %d: %.2f\n", w, NR, $1 / $2 }'
+  done
 }
 
 case "${1:-}" in
   sizes) sizes ;;
   cold-start) shift; cold_start "$@" ;;
   builds) shift; builds "$@" ;;
-  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
