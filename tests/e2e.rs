@@ -122,7 +122,8 @@ async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
 
     let creds = bind(&b, &p, "e2e-binding-1").await;
     let uri = creds["uri"].as_str().unwrap().to_string();
-    assert!(uri.starts_with("redis://b-e2e-binding-1:"), "{uri}");
+    let user = broker_core::domain::Binding::username_for("e2e-binding-1");
+    assert!(uri.starts_with(&format!("redis://{user}:")), "{uri}");
     assert_eq!(creds["REDIS_URL"], creds["uri"]);
     assert!(creds["password"].as_str().unwrap().len() >= 32);
     assert_eq!(creds["engine_version"], version);
