@@ -649,3 +649,27 @@ fn broker_api_may_read_binding_secrets_but_no_admin_secret() {
         );
     }
 }
+
+/// The ElastiCache API reference, DeleteReplicationGroup: "CreateSnapshot
+/// permission is required to create a final snapshot. Without this
+/// permission, the API call will fail with an Access Denied exception." A
+/// plan with final snapshots could otherwise never be deprovisioned.
+#[test]
+fn the_provisioner_may_take_the_final_snapshot_a_delete_asks_for() {
+    let role = sam_resource(&read(&root().join("template.yaml")), "ProvisionerRole").join("\n");
+    let at = role
+        .find("Action: elasticache:CreateSnapshot")
+        .expect("the provisioner's role grants CreateSnapshot");
+    let resources = &role[at..role[at..].find("- Sid:").map_or(role.len(), |n| at + n)];
+    assert!(resources.contains(":replicationgroup:${NamePrefix}-*"), "{resources}");
+    assert!(resources.contains(":snapshot:${NamePrefix}-final-*"), "{resources}");
+}
+
+/// The HTTP API throttles before broker-api, as the Terraform module's stage
+/// does (api_throttling_rate_limit, api_throttling_burst_limit).
+#[test]
+fn the_http_api_throttles_what_reaches_broker_api() {
+    let api = sam_resource(&read(&root().join("template.yaml")), "BrokerHttpApi").join("\n");
+    assert!(api.contains("ThrottlingRateLimit: !Ref ApiThrottlingRateLimit"), "{api}");
+    assert!(api.contains("ThrottlingBurstLimit: !Ref ApiThrottlingBurstLimit"), "{api}");
+}

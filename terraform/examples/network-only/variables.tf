@@ -44,7 +44,7 @@ variable "app_security_group_ids" {
 }
 
 variable "app_cidr_blocks" {
-  description = "Private CIDR blocks of the applications that use the caches (never 0.0.0.0/0 or ::/0)."
+  description = "Private CIDR blocks of the applications that use the caches, /8 or longer (never 0.0.0.0/0, ::/0 or the world in pieces)."
   type        = list(string)
   default     = []
 }

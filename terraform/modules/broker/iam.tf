@@ -202,6 +202,15 @@ locals {
           Resource = concat(local.owned_caches, local.owned_snapshots)
         },
         {
+          # The ElastiCache API reference, DeleteReplicationGroup: "CreateSnapshot
+          # permission is required to create a final snapshot. Without this
+          # permission, the API call will fail with an Access Denied exception."
+          Sid      = "FinalSnapshots"
+          Effect   = "Allow"
+          Action   = ["elasticache:CreateSnapshot"]
+          Resource = concat(["${local.ec}:replicationgroup:${var.name_prefix}-*"], local.owned_snapshots)
+        },
+        {
           # RBAC: the disabled default user, the admin user and one user per
           # binding, in one user group per replication group.
           Sid    = "ManageOwnUsers"

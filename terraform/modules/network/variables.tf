@@ -73,7 +73,7 @@ variable "allowed_security_group_ids" {
 }
 
 variable "allowed_cidr_blocks" {
-  description = "IPv4 or IPv6 CIDR blocks (private ranges of the application networks) allowed to reach the caches on the cache ports. Never the whole Internet."
+  description = "IPv4 or IPv6 CIDR blocks (private ranges of the application networks, /8 or longer) allowed to reach the caches on the cache ports. Never the whole Internet."
   type        = list(string)
   default     = []
 
@@ -84,8 +84,10 @@ variable "allowed_cidr_blocks" {
   }
 
   validation {
-    # 0.0.0.0/0, ::/0 and any other /0 (10.0.0.0/0 is the whole Internet too).
-    condition     = alltrue([for c in var.allowed_cidr_blocks : try(tonumber(split("/", c)[1]) > 0, true)])
-    error_message = "allowed_cidr_blocks must not open the caches to the world: 0.0.0.0/0, ::/0 and every other /0 block are refused."
+    # Not /0, and not the world in pieces either: 0.0.0.0/1 and 128.0.0.0/1
+    # together are 0.0.0.0/0. No private range is wider than a /8
+    # (10.0.0.0/8, fd00::/8), so every block shorter than /8 is refused.
+    condition     = alltrue([for c in var.allowed_cidr_blocks : try(tonumber(split("/", c)[1]) >= 8, true)])
+    error_message = "allowed_cidr_blocks must not open the caches to the world: every block shorter than /8 (0.0.0.0/0, ::/0, 0.0.0.0/1 ...) is refused; name the private ranges of the application networks, such as 10.0.0.0/16."
   }
 }

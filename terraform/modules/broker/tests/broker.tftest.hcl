@@ -265,6 +265,18 @@ run "policies_name_only_what_each_function_calls" {
     ])
     error_message = "broker-api's policy must allow only the calls broker-api makes."
   }
+  # DeleteReplicationGroup with a final snapshot needs CreateSnapshot (the
+  # ElastiCache API reference): without it a plan with final snapshots
+  # cannot be deprovisioned.
+  assert {
+    condition = anytrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      contains(flatten([s.Action]), "elasticache:CreateSnapshot") &&
+      contains(flatten([s.Resource]), "arn:aws:elasticache:eu-west-1:123456789012:snapshot:osb-*") &&
+      contains(flatten([s.Resource]), "arn:aws:elasticache:eu-west-1:123456789012:replicationgroup:osb-*")
+    ])
+    error_message = "The provisioner needs elasticache:CreateSnapshot on its replication groups and snapshots to delete a cache with a final snapshot."
+  }
   # No wildcard action, and "*" as a resource only for X-Ray (which has no resources).
   assert {
     condition = alltrue([

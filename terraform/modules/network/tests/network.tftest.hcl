@@ -117,6 +117,22 @@ run "any_slash_zero_is_refused" {
   expect_failures = [var.allowed_cidr_blocks]
 }
 
+run "the_world_in_two_halves_is_refused" {
+  command = plan
+  variables {
+    allowed_cidr_blocks = ["0.0.0.0/1", "128.0.0.0/1"]
+  }
+  expect_failures = [var.allowed_cidr_blocks]
+}
+
+run "a_block_wider_than_a_slash_8_is_refused" {
+  command = plan
+  variables {
+    allowed_cidr_blocks = ["8.0.0.0/7"]
+  }
+  expect_failures = [var.allowed_cidr_blocks]
+}
+
 run "a_cidr_that_is_not_a_network_address_is_refused" {
   command = plan
   variables {
