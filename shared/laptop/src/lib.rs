@@ -158,6 +158,12 @@ fn credentials(config: &LaptopConfig) -> Result<BasicAuth, LaptopError> {
     if let Ok(text) = std::fs::read_to_string(&path) {
         let saved: SavedCredentials = serde_json::from_str(&text)
             .map_err(|source| LaptopError::SavedCredentials { path: path.clone(), source })?;
+        if saved.username.trim().is_empty() || saved.password.trim().is_empty() {
+            return Err(LaptopError::Setting(format!(
+                "{} has an empty username or password; delete it to generate new credentials, or set BROKER_USERNAME and BROKER_PASSWORD",
+                path.display()
+            )));
+        }
         eprintln!("broker credentials: user {} (password in {})", saved.username, path.display());
         return Ok(BasicAuth { username: saved.username, password: SecretString::from(saved.password) });
     }
@@ -438,9 +444,17 @@ pub async fn seed_catalog(config: &LaptopConfig, file: Option<&Path>) -> Result<
     Ok(open_store(&config.state_dir)?.seed(&catalog.services, &catalog.plans).await?)
 }
 
-/// The store under the state directory, which is made if it is missing.
+/// The store under the state directory, which is made if it is missing,
+/// readable by its owner only (0700): it holds the records, the jobs and the
+/// secrets. An existing directory keeps its mode (it may be one the operator
+/// shares); the files in it are 0600 whatever it is.
 fn open_store(dir: &Path) -> Result<SqliteStore, LaptopError> {
-    std::fs::create_dir_all(dir).map_err(|source| LaptopError::StateDir { path: dir.into(), source })?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| LaptopError::StateDir { path: dir.into(), source })?;
     Ok(SqliteStore::open(&dir.join("broker.sqlite"))?)
 }
 
@@ -471,20 +485,60 @@ mod tests {
     use broker_core::logging::Report;
     use std::error::Error;
 
+    fn config_in(state_dir: PathBuf) -> LaptopConfig {
+        LaptopConfig {
+            port: 0,
+            state_dir,
+            credentials: None,
+            catalog_file: None,
+            poll_delay_secs: 1,
+            rotation: RotationPolicy { days: 0, grace_secs: 60 },
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode()
+            & 0o777
+    }
+
+    /// The state directory holds records, jobs, secrets and the broker's own
+    /// password: only its owner may read any of it.
+    #[tokio::test]
+    async fn the_state_directory_and_its_files_are_the_owners_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        Laptop::open(&config_in(dir.clone())).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["broker.sqlite", "jobs.sqlite", "secrets.sqlite", "broker-credentials"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+    }
+
+    /// Saved credentials with an empty name or password would let anyone in
+    /// with empty basic auth, or nobody at all: the start is refused, saying
+    /// what to do.
+    #[tokio::test]
+    async fn saved_credentials_with_an_empty_username_or_password_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        for saved in
+            [r#"{"username": "", "password": "a-password"}"#, r#"{"username": "broker", "password": " "}"#]
+        {
+            std::fs::write(root.path().join("broker-credentials"), saved).unwrap();
+            let err = Laptop::open(&config_in(root.path().to_path_buf())).await.err().expect("refused");
+            let report = Report(&err).to_string();
+            assert!(report.contains("broker-credentials has an empty username or password"), "{report}");
+            assert!(report.contains("delete it"), "{report}");
+        }
+    }
+
     /// A state directory that cannot be made names the variable and the
     /// path, and keeps the operating system's reason as its cause.
     #[tokio::test]
     async fn a_state_directory_that_cannot_be_made_says_which_and_why() {
         let file = std::env::temp_dir().join(format!("laptop-state-{}", std::process::id()));
         std::fs::write(&file, "a file, not a directory").unwrap();
-        let config = LaptopConfig {
-            port: 0,
-            state_dir: file.join("state"),
-            credentials: None,
-            catalog_file: None,
-            poll_delay_secs: 1,
-            rotation: RotationPolicy { days: 0, grace_secs: 60 },
-        };
+        let config = config_in(file.join("state"));
         let err = seed_catalog(&config, None).await.unwrap_err();
         assert!(matches!(err, LaptopError::StateDir { .. }), "{err:?}");
         assert!(err.source().and_then(|c| c.downcast_ref::<std::io::Error>()).is_some(), "{err:?}");

@@ -20,9 +20,6 @@ use broker_core::ports::{Job, JobQueue, QueueError};
 /// The longest delay SQS allows; longer ones are cut to it, as the port says.
 pub const MAX_DELAY_SECS: u32 = 900;
 
-/// How long a call waits for another connection's transaction.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -68,14 +65,7 @@ impl LocalQueue {
     /// Opens (or creates) the queue at `path`. A job is delivered at most
     /// `max_receives` times (at least once) before it is dead-lettered.
     pub fn open(path: &Path, max_receives: u32) -> Result<LocalQueue, QueueError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| QueueError(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(unavailable)?;
+        let conn = crate::open_private_db(path).map_err(|e| QueueError(e.to_string()))?;
         LocalQueue::with_schema(conn, max_receives)
     }
 

@@ -5,11 +5,8 @@
 //! Records elsewhere hold only references (`local:<name>`); values leave this
 //! module only as [`SecretString`]s and never appear in errors or logs.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -19,9 +16,6 @@ use broker_core::ports::{SecretError, SecretInfo, SecretStore, SecretVersion, St
 
 /// What every reference this store hands out starts with.
 pub const REFERENCE_PREFIX: &str = "local:";
-
-/// How long a call waits for another connection's transaction.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS secret_versions (
@@ -66,30 +60,7 @@ impl LocalSecretStore {
     /// Opens (or creates) the secret file at `path`, readable and writable by
     /// its owner only.
     pub fn open(path: &Path) -> Result<LocalSecretStore, SecretError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| unavailable_io("create", parent, e))?;
-        }
-        // SQLite would create the file with the process umask (often world
-        // readable); creating it first fixes its mode, and SQLite gives its
-        // journal and WAL files the mode of the database file.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| unavailable_io("create", path, e))?;
-        // Also tightens a file that an older run left with a wider mode.
-        std::fs::set_permissions(path, Permissions::from_mode(0o600))
-            .map_err(|e| unavailable_io("restrict", path, e))?;
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(unavailable)?;
+        let conn = crate::open_private_db(path).map_err(|e| SecretError::Unavailable(e.to_string()))?;
         LocalSecretStore::with_schema(conn, Some(path.to_path_buf()))
     }
 
@@ -443,12 +414,11 @@ fn unavailable(e: rusqlite::Error) -> SecretError {
     SecretError::Unavailable(e.to_string())
 }
 
-fn unavailable_io(what: &str, path: &Path, e: std::io::Error) -> SecretError {
-    SecretError::Unavailable(format!("cannot {what} {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn secret(s: &str) -> SecretString {

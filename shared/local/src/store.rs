@@ -8,7 +8,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Params, Transaction, TransactionBehavior, params};
@@ -17,10 +16,6 @@ use serde::de::DeserializeOwned;
 
 use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Service};
 use broker_core::ports::{CatalogStore, StateStore, StoreError};
-
-/// How long a write waits for another connection's transaction before giving
-/// up: long enough to ride out a busy moment, short enough to answer a request.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (
@@ -95,14 +90,7 @@ impl SqliteStore {
     /// Opens (or creates) the database at `path`, creating its directory and
     /// schema. WAL mode lets readers go on while a write commits.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(unavailable)?;
+        let conn = crate::open_private_db(path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         SqliteStore::with_schema(conn)
     }
 
