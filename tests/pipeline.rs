@@ -896,3 +896,26 @@ async fn a_batch_near_its_deadline_starts_no_job_and_names_every_record_a_failur
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(tb.provider.count(|c| matches!(c, Call::Create(_))), 2, "both jobs ran");
 }
+
+/// ElastiCache reports `modifying` only a while after ModifyReplicationGroup:
+/// a worker that looks at once finds the cache `available` as it was and
+/// sends the change again, in a loop. After a change the worker waits the
+/// poll delay, and the modify is asked for once per delivery.
+#[tokio::test]
+async fn after_a_change_the_worker_waits_the_poll_delay_instead_of_asking_again_at_once() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1").await;
+    let op = start_update(&tb, "i-1", "medium").await;
+    tb.provider.script("modify", vec![working("modifying replication group")]);
+    let modifies = || tb.provider.count(|c| matches!(c, Call::Modify(id) if id == "i-1"));
+
+    assert!(matches!(deliver_next(&tb).await, JobOutcome::Requeued { .. }));
+    assert_eq!(modifies(), 1, "the change was asked for once in that delivery");
+    let waiting = operation(&tb, &op).await;
+    assert_eq!(waiting.step, Step::WaitCacheModified);
+    assert!(waiting.description.contains("modifying replication group"), "{}", waiting.description);
+
+    tb.drain(100).await;
+    assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
+    assert_eq!(modifies(), 2, "asked again only once the cache was seen available");
+}

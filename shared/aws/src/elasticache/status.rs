@@ -28,7 +28,7 @@ impl ElastiCacheProvider {
     async fn group_progress(&self, id: &str, group: &ReplicationGroup) -> Result<Progress, ProviderError> {
         let status = group.status().unwrap_or("unknown");
         match status {
-            "available" => Ok(Progress::Done),
+            "available" => Ok(still_pending(&format!("replication group {id}"), group_pending(group))),
             "deleting" => Err(ProviderError::Permanent(format!("replication group {id} is being deleted"))),
             failed if FAILED.contains(&failed) => {
                 Err(ProviderError::Permanent(format!("replication group {id} is {failed}")))
@@ -117,10 +117,61 @@ impl ElastiCacheProvider {
     }
 }
 
+/// `Done`, unless ElastiCache has accepted changes it has not made yet: a
+/// cache can still say `available` just after a modify call, and a worker
+/// that took that for done would send the change again.
+fn still_pending(what: &str, pending: Vec<&'static str>) -> Progress {
+    if pending.is_empty() {
+        Progress::Done
+    } else {
+        working(format!("available {what}, with changes pending: {}", pending.join(", ")))
+    }
+}
+
+/// What a replication group's PendingModifiedValues says is still to come.
+fn group_pending(group: &ReplicationGroup) -> Vec<&'static str> {
+    let Some(p) = group.pending_modified_values() else { return Vec::new() };
+    [
+        (p.primary_cluster_id().is_some(), "primary cluster"),
+        (p.automatic_failover_status().is_some(), "automatic failover"),
+        (p.resharding().is_some(), "resharding"),
+        (p.auth_token_status().is_some(), "AUTH token"),
+        (p.user_groups().is_some(), "user groups"),
+        (!p.log_delivery_configurations().is_empty(), "log delivery"),
+        (
+            p.transit_encryption_enabled().is_some() || p.transit_encryption_mode().is_some(),
+            "in-transit encryption",
+        ),
+        (p.cluster_mode().is_some(), "cluster mode"),
+    ]
+    .into_iter()
+    .filter_map(|(pending, what)| pending.then_some(what))
+    .collect()
+}
+
+/// What a cache cluster's PendingModifiedValues says is still to come.
+fn cluster_pending(cluster: &CacheCluster) -> Vec<&'static str> {
+    let Some(p) = cluster.pending_modified_values() else { return Vec::new() };
+    [
+        (p.num_cache_nodes().is_some() || !p.cache_node_ids_to_remove().is_empty(), "node count"),
+        (p.engine_version().is_some(), "engine version"),
+        (p.cache_node_type().is_some() || p.scale_config().is_some(), "node type"),
+        (p.auth_token_status().is_some(), "AUTH token"),
+        (!p.log_delivery_configurations().is_empty(), "log delivery"),
+        (
+            p.transit_encryption_enabled().is_some() || p.transit_encryption_mode().is_some(),
+            "in-transit encryption",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(pending, what)| pending.then_some(what))
+    .collect()
+}
+
 fn cluster_progress(id: &str, cluster: &CacheCluster) -> Result<Progress, ProviderError> {
     let status = cluster.cache_cluster_status().unwrap_or("unknown");
     match status {
-        "available" => Ok(Progress::Done),
+        "available" => Ok(still_pending(&format!("cache cluster {id}"), cluster_pending(cluster))),
         "deleting" | "deleted" => Err(ProviderError::Permanent(format!("cache cluster {id} is {status}"))),
         failed if FAILED.contains(&failed) => {
             Err(ProviderError::Permanent(format!("cache cluster {id} is {failed}")))

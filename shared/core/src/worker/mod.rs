@@ -92,6 +92,11 @@ enum StepResult {
     Next(Step),
     /// The backend is busy: look again later.
     Wait(String),
+    /// A change was asked for and the backend is working on it: go on with
+    /// this step, after the poll delay. Looking at once would find the cache
+    /// as it was (ElastiCache reports `modifying` only a while after the
+    /// call) and ask for the change again.
+    NextLater(Step, String),
     /// Nothing to do before a known time: look again after this many seconds.
     WaitFor(String, u32),
     /// The operation has succeeded.
@@ -298,6 +303,11 @@ impl Worker {
                 Ok(StepResult::Wait(detail)) => {
                     return self.wait(job, op, &detail, self.config.poll_delay_secs).await;
                 }
+                Ok(StepResult::NextLater(next, detail)) => {
+                    info!(operation = %op.id, from = ?step, to = ?next, "step done; looking again after the poll delay");
+                    advance(&mut op, next, t)?;
+                    return self.wait(job, op, &detail, self.config.poll_delay_secs).await;
+                }
                 Ok(StepResult::WaitFor(detail, delay)) => return self.wait(job, op, &detail, delay).await,
                 Ok(StepResult::Finished(description)) => {
                     match self.finish_succeeded(op, ctx, description).await? {
@@ -459,6 +469,15 @@ impl Worker {
             self.secrets.schedule_rotation(reference, self.config.rotation_days).await?;
         }
         Ok(())
+    }
+}
+
+/// After a call that changes the cache: go on with `next` at once when the
+/// change is done, else after the poll delay.
+fn then(progress: Progress, next: Step) -> StepResult {
+    match progress {
+        Progress::Done => StepResult::Next(next),
+        Progress::Working { detail } => StepResult::NextLater(next, detail),
     }
 }
 

@@ -53,8 +53,7 @@ impl Worker {
             Step::CreateCache => {
                 let mut spec = self.spec(ctx)?;
                 spec.spare_users = self.spare_users(ctx).await?;
-                self.provider.create(&spec).await?;
-                Ok(StepResult::Next(Step::WaitCacheAvailable))
+                Ok(then(self.provider.create(&spec).await?, Step::WaitCacheAvailable))
             }
             Step::WaitCacheAvailable => match self.provider.progress(&id).await? {
                 Progress::Done => {
@@ -85,7 +84,7 @@ impl Worker {
                     ctx.instance.endpoint = Some(self.provider.endpoint(&id).await?);
                     Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan()?.name)))
                 }
-                Progress::Working { .. } => Ok(StepResult::Next(Step::WaitCacheModified)),
+                working @ Progress::Working { .. } => Ok(then(working, Step::WaitCacheModified)),
             },
             Step::WaitCacheModified => match self.provider.progress(&id).await? {
                 Progress::Done => Ok(StepResult::Next(Step::ModifyCache)),
@@ -101,8 +100,7 @@ impl Worker {
                     warn!(operation = %op.id, instance = %id, plan = %ctx.instance.plan_id,
                         "the instance's plan has left the catalog; deleting without a final snapshot");
                 }
-                self.provider.delete(&id, final_snapshot).await?;
-                Ok(StepResult::Next(Step::WaitCacheDeleted))
+                Ok(then(self.provider.delete(&id, final_snapshot).await?, Step::WaitCacheDeleted))
             }
             Step::WaitCacheDeleted => match self.provider.delete(&id, ctx.final_snapshot()).await? {
                 Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
@@ -182,8 +180,7 @@ impl Worker {
                 };
                 let password = self.current(reference).await?;
                 let user = CacheUser::new(username.clone(), password, ctx.plan()?.access_string.clone());
-                self.provider.put_user(&id, &user).await?;
-                Ok(StepResult::Next(Step::WaitUserActive))
+                Ok(then(self.provider.put_user(&id, &user).await?, Step::WaitUserActive))
             }
             Step::WaitUserActive => {
                 let binding =
@@ -207,8 +204,7 @@ impl Worker {
                     && ctx.service()?.engine.speaks_redis()
                     && ctx.instance.state != InstanceState::Deleted
                 {
-                    self.provider.delete_user(&id, username).await?;
-                    return Ok(StepResult::Next(Step::WaitUserDeleted));
+                    return Ok(then(self.provider.delete_user(&id, username).await?, Step::WaitUserDeleted));
                 }
                 Ok(StepResult::Next(Step::DeleteUserSecret))
             }
@@ -242,8 +238,10 @@ impl Worker {
             }
             Step::RemoveOldPassword => {
                 let (principal, current) = self.current_password(ctx).await?;
-                self.provider.set_passwords(&id, &principal, &[current]).await?;
-                Ok(StepResult::Next(Step::WaitOldPasswordRemoved))
+                Ok(then(
+                    self.provider.set_passwords(&id, &principal, &[current]).await?,
+                    Step::WaitOldPasswordRemoved,
+                ))
             }
             Step::WaitOldPasswordRemoved => {
                 let (principal, current) = self.current_password(ctx).await?;
@@ -330,8 +328,7 @@ impl Worker {
                 }
             };
             let user = CacheUser::new(username, self.current(&reference).await?, access);
-            self.provider.put_user(&id, &user).await?;
-            return Ok(StepResult::Next(Step::WaitSpareActive));
+            return Ok(then(self.provider.put_user(&id, &user).await?, Step::WaitSpareActive));
         }
         if i.spares.iter().any(|s| s.state == SpareState::Retiring) {
             return Ok(StepResult::Next(Step::RetireSpare));

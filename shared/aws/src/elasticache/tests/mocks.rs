@@ -229,6 +229,32 @@ async fn progress_counts_the_available_nodes_while_the_group_is_creating() {
     assert_eq!(detail, format!("creating replication group {id}: 2 of 3 nodes available"));
 }
 
+/// ElastiCache API reference, ReplicationGroup.PendingModifiedValues: "A
+/// group of settings to be applied to the replication group, either
+/// immediately or during the next maintenance window." Just after a modify
+/// the group can still say `available`; with changes pending it is not done.
+#[tokio::test]
+async fn an_available_group_with_changes_pending_is_still_being_changed() {
+    let (id, _) = ids();
+    let mut pending = group("available", 1);
+    pending.pending_modified_values = Some(
+        ReplicationGroupPendingModifiedValues::builder()
+            .automatic_failover_status(aws_sdk_elasticache::types::PendingAutomaticFailoverStatus::Enabled)
+            .build(),
+    );
+    let provider = provider_on(mocked(&[&describe_group(pending)]), secrets_with_admin().await);
+    assert_eq!(
+        provider.progress(INSTANCE).await,
+        Ok(Progress::Working {
+            detail: format!("available replication group {id}, with changes pending: automatic failover")
+        })
+    );
+    let mut settled = group("available", 1);
+    settled.pending_modified_values = Some(ReplicationGroupPendingModifiedValues::builder().build());
+    let provider = provider_on(mocked(&[&describe_group(settled)]), secrets_with_admin().await);
+    assert_eq!(provider.progress(INSTANCE).await, Ok(Progress::Done), "nothing pending is done");
+}
+
 #[tokio::test]
 async fn a_group_that_failed_to_create_fails_the_operation_naming_the_status() {
     let provider =
