@@ -919,3 +919,92 @@ async fn after_a_change_the_worker_waits_the_poll_delay_instead_of_asking_again_
     assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
     assert_eq!(modifies(), 2, "asked again only once the cache was seen available");
 }
+
+/// A secret store that refuses every create, as Secrets Manager does when
+/// the provisioner's role lacks CreateSecret (AccessDeniedException).
+struct RefusingSecrets(Arc<dyn SecretStore>);
+
+#[async_trait]
+impl SecretStore for RefusingSecrets {
+    async fn create(&self, name: &str, _: &SecretString) -> Result<String, broker_core::ports::SecretError> {
+        Err(broker_core::ports::SecretError::Refused(format!(
+            "CreateSecret {name} failed: AccessDeniedException: not authorized"
+        )))
+    }
+    async fn read(
+        &self,
+        reference: &str,
+        stage: Stage,
+    ) -> Result<Option<SecretString>, broker_core::ports::SecretError> {
+        self.0.read(reference, stage).await
+    }
+    async fn delete(&self, reference: &str) -> Result<(), broker_core::ports::SecretError> {
+        self.0.delete(reference).await
+    }
+    async fn put_pending(
+        &self,
+        reference: &str,
+        version_id: &str,
+        value: &SecretString,
+    ) -> Result<(), broker_core::ports::SecretError> {
+        self.0.put_pending(reference, version_id, value).await
+    }
+    async fn promote(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<(), broker_core::ports::SecretError> {
+        self.0.promote(reference, version_id).await
+    }
+    async fn describe(
+        &self,
+        reference: &str,
+    ) -> Result<broker_core::ports::SecretInfo, broker_core::ports::SecretError> {
+        self.0.describe(reference).await
+    }
+    async fn read_version(
+        &self,
+        reference: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretString>, broker_core::ports::SecretError> {
+        self.0.read_version(reference, version_id).await
+    }
+    async fn schedule_rotation(
+        &self,
+        reference: &str,
+        days: u32,
+    ) -> Result<(), broker_core::ports::SecretError> {
+        self.0.schedule_rotation(reference, days).await
+    }
+}
+
+/// A refusal (access denied, an invalid request) fails the operation at
+/// the first delivery, saying what was refused, instead of being retried
+/// with back-off until the plan's deadline.
+#[tokio::test]
+async fn a_refused_call_fails_the_operation_at_once_saying_what_was_refused() {
+    let tb = TestBroker::new().await;
+    let op = start_provision(&tb, "i-1").await;
+    let worker = Worker::new(
+        tb.store.clone(),
+        tb.queue.clone(),
+        tb.provider.clone(),
+        Arc::new(RefusingSecrets(tb.secrets.clone())),
+        WorkerConfig {
+            poll_delay_secs: 0,
+            max_retry_delay_secs: 0,
+            secret_prefix: "test".into(),
+            rotation_days: 0,
+        },
+    );
+    let job = take_job(&tb).await;
+    let outcome = worker.handle(&job).await.unwrap();
+    assert!(matches!(outcome, JobOutcome::Finished(OperationState::Failed)), "{outcome:?}");
+    let failed = operation(&tb, &op).await;
+    assert!(
+        failed.description.contains("refused") && failed.description.contains("AccessDenied"),
+        "{}",
+        failed.description
+    );
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::Create(_))), 0, "no cache without its admin secret");
+}

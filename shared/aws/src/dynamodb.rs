@@ -201,11 +201,18 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
 /// error code and DynamoDB's message. DynamoDB's messages describe requests,
 /// and the items hold no secrets, so the message is safe to pass on. Errors
 /// with no code (timeouts, connection failures) are described by their chain.
+/// A request DynamoDB refuses as wrong (ValidationException: an item over
+/// 400 KB, a key too long) or not allowed (AccessDeniedException) is
+/// [`StoreError::Refused`]: sending it again fails again.
 fn unavailable<E>(table: &str, action: &str, err: &E) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
-    StoreError::Unavailable(format!("DynamoDB {action} on table {table} failed: {}", super::aws_terms(err)))
+    let message = format!("DynamoDB {action} on table {table} failed: {}", super::aws_terms(err));
+    match err.code() {
+        Some("ValidationException" | "AccessDeniedException") => StoreError::Refused(message),
+        _ => StoreError::Unavailable(message),
+    }
 }
 
 fn not_built(what: &str, err: &aws_sdk_dynamodb::error::BuildError) -> StoreError {
@@ -931,6 +938,21 @@ mod tests {
         created(&store, "i-1").await;
         create_table(&store.client, &store.table).await.unwrap();
         assert!(store.instance("i-1").await.unwrap().is_some(), "the table is kept");
+    }
+
+    /// DynamoDB Developer Guide, "Service, account, and table quotas": "The
+    /// maximum item size in DynamoDB is 400 KB". An item over it is a
+    /// ValidationException, which no retry cures: Refused, so the worker fails
+    /// the operation instead of retrying until its deadline.
+    #[tokio::test]
+    async fn an_item_dynamodb_refuses_as_invalid_is_refused_not_unavailable() {
+        let (store, _moto) = open().await;
+        let mut i = instance("i-1");
+        i.context = serde_json::json!({ "blob": "x".repeat(500 * 1024) });
+        let mut o = op(OperationKind::Provision, "i-1", None);
+        let err = store.create_instance(&mut i, &mut o, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Refused(m) if m.contains("ValidationException")), "{err}");
+        assert!(!err.is_race());
     }
 
     #[tokio::test]

@@ -50,6 +50,19 @@ impl std::fmt::Debug for SecretsManagerStore {
     }
 }
 
+/// What a failed call means for the caller: [`SecretError::Refused`] when
+/// Secrets Manager says the request is not allowed or not valid (an IAM
+/// policy or the broker must change first, so a retry until the deadline
+/// would only delay the failure), else [`SecretError::Unavailable`].
+fn failed<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata>(err: &E, message: String) -> SecretError {
+    match err.code() {
+        Some("AccessDeniedException" | "ValidationException" | "InvalidParameterException") => {
+            SecretError::Refused(message)
+        }
+        _ => SecretError::Unavailable(message),
+    }
+}
+
 impl SecretsManagerStore {
     /// A store whose deletes keep the secret recoverable for
     /// [`DEFAULT_RECOVERY_WINDOW_DAYS`].
@@ -119,7 +132,7 @@ impl SecretsManagerStore {
             {
                 SecretError::NotFound(reference.to_string())
             }
-            _ => SecretError::Unavailable(format!("RotateSecret {reference} ({what}) failed: {why}")),
+            other => failed(&other, format!("RotateSecret {reference} ({what}) failed: {why}")),
         }
     }
 
@@ -142,7 +155,7 @@ impl SecretsManagerStore {
                 let why = aws_terms(&err);
                 match err.into_service_error() {
                     DescribeSecretError::ResourceNotFoundException(_) => Ok(None),
-                    _ => Err(SecretError::Unavailable(format!("DescribeSecret {id} failed: {why}"))),
+                    other => Err(failed(&other, format!("DescribeSecret {id} failed: {why}"))),
                 }
             }
         }
@@ -172,18 +185,19 @@ impl SecretsManagerStore {
         if existing.deleted_date.is_none() {
             return Ok(arn);
         }
-        self.client.restore_secret().secret_id(&arn).send().await.map_err(|err| {
-            SecretError::Unavailable(format!("RestoreSecret {arn} failed: {}", aws_terms(&err)))
-        })?;
+        self.client
+            .restore_secret()
+            .secret_id(&arn)
+            .send()
+            .await
+            .map_err(|err| failed(&err, format!("RestoreSecret {arn} failed: {}", aws_terms(&err))))?;
         self.client
             .put_secret_value()
             .secret_id(&arn)
             .secret_string(value.expose_secret())
             .send()
             .await
-            .map_err(|err| {
-                SecretError::Unavailable(format!("PutSecretValue {arn} failed: {}", aws_terms(&err)))
-            })?;
+            .map_err(|err| failed(&err, format!("PutSecretValue {arn} failed: {}", aws_terms(&err))))?;
         tracing::info!(secret = %arn, "restored a secret scheduled for deletion and gave it a new value");
         Ok(arn)
     }
@@ -220,7 +234,7 @@ impl SecretsManagerStore {
             {
                 Ok(None)
             }
-            _ => Err(SecretError::Unavailable(format!("GetSecretValue {reference} {which} failed: {why}"))),
+            other => Err(failed(&other, format!("GetSecretValue {reference} {which} failed: {why}"))),
         }
     }
 
@@ -250,12 +264,15 @@ impl SecretsManagerStore {
             UpdateSecretVersionStageError::ResourceNotFoundException(_) => {
                 Err(SecretError::NotFound(reference.to_string()))
             }
-            _ => Err(SecretError::Unavailable(format!(
-                "UpdateSecretVersionStage {reference} {} (to {}, from {}) failed: {why}",
-                stage.label(),
-                to.unwrap_or("none"),
-                from.unwrap_or("none")
-            ))),
+            other => Err(failed(
+                &other,
+                format!(
+                    "UpdateSecretVersionStage {reference} {} (to {}, from {}) failed: {why}",
+                    stage.label(),
+                    to.unwrap_or("none"),
+                    from.unwrap_or("none")
+                ),
+            )),
         }
     }
 }
@@ -281,7 +298,7 @@ impl SecretStore for SecretsManagerStore {
             CreateSecretError::ResourceExistsException(_) | CreateSecretError::InvalidRequestException(_) => {
                 self.adopt(name, value, &why).await
             }
-            _ => Err(SecretError::Unavailable(format!("CreateSecret {name} failed: {why}"))),
+            other => Err(failed(&other, format!("CreateSecret {name} failed: {why}"))),
         }
     }
 
@@ -313,7 +330,7 @@ impl SecretStore for SecretsManagerStore {
             {
                 Ok(())
             }
-            _ => Err(SecretError::Unavailable(format!("DeleteSecret {reference} failed: {why}"))),
+            other => Err(failed(&other, format!("DeleteSecret {reference} failed: {why}"))),
         }
     }
 
@@ -350,10 +367,13 @@ impl SecretStore for SecretsManagerStore {
             PutSecretValueError::ResourceNotFoundException(_) => {
                 Err(SecretError::NotFound(reference.to_string()))
             }
-            _ => Err(SecretError::Unavailable(format!(
-                "PutSecretValue {reference} version {version_id} at {} failed: {why}",
-                Stage::Pending.label()
-            ))),
+            other => Err(failed(
+                &other,
+                format!(
+                    "PutSecretValue {reference} version {version_id} at {} failed: {why}",
+                    Stage::Pending.label()
+                ),
+            )),
         }
     }
 
@@ -499,7 +519,7 @@ pub async fn read_broker_credentials(
             let why = aws_terms(&err);
             return Err(match err.into_service_error() {
                 GetSecretValueError::ResourceNotFoundException(_) => SecretError::NotFound(arn.to_string()),
-                _ => SecretError::Unavailable(format!("GetSecretValue {arn} at {label} failed: {why}")),
+                other => failed(&other, format!("GetSecretValue {arn} at {label} failed: {why}")),
             });
         }
     };
@@ -928,6 +948,40 @@ mod tests {
             assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
             let err = store.schedule_rotation(missing, 30).await.unwrap_err();
             assert!(matches!(&err, SecretError::NotFound(named) if named == missing), "{err}");
+        }
+
+        /// Secrets Manager API reference, Common Errors: AccessDeniedException
+        /// ("You don't have permission to perform this action") and
+        /// ValidationException ("The input fails to satisfy the constraints
+        /// specified by an AWS service") do not go away on a retry, so they
+        /// are Refused, and the worker fails the operation at once instead of
+        /// retrying until its deadline. Throttling stays Unavailable.
+        #[tokio::test]
+        async fn access_denied_and_validation_errors_are_refused_and_throttling_is_not() {
+            use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+            use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+            let meta = |code: &'static str| {
+                move || ErrorMetadata::builder().code(code).message(format!("{code} from the test")).build()
+            };
+            for (code, refused) in [
+                ("AccessDeniedException", true),
+                ("ValidationException", true),
+                ("ThrottlingException", false),
+            ] {
+                let (create, get) = (meta(code), meta(code));
+                let create_rule =
+                    mock!(Client::create_secret).then_error(move || CreateSecretError::generic(create()));
+                let get_rule =
+                    mock!(Client::get_secret_value).then_error(move || GetSecretValueError::generic(get()));
+                let store = SecretsManagerStore::new(mocked(&[&create_rule, &get_rule]));
+
+                let err =
+                    store.create("osb/instances/i-1/admin", &SecretString::from("pw")).await.unwrap_err();
+                assert_eq!(matches!(err, SecretError::Refused(_)), refused, "CreateSecret {code}: {err:?}");
+                assert!(err.to_string().contains(code), "{err}");
+                let err = store.read(ARN, Stage::Current).await.unwrap_err();
+                assert_eq!(matches!(err, SecretError::Refused(_)), refused, "GetSecretValue {code}: {err:?}");
+            }
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum StoreError {
     /// The backend failed; retrying may help.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused the request as wrong or not allowed (a
+    /// validation error, access denied): retrying will not help until the
+    /// broker or its permissions change.
+    #[error("the store refused the request: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -330,6 +335,10 @@ pub enum SecretError {
     NotFound(String),
     #[error("secret store unavailable: {0}")]
     Unavailable(String),
+    /// Refused as wrong or not allowed (access denied, a validation error):
+    /// retrying will not help until the broker or its permissions change.
+    #[error("the secret store refused the call: {0}")]
+    Refused(String),
 }
 
 /// Where passwords live; records hold only the reference this returns.
@@ -402,6 +411,9 @@ pub async fn read_admin_password(
         }
         Err(SecretError::NotFound(_)) => {
             Err(ProviderError::Permanent(format!("the admin secret {reference} does not exist")))
+        }
+        Err(e @ SecretError::Refused(_)) => {
+            Err(ProviderError::Permanent(format!("could not read the admin secret {reference}: {e}")))
         }
         Err(e @ SecretError::Unavailable(_)) => {
             Err(ProviderError::Retryable(format!("could not read the admin secret {reference}: {e}")))

@@ -95,6 +95,7 @@ impl From<SecretError> for RotationError {
         match e {
             SecretError::NotFound(m) => RotationError::Refused(format!("secret {m} does not exist")),
             SecretError::Unavailable(m) => RotationError::Failed(format!("secret store: {m}")),
+            e @ SecretError::Refused(_) => RotationError::Refused(e.to_string()),
         }
     }
 }

@@ -140,7 +140,9 @@ fn store_err(e: StoreError) -> OsbError {
         StoreError::Conflict(what) | StoreError::AlreadyExists(what) => OsbError::Concurrency(format!(
             "another request changed {what} at the same time; retry the request"
         )),
-        StoreError::Unavailable(msg) => OsbError::Internal(format!("store: {msg}")),
+        StoreError::Unavailable(msg) | StoreError::Refused(msg) => {
+            OsbError::Internal(format!("store: {msg}"))
+        }
     }
 }
 

@@ -133,6 +133,7 @@ impl From<SecretError> for StepError {
     fn from(e: SecretError) -> Self {
         match e {
             SecretError::Unavailable(m) => StepError::Retryable(format!("secret store: {m}")),
+            e @ SecretError::Refused(_) => StepError::Permanent(e.to_string()),
             SecretError::NotFound(m) => StepError::Permanent(format!("secret {m} is missing")),
         }
     }
@@ -142,6 +143,7 @@ impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) | StoreError::AlreadyExists(_) => StepError::Race,
+            e @ StoreError::Refused(_) => StepError::Permanent(e.to_string()),
             other => StepError::Store(other),
         }
     }
