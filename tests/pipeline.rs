@@ -75,7 +75,7 @@ fn deletes(tb: &TestBroker, id: &str) -> Vec<bool> {
         .calls()
         .into_iter()
         .filter_map(|c| match c {
-            Call::Delete { instance, final_snapshot } if instance == id => Some(final_snapshot),
+            Call::Delete { instance, final_snapshot } if instance == id => Some(final_snapshot.is_some()),
             _ => None,
         })
         .collect()
@@ -636,7 +636,7 @@ impl CacheProvider for Interrupting {
         self.maybe_interrupt("modify").await;
         self.inner.modify(spec).await
     }
-    async fn delete(&self, id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+    async fn delete(&self, id: &str, final_snapshot: Option<&str>) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("delete").await;
         self.inner.delete(id, final_snapshot).await
     }
@@ -1007,4 +1007,34 @@ async fn a_refused_call_fails_the_operation_at_once_saying_what_was_refused() {
         failed.description
     );
     assert_eq!(tb.provider.count(|c| matches!(c, Call::Create(_))), 0, "no cache without its admin secret");
+}
+
+/// A final snapshot is named for the deprovision that takes it: every delete
+/// call of one deprovision gives its operation id (a retry asks for the same
+/// snapshot), and a later deprovision of a reused instance id gives its own,
+/// so its snapshot does not collide with the one the first left behind.
+#[tokio::test]
+async fn each_deprovision_names_its_own_final_snapshot() {
+    let tb = TestBroker::new().await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        ready_instance(&tb, "i-1").await;
+        tb.provider.script("delete", vec![working("deleting")]);
+        let op = tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap().operation;
+        tb.drain(100).await;
+        assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
+        let asked: Vec<Option<String>> = tb
+            .provider
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Delete { instance, final_snapshot } if instance == "i-1" => Some(final_snapshot),
+                _ => None,
+            })
+            .skip(keys.len() * 2)
+            .collect();
+        assert_eq!(asked, [Some(op.clone()), Some(op.clone())], "the first delete and its poll");
+        keys.push(op);
+    }
+    assert_ne!(keys[0], keys[1]);
 }

@@ -214,12 +214,19 @@ pub trait CacheProvider: Send + Sync {
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
     /// Deletes the cache and everything it holds; `Done` once it is gone
-    /// (and at once when there was nothing). With `final_snapshot` (the
-    /// plan's flag), a backend that keeps snapshots takes one of the data
-    /// first, under a name derived from `instance_id` alone, so a repeated
-    /// call asks for the same snapshot; the snapshot outlives the cache.
-    /// Backends without snapshots (Memcached, laptop processes) ignore it.
-    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError>;
+    /// (and at once when there was nothing). With `final_snapshot` (given
+    /// when the plan keeps one: a key unique to this deprovision, its
+    /// operation id), a backend that keeps snapshots takes one of the data
+    /// first, under a name derived from `instance_id` and that key: a
+    /// repeated call asks for the same snapshot, and a later deprovision of
+    /// a reused instance id takes a new one instead of failing on the name.
+    /// The snapshot outlives the cache. Backends without snapshots
+    /// (Memcached, laptop processes) ignore it.
+    async fn delete(
+        &self,
+        instance_id: &str,
+        final_snapshot: Option<&str>,
+    ) -> Result<Progress, ProviderError>;
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError>;
     /// Creates the user, or resets an existing one to exactly these passwords
     /// and rules.

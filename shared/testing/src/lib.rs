@@ -23,10 +23,11 @@ pub enum Call {
     Progress(String),
     Endpoint(String),
     Modify(String),
-    /// `final_snapshot` is what the worker asked for (the plan's flag).
+    /// `final_snapshot` is the key the worker gave for one (the deprovision's
+    /// operation id), when the plan keeps a final snapshot.
     Delete {
         instance: String,
-        final_snapshot: bool,
+        final_snapshot: Option<String>,
     },
     PutUser {
         instance: String,
@@ -128,8 +129,9 @@ impl CacheProvider for FakeProvider {
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.answer("modify", Call::Modify(spec.instance_id.clone()))
     }
-    async fn delete(&self, id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
-        let r = self.answer("delete", Call::Delete { instance: id.into(), final_snapshot });
+    async fn delete(&self, id: &str, final_snapshot: Option<&str>) -> Result<Progress, ProviderError> {
+        let call = Call::Delete { instance: id.into(), final_snapshot: final_snapshot.map(str::to_string) };
+        let r = self.answer("delete", call);
         if let Ok(Progress::Done) = r {
             self.caches.lock().unwrap().remove(id);
         }

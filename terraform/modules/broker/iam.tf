@@ -192,7 +192,7 @@ locals {
         },
         {
           # DeleteReplicationGroup names the final snapshot it takes
-          # (<prefix>-final-<hash>) when the plan asks for one.
+          # (<prefix>-final-<hash>-<hash>) when the plan asks for one.
           Sid    = "DeleteOwnCaches"
           Effect = "Allow"
           Action = [

@@ -23,12 +23,12 @@ impl ElastiCacheProvider {
     pub(super) async fn delete_cache(
         &self,
         instance_id: &str,
-        final_snapshot: bool,
+        final_snapshot: Option<&str>,
     ) -> Result<Progress, ProviderError> {
         let id = self.names.cache(instance_id);
         match self.find(&id).await? {
             Some(Cache::Group(group)) => {
-                let snapshot = final_snapshot.then(|| self.names.final_snapshot(instance_id));
+                let snapshot = final_snapshot.map(|key| self.names.final_snapshot(instance_id, key));
                 let deleting = match &snapshot {
                     Some(name) => format!("deleting replication group {id} after its final snapshot {name}"),
                     None => format!("deleting replication group {id}"),

@@ -264,7 +264,11 @@ impl CacheProvider for ElastiCacheProvider {
         self.modify_cache(spec).await
     }
 
-    async fn delete(&self, instance_id: &str, final_snapshot: bool) -> Result<Progress, ProviderError> {
+    async fn delete(
+        &self,
+        instance_id: &str,
+        final_snapshot: Option<&str>,
+    ) -> Result<Progress, ProviderError> {
         self.delete_cache(instance_id, final_snapshot).await
     }
 

@@ -12,14 +12,15 @@
 //! | admin user (`broker-admin`) | `{prefix}-a-{h}` |
 //! | disabled default user (`default`) | `{prefix}-d-{h}` |
 //! | binding user | `{prefix}-u-{hash of instance id and user name}` |
-//! | final snapshot of a deleted replication group | `{prefix}-final-{h}` |
+//! | final snapshot of a deleted replication group | `{prefix}-final-{h}-{k}` |
 //!
-//! where `h` is the 16 hex digits of the FNV-1a hash of the instance id.
+//! where `h` is the 16 hex digits of the FNV-1a hash of the instance id and
+//! `k` those of the deprovision's operation id.
 //!
 //! Snapshot names follow the same character rules. They are not held to 40
 //! characters (ElastiCache's own automatic snapshots are named
 //! `automatic.{cluster id}-{date and time}`, longer than any id): with the
-//! longest prefix a final snapshot's name has 44.
+//! longest prefix a final snapshot's name has 61.
 
 /// The longest prefix that keeps every id within 40 characters:
 /// `{prefix}-u-` plus 16 hex digits.
@@ -73,10 +74,18 @@ impl Names {
     }
 
     /// The snapshot ElastiCache takes when it deletes the instance's
-    /// replication group, if the plan asks for one. The same name every time,
-    /// so a retried delete asks for the snapshot an earlier attempt took.
-    pub fn final_snapshot(&self, instance_id: &str) -> String {
-        format!("{}-final-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+    /// replication group, if the plan asks for one, for the deprovision
+    /// `key` names (its operation id). The same name for every retry of that
+    /// deprovision, so a retried delete asks for the snapshot an earlier
+    /// attempt took; another for a later deprovision of a reused instance
+    /// id, whose snapshot would otherwise already exist.
+    pub fn final_snapshot(&self, instance_id: &str, key: &str) -> String {
+        format!(
+            "{}-final-{:016x}-{:016x}",
+            self.prefix,
+            fnv1a64(instance_id.as_bytes()),
+            fnv1a64(key.as_bytes())
+        )
     }
 
     /// The user of a binding. The zero byte keeps ("ab", "c") and ("a", "bc")
@@ -178,15 +187,19 @@ mod tests {
     #[test]
     fn the_final_snapshot_name_is_deterministic_valid_and_ours_under_any_prefix() {
         let names = Names::new("osb");
-        let name = names.final_snapshot(INSTANCE);
-        assert_eq!(name, format!("osb-final-{:016x}", fnv1a64(INSTANCE.as_bytes())));
-        assert_eq!(name, Names::new("osb").final_snapshot(INSTANCE));
-        assert_ne!(name, names.final_snapshot("another-instance"));
+        let name = names.final_snapshot(INSTANCE, "op-1");
+        assert_eq!(
+            name,
+            format!("osb-final-{:016x}-{:016x}", fnv1a64(INSTANCE.as_bytes()), fnv1a64(b"op-1"))
+        );
+        assert_eq!(name, Names::new("osb").final_snapshot(INSTANCE, "op-1"), "the same for a retry");
+        assert_ne!(name, names.final_snapshot("another-instance", "op-1"));
+        assert_ne!(name, names.final_snapshot(INSTANCE, "op-2"), "another deprovision of a reused id");
         assert!(names.owns(&name));
         for raw in ["osb", "OSB_Prod", "9", &"p".repeat(60)] {
-            let name = Names::new(raw).final_snapshot(INSTANCE);
+            let name = Names::new(raw).final_snapshot(INSTANCE, "op-1");
             assert!(is_valid_snapshot_name(&name), "{name}");
-            assert!(name.len() <= MAX_PREFIX_LEN + "-final-".len() + 16, "{name}");
+            assert!(name.len() <= MAX_PREFIX_LEN + "-final-".len() + 16 + 1 + 16, "{name}");
         }
     }
 

@@ -100,12 +100,15 @@ impl Worker {
                     warn!(operation = %op.id, instance = %id, plan = %ctx.instance.plan_id,
                         "the instance's plan has left the catalog; deleting without a final snapshot");
                 }
-                Ok(then(self.provider.delete(&id, final_snapshot).await?, Step::WaitCacheDeleted))
+                let snapshot = final_snapshot.then_some(op.id.as_str());
+                Ok(then(self.provider.delete(&id, snapshot).await?, Step::WaitCacheDeleted))
             }
-            Step::WaitCacheDeleted => match self.provider.delete(&id, ctx.final_snapshot()).await? {
-                Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
-                Progress::Working { detail } => Ok(StepResult::Wait(detail)),
-            },
+            Step::WaitCacheDeleted => {
+                match self.provider.delete(&id, ctx.final_snapshot().then_some(op.id.as_str())).await? {
+                    Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
+                    Progress::Working { detail } => Ok(StepResult::Wait(detail)),
+                }
+            }
             Step::DeleteUsers => {
                 // The cache took the users its user group held. A user made
                 // but not yet added (a crash in between) would outlive it:

@@ -542,7 +542,11 @@ impl CacheProvider for LocalCacheProvider {
     /// `final_snapshot` is ignored: laptop caches keep no snapshots, and a
     /// deleted one's data directory is removed outright. A snapshot that
     /// outlives its instance is an ElastiCache matter.
-    async fn delete(&self, instance_id: &str, _final_snapshot: bool) -> Result<Progress, ProviderError> {
+    async fn delete(
+        &self,
+        instance_id: &str,
+        _final_snapshot: Option<&str>,
+    ) -> Result<Progress, ProviderError> {
         let _guard = self.lock(instance_id).await;
         let paths = Paths::of(&self.root, instance_id)?;
         match read_record(&paths) {

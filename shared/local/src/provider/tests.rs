@@ -343,12 +343,12 @@ async fn deleting_stops_the_server_and_removes_its_directory() {
         assert!(dir.join(file).exists(), "{file} is there while the instance lives");
     }
 
-    assert_eq!(f.provider.delete("doomed", false).await, Ok(Progress::Done));
+    assert_eq!(f.provider.delete("doomed", None).await, Ok(Progress::Done));
 
     assert!(!dir.exists());
     assert!(!is_our_server(pid, port, &dir.join("server.conf")));
     assert!(TcpStream::connect((HOST, port)).await.is_err(), "nothing answers on {port}");
-    assert_eq!(f.provider.delete("doomed", false).await, Ok(Progress::Done));
+    assert_eq!(f.provider.delete("doomed", None).await, Ok(Progress::Done));
     assert_eq!(
         f.provider.progress("doomed").await,
         Err(ProviderError::Permanent("no local cache for instance doomed".into()))
@@ -394,7 +394,7 @@ async fn a_restarted_broker_adopts_running_servers_without_restarting_them() {
         assert_eq!(restarted.running_pid(&record, &paths), Some(pid), "{id} kept its server");
     }
     let port = restarted.endpoint("survivor").await.unwrap().port;
-    assert_eq!(restarted.delete("survivor", false).await, Ok(Progress::Done));
+    assert_eq!(restarted.delete("survivor", None).await, Ok(Progress::Done));
     assert!(TcpStream::connect((HOST, port)).await.is_err(), "the adopted server was stopped");
 }
 
@@ -496,7 +496,7 @@ async fn memcached_stores_and_returns_values_until_deleted_then_its_port_is_clos
     assert_eq!(read_until(&mut client, "END\r\n").await, "VALUE greeting 0 5\r\nhello\r\nEND\r\n");
     drop(client);
 
-    assert_eq!(f.provider.delete("mc", false).await, Ok(Progress::Done));
+    assert_eq!(f.provider.delete("mc", None).await, Ok(Progress::Done));
 
     assert!(TcpStream::connect((HOST, port)).await.is_err(), "nothing answers on {port}");
 }
@@ -624,7 +624,7 @@ async fn unknown_instances_are_permanent_errors_except_for_deletes() {
     assert_eq!(f.provider.put_user("nobody", &user("app", &[&password])).await, unknown);
     assert_eq!(f.provider.user_progress("nobody", "app").await, unknown);
     assert!(f.provider.endpoint("nobody").await.is_err());
-    assert_eq!(f.provider.delete("nobody", false).await, Ok(Progress::Done));
+    assert_eq!(f.provider.delete("nobody", None).await, Ok(Progress::Done));
     assert_eq!(f.provider.delete_user("nobody", "app").await, Ok(Progress::Done));
 }
 

@@ -125,7 +125,7 @@ pub async fn deleting_what_never_existed_is_done_at_once(
     provider: Arc<dyn CacheProvider>,
     _backend: Arc<dyn Backend>,
 ) {
-    assert_eq!(provider.delete(INSTANCE, false).await.unwrap(), Progress::Done);
+    assert_eq!(provider.delete(INSTANCE, None).await.unwrap(), Progress::Done);
     assert_eq!(provider.delete_user(INSTANCE, "b-contract").await.unwrap(), Progress::Done);
 }
 
@@ -134,7 +134,7 @@ pub async fn a_deleted_cache_is_done_and_stays_done(
     backend: Arc<dyn Backend>,
 ) {
     created(&*provider, &backend.spec(INSTANCE)).await;
-    until_done("delete", || provider.delete(INSTANCE, false)).await;
-    assert_eq!(provider.delete(INSTANCE, false).await.unwrap(), Progress::Done, "and again");
+    until_done("delete", || provider.delete(INSTANCE, None)).await;
+    assert_eq!(provider.delete(INSTANCE, None).await.unwrap(), Progress::Done, "and again");
     assert!(provider.endpoint(INSTANCE).await.is_err(), "a deleted cache has no endpoint");
 }

@@ -43,7 +43,7 @@ use aws_sdk_elasticache::types::{
 use aws_smithy_mocks::{Rule, mock};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{INSTANCE, meta, mocked, provider_on, secrets_with_admin, spec};
+use super::{DEPROVISION, INSTANCE, meta, mocked, provider_on, secrets_with_admin, spec};
 use broker_core::domain::{CacheUser, Endpoint};
 use broker_core::ports::{CacheProvider, Principal, Progress, ProviderError};
 
@@ -537,14 +537,16 @@ async fn a_group_still_creating_is_deleted_once_it_is_available() {
     let provider =
         provider_on(mocked(&[&describe_group(group("creating", 1)), &delete]), secrets_with_admin().await);
 
-    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    let Progress::Working { detail } = provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
+        panic!("done")
+    };
     assert!(detail.ends_with("is creating; it is deleted once that ends"), "{detail}");
     assert_eq!(delete.num_calls(), 0);
 }
 
 /// The final snapshot name of [`INSTANCE`] under the prefix `osb`.
 fn final_snapshot() -> String {
-    crate::elasticache::names::Names::new("osb").final_snapshot(INSTANCE)
+    crate::elasticache::names::Names::new("osb").final_snapshot(INSTANCE, DEPROVISION)
 }
 
 #[tokio::test]
@@ -563,13 +565,13 @@ async fn the_delete_request_names_a_final_snapshot_only_when_asked_for_one() {
         secrets_with_admin().await,
     );
 
-    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    let Progress::Working { detail } = provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
+        panic!("done")
+    };
     assert_eq!(detail, format!("deleting replication group {id} after its final snapshot {name}"));
     assert_eq!((with_snapshot.num_calls(), without_snapshot.num_calls()), (1, 0));
 
-    let Progress::Working { detail } = provider.delete(INSTANCE, false).await.unwrap() else {
-        panic!("done")
-    };
+    let Progress::Working { detail } = provider.delete(INSTANCE, None).await.unwrap() else { panic!("done") };
     assert_eq!(detail, format!("deleting replication group {id}"));
     assert_eq!((with_snapshot.num_calls(), without_snapshot.num_calls()), (1, 1));
 }
@@ -597,7 +599,9 @@ async fn a_final_snapshot_an_earlier_attempt_took_does_not_fail_the_retried_dele
         secrets_with_admin().await,
     );
 
-    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    let Progress::Working { detail } = provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
+        panic!("done")
+    };
     assert!(detail.ends_with(&format!("after its final snapshot {name}")), "{detail}");
     assert_eq!((exists.num_calls(), without_snapshot.num_calls()), (1, 1));
 }
@@ -616,7 +620,7 @@ async fn a_final_snapshot_over_the_quota_fails_the_delete_naming_the_fault() {
     let provider =
         provider_on(mocked(&[&describe_group(group("available", 1)), &quota]), secrets_with_admin().await);
 
-    let why = permanent(provider.delete(INSTANCE, true).await);
+    let why = permanent(provider.delete(INSTANCE, Some(DEPROVISION)).await);
     assert!(why.starts_with("DeleteReplicationGroup failed: SnapshotQuotaExceededFault"), "{why}");
     assert_eq!(quota.num_calls(), 1, "not sent again without the snapshot");
 }
@@ -636,7 +640,9 @@ async fn a_memcached_cluster_is_deleted_without_a_snapshot_even_when_one_is_aske
         .then_output(|| DeleteCacheClusterOutput::builder().build());
     let provider = provider_on(mocked(&[&no_group(), &describe, &delete]), secrets_with_admin().await);
 
-    let Progress::Working { detail } = provider.delete(INSTANCE, true).await.unwrap() else { panic!("done") };
+    let Progress::Working { detail } = provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
+        panic!("done")
+    };
     assert_eq!(detail, format!("deleting cache cluster {id}"));
     assert_eq!(delete.num_calls(), 1);
 }

@@ -20,6 +20,8 @@ use broker_core::ports::{CacheSpec, SecretStore};
 
 pub const INSTANCE: &str = "6f1c2a9e-0b7d-4c1e-9a53-2d1f0e8b7c64";
 pub const ADMIN_SECRET: &str = "secrets/instances/admin";
+/// The deprovision a final snapshot is taken for (its operation id).
+pub const DEPROVISION: &str = "op-deprovision-1";
 
 /// A secret store holding an admin password under [`ADMIN_SECRET`].
 pub async fn secrets_with_admin() -> Arc<MemorySecrets> {

@@ -20,7 +20,7 @@ use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationG
 use aws_sdk_elasticache::types::{AuthenticationType, AutomaticFailoverStatus, ReplicationGroup, User};
 use secrecy::SecretString;
 
-use super::{FakeRbac, INSTANCE, secrets_with_admin, settings, spec};
+use super::{DEPROVISION, FakeRbac, INSTANCE, secrets_with_admin, settings, spec};
 use crate::elasticache::ElastiCacheProvider;
 use crate::sdk_config_for_endpoint;
 use broker_core::domain::CacheUser;
@@ -141,7 +141,7 @@ impl World {
 
     /// Calls `delete` until it is done, telling moto's never-ending deletion
     /// to end; returns every `Working` detail on the way.
-    async fn delete_until_done(&self, instance_id: &str, final_snapshot: bool) -> Vec<String> {
+    async fn delete_until_done(&self, instance_id: &str, final_snapshot: Option<&str>) -> Vec<String> {
         let mut details = Vec::new();
         for _ in 0..10 {
             match self.provider.delete(instance_id, final_snapshot).await.unwrap() {
@@ -321,7 +321,7 @@ async fn a_memcached_plan_becomes_a_two_node_cache_cluster_without_users() {
     assert_eq!(w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap(), Progress::Done);
     assert!(w.created_users.lock().unwrap().is_empty());
     assert_eq!(w.rbac.members(&id), None);
-    let Progress::Working { detail } = w.provider.delete(INSTANCE, false).await.unwrap() else {
+    let Progress::Working { detail } = w.provider.delete(INSTANCE, None).await.unwrap() else {
         panic!("done at once")
     };
     assert_eq!(detail, format!("deleting cache cluster {id}"));
@@ -384,7 +384,7 @@ async fn deleting_waits_for_the_group_then_removes_every_user_and_the_user_group
     w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
     let id = w.provider.cache_id(INSTANCE);
 
-    let details = w.delete_until_done(INSTANCE, false).await;
+    let details = w.delete_until_done(INSTANCE, None).await;
     assert_eq!(details[0], format!("deleting replication group {id}"));
     assert_eq!(*w.deleted_groups.lock().unwrap(), [(id.clone(), None)], "no final snapshot asked for");
     assert!(details.iter().any(|d| d.starts_with("deleting user group")), "{details:?}");
@@ -394,20 +394,21 @@ async fn deleting_waits_for_the_group_then_removes_every_user_and_the_user_group
     // moto shows a deleted user once as `deleting`, then never again.
     let default = w.user(&format!("osb-d-{}", &id[4..])).await;
     assert!(default.as_ref().is_none_or(|u| u.status() == Some("deleting")), "{default:?}");
-    assert_eq!(w.provider.delete(INSTANCE, false).await.unwrap(), Progress::Done, "and again");
+    assert_eq!(w.provider.delete(INSTANCE, None).await.unwrap(), Progress::Done, "and again");
 }
 
 #[tokio::test]
-async fn deleting_with_a_final_snapshot_asks_for_it_by_the_instances_snapshot_name_once() {
+async fn deleting_with_a_final_snapshot_asks_for_it_by_the_deprovisions_snapshot_name_once() {
     let w = world().await;
     w.provider.create(&spec(INSTANCE, "elasticache-valkey", "staging")).await.unwrap();
     let id = w.provider.cache_id(INSTANCE);
-    let snapshot = format!("osb-final-{}", &id[4..]);
+    let key = crate::elasticache::names::fnv1a64(DEPROVISION.as_bytes());
+    let snapshot = format!("osb-final-{}-{key:016x}", &id[4..]);
 
-    let details = w.delete_until_done(INSTANCE, true).await;
+    let details = w.delete_until_done(INSTANCE, Some(DEPROVISION)).await;
     assert_eq!(details[0], format!("deleting replication group {id} after its final snapshot {snapshot}"));
     assert_eq!(*w.deleted_groups.lock().unwrap(), [(id.clone(), Some(snapshot))], "one request");
-    assert_eq!(w.provider.delete(INSTANCE, true).await.unwrap(), Progress::Done, "and again");
+    assert_eq!(w.provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap(), Progress::Done, "and again");
 }
 
 #[tokio::test]
