@@ -1038,3 +1038,28 @@ async fn each_deprovision_names_its_own_final_snapshot() {
     }
     assert_ne!(keys[0], keys[1]);
 }
+
+/// What a failed operation tells the platform names the call and the AWS
+/// error, not the operator's account id nor where laptop mode keeps its
+/// files; the worker's log keeps the whole text.
+#[tokio::test]
+async fn a_failed_operation_describes_what_failed_without_account_ids_or_paths() {
+    let tb = TestBroker::new().await;
+    let op = start_provision(&tb, "i-1").await;
+    tb.provider.script(
+        "create",
+        vec![Err(ProviderError::Permanent(
+            "CreateReplicationGroup failed: AccessDenied: arn:aws:iam::123456789012:role/osb-provisioner \
+             may not use arn:aws:kms:eu-west-1:123456789012:key/1234; see /home/me/.broker-state/caches/i-1/server.log"
+                .into(),
+        ))],
+    );
+    tb.drain(100).await;
+    let failed = operation(&tb, &op).await;
+    assert_eq!(failed.state, OperationState::Failed);
+    let d = &failed.description;
+    assert!(d.contains("CreateReplicationGroup failed: AccessDenied"), "{d}");
+    assert!(d.contains("arn:aws:iam::<account>:role/osb-provisioner"), "{d}");
+    assert!(!d.contains("123456789012") && !d.contains("/home/me"), "{d}");
+    assert!(d.ends_with("see server.log"), "{d}");
+}

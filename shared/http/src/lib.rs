@@ -23,7 +23,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use broker_core::broker::Broker;
 use broker_core::osb::OsbError;
@@ -90,9 +90,13 @@ impl From<OsbError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let err = self.0;
-        if let OsbError::Internal(detail) = &err {
+        match &err {
             // The cause goes to the log, never to the caller.
-            error!(error = %detail, "request failed");
+            OsbError::Internal(detail) => error!(error = %detail, "request failed"),
+            // The caller reads it without account ids and laptop paths
+            // (domain::public); the log keeps it whole.
+            OsbError::Unavailable(detail) => warn!(error = %detail, "request failed; the caller may retry"),
+            _ => {}
         }
         let mut response = (err.status(), axum::Json(err.body())).into_response();
         match &err {

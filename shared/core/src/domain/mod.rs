@@ -9,6 +9,7 @@ pub mod instance;
 pub mod operation;
 pub mod params;
 pub mod plan;
+pub mod public;
 pub mod rotation;
 pub mod spare;
 

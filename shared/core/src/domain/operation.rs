@@ -237,7 +237,11 @@ impl Operation {
     /// Record progress inside the current step ("2 of 3 nodes available").
     pub fn progress(&mut self, detail: &str) -> Result<(), InvalidTransition> {
         self.ensure_in_progress("record progress")?;
-        self.description = format!("{}: {} ({detail})", self.kind.as_str(), self.step.describe());
+        self.description = super::public::for_platform(&format!(
+            "{}: {} ({detail})",
+            self.kind.as_str(),
+            self.step.describe()
+        ));
         Ok(())
     }
 
@@ -245,7 +249,7 @@ impl Operation {
         self.ensure_in_progress("succeed")?;
         self.state = OperationState::Succeeded;
         self.step = Step::Done;
-        self.description = description.to_string();
+        self.description = super::public::for_platform(description);
         self.finish(now);
         Ok(())
     }
@@ -253,7 +257,7 @@ impl Operation {
     pub fn fail(&mut self, now: Timestamp, description: String) -> Result<(), InvalidTransition> {
         self.ensure_in_progress("fail")?;
         self.state = OperationState::Failed;
-        self.description = description;
+        self.description = super::public::for_platform(&description);
         if self.kind == OperationKind::Update {
             self.instance_usable.get_or_insert(true);
             self.update_repeatable.get_or_insert(true);

@@ -92,7 +92,7 @@ impl OsbError {
             OsbError::Internal(_) => {
                 "The broker failed to process the request; the operator can find the cause in the broker's log under this request's id.".to_string()
             }
-            other => other.to_string(),
+            other => crate::domain::public::for_platform(&other.to_string()),
         };
         let mut body = json!({ "error": self.key(), "description": description });
         if let OsbError::Unprocessable { update_repeatable: Some(r), .. } = self {
