@@ -351,6 +351,12 @@ impl LocalCacheProvider {
                 write_file(&paths.conf, redis_config(paths, record.port)?.as_bytes())?;
             }
             let log_start = file_len(&paths.log);
+            // The record names the port before the server starts: a crash
+            // between the two leaves a record the next create finds, and it
+            // adopts the server by its pid file (written by the server on
+            // that port) instead of starting a second one on the same data.
+            record.pid = None;
+            write_record(paths, &record)?;
             let child = spawn(&binary, &record, paths)?;
             record.pid = child.id();
             self.children

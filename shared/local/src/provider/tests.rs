@@ -379,6 +379,37 @@ async fn adopting_a_killed_server_starts_it_again_with_its_data_and_users() {
     assert_eq!(kept, "across restarts");
 }
 
+/// A crash between starting a server and recording it used to leave a
+/// server no record named, and the next create started a second one on the
+/// same data directory. The record now names the port before the server
+/// starts: with a binary whose exec fails (its interpreter is missing) the
+/// record is there, port chosen and no pid. And after a crash right after
+/// the start, the next create adopts that server by its pid file.
+#[tokio::test]
+async fn the_record_names_the_port_before_the_server_starts_so_a_crash_between_leaves_no_stray_server() {
+    let f = Fixture::new().await;
+    let broken = f.dir.path().join("redis-without-interpreter");
+    fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
+    fs::set_permissions(&broken, fs::Permissions::from_mode(0o755)).unwrap();
+    let failing = LocalCacheProvider::new(f.dir.path().join("failing"), f.secrets.clone())
+        .with_binary(Engine::Redis, &broken);
+    assert!(failing.create(&spec("never-started", Engine::Redis)).await.is_err());
+    let (_, record) = failing.existing("never-started").expect("a record written before the start");
+    assert!(record.port > 0 && record.pid.is_none(), "{record:?}");
+
+    let port = f.created("crashy", Engine::Redis).await;
+    let pid = f.pid("crashy");
+    let (paths, record) = f.provider.existing("crashy").unwrap();
+    // What a crash right after the spawn leaves: the record without a pid,
+    // and a running server.
+    write_record(&paths, &Record { pid: None, ..record }).unwrap();
+    let restarted = LocalCacheProvider::new(f.provider.root().to_path_buf(), f.secrets.clone());
+    assert_eq!(restarted.create(&spec("crashy", Engine::Redis)).await, Ok(Progress::Done));
+    let (paths, record) = restarted.existing("crashy").unwrap();
+    assert_eq!(record.port, port);
+    assert_eq!(restarted.running_pid(&record, &paths), Some(pid), "the first server, adopted: no second one");
+}
+
 #[tokio::test]
 async fn a_restarted_broker_adopts_running_servers_without_restarting_them() {
     let f = Fixture::new().await;
