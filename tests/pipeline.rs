@@ -69,13 +69,14 @@ async fn start_provision_on(tb: &TestBroker, id: &str, plan: &str) -> String {
     }
 }
 
-/// The `final_snapshot` of every delete call for `id`, in order.
-fn deletes(tb: &TestBroker, id: &str) -> Vec<bool> {
+/// The final snapshot key of every delete call for `id`, in order (`None`:
+/// no snapshot asked for).
+fn deletes(tb: &TestBroker, id: &str) -> Vec<Option<String>> {
     tb.provider
         .calls()
         .into_iter()
         .filter_map(|c| match c {
-            Call::Delete { instance, final_snapshot } if instance == id => Some(final_snapshot.is_some()),
+            Call::Delete { instance, final_snapshot } if instance == id => Some(final_snapshot),
             _ => None,
         })
         .collect()
@@ -567,8 +568,8 @@ async fn deprovisioning_asks_for_a_final_snapshot_exactly_when_the_instances_pla
     assert_eq!(operation(&tb, &small).await.state, OperationState::Succeeded);
     assert_eq!(operation(&tb, &dev).await.state, OperationState::Succeeded);
     let (small, dev) = (deletes(&tb, "i-small"), deletes(&tb, "i-dev"));
-    assert!(small.len() >= 2 && small.iter().all(|f| *f), "i-small: {small:?}");
-    assert!(dev.len() >= 2 && dev.iter().all(|f| !*f), "i-dev: {dev:?}");
+    assert!(small.len() >= 2 && small.iter().all(Option::is_some), "i-small: {small:?}");
+    assert!(dev.len() >= 2 && dev.iter().all(Option::is_none), "i-dev: {dev:?}");
     assert!(tb.provider.caches().is_empty());
 }
 
@@ -587,7 +588,7 @@ async fn a_deprovision_whose_plan_left_the_catalog_deletes_the_cache_without_a_f
 
     let op = operation(&tb, &op).await;
     assert_eq!(op.state, OperationState::Succeeded, "{}", op.description);
-    assert_eq!(deletes(&tb, "i-1"), [false, false]);
+    assert_eq!(deletes(&tb, "i-1"), [None, None]);
     assert_eq!(instance(&tb, "i-1").await.state, InstanceState::Deleted);
     assert!(tb.provider.caches().is_empty());
     assert!(secret_is_gone(&tb, &admin).await);
@@ -1023,16 +1024,7 @@ async fn each_deprovision_names_its_own_final_snapshot() {
         let op = tb.broker.deprovision(&iid("i-1"), &delete_query(&tb, "small")).await.unwrap().operation;
         tb.drain(100).await;
         assert_eq!(operation(&tb, &op).await.state, OperationState::Succeeded);
-        let asked: Vec<Option<String>> = tb
-            .provider
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Delete { instance, final_snapshot } if instance == "i-1" => Some(final_snapshot),
-                _ => None,
-            })
-            .skip(keys.len() * 2)
-            .collect();
+        let asked = deletes(&tb, "i-1").split_off(keys.len() * 2);
         assert_eq!(asked, [Some(op.clone()), Some(op.clone())], "the first delete and its poll");
         keys.push(op);
     }
