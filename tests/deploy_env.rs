@@ -673,3 +673,56 @@ fn the_http_api_throttles_what_reaches_broker_api() {
     assert!(api.contains("ThrottlingRateLimit: !Ref ApiThrottlingRateLimit"), "{api}");
     assert!(api.contains("ThrottlingBurstLimit: !Ref ApiThrottlingBurstLimit"), "{api}");
 }
+
+/// Every ElastiCache operation the provider sends (`.client.op()` or
+/// `.rbac.op()` in `shared/aws/src/elasticache`, tests left out), as it is
+/// spelled in IAM: `create_user_group` is `elasticache:CreateUserGroup`.
+fn elasticache_operations() -> BTreeSet<String> {
+    let dir = root().join("shared/aws/src/elasticache");
+    let mut ops = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text: String = read(&path).chars().filter(|c| !c.is_whitespace()).collect();
+        let text = text.split("#[cfg(test)]modtests{").next().unwrap_or_default();
+        for client in [".client.", ".rbac."] {
+            for (at, _) in text.match_indices(client) {
+                let rest = &text[at + client.len()..];
+                let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
+                    continue;
+                }
+                let pascal: String = name.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+                ops.insert(format!("elasticache:{pascal}"));
+            }
+        }
+    }
+    ops
+}
+
+/// A call the role does not allow fails in AWS with AccessDenied, which
+/// nothing short of a real account shows: so every operation the provider
+/// sends is granted to the provisioner in both templates.
+#[test]
+fn the_provisioner_may_send_every_elasticache_call_the_provider_makes() {
+    let ops = elasticache_operations();
+    for op in [
+        "elasticache:CreateReplicationGroup",
+        "elasticache:DescribeUserGroups",
+        "elasticache:ListTagsForResource",
+        "elasticache:ModifyUser",
+    ] {
+        assert!(ops.contains(op), "the scan finds {op}: {ops:?}");
+    }
+    let sam = sam_resource(&read(&root().join("template.yaml")), "ProvisionerRole").join("\n");
+    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
+    for op in &ops {
+        assert!(sam.contains(&format!("- {op}\n")), "template.yaml's ProvisionerRole does not allow {op}");
+        assert!(
+            terraform.contains(&format!("\"{op}\"")),
+            "the Terraform provisioner role does not allow {op}"
+        );
+    }
+}

@@ -170,6 +170,9 @@ locals {
             "elasticache:DescribeCacheClusters",
             "elasticache:DescribeUsers",
             "elasticache:DescribeUserGroups",
+            # Whose a cache is (its broker-instance-id tag), before adopting
+            # or deleting one found under an instance's name.
+            "elasticache:ListTagsForResource",
           ]
           Resource = concat(local.owned_caches, local.owned_users)
         },

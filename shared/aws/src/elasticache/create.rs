@@ -40,7 +40,7 @@ impl ElastiCacheProvider {
         // An earlier attempt got as far as the group: adopt it and leave the
         // users alone, they were made before it.
         if let Some(group) = self.find_group(&id).await? {
-            return adopt_group(spec, &id, &group);
+            return self.adopt_group(spec, &id, &group).await;
         }
         let admin = self.admin_password(spec).await?;
         let plan = &spec.plan;
@@ -106,7 +106,7 @@ impl ElastiCacheProvider {
                 }
                 // Lost a race with another attempt: adopt what it made.
                 match self.find_group(&id).await? {
-                    Some(group) => adopt_group(spec, &id, &group),
+                    Some(group) => self.adopt_group(spec, &id, &group).await,
                     None => Err(ProviderError::Retryable(failure.description)),
                 }
             }
@@ -294,7 +294,7 @@ impl ElastiCacheProvider {
                     return Err(failure.into());
                 }
                 match self.find_cluster(&id).await? {
-                    Some(cluster) => adopt_cluster(spec, &id, &cluster),
+                    Some(cluster) => self.adopt_cluster(spec, &id, &cluster).await,
                     None => Err(ProviderError::Retryable(failure.description)),
                 }
             }
@@ -302,31 +302,45 @@ impl ElastiCacheProvider {
     }
 }
 
-/// An existing replication group is the instance's when it runs the same
-/// engine; one being deleted (a deprovision of the same instance id) is
-/// waited out.
-fn adopt_group(spec: &CacheSpec, id: &str, group: &ReplicationGroup) -> Result<Progress, ProviderError> {
-    if let Some(engine) = group.engine()
-        && !engine.eq_ignore_ascii_case(spec.engine.as_str())
-    {
-        return Err(ProviderError::Permanent(format!(
-            "replication group {id} exists already and runs {engine}, not {}",
-            spec.engine.as_str()
-        )));
+impl ElastiCacheProvider {
+    /// An existing replication group is the instance's when its instance tag
+    /// names it and it runs the same engine; one being deleted (a
+    /// deprovision of the same instance id) is waited out.
+    async fn adopt_group(
+        &self,
+        spec: &CacheSpec,
+        id: &str,
+        group: &ReplicationGroup,
+    ) -> Result<Progress, ProviderError> {
+        self.check_owner("replication group", id, group.arn(), &spec.instance_id).await?;
+        if let Some(engine) = group.engine()
+            && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+        {
+            return Err(ProviderError::Permanent(format!(
+                "replication group {id} exists already and runs {engine}, not {}",
+                spec.engine.as_str()
+            )));
+        }
+        adopt_status("replication group", id, group.status())
     }
-    adopt_status("replication group", id, group.status())
-}
 
-fn adopt_cluster(spec: &CacheSpec, id: &str, cluster: &CacheCluster) -> Result<Progress, ProviderError> {
-    if let Some(engine) = cluster.engine()
-        && !engine.eq_ignore_ascii_case(spec.engine.as_str())
-    {
-        return Err(ProviderError::Permanent(format!(
-            "cache cluster {id} exists already and runs {engine}, not {}",
-            spec.engine.as_str()
-        )));
+    async fn adopt_cluster(
+        &self,
+        spec: &CacheSpec,
+        id: &str,
+        cluster: &CacheCluster,
+    ) -> Result<Progress, ProviderError> {
+        self.check_owner("cache cluster", id, cluster.arn(), &spec.instance_id).await?;
+        if let Some(engine) = cluster.engine()
+            && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+        {
+            return Err(ProviderError::Permanent(format!(
+                "cache cluster {id} exists already and runs {engine}, not {}",
+                spec.engine.as_str()
+            )));
+        }
+        adopt_status("cache cluster", id, cluster.cache_cluster_status())
     }
-    adopt_status("cache cluster", id, cluster.cache_cluster_status())
 }
 
 fn adopt_status(what: &str, id: &str, status: Option<&str>) -> Result<Progress, ProviderError> {

@@ -42,6 +42,7 @@ impl ElastiCacheProvider {
                         "replication group {id} is {status}; it is deleted once that ends"
                     )));
                 }
+                self.check_owner("replication group", &id, group.arn(), instance_id).await?;
                 match self.delete_group(&id, snapshot.as_deref()).await {
                     Ok(()) => {
                         tracing::info!(
@@ -88,6 +89,7 @@ impl ElastiCacheProvider {
                     )));
                 }
                 if status != "deleted" {
+                    self.check_owner("cache cluster", &id, cluster.arn(), instance_id).await?;
                     match self.client.delete_cache_cluster().cache_cluster_id(&id).send().await {
                         Ok(_) => {
                             tracing::info!(instance_id, cache_cluster = %id, "deleting cache cluster");

@@ -65,6 +65,10 @@ use failure::{Failure, Kind, classify};
 pub use names::MAX_PREFIX_LEN;
 use names::Names;
 
+/// The tag naming the instance a cache, user or user group serves (the
+/// worker puts it in every cache's tags, [`CacheSpec::tags`]).
+pub const INSTANCE_TAG: &str = "broker-instance-id";
+
 /// Where and how the provider creates caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElastiCacheSettings {
@@ -184,6 +188,46 @@ impl ElastiCacheProvider {
         Ok(self.find_cluster(id).await?.map(|c| Cache::Cluster(Box::new(c))))
     }
 
+    /// Whether the cache `id` (whose ARN `arn` is) serves `instance_id`: its
+    /// [`INSTANCE_TAG`] tag names it. A cache under an instance's name that
+    /// another instance's tag names (or none: someone else's) is never
+    /// adopted, changed or deleted; the operation fails saying so, without
+    /// naming the other instance.
+    async fn check_owner(
+        &self,
+        what: &str,
+        id: &str,
+        arn: Option<&str>,
+        instance_id: &str,
+    ) -> Result<(), ProviderError> {
+        let Some(arn) = arn else {
+            return Err(ProviderError::Retryable(format!(
+                "{what} {id} has no ARN yet, so its owner cannot be checked"
+            )));
+        };
+        let tags = self
+            .client
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .map_err(|e| classify("ListTagsForResource", e))?;
+        let owner = tags.tag_list().iter().find(|t| t.key() == Some(INSTANCE_TAG)).and_then(|t| t.value());
+        if owner == Some(instance_id) {
+            return Ok(());
+        }
+        tracing::error!(
+            instance_id,
+            cache = id,
+            owner = owner.unwrap_or("none"),
+            "a cache with this instance's name serves another instance; leaving it alone"
+        );
+        Err(ProviderError::Permanent(format!(
+            "{what} {id} exists already and its {INSTANCE_TAG} tag names another instance; \
+             the broker leaves it alone"
+        )))
+    }
+
     /// DescribeUsers for one id; `None` when there is none.
     async fn find_user(&self, user_id: &str) -> Result<Option<User>, Failure> {
         match self.client.describe_users().user_id(user_id).send().await {
@@ -211,17 +255,21 @@ impl ElastiCacheProvider {
         .await
     }
 
-    /// Tags of a cache: the spec's, and `broker` = the prefix, which tells
-    /// an operator which broker owns it.
+    /// Tags of a cache: the spec's, `broker` = the prefix, which tells an
+    /// operator which broker owns it, and the instance it serves.
     fn cache_tags(&self, spec: &CacheSpec) -> Vec<Tag> {
-        let mut tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| tag(k, v)).collect();
+        let mut tags: Vec<Tag> =
+            spec.tags.iter().filter(|(k, _)| k != INSTANCE_TAG).map(|(k, v)| tag(k, v)).collect();
         tags.push(tag("broker", self.names.prefix()));
+        // What adoption and deletion check (`check_owner`), whatever the
+        // spec's tags hold.
+        tags.push(tag(INSTANCE_TAG, &spec.instance_id));
         tags
     }
 
     /// Tags of users and user groups: the broker and the instance they serve.
     fn user_tags(&self, instance_id: &str) -> Vec<Tag> {
-        vec![tag("broker", self.names.prefix()), tag("broker-instance-id", instance_id)]
+        vec![tag("broker", self.names.prefix()), tag(INSTANCE_TAG, instance_id)]
     }
 }
 

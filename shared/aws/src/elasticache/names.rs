@@ -14,31 +14,41 @@
 //! | binding user | `{prefix}-u-{hash of instance id and user name}` |
 //! | final snapshot of a deleted replication group | `{prefix}-final-{h}-{k}` |
 //!
-//! where `h` is the 16 hex digits of the FNV-1a hash of the instance id and
-//! `k` those of the deprovision's operation id.
+//! where `h` is [`HASH_LEN`] base32 characters (105 bits) of the SHA-256 of
+//! the instance id and `k` those of the deprovision's operation id. SHA-256,
+//! not a faster non-cryptographic hash: platforms let their users choose
+//! instance ids on some paths, and nobody should be able to choose one whose
+//! name is another instance's. A cache found under an instance's name is
+//! still adopted only when its `broker-instance-id` tag names that instance
+//! (`ElastiCacheProvider::check_owner`).
 //!
 //! Snapshot names follow the same character rules. They are not held to 40
 //! characters (ElastiCache's own automatic snapshots are named
 //! `automatic.{cluster id}-{date and time}`, longer than any id): with the
-//! longest prefix a final snapshot's name has 61.
+//! longest prefix a final snapshot's name has 66.
+
+use data_encoding::BASE32_NOPAD;
+use sha2::{Digest, Sha256};
+
+/// Base32 characters of a hash in a name: 105 bits.
+pub const HASH_LEN: usize = 21;
 
 /// The longest prefix that keeps every id within 40 characters:
-/// `{prefix}-u-` plus 16 hex digits.
-pub const MAX_PREFIX_LEN: usize = 40 - "-u-".len() - 16;
+/// `{prefix}-u-` plus [`HASH_LEN`] characters. The configuration allows as
+/// many (`NAME_PREFIX`, at most 16).
+pub const MAX_PREFIX_LEN: usize = 40 - "-u-".len() - HASH_LEN;
 
 /// What the prefix becomes when nothing usable is left of the configured one.
 const FALLBACK_PREFIX: &str = "osb";
 
-/// FNV-1a, 64 bits. Written out because std's `DefaultHasher` promises no
-/// stability across Rust releases, and these names must stay the same for
-/// the life of a cache, across every build of the broker that manages it.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+/// The first [`HASH_LEN`] characters of the lowercase base32 of the SHA-256
+/// of `bytes`: letters and the digits 2 to 7, so valid in any id.
+pub fn hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = BASE32_NOPAD.encode(&digest);
+    out.truncate(HASH_LEN);
+    out.make_ascii_lowercase();
+    out
 }
 
 /// The ids of one broker's resources (everything starts with its prefix).
@@ -60,17 +70,17 @@ impl Names {
     /// The replication group (Redis OSS, Valkey) or cache cluster
     /// (Memcached) of an instance, and its user group.
     pub fn cache(&self, instance_id: &str) -> String {
-        format!("{}-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+        format!("{}-{}", self.prefix, hash(instance_id.as_bytes()))
     }
 
     /// The user the broker administers the cache as.
     pub fn admin_user(&self, instance_id: &str) -> String {
-        format!("{}-a-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+        format!("{}-a-{}", self.prefix, hash(instance_id.as_bytes()))
     }
 
     /// The disabled user named `default` that every user group must hold.
     pub fn default_user(&self, instance_id: &str) -> String {
-        format!("{}-d-{:016x}", self.prefix, fnv1a64(instance_id.as_bytes()))
+        format!("{}-d-{}", self.prefix, hash(instance_id.as_bytes()))
     }
 
     /// The snapshot ElastiCache takes when it deletes the instance's
@@ -80,12 +90,7 @@ impl Names {
     /// attempt took; another for a later deprovision of a reused instance
     /// id, whose snapshot would otherwise already exist.
     pub fn final_snapshot(&self, instance_id: &str, key: &str) -> String {
-        format!(
-            "{}-final-{:016x}-{:016x}",
-            self.prefix,
-            fnv1a64(instance_id.as_bytes()),
-            fnv1a64(key.as_bytes())
-        )
+        format!("{}-final-{}-{}", self.prefix, hash(instance_id.as_bytes()), hash(key.as_bytes()))
     }
 
     /// The user of a binding. The zero byte keeps ("ab", "c") and ("a", "bc")
@@ -95,7 +100,7 @@ impl Names {
         key.extend_from_slice(instance_id.as_bytes());
         key.push(0);
         key.extend_from_slice(username.as_bytes());
-        format!("{}-u-{:016x}", self.prefix, fnv1a64(&key))
+        format!("{}-u-{}", self.prefix, hash(&key))
     }
 
     /// Whether `id` is one of this broker's users, so clean-up never deletes
@@ -160,10 +165,12 @@ mod tests {
     const INSTANCE: &str = "6f1c2a9e-0b7d-4c1e-9a53-2d1f0e8b7c64";
 
     #[test]
-    fn fnv1a_gives_the_published_test_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    fn the_hash_is_the_start_of_the_base32_sha256_from_the_published_vector() {
+        // SHA-256("abc") = ba7816bf 8f01cfea ..., FIPS 180-2 appendix B.1;
+        // its base32 (RFC 4648) starts XJ4BNP4PAHH6UQKBIDPF3.
+        assert_eq!(hash(b"abc"), "xj4bnp4pahh6uqkbidpf3");
+        assert_eq!(hash(b"abc").len(), HASH_LEN);
+        assert_ne!(hash(b"abc"), hash(b"abd"));
     }
 
     #[test]
@@ -175,7 +182,7 @@ mod tests {
             names.default_user(INSTANCE),
             names.binding_user(INSTANCE, "b-3f0c"),
         ];
-        assert_eq!(all[0], format!("osb-{:016x}", fnv1a64(INSTANCE.as_bytes())));
+        assert_eq!(all[0], format!("osb-{}", hash(INSTANCE.as_bytes())));
         assert_eq!(all[0], Names::new("osb").cache(INSTANCE));
         for id in &all {
             assert!(is_valid_id(id), "{id}");
@@ -188,10 +195,7 @@ mod tests {
     fn the_final_snapshot_name_is_deterministic_valid_and_ours_under_any_prefix() {
         let names = Names::new("osb");
         let name = names.final_snapshot(INSTANCE, "op-1");
-        assert_eq!(
-            name,
-            format!("osb-final-{:016x}-{:016x}", fnv1a64(INSTANCE.as_bytes()), fnv1a64(b"op-1"))
-        );
+        assert_eq!(name, format!("osb-final-{}-{}", hash(INSTANCE.as_bytes()), hash(b"op-1")));
         assert_eq!(name, Names::new("osb").final_snapshot(INSTANCE, "op-1"), "the same for a retry");
         assert_ne!(name, names.final_snapshot("another-instance", "op-1"));
         assert_ne!(name, names.final_snapshot(INSTANCE, "op-2"), "another deprovision of a reused id");
@@ -199,7 +203,7 @@ mod tests {
         for raw in ["osb", "OSB_Prod", "9", &"p".repeat(60)] {
             let name = Names::new(raw).final_snapshot(INSTANCE, "op-1");
             assert!(is_valid_snapshot_name(&name), "{name}");
-            assert!(name.len() <= MAX_PREFIX_LEN + "-final-".len() + 16 + 1 + 16, "{name}");
+            assert!(name.len() <= MAX_PREFIX_LEN + "-final-".len() + 2 * HASH_LEN + 1, "{name}");
         }
     }
 
@@ -225,7 +229,7 @@ mod tests {
         assert_eq!(normalize_prefix("--a--b--"), "a-b");
         assert_eq!(normalize_prefix("1st"), "osb-1st");
         assert_eq!(normalize_prefix(""), "osb");
-        assert_eq!(normalize_prefix(&format!("{}-x", "a".repeat(20))), "a".repeat(20));
+        assert_eq!(normalize_prefix(&format!("{}-x", "a".repeat(16))), "a".repeat(16));
         for raw in ["OSB_Prod", "--", "9", "a-very-long-prefix-that-goes-on-and-on"] {
             assert!(is_valid_id(&Names::new(raw).binding_user(INSTANCE, "u")), "{raw}");
         }

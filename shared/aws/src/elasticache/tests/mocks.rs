@@ -23,6 +23,7 @@ use aws_sdk_elasticache::operation::describe_replication_groups::{
 };
 use aws_sdk_elasticache::operation::describe_user_groups::DescribeUserGroupsOutput;
 use aws_sdk_elasticache::operation::describe_users::{DescribeUsersError, DescribeUsersOutput};
+use aws_sdk_elasticache::operation::list_tags_for_resource::ListTagsForResourceOutput;
 use aws_sdk_elasticache::operation::modify_replication_group::{
     ModifyReplicationGroupError, ModifyReplicationGroupOutput,
 };
@@ -37,7 +38,7 @@ use aws_sdk_elasticache::types::error::{
 use aws_sdk_elasticache::types::{
     AuthTokenUpdateStatus, AuthTokenUpdateStrategyType, Authentication, AuthenticationType,
     AutomaticFailoverStatus, CacheCluster, Endpoint as AwsEndpoint, MultiAzStatus, NodeGroup,
-    NodeGroupMember, ReplicationGroup, ReplicationGroupPendingModifiedValues, User, UserGroup,
+    NodeGroupMember, ReplicationGroup, ReplicationGroupPendingModifiedValues, Tag, User, UserGroup,
     UserGroupPendingChanges,
 };
 use aws_smithy_mocks::{Rule, mock};
@@ -92,6 +93,22 @@ fn group(status: &str, members: usize) -> ReplicationGroup {
         .engine("redis")
         .arn(format!("arn:aws:elasticache:us-east-1:123456789012:replicationgroup:{id}"))
         .build()
+}
+
+/// ListTagsForResource of a cache whose `broker-instance-id` tag names
+/// `instance`.
+fn tagged_for(instance: &'static str) -> Rule {
+    mock!(Client::list_tags_for_resource).then_output(move || {
+        ListTagsForResourceOutput::builder()
+            .tag_list(Tag::builder().key("broker").value("osb").build())
+            .tag_list(Tag::builder().key("broker-instance-id").value(instance).build())
+            .build()
+    })
+}
+
+/// ListTagsForResource of a cache that is [`INSTANCE`]'s.
+fn ours() -> Rule {
+    tagged_for(INSTANCE)
 }
 
 fn describe_group(group: ReplicationGroup) -> Rule {
@@ -456,7 +473,7 @@ async fn everything_a_racing_attempt_made_first_is_adopted() {
                 .build(),
         )
     });
-    let client = mocked(&[&describe, &user_exists, &group_exists, &user_group, &rg_exists]);
+    let client = mocked(&[&describe, &ours(), &user_exists, &group_exists, &user_group, &rg_exists]);
     let provider = provider_on(client, secrets_with_admin().await);
 
     let progress = provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
@@ -561,7 +578,7 @@ async fn the_delete_request_names_a_final_snapshot_only_when_asked_for_one() {
         .match_requests(|req| req.final_snapshot_identifier().is_none())
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &with_snapshot, &without_snapshot]),
+        mocked(&[&describe_group(group("available", 1)), &ours(), &with_snapshot, &without_snapshot]),
         secrets_with_admin().await,
     );
 
@@ -595,7 +612,7 @@ async fn a_final_snapshot_an_earlier_attempt_took_does_not_fail_the_retried_dele
         .match_requests(|req| req.final_snapshot_identifier().is_none())
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &exists, &without_snapshot]),
+        mocked(&[&describe_group(group("available", 1)), &ours(), &exists, &without_snapshot]),
         secrets_with_admin().await,
     );
 
@@ -617,8 +634,10 @@ async fn a_final_snapshot_over_the_quota_fails_the_delete_naming_the_fault() {
                 .build(),
         )
     });
-    let provider =
-        provider_on(mocked(&[&describe_group(group("available", 1)), &quota]), secrets_with_admin().await);
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &ours(), &quota]),
+        secrets_with_admin().await,
+    );
 
     let why = permanent(provider.delete(INSTANCE, Some(DEPROVISION)).await);
     assert!(why.starts_with("DeleteReplicationGroup failed: SnapshotQuotaExceededFault"), "{why}");
@@ -632,13 +651,15 @@ async fn a_memcached_cluster_is_deleted_without_a_snapshot_even_when_one_is_aske
         .cache_cluster_id(&id)
         .cache_cluster_status("available")
         .engine("memcached")
+        .arn(format!("arn:aws:elasticache:us-east-1:123456789012:cluster:{id}"))
         .build();
     let describe = mock!(Client::describe_cache_clusters)
         .then_output(move || DescribeCacheClustersOutput::builder().cache_clusters(cluster.clone()).build());
     let delete = mock!(Client::delete_cache_cluster)
         .match_requests(|req| req.final_snapshot_identifier().is_none())
         .then_output(|| DeleteCacheClusterOutput::builder().build());
-    let provider = provider_on(mocked(&[&no_group(), &describe, &delete]), secrets_with_admin().await);
+    let provider =
+        provider_on(mocked(&[&no_group(), &describe, &ours(), &delete]), secrets_with_admin().await);
 
     let Progress::Working { detail } = provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
         panic!("done")
@@ -1055,4 +1076,45 @@ async fn a_major_upgrade_without_cluster_mode_sends_the_parameter_group_of_the_n
 
     assert!(matches!(progress, Progress::Working { .. }), "{progress:?}");
     assert_eq!(compliant.num_calls(), 1);
+}
+
+// ------------------------------------------------------------ ownership
+
+/// A cache under the instance's name whose `broker-instance-id` tag names
+/// another instance (or none) is someone else's: a create does not adopt it
+/// and a delete does not delete it, and neither says whose it is.
+#[tokio::test]
+async fn a_cache_another_instance_owns_is_neither_adopted_nor_deleted() {
+    const OTHER: &str = "0d9e3c1a-other-instance";
+    for tags in [
+        tagged_for(OTHER),
+        mock!(Client::list_tags_for_resource).then_output(|| {
+            ListTagsForResourceOutput::builder()
+                .tag_list(Tag::builder().key("team").value("x").build())
+                .build()
+        }),
+    ] {
+        let create = mock!(Client::create_replication_group)
+            .then_output(|| CreateReplicationGroupOutput::builder().build());
+        let delete = mock!(Client::delete_replication_group)
+            .then_output(|| DeleteReplicationGroupOutput::builder().build());
+        let provider = provider_on(
+            mocked(&[&describe_group(group("available", 1)), &tags, &create, &delete]),
+            secrets_with_admin().await,
+        );
+        let why = permanent(provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await);
+        let (id, _) = ids();
+        assert_eq!(
+            why,
+            format!(
+                "replication group {id} exists already and its broker-instance-id tag names another \
+                 instance; the broker leaves it alone"
+            )
+        );
+        assert!(!why.contains(OTHER), "{why}");
+        let why = permanent(provider.delete(INSTANCE, Some(DEPROVISION)).await);
+        assert!(why.contains("names another instance"), "{why}");
+        assert_eq!((create.num_calls(), delete.num_calls()), (0, 0));
+        assert_eq!(tags.num_calls(), 2, "looked at its tags each time");
+    }
 }

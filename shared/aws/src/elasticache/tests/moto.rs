@@ -173,7 +173,7 @@ async fn a_redis_instance_becomes_one_encrypted_tagged_replication_group_named_a
     assert!(matches!(progress, Progress::Working { .. }), "{progress:?}");
 
     let id = w.provider.cache_id(INSTANCE);
-    assert!(id.starts_with("osb-") && id.len() == 20, "{id}");
+    assert!(id.starts_with("osb-") && id.len() == 4 + 21, "{id}");
     let group = w.group(&id).await;
     assert_eq!(group.engine(), Some("redis"));
     assert_eq!(group.cache_node_type(), Some("cache.t4g.small"));
@@ -195,6 +195,34 @@ async fn a_redis_instance_becomes_one_encrypted_tagged_replication_group_named_a
     ] {
         assert!(tags.contains(&(tag.0.to_string(), tag.1.to_string())), "{tag:?} in {tags:?}");
     }
+}
+
+/// A replication group under the instance's name that was not made for it
+/// (here by hand, with another instance's tag) stays as it is: the create is
+/// refused for good and so is the delete, and the users are not touched.
+#[tokio::test]
+async fn a_replication_group_tagged_for_another_instance_is_left_alone() {
+    let w = world().await;
+    let id = w.provider.cache_id(INSTANCE);
+    w.aws
+        .create_replication_group()
+        .replication_group_id(&id)
+        .replication_group_description("someone else's")
+        .engine("redis")
+        .cache_node_type("cache.t4g.micro")
+        .num_cache_clusters(1)
+        .tags(aws_sdk_elasticache::types::Tag::builder().key("broker-instance-id").value("other").build())
+        .send()
+        .await
+        .unwrap();
+
+    let err = w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap_err();
+    let ProviderError::Permanent(why) = err else { panic!("{err:?}") };
+    assert!(why.contains(&format!("replication group {id} exists already")), "{why}");
+    let err = w.provider.delete(INSTANCE, None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
+    assert_eq!(w.group(&id).await.status(), Some("available"), "not deleted");
+    assert_eq!(w.group(&id).await.description(), Some("someone else's"));
 }
 
 #[tokio::test]
@@ -402,8 +430,8 @@ async fn deleting_with_a_final_snapshot_asks_for_it_by_the_deprovisions_snapshot
     let w = world().await;
     w.provider.create(&spec(INSTANCE, "elasticache-valkey", "staging")).await.unwrap();
     let id = w.provider.cache_id(INSTANCE);
-    let key = crate::elasticache::names::fnv1a64(DEPROVISION.as_bytes());
-    let snapshot = format!("osb-final-{}-{key:016x}", &id[4..]);
+    let key = crate::elasticache::names::hash(DEPROVISION.as_bytes());
+    let snapshot = format!("osb-final-{}-{key}", &id[4..]);
 
     let details = w.delete_until_done(INSTANCE, Some(DEPROVISION)).await;
     assert_eq!(details[0], format!("deleting replication group {id} after its final snapshot {snapshot}"));
