@@ -6,6 +6,9 @@
 
 pub mod aws;
 pub mod contract;
+mod logs;
+
+pub use logs::LogCapture;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

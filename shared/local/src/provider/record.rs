@@ -1,5 +1,6 @@
 //! Each instance's directory: its record (`instance.json`), the paths of
-//! its files, and the server log's tail that explains a failed start.
+//! its files, and the server log's tail that explains a failed start (to
+//! the broker's log, not to the platform).
 
 use super::*;
 
@@ -140,14 +141,22 @@ pub(super) fn log_tail(path: &Path, offset: u64) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-/// The error for a server that is not running, quoting its log.
+/// The error for a server that is not running. Its log's last lines go to
+/// the broker's log, where the operator reads them; the description, which
+/// the platform shows its users, says only where to look.
 pub(super) fn exited(record: &Record, paths: &Paths, log_start: u64) -> ProviderError {
+    tracing::error!(
+        instance_id = %record.instance_id,
+        engine = record.engine.as_str(),
+        port = record.port,
+        log = %paths.log.display(),
+        last_lines = %log_tail(&paths.log, log_start),
+        "the cache server is not running"
+    );
     ProviderError::Permanent(format!(
-        "{} for instance {} is not running (port {}); last lines of {}:\n{}",
+        "{} for instance {} is not running (port {}); the broker's log quotes the last lines of its server.log",
         record.engine.as_str(),
         record.instance_id,
         record.port,
-        paths.log.display(),
-        log_tail(&paths.log, log_start)
     ))
 }

@@ -605,17 +605,23 @@ async fn a_port_taken_before_the_server_binds_it_is_retried_on_another() {
 }
 
 #[tokio::test]
-async fn a_server_that_exits_at_once_fails_permanently_quoting_its_log() {
+async fn a_server_that_exits_at_once_fails_permanently_and_its_log_goes_to_the_operator() {
     let f = Fixture::new().await;
     let broken = script(f.dir.path(), "broken-redis", "echo '*** FATAL CONFIG FILE ERROR ***' >&2; exit 1");
     let provider = LocalCacheProvider::new(f.dir.path().join("other"), f.secrets.clone())
         .with_binary(Engine::Redis, broken);
 
+    let logs = broker_testing::LogCapture::start();
     let created = provider.create(&spec("broken", Engine::Redis)).await;
 
     let Err(ProviderError::Permanent(why)) = created else { panic!("{created:?}") };
-    assert!(why.contains("FATAL CONFIG FILE ERROR") && why.contains("is not running"), "{why}");
+    assert!(why.contains("is not running") && why.contains("server.log"), "{why}");
+    // The server's own words reach the operator's log, not the platform.
+    assert!(!why.contains("FATAL CONFIG FILE ERROR"), "{why}");
+    let logged = logs.text();
+    assert!(logged.contains("FATAL CONFIG FILE ERROR") && logged.contains("broken"), "{logged}");
     assert!(!why.contains(f.admin_password.expose_secret()));
+    assert!(!logged.contains(f.admin_password.expose_secret()));
 }
 
 #[test]
