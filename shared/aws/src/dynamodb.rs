@@ -453,6 +453,30 @@ impl DynamoStore {
         items.into_iter().map(|item| from_item(item, what)).collect()
     }
 
+    /// Whether the table holds exactly `items`. A write whose answer was lost
+    /// (a timeout, or a 5xx after DynamoDB had written) is sent again by the
+    /// SDK and then fails its own condition: finding its own items in place
+    /// means it was written, not that someone else won.
+    async fn holds(&self, items: &[&Item]) -> Result<bool, StoreError> {
+        for item in items {
+            let (Some(pk), Some(sk)) = (item.get(PK), item.get(SK)) else { return Ok(false) };
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(PK, pk.clone())
+                .key(SK, sk.clone())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| unavailable(&self.table, "GetItem", &e.into_service_error()))?;
+            if out.item.as_ref() != Some(*item) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Puts `item` unconditionally: the catalog's operator writes.
     async fn put(&self, item: Item) -> Result<(), StoreError> {
         self.client
@@ -474,6 +498,7 @@ impl DynamoStore {
             && let Some(Write { item, expect, what, .. }) = writes.pop()
         {
             let (expression, names, values) = condition(expect);
+            let written = item.clone();
             let put = self
                 .client
                 .put_item()
@@ -486,13 +511,20 @@ impl DynamoStore {
                 .await;
             return match put.map_err(|e| e.into_service_error()) {
                 Ok(_) => Ok(()),
-                Err(PutItemError::ConditionalCheckFailedException(_)) => Err(Write::lost(expect, what)),
+                Err(PutItemError::ConditionalCheckFailedException(_)) => {
+                    if self.holds(&[&written]).await? {
+                        Ok(())
+                    } else {
+                        Err(Write::lost(expect, what))
+                    }
+                }
                 Err(e) => Err(unavailable(&self.table, "PutItem", &e)),
             };
         }
 
         let mut losses = Vec::with_capacity(writes.len());
         let mut items = Vec::with_capacity(writes.len());
+        let written: Vec<Item> = writes.iter().map(|w| w.item.clone()).collect();
         for Write { item, expect, what, .. } in writes {
             let (expression, names, values) = condition(expect);
             let put = Put::builder()
@@ -517,6 +549,7 @@ impl DynamoStore {
                     .iter()
                     .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
                 match failed {
+                    Some(_) if self.holds(&written.iter().collect::<Vec<_>>()).await? => Ok(()),
                     Some(n) if n < losses.len() => {
                         let (expect, what) = losses.swap_remove(n);
                         Err(Write::lost(expect, what))
@@ -806,6 +839,42 @@ mod tests {
 
     async fn created(store: &DynamoStore, id: &str) -> (Instance, Operation) {
         contract::created(store, id).await
+    }
+
+    /// A write whose answer was lost is sent again by the SDK and fails its
+    /// own condition; finding its own items in place, the store reports it
+    /// written. Anything else at that version is still a conflict.
+    #[tokio::test]
+    async fn a_write_sent_again_after_its_answer_was_lost_is_a_success_not_a_conflict() {
+        let moto = MotoServer::start();
+        let store = store(&moto).await;
+        let (mut instance, mut operation) = created(&store, "i-1").await;
+
+        // One item (PutItem): the operation alone.
+        operation.description = "step two".into();
+        let before = operation.version;
+        store.save_operation(&mut operation).await.unwrap();
+        let mut again = operation.clone();
+        again.version = before;
+        store.save_operation(&mut again).await.expect("its own write, sent again");
+        assert_eq!(again.version, operation.version);
+        let mut other = operation.clone();
+        other.version = before;
+        other.description = "someone else's step".into();
+        assert!(matches!(store.save_operation(&mut other).await, Err(StoreError::Conflict(_))));
+
+        // Two items (TransactWriteItems): the instance with its operation.
+        let (instance_before, op_before) = (instance.version, operation.version);
+        instance.state = InstanceState::Ready;
+        operation.description = "done".into();
+        store.save_instance(&mut instance, Some(&mut operation)).await.unwrap();
+        let (mut i2, mut o2) = (instance.clone(), operation.clone());
+        (i2.version, o2.version) = (instance_before, op_before);
+        store.save_instance(&mut i2, Some(&mut o2)).await.expect("its own transaction, sent again");
+        let (mut i3, mut o3) = (instance.clone(), operation.clone());
+        (i3.version, o3.version) = (instance_before, op_before);
+        o3.description = "someone else's".into();
+        assert!(matches!(store.save_instance(&mut i3, Some(&mut o3)).await, Err(StoreError::Conflict(_))));
     }
 
     // What only DynamoDB shows: the items' attributes, its index and TTL.
