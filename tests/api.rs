@@ -1721,3 +1721,40 @@ async fn polling_an_operation_whose_job_was_lost_enqueues_it_again() {
     tb.drain(100).await;
     assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
 }
+
+/// A platform repeats a PUT when it did not get the answer, as when the
+/// first request's enqueue failed after its record was written: the repeat
+/// enqueues the job again at once, without waiting for it to look stalled.
+#[tokio::test]
+async fn a_repeated_provision_whose_job_was_lost_enqueues_it_again_at_once() {
+    let tb = TestBroker::new().await;
+    let body = plan_body(&tb, "elasticache-redis", "small");
+    let op = accepted_operation(&put_instance(&tb, "i-1", body.clone()).await);
+    // GIVEN the job is lost
+    let lost = tb.queue.receive(std::time::Duration::from_secs(600)).await.unwrap().expect("the job");
+    tb.queue.ack(lost.id).await.unwrap();
+    assert!(tb.drain(10).await.is_empty());
+
+    // WHEN the platform repeats the request: the same operation
+    assert_eq!(accepted_operation(&put_instance(&tb, "i-1", body).await), op);
+
+    // THEN its job is back and the operation finishes
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
+}
+
+/// The record is written and the enqueue after it fails (SQS throttled or
+/// down): the platform gets a 503 saying to repeat the request, and the
+/// repeat carries the operation on.
+#[tokio::test]
+async fn a_provision_whose_job_cannot_be_enqueued_is_503_and_its_repeat_goes_on() {
+    let tb = TestBroker::first_enqueues_fail().await;
+    let body = plan_body(&tb, "elasticache-redis", "small");
+    let got = put_instance(&tb, "i-1", body.clone()).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &["repeat"]);
+    assert!(!got.1.to_string().contains("chaos"), "the queue's own words stay in the log: {}", got.1);
+
+    let op = accepted_operation(&put_instance(&tb, "i-1", body).await);
+    tb.drain(100).await;
+    assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
+}

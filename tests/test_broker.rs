@@ -53,26 +53,42 @@ impl TestBroker {
     /// A broker whose provider makes users at once, as laptop mode's local
     /// processes do: binds and unbinds finish within the request.
     pub async fn users_at_once() -> TestBroker {
-        TestBroker::build(RotationPolicy { days: 30, grace_secs: 0 }, true).await
+        TestBroker::build(RotationPolicy { days: 30, grace_secs: 0 }, true, false).await
+    }
+
+    /// A broker whose queue refuses the first enqueue at each step of each
+    /// kind of operation (the API's first enqueue of a provision, say), as
+    /// SQS does when it is throttled or down.
+    pub async fn first_enqueues_fail() -> TestBroker {
+        TestBroker::build(RotationPolicy { days: 30, grace_secs: 0 }, false, true).await
     }
 
     /// A broker whose rotations follow `policy` (`new` has no grace period,
     /// so a drained queue ends a rotation). Its provider takes time to add
     /// users, as ElastiCache does, so instances keep spare users.
     pub async fn with_rotation(policy: RotationPolicy) -> TestBroker {
-        TestBroker::build(policy, false).await
+        TestBroker::build(policy, false, false).await
     }
 
-    async fn build(policy: RotationPolicy, users_at_once: bool) -> TestBroker {
+    async fn build(policy: RotationPolicy, users_at_once: bool, abort_enqueues: bool) -> TestBroker {
         let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
         let catalog = CatalogFile::builtin();
         store.seed(&catalog.services, &catalog.plans).await.expect("seed");
         let queue = Arc::new(LocalQueue::in_memory(10).expect("in-memory queue"));
         let secrets = Arc::new(LocalSecretStore::in_memory().expect("in-memory secrets"));
         let provider = Arc::new(FakeProvider::new(users_at_once));
+        let jobs: Arc<dyn broker_core::ports::JobQueue> = if abort_enqueues {
+            Arc::new(broker_testing::chaos::AbortingQueue::new(
+                queue.clone(),
+                store.clone(),
+                broker_testing::chaos::Aborts::new(),
+            ))
+        } else {
+            queue.clone()
+        };
         let adapters = Adapters {
             store: store.clone(),
-            queue: queue.clone(),
+            queue: jobs,
             provider: provider.clone(),
             secrets: secrets.clone(),
         };

@@ -66,7 +66,6 @@ pub struct ClientOverrides {
 impl AwsParts {
     /// Builds every client and adapter; makes no AWS call.
     pub fn new(settings: &AwsSettings, sdk: &SdkConfig, overrides: ClientOverrides) -> AwsParts {
-        let policy = rotation_policy(settings);
         let store =
             Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table_name.clone()));
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), settings.queue_url.clone()));
@@ -78,17 +77,8 @@ impl AwsParts {
                 .with_rotation_function(settings.rotation_function_arn.clone()),
         );
         let elasticache = overrides.elasticache.unwrap_or_else(|| aws_sdk_elasticache::Client::new(sdk));
-        let mut provider = ElastiCacheProvider::new(
-            elasticache,
-            secrets.clone(),
-            ElastiCacheSettings {
-                name_prefix: settings.name_prefix.clone(),
-                cache_subnet_group: settings.cache_subnet_group.clone(),
-                memcached_subnet_group: settings.memcached_subnet_group.clone(),
-                security_group_ids: settings.security_group_ids.clone(),
-                kms_key_id: settings.kms_key_id.clone(),
-            },
-        );
+        let mut provider =
+            ElastiCacheProvider::new(elasticache, secrets.clone(), ElastiCacheSettings::from(settings));
         if let Some(client) = overrides.elasticache_rbac {
             provider = provider.with_rbac_client(client);
         }
@@ -99,22 +89,19 @@ impl AwsParts {
             provider: provider.clone(),
             secrets: secrets.clone(),
         };
-        let Services { broker, worker, rotator } = Services::new(
-            &adapters,
-            &ServiceSettings {
-                secret_prefix: settings.name_prefix.clone(),
-                rotation: policy,
-                poll_delay_secs: settings.poll_delay_secs,
-                max_retry_delay_secs: 900,
-                // Longer than the longest back-off (900 s) plus a poll, so a
-                // job merely waiting is never taken for a lost one.
-                stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
-                catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
-                test_wait: Duration::from_secs(60),
-                test_poll: Duration::from_secs(5),
-            },
-        );
+        let Services { broker, worker, rotator } = Services::new(&adapters, &service_settings(settings));
         AwsParts { store, queue, secrets, provider, broker, worker, rotator, secrets_client }
+    }
+
+    /// The adapters the services are built on, for a test that builds a
+    /// worker of its own over some of them.
+    pub fn adapters(&self) -> Adapters {
+        Adapters {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            provider: self.provider.clone(),
+            secrets: self.secrets.clone(),
+        }
     }
 
     /// The API Router, with the broker's own credentials read from the secret
@@ -147,6 +134,23 @@ impl AwsParts {
 /// The rotation policy the settings give. Scheduled rotation needs the
 /// rotation function's ARN: without one, secrets get no schedule (and
 /// bindings no expiry), though on-demand rotation still works.
+/// What the broker, the worker and the rotation function of AWS mode run
+/// with.
+pub fn service_settings(settings: &AwsSettings) -> ServiceSettings {
+    ServiceSettings {
+        secret_prefix: settings.name_prefix.clone(),
+        rotation: rotation_policy(settings),
+        poll_delay_secs: settings.poll_delay_secs,
+        max_retry_delay_secs: 900,
+        // Longer than the longest back-off (900 s) plus a poll, so a job
+        // merely waiting is never taken for a lost one.
+        stall_secs: 900 + i64::from(settings.poll_delay_secs) + 60,
+        catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
+        test_wait: Duration::from_secs(60),
+        test_poll: Duration::from_secs(5),
+    }
+}
+
 pub fn rotation_policy(settings: &AwsSettings) -> RotationPolicy {
     let days = match (&settings.rotation_function_arn, settings.rotation_days) {
         (Some(_), days) => days,

@@ -30,6 +30,9 @@ use aws_sdk_elasticache::operation::create_user_group::{CreateUserGroupError, Cr
 use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupInput;
 use aws_sdk_elasticache::operation::delete_user::DeleteUserInput;
 use aws_sdk_elasticache::operation::delete_user_group::{DeleteUserGroupError, DeleteUserGroupOutput};
+use aws_sdk_elasticache::operation::describe_cache_clusters::{
+    DescribeCacheClustersError, DescribeCacheClustersOutput,
+};
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError;
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
 use aws_sdk_elasticache::operation::describe_user_groups::{
@@ -40,9 +43,10 @@ use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationG
 use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
 use aws_sdk_elasticache::operation::modify_user_group::{ModifyUserGroupError, ModifyUserGroupOutput};
 use aws_sdk_elasticache::types::error::{
-    ReplicationGroupNotFoundFault, UserGroupAlreadyExistsFault, UserGroupNotFoundFault,
+    CacheClusterNotFoundFault, ReplicationGroupNotFoundFault, UserGroupAlreadyExistsFault,
+    UserGroupNotFoundFault,
 };
-use aws_sdk_elasticache::types::{Authentication, AuthenticationType, UserGroup};
+use aws_sdk_elasticache::types::{Authentication, AuthenticationType, Endpoint as AwsEndpoint, UserGroup};
 use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock, mock_client};
 
 /// Error metadata as the wire carries it: the code and message of the fault.
@@ -403,29 +407,51 @@ impl Default for FakeRbac {
     }
 }
 
-/// Replication groups to report as gone.
+/// Replication groups (and Memcached cache clusters) to report as gone.
 pub type GoneGroups = Arc<Mutex<std::collections::HashSet<String>>>;
 
 /// An interceptor for a client on moto that answers DescribeReplicationGroups
-/// for the groups in `gone` with ReplicationGroupNotFound, and passes every
-/// other call through: moto never finishes a deletion (a deleted group stays
-/// `deleting`), so a test says when AWS would have.
+/// for the groups in `gone` with ReplicationGroupNotFound (and
+/// DescribeCacheClusters for the clusters in it with CacheClusterNotFound),
+/// and passes every other call through: moto never finishes a deletion (a
+/// deleted group stays `deleting`), so a test says when AWS would have.
 pub fn finished_deletions(gone: GoneGroups) -> MockResponseInterceptor {
+    let gone_for_clusters = gone.clone();
     let rule = mock!(Client::describe_replication_groups)
         .match_requests(move |req| {
             req.replication_group_id().is_some_and(|id| gone.lock().unwrap().contains(id))
         })
-        .then_compute_response(|req| {
-            let message =
-                format!("Replication group {} not found.", req.replication_group_id().unwrap_or_default());
-            MockResponse::Error(DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
+        // Errors that do not depend on the request: a call whose (passed
+        // through) HTTP answer was a 5xx is retried by the SDK, and the mock
+        // answers a retry without its input.
+        .then_error(|| {
+            let message = "Replication group not found.";
+            DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
                 ReplicationGroupNotFoundFault::builder()
-                    .message(&message)
-                    .meta(meta("ReplicationGroupNotFoundFault", &message))
+                    .message(message)
+                    .meta(meta("ReplicationGroupNotFoundFault", message))
                     .build(),
-            ))
+            )
         });
-    MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule).allow_passthrough()
+    let gone_clusters = gone_for_clusters;
+    let clusters = mock!(Client::describe_cache_clusters)
+        .match_requests(move |req| {
+            req.cache_cluster_id().is_some_and(|id| gone_clusters.lock().unwrap().contains(id))
+        })
+        .then_error(|| {
+            let message = "CacheCluster not found.";
+            DescribeCacheClustersError::CacheClusterNotFoundFault(
+                CacheClusterNotFoundFault::builder()
+                    .message(message)
+                    .meta(meta("CacheClusterNotFound", message))
+                    .build(),
+            )
+        });
+    MockResponseInterceptor::new()
+        .rule_mode(RuleMode::MatchAny)
+        .with_rule(&rule)
+        .with_rule(&clusters)
+        .allow_passthrough()
 }
 
 /// An interceptor that puts every replication group a
@@ -504,6 +530,54 @@ impl aws_sdk_secretsmanager::config::Intercept for SecretIdsInterceptor {
         let id = body.get("SecretId").or_else(|| body.get("Name")).and_then(|v| v.as_str());
         if let Some(id) = id {
             self.0.lock().unwrap().push((action, id.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Gives every Memcached cluster moto describes the configuration endpoint
+/// ElastiCache gives it (`{id}.abc123.cfg.use1.cache.amazonaws.com:11211`,
+/// the shape of the DescribeCacheClusters reference), and each of its nodes
+/// an endpoint: moto gives them none.
+#[derive(Debug)]
+pub struct MemcachedEndpoints;
+
+impl Intercept for MemcachedEndpoints {
+    fn name(&self) -> &'static str {
+        "MemcachedEndpoints"
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(out) = output.downcast_mut::<DescribeCacheClustersOutput>() else {
+            return Ok(());
+        };
+        for cluster in out.cache_clusters.iter_mut().flatten() {
+            if cluster.engine.as_deref() != Some("memcached") || cluster.configuration_endpoint.is_some() {
+                continue;
+            }
+            let id = cluster.cache_cluster_id.clone().unwrap_or_default();
+            cluster.configuration_endpoint = Some(
+                AwsEndpoint::builder()
+                    .address(format!("{id}.abc123.cfg.use1.cache.amazonaws.com"))
+                    .port(11211)
+                    .build(),
+            );
+            for (i, node) in cluster.cache_nodes.iter_mut().flatten().enumerate() {
+                node.endpoint.get_or_insert_with(|| {
+                    AwsEndpoint::builder()
+                        .address(format!("{id}.abc123.{:04}.use1.cache.amazonaws.com", i + 1))
+                        .port(11211)
+                        .build()
+                });
+            }
         }
         Ok(())
     }

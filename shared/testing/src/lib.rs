@@ -5,6 +5,7 @@
 //! moto lacks and a recorder of Secrets Manager requests.
 
 pub mod aws;
+pub mod chaos;
 pub mod contract;
 mod logs;
 

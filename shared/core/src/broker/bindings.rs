@@ -219,7 +219,7 @@ impl Broker {
                 b.id, instance.id
             )));
         }
-        self.heal(&b.last_operation_id).await?;
+        self.resend(&b.last_operation_id).await?;
         Ok(Bound::Accepted { operation: b.last_operation_id.clone() })
     }
 

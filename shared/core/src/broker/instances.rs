@@ -36,7 +36,7 @@ impl Broker {
                     }
                     match i.state {
                         InstanceState::Provisioning => {
-                            self.heal(&i.last_operation_id).await?;
+                            self.resend(&i.last_operation_id).await?;
                             return Ok(Provisioned::Accepted { operation: i.last_operation_id.clone() });
                         }
                         InstanceState::Ready | InstanceState::Updating => {
@@ -191,7 +191,7 @@ impl Broker {
                 PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
             if instance.state == InstanceState::Updating && instance.pending_update.as_ref() == Some(&pending)
             {
-                self.heal(&instance.last_operation_id).await?;
+                self.resend(&instance.last_operation_id).await?;
                 return Ok(Updated::Accepted { operation: instance.last_operation_id });
             }
             instance.state.on(InstanceEvent::Update).map_err(|e| refused(e, id))?;
@@ -261,7 +261,7 @@ impl Broker {
                 _ => return Err(OsbError::Gone(format!("service instance {id} does not exist"))),
             };
             if instance.state == InstanceState::Deprovisioning {
-                self.heal(&instance.last_operation_id).await?;
+                self.resend(&instance.last_operation_id).await?;
                 return Ok(Accepted { operation: instance.last_operation_id });
             }
             instance.state.on(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;

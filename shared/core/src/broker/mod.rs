@@ -140,9 +140,13 @@ fn store_err(e: StoreError) -> OsbError {
         StoreError::Conflict(what) | StoreError::AlreadyExists(what) => OsbError::Concurrency(format!(
             "another request changed {what} at the same time; retry the request"
         )),
-        StoreError::Unavailable(msg) | StoreError::Refused(msg) => {
-            OsbError::Internal(format!("store: {msg}"))
+        // Throttled, timed out or down: the platform retries, which is what
+        // a 503 asks of it. The cause is the operator's, in the log.
+        StoreError::Unavailable(msg) => {
+            warn!(error = %msg, "the state store is unavailable");
+            OsbError::Unavailable("the broker's state store is unavailable; retry the request".into())
         }
+        StoreError::Refused(msg) => OsbError::Internal(format!("store: {msg}")),
     }
 }
 
@@ -317,15 +321,32 @@ impl Broker {
     }
 
     async fn enqueue(&self, op: &Operation) -> Result<(), OsbError> {
-        self.queue
-            .enqueue(&Job::for_operation(op), 0)
-            .await
-            .map_err(|e| OsbError::Internal(format!("enqueue {}: {e}", op.id)))
+        self.queue.enqueue(&Job::for_operation(op), 0).await.map_err(|e| {
+            warn!(operation = %op.id, error = %e, "could not enqueue the operation's job");
+            OsbError::Unavailable(
+                "the broker's job queue is unavailable; the request was recorded, repeat it to go on".into(),
+            )
+        })
     }
 
-    /// A repeated request for an operation in progress: if its record has not
-    /// moved for a while its job may be lost, so enqueue it again. Jobs are
-    /// idempotent, so a duplicate costs one extra look.
+    /// A platform repeats a request (the same provision, update, deprovision
+    /// or bind) when it did not get the answer to the first, which is also
+    /// what it sees when the first request's enqueue failed after its record
+    /// was written: so the operation's job is enqueued again, whatever its
+    /// age. Jobs are idempotent; a duplicate costs one extra look.
+    async fn resend(&self, operation_id: &str) -> Result<(), OsbError> {
+        match self.store.operation(operation_id).await.map_err(store_err)? {
+            Some(op) if !op.is_finished() => {
+                info!(operation = %op.id, "the request is repeated; enqueueing its job again");
+                self.enqueue(&op).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An operation in progress that something else depends on (a bind
+    /// nudging its instance's `spares`): if its record has not moved for a
+    /// while its job may be lost, so enqueue it again.
     async fn heal(&self, operation_id: &str) -> Result<(), OsbError> {
         match self.store.operation(operation_id).await.map_err(store_err)? {
             Some(op) => self.heal_op(&op).await,
