@@ -28,7 +28,7 @@ pub struct LocalBroker {
     /// `broker-api rotate` command does).
     pub config: LaptopConfig,
     pub state: PathBuf,
-    worker: tokio::task::JoinHandle<()>,
+    worker: broker_laptop::WorkerHandle,
     _dir: Option<tempfile::TempDir>,
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use broker_testing::processes_under;
 use broker_tests::{LocalBroker, ProcessGuard};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -156,21 +157,6 @@ async fn use_cache(service: &str, credentials: &Value) -> Result<(), String> {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The processes whose working directory or command line is inside `dir`.
-fn processes_under(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let path = entry.path();
-        let cwd = std::fs::read_link(path.join("cwd")).ok();
-        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cwd.is_some_and(|c| c.starts_with(dir)) || cmdline.contains(&*dir.to_string_lossy()) {
-            found.push(format!("{}: {cmdline}", path.display()));
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

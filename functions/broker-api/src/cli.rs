@@ -21,6 +21,11 @@ use lambda_http::Error;
                   the worker and local cache processes. The commands run once, in the same mode, and exit."
 )]
 pub struct Cli {
+    /// Laptop mode: leave the cache processes running when the broker stops
+    /// (Ctrl-C, SIGTERM); the next start adopts them. By default they are
+    /// stopped with the broker, their data kept, and started again with it.
+    #[arg(long)]
+    keep_caches: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -30,6 +35,8 @@ enum Command {
     /// Change the catalog (services and plans) the store holds, without a release
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Laptop mode: list the instances with plan, state, port, process id and whether the process is up
+    Status,
     /// Rotate a credential now: a binding's password, or the instance's admin credential
     Rotate {
         /// The service instance
@@ -67,7 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let started = Instant::now();
     match std::env::var("BROKER_BACKEND").as_deref() {
         Ok("aws") => aws(cli.command, started).await,
-        Ok("local") | Err(_) => laptop(cli.command, started).await,
+        Ok("local") | Err(_) => laptop(cli.command, cli.keep_caches, started).await,
         Ok(other) => Err(format!("BROKER_BACKEND={other:?}: use \"aws\" or \"local\"").into()),
     }
 }
@@ -93,6 +100,9 @@ async fn aws(command: Option<Command>, started: Instant) -> Result<(), Error> {
             eprintln!("catalog applied: {n} services and plans written");
             Ok(())
         }
+        Some(Command::Status) => {
+            Err("status lists laptop mode's local cache processes; in AWS mode use the ElastiCache console or `aws elasticache describe-replication-groups`".into())
+        }
         Some(Command::Rotate { instance_id, binding_id }) => {
             let secret = parts.rotate_now(&Command::target(&instance_id, binding_id.as_ref())).await?;
             eprintln!(
@@ -112,23 +122,29 @@ async fn aws(_: Option<Command>, _: Instant) -> Result<(), Error> {
 }
 
 #[cfg(feature = "local")]
-async fn laptop(command: Option<Command>, started: Instant) -> Result<(), Error> {
+async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -> Result<(), Error> {
     use broker_laptop::{Laptop, LaptopConfig};
     let config = LaptopConfig::from_env()?;
     match command {
         None => {
             let laptop = Laptop::open(&config).await?;
-            let _worker = laptop.spawn_worker();
-            let _rotation = laptop.spawn_rotation_schedule();
+            let worker = laptop.spawn_worker();
+            let rotation = laptop.spawn_rotation_schedule();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "broker-api ready (laptop mode)"
             );
             if std::env::var("AWS_LAMBDA_RUNTIME_API").is_ok() {
-                lambda_http::run(laptop.router.clone()).await
-            } else {
-                Ok(laptop.serve(config.port).await?)
+                return lambda_http::run(laptop.router.clone()).await;
             }
+            let served = laptop.serve(config.port).await;
+            rotation.abort();
+            laptop.shutdown(worker, keep_caches).await;
+            Ok(served?)
+        }
+        Some(Command::Status) => {
+            print!("{}", broker_laptop::format_status(&broker_laptop::status(&config).await?));
+            Ok(())
         }
         Some(Command::Catalog(CatalogCommand::Seed { file })) => {
             let n = broker_laptop::seed_catalog(&config, file.as_deref()).await?;
@@ -154,7 +170,7 @@ async fn laptop(command: Option<Command>, started: Instant) -> Result<(), Error>
 }
 
 #[cfg(not(feature = "local"))]
-async fn laptop(_: Option<Command>, _: Instant) -> Result<(), Error> {
+async fn laptop(_: Option<Command>, _: bool, _: Instant) -> Result<(), Error> {
     Err("this build of broker-api has no laptop mode (it was built without the local feature): set BROKER_BACKEND=aws".into())
 }
 
@@ -170,6 +186,9 @@ mod tests {
     #[test]
     fn no_command_serves_and_each_command_parses() {
         assert!(parse(&[]).unwrap().command.is_none());
+        assert!(!parse(&[]).unwrap().keep_caches, "caches stop with the broker by default");
+        assert!(parse(&["--keep-caches"]).unwrap().keep_caches);
+        assert!(matches!(parse(&["status"]).unwrap().command, Some(Command::Status)));
         assert!(matches!(
             parse(&["catalog", "seed"]).unwrap().command,
             Some(Command::Catalog(CatalogCommand::Seed { file: None }))
@@ -197,6 +216,7 @@ mod tests {
             &["catalog", "seed", "--help"],
             &["catalog", "apply", "--help"],
             &["rotate", "--help"],
+            &["status", "--help"],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");

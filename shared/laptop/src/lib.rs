@@ -28,6 +28,10 @@ use broker_local::queue::LocalQueue;
 use broker_local::secrets::LocalSecretStore;
 use broker_local::store::SqliteStore;
 
+mod lifecycle;
+
+pub use lifecycle::{InstanceStatus, WorkerHandle, format_status, status};
+
 /// Why laptop mode cannot start or a command cannot run; each keeps its
 /// cause, and the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -326,53 +330,6 @@ impl Laptop {
         }
     }
 
-    /// Runs the worker until the process ends: waits for due jobs, handles
-    /// each, deletes it when handled. A job whose handling failed stays and
-    /// comes back after its visibility timeout.
-    pub fn spawn_worker(&self) -> tokio::task::JoinHandle<()> {
-        let queue = self.queue.clone();
-        let worker = self.worker.clone();
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let mut last_purge = std::time::Instant::now();
-            loop {
-                match queue.receive(Duration::from_secs(120)).await {
-                    Ok(Some(delivery)) => {
-                        let worker = worker.clone();
-                        let queue = queue.clone();
-                        // Jobs of different instances run side by side.
-                        tokio::spawn(async move {
-                            match worker.handle(&delivery.job).await {
-                                Ok(outcome) => {
-                                    tracing::debug!(operation = %delivery.job.operation_id, ?outcome, "job handled");
-                                    if let Err(e) = queue.ack(delivery.id).await {
-                                        error!(error = %e, "could not delete a handled job");
-                                    }
-                                }
-                                Err(e) => {
-                                    warn!(operation = %delivery.job.operation_id, error = %e, "job failed; it will be delivered again")
-                                }
-                            }
-                        });
-                    }
-                    Ok(None) => queue.wait(Duration::from_secs(5)).await,
-                    Err(e) => {
-                        error!(error = %e, "job queue unavailable; retrying in 5 s");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                }
-                if last_purge.elapsed() > Duration::from_secs(3600) {
-                    last_purge = std::time::Instant::now();
-                    match store.purge_expired(broker_core::domain::now()).await {
-                        Ok(n) if n > 0 => info!(purged = n, "expired records purged"),
-                        Ok(_) => {}
-                        Err(e) => warn!(error = %e, "purging expired records failed"),
-                    }
-                }
-            }
-        })
-    }
-
     /// Rotates the secrets whose scheduled rotation is due, now and every
     /// minute, as Secrets Manager's scheduler does in AWS.
     pub fn spawn_rotation_schedule(&self) -> tokio::task::JoinHandle<()> {
@@ -393,8 +350,9 @@ impl Laptop {
         })
     }
 
-    /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM. Cache
-    /// processes keep running and are adopted at the next start.
+    /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM, then
+    /// finishes the requests under way and returns; [`Laptop::shutdown`]
+    /// stops the rest.
     pub async fn serve(&self, port: u16) -> Result<(), LaptopError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -476,7 +434,7 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    info!("shutting down; cache processes keep running and are adopted at the next start");
+    info!("shutting down: no new requests; finishing the ones under way");
 }
 
 #[cfg(test)]

@@ -11,6 +11,26 @@ mod logs;
 
 pub use logs::LogCapture;
 
+/// The processes whose working directory or command line is inside `dir`
+/// (a laptop state directory's cache servers run in their data directory,
+/// and Redis rewrites its command line), as `/proc/<pid>: <command line>`.
+pub fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        let cwd = std::fs::read_link(path.join("cwd")).ok();
+        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cwd.is_some_and(|c| c.starts_with(dir)) || cmdline.contains(&*dir.to_string_lossy()) {
+            found.push(format!("{}: {cmdline}", path.display()));
+        }
+    }
+    found
+}
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;

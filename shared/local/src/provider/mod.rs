@@ -1,6 +1,8 @@
 //! Laptop mode's cache provider: real redis-server, valkey-server and memcached
 //! processes on free 127.0.0.1 ports, one directory per instance under a root,
-//! started detached so they outlive the broker and are adopted on its next start.
+//! started in their own process group so they can outlive the broker (which
+//! stops them with [`LocalCacheProvider::stop_all`] unless told to keep them)
+//! and are adopted on its next start.
 //!
 //! `root/<instance id, made filesystem-safe>/` holds:
 //! - `instance.json`: engine, version, port, pid, and the admin secret's
@@ -87,6 +89,28 @@ const LOG_TAIL_BYTES: u64 = 32 * 1024;
 /// What Redis, Valkey and memcached all print when their port is taken.
 const PORT_TAKEN: &str = "Address already in use";
 
+/// A server [`LocalCacheProvider::stop_all`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub instance_id: String,
+    pub engine: Engine,
+    pub port: u16,
+    pub pid: u32,
+    /// It ignored SIGTERM and was killed.
+    pub forced: bool,
+}
+
+/// An instance's server as [`LocalCacheProvider::servers`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub instance_id: String,
+    pub engine: Engine,
+    /// The port it listens on (or will, when started again).
+    pub port: u16,
+    /// `None` when it is not running.
+    pub pid: Option<u32>,
+}
+
 /// Runs each cache as a local process. See the module documentation for the
 /// layout on disk.
 pub struct LocalCacheProvider {
@@ -159,34 +183,28 @@ impl LocalCacheProvider {
     }
 
     /// Stops the server of every instance under the root, keeping their data:
-    /// a clean shutdown, and tests' clean-up. `adopt` starts them again.
-    pub async fn stop_all(&self) {
-        let entries = match fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(root = %self.root.display(), error = %e, "cannot list local caches to stop them");
-                return;
-            }
-        };
+    /// a clean shutdown, and tests' clean-up. Every server gets SIGTERM at
+    /// once (Redis OSS and Valkey write their append-only file and exit;
+    /// memcached keeps nothing), and one still running after [`STOP_WAIT`]
+    /// gets SIGKILL. `adopt` starts them again. Returns what was stopped.
+    pub async fn stop_all(&self) -> Vec<Stopped> {
         let mut running = Vec::new();
-        for entry in entries.flatten() {
-            let paths = Paths::in_dir(entry.path());
-            let Ok(Some(record)) = read_record(&paths) else { continue };
+        for (record, paths) in self.records() {
             if let Some(pid) = self.running_pid(&record, &paths) {
                 signal(pid, "TERM").await;
                 running.push((record, paths, pid));
             }
         }
-        // Every server got SIGTERM at once above, so they shut down in parallel.
         let deadline = Instant::now() + STOP_WAIT;
         while Instant::now() < deadline
             && running.iter().any(|(record, paths, _)| self.running_pid(record, paths).is_some())
         {
             sleep(POLL).await;
         }
+        let mut stopped = Vec::with_capacity(running.len());
         for (record, paths, pid) in &running {
-            if self.running_pid(record, paths).is_some() {
+            let forced = self.running_pid(record, paths).is_some();
+            if forced {
                 tracing::warn!(
                     instance_id = %record.instance_id,
                     pid,
@@ -194,6 +212,13 @@ impl LocalCacheProvider {
                 );
                 signal(*pid, "KILL").await;
             }
+            stopped.push(Stopped {
+                instance_id: record.instance_id.clone(),
+                engine: record.engine,
+                port: record.port,
+                pid: *pid,
+                forced,
+            });
         }
         let deadline = Instant::now() + KILL_WAIT;
         while Instant::now() < deadline
@@ -201,6 +226,42 @@ impl LocalCacheProvider {
         {
             sleep(POLL).await;
         }
+        stopped
+    }
+
+    /// Every instance under the root with its server's port and process id
+    /// (none when it is not running), for `broker-api status`.
+    pub fn servers(&self) -> Vec<Server> {
+        self.records()
+            .into_iter()
+            .map(|(record, paths)| Server {
+                pid: self.running_pid(&record, &paths),
+                instance_id: record.instance_id,
+                engine: record.engine,
+                port: record.port,
+            })
+            .collect()
+    }
+
+    /// The record of every instance directory under the root that has one.
+    fn records(&self) -> Vec<(Record, Paths)> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), error = %e, "cannot list the local caches");
+                return Vec::new();
+            }
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let paths = Paths::in_dir(entry.path());
+            if let Ok(Some(record)) = read_record(&paths) {
+                records.push((record, paths));
+            }
+        }
+        records.sort_by(|a, b| a.0.instance_id.cmp(&b.0.instance_id));
+        records
     }
 
     // ------------------------------------------------------------ internals
