@@ -285,6 +285,30 @@ async fn a_restarted_broker_adopts_its_caches_and_restarts_dead_ones() {
     drop(dir);
 }
 
+/// A stop while a provision waits for its server stops that server too; the
+/// next start runs it again, or the provision would find it dead and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_stopped_while_its_instance_was_provisioning_runs_again_at_the_next_start() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    provision(&b, "elasticache-valkey", "dev", "e2e-mid-provision", json!({})).await;
+    // GIVEN the instance is still provisioning when the broker stops its caches
+    let mut i = b.laptop.store.instance("e2e-mid-provision").await.unwrap().unwrap();
+    i.state = broker_core::domain::InstanceState::Provisioning;
+    b.laptop.store.save_instance(&mut i, None).await.unwrap();
+    let stopped = b.laptop.provider.stop_all().await;
+    assert_eq!(stopped.len(), 1);
+    let (state, dir) = b.stop();
+
+    // WHEN the broker starts again, THEN the server runs
+    let b = LocalBroker::open(state).await;
+    let servers = b.laptop.provider.servers();
+    assert_eq!(servers.len(), 1);
+    assert!(servers[0].pid.is_some(), "{servers:?}");
+    drop(b);
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_adds_and_changes_plans_without_a_release() {
     let b = LocalBroker::start().await;

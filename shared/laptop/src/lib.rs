@@ -292,8 +292,14 @@ impl Laptop {
     /// being handled when the broker stopped would otherwise wait for its
     /// visibility timeout; duplicates are harmless).
     async fn recover(&self) -> Result<(), LaptopError> {
+        // An instance still being provisioned has a server once the create
+        // step started one (its record exists); a stop then stopped it too,
+        // and the provision goes on once it runs again.
+        let started: Vec<String> = self.provider.servers().into_iter().map(|s| s.instance_id).collect();
         for instance in self.store.instances().await? {
-            if matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
+            let provisioning =
+                instance.state == InstanceState::Provisioning && started.contains(&instance.id);
+            if provisioning || matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
                 match self.provider.adopt(&instance.id).await {
                     Ok(_) => {
                         info!(instance = %instance.id, "cache adopted");
