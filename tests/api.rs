@@ -1758,3 +1758,56 @@ async fn a_provision_whose_job_cannot_be_enqueued_is_503_and_its_repeat_goes_on(
     tb.drain(100).await;
     assert_state(&last_operation_of(&tb, "i-1", &op).await, "succeeded");
 }
+
+// ------------------------------------------------------------------ reconciler
+
+/// An operation past its deadline whose job is gone is ended by the
+/// reconciler, saying what timed out; one whose job is merely waiting (due
+/// later) is left alone, so the reconciler adds no duplicate.
+#[tokio::test]
+async fn the_reconciler_ends_an_operation_past_its_deadline_and_leaves_one_not_yet_due() {
+    let tb = TestBroker::new().await;
+    let op_id =
+        accepted_operation(&put_instance(&tb, "i-1", plan_body(&tb, "elasticache-redis", "small")).await);
+    let lost = tb.queue.receive(std::time::Duration::from_secs(600)).await.unwrap().expect("the job");
+    tb.queue.ack(lost.id).await.unwrap();
+
+    // Not due yet (the worker said it would look again in ten minutes): left.
+    let mut op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    op.due_at = Some(broker_core::domain::now() + 600);
+    tb.store.save_operation(&mut op).await.unwrap();
+    let report = tb.reconciler.run(broker_core::domain::now()).await.unwrap();
+    assert_eq!((report.in_progress, report.stalled, report.past_deadline), (1, 0, 0), "{report:?}");
+    assert!(tb.drain(10).await.is_empty(), "nothing enqueued");
+
+    // Past its deadline: enqueued, and the worker ends it.
+    op.deadline = broker_core::domain::now() - 1;
+    tb.store.save_operation(&mut op).await.unwrap();
+    let report = tb.reconciler.run(broker_core::domain::now()).await.unwrap();
+    assert_eq!(report.past_deadline, 1, "{report:?}");
+    tb.drain(10).await;
+    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    assert_eq!(op.state, broker_core::domain::OperationState::Failed);
+    assert!(op.description.contains("timed out"), "{}", op.description);
+    let got = last_operation_of(&tb, "i-1", &op_id).await;
+    assert_state(&got, "failed");
+}
+
+/// A ready instance keeping fewer spare users than its plan asks for (the
+/// refill after a claim failed) gets them back from the reconciler.
+#[tokio::test]
+async fn the_reconciler_refills_the_spare_users_of_a_ready_instance() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
+    let mut i = tb.store.instance("i-1").await.unwrap().unwrap();
+    let kept = i.spares.len();
+    assert!(kept > 0);
+    i.spares.clear();
+    tb.store.save_instance(&mut i, None).await.unwrap();
+
+    let report = tb.reconciler.run(broker_core::domain::now()).await.unwrap();
+    assert_eq!(report.spares_started, 1, "{report:?}");
+    tb.drain(100).await;
+    assert_eq!(tb.store.instance("i-1").await.unwrap().unwrap().spares.len(), kept);
+    assert_eq!(tb.reconciler.run(broker_core::domain::now()).await.unwrap().spares_started, 0, "once");
+}

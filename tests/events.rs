@@ -27,7 +27,12 @@ fn every_route_has_an_event() {
     let mut names: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../events"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json") && !n.starts_with("sqs-") && !n.starts_with("rotation-"))
+        .filter(|n| {
+            n.ends_with(".json")
+                && !n.starts_with("sqs-")
+                && !n.starts_with("rotation-")
+                && n != "reconcile.json"
+        })
         .collect();
     names.sort();
     assert_eq!(
@@ -150,4 +155,28 @@ async fn the_rotation_events_rotate_the_events_binding_in_laptop_mode() {
 
     send(&b, "deprovision.json").await;
     assert_eq!(b.wait_for(instance_op).await["state"], "succeeded");
+}
+
+/// `events/reconcile.json` is what the schedule invokes the provisioner
+/// with: the invocation runs a reconcile pass and answers its report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_event_runs_a_reconcile_pass() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/reconcile.json");
+    let payload: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let report = broker_core::invocation::handle(
+        &b.laptop.worker,
+        &b.laptop.rotator,
+        &b.laptop.reconciler,
+        payload,
+        deadline,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({"in_progress": 0, "stalled": 0, "past_deadline": 0, "left_for_next_pass": 0, "spares_started": 0})
+    );
 }

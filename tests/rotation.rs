@@ -544,3 +544,33 @@ async fn a_binding_that_claimed_a_spare_user_rotates_the_spares_secret() {
     let err = step(&tb, &unclaimed, RotationStep::CreateSecret, "t-spare").await.unwrap_err();
     assert!(matches!(&err, RotationError::Refused(m) if m.contains("not bound")), "{err:?}");
 }
+
+/// The job that ends a rotation's grace period is lost (an enqueue that
+/// failed, a message dead-lettered): nothing else would ever finish it, so
+/// the old password would work for ever and the secret could not rotate
+/// again. The reconciler enqueues it again and the old password goes.
+#[tokio::test]
+async fn a_rotation_whose_finishing_job_was_lost_is_finished_by_the_reconciler() {
+    let (tb, target) = ready_binding(TestBroker::new().await).await;
+    for s in RotationStep::ALL {
+        step(&tb, &target, s, "t-1").await.unwrap();
+    }
+    let op_id = binding_of(&tb, "i-1", "b-1").await.rotation.unwrap().operation_id.unwrap();
+    // GIVEN the job that ends the grace period is lost
+    let lost = tb.queue.receive(std::time::Duration::from_secs(600)).await.unwrap().expect("the job");
+    assert_eq!(lost.job.operation_id, op_id);
+    tb.queue.ack(lost.id).await.unwrap();
+    assert!(tb.drain(10).await.is_empty());
+    assert_eq!(password_calls(&tb).last(), Some(&("check", user("b-1"), 2)), "both passwords work");
+
+    // WHEN the reconciler runs
+    let report = tb.reconciler.run(now()).await.unwrap();
+    assert_eq!((report.in_progress, report.stalled, report.past_deadline), (1, 1, 0), "{report:?}");
+
+    // THEN the rotation ends and only the new password works
+    tb.drain(10).await;
+    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{}", op.description);
+    assert_eq!(password_calls(&tb).last(), Some(&("check", user("b-1"), 1)), "the old password is refused");
+    assert_eq!(binding_of(&tb, "i-1", "b-1").await.rotation, None, "the secret may rotate again");
+}

@@ -39,6 +39,9 @@ pub struct TestBroker {
     pub provider: Arc<FakeProvider>,
     /// The rotation function, over the same parts.
     pub rotator: Arc<Rotator>,
+    /// The reconciler, over the same parts (an operation is overdue as soon
+    /// as its job is due: `stall_secs` 0).
+    pub reconciler: Arc<broker_core::reconcile::Reconciler>,
     pub catalog: CatalogFile,
 }
 
@@ -92,7 +95,7 @@ impl TestBroker {
             provider: provider.clone(),
             secrets: secrets.clone(),
         };
-        let Services { broker, worker, rotator } = Services::new(
+        let Services { broker, worker, rotator, reconciler } = Services::new(
             &adapters,
             &ServiceSettings {
                 secret_prefix: SECRET_PREFIX.into(),
@@ -109,7 +112,7 @@ impl TestBroker {
         );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
-        TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, catalog }
+        TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, reconciler, catalog }
     }
 
     /// Changes plan `plan` of `service` in the store, as `catalog apply`

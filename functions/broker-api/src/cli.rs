@@ -37,6 +37,8 @@ enum Command {
     Catalog(CatalogCommand),
     /// Laptop mode: list the instances with plan, state, port, process id and whether the process is up
     Status,
+    /// Run one reconcile pass now: enqueue again the jobs that were lost, end operations past their deadline, refill spare users
+    Reconcile,
     /// Rotate a credential now: a binding's password, or the instance's admin credential
     Rotate {
         /// The service instance
@@ -100,6 +102,11 @@ async fn aws(command: Option<Command>, started: Instant) -> Result<(), Error> {
             eprintln!("catalog applied: {n} services and plans written");
             Ok(())
         }
+        Some(Command::Reconcile) => {
+            let report = parts.reconciler.run(broker_core::domain::now()).await?;
+            eprintln!("{}", reconcile_summary(&report));
+            Ok(())
+        }
         Some(Command::Status) => {
             Err("status lists laptop mode's local cache processes; in AWS mode use the ElastiCache console or `aws elasticache describe-replication-groups`".into())
         }
@@ -130,6 +137,7 @@ async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -
             let laptop = Laptop::open(&config).await?;
             let worker = laptop.spawn_worker();
             let rotation = laptop.spawn_rotation_schedule();
+            let reconcile = laptop.spawn_reconcile_schedule();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "broker-api ready (laptop mode)"
@@ -139,11 +147,16 @@ async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -
             }
             let served = laptop.serve(config.port).await;
             rotation.abort();
+            reconcile.abort();
             laptop.shutdown(worker, keep_caches).await;
             Ok(served?)
         }
         Some(Command::Status) => {
             print!("{}", broker_laptop::format_status(&broker_laptop::status(&config).await?));
+            Ok(())
+        }
+        Some(Command::Reconcile) => {
+            eprintln!("{}", reconcile_summary(&broker_laptop::reconcile(&config).await?));
             Ok(())
         }
         Some(Command::Catalog(CatalogCommand::Seed { file })) => {
@@ -172,6 +185,15 @@ async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -
 #[cfg(not(feature = "local"))]
 async fn laptop(_: Option<Command>, _: bool, _: Instant) -> Result<(), Error> {
     Err("this build of broker-api has no laptop mode (it was built without the local feature): set BROKER_BACKEND=aws".into())
+}
+
+/// One line saying what a reconcile pass did.
+fn reconcile_summary(r: &broker_core::reconcile::Report) -> String {
+    format!(
+        "reconciled: {} operations in progress, {} lost jobs enqueued again, {} past their deadline enqueued to end, \
+         {} left for the next pass, {} spare-user refills started",
+        r.in_progress, r.stalled, r.past_deadline, r.left_for_next_pass, r.spares_started
+    )
 }
 
 #[cfg(test)]
@@ -217,6 +239,7 @@ mod tests {
             &["catalog", "apply", "--help"],
             &["rotate", "--help"],
             &["status", "--help"],
+            &["reconcile", "--help"],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");

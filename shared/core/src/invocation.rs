@@ -1,7 +1,8 @@
 //! What the provisioner is invoked with, in any mode: a batch of SQS job
-//! messages, or a step of Secrets Manager's rotation protocol
+//! messages, a step of Secrets Manager's rotation protocol
 //! (`{"Step": "createSecret", "SecretId": ..., "ClientRequestToken": ...}`),
-//! told apart by the `Step` field.
+//! or the schedule's reconcile pass (`{"Reconcile": {}}`), told apart by the
+//! `Step` and `Reconcile` fields.
 //!
 //! A batch gets one tracing span per record, each body a versioned [`Job`],
 //! and a response naming only the messages to deliver again (the queue's
@@ -21,6 +22,7 @@ use serde_json::Value;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::ports::Job;
+use crate::reconcile::Reconciler;
 use crate::rotation::{RotationEvent, Rotator};
 use crate::worker::Worker;
 
@@ -36,6 +38,8 @@ pub enum InvocationError {
     Rotation(#[from] crate::rotation::RotationError),
     #[error("the batch response cannot be encoded: {0}")]
     Response(#[source] serde_json::Error),
+    #[error("the reconcile pass could not read the store")]
+    Reconcile(#[source] crate::ports::StoreError),
 }
 
 /// How long before the invocation's deadline a batch stops starting jobs:
@@ -49,9 +53,18 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 pub async fn handle(
     worker: &Worker,
     rotator: &Rotator,
+    reconciler: &Reconciler,
     payload: Value,
     deadline: SystemTime,
 ) -> Result<Value, InvocationError> {
+    if payload.get("Reconcile").is_some() {
+        let report = reconciler
+            .run(crate::domain::now())
+            .instrument(info_span!("reconcile"))
+            .await
+            .map_err(InvocationError::Reconcile)?;
+        return serde_json::to_value(report).map_err(InvocationError::Response);
+    }
     if payload.get("Step").is_some() {
         let event: RotationEvent =
             serde_json::from_value(payload).map_err(InvocationError::NotARotationEvent)?;

@@ -14,6 +14,7 @@ pub mod invocation;
 pub mod logging;
 pub mod osb;
 pub mod ports;
+pub mod reconcile;
 pub mod rotation;
 pub mod services;
 pub mod worker;

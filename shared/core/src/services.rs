@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::broker::{Broker, BrokerSettings};
 use crate::domain::RotationPolicy;
 use crate::ports::{CacheProvider, JobQueue, SecretStore, Store};
+use crate::reconcile::Reconciler;
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -42,11 +43,12 @@ pub struct ServiceSettings {
     pub test_poll: Duration,
 }
 
-/// The broker, the worker and the rotation function.
+/// The broker, the worker, the rotation function and the reconciler.
 pub struct Services {
     pub broker: Arc<Broker>,
     pub worker: Arc<Worker>,
     pub rotator: Arc<Rotator>,
+    pub reconciler: Arc<Reconciler>,
 }
 
 impl Services {
@@ -76,6 +78,8 @@ impl Services {
                 rotation: settings.rotation,
             },
         ));
+        let reconciler =
+            Arc::new(Reconciler::new(store.clone(), queue.clone(), broker.clone(), settings.stall_secs));
         let rotator = Arc::new(Rotator::new(
             store,
             queue,
@@ -88,6 +92,6 @@ impl Services {
                 test_poll: settings.test_poll,
             },
         ));
-        Services { broker, worker, rotator }
+        Services { broker, worker, rotator, reconciler }
     }
 }

@@ -17,6 +17,7 @@ use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::RotationPolicy;
 use broker_core::ports::{CatalogStore, SecretError, StoreError};
+use broker_core::reconcile::Reconciler;
 use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{Adapters, ServiceSettings, Services};
 use broker_core::worker::Worker;
@@ -48,6 +49,8 @@ pub struct AwsParts {
     pub worker: Arc<Worker>,
     /// The rotation function of the broker's secrets.
     pub rotator: Arc<Rotator>,
+    /// The schedule's pass over what was left (`{"Reconcile": {}}`).
+    pub reconciler: Arc<Reconciler>,
     secrets_client: aws_sdk_secretsmanager::Client,
 }
 
@@ -89,8 +92,9 @@ impl AwsParts {
             provider: provider.clone(),
             secrets: secrets.clone(),
         };
-        let Services { broker, worker, rotator } = Services::new(&adapters, &service_settings(settings));
-        AwsParts { store, queue, secrets, provider, broker, worker, rotator, secrets_client }
+        let Services { broker, worker, rotator, reconciler } =
+            Services::new(&adapters, &service_settings(settings));
+        AwsParts { store, queue, secrets, provider, broker, worker, rotator, reconciler, secrets_client }
     }
 
     /// The adapters the services are built on, for a test that builds a

@@ -19,6 +19,7 @@ use broker_core::domain::credentials::generate_password;
 use broker_core::ports::{
     CacheProvider, CatalogStore, Job, JobQueue, QueueError, SecretError, SecretStore, StateStore, StoreError,
 };
+use broker_core::reconcile::Reconciler;
 use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{ServiceSettings, Services};
 use broker_core::worker::Worker;
@@ -209,6 +210,7 @@ pub struct Laptop {
     pub secrets: Arc<LocalSecretStore>,
     pub provider: Arc<LocalCacheProvider>,
     pub rotator: Arc<Rotator>,
+    pub reconciler: Arc<Reconciler>,
 }
 
 /// How often laptop mode looks for secrets whose scheduled rotation is due.
@@ -269,20 +271,28 @@ pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, La
     Ok(adapters.services(config).rotator.rotate_now(target).await?)
 }
 
+/// `broker-api reconcile`: one reconcile pass over the state directory,
+/// next to a running broker or without one (the jobs it enqueues wait for
+/// the next start).
+pub async fn reconcile(config: &LaptopConfig) -> Result<broker_core::reconcile::Report, LaptopError> {
+    let adapters = Adapters::open(&config.state_dir)?;
+    Ok(adapters.services(config).reconciler.run(broker_core::domain::now()).await?)
+}
+
 impl Laptop {
     /// Opens everything under the state directory, seeds the catalog, adopts
     /// running caches and re-enqueues operations that were in progress.
     pub async fn open(config: &LaptopConfig) -> Result<Laptop, LaptopError> {
         let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
-        let Services { broker, worker, rotator } = adapters.services(config);
+        let Services { broker, worker, rotator, reconciler } = adapters.services(config);
         let Adapters { store, queue, secrets, provider } = adapters;
         let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
             .map_err(LaptopError::CatalogFile)?;
         let added = store.seed(&catalog.services, &catalog.plans).await?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
-        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator };
+        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator, reconciler };
         laptop.recover().await?;
         Ok(laptop)
     }

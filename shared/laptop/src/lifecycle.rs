@@ -153,6 +153,26 @@ impl Laptop {
     }
 }
 
+/// How often laptop mode runs a reconcile pass.
+const RECONCILE_TICK: Duration = Duration::from_secs(60);
+
+impl Laptop {
+    /// Runs a reconcile pass every minute (the first a minute after the
+    /// start, which already enqueued every operation in progress), as the
+    /// EventBridge schedule does in AWS.
+    pub fn spawn_reconcile_schedule(&self) -> tokio::task::JoinHandle<()> {
+        let reconciler = self.reconciler.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RECONCILE_TICK).await;
+                if let Err(e) = reconciler.run(broker_core::domain::now()).await {
+                    warn!(error = %e, "reconcile pass failed; the next one tries again");
+                }
+            }
+        })
+    }
+}
+
 /// One line of `broker-api status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {

@@ -107,6 +107,28 @@ resource "aws_lambda_permission" "rotation" {
 
 # Only failed message ids are reported back (ReportBatchItemFailures), so one
 # bad job does not make the whole batch run again.
+# The reconcile pass: jobs that were lost, operations past their deadline,
+# spare users to refill (broker_core::reconcile).
+resource "aws_cloudwatch_event_rule" "reconcile" {
+  name                = "${var.name_prefix}-reconcile"
+  description         = "The service broker's reconcile pass"
+  schedule_expression = "rate(${var.reconcile_minutes} minutes)"
+}
+
+resource "aws_cloudwatch_event_target" "reconcile" {
+  rule  = aws_cloudwatch_event_rule.reconcile.name
+  arn   = aws_lambda_function.provisioner.arn
+  input = jsonencode({ Reconcile = {} })
+}
+
+resource "aws_lambda_permission" "reconcile" {
+  statement_id  = "AllowReconcileSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.provisioner.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.reconcile.arn
+}
+
 resource "aws_lambda_event_source_mapping" "jobs" {
   event_source_arn        = aws_sqs_queue.jobs.arn
   function_name           = aws_lambda_function.provisioner.arn

@@ -162,6 +162,17 @@ variable "batch_size" {
   }
 }
 
+variable "reconcile_minutes" {
+  description = "Minutes between reconcile passes (each enqueues again the jobs that were lost and ends operations past their deadline)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.reconcile_minutes >= 2 && var.reconcile_minutes <= 60 && floor(var.reconcile_minutes) == var.reconcile_minutes
+    error_message = "reconcile_minutes must be a whole number from 2 to 60."
+  }
+}
+
 variable "maximum_concurrency" {
   description = "Most provisioner invocations the SQS event source runs at once, which bounds the ElastiCache API calls in flight."
   type        = number

@@ -297,17 +297,18 @@ impl Broker {
     /// than its plan asks for and none runs (an instance made before spares
     /// existed, or one whose last attempt failed); nudges a running one.
     /// Best effort: a lost race means someone else did it.
-    async fn start_spares_if_short(&self, mut instance: Instance, plan: &Plan, engine: Engine) {
+    /// Returns whether it started one.
+    async fn start_spares_if_short(&self, mut instance: Instance, plan: &Plan, engine: Engine) -> bool {
         if let Some(running) = &instance.spares_operation {
             if let Err(e) = self.heal(running).await {
                 warn!(instance = %instance.id, error = %e, "could not enqueue the making of spare users");
             }
-            return;
+            return false;
         }
         let wanted =
             spare::wanted(plan, engine, &instance.engine_version, self.provider.users_change_at_once());
         if instance.spares_kept() >= wanted {
-            return;
+            return false;
         }
         let t = now();
         let mut op = Operation::start(OperationKind::Spares, &instance.id, None, t, SPARES_DEADLINE_SECS);
@@ -319,9 +320,21 @@ impl Broker {
                 if let Err(e) = self.enqueue(&op).await {
                     warn!(instance = %instance.id, error = %e, "could not enqueue the making of spare users");
                 }
+                true
             }
-            Err(e) => warn!(instance = %instance.id, error = %e, "did not start making spare users"),
+            Err(e) => {
+                warn!(instance = %instance.id, error = %e, "did not start making spare users");
+                false
+            }
         }
+    }
+
+    /// The reconciler's look at a ready instance: starts its `spares` when
+    /// it keeps fewer spare users than its plan asks for (a refill that
+    /// failed, a plan that now asks for more). Returns whether it started one.
+    pub async fn refill_spares(&self, instance: Instance) -> Result<bool, OsbError> {
+        let (service, plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
+        Ok(self.start_spares_if_short(instance, &plan, service.engine).await)
     }
 
     /// A rotation request completed from its predecessor: the same service,

@@ -179,6 +179,12 @@ pub struct Operation {
     /// in progress means its job may have been lost.
     #[serde(default)]
     pub updated_at: Timestamp,
+    /// When the worker means to look again (it enqueued its job with that
+    /// delay); `None` until it first waits, when the job is due at once.
+    /// The reconciler takes an operation still in progress well after this
+    /// for one whose job was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// When a finished operation may be purged.
@@ -216,10 +222,17 @@ impl Operation {
             started_at: now,
             deadline: now + i64::try_from(max_duration_secs).unwrap_or(i64::MAX / 2),
             updated_at: now,
+            due_at: None,
             finished_at: None,
             expires_at: None,
             version: 0,
         }
+    }
+
+    /// When its job is due: when the worker said it would look again, or
+    /// (never waited yet) when it was last written.
+    pub fn due(&self) -> Timestamp {
+        self.due_at.unwrap_or(self.updated_at)
     }
 
     pub fn is_finished(&self) -> bool {

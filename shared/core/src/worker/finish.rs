@@ -14,6 +14,7 @@ impl Worker {
     ) -> Result<JobOutcome, WorkerError> {
         op.progress(detail)?;
         op.updated_at = now();
+        op.due_at = Some(op.updated_at + i64::from(delay));
         op.retries = 0;
         match self.store.save_operation(&mut op).await {
             Ok(()) => {}
@@ -36,6 +37,7 @@ impl Worker {
         warn!(operation = %op.id, step = ?op.step, retries = op.retries, delay, error = %message, "retryable error");
         op.progress(&format!("retrying in {delay} s after: {message}"))?;
         op.updated_at = now();
+        op.due_at = Some(op.updated_at + i64::from(delay));
         match self.store.save_operation(&mut op).await {
             Ok(()) => {}
             Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),

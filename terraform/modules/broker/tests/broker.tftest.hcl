@@ -38,6 +38,9 @@ mock_provider "aws" {
       invoke_arn = "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:mock/invocations"
     }
   }
+  mock_resource "aws_cloudwatch_event_rule" {
+    defaults = { arn = "arn:aws:events:eu-west-1:123456789012:rule/osb-reconcile" }
+  }
   mock_resource "aws_apigatewayv2_api" {
     defaults = {
       execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:abcdef1234"
@@ -220,6 +223,14 @@ run "functions_queue_table_and_api" {
       aws_lambda_function_recursion_config.provisioner.function_name == aws_lambda_function.provisioner.function_name
     )
     error_message = "The provisioner re-enqueues its own jobs: its recursive loop setting must be Allow."
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_event_rule.reconcile.schedule_expression == "rate(5 minutes)" &&
+      jsondecode(aws_cloudwatch_event_target.reconcile.input) == { Reconcile = {} } &&
+      aws_lambda_permission.reconcile.principal == "events.amazonaws.com"
+    )
+    error_message = "A schedule must invoke the provisioner with {\"Reconcile\": {}} every 5 minutes by default."
   }
 }
 
@@ -433,8 +444,10 @@ run "out_of_range_numbers_are_refused" {
     rotation_grace_secs         = 604801
     api_timeout                 = 30
     log_retention_days          = 100
+    reconcile_minutes           = 1
   }
   expect_failures = [
+    var.reconcile_minutes,
     var.batch_size,
     var.maximum_concurrency,
     var.poll_delay_secs,

@@ -1,0 +1,130 @@
+//! The reconciler: a bounded pass that finishes what was left. In AWS an
+//! EventBridge schedule invokes the provisioner with `{"Reconcile": {}}`
+//! every few minutes; laptop mode runs it every minute in the process; the
+//! operator runs it by hand with `broker-api reconcile`. Each pass:
+//!
+//! - enqueues again every operation in progress whose job should have come
+//!   back by now and has not written since (its job was lost: an enqueue
+//!   that failed after the record write, a message dead-lettered). A
+//!   rotation's finishing job lost that way would leave the old password
+//!   valid for ever and block every later rotation of the secret; a spares
+//!   refill nobody polls would never run;
+//! - enqueues every operation past its deadline, which the worker then ends
+//!   as failed, saying what timed out;
+//! - starts the spare binding users of ready instances that keep fewer than
+//!   their plan asks for.
+//!
+//! Jobs are idempotent, so a job enqueued twice costs one extra look. The
+//! pass reads the operations in progress (an index query, no scan) and the
+//! instances, and enqueues at most [`MAX_ENQUEUES`] jobs; the rest wait for
+//! the next pass.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::domain::{InstanceState, Timestamp};
+use crate::ports::{Job, JobQueue, Store, StoreError};
+
+/// At most this many jobs per pass.
+pub const MAX_ENQUEUES: usize = 200;
+
+/// What one pass did, as the invocation answers and the log line says.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Operations in progress when the pass began.
+    pub in_progress: usize,
+    /// Enqueued again because their job was overdue.
+    pub stalled: usize,
+    /// Enqueued to be ended as failed.
+    pub past_deadline: usize,
+    /// Due, but over [`MAX_ENQUEUES`]: the next pass takes them.
+    pub left_for_next_pass: usize,
+    /// `spares` operations started.
+    pub spares_started: usize,
+}
+
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    broker: Arc<Broker>,
+    /// How long after its job was due an operation that has not written is
+    /// taken to have lost it: longer than the queue takes to deliver a job
+    /// again after a failed attempt (its visibility timeout).
+    stall_secs: i64,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        broker: Arc<Broker>,
+        stall_secs: i64,
+    ) -> Reconciler {
+        Reconciler { store, queue, broker, stall_secs }
+    }
+
+    /// One pass at time `now`. A store that cannot be read ends it (the
+    /// next pass tries again); a job that cannot be enqueued is logged and
+    /// counted as left.
+    pub async fn run(&self, now: Timestamp) -> Result<Report, StoreError> {
+        let mut report = Report::default();
+        let operations = self.store.operations_in_progress().await?;
+        report.in_progress = operations.len();
+        let mut sent = 0;
+        for op in operations {
+            let overdue = op.past_deadline(now);
+            let stalled = now >= op.due() + self.stall_secs;
+            if !overdue && !stalled {
+                continue;
+            }
+            if sent >= MAX_ENQUEUES {
+                report.left_for_next_pass += 1;
+                continue;
+            }
+            match self.queue.enqueue(&Job::for_operation(&op), 0).await {
+                Ok(()) => {
+                    sent += 1;
+                    if overdue {
+                        report.past_deadline += 1;
+                        info!(operation = %op.id, step = ?op.step, "reconcile: past its deadline; enqueued to be ended");
+                    } else {
+                        report.stalled += 1;
+                        info!(
+                            operation = %op.id,
+                            step = ?op.step,
+                            due_secs_ago = now - op.due(),
+                            "reconcile: its job did not come back; enqueued again"
+                        );
+                    }
+                }
+                Err(e) => {
+                    report.left_for_next_pass += 1;
+                    warn!(operation = %op.id, error = %e, "reconcile: could not enqueue; the next pass tries again");
+                }
+            }
+        }
+        for instance in self.store.instances().await? {
+            if instance.state != InstanceState::Ready {
+                continue;
+            }
+            let id = instance.id.clone();
+            match self.broker.refill_spares(instance).await {
+                Ok(true) => report.spares_started += 1,
+                Ok(false) => {}
+                Err(e) => warn!(instance = %id, error = %e, "reconcile: could not look at the spare users"),
+            }
+        }
+        info!(
+            in_progress = report.in_progress,
+            stalled = report.stalled,
+            past_deadline = report.past_deadline,
+            left_for_next_pass = report.left_for_next_pass,
+            spares_started = report.spares_started,
+            "reconcile pass done"
+        );
+        Ok(report)
+    }
+}
