@@ -8,17 +8,12 @@
 //! and Secrets Manager calls of each rotation step, for a binding user and
 //! for the AUTH token of a Redis OSS 5 cache, each step invoked twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use broker_aws::config::AwsSettings;
-use broker_aws::dynamodb::create_table;
-use broker_aws::sdk_config_for_endpoint;
-use broker_aws::sqs::create_queue_with_dlq;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::Binding;
 use broker_core::ports::StateStore;
@@ -27,11 +22,9 @@ use broker_lambda::{AwsParts, ClientOverrides};
 use broker_testing::MotoServer;
 use broker_testing::aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
 use broker_tests::test_broker::basic;
+use broker_tests::{MotoBroker, PASS, USER};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-const USER: &str = "platform";
-const PASS: &str = "aws-e2e-broker-password-0000000000";
 
 struct Aws {
     _moto: MotoServer,
@@ -55,30 +48,7 @@ async fn start() -> Aws {
 
 /// Starts with `extra` variables besides the test's environment.
 async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
-    let moto = MotoServer::start();
-    let sdk = sdk_config_for_endpoint(&moto.endpoint).await;
-    create_table(&aws_sdk_dynamodb::Client::new(&sdk), "osb-broker").await.unwrap();
-    let (queue_url, _dlq) =
-        create_queue_with_dlq(&aws_sdk_sqs::Client::new(&sdk), "osb-jobs", 5).await.unwrap();
-    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name("osb/broker-credentials")
-        .secret_string(json!({"username": USER, "password": PASS}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let env: HashMap<&str, String> = HashMap::from([
-        ("TABLE_NAME", "osb-broker".to_string()),
-        ("QUEUE_URL", queue_url.clone()),
-        ("BROKER_CREDENTIALS_SECRET_ARN", secret.arn().unwrap().to_string()),
-        ("NAME_PREFIX", "osb".to_string()),
-        ("CACHE_SUBNET_GROUP", "osb-cache".to_string()),
-        ("CACHE_SECURITY_GROUP_IDS", "sg-0123456789abcdef0".to_string()),
-        ("POLL_DELAY_SECS", "1".to_string()),
-    ]);
-    let mut env = env;
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let settings = AwsSettings::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let MotoBroker { moto, sdk, settings, queue_url } = MotoBroker::start(5, extra).await;
     let rbac = FakeRbac::new();
     let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();

@@ -16,36 +16,31 @@
 //! `--nocapture`, or read them in the test's output on failure). The seed
 //! is `CHAOS_SEED` (a fixed one by default, so a failure can be replayed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use broker_aws::config::AwsSettings;
-use broker_aws::dynamodb::{DynamoStore, create_table};
-use broker_aws::sdk_config_for_endpoint;
-use broker_aws::sqs::create_queue_with_dlq;
+use broker_aws::dynamodb::DynamoStore;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::{BindingState, InstanceState, OperationState};
 use broker_core::ports::StateStore;
 use broker_core::services::{Adapters, Services};
 use broker_lambda::{AwsParts, ClientOverrides, service_settings};
-use broker_testing::MotoServer;
 use broker_testing::aws::{
     FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
 };
 use broker_testing::chaos::{AbortingQueue, AbortingStore, Aborts, FaultyHttp, HttpFaults};
 use broker_tests::test_broker::basic;
+use broker_tests::{MotoBroker, PASS, USER};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const USER: &str = "platform";
-const PASS: &str = "chaos-broker-password-000000000000";
 /// The share of AWS requests answered with a fault.
 const FAULT_RATE: f64 = 0.2;
 /// What a platform does with a 5xx: it asks again, this many times at most.
@@ -64,7 +59,7 @@ const PLANS: &[(&str, &str, usize)] = &[
 ];
 
 struct World {
-    _moto: MotoServer,
+    _moto: broker_testing::MotoServer,
     /// Fault-free clients: what the test reads AWS with.
     sdk: aws_config::SdkConfig,
     store: DynamoStore,
@@ -101,29 +96,7 @@ fn far_deadline() -> SystemTime {
 }
 
 async fn start(seed: u64) -> World {
-    let moto = MotoServer::start();
-    let sdk = sdk_config_for_endpoint(&moto.endpoint).await;
-    create_table(&aws_sdk_dynamodb::Client::new(&sdk), "osb-broker").await.unwrap();
-    let (queue_url, _dlq) =
-        create_queue_with_dlq(&aws_sdk_sqs::Client::new(&sdk), "osb-jobs", 1000).await.unwrap();
-    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name("osb/broker-credentials")
-        .secret_string(json!({"username": USER, "password": PASS}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let env: HashMap<&str, String> = HashMap::from([
-        ("TABLE_NAME", "osb-broker".to_string()),
-        ("QUEUE_URL", queue_url.clone()),
-        ("BROKER_CREDENTIALS_SECRET_ARN", secret.arn().unwrap().to_string()),
-        ("NAME_PREFIX", "osb".to_string()),
-        ("CACHE_SUBNET_GROUP", "osb-cache".to_string()),
-        ("MEMCACHED_SUBNET_GROUP", "osb-memcached".to_string()),
-        ("CACHE_SECURITY_GROUP_IDS", "sg-0123456789abcdef0".to_string()),
-        ("POLL_DELAY_SECS", "1".to_string()),
-    ]);
-    let settings = AwsSettings::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let MotoBroker { moto, sdk, settings, queue_url } = MotoBroker::start(1000, &[]).await;
 
     // The functions' clients: every request through the faulty HTTP client,
     // with the SDK's standard retries (3 attempts) on a short back-off so

@@ -143,3 +143,48 @@ pub fn basic(user: &str, pass: &str) -> String {
 pub fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
 }
+
+/// AWS mode's backing resources on a fresh moto server: the table, the job
+/// queue (and its dead-letter queue, after `max_receive` receives) and the
+/// broker's credentials secret (`USER`/`PASS`); and the settings the
+/// functions read, from the test environment plus `extra`.
+pub struct MotoBroker {
+    pub moto: broker_testing::MotoServer,
+    /// Fault-free clients on moto.
+    pub sdk: aws_config::SdkConfig,
+    pub settings: broker_aws::config::AwsSettings,
+    pub queue_url: String,
+}
+
+impl MotoBroker {
+    pub async fn start(max_receive: u32, extra: &[(&'static str, &str)]) -> MotoBroker {
+        use std::collections::HashMap;
+        let moto = broker_testing::MotoServer::start();
+        let sdk = broker_aws::sdk_config_for_endpoint(&moto.endpoint).await;
+        broker_aws::dynamodb::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "osb-broker").await.unwrap();
+        let (queue_url, _dlq) =
+            broker_aws::sqs::create_queue_with_dlq(&aws_sdk_sqs::Client::new(&sdk), "osb-jobs", max_receive)
+                .await
+                .unwrap();
+        let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name("osb/broker-credentials")
+            .secret_string(serde_json::json!({"username": USER, "password": PASS}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut env: HashMap<&str, String> = HashMap::from([
+            ("TABLE_NAME", "osb-broker".to_string()),
+            ("QUEUE_URL", queue_url.clone()),
+            ("BROKER_CREDENTIALS_SECRET_ARN", secret.arn().unwrap().to_string()),
+            ("NAME_PREFIX", "osb".to_string()),
+            ("CACHE_SUBNET_GROUP", "osb-cache".to_string()),
+            ("MEMCACHED_SUBNET_GROUP", "osb-memcached".to_string()),
+            ("CACHE_SECURITY_GROUP_IDS", "sg-0123456789abcdef0".to_string()),
+            ("POLL_DELAY_SECS", "1".to_string()),
+        ]);
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let settings = broker_aws::config::AwsSettings::from_lookup(|k| env.get(k).cloned()).unwrap();
+        MotoBroker { moto, sdk, settings, queue_url }
+    }
+}

@@ -59,8 +59,8 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
-    TransactWriteItem,
+    KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -703,6 +703,55 @@ impl StateStore for DynamoStore {
     async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError> {
         let what = format!("service binding {binding_id} of service instance {instance_id}");
         self.get(binding_key(instance_id, binding_id), &what).await
+    }
+
+    /// One BatchGetItem (consistent reads) for both items, which share the
+    /// instance's partition: a fetch of a binding is one read, not two. A
+    /// key DynamoDB leaves unprocessed (throttled) is read on its own.
+    async fn binding_and_instance(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<(Option<Binding>, Option<Instance>), StoreError> {
+        let key = |(pk, sk): (String, String)| {
+            HashMap::from([(PK.to_string(), AttributeValue::S(pk)), (SK.to_string(), AttributeValue::S(sk))])
+        };
+        let (binding_key, instance_key) = (binding_key(instance_id, binding_id), instance_key(instance_id));
+        let keys = KeysAndAttributes::builder()
+            .keys(key(binding_key.clone()))
+            .keys(key(instance_key.clone()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| not_built("the read of a binding and its instance", &e))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(|e| unavailable(&self.table, "BatchGetItem", &e.into_service_error()))?;
+        let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
+        let found = |wanted: &(String, String)| {
+            items.iter().find(|item| {
+                item.get(PK) == Some(&AttributeValue::S(wanted.0.clone()))
+                    && item.get(SK) == Some(&AttributeValue::S(wanted.1.clone()))
+            })
+        };
+        let unprocessed = out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty());
+        let binding = match found(&binding_key) {
+            Some(item) => Some(from_item(
+                item.clone(),
+                &format!("service binding {binding_id} of service instance {instance_id}"),
+            )?),
+            None if unprocessed => self.binding(instance_id, binding_id).await?,
+            None => None,
+        };
+        let instance = match found(&instance_key) {
+            Some(item) => Some(from_item(item.clone(), &format!("service instance {instance_id}"))?),
+            None if unprocessed => self.instance(instance_id).await?,
+            None => None,
+        };
+        Ok((binding, instance))
     }
 
     async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError> {

@@ -79,6 +79,15 @@ pub trait StateStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError>;
+    /// A binding and its instance, in one read where the store can (a
+    /// fetch of a binding needs both).
+    async fn binding_and_instance(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<(Option<Binding>, Option<Instance>), StoreError> {
+        Ok((self.binding(instance_id, binding_id).await?, self.instance(instance_id).await?))
+    }
     async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError>;
     async fn create_binding(
         &self,

@@ -43,6 +43,8 @@ pub struct HttpFaults {
     /// (service, operation, kind, after AWS acted) → count.
     tally: Mutex<BTreeMap<(String, String, FaultKind, bool), u64>>,
     requests: Mutex<u64>,
+    /// (service, operation) → requests seen while on.
+    calls: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl HttpFaults {
@@ -55,7 +57,21 @@ impl HttpFaults {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             tally: Mutex::default(),
             requests: Mutex::new(0),
+            calls: Mutex::default(),
         })
+    }
+
+    /// Counts requests and injects nothing: for tests that count what a
+    /// lifecycle costs in AWS requests.
+    pub fn counter() -> Arc<HttpFaults> {
+        let counter = HttpFaults::new(0.0, 0);
+        counter.set_on(true);
+        counter
+    }
+
+    /// Requests seen while on, by (service, operation), and forgets them.
+    pub fn take_calls(&self) -> BTreeMap<(String, String), u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
     }
 
     pub fn set_on(&self, on: bool) {
@@ -81,6 +97,10 @@ impl HttpFaults {
             return None;
         }
         *self.requests.lock().unwrap() += 1;
+        *self.calls.lock().unwrap().entry((service.to_string(), operation.to_string())).or_default() += 1;
+        if self.rate <= 0.0 {
+            return None;
+        }
         let mut rng = self.rng.lock().unwrap();
         if !rng.random_bool(self.rate) {
             return None;

@@ -71,10 +71,11 @@ locals {
       },
       local.tracing_statement,
       {
-        # Reads, conditional puts (alone and in TransactWriteItems) and index queries.
+        # Reads (a binding and its instance in one BatchGetItem), conditional
+        # puts (alone and in TransactWriteItems) and index queries.
         Sid      = "Table"
         Effect   = "Allow"
-        Action   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+        Action   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:Query"]
         Resource = local.table_arns
       },
       {

@@ -498,8 +498,9 @@ impl Broker {
         binding_id: &BindingId,
     ) -> Result<BindingResponse, OsbError> {
         let not_found = || OsbError::NotFound(format!("service binding {binding_id} does not exist"));
-        let binding =
-            self.store.binding(instance_id, binding_id).await.map_err(store_err)?.ok_or_else(not_found)?;
+        let (binding, instance) =
+            self.store.binding_and_instance(instance_id, binding_id).await.map_err(store_err)?;
+        let binding = binding.ok_or_else(not_found)?;
         match binding.state {
             BindingState::Ready => {}
             BindingState::Creating => {
@@ -509,7 +510,7 @@ impl Broker {
             }
             _ => return Err(not_found()),
         }
-        let instance = self.store.instance(instance_id).await.map_err(store_err)?.ok_or_else(not_found)?;
+        let instance = instance.ok_or_else(not_found)?;
         self.binding_response(&instance, &binding).await
     }
 

@@ -29,6 +29,7 @@ macro_rules! store_contract {
             concurrent_saves_of_one_loaded_version_leave_a_winner_stored_and_losers_in_conflict,
             a_finished_operation_is_no_longer_in_progress,
             bindings_are_created_with_their_operation_and_listed_by_instance,
+            a_binding_and_its_instance_read_together_as_they_read_apart,
             saving_an_operation_that_was_never_created_is_a_conflict,
             instances_are_listed_in_id_order_without_bindings_or_operations,
             seeding_leaves_an_operator_changed_plan_alone,
@@ -258,6 +259,17 @@ pub async fn bindings_are_created_with_their_operation_and_listed_by_instance(st
     assert_eq!(store.binding("i-2", "b-1").await.unwrap(), None);
     assert_eq!(store.bindings("i-1").await.unwrap(), vec![b], "not the bindings of i-10");
     assert_eq!(store.operations_in_progress().await.unwrap().len(), 3, "two provisions and a bind");
+}
+
+pub async fn a_binding_and_its_instance_read_together_as_they_read_apart(store: Arc<dyn Store>) {
+    let (instance, _) = created(&*store, "i-1").await;
+    let mut b = binding("i-1", "b-1");
+    store.create_binding(&mut b, &mut op(OperationKind::Bind, "i-1", Some("b-1")), None).await.unwrap();
+
+    let together = store.binding_and_instance("i-1", "b-1").await.unwrap();
+    assert_eq!(together, (Some(b), Some(instance.clone())));
+    assert_eq!(store.binding_and_instance("i-1", "b-2").await.unwrap(), (None, Some(instance)));
+    assert_eq!(store.binding_and_instance("i-2", "b-1").await.unwrap(), (None, None));
 }
 
 pub async fn saving_an_operation_that_was_never_created_is_a_conflict(store: Arc<dyn Store>) {

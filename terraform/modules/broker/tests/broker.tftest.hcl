@@ -268,7 +268,7 @@ run "policies_name_only_what_each_function_calls" {
       alltrue([for a in flatten([s.Action]) : contains([
         "logs:CreateLogStream", "logs:PutLogEvents",
         "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:Query",
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
         "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",

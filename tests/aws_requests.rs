@@ -1,0 +1,289 @@
+//! What a lifecycle costs in AWS requests: every request both functions
+//! send, counted by service and operation at the HTTP client (and the
+//! user-group calls at their stand-in), against moto, for provision (until
+//! the cache and its spare users are ready), bind, fetch binding, unbind,
+//! deprovision, and an idle hour (the reconciler's twelve passes; nothing
+//! else runs at rest). The counts are held in `BUDGET`: a change that sends
+//! more fails here, and the table is the place to justify it. The figures
+//! are printed (`--nocapture`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use broker_core::catalog::CatalogFile;
+use broker_core::ports::StateStore;
+use broker_lambda::{AwsParts, ClientOverrides};
+use broker_testing::aws::{
+    FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
+};
+use broker_testing::chaos::{FaultyHttp, HttpFaults};
+use broker_tests::test_broker::basic;
+use broker_tests::{MotoBroker, PASS, USER};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Requests per phase, by `service:Operation`: the most each may send.
+const BUDGET: &[(&str, &[(&str, u64)])] = &[
+    (
+        "provision",
+        &[
+            ("dynamodb:GetItem", 11),
+            ("dynamodb:PutItem", 7),
+            ("dynamodb:Query", 4),
+            ("dynamodb:TransactWriteItems", 2),
+            ("elasticache:CreateReplicationGroup", 1),
+            ("elasticache:CreateUser", 4),
+            ("elasticache:CreateUserGroup", 1),
+            ("elasticache:DescribeReplicationGroups", 3),
+            ("secretsmanager:CreateSecret", 3),
+            ("secretsmanager:GetSecretValue", 3),
+            ("sqs:SendMessage", 2),
+        ],
+    ),
+    (
+        "bind",
+        &[
+            ("dynamodb:GetItem", 12),
+            ("dynamodb:PutItem", 8),
+            ("dynamodb:Query", 4),
+            ("dynamodb:TransactWriteItems", 2),
+            ("elasticache:CreateUser", 1),
+            ("elasticache:DescribeReplicationGroups", 2),
+            ("elasticache:DescribeUsers", 2),
+            ("elasticache:ModifyUserGroup", 1),
+            ("secretsmanager:CreateSecret", 1),
+            ("secretsmanager:GetSecretValue", 2),
+            ("sqs:SendMessage", 2),
+        ],
+    ),
+    ("fetch binding", &[("dynamodb:BatchGetItem", 1), ("secretsmanager:GetSecretValue", 1)]),
+    ("idle hour", &[("dynamodb:Query", 24)]),
+    (
+        "unbind",
+        &[
+            ("dynamodb:GetItem", 16),
+            ("dynamodb:PutItem", 4),
+            ("dynamodb:Query", 8),
+            ("dynamodb:TransactWriteItems", 2),
+            ("elasticache:DeleteUser", 1),
+            ("elasticache:DescribeReplicationGroups", 4),
+            ("elasticache:DescribeUsers", 3),
+            ("elasticache:ModifyUserGroup", 1),
+            ("secretsmanager:DeleteSecret", 1),
+            ("sqs:SendMessage", 4),
+        ],
+    ),
+    (
+        "deprovision",
+        &[
+            ("dynamodb:GetItem", 15),
+            ("dynamodb:PutItem", 6),
+            ("dynamodb:Query", 12),
+            ("dynamodb:TransactWriteItems", 2),
+            ("elasticache:DeleteReplicationGroup", 1),
+            ("elasticache:DeleteUser", 4),
+            ("elasticache:DeleteUserGroup", 1),
+            ("elasticache:DescribeCacheClusters", 6),
+            ("elasticache:DescribeReplicationGroups", 7),
+            ("elasticache:DescribeUsers", 13),
+            ("elasticache:ListTagsForResource", 1),
+            ("secretsmanager:DeleteSecret", 3),
+            ("sqs:SendMessage", 5),
+        ],
+    ),
+];
+
+struct World {
+    env: MotoBroker,
+    parts: AwsParts,
+    router: axum::Router,
+    counter: Arc<HttpFaults>,
+    rbac: FakeRbac,
+    gone: GoneGroups,
+}
+
+async fn start() -> World {
+    let env = MotoBroker::start(5, &[]).await;
+    let counter = HttpFaults::counter();
+    let counted = env
+        .sdk
+        .to_builder()
+        .http_client(FaultyHttp::wrap(aws_smithy_http_client::Builder::new().build_http(), counter.clone()))
+        .build();
+    let rbac = FakeRbac::new();
+    let tokens = FakeAuthTokens::new();
+    let gone: GoneGroups = Arc::default();
+    let elasticache = aws_sdk_elasticache::Client::from_conf(
+        moto_elasticache_config(&counted, gone.clone(), &rbac, &tokens)
+            .interceptor(MemcachedEndpoints)
+            .build(),
+    );
+    let overrides = ClientOverrides {
+        elasticache: Some(elasticache),
+        elasticache_rbac: Some(rbac.client.clone()),
+        secretsmanager: None,
+    };
+    let parts = AwsParts::new(&env.settings, &counted, overrides);
+    parts.seed_catalog(&CatalogFile::builtin()).await.unwrap();
+    let router = parts.router(&env.settings).await.unwrap();
+    World { env, parts, router, counter, rbac, gone }
+}
+
+impl World {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", basic(USER, PASS))
+            .header("x-broker-api-version", "2.17")
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Runs the provisioner (delivering each job once, as Lambda's event
+    /// source does) until no operation is in progress and the queue is
+    /// empty. The event source's own receive and delete are SQS's side of
+    /// Lambda, not the broker's requests, so they go through fault-free,
+    /// uncounted clients.
+    async fn settle(&self) {
+        let sqs = aws_sdk_sqs::Client::new(&self.env.sdk);
+        let ec = aws_sdk_elasticache::Client::new(&self.env.sdk);
+        let store = broker_aws::dynamodb::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.env.sdk),
+            "osb-broker",
+        );
+        for _ in 0..60 {
+            for g in ec.describe_replication_groups().send().await.unwrap().replication_groups() {
+                if g.status() == Some("deleting") {
+                    self.gone
+                        .lock()
+                        .unwrap()
+                        .insert(g.replication_group_id().unwrap_or_default().to_string());
+                }
+            }
+            let out = sqs
+                .receive_message()
+                .queue_url(&self.env.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() && store.operations_in_progress().await.unwrap().is_empty() {
+                return;
+            }
+            let mut event = SqsEvent::default();
+            for m in &messages {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.receipt_handle = m.receipt_handle.clone();
+                record.body = m.body.clone();
+                event.records.push(record);
+            }
+            let deadline = SystemTime::now() + Duration::from_secs(900);
+            let failed = broker_core::invocation::handle_batch(&self.parts.worker, event, deadline).await;
+            assert!(failed.batch_item_failures.is_empty(), "no job fails here");
+            for m in &messages {
+                let receipt = m.receipt_handle.clone().unwrap();
+                sqs.delete_message()
+                    .queue_url(&self.env.queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        panic!("operations still in progress");
+    }
+
+    /// The requests sent since the last call, by `service:Operation`, the
+    /// user-group stand-in's included.
+    fn take(&self) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> =
+            self.counter.take_calls().into_iter().map(|((s, op), n)| (format!("{s}:{op}"), n)).collect();
+        let mut rbac = self.rbac.state.lock().unwrap();
+        for call in std::mem::take(&mut rbac.calls) {
+            let op = call.split_whitespace().next().unwrap_or_default().to_string();
+            *counts.entry(format!("elasticache:{op}")).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_costs_no_more_aws_requests_than_its_budget() {
+    let w = start().await;
+    let (_, catalog) = w.call("GET", "/v2/catalog", None).await;
+    let s =
+        catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
+    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
+    let ids = json!({"service_id": s["id"], "plan_id": p["id"]});
+    let del = format!("service_id={}&plan_id={}", s["id"].as_str().unwrap(), p["id"].as_str().unwrap());
+    let iuri = "/v2/service_instances/0c0a57ed-0000-4000-8000-000000000001";
+    let buri = format!("{iuri}/service_bindings/app-1");
+    w.take();
+
+    let mut phases: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
+    let mut body = ids.clone();
+    body["organization_guid"] = json!("org");
+    body["space_guid"] = json!("space");
+    let (status, reply) = w.call("PUT", &format!("{iuri}?accepts_incomplete=true"), Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    w.settle().await;
+    phases.push(("provision", w.take()));
+
+    let (status, bound) = w.call("PUT", &buri, Some(ids.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    w.settle().await;
+    phases.push(("bind", w.take()));
+
+    let (status, fetched) = w.call("GET", &buri, None).await;
+    assert_eq!((status, &fetched["credentials"]), (StatusCode::OK, &bound["credentials"]));
+    phases.push(("fetch binding", w.take()));
+
+    for _ in 0..12 {
+        w.parts.reconciler.run(broker_core::domain::now()).await.unwrap();
+    }
+    phases.push(("idle hour", w.take()));
+
+    let (status, reply) = w.call("DELETE", &format!("{buri}?{del}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    w.settle().await;
+    phases.push(("unbind", w.take()));
+
+    let (status, reply) = w.call("DELETE", &format!("{iuri}?accepts_incomplete=true&{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    w.settle().await;
+    phases.push(("deprovision", w.take()));
+    assert!(w.parts.store.instance(&iuri["/v2/service_instances/".len()..]).await.unwrap().is_some());
+
+    let mut over = Vec::new();
+    for (phase, counts) in &phases {
+        let total: u64 = counts.values().sum();
+        println!("aws requests: {phase}: {total}");
+        for (call, n) in counts {
+            println!("aws requests:   {call} {n}");
+        }
+        let budget = BUDGET.iter().find(|(p, _)| p == phase).map_or(&[][..], |(_, b)| *b);
+        for (call, n) in counts {
+            let allowed = budget.iter().find(|(c, _)| c == call).map_or(0, |(_, n)| *n);
+            if *n > allowed {
+                over.push(format!("{phase}: {call} {n} (budget {allowed})"));
+            }
+        }
+    }
+    let fetch = &phases.iter().find(|(p, _)| *p == "fetch binding").unwrap().1;
+    assert!(fetch.values().sum::<u64>() <= 2, "fetching a binding: at most 2 requests: {fetch:?}");
+    assert!(!fetch.keys().any(|c| c.starts_with("elasticache:")), "and none to ElastiCache: {fetch:?}");
+    assert!(over.is_empty(), "over the budget:\n{}", over.join("\n"));
+}
