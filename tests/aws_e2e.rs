@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::Binding;
 use broker_core::ports::StateStore;
@@ -21,10 +19,8 @@ use broker_core::rotation::{RotationEvent, RotationStep, Target};
 use broker_lambda::{AwsParts, ClientOverrides};
 use broker_testing::MotoServer;
 use broker_testing::aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
-use broker_tests::test_broker::basic;
-use broker_tests::{MotoBroker, PASS, USER};
+use broker_tests::MotoBroker;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct Aws {
     _moto: MotoServer,
@@ -71,18 +67,7 @@ async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
 
 impl Aws {
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", basic(USER, PASS))
-            .header("x-broker-api-version", "2.17")
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        broker_tests::call_router(&self.router, method, uri, body.as_ref()).await
     }
 
     /// Receives what the queue holds and hands it to the provisioner's SQS
@@ -91,23 +76,8 @@ impl Aws {
     /// messages were received.
     async fn pump(&self, deliveries: usize) -> usize {
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        let out = sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        let mut event = SqsEvent::default();
-        for m in &messages {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id.clone();
-            record.receipt_handle = m.receipt_handle.clone();
-            record.body = m.body.clone();
-            event.records.push(record);
-        }
+        let messages = broker_tests::receive_jobs(&self.sdk, &self.queue_url).await;
+        let event = broker_tests::sqs_event(&messages);
         let mut failed = Vec::new();
         for _ in 0..deliveries {
             let response =

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use broker_core::catalog::CatalogFile;
 use broker_core::ports::StateStore;
 use broker_lambda::{AwsParts, ClientOverrides};
@@ -21,10 +19,8 @@ use broker_testing::aws::{
     FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
 };
 use broker_testing::chaos::{FaultyHttp, HttpFaults};
-use broker_tests::test_broker::basic;
-use broker_tests::{MotoBroker, PASS, USER};
+use broker_tests::MotoBroker;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// Requests per phase, by `service:Operation`: the most each may send.
 const BUDGET: &[(&str, &[(&str, u64)])] = &[
@@ -135,18 +131,7 @@ async fn start() -> World {
 
 impl World {
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", basic(USER, PASS))
-            .header("x-broker-api-version", "2.17")
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        broker_tests::call_router(&self.router, method, uri, body.as_ref()).await
     }
 
     /// Runs the provisioner (delivering each job once, as Lambda's event
@@ -170,26 +155,11 @@ impl World {
                         .insert(g.replication_group_id().unwrap_or_default().to_string());
                 }
             }
-            let out = sqs
-                .receive_message()
-                .queue_url(&self.env.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            let messages = out.messages.unwrap_or_default();
+            let messages = broker_tests::receive_jobs(&self.env.sdk, &self.env.queue_url).await;
             if messages.is_empty() && store.operations_in_progress().await.unwrap().is_empty() {
                 return;
             }
-            let mut event = SqsEvent::default();
-            for m in &messages {
-                let mut record = SqsMessage::default();
-                record.message_id = m.message_id.clone();
-                record.receipt_handle = m.receipt_handle.clone();
-                record.body = m.body.clone();
-                event.records.push(record);
-            }
+            let event = broker_tests::sqs_event(&messages);
             let deadline = SystemTime::now() + Duration::from_secs(900);
             let failed = broker_core::invocation::handle_batch(&self.parts.worker, event, deadline).await;
             assert!(failed.batch_item_failures.is_empty(), "no job fails here");

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use broker_aws::dynamodb::DynamoStore;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::{BindingState, InstanceState, OperationState};
@@ -33,13 +32,11 @@ use broker_testing::aws::{
     FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
 };
 use broker_testing::chaos::{AbortingQueue, AbortingStore, Aborts, FaultyHttp, HttpFaults};
-use broker_tests::test_broker::basic;
-use broker_tests::{MotoBroker, PASS, USER};
+use broker_tests::MotoBroker;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// The share of AWS requests answered with a fault.
 const FAULT_RATE: f64 = 0.2;
@@ -157,31 +154,11 @@ async fn start(seed: u64) -> World {
 }
 
 impl World {
-    async fn send(
-        router: &axum::Router,
-        method: &str,
-        uri: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", basic(USER, PASS))
-            .header("x-broker-api-version", "2.17")
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let resp = router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
     /// A request as a platform makes it: a 5xx is asked again (OSB
     /// platforms retry, and every broker route is idempotent).
     async fn call(&mut self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         for attempt in 1..=PLATFORM_ATTEMPTS {
-            let (status, reply) = World::send(&self.router, method, uri, body.as_ref()).await;
+            let (status, reply) = broker_tests::call_router(&self.router, method, uri, body.as_ref()).await;
             *self.figures.api_status.entry(status.as_u16()).or_default() += 1;
             if !status.is_server_error() || attempt == PLATFORM_ATTEMPTS {
                 return (status, reply);
@@ -192,7 +169,7 @@ impl World {
     }
 
     async fn clean_get(&self, uri: &str) -> (StatusCode, Value) {
-        World::send(&self.clean_router, "GET", uri, None).await
+        broker_tests::call_router(&self.clean_router, "GET", uri, None).await
     }
 
     /// One round of the event source: receive a batch, hand it to the
@@ -203,25 +180,8 @@ impl World {
     /// messages were received.
     async fn pump(&mut self) -> usize {
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        let out = sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        let mut records: Vec<SqsMessage> = messages
-            .iter()
-            .map(|m| {
-                let mut record = SqsMessage::default();
-                record.message_id = m.message_id.clone();
-                record.receipt_handle = m.receipt_handle.clone();
-                record.body = m.body.clone();
-                record
-            })
-            .collect();
+        let messages = broker_tests::receive_jobs(&self.sdk, &self.queue_url).await;
+        let mut records = broker_tests::sqs_event(&messages).records;
         records.shuffle(&mut self.rng);
 
         let failed = self.deliver(records.clone()).await;

@@ -188,3 +188,52 @@ impl MotoBroker {
         MotoBroker { moto, sdk, settings, queue_url }
     }
 }
+
+/// One request through `router` as a platform sends it (basic auth as
+/// `USER`/`PASS`, OSB 2.17, a JSON body), answered as status and JSON.
+pub async fn call_router(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", basic(USER, PASS))
+        .header("x-broker-api-version", "2.17")
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// The SQS event Lambda's event source makes of received `messages`.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    for m in messages {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = m.message_id.clone();
+        record.receipt_handle = m.receipt_handle.clone();
+        record.body = m.body.clone();
+        event.records.push(record);
+    }
+    event
+}
+
+/// Up to 10 messages of the job queue, as Lambda's event source polls them
+/// (waiting up to a second), on fault-free clients.
+pub async fn receive_jobs(sdk: &aws_config::SdkConfig, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let out = aws_sdk_sqs::Client::new(sdk)
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    out.messages.unwrap_or_default()
+}
