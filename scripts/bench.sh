@@ -14,8 +14,16 @@
 #                                       BASE and for the work tree, run in turn
 #                                       (BASE, here, BASE, ...) so the ratio is
 #                                       taken pair by pair
+#   scripts/bench.sh routes [ROUNDS]    requests/s and p50/p99 of GET catalog,
+#                                       last_operation, fetch instance and fetch
+#                                       binding: the release broker-api in laptop
+#                                       mode against bare-server (bench/) sending
+#                                       the same bytes, `wrk -t2 -c16`, the two
+#                                       alternating route by route, ROUNDS times
+#                                       (default 3; ROUTE_SECS per run, default 5)
 #
-# Needs cargo-lambda (`pip install cargo-lambda`) for sizes and cold-start.
+# Needs cargo-lambda (`pip install cargo-lambda`) for sizes and cold-start,
+# and installs wrk (Debian's package) for routes.
 # BENCH_TARGET_DIR (default: target) holds the release builds, so that they
 # can be kept apart from the debug builds the tests use.
 set -euo pipefail
@@ -177,9 +185,87 @@ builds() {
   done
 }
 
+# wrk's "Requests/sec" and its 50% and 99% latencies in ms, on one line.
+wrk_figures() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    END { printf "%s %.3f %.3f %s\n", rps, p50, p99, (bad == "" ? 0 : bad) }'
+}
+
+routes() {
+  local rounds=${1:-3} secs=${ROUTE_SECS:-5}
+  if ! command -v wrk >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+      || { echo "routes: cannot install wrk (apt-get install wrk)" >&2; exit 1; }
+  fi
+  cargo build -q --release -p broker-api -p bare-server --target-dir "$release_dir"
+  local work broker_port bare_port user=bench pass=bench-password-0123456789abcdef
+  work=$(mktemp -d)
+  broker_port=$(free_port)
+  bare_port=$(free_port)
+  PORT=$broker_port BROKER_STATE_DIR=$work/state BROKER_USERNAME=$user BROKER_PASSWORD=$pass RUST_LOG=warn \
+    "$release_dir/release/broker-api" >"$work/broker.log" 2>&1 &
+  local broker_pid=$!
+  trap 'kill -TERM '"$broker_pid"' 2>/dev/null; wait '"$broker_pid"' 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf '"$work" RETURN
+  wait_port "$broker_port"
+  local base="http://127.0.0.1:$broker_port" auth="Authorization: Basic $(printf '%s:%s' "$user" "$pass" | base64 -w0)"
+  local h="X-Broker-API-Version: 2.17" i=bench-instance-0001 b=bench-binding-0001
+  read -r service plan < <(curl -sf -H "$auth" -H "$h" "$base/v2/catalog" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+s = next(s for s in c["services"] if s["name"] == "elasticache-redis")
+print(s["id"], next(p for p in s["plans"] if p["name"] == "dev")["id"])')
+  local ids="{\"service_id\": \"$service\", \"plan_id\": \"$plan\""
+  curl -sf -X PUT -H "$auth" -H "$h" -H 'Content-Type: application/json' \
+    -d "$ids, \"organization_guid\": \"org\", \"space_guid\": \"space\"}" \
+    "$base/v2/service_instances/$i?accepts_incomplete=true" >/dev/null
+  until curl -sf -H "$auth" -H "$h" "$base/v2/service_instances/$i/last_operation" | grep -q '"succeeded"'; do sleep 0.2; done
+  curl -sf -X PUT -H "$auth" -H "$h" -H 'Content-Type: application/json' -d "$ids}" \
+    "$base/v2/service_instances/$i/service_bindings/$b" >/dev/null
+  local -a names=(catalog last_operation fetch_instance fetch_binding)
+  local -a paths=(/v2/catalog "/v2/service_instances/$i/last_operation" "/v2/service_instances/$i" \
+    "/v2/service_instances/$i/service_bindings/$b")
+  mkdir -p "$work/bodies"
+  local k
+  for k in "${!paths[@]}"; do
+    curl -sf -H "$auth" -H "$h" "$base${paths[$k]}" >"$work/bodies/${paths[$k]//\//%}"
+  done
+  "$release_dir/release/bare-server" "$bare_port" "$work/bodies" &
+  wait_port "$bare_port"
+
+  machine
+  echo "wrk -t2 -c16 -d${secs}s per run; broker and bare server alternate; $rounds rounds; the median run of each"
+  local round server port
+  for round in $(seq "$rounds"); do
+    for k in "${!paths[@]}"; do
+      for server in broker bare; do
+        port=$broker_port; [ "$server" = bare ] && port=$bare_port
+        wrk -t2 -c16 -d"${secs}s" --latency -H "$auth" -H "$h" "http://127.0.0.1:$port${paths[$k]}" \
+          | wrk_figures >>"$work/${names[$k]}.$server"
+      done
+    done
+  done
+  printf '%-15s %12s %12s %7s %10s %10s %10s %10s %6s\n' route "broker r/s" "bare r/s" ratio \
+    "p50 ms" "p99 ms" "bare p50" "bare p99" non2xx
+  for k in "${!names[@]}"; do
+    # The run with the median requests/s, for each server.
+    local ours theirs
+    ours=$(sort -g "$work/${names[$k]}.broker" | sed -n "$(((rounds + 1) / 2))p")
+    theirs=$(sort -g "$work/${names[$k]}.bare" | sed -n "$(((rounds + 1) / 2))p")
+    awk -v n="${names[$k]}" -v a="$ours" -v b="$theirs" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      printf "%-15s %12.0f %12.0f %6.2fx %10.3f %10.3f %10.3f %10.3f %6d\n", n, x[1], y[1], x[1] / y[1], x[2], x[3], y[2], y[3], x[4] }'
+  done
+}
+
 case "${1:-}" in
   sizes) sizes ;;
   cold-start) shift; cold_start "$@" ;;
   builds) shift; builds "$@" ;;
-  *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  routes) shift; routes "$@" ;;
+  *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
