@@ -150,16 +150,7 @@ impl Aws {
     }
 
     async fn users(&self) -> Vec<String> {
-        let out = aws_sdk_elasticache::Client::new(&self.sdk).describe_users().send().await.unwrap();
-        let mut ids: Vec<String> = out
-            .users()
-            .iter()
-            .filter(|u| u.status() != Some("deleting"))
-            .filter_map(|u| u.user_id().map(str::to_string))
-            .filter(|id| id.starts_with("osb-"))
-            .collect();
-        ids.sort();
-        ids
+        broker_tests::live_users(&self.sdk).await.into_iter().collect()
     }
 
     /// Secrets under the broker's prefix that are not scheduled for deletion.

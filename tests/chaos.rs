@@ -517,17 +517,7 @@ impl World {
                 assert!(caches.insert(c.cache_cluster_id().unwrap().to_string()), "twice: {c:?}");
             }
         }
-        let users = ec
-            .describe_users()
-            .send()
-            .await
-            .unwrap()
-            .users()
-            .iter()
-            .filter(|u| u.status() != Some("deleting"))
-            .filter_map(|u| u.user_id().map(str::to_string))
-            .filter(|id| id.starts_with("osb-"))
-            .collect();
+        let users = broker_tests::live_users(&self.sdk).await;
         let mut secrets = BTreeSet::new();
         let mut token = None;
         loop {

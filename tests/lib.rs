@@ -237,3 +237,15 @@ pub async fn receive_jobs(sdk: &aws_config::SdkConfig, queue_url: &str) -> Vec<a
         .unwrap();
     out.messages.unwrap_or_default()
 }
+
+/// The ElastiCache users under the prefix `osb` that are not being deleted,
+/// read on fault-free clients.
+pub async fn live_users(sdk: &aws_config::SdkConfig) -> std::collections::BTreeSet<String> {
+    let out = aws_sdk_elasticache::Client::new(sdk).describe_users().send().await.unwrap();
+    out.users()
+        .iter()
+        .filter(|u| u.status() != Some("deleting"))
+        .filter_map(|u| u.user_id().map(str::to_string))
+        .filter(|id| id.starts_with("osb-"))
+        .collect()
+}

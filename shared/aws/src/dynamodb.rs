@@ -390,17 +390,23 @@ impl DynamoStore {
         (pk, sk): (String, String),
         what: &str,
     ) -> Result<Option<T>, StoreError> {
+        let item = self.get_item(AttributeValue::S(pk), AttributeValue::S(sk)).await?;
+        item.map(|item| from_item(item, what)).transpose()
+    }
+
+    /// The item under (`pk`, `sk`) as the table holds it (a consistent read).
+    async fn get_item(&self, pk: AttributeValue, sk: AttributeValue) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk))
-            .key(SK, AttributeValue::S(sk))
+            .key(PK, pk)
+            .key(SK, sk)
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| unavailable(&self.table, "GetItem", &e.into_service_error()))?;
-        out.item.map(|item| from_item(item, what)).transpose()
+        Ok(out.item)
     }
 
     /// Every item of partition `pk` whose sort key starts with `prefix`, in
@@ -460,17 +466,7 @@ impl DynamoStore {
     async fn holds(&self, items: &[&Item]) -> Result<bool, StoreError> {
         for item in items {
             let (Some(pk), Some(sk)) = (item.get(PK), item.get(SK)) else { return Ok(false) };
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key(PK, pk.clone())
-                .key(SK, sk.clone())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| unavailable(&self.table, "GetItem", &e.into_service_error()))?;
-            if out.item.as_ref() != Some(*item) {
+            if self.get_item(pk.clone(), sk.clone()).await?.as_ref() != Some(*item) {
                 return Ok(false);
             }
         }

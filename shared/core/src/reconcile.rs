@@ -107,7 +107,9 @@ impl Reconciler {
             }
         }
         for instance in self.store.instances().await? {
-            if instance.state != InstanceState::Ready {
+            // A running `spares` is an operation in progress: the loop above
+            // already enqueued it if its job was lost.
+            if instance.state != InstanceState::Ready || instance.spares_operation.is_some() {
                 continue;
             }
             let id = instance.id.clone();

@@ -182,9 +182,15 @@ pub struct InstanceStatus {
     pub state: &'static str,
     /// Where its server listens (or will, once started again).
     pub port: Option<u16>,
+    /// Its server's process; `None` when it is not running.
     pub pid: Option<u32>,
+}
+
+impl InstanceStatus {
     /// Whether its server runs.
-    pub up: bool,
+    pub fn up(&self) -> bool {
+        self.pid.is_some()
+    }
 }
 
 /// `broker-api status`: every instance the state directory holds (deleted
@@ -212,7 +218,6 @@ pub async fn status(config: &LaptopConfig) -> Result<Vec<InstanceStatus>, Laptop
             state: instance.state.as_str(),
             port: server.map(|s| s.port).or(instance.endpoint.as_ref().map(|e| e.port)),
             pid: server.and_then(|s| s.pid),
-            up: server.is_some_and(|s| s.pid.is_some()),
             instance_id: instance.id,
         });
     }
@@ -232,7 +237,7 @@ pub fn format_status(lines: &[InstanceStatus]) -> String {
             l.state,
             l.port.map_or("-".to_string(), |p| p.to_string()),
             l.pid.map_or("-".to_string(), |p| p.to_string()),
-            if l.up { "yes" } else { "no" }
+            if l.up() { "yes" } else { "no" }
         ));
     }
     if lines.is_empty() {
