@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use broker_core::ports::StateStore;
+use broker_core::ports::{CatalogStore, StateStore};
 use broker_tests::{LocalBroker, ProcessGuard, port_open};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -471,4 +471,66 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
         .expect("a binding made after the admin rotation works");
     unbind(&b, &p, "rot-binding-2").await;
     deprovision(&b, &p).await;
+}
+
+/// The warm pool with real processes: the reconciler starts a server for
+/// the pool, a provision takes it and answers 201 at once, the credentials
+/// work, a restart adopts the claimed cache under its pool key, and a
+/// deprovision stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_laptop_cache_is_handed_out_at_once_and_adopted_after_a_restart() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let (service_id, plan_id) = b.plan("elasticache-redis", "dev").await;
+    let mut plan = b.laptop.store.plans().await.unwrap().into_iter().find(|p| p.id == plan_id).unwrap();
+    plan.warm_pool_size = 1;
+    b.laptop.store.put_plan(&plan).await.unwrap();
+
+    // The reconciler starts a member; the worker makes its server.
+    let report = b.laptop.reconciler.run(broker_core::domain::now()).await.unwrap();
+    assert_eq!(report.pool_added, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let member = loop {
+        let pool = b.laptop.store.pool(&plan_id).await.unwrap().unwrap();
+        let m = b.laptop.store.instance(&pool.members[0]).await.unwrap().unwrap();
+        if m.state == broker_core::domain::InstanceState::Ready {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the pooled cache never became ready: {m:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let started = Instant::now();
+    let (status, body) = b
+        .call(
+            "PUT",
+            "/v2/service_instances/e2e-pool-1?accepts_incomplete=true",
+            Some(json!({"service_id": service_id, "plan_id": plan_id,
+                        "organization_guid": "org", "space_guid": "space"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let p = Provisioned { instance: "e2e-pool-1".into(), service_id, plan_id };
+    let creds = bind(&b, &p, "e2e-pool-b").await;
+    println!("laptop mode, pooled plan: provision to bindable in {:?}", started.elapsed());
+    let uri = creds["uri"].as_str().unwrap().to_string();
+    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+    let claimed = b.laptop.store.instance("e2e-pool-1").await.unwrap().unwrap();
+    assert_eq!(claimed.cache_key(), member.id);
+
+    // A restart adopts the claimed cache by its key.
+    let (state, dir) = b.stop();
+    let b = LocalBroker::open(state).await;
+    let (status, body) =
+        b.call("GET", "/v2/service_instances/e2e-pool-1/service_bindings/e2e-pool-b", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let uri = body["credentials"]["uri"].as_str().unwrap().to_string();
+    assert_eq!(redis_get(&uri, "greeting").await.unwrap().as_deref(), Some("hello"));
+    let servers = b.laptop.provider.servers();
+    assert!(servers.iter().any(|s| s.instance_id == member.id && s.pid.is_some()), "{servers:?}");
+
+    deprovision(&b, &p).await;
+    let servers = b.laptop.provider.servers();
+    assert!(!servers.iter().any(|s| s.instance_id == member.id && s.pid.is_some()), "{servers:?}");
+    drop(dir);
 }

@@ -637,6 +637,10 @@ impl CacheProvider for Interrupting {
         self.maybe_interrupt("modify").await;
         self.inner.modify(spec).await
     }
+    async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.maybe_interrupt("retag").await;
+        self.inner.retag(spec).await
+    }
     async fn delete(&self, id: &str, final_snapshot: Option<&str>) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("delete").await;
         self.inner.delete(id, final_snapshot).await

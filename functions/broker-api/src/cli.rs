@@ -191,8 +191,14 @@ async fn laptop(_: Option<Command>, _: bool, _: Instant) -> Result<(), Error> {
 fn reconcile_summary(r: &broker_core::reconcile::Report) -> String {
     format!(
         "reconciled: {} operations in progress, {} lost jobs enqueued again, {} past their deadline enqueued to end, \
-         {} left for the next pass, {} spare-user refills started",
-        r.in_progress, r.stalled, r.past_deadline, r.left_for_next_pass, r.spares_started
+         {} left for the next pass, {} spare-user refills started, {} warm-pool caches started, {} deleted",
+        r.in_progress,
+        r.stalled,
+        r.past_deadline,
+        r.left_for_next_pass,
+        r.spares_started,
+        r.pool_added,
+        r.pool_retired
     )
 }
 

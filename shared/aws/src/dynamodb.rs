@@ -14,6 +14,7 @@
 //! | instance  | `INSTANCE#<id>`          | `INSTANCE`     | `INSTANCES` / `<id>`                 |
 //! | binding   | `INSTANCE#<instance id>` | `BINDING#<id>` |                                      |
 //! | operation | `OPERATION#<id>`         | `OPERATION`    | `OPERATIONS_IN_PROGRESS` / `<id>` \* |
+//! | warm pool | `POOLS`                  | `POOL#<plan id>` |                                    |
 //!
 //! \* only while the operation is in progress.
 //!
@@ -65,8 +66,8 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use broker_core::domain::{Binding, Instance, Operation, Plan, Service};
-use broker_core::ports::{CatalogStore, StateStore, StoreError};
+use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service};
+use broker_core::ports::{CatalogStore, PoolChange, StateStore, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -254,6 +255,14 @@ fn operation_key(id: &str) -> (String, String) {
     (format!("OPERATION#{id}"), "OPERATION".to_string())
 }
 
+const POOLS: &str = "POOLS";
+const POOL_PREFIX: &str = "POOL#";
+
+/// Every pool shares one partition, so the reconciler lists them in one Query.
+fn pool_key(plan_id: &str) -> (String, String) {
+    (POOLS.to_string(), format!("{POOL_PREFIX}{plan_id}"))
+}
+
 // ---------------------------------------------------------------- versioned records
 
 /// A record written under optimistic concurrency: what it is called in errors,
@@ -307,6 +316,19 @@ impl Versioned for Operation {
             keys.push((GSI1SK, self.id.clone()));
         }
         keys
+    }
+}
+
+impl Versioned for Pool {
+    fn what(&self) -> String {
+        format!("the warm pool of plan {}", self.plan_id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (pk, sk) = pool_key(&self.plan_id);
+        vec![(PK, pk), (SK, sk)]
     }
 }
 
@@ -810,6 +832,63 @@ impl StateStore for DynamoStore {
         }
         binding.version = bv;
         bind_op.version = ov;
+        Ok(())
+    }
+
+    async fn pool(&self, plan_id: &str) -> Result<Option<Pool>, StoreError> {
+        self.get(pool_key(plan_id), &format!("the warm pool of plan {plan_id}")).await
+    }
+
+    async fn pools(&self) -> Result<Vec<Pool>, StoreError> {
+        self.query_partition(POOLS, POOL_PREFIX, "warm pool").await
+    }
+
+    async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError> {
+        let pool_write = match pool.version {
+            0 => Write::insert(&*pool)?,
+            expected => Write::update(&*pool, expected)?,
+        };
+        let mut versions = vec![pool_write.version];
+        let mut writes = vec![pool_write];
+        let mut push = |write: Write| {
+            versions.push(write.version);
+            writes.push(write);
+        };
+        match &change {
+            PoolChange::Nothing => {}
+            PoolChange::Add { member, operation } => {
+                push(Write::insert(&**member)?);
+                push(Write::insert(&**operation)?);
+            }
+            PoolChange::Retire { member, operation } => {
+                push(Write::update(&**member, member.version)?);
+                push(Write::insert(&**operation)?);
+            }
+            PoolChange::Claim { member, instance, provision, tagging, replacing } => {
+                push(Write::update(&**member, member.version)?);
+                push(match replacing {
+                    None => Write::insert(&**instance)?,
+                    Some(expected) => Write::update(&**instance, *expected)?,
+                });
+                push(Write::insert(&**provision)?);
+                push(Write::insert(&**tagging)?);
+            }
+        }
+        self.write(writes).await?;
+        pool.version = versions[0];
+        match change {
+            PoolChange::Nothing => {}
+            PoolChange::Add { member, operation } | PoolChange::Retire { member, operation } => {
+                member.version = versions[1];
+                operation.version = versions[2];
+            }
+            PoolChange::Claim { member, instance, provision, tagging, .. } => {
+                member.version = versions[1];
+                instance.version = versions[2];
+                provision.version = versions[3];
+                tagging.version = versions[4];
+            }
+        }
         Ok(())
     }
 

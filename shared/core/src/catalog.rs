@@ -156,6 +156,13 @@ impl CatalogFile {
                     p.spare_binding_users
                 ));
             }
+            if p.warm_pool_size > crate::domain::pool::MAX_WARM_POOL_SIZE {
+                return Err(format!(
+                    "{what}: warm_pool_size is {}; it must be 0 to {}",
+                    p.warm_pool_size,
+                    crate::domain::pool::MAX_WARM_POOL_SIZE
+                ));
+            }
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use crate::domain::{Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Service};
+use crate::domain::{Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Pool, Service};
 
 // ---------------------------------------------------------------- store
 
@@ -116,12 +116,46 @@ pub trait StateStore: Send + Sync {
         replacing: Option<u64>,
     ) -> Result<(), StoreError>;
 
+    /// The warm pool of `plan_id` (see [`crate::domain::pool`]); `None`
+    /// when it was never stored.
+    async fn pool(&self, plan_id: &str) -> Result<Option<Pool>, StoreError>;
+    /// Every stored pool, in one read (the reconciler's pass).
+    async fn pools(&self) -> Result<Vec<Pool>, StoreError>;
+    /// Writes `pool` at its loaded version (a pool at version 0 is
+    /// created: `AlreadyExists` when someone stored it first) together with
+    /// `change`, all or nothing; `Conflict` when someone changed the pool or
+    /// a record of the change first.
+    async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError>;
+
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
     /// Operations still in progress (laptop start-up re-enqueues their jobs).
     async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError>;
     async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError>;
     /// Deletes finished records whose `expires_at` has passed.
     async fn purge_expired(&self, now: i64) -> Result<usize, StoreError>;
+}
+
+/// What is written with a pool (see [`StateStore::save_pool`]).
+pub enum PoolChange<'a> {
+    /// Only the pool's list (a member that is gone taken off it).
+    Nothing,
+    /// A new member's record and its provision operation, both created.
+    Add { member: &'a mut Instance, operation: &'a mut Operation },
+    /// A member leaving the pool: its record, saved at its loaded version
+    /// (being deprovisioned), and that new operation.
+    Retire { member: &'a mut Instance, operation: &'a mut Operation },
+    /// A provision taking a member's cache: the member (claimed, pointing
+    /// at `instance`) saved at its loaded version; the new instance created
+    /// (or replacing the deleted record at that version) with its
+    /// provision, already succeeded, and the operation that tags the cache
+    /// for its tenant.
+    Claim {
+        member: &'a mut Instance,
+        instance: &'a mut Instance,
+        provision: &'a mut Operation,
+        tagging: &'a mut Operation,
+        replacing: Option<u64>,
+    },
 }
 
 /// Everything the broker keeps.
@@ -192,7 +226,8 @@ pub enum ProviderError {
 /// What the provider needs to create or modify a cache.
 #[derive(Debug, Clone)]
 pub struct CacheSpec {
-    pub instance_id: String,
+    /// The key the cache's names derive from ([`Instance::cache_key`]).
+    pub cache_key: String,
     pub engine: Engine,
     pub engine_version: String,
     pub plan: Plan,
@@ -210,7 +245,9 @@ pub struct CacheSpec {
 
 /// A cache backend: ElastiCache in AWS, local processes on a laptop.
 /// Every call is idempotent: repeating it changes nothing twice, and `create`
-/// adopts what an earlier attempt made.
+/// adopts what an earlier attempt made. Calls name a cache by its key
+/// ([`Instance::cache_key`], the `instance_id` parameters): the instance's
+/// id, or the warm-pool member's whose cache it took.
 #[async_trait]
 pub trait CacheProvider: Send + Sync {
     /// Whether `put_user` and `delete_user` take effect before they return
@@ -222,6 +259,10 @@ pub trait CacheProvider: Send + Sync {
     /// How far creation or modification has got.
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError>;
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
+    /// Adds `spec.tags` to the cache, replacing the values of keys it has
+    /// (a warm-pool cache gets its tenant's tags when a provision claims
+    /// it). A backend without tags has nothing to do.
+    async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError>;
     /// Deletes the cache and everything it holds; `Done` once it is gone
     /// (and at once when there was nothing). With `final_snapshot` (given
     /// when the plan keeps one: a key unique to this deprovision, its

@@ -12,7 +12,11 @@
 //! - enqueues every operation past its deadline, which the worker then ends
 //!   as failed, saying what timed out;
 //! - starts the spare binding users of ready instances that keep fewer than
-//!   their plan asks for.
+//!   their plan asks for;
+//! - brings every plan's warm pool to its `warm_pool_size`: starts missing
+//!   members, deletes failed ones and, when the size was lowered, surplus
+//!   ones (one pool read per plan, at most
+//!   [`crate::domain::pool::MAX_CHANGES_PER_REFILL`] changes per plan).
 //!
 //! Jobs are idempotent, so a job enqueued twice costs one extra look. The
 //! pass reads the operations in progress (an index query, no scan) and the
@@ -44,6 +48,27 @@ pub struct Report {
     pub left_for_next_pass: usize,
     /// `spares` operations started.
     pub spares_started: usize,
+    /// Warm-pool members started.
+    pub pool_added: usize,
+    /// Warm-pool members being deleted (surplus or failed).
+    pub pool_retired: usize,
+}
+
+impl Reconciler {
+    /// The plans whose pool may need a change: those that keep one, and
+    /// those with a stored pool that still lists members (a size lowered to
+    /// 0 leaves members to delete). Two reads, whatever the catalog holds.
+    async fn pool_plans(&self) -> Result<Vec<crate::domain::Plan>, StoreError> {
+        let pools = self.store.pools().await?;
+        let plans = self.store.plans().await?;
+        Ok(plans
+            .into_iter()
+            .filter(|p| {
+                p.warm_pool_size > 0
+                    || pools.iter().any(|pool| pool.plan_id == p.id && !pool.members.is_empty())
+            })
+            .collect())
+    }
 }
 
 pub struct Reconciler {
@@ -119,12 +144,32 @@ impl Reconciler {
                 Err(e) => warn!(instance = %id, error = %e, "reconcile: could not look at the spare users"),
             }
         }
+        match self.pool_plans().await {
+            Ok(plans) => {
+                for plan in plans {
+                    match self.broker.refill_pool(&plan).await {
+                        Ok(refill) => {
+                            report.pool_added += refill.added;
+                            report.pool_retired += refill.retired;
+                        }
+                        Err(e) => {
+                            warn!(plan = %plan.name, error = %e, "reconcile: could not refill the warm pool")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "reconcile: could not read the plans or pools; the warm pools wait for the next pass")
+            }
+        }
         info!(
             in_progress = report.in_progress,
             stalled = report.stalled,
             past_deadline = report.past_deadline,
             left_for_next_pass = report.left_for_next_pass,
             spares_started = report.spares_started,
+            pool_added = report.pool_added,
+            pool_retired = report.pool_retired,
             "reconcile pass done"
         );
         Ok(report)

@@ -375,10 +375,20 @@ impl Rotator {
     }
 
     async fn owner(&self, target: &Target) -> Result<Owner, RotationError> {
-        let instance_id = target.instance_id();
-        let instance = self.store.instance(instance_id).await?.ok_or_else(|| {
-            RotationError::Refused(format!("service instance {instance_id} is not recorded"))
-        })?;
+        let named = target.instance_id();
+        let mut instance = self
+            .store
+            .instance(named)
+            .await?
+            .ok_or_else(|| RotationError::Refused(format!("service instance {named} is not recorded")))?;
+        // A secret made with a warm-pool cache is named under the pool
+        // member's id; the instance that claimed the cache owns it now.
+        if let Some(claimant) = instance.claimed_by.clone() {
+            instance = self.store.instance(&claimant).await?.ok_or_else(|| {
+                RotationError::Refused(format!("service instance {claimant} is not recorded"))
+            })?;
+        }
+        let instance_id = instance.id.as_str();
         let binding = match target {
             Target::Admin { .. } => None,
             Target::Binding { binding_id, .. } => {
@@ -525,7 +535,7 @@ impl Rotator {
         owner.check_live()?;
         let principal = owner.principal()?;
         let both = self.passwords(subject, token).await?;
-        self.provider.set_passwords(target.instance_id(), &principal, &both).await.map_err(|e| {
+        self.provider.set_passwords(owner.instance.cache_key(), &principal, &both).await.map_err(|e| {
             StepFailure::Rotation(RotationError::Failed(format!(
                 "setSecret: could not give {} its new password: {e}",
                 principal.describe()
@@ -563,7 +573,7 @@ impl Rotator {
         loop {
             let progress = self
                 .provider
-                .passwords_progress(target.instance_id(), &principal, &both)
+                .passwords_progress(owner.instance.cache_key(), &principal, &both)
                 .await
                 .map_err(|e| StepFailure::Rotation(RotationError::Failed(format!("testSecret: {e}"))))?;
             match progress {
@@ -620,7 +630,7 @@ impl Rotator {
         let binding_id = owner.binding.as_ref().map(|b| b.id.clone());
         let mut op = Operation::start(
             OperationKind::Rotate,
-            target.instance_id(),
+            &owner.instance.id,
             binding_id.as_deref(),
             t,
             self.config.policy.grace_secs.saturating_add(REMOVAL_DEADLINE_SECS),

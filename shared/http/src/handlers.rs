@@ -105,6 +105,9 @@ pub async fn provision(
     let q = query(q)?;
     let req = body(&bytes)?;
     Ok(match s.broker.provision(&instance_id, req, &q).await? {
+        // OSB's 201 body has no `operation`: the instance is there; its
+        // last_operation (no operation given) tells how it was made.
+        Provisioned::Created { .. } => empty(StatusCode::CREATED),
         Provisioned::Accepted { operation } => accepted(operation),
         Provisioned::AlreadyExists => empty(StatusCode::OK),
     })

@@ -307,10 +307,10 @@ impl Laptop {
         // and the provision goes on once it runs again.
         let started: Vec<String> = self.provider.servers().into_iter().map(|s| s.instance_id).collect();
         for instance in self.store.instances().await? {
-            let provisioning =
-                instance.state == InstanceState::Provisioning && started.contains(&instance.id);
+            let provisioning = instance.state == InstanceState::Provisioning
+                && started.iter().any(|s| s == instance.cache_key());
             if provisioning || matches!(instance.state, InstanceState::Ready | InstanceState::Updating) {
-                match self.provider.adopt(&instance.id).await {
+                match self.provider.adopt(instance.cache_key()).await {
                     Ok(_) => {
                         info!(instance = %instance.id, "cache adopted");
                         self.record_endpoint(instance).await;
@@ -331,7 +331,7 @@ impl Laptop {
     /// name it. A failure is logged; the credentials then name the old port
     /// until the next start.
     async fn record_endpoint(&self, mut instance: broker_core::domain::Instance) {
-        let endpoint = match self.provider.endpoint(&instance.id).await {
+        let endpoint = match self.provider.endpoint(instance.cache_key()).await {
             Ok(e) => e,
             Err(e) => return warn!(instance = %instance.id, error = %e, "the adopted cache has no endpoint"),
         };

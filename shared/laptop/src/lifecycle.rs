@@ -208,14 +208,18 @@ pub async fn status(config: &LaptopConfig) -> Result<Vec<InstanceStatus>, Laptop
         }
         let plan = plans.iter().find(|p| p.id == instance.plan_id);
         let service = services.iter().find(|s| s.id == instance.service_id);
-        let server = servers.iter().find(|s| s.instance_id == instance.id);
+        let server = servers.iter().find(|s| s.instance_id == instance.cache_key());
         lines.push(InstanceStatus {
             plan: format!(
                 "{}/{}",
                 service.map_or(instance.service_id.as_str(), |s| s.name.as_str()),
                 plan.map_or(instance.plan_id.as_str(), |p| p.name.as_str())
             ),
-            state: instance.state.as_str(),
+            state: if instance.pooled && instance.state == InstanceState::Ready {
+                "ready in the warm pool"
+            } else {
+                instance.state.as_str()
+            },
             port: server.map(|s| s.port).or(instance.endpoint.as_ref().map(|e| e.port)),
             pid: server.and_then(|s| s.pid),
             instance_id: instance.id,

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, Params, Transaction, TransactionBe
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Service};
-use broker_core::ports::{CatalogStore, StateStore, StoreError};
+use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Pool, Service};
+use broker_core::ports::{CatalogStore, PoolChange, StateStore, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS operations (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS operations_by_state ON operations (state);
+CREATE TABLE IF NOT EXISTS pools (
+    plan_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
 -- Bumped by every write to the catalog, whichever process makes it (the
 -- API's seed, `catalog apply`), so the API knows when to read it again.
 CREATE TABLE IF NOT EXISTS catalog_version (
@@ -286,6 +291,27 @@ impl Versioned for Operation {
     }
 }
 
+impl Versioned for Pool {
+    fn what(&self) -> String {
+        format!("the warm pool of plan {}", self.plan_id)
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO pools (plan_id, version, doc) VALUES (?1, ?2, ?3) ON CONFLICT (plan_id) DO NOTHING",
+            params![self.plan_id, self.version, doc],
+        )
+    }
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "UPDATE pools SET version = version + 1, doc = ?2 WHERE plan_id = ?1 AND version = ?3",
+            params![self.plan_id, doc, expected],
+        )
+    }
+}
+
 /// Inserts `record` at version 1. `record` is the caller's copy moved into the
 /// blocking task, so bumping it here touches the caller's value only once the
 /// transaction has committed.
@@ -349,6 +375,87 @@ fn save_with_operation<T: Versioned>(
     };
     tx.commit().map_err(unavailable)?;
     Ok((record_version, operation_version))
+}
+
+/// A [`PoolChange`]'s records, copied to move into the blocking task.
+enum OwnedChange {
+    Nothing,
+    Add(Instance, Operation),
+    Retire(Instance, Operation),
+    Claim {
+        member: Box<Instance>,
+        instance: Box<Instance>,
+        provision: Box<Operation>,
+        tagging: Box<Operation>,
+        replacing: Option<u64>,
+    },
+}
+
+/// The versions the records of a change were written at.
+#[derive(Default)]
+struct ChangeVersions(Vec<u64>);
+
+impl OwnedChange {
+    fn of(change: &PoolChange<'_>) -> OwnedChange {
+        match change {
+            PoolChange::Nothing => OwnedChange::Nothing,
+            PoolChange::Add { member, operation } => {
+                OwnedChange::Add((**member).clone(), (**operation).clone())
+            }
+            PoolChange::Retire { member, operation } => {
+                OwnedChange::Retire((**member).clone(), (**operation).clone())
+            }
+            PoolChange::Claim { member, instance, provision, tagging, replacing } => OwnedChange::Claim {
+                member: Box::new((**member).clone()),
+                instance: Box::new((**instance).clone()),
+                provision: Box::new((**provision).clone()),
+                tagging: Box::new((**tagging).clone()),
+                replacing: *replacing,
+            },
+        }
+    }
+
+    fn write(&mut self, tx: &Transaction<'_>) -> Result<ChangeVersions, StoreError> {
+        let versions = match self {
+            OwnedChange::Nothing => vec![],
+            OwnedChange::Add(member, op) => vec![insert_new(tx, member)?, insert_new(tx, op)?],
+            OwnedChange::Retire(member, op) => {
+                let expected = member.version;
+                vec![update_from(tx, member, expected)?, insert_new(tx, op)?]
+            }
+            OwnedChange::Claim { member, instance, provision, tagging, replacing } => {
+                let expected = member.version;
+                let mv = update_from(tx, member.as_mut(), expected)?;
+                let iv = match replacing {
+                    None => insert_new(tx, instance.as_mut())?,
+                    Some(expected) => update_from(tx, instance.as_mut(), *expected)?,
+                };
+                vec![mv, iv, insert_new(tx, provision.as_mut())?, insert_new(tx, tagging.as_mut())?]
+            }
+        };
+        Ok(ChangeVersions(versions))
+    }
+}
+
+impl ChangeVersions {
+    /// Gives the caller's records the versions they were written at, in
+    /// the order [`OwnedChange::write`] wrote them.
+    fn apply(self, change: PoolChange<'_>) {
+        let v = self.0;
+        match change {
+            PoolChange::Nothing => {}
+            PoolChange::Add { member, operation } | PoolChange::Retire { member, operation } => {
+                member.version = v[0];
+                operation.version = v[1];
+            }
+            PoolChange::Claim { member, instance, provision, tagging, .. } => {
+                member.version = v[0];
+                instance.version = v[1];
+                provision.version = v[2];
+                tagging.version = v[3];
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------- catalog
@@ -575,6 +682,42 @@ impl StateStore for SqliteStore {
         }
         binding.version = bv;
         bind_op.version = ov;
+        Ok(())
+    }
+
+    async fn pool(&self, plan_id: &str) -> Result<Option<Pool>, StoreError> {
+        let plan_id = plan_id.to_string();
+        self.run(move |conn| {
+            let what = format!("the warm pool of plan {plan_id}");
+            query_one(conn, "SELECT doc FROM pools WHERE plan_id = ?1", [&plan_id], &what)
+        })
+        .await
+    }
+
+    async fn pools(&self) -> Result<Vec<Pool>, StoreError> {
+        self.run(|conn| query_all(conn, "SELECT doc FROM pools ORDER BY plan_id", [], "warm pool")).await
+    }
+
+    async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError> {
+        // Copies go into the transaction; the caller's records take their
+        // new versions only once it has committed.
+        let (mut p, expected) = (pool.clone(), pool.version);
+        let mut owned = OwnedChange::of(&change);
+        let versions = self
+            .run(move |conn| {
+                let tx = write_tx(conn)?;
+                let pv = if expected == 0 {
+                    insert_new(&tx, &mut p)?
+                } else {
+                    update_from(&tx, &mut p, expected)?
+                };
+                let versions = owned.write(&tx)?;
+                tx.commit().map_err(unavailable)?;
+                Ok((pv, versions))
+            })
+            .await?;
+        pool.version = versions.0;
+        versions.1.apply(change);
         Ok(())
     }
 

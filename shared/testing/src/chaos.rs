@@ -18,8 +18,10 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use broker_core::domain::{Binding, Instance, Operation, Plan, Service};
-use broker_core::ports::{CatalogStore, Job, JobQueue, QueueError, StateStore, Store, StoreError};
+use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service};
+use broker_core::ports::{
+    CatalogStore, Job, JobQueue, PoolChange, QueueError, StateStore, Store, StoreError,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -383,6 +385,16 @@ impl StateStore for AbortingStore {
         replacing: Option<u64>,
     ) -> Result<(), StoreError> {
         self.inner.claim_spare(instance, spares_op, binding, bind_op, replacing).await
+    }
+    async fn pool(&self, plan_id: &str) -> Result<Option<Pool>, StoreError> {
+        self.inner.pool(plan_id).await
+    }
+    async fn pools(&self) -> Result<Vec<Pool>, StoreError> {
+        self.inner.pools().await
+    }
+    async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError> {
+        self.check("pool", None)?;
+        self.inner.save_pool(pool, change).await
     }
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.inner.operation(id).await

@@ -47,6 +47,11 @@ pub enum Call {
     Progress(String),
     Endpoint(String),
     Modify(String),
+    /// The cache and the tags given.
+    Retag {
+        instance: String,
+        tags: Vec<(String, String)>,
+    },
     /// `final_snapshot` is the key the worker gave for one (the deprovision's
     /// operation id), when the plan keeps a final snapshot.
     Delete {
@@ -135,10 +140,10 @@ impl CacheProvider for FakeProvider {
         self.users_at_once
     }
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let r = self.answer("create", Call::Create(spec.instance_id.clone()));
+        let r = self.answer("create", Call::Create(spec.cache_key.clone()));
         if r.is_ok() {
             let mut caches = self.caches.lock().unwrap();
-            let users = caches.entry(spec.instance_id.clone()).or_default();
+            let users = caches.entry(spec.cache_key.clone()).or_default();
             for spare in &spec.spare_users {
                 if !users.contains(&spare.username) {
                     users.push(spare.username.clone());
@@ -151,7 +156,10 @@ impl CacheProvider for FakeProvider {
         self.answer("progress", Call::Progress(id.into()))
     }
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        self.answer("modify", Call::Modify(spec.instance_id.clone()))
+        self.answer("modify", Call::Modify(spec.cache_key.clone()))
+    }
+    async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.answer("retag", Call::Retag { instance: spec.cache_key.clone(), tags: spec.tags.clone() })
     }
     async fn delete(&self, id: &str, final_snapshot: Option<&str>) -> Result<Progress, ProviderError> {
         let call = Call::Delete { instance: id.into(), final_snapshot: final_snapshot.map(str::to_string) };
@@ -297,6 +305,9 @@ pub mod records {
             created_at: 1_000,
             updated_at: 1_000,
             expires_at: None,
+            cache: None,
+            pooled: false,
+            claimed_by: None,
             version: 0,
         }
     }
@@ -363,6 +374,7 @@ pub mod records {
             maintenance_version: None,
             access_string: "~* +@all".into(),
             spare_binding_users: 0,
+            warm_pool_size: 0,
             metadata: PlanMetadata::default(),
             position: 0,
         }

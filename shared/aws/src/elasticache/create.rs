@@ -36,7 +36,7 @@ impl ElastiCacheProvider {
     }
 
     async fn create_group(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let id = self.names.cache(&spec.instance_id);
+        let id = self.names.cache(&spec.cache_key);
         // An earlier attempt got as far as the group: adopt it and leave the
         // users alone, they were made before it.
         if let Some(group) = self.find_group(&id).await? {
@@ -52,7 +52,7 @@ impl ElastiCacheProvider {
             .replication_group_id(&id)
             .replication_group_description(format!(
                 "{engine} {} plan {} for instance {}",
-                spec.engine_version, plan.name, spec.instance_id
+                spec.engine_version, plan.name, spec.cache_key
             ))
             .engine(engine)
             .engine_version(aws_engine_version(spec.engine, &spec.engine_version))
@@ -96,7 +96,7 @@ impl ElastiCacheProvider {
         }
         match request.send().await {
             Ok(_) => {
-                tracing::info!(instance_id = %spec.instance_id, replication_group = %id, "creating replication group");
+                tracing::info!(instance_id = %spec.cache_key, replication_group = %id, "creating replication group");
                 Ok(working(format!("creating replication group {id}")))
             }
             Err(e) => {
@@ -123,8 +123,8 @@ impl ElastiCacheProvider {
         admin: &SecretString,
     ) -> Result<(), ProviderError> {
         let engine = spec.engine.as_str();
-        let default_id = self.names.default_user(&spec.instance_id);
-        let admin_id = self.names.admin_user(&spec.instance_id);
+        let default_id = self.names.default_user(&spec.cache_key);
+        let admin_id = self.names.admin_user(&spec.cache_key);
         // A Valkey user group takes only users that log in with a password
         // (or IAM), so Valkey's disabled default user gets a random one that
         // is never stored: it is off and may do nothing, so no one needs it.
@@ -138,7 +138,7 @@ impl ElastiCacheProvider {
             .access_string(DEFAULT_USER_ACCESS)
             .set_no_password_required(unusable.is_none().then_some(true))
             .set_passwords(unusable.as_ref().map(|p| vec![p.expose_secret().to_string()]))
-            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .set_tags(Some(self.user_tags(&spec.cache_key)))
             .send()
             .await;
         if let Err(e) = created {
@@ -156,7 +156,7 @@ impl ElastiCacheProvider {
             .engine(engine)
             .access_string(ADMIN_ACCESS)
             .passwords(admin.expose_secret())
-            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .set_tags(Some(self.user_tags(&spec.cache_key)))
             .send()
             .await;
         if let Err(e) = created {
@@ -171,8 +171,8 @@ impl ElastiCacheProvider {
         // are ready as soon as the cache is: no user group change to wait for.
         let mut members = vec![default_id.clone(), admin_id.clone()];
         for spare in &spec.spare_users {
-            let user_id = self.names.binding_user(&spec.instance_id, &spare.username);
-            self.create_user_once(&spec.instance_id, &user_id, spare, engine).await?;
+            let user_id = self.names.binding_user(&spec.cache_key, &spare.username);
+            self.create_user_once(&spec.cache_key, &user_id, spare, engine).await?;
             members.push(user_id);
         }
         let created = self
@@ -181,7 +181,7 @@ impl ElastiCacheProvider {
             .user_group_id(id)
             .engine(engine)
             .set_user_ids(Some(members.clone()))
-            .set_tags(Some(self.user_tags(&spec.instance_id)))
+            .set_tags(Some(self.user_tags(&spec.cache_key)))
             .send()
             .await;
         let status = match created {
@@ -263,7 +263,7 @@ impl ElastiCacheProvider {
     }
 
     async fn create_memcached(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let id = self.names.cache(&spec.instance_id);
+        let id = self.names.cache(&spec.cache_key);
         let plan = &spec.plan;
         let nodes = i32::from(plan.cache_nodes.max(1));
         let created = self
@@ -285,7 +285,7 @@ impl ElastiCacheProvider {
             .await;
         match created {
             Ok(_) => {
-                tracing::info!(instance_id = %spec.instance_id, cache_cluster = %id, "creating cache cluster");
+                tracing::info!(instance_id = %spec.cache_key, cache_cluster = %id, "creating cache cluster");
                 Ok(working(format!("creating cache cluster {id}")))
             }
             Err(e) => {
@@ -312,7 +312,7 @@ impl ElastiCacheProvider {
         id: &str,
         group: &ReplicationGroup,
     ) -> Result<Progress, ProviderError> {
-        self.check_owner("replication group", id, group.arn(), &spec.instance_id).await?;
+        self.check_owner("replication group", id, group.arn(), &spec.cache_key).await?;
         if let Some(engine) = group.engine()
             && !engine.eq_ignore_ascii_case(spec.engine.as_str())
         {
@@ -330,7 +330,7 @@ impl ElastiCacheProvider {
         id: &str,
         cluster: &CacheCluster,
     ) -> Result<Progress, ProviderError> {
-        self.check_owner("cache cluster", id, cluster.arn(), &spec.instance_id).await?;
+        self.check_owner("cache cluster", id, cluster.arn(), &spec.cache_key).await?;
         if let Some(engine) = cluster.engine()
             && !engine.eq_ignore_ascii_case(spec.engine.as_str())
         {

@@ -65,9 +65,16 @@ use failure::{Failure, Kind, classify};
 pub use names::MAX_PREFIX_LEN;
 use names::Names;
 
-/// The tag naming the instance a cache, user or user group serves (the
-/// worker puts it in every cache's tags, [`CacheSpec::tags`]).
+/// The tag naming the instance a cache serves (the worker puts it in every
+/// cache's tags, [`CacheSpec::tags`]); a warm-pool cache gets its tenant's
+/// when a provision claims it.
 pub const INSTANCE_TAG: &str = "broker-instance-id";
+
+/// The tag naming the key a cache's, user's or user group's name derives
+/// from ([`CacheSpec::cache_key`]): what adoption and deletion check, since
+/// a pooled cache keeps its key when its instance changes. Caches made
+/// before this tag carry only [`INSTANCE_TAG`], which was the key then.
+pub const CACHE_TAG: &str = "broker-cache";
 
 /// Where and how the provider creates caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +219,8 @@ impl ElastiCacheProvider {
             .send()
             .await
             .map_err(|e| classify("ListTagsForResource", e))?;
-        let owner = tags.tag_list().iter().find(|t| t.key() == Some(INSTANCE_TAG)).and_then(|t| t.value());
+        let value = |key: &str| tags.tag_list().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+        let owner = value(CACHE_TAG).or_else(|| value(INSTANCE_TAG));
         if owner == Some(instance_id) {
             return Ok(());
         }
@@ -223,7 +231,7 @@ impl ElastiCacheProvider {
             "a cache with this instance's name serves another instance; leaving it alone"
         );
         Err(ProviderError::Permanent(format!(
-            "{what} {id} exists already and its {INSTANCE_TAG} tag names another instance; \
+            "{what} {id} exists already and its {CACHE_TAG} tag names another instance's cache; \
              the broker leaves it alone"
         )))
     }
@@ -249,27 +257,63 @@ impl ElastiCacheProvider {
         broker_core::ports::read_admin_password(
             self.secrets.as_ref(),
             spec.admin_secret.as_deref(),
-            &spec.instance_id,
+            &spec.cache_key,
             spec.engine,
         )
         .await
     }
 
-    /// Tags of a cache: the spec's, `broker` = the prefix, which tells an
-    /// operator which broker owns it, and the instance it serves.
+    /// Tags of a cache: the spec's (the instance it serves among them),
+    /// `broker` = the prefix, which tells an operator which broker owns it,
+    /// and the key its name derives from.
     fn cache_tags(&self, spec: &CacheSpec) -> Vec<Tag> {
-        let mut tags: Vec<Tag> =
-            spec.tags.iter().filter(|(k, _)| k != INSTANCE_TAG).map(|(k, v)| tag(k, v)).collect();
+        let mut tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .filter(|(k, _)| k != CACHE_TAG && k != "broker")
+            .map(|(k, v)| tag(k, v))
+            .collect();
         tags.push(tag("broker", self.names.prefix()));
         // What adoption and deletion check (`check_owner`), whatever the
         // spec's tags hold.
-        tags.push(tag(INSTANCE_TAG, &spec.instance_id));
+        tags.push(tag(CACHE_TAG, &spec.cache_key));
         tags
     }
 
-    /// Tags of users and user groups: the broker and the instance they serve.
-    fn user_tags(&self, instance_id: &str) -> Vec<Tag> {
-        vec![tag("broker", self.names.prefix()), tag(INSTANCE_TAG, instance_id)]
+    /// Tags of users and user groups: the broker and the key of the cache
+    /// they serve.
+    fn user_tags(&self, cache_key: &str) -> Vec<Tag> {
+        vec![tag("broker", self.names.prefix()), tag(CACHE_TAG, cache_key)]
+    }
+
+    /// AddTagsToResource with the spec's tags on the cache: a claimed
+    /// warm-pool cache takes its tenant's. Only a cache this key owns.
+    async fn retag_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(&spec.cache_key);
+        let (what, arn) = match self.find(&id).await? {
+            None => {
+                return Err(ProviderError::Permanent(format!(
+                    "no replication group {id} (nor cache cluster) exists to tag"
+                )));
+            }
+            Some(Cache::Group(group)) => ("replication group", group.arn),
+            Some(Cache::Cluster(cluster)) => ("cache cluster", cluster.arn),
+        };
+        let Some(arn) = arn else {
+            return Err(ProviderError::Retryable(format!(
+                "{what} {id} has no ARN yet, so it cannot be tagged"
+            )));
+        };
+        self.check_owner(what, &id, Some(&arn), &spec.cache_key).await?;
+        self.client
+            .add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(self.cache_tags(spec)))
+            .send()
+            .await
+            .map_err(|e| ProviderError::from(classify("AddTagsToResource", e)))?;
+        tracing::info!(cache = %id, "cache tagged for its instance");
+        Ok(Progress::Done)
     }
 }
 
@@ -310,6 +354,10 @@ impl CacheProvider for ElastiCacheProvider {
 
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.modify_cache(spec).await
+    }
+
+    async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.retag_cache(spec).await
     }
 
     async fn delete(

@@ -75,7 +75,7 @@ impl ElastiCacheProvider {
     }
 
     async fn modify_group(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let id = self.names.cache(&spec.instance_id);
+        let id = self.names.cache(&spec.cache_key);
         let Some(group) = self.find_group(&id).await? else {
             return Err(ProviderError::Permanent(format!("no replication group {id} exists to modify")));
         };
@@ -199,7 +199,7 @@ impl ElastiCacheProvider {
     }
 
     async fn modify_memcached(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let id = self.names.cache(&spec.instance_id);
+        let id = self.names.cache(&spec.cache_key);
         let Some(cluster) = self.find_cluster(&id).await? else {
             return Err(ProviderError::Permanent(format!("no cache cluster {id} exists to modify")));
         };
@@ -368,7 +368,7 @@ mod tests {
         let plan =
             catalog.plans.iter().find(|p| p.service_id == service.id && p.name == plan).unwrap().clone();
         CacheSpec {
-            instance_id: "i-1".into(),
+            cache_key: "i-1".into(),
             engine: service.engine,
             engine_version: version.into(),
             plan,

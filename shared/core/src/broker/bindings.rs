@@ -586,7 +586,7 @@ impl Broker {
         // before endpoints were recorded asks the provider.
         let endpoint = match &instance.endpoint {
             Some(e) => e.clone(),
-            None => self.provider.endpoint(&instance.id).await.map_err(|e| match e {
+            None => self.provider.endpoint(instance.cache_key()).await.map_err(|e| match e {
                 ProviderError::Retryable(m) => OsbError::Unavailable(format!(
                     "the cache of service instance {} cannot be reached right now ({m}); retry",
                     instance.id

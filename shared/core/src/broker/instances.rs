@@ -1,7 +1,9 @@
 //! The instance endpoints: provision, update, deprovision, fetch and
 //! last_operation.
 
+use super::pool::Claim;
 use super::*;
+use crate::domain::pool;
 
 impl Broker {
     /// `PUT /v2/service_instances/{instance_id}`
@@ -13,10 +15,16 @@ impl Broker {
     ) -> Result<Provisioned, OsbError> {
         let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
         let space_guid = required_guid("space_guid", &req.space_guid)?;
-        let (_service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        let (service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
         let parameters = parameters_object(&plan, &parameters_schema(&plan), req.parameters.clone())?;
         check_maintenance(&plan, &req.maintenance_info)?;
-        async_required(q, "provisioning")?;
+        let engine_version = params::engine_version(&plan, &parameters);
+        // A cache from the warm pool is ready at once, so a platform that
+        // cannot poll gets it too; anything else is asynchronous.
+        let pooled = pool::serves(&plan, &engine_version);
+        if !pooled {
+            async_required(q, "provisioning")?;
+        }
 
         for _ in 0..RACE_RETRIES {
             let existing = self.store.instance(id).await.map_err(store_err)?;
@@ -36,6 +44,7 @@ impl Broker {
                     }
                     match i.state {
                         InstanceState::Provisioning => {
+                            async_required(q, "provisioning")?;
                             self.resend(&i.last_operation_id).await?;
                             return Ok(Provisioned::Accepted { operation: i.last_operation_id.clone() });
                         }
@@ -57,6 +66,7 @@ impl Broker {
             let result = match existing {
                 // A failed provision retried with the same attributes.
                 Some(mut i) if i.state == InstanceState::ProvisionFailed => {
+                    async_required(q, "provisioning")?;
                     i.apply(InstanceEvent::Provision).map_err(|e| refused(e, id))?;
                     i.last_operation_id = op.id.clone();
                     i.updated_at = t;
@@ -67,7 +77,7 @@ impl Broker {
                         id: id.to_string(),
                         service_id: req.service_id.clone(),
                         plan_id: req.plan_id.clone(),
-                        engine_version: params::engine_version(&plan, &parameters),
+                        engine_version: engine_version.clone(),
                         parameters: parameters.clone(),
                         context: req.context.clone().unwrap_or(Value::Null),
                         organization_guid: Some(organization_guid.clone()),
@@ -87,8 +97,18 @@ impl Broker {
                         created_at: t,
                         updated_at: t,
                         expires_at: None,
+                        cache: Some(id.to_string()),
+                        pooled: false,
+                        claimed_by: None,
                         version: 0,
                     };
+                    if pooled {
+                        match self.claim_from_pool(&instance, &plan, service.engine, replacing).await? {
+                            Claim::Claimed { operation } => return Ok(Provisioned::Created { operation }),
+                            Claim::Raced => continue,
+                            Claim::NoneReady => async_required(q, "provisioning")?,
+                        }
+                    }
                     self.store.create_instance(&mut instance, &mut op, replacing).await
                 }
             };

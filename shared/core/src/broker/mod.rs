@@ -34,10 +34,16 @@ use crate::worker::Worker;
 
 mod bindings;
 mod instances;
+mod pool;
+
+pub use pool::Refill;
 
 /// What a provision request led to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Provisioned {
+    /// 201: provisioned now (a cache from the plan's warm pool); the
+    /// operation, already succeeded, says so.
+    Created { operation: String },
     /// 202: in progress, poll this operation.
     Accepted { operation: String },
     /// 200: the same instance exists and is provisioned.

@@ -39,11 +39,15 @@ pub enum InstanceEvent {
     /// A bind request for a new binding: the instance stays as it is, but
     /// only a ready one takes it.
     Bind,
+    /// A provision took this warm-pool cache: its record stays, as the
+    /// pointer from the pool member's id to the instance that owns the
+    /// cache now (see [`Instance::claimed_by`]).
+    Claimed,
 }
 
 impl InstanceEvent {
     /// Every event, in the order of the tests' grid.
-    pub const ALL: [InstanceEvent; 9] = [
+    pub const ALL: [InstanceEvent; 10] = [
         InstanceEvent::Provision,
         InstanceEvent::Provisioned,
         InstanceEvent::ProvisionFailed,
@@ -53,6 +57,7 @@ impl InstanceEvent {
         InstanceEvent::Deprovisioned,
         InstanceEvent::DeprovisionFailed,
         InstanceEvent::Bind,
+        InstanceEvent::Claimed,
     ];
 }
 
@@ -112,6 +117,7 @@ impl Machine for InstanceState {
             (S::Deprovisioning, E::Deprovisioned, S::Deleted),
             (S::Deprovisioning, E::DeprovisionFailed, S::DeprovisionFailed),
             (S::Ready, E::Bind, S::Ready),
+            (S::Ready, E::Claimed, S::Deleted),
         ]
     };
 
@@ -130,6 +136,7 @@ impl Machine for InstanceState {
             InstanceEvent::Deprovisioned => "finish deprovisioning",
             InstanceEvent::DeprovisionFailed => "fail deprovisioning",
             InstanceEvent::Bind => "take a new binding",
+            InstanceEvent::Claimed => "be claimed from the warm pool",
         }
     }
 
@@ -205,6 +212,23 @@ pub struct Instance {
     /// Set on deleted instances: when the record may be purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// The key the cache's names derive from (ElastiCache ids, laptop
+    /// directories): the instance's own id, or, for an instance that took a
+    /// cache from the warm pool, the id of the pool member that made it.
+    /// `None` in records written before the pool existed: the instance id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// A warm-pool member: a cache made in advance for its plan, with no
+    /// tenant yet, which no platform can address (its id is outside the
+    /// OSB id alphabet, see [`super::pool`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pooled: bool,
+    /// On a claimed pool member: the instance that took its cache. The
+    /// record stays while that instance lives, because the secrets made
+    /// with the cache are named under the member's id, and a rotation
+    /// finds their owner through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
     /// Optimistic-concurrency version; every write is conditional on it.
     #[serde(default)]
     pub version: u64,
@@ -231,6 +255,12 @@ impl Instance {
         Some(self.spares.remove(n))
     }
 
+    /// The key of the instance's cache (see [`Instance::cache`]): what the
+    /// cache provider's calls name.
+    pub fn cache_key(&self) -> &str {
+        self.cache.as_deref().unwrap_or(&self.id)
+    }
+
     /// How many spare users are ready or being made.
     pub fn spares_kept(&self) -> usize {
         self.spares.iter().filter(|s| s.state != super::SpareState::Retiring).count()
@@ -245,19 +275,19 @@ mod tests {
 
     /// The whole table. Columns: Provision, Provisioned, ProvisionFailed,
     /// Update, UpdateEnded, Deprovision, Deprovisioned, DeprovisionFailed,
-    /// Bind.
+    /// Bind, Claimed.
     #[test]
     fn the_instance_machine_is_this_grid() {
         assert_eq!(
             grid(&S::ALL, &E::ALL),
             "\
-Provisioning: - Ready ProvisionFailed - - Deprovisioning - - -
-ProvisionFailed: Provisioning - - - - Deprovisioning - - -
-Ready: - - - Updating - Deprovisioning - - Ready
-Updating: - - - - Ready - - - -
-Deprovisioning: - - - - - - Deleted DeprovisionFailed -
-DeprovisionFailed: - - - - - Deprovisioning - - -
-Deleted: Provisioning - - - - - - - -
+Provisioning: - Ready ProvisionFailed - - Deprovisioning - - - -
+ProvisionFailed: Provisioning - - - - Deprovisioning - - - -
+Ready: - - - Updating - Deprovisioning - - Ready Deleted
+Updating: - - - - Ready - - - - -
+Deprovisioning: - - - - - - Deleted DeprovisionFailed - -
+DeprovisionFailed: - - - - - Deprovisioning - - - -
+Deleted: Provisioning - - - - - - - - -
 "
         );
     }

@@ -9,6 +9,7 @@ pub mod instance;
 pub mod operation;
 pub mod params;
 pub mod plan;
+pub mod pool;
 pub mod public;
 pub mod rotation;
 pub mod spare;
@@ -19,6 +20,7 @@ pub use ids::{BindingId, InstanceId, InvalidId, OperationId};
 pub use instance::{Instance, InstanceState};
 pub use operation::{Operation, OperationKind, OperationState, Step};
 pub use plan::{Engine, Plan, Service};
+pub use pool::Pool;
 pub use rotation::{Rotation, RotationPhase, RotationPolicy};
 pub use spare::{SpareState, SpareUser};
 

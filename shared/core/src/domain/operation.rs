@@ -21,8 +21,9 @@ pub enum OperationKind {
     /// Never a platform's `last_operation`.
     Rotate,
     /// Brings an instance's spare binding users to the number its plan asks
-    /// for, after binds claimed some. Never a platform's `last_operation`:
-    /// the instance records it in `spares_operation`.
+    /// for, after binds claimed some (and, for a cache taken from the warm
+    /// pool, first tags it for its instance). Never a platform's
+    /// `last_operation`: the instance records it in `spares_operation`.
     Spares,
 }
 
@@ -103,6 +104,8 @@ pub enum Step {
     RemoveOldPassword,
     WaitOldPasswordRemoved,
     // spares
+    /// A cache taken from the warm pool gets its instance's tags.
+    TagCache,
     ScheduleSpareRotation,
     MakeSpare,
     WaitSpareActive,
@@ -134,6 +137,7 @@ impl Step {
             Step::WaitGraceEnd => "waiting for the grace period of the previous password to end",
             Step::RemoveOldPassword => "removing the previous password",
             Step::WaitOldPasswordRemoved => "waiting for the previous password to be removed",
+            Step::TagCache => "tagging the cache made in advance with its instance's ids",
             Step::ScheduleSpareRotation => {
                 "putting the credentials of claimed spare users on the rotation schedule"
             }

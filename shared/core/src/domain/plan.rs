@@ -132,6 +132,12 @@ pub struct Plan {
     /// laptop mode makes users at once and keeps none.
     #[serde(default = "default_spare_binding_users")]
     pub spare_binding_users: u8,
+    /// How many ready caches of this plan the broker keeps unclaimed, so a
+    /// provision with the plan's default engine version takes one and
+    /// answers at once (see [`super::pool`]). 0, the default, keeps none.
+    /// Each waiting cache costs what an instance of the plan costs.
+    #[serde(default)]
+    pub warm_pool_size: u8,
     pub metadata: PlanMetadata,
     /// Where the plan stands among the catalog file's plans (set when the
     /// file is read): the catalog lists a service's plans in this order.

@@ -383,15 +383,20 @@ impl Worker {
             ("broker-instance-id".to_string(), i.id.clone()),
             ("broker-plan".to_string(), plan.name.clone()),
         ];
-        for (key, field) in
-            [("organization", "organization_guid"), ("space", "space_guid"), ("namespace", "namespace")]
-        {
-            if let Some(v) = i.context.get(field).and_then(|v| v.as_str()) {
-                tags.push((key.to_string(), v.to_string()));
+        // The request's own organization and space (every OSB version sends
+        // them), else the context's; the namespace only comes in a context.
+        let from_context = |field: &str| i.context.get(field).and_then(|v| v.as_str()).map(str::to_string);
+        for (key, value) in [
+            ("organization", i.organization_guid.clone().or_else(|| from_context("organization_guid"))),
+            ("space", i.space_guid.clone().or_else(|| from_context("space_guid"))),
+            ("namespace", from_context("namespace")),
+        ] {
+            if let Some(v) = value {
+                tags.push((key.to_string(), v));
             }
         }
         Ok(CacheSpec {
-            instance_id: i.id.clone(),
+            cache_key: i.cache_key().to_string(),
             engine: service.engine,
             engine_version,
             plan: plan.clone(),

@@ -7,6 +7,9 @@ impl Worker {
     /// Runs the operation's current step once.
     pub(super) async fn run_step(&self, op: &Operation, ctx: &mut Context) -> Result<StepResult, StepError> {
         let id = ctx.instance.id.clone();
+        // What the provider's calls name: the cache's key, which is the
+        // instance id unless the cache came from the warm pool.
+        let cache = ctx.instance.cache_key().to_string();
         match op.step {
             // ---------------------------------------------------- provision
             Step::CreateAdminSecret => {
@@ -55,20 +58,33 @@ impl Worker {
                 spec.spare_users = self.spare_users(ctx).await?;
                 Ok(then(self.provider.create(&spec).await?, Step::WaitCacheAvailable))
             }
-            Step::WaitCacheAvailable => match self.provider.progress(&id).await? {
+            Step::WaitCacheAvailable => match self.provider.progress(&cache).await? {
                 Progress::Done => {
                     // Saved with the operation's success. The spare users
                     // were made with the cache, so they are ready with it.
-                    ctx.instance.endpoint = Some(self.provider.endpoint(&id).await?);
+                    ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
                     for s in &mut ctx.instance.spares {
                         s.state = SpareState::Ready;
                     }
-                    Ok(StepResult::Finished(format!(
-                        "provisioned: {} {} on plan {}",
+                    let (plan, i) = (ctx.plan()?, &ctx.instance);
+                    let what = format!(
+                        "{} {} on plan {}",
                         ctx.service()?.engine.as_str(),
-                        ctx.instance.engine_version,
-                        ctx.plan()?.name
-                    )))
+                        i.engine_version,
+                        plan.name
+                    );
+                    Ok(StepResult::Finished(if i.pooled {
+                        format!("provisioned for the warm pool: {what}")
+                    } else if plan.warm_pool_size == 0 {
+                        format!("provisioned: {what}")
+                    } else if i.engine_version != plan.default_engine_version {
+                        format!(
+                            "provisioned: {what}, a cache of its own (the warm pool holds version {} only)",
+                            plan.default_engine_version
+                        )
+                    } else {
+                        format!("provisioned: {what}, a cache of its own (the warm pool had no ready cache)")
+                    }))
                 }
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
@@ -81,12 +97,12 @@ impl Worker {
                 Progress::Done => {
                     // A plan change can move or add endpoints (a reader
                     // once there are replicas): saved with the success.
-                    ctx.instance.endpoint = Some(self.provider.endpoint(&id).await?);
+                    ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
                     Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan()?.name)))
                 }
                 working @ Progress::Working { .. } => Ok(then(working, Step::WaitCacheModified)),
             },
-            Step::WaitCacheModified => match self.provider.progress(&id).await? {
+            Step::WaitCacheModified => match self.provider.progress(&cache).await? {
                 Progress::Done => Ok(StepResult::Next(Step::ModifyCache)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
@@ -101,10 +117,10 @@ impl Worker {
                         "the instance's plan has left the catalog; deleting without a final snapshot");
                 }
                 let snapshot = final_snapshot.then_some(op.id.as_str());
-                Ok(then(self.provider.delete(&id, snapshot).await?, Step::WaitCacheDeleted))
+                Ok(then(self.provider.delete(&cache, snapshot).await?, Step::WaitCacheDeleted))
             }
             Step::WaitCacheDeleted => {
-                match self.provider.delete(&id, ctx.final_snapshot().then_some(op.id.as_str())).await? {
+                match self.provider.delete(&cache, ctx.final_snapshot().then_some(op.id.as_str())).await? {
                     Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
                     Progress::Working { detail } => Ok(StepResult::Wait(detail)),
                 }
@@ -124,7 +140,7 @@ impl Worker {
                 names.extend(ctx.instance.spares.iter().map(|s| s.username.clone()));
                 let mut waiting = Vec::new();
                 for name in &names {
-                    if let Progress::Working { detail } = self.provider.delete_user(&id, name).await? {
+                    if let Progress::Working { detail } = self.provider.delete_user(&cache, name).await? {
                         waiting.push(detail);
                     }
                 }
@@ -154,6 +170,9 @@ impl Worker {
                 }
                 let admin = ctx.instance.admin_secret.as_deref();
                 self.delete_secret(&Target::Admin { instance_id: id.clone() }, admin).await?;
+                if cache != id {
+                    self.release_pool_record(&cache, &id).await?;
+                }
                 Ok(StepResult::Finished("deprovisioned: the cache and its credentials are deleted".into()))
             }
             // ---------------------------------------------------- bind
@@ -183,13 +202,13 @@ impl Worker {
                 };
                 let password = self.current(reference).await?;
                 let user = CacheUser::new(username.clone(), password, ctx.plan()?.access_string.clone());
-                Ok(then(self.provider.put_user(&id, &user).await?, Step::WaitUserActive))
+                Ok(then(self.provider.put_user(&cache, &user).await?, Step::WaitUserActive))
             }
             Step::WaitUserActive => {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("bind without a binding".into()))?;
                 let username = binding.username.clone().unwrap_or_default();
-                match self.provider.user_progress(&id, &username).await? {
+                match self.provider.user_progress(&cache, &username).await? {
                     Progress::Done => {
                         Ok(StepResult::Finished(format!("bound: cache user {username} is active")))
                     }
@@ -207,7 +226,10 @@ impl Worker {
                     && ctx.service()?.engine.speaks_redis()
                     && ctx.instance.state != InstanceState::Deleted
                 {
-                    return Ok(then(self.provider.delete_user(&id, username).await?, Step::WaitUserDeleted));
+                    return Ok(then(
+                        self.provider.delete_user(&cache, username).await?,
+                        Step::WaitUserDeleted,
+                    ));
                 }
                 Ok(StepResult::Next(Step::DeleteUserSecret))
             }
@@ -215,7 +237,7 @@ impl Worker {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
                 let username = binding.username.clone().unwrap_or_default();
-                match self.provider.delete_user(&id, &username).await? {
+                match self.provider.delete_user(&cache, &username).await? {
                     Progress::Done => Ok(StepResult::Next(Step::DeleteUserSecret)),
                     Progress::Working { detail } => Ok(StepResult::Wait(detail)),
                 }
@@ -242,13 +264,13 @@ impl Worker {
             Step::RemoveOldPassword => {
                 let (principal, current) = self.current_password(ctx).await?;
                 Ok(then(
-                    self.provider.set_passwords(&id, &principal, &[current]).await?,
+                    self.provider.set_passwords(&cache, &principal, &[current]).await?,
                     Step::WaitOldPasswordRemoved,
                 ))
             }
             Step::WaitOldPasswordRemoved => {
                 let (principal, current) = self.current_password(ctx).await?;
-                match self.provider.passwords_progress(&id, &principal, &[current]).await? {
+                match self.provider.passwords_progress(&cache, &principal, &[current]).await? {
                     Progress::Done => Ok(StepResult::Finished(format!(
                         "rotated: the previous password of {} no longer works",
                         principal.describe()
@@ -257,6 +279,11 @@ impl Worker {
                 }
             }
             // ---------------------------------------------------- spares
+            // A provision that took a warm-pool cache: its tags name the
+            // pool member until now.
+            Step::TagCache => {
+                Ok(then(self.provider.retag(&self.spec(ctx)?).await?, Step::ScheduleSpareRotation))
+            }
             Step::ScheduleSpareRotation => {
                 // Spares claimed since: their binding holds the password now.
                 if !ctx.instance.spares_to_schedule.is_empty() {
@@ -276,7 +303,7 @@ impl Worker {
                     return Ok(StepResult::Next(Step::MakeSpare));
                 };
                 let username = i.spares[n].username.clone();
-                match self.provider.user_progress(&id, &username).await? {
+                match self.provider.user_progress(&cache, &username).await? {
                     Progress::Done => {
                         info!(operation = %op.id, instance = %id, user = %username, "spare user ready");
                         i.spares[n].state = SpareState::Ready;
@@ -293,7 +320,7 @@ impl Worker {
                     return Ok(StepResult::Next(Step::MakeSpare));
                 };
                 let username = i.spares[n].username.clone();
-                match self.provider.delete_user(&id, &username).await? {
+                match self.provider.delete_user(&cache, &username).await? {
                     Progress::Done => {
                         let target = Target::Spare { instance_id: id.clone(), username: username.clone() };
                         self.delete_secret(&target, i.spares[n].secret.as_deref()).await?;
@@ -316,6 +343,7 @@ impl Worker {
         let wanted = self.spares_wanted(ctx)?;
         let access = ctx.plan()?.access_string.clone();
         let id = ctx.instance.id.clone();
+        let cache = ctx.instance.cache_key().to_string();
         let i = &mut ctx.instance;
         if let Some(n) = i.spares.iter().position(|s| s.state == SpareState::Creating) {
             let username = i.spares[n].username.clone();
@@ -331,7 +359,7 @@ impl Worker {
                 }
             };
             let user = CacheUser::new(username, self.current(&reference).await?, access);
-            return Ok(then(self.provider.put_user(&id, &user).await?, Step::WaitSpareActive));
+            return Ok(then(self.provider.put_user(&cache, &user).await?, Step::WaitSpareActive));
         }
         if i.spares.iter().any(|s| s.state == SpareState::Retiring) {
             return Ok(StepResult::Next(Step::RetireSpare));
@@ -354,6 +382,22 @@ impl Worker {
             return Ok(StepResult::Next(Step::RetireSpare));
         }
         Ok(StepResult::Finished(format!("spares: {ready} spare binding users ready")))
+    }
+
+    /// The cache of a deprovisioned instance came from the warm pool: the
+    /// pool member's record, kept while the instance lived (its secrets are
+    /// named under the member's id), may go now.
+    async fn release_pool_record(&self, member_id: &str, instance_id: &str) -> Result<(), StepError> {
+        if let Some(mut m) = self.store.instance(member_id).await?
+            && m.claimed_by.as_deref() == Some(instance_id)
+            && m.expires_at.is_none()
+        {
+            let t = now();
+            m.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+            m.updated_at = t;
+            self.store.save_instance(&mut m, None).await?;
+        }
+        Ok(())
     }
 
     /// Whose password a rotate operation changes, and its current password.

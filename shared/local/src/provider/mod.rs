@@ -539,16 +539,16 @@ impl CacheProvider for LocalCacheProvider {
             // Binds make their users at once here; nothing asks for spares.
             return Err(ProviderError::Permanent(format!(
                 "instance {}: laptop mode makes binding users at once and keeps no spare users",
-                spec.instance_id
+                spec.cache_key
             )));
         }
-        let _guard = self.lock(&spec.instance_id).await;
-        let paths = Paths::of(&self.root, &spec.instance_id)?;
+        let _guard = self.lock(&spec.cache_key).await;
+        let paths = Paths::of(&self.root, &spec.cache_key)?;
         if let Some(record) = read_record(&paths)? {
             if record.engine != spec.engine {
                 return Err(ProviderError::Permanent(format!(
                     "instance {} already runs {} locally, not {}; delete it first",
-                    spec.instance_id,
+                    spec.cache_key,
                     record.engine.as_str(),
                     spec.engine.as_str()
                 )));
@@ -562,14 +562,14 @@ impl CacheProvider for LocalCacheProvider {
         if spec.engine.speaks_redis() && spec.admin_secret.is_none() {
             return Err(ProviderError::Permanent(format!(
                 "instance {} needs an admin secret reference: {} has users",
-                spec.instance_id,
+                spec.cache_key,
                 spec.engine.as_str()
             )));
         }
         // Before anything is written, so a missing binary leaves nothing behind.
         self.binary(spec.engine)?;
         let record = Record {
-            instance_id: spec.instance_id.clone(),
+            instance_id: spec.cache_key.clone(),
             engine: spec.engine,
             engine_version: spec.engine_version.clone(),
             port: 0,
@@ -588,13 +588,19 @@ impl CacheProvider for LocalCacheProvider {
         Err(exited(&record, &paths, 0))
     }
 
+    /// Local processes carry no tags: done once the cache exists.
+    async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.existing(&spec.cache_key)?;
+        Ok(Progress::Done)
+    }
+
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
-        let _guard = self.lock(&spec.instance_id).await;
-        let (paths, mut record) = self.existing(&spec.instance_id)?;
+        let _guard = self.lock(&spec.cache_key).await;
+        let (paths, mut record) = self.existing(&spec.cache_key)?;
         if record.engine != spec.engine {
             return Err(ProviderError::Permanent(format!(
                 "instance {} runs {}; changing the engine to {} is not supported",
-                spec.instance_id,
+                spec.cache_key,
                 record.engine.as_str(),
                 spec.engine.as_str()
             )));

@@ -111,7 +111,7 @@ fn plan() -> Plan {
 
 fn spec(instance_id: &str, engine: Engine) -> CacheSpec {
     CacheSpec {
-        instance_id: instance_id.to_string(),
+        cache_key: instance_id.to_string(),
         engine,
         engine_version: "7.0".into(),
         plan: plan(),

@@ -74,7 +74,7 @@ where
 async fn created(provider: &dyn CacheProvider, spec: &CacheSpec) {
     let first = provider.create(spec).await.expect("create");
     if first != Progress::Done {
-        until_done("create", || provider.progress(&spec.instance_id)).await;
+        until_done("create", || provider.progress(&spec.cache_key)).await;
     }
 }
 

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
+use broker_core::domain::Pool;
 use broker_core::domain::plan::PlanMetadata;
 use broker_core::domain::{
     Binding, BindingState, Instance, InstanceState, Operation, OperationKind, Plan, Service,
 };
-use broker_core::ports::{Store, StoreError};
+use broker_core::ports::{PoolChange, Store, StoreError};
 
 use crate::records::{self, op};
 
@@ -34,6 +35,9 @@ macro_rules! store_contract {
             instances_are_listed_in_id_order_without_bindings_or_operations,
             seeding_leaves_an_operator_changed_plan_alone,
             the_catalog_lists_by_name_and_put_replaces,
+            a_pool_is_created_once_and_written_with_its_new_member,
+            a_claim_writes_the_pool_the_member_and_the_instance_or_nothing,
+            two_claims_from_one_loaded_pool_have_one_winner,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -310,4 +314,128 @@ pub async fn the_catalog_lists_by_name_and_put_replaces(store: Arc<dyn Store>) {
     let names: Vec<_> = store.services().await.unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["memcached", "redis"]);
     assert_eq!(store.plans().await.unwrap(), vec![], "services are not plans");
+}
+
+// ---------------------------------------------------------------- warm pools
+
+/// A pool member being provisioned, and its operation.
+fn member(id: &str) -> (Instance, Operation) {
+    let mut m = instance(id);
+    m.pooled = true;
+    m.organization_guid = None;
+    m.space_guid = None;
+    let o = op(OperationKind::Provision, id, None);
+    m.last_operation_id = o.id.clone();
+    (m, o)
+}
+
+pub async fn a_pool_is_created_once_and_written_with_its_new_member(store: Arc<dyn Store>) {
+    assert_eq!(store.pool("plan-small").await.unwrap(), None);
+    assert!(store.pools().await.unwrap().is_empty());
+    let mut pool = Pool::empty("plan-small");
+    let (mut m, mut o) = member("pool@1");
+    pool.members.push(m.id.clone());
+    store.save_pool(&mut pool, PoolChange::Add { member: &mut m, operation: &mut o }).await.unwrap();
+    assert_eq!((pool.version, m.version, o.version), (1, 1, 1));
+    assert_eq!(store.pool("plan-small").await.unwrap(), Some(pool.clone()));
+    assert_eq!(store.instance("pool@1").await.unwrap(), Some(m));
+    assert_eq!(store.operation(&o.id).await.unwrap(), Some(o));
+    assert_eq!(store.pools().await.unwrap(), vec![pool]);
+
+    // A second creation of the same pool loses, and writes nothing else.
+    let mut again = Pool::empty("plan-small");
+    let (mut m2, mut o2) = member("pool@2");
+    let err = store.save_pool(&mut again, PoolChange::Add { member: &mut m2, operation: &mut o2 }).await;
+    assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
+    assert_eq!(store.instance("pool@2").await.unwrap(), None);
+    assert_eq!(store.operation(&o2.id).await.unwrap(), None);
+}
+
+/// A ready member, its pool, and a claim of it by a new instance `id`.
+async fn ready_pool(store: &dyn Store) -> (Pool, Instance) {
+    let mut pool = Pool::empty("plan-small");
+    let (mut m, mut o) = member("pool@1");
+    pool.members.push(m.id.clone());
+    store.save_pool(&mut pool, PoolChange::Add { member: &mut m, operation: &mut o }).await.unwrap();
+    m.state = InstanceState::Ready;
+    store.save_instance(&mut m, None).await.unwrap();
+    (pool, m)
+}
+
+fn claim_records(id: &str, m: &Instance) -> (Instance, Instance, Operation, Operation) {
+    let mut member = m.clone();
+    member.state = InstanceState::Deleted;
+    member.claimed_by = Some(id.to_string());
+    let mut provision = op(OperationKind::Provision, id, None);
+    provision.succeed(1_000, "provisioned from the warm pool").unwrap();
+    let tagging = op(OperationKind::Spares, id, None);
+    let mut i = instance(id);
+    i.state = InstanceState::Ready;
+    i.cache = Some(m.id.clone());
+    i.last_operation_id = provision.id.clone();
+    (member, i, provision, tagging)
+}
+
+pub async fn a_claim_writes_the_pool_the_member_and_the_instance_or_nothing(store: Arc<dyn Store>) {
+    let (mut pool, m) = ready_pool(&*store).await;
+    // The instance id is taken: nothing of the claim is written.
+    created(&*store, "i-taken").await;
+    let (mut member, mut i, mut provision, mut tagging) = claim_records("i-taken", &m);
+    let mut stale = pool.clone();
+    stale.members.clear();
+    let change = PoolChange::Claim {
+        member: &mut member,
+        instance: &mut i,
+        provision: &mut provision,
+        tagging: &mut tagging,
+        replacing: None,
+    };
+    let err = store.save_pool(&mut stale, change).await.unwrap_err();
+    assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-taken"), "{err}");
+    assert_eq!(store.pool("plan-small").await.unwrap(), Some(pool.clone()), "the pool is unchanged");
+    assert_eq!(store.instance("pool@1").await.unwrap(), Some(m.clone()), "the member is unchanged");
+    assert_eq!(store.operation(&provision.id).await.unwrap(), None);
+    assert_eq!(store.operation(&tagging.id).await.unwrap(), None);
+
+    let (mut member, mut i, mut provision, mut tagging) = claim_records("i-1", &m);
+    pool.members.clear();
+    let change = PoolChange::Claim {
+        member: &mut member,
+        instance: &mut i,
+        provision: &mut provision,
+        tagging: &mut tagging,
+        replacing: None,
+    };
+    store.save_pool(&mut pool, change).await.unwrap();
+    assert_eq!(pool.version, 2);
+    assert_eq!(store.pool("plan-small").await.unwrap(), Some(pool));
+    assert_eq!(store.instance("pool@1").await.unwrap(), Some(member));
+    assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
+    assert_eq!(store.operation(&provision.id).await.unwrap(), Some(provision));
+    assert_eq!(store.operation(&tagging.id).await.unwrap(), Some(tagging.clone()));
+    let in_progress: Vec<String> =
+        store.operations_in_progress().await.unwrap().into_iter().map(|o| o.id).collect();
+    assert!(in_progress.contains(&tagging.id), "the tagging is in progress; the provision is not");
+}
+
+pub async fn two_claims_from_one_loaded_pool_have_one_winner(store: Arc<dyn Store>) {
+    let (pool, m) = ready_pool(&*store).await;
+    let mut results = Vec::new();
+    for id in ["i-1", "i-2"] {
+        let mut p = pool.clone();
+        p.members.clear();
+        let (mut member, mut i, mut provision, mut tagging) = claim_records(id, &m);
+        let change = PoolChange::Claim {
+            member: &mut member,
+            instance: &mut i,
+            provision: &mut provision,
+            tagging: &mut tagging,
+            replacing: None,
+        };
+        results.push(store.save_pool(&mut p, change).await);
+    }
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(matches!(&results[1], Err(StoreError::Conflict(_))), "{:?}", results[1]);
+    assert_eq!(store.instance("i-2").await.unwrap(), None, "the loser recorded nothing");
+    assert_eq!(store.instance("pool@1").await.unwrap().unwrap().claimed_by.as_deref(), Some("i-1"));
 }

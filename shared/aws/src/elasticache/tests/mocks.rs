@@ -1107,14 +1107,76 @@ async fn a_cache_another_instance_owns_is_neither_adopted_nor_deleted() {
         assert_eq!(
             why,
             format!(
-                "replication group {id} exists already and its broker-instance-id tag names another \
-                 instance; the broker leaves it alone"
+                "replication group {id} exists already and its broker-cache tag names another \
+                 instance's cache; the broker leaves it alone"
             )
         );
         assert!(!why.contains(OTHER), "{why}");
         let why = permanent(provider.delete(INSTANCE, Some(DEPROVISION)).await);
-        assert!(why.contains("names another instance"), "{why}");
+        assert!(why.contains("names another instance's cache"), "{why}");
         assert_eq!((create.num_calls(), delete.num_calls()), (0, 0));
         assert_eq!(tags.num_calls(), 2, "looked at its tags each time");
     }
+}
+
+/// A warm-pool cache keeps its key in `broker-cache` while
+/// `broker-instance-id` moves to the instance that claimed it: the key
+/// decides whose the cache is. Retagging sends the tenant's tags, keeps
+/// the key, and touches only a cache the key owns.
+#[tokio::test]
+async fn a_claimed_pool_cache_is_owned_by_its_key_and_retagged_for_its_tenant() {
+    let claimed = mock!(Client::list_tags_for_resource).then_output(|| {
+        ListTagsForResourceOutput::builder()
+            .tag_list(Tag::builder().key("broker-cache").value(INSTANCE).build())
+            .tag_list(Tag::builder().key("broker-instance-id").value("the-tenant-instance").build())
+            .build()
+    });
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sent.clone();
+    let add_tags = mock!(Client::add_tags_to_resource)
+        .match_requests(move |req| {
+            let tags: Vec<(String, String)> = req
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .collect();
+            seen.lock().unwrap().push(tags);
+            true
+        })
+        .then_output(|| AddTagsToResourceOutput::builder().build());
+    let delete = mock!(Client::delete_replication_group)
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &claimed, &add_tags, &delete]),
+        secrets_with_admin().await,
+    );
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.tags = vec![
+        ("broker-instance-id".into(), "the-tenant-instance".into()),
+        ("organization".into(), "org-1".into()),
+        ("broker-cache".into(), "not-the-key".into()),
+    ];
+    assert_eq!(provider.retag(&s).await, Ok(Progress::Done));
+    let tags = sent.lock().unwrap().pop().expect("AddTagsToResource sent");
+    for want in
+        [("broker-instance-id", "the-tenant-instance"), ("organization", "org-1"), ("broker-cache", INSTANCE)]
+    {
+        assert!(tags.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {tags:?}");
+    }
+    assert!(!tags.iter().any(|(_, v)| v == "not-the-key"), "the key tag is the provider's: {tags:?}");
+    // Deleting it is the key's decision too.
+    assert!(provider.delete(INSTANCE, None).await.is_ok());
+    assert_eq!(delete.num_calls(), 1);
+
+    // A cache whose key tag names another key is not retagged.
+    let other = tagged_for("0d9e3c1a-other-instance");
+    let add_tags =
+        mock!(Client::add_tags_to_resource).then_output(|| AddTagsToResourceOutput::builder().build());
+    let provider = provider_on(
+        mocked(&[&describe_group(group("available", 1)), &other, &add_tags]),
+        secrets_with_admin().await,
+    );
+    let why = permanent(provider.retag(&s).await);
+    assert!(why.contains("the broker leaves it alone"), "{why}");
+    assert_eq!(add_tags.num_calls(), 0);
 }

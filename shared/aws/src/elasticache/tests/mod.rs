@@ -47,7 +47,7 @@ pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
     let plan =
         catalog.plans.iter().find(|p| p.service_id == service.id && p.name == plan).expect("plan").clone();
     CacheSpec {
-        instance_id: instance_id.into(),
+        cache_key: instance_id.into(),
         engine: service.engine,
         engine_version: plan.default_engine_version.clone(),
         admin_secret: service.engine.speaks_redis().then(|| ADMIN_SECRET.to_string()),
