@@ -21,6 +21,11 @@
 #                                       the same bytes, `wrk -t2 -c16`, the two
 #                                       alternating route by route, ROUNDS times
 #                                       (default 3; ROUTE_SECS per run, default 5)
+#   scripts/bench.sh pool [ROUNDS]      provision to bindable for a plan with a
+#                                       warm pool, AWS mode on moto (127.0.0.1):
+#                                       ROUNDS provisions and binds (default 50),
+#                                       p50/p99, and the AWS requests each costs;
+#                                       the target is p99 at most 5 s
 #
 # Needs cargo-lambda (`pip install cargo-lambda`) for sizes and cold-start,
 # and installs wrk (Debian's package) for routes.
@@ -262,8 +267,18 @@ print(s["id"], next(p for p in s["plans"] if p["name"] == "dev")["id"])')
   done
 }
 
+pool() {
+  local rounds=${1:-50}
+  machine
+  bash scripts/install-servers.sh >/dev/null
+  bash scripts/install-python-tools.sh >/dev/null
+  BENCH_POOL_ROUNDS=$rounds cargo nextest run -p broker-tests --test aws_requests --no-capture \
+    -E 'test(pooled_provisions_are_bindable_at_once)' 2>&1 | grep -E '^(AWS|  [a-z]+:[A-Za-z])'
+}
+
 case "${1:-}" in
   sizes) sizes ;;
+  pool) shift; pool "$@" ;;
   cold-start) shift; cold_start "$@" ;;
   builds) shift; builds "$@" ;;
   routes) shift; routes "$@" ;;
