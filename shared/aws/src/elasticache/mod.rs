@@ -305,13 +305,7 @@ impl ElastiCacheProvider {
             )));
         };
         self.check_owner(what, &id, Some(&arn), &spec.cache_key).await?;
-        self.client
-            .add_tags_to_resource()
-            .resource_name(arn)
-            .set_tags(Some(self.cache_tags(spec)))
-            .send()
-            .await
-            .map_err(|e| ProviderError::from(classify("AddTagsToResource", e)))?;
+        self.refresh_tags(Some(&arn), spec).await?;
         tracing::info!(cache = %id, "cache tagged for its instance");
         Ok(Progress::Done)
     }

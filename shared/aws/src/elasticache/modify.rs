@@ -186,7 +186,11 @@ impl ElastiCacheProvider {
     }
 
     /// Keeps the tags (the plan's among them) in step with the spec.
-    async fn refresh_tags(&self, arn: Option<&str>, spec: &CacheSpec) -> Result<(), ProviderError> {
+    pub(super) async fn refresh_tags(
+        &self,
+        arn: Option<&str>,
+        spec: &CacheSpec,
+    ) -> Result<(), ProviderError> {
         let Some(arn) = arn else { return Ok(()) };
         self.client
             .add_tags_to_resource()

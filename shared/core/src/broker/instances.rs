@@ -74,33 +74,12 @@ impl Broker {
                 }
                 _ => {
                     let mut instance = Instance {
-                        id: id.to_string(),
-                        service_id: req.service_id.clone(),
-                        plan_id: req.plan_id.clone(),
                         engine_version: engine_version.clone(),
                         parameters: parameters.clone(),
                         context: req.context.clone().unwrap_or(Value::Null),
                         organization_guid: Some(organization_guid.clone()),
                         space_guid: Some(space_guid.clone()),
-                        maintenance_version: plan.maintenance_version.clone(),
-                        state: InstanceState::Provisioning,
-                        last_operation_id: op.id.clone(),
-                        pending_update: None,
-                        admin_secret: None,
-                        endpoint: None,
-                        spares: Vec::new(),
-                        spare_seq: 0,
-                        spares_operation: None,
-                        spares_to_schedule: Vec::new(),
-                        rotation: None,
-                        rotated_at: None,
-                        created_at: t,
-                        updated_at: t,
-                        expires_at: None,
-                        cache: Some(id.to_string()),
-                        pooled: false,
-                        claimed_by: None,
-                        version: 0,
+                        ..Instance::provisioning(id, &plan, &op.id, t)
                     };
                     if pooled {
                         match self.claim_from_pool(&instance, &plan, service.engine, replacing).await? {

@@ -233,35 +233,8 @@ impl Broker {
 }
 
 /// A new member of `plan`'s pool: the plan's default engine version, no
-/// parameters, no tenant.
+/// parameters, no tenant, its cache named by its own id.
 fn pool_member(plan: &Plan, t: Timestamp) -> Instance {
-    Instance {
-        id: pool::member_id(),
-        service_id: plan.service_id.clone(),
-        plan_id: plan.id.clone(),
-        parameters: Map::new(),
-        context: Value::Null,
-        organization_guid: None,
-        space_guid: None,
-        maintenance_version: plan.maintenance_version.clone(),
-        engine_version: plan.default_engine_version.clone(),
-        state: InstanceState::Provisioning,
-        last_operation_id: String::new(),
-        pending_update: None,
-        admin_secret: None,
-        endpoint: None,
-        spares: Vec::new(),
-        spare_seq: 0,
-        spares_operation: None,
-        spares_to_schedule: Vec::new(),
-        rotation: None,
-        rotated_at: None,
-        created_at: t,
-        updated_at: t,
-        expires_at: None,
-        cache: None,
-        pooled: true,
-        claimed_by: None,
-        version: 0,
-    }
+    let id = pool::member_id();
+    Instance { pooled: true, ..Instance::provisioning(&id, plan, "", t) }
 }

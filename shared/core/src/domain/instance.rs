@@ -243,6 +243,42 @@ pub struct PendingUpdate {
 }
 
 impl Instance {
+    /// A new record of `plan`, being provisioned at time `t` by operation
+    /// `operation_id`, on the plan's default engine version, with nothing
+    /// made yet; its cache is named by its own id. Callers set what their
+    /// request adds (parameters, context, tenant, another version).
+    pub fn provisioning(id: &str, plan: &super::Plan, operation_id: &str, t: Timestamp) -> Instance {
+        Instance {
+            id: id.to_string(),
+            service_id: plan.service_id.clone(),
+            plan_id: plan.id.clone(),
+            parameters: serde_json::Map::new(),
+            context: serde_json::Value::Null,
+            organization_guid: None,
+            space_guid: None,
+            maintenance_version: plan.maintenance_version.clone(),
+            engine_version: plan.default_engine_version.clone(),
+            state: InstanceState::Provisioning,
+            last_operation_id: operation_id.to_string(),
+            pending_update: None,
+            admin_secret: None,
+            endpoint: None,
+            spares: Vec::new(),
+            spare_seq: 0,
+            spares_operation: None,
+            spares_to_schedule: Vec::new(),
+            created_at: t,
+            updated_at: t,
+            rotation: None,
+            rotated_at: None,
+            expires_at: None,
+            cache: Some(id.to_string()),
+            pooled: false,
+            claimed_by: None,
+            version: 0,
+        }
+    }
+
     /// Move to the state `event` leads to.
     pub fn apply(&mut self, event: InstanceEvent) -> Result<(), InvalidTransition> {
         self.state = self.state.on(event)?;

@@ -362,6 +362,31 @@ async fn ready_pool(store: &dyn Store) -> (Pool, Instance) {
     (pool, m)
 }
 
+/// The records a claim of `m` by `id` writes, written with `pool` (as
+/// loaded, the member taken off it): the result and the records.
+async fn claim(store: &dyn Store, pool: &Pool, id: &str, m: &Instance) -> (Result<(), StoreError>, Claimed) {
+    let mut p = pool.clone();
+    p.remove(&m.id);
+    let (mut member, mut instance, mut provision, mut tagging) = claim_records(id, m);
+    let change = PoolChange::Claim {
+        member: &mut member,
+        instance: &mut instance,
+        provision: &mut provision,
+        tagging: &mut tagging,
+        replacing: None,
+    };
+    let result = store.save_pool(&mut p, change).await;
+    (result, Claimed { pool: p, member, instance, provision, tagging })
+}
+
+struct Claimed {
+    pool: Pool,
+    member: Instance,
+    instance: Instance,
+    provision: Operation,
+    tagging: Operation,
+}
+
 fn claim_records(id: &str, m: &Instance) -> (Instance, Instance, Operation, Operation) {
     let mut member = m.clone();
     member.state = InstanceState::Deleted;
@@ -377,65 +402,36 @@ fn claim_records(id: &str, m: &Instance) -> (Instance, Instance, Operation, Oper
 }
 
 pub async fn a_claim_writes_the_pool_the_member_and_the_instance_or_nothing(store: Arc<dyn Store>) {
-    let (mut pool, m) = ready_pool(&*store).await;
+    let (pool, m) = ready_pool(&*store).await;
     // The instance id is taken: nothing of the claim is written.
     created(&*store, "i-taken").await;
-    let (mut member, mut i, mut provision, mut tagging) = claim_records("i-taken", &m);
-    let mut stale = pool.clone();
-    stale.members.clear();
-    let change = PoolChange::Claim {
-        member: &mut member,
-        instance: &mut i,
-        provision: &mut provision,
-        tagging: &mut tagging,
-        replacing: None,
-    };
-    let err = store.save_pool(&mut stale, change).await.unwrap_err();
+    let (result, lost) = claim(&*store, &pool, "i-taken", &m).await;
+    let err = result.unwrap_err();
     assert!(matches!(&err, StoreError::AlreadyExists(w) if w == "service instance i-taken"), "{err}");
     assert_eq!(store.pool("plan-small").await.unwrap(), Some(pool.clone()), "the pool is unchanged");
     assert_eq!(store.instance("pool@1").await.unwrap(), Some(m.clone()), "the member is unchanged");
-    assert_eq!(store.operation(&provision.id).await.unwrap(), None);
-    assert_eq!(store.operation(&tagging.id).await.unwrap(), None);
+    assert_eq!(store.operation(&lost.provision.id).await.unwrap(), None);
+    assert_eq!(store.operation(&lost.tagging.id).await.unwrap(), None);
 
-    let (mut member, mut i, mut provision, mut tagging) = claim_records("i-1", &m);
-    pool.members.clear();
-    let change = PoolChange::Claim {
-        member: &mut member,
-        instance: &mut i,
-        provision: &mut provision,
-        tagging: &mut tagging,
-        replacing: None,
-    };
-    store.save_pool(&mut pool, change).await.unwrap();
-    assert_eq!(pool.version, 2);
-    assert_eq!(store.pool("plan-small").await.unwrap(), Some(pool));
-    assert_eq!(store.instance("pool@1").await.unwrap(), Some(member));
-    assert_eq!(store.instance("i-1").await.unwrap(), Some(i));
-    assert_eq!(store.operation(&provision.id).await.unwrap(), Some(provision));
-    assert_eq!(store.operation(&tagging.id).await.unwrap(), Some(tagging.clone()));
+    let (result, won) = claim(&*store, &pool, "i-1", &m).await;
+    result.unwrap();
+    assert_eq!(won.pool.version, 2);
+    assert_eq!(store.pool("plan-small").await.unwrap(), Some(won.pool));
+    assert_eq!(store.instance("pool@1").await.unwrap(), Some(won.member));
+    assert_eq!(store.instance("i-1").await.unwrap(), Some(won.instance));
+    assert_eq!(store.operation(&won.provision.id).await.unwrap(), Some(won.provision));
+    assert_eq!(store.operation(&won.tagging.id).await.unwrap(), Some(won.tagging.clone()));
     let in_progress: Vec<String> =
         store.operations_in_progress().await.unwrap().into_iter().map(|o| o.id).collect();
-    assert!(in_progress.contains(&tagging.id), "the tagging is in progress; the provision is not");
+    assert!(in_progress.contains(&won.tagging.id), "the tagging is in progress; the provision is not");
 }
 
 pub async fn two_claims_from_one_loaded_pool_have_one_winner(store: Arc<dyn Store>) {
     let (pool, m) = ready_pool(&*store).await;
-    let mut results = Vec::new();
-    for id in ["i-1", "i-2"] {
-        let mut p = pool.clone();
-        p.members.clear();
-        let (mut member, mut i, mut provision, mut tagging) = claim_records(id, &m);
-        let change = PoolChange::Claim {
-            member: &mut member,
-            instance: &mut i,
-            provision: &mut provision,
-            tagging: &mut tagging,
-            replacing: None,
-        };
-        results.push(store.save_pool(&mut p, change).await);
-    }
-    assert!(results[0].is_ok(), "{:?}", results[0]);
-    assert!(matches!(&results[1], Err(StoreError::Conflict(_))), "{:?}", results[1]);
+    let (first, _) = claim(&*store, &pool, "i-1", &m).await;
+    let (second, _) = claim(&*store, &pool, "i-2", &m).await;
+    assert!(first.is_ok(), "{first:?}");
+    assert!(matches!(&second, Err(StoreError::Conflict(_))), "{second:?}");
     assert_eq!(store.instance("i-2").await.unwrap(), None, "the loser recorded nothing");
     assert_eq!(store.instance("pool@1").await.unwrap().unwrap().claimed_by.as_deref(), Some("i-1"));
 }
