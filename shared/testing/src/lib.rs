@@ -277,38 +277,15 @@ impl Drop for MotoServer {
 pub mod records {
     use broker_core::domain::plan::PlanMetadata;
     use broker_core::domain::{
-        Binding, BindingState, Engine, Instance, InstanceState, Operation, OperationKind, Plan, Service,
+        Binding, BindingState, Engine, Instance, Operation, OperationKind, Plan, Service,
     };
 
     pub fn instance(id: &str) -> Instance {
         Instance {
-            id: id.into(),
-            service_id: "svc-redis".into(),
-            plan_id: "plan-small".into(),
-            parameters: serde_json::Map::new(),
             context: serde_json::json!({"platform": "cloudfoundry"}),
             organization_guid: Some("org".into()),
             space_guid: Some("space".into()),
-            maintenance_version: None,
-            engine_version: "7.1".into(),
-            state: InstanceState::Provisioning,
-            last_operation_id: String::new(),
-            pending_update: None,
-            admin_secret: None,
-            endpoint: None,
-            spares: Vec::new(),
-            spare_seq: 0,
-            spares_operation: None,
-            spares_to_schedule: Vec::new(),
-            rotation: None,
-            rotated_at: None,
-            created_at: 1_000,
-            updated_at: 1_000,
-            expires_at: None,
-            cache: None,
-            pooled: false,
-            claimed_by: None,
-            version: 0,
+            ..Instance::provisioning(id, &plan("plan-small", "small"), "", 1_000)
         }
     }
 
