@@ -15,7 +15,8 @@
 //!   their plan asks for;
 //! - brings every plan's warm pool to its `warm_pool_size`: starts missing
 //!   members, deletes failed ones and, when the size was lowered, surplus
-//!   ones (one pool read per plan, at most
+//!   ones (one Query for every pool and one for the plans, then only the
+//!   plans that keep a pool or still list members; at most
 //!   [`crate::domain::pool::MAX_CHANGES_PER_REFILL`] changes per plan).
 //!
 //! Jobs are idempotent, so a job enqueued twice costs one extra look. The
@@ -52,23 +53,6 @@ pub struct Report {
     pub pool_added: usize,
     /// Warm-pool members being deleted (surplus or failed).
     pub pool_retired: usize,
-}
-
-impl Reconciler {
-    /// The plans whose pool may need a change: those that keep one, and
-    /// those with a stored pool that still lists members (a size lowered to
-    /// 0 leaves members to delete). Two reads, whatever the catalog holds.
-    async fn pool_plans(&self) -> Result<Vec<crate::domain::Plan>, StoreError> {
-        let pools = self.store.pools().await?;
-        let plans = self.store.plans().await?;
-        Ok(plans
-            .into_iter()
-            .filter(|p| {
-                p.warm_pool_size > 0
-                    || pools.iter().any(|pool| pool.plan_id == p.id && !pool.members.is_empty())
-            })
-            .collect())
-    }
 }
 
 pub struct Reconciler {
@@ -173,5 +157,22 @@ impl Reconciler {
             "reconcile pass done"
         );
         Ok(report)
+    }
+}
+
+impl Reconciler {
+    /// The plans whose pool may need a change: those that keep one, and
+    /// those with a stored pool that still lists members (a size lowered to
+    /// 0 leaves members to delete). Two reads, whatever the catalog holds.
+    async fn pool_plans(&self) -> Result<Vec<crate::domain::Plan>, StoreError> {
+        let pools = self.store.pools().await?;
+        let plans = self.store.plans().await?;
+        Ok(plans
+            .into_iter()
+            .filter(|p| {
+                p.warm_pool_size > 0
+                    || pools.iter().any(|pool| pool.plan_id == p.id && !pool.members.is_empty())
+            })
+            .collect())
     }
 }
