@@ -268,19 +268,8 @@ impl Broker {
                 Ok((_, p)) => p.maximum_polling_duration,
                 Err(_) => DEADLINE_WITHOUT_PLAN_SECS,
             };
-            let t = now();
-            let mut op = Operation::start(OperationKind::Deprovision, id, None, t, plan_timeout);
             let was = instance.state;
-            // Wait for what may still be making things in the cache: the
-            // provision this cancels, or the making of spare users.
-            op.supersedes = if was == InstanceState::Provisioning {
-                Some(instance.last_operation_id.clone())
-            } else {
-                instance.spares_operation.clone()
-            };
-            instance.apply(InstanceEvent::Deprovision).map_err(|e| refused(e, id))?;
-            instance.last_operation_id = op.id.clone();
-            instance.updated_at = t;
+            let mut op = start_deprovision(&mut instance, plan_timeout, now()).map_err(|e| refused(e, id))?;
             match self.store.save_instance(&mut instance, Some(&mut op)).await {
                 Ok(()) => {
                     info!(instance = %id, operation = %op.id, was = was.as_str(), "deprovisioning accepted");

@@ -192,6 +192,27 @@ fn required_guid(name: &str, v: &Option<String>) -> Result<String, OsbError> {
     }
 }
 
+/// Moves `instance` to deprovisioning at time `t` and returns the new
+/// operation (a deprovision request's, or a retired warm-pool member's). It
+/// waits for what may still be making things in the cache: the provision it
+/// cancels, or the making of spare users.
+fn start_deprovision(
+    instance: &mut Instance,
+    max_secs: u64,
+    t: crate::domain::Timestamp,
+) -> Result<Operation, InvalidTransition> {
+    let mut op = Operation::start(OperationKind::Deprovision, &instance.id, None, t, max_secs);
+    op.supersedes = if instance.state == InstanceState::Provisioning {
+        Some(instance.last_operation_id.clone())
+    } else {
+        instance.spares_operation.clone()
+    };
+    instance.apply(InstanceEvent::Deprovision)?;
+    instance.last_operation_id = op.id.clone();
+    instance.updated_at = t;
+    Ok(op)
+}
+
 fn async_required(q: &Query, what: &str) -> Result<(), OsbError> {
     if q.accepts_incomplete {
         Ok(())

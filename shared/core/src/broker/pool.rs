@@ -155,7 +155,7 @@ impl Broker {
                 pool.remove(&key);
                 match record {
                     Some(mut m) if m.state == InstanceState::ProvisionFailed => {
-                        let mut op = self.retire_member(&mut m, plan, t)?;
+                        let mut op = retire_member(&mut m, plan, t)?;
                         let change = PoolChange::Retire { member: &mut m, operation: &mut op };
                         (self.store.save_pool(&mut pool, change).await, Some(op), &mut refill.retired)
                     }
@@ -166,15 +166,7 @@ impl Broker {
                     ),
                 }
             } else if live.len() < wanted {
-                let mut member = pool_member(plan, t);
-                let mut op = Operation::start(
-                    OperationKind::Provision,
-                    &member.id,
-                    None,
-                    t,
-                    plan.maximum_polling_duration,
-                );
-                member.last_operation_id = op.id.clone();
+                let (mut member, mut op) = pool_member(plan, t);
                 pool.members.push(member.id.clone());
                 let change = PoolChange::Add { member: &mut member, operation: &mut op };
                 (self.store.save_pool(&mut pool, change).await, Some(op), &mut refill.added)
@@ -182,7 +174,7 @@ impl Broker {
                 && let Some(mut m) = live.pop()
             {
                 pool.remove(&m.id);
-                let mut op = self.retire_member(&mut m, plan, t)?;
+                let mut op = retire_member(&mut m, plan, t)?;
                 let change = PoolChange::Retire { member: &mut m, operation: &mut op };
                 (self.store.save_pool(&mut pool, change).await, Some(op), &mut refill.retired)
             } else {
@@ -214,27 +206,18 @@ impl Broker {
         }
         Ok(refill)
     }
-
-    /// Moves a member to deprovisioning and returns that operation, which
-    /// deletes its cache and secrets as for any instance.
-    fn retire_member(&self, m: &mut Instance, plan: &Plan, t: Timestamp) -> Result<Operation, OsbError> {
-        let mut op =
-            Operation::start(OperationKind::Deprovision, &m.id, None, t, plan.maximum_polling_duration);
-        op.supersedes = if m.state == InstanceState::Provisioning {
-            Some(m.last_operation_id.clone())
-        } else {
-            m.spares_operation.clone()
-        };
-        m.apply(InstanceEvent::Deprovision).map_err(|e| refused(e, &m.id))?;
-        m.last_operation_id = op.id.clone();
-        m.updated_at = t;
-        Ok(op)
-    }
 }
 
-/// A new member of `plan`'s pool: the plan's default engine version, no
-/// parameters, no tenant, its cache named by its own id.
-fn pool_member(plan: &Plan, t: Timestamp) -> Instance {
+/// A new member of `plan`'s pool and its provision: the plan's default
+/// engine version, no parameters, no tenant, its cache named by its own id.
+fn pool_member(plan: &Plan, t: Timestamp) -> (Instance, Operation) {
     let id = pool::member_id();
-    Instance { pooled: true, ..Instance::provisioning(&id, plan, "", t) }
+    let op = Operation::start(OperationKind::Provision, &id, None, t, plan.maximum_polling_duration);
+    (Instance { pooled: true, ..Instance::provisioning(&id, plan, &op.id, t) }, op)
+}
+
+/// Moves a member to deprovisioning (as a deprovision request would) and
+/// returns that operation, which deletes its cache and secrets.
+fn retire_member(m: &mut Instance, plan: &Plan, t: Timestamp) -> Result<Operation, OsbError> {
+    start_deprovision(m, plan.maximum_polling_duration, t).map_err(|e| refused(e, &m.id))
 }
