@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 venv=.venv
-if [ -x "$venv/bin/moto_server" ]; then
+# The release the tests are written against: moto changes what it answers
+# between releases, and a test run must not depend on the day it ran.
+moto_version=5.2.1
+if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
   exit 0
 fi
 if ! python3 -m venv "$venv" 2>/dev/null; then
@@ -20,4 +23,4 @@ if ! python3 -m venv "$venv" 2>/dev/null; then
   fi
 fi
 "$venv/bin/pip" install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet "moto[server]"
+"$venv/bin/pip" install --quiet "moto[server]==$moto_version"

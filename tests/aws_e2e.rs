@@ -513,3 +513,73 @@ async fn aws_mode_serves_the_catalog_it_read_for_catalog_cache_secs() {
         assert_eq!(after == before, !shows_at_once);
     }
 }
+
+/// The crash: a binding user made in ElastiCache and its secret,
+/// with no binding record (the process died before writing it), then a
+/// deprovision that knows nothing of them. The reconciler's sweep finds
+/// both, waits the grace period, and deletes them; a user of the broker's
+/// shape of name without its tag is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_user_left_by_a_crash_and_a_deprovision_is_swept_after_the_grace_period() {
+    use broker_core::ports::SecretStore;
+    let aws = start().await;
+    let (service_id, plan_id) = plan(&aws, "elasticache-redis", "small").await;
+    let instance = "9a0d6a52-7a8f-4b7e-9f5c-aws0e2e0orph";
+    let iuri = format!("/v2/service_instances/{instance}");
+    let (status, body) = aws
+        .call(
+            "PUT",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id,
+                        "organization_guid": "org-1", "space_guid": "space-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 1).await["state"], "succeeded");
+
+    let elasticache = aws_sdk_elasticache::Client::new(&aws.sdk);
+    let make_user = |name: &'static str, tagged: bool| {
+        let id = aws.parts.provider.binding_user_id(instance, name);
+        let mut create = elasticache
+            .create_user()
+            .user_id(&id)
+            .user_name(name)
+            .engine("redis")
+            .access_string("on ~* +@all")
+            .no_password_required(true);
+        if tagged {
+            create = create
+                .tags(aws_sdk_elasticache::types::Tag::builder().key("broker").value("osb").build())
+                .tags(aws_sdk_elasticache::types::Tag::builder().key("broker-cache").value(instance).build());
+        }
+        async move {
+            create.send().await.unwrap();
+            id
+        }
+    };
+    let crashed = make_user("b-crashed", true).await;
+    let foreign = make_user("b-foreign", false).await;
+    let secret = format!("osb/instances/{instance}/bindings/b-crashed");
+    aws.parts.secrets.create(&secret, &secrecy::SecretString::from("p")).await.unwrap();
+
+    let del = format!("service_id={service_id}&plan_id={plan_id}");
+    let (status, body) = aws.call("DELETE", &format!("{iuri}?accepts_incomplete=true&{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 1).await["state"], "succeeded");
+    let users = aws.users().await;
+    assert!(users.contains(&crashed) && users.contains(&foreign), "no record named them: {users:?}");
+    assert_eq!(aws.live_secrets().await, std::slice::from_ref(&secret));
+
+    let t0 = broker_core::domain::now();
+    let first = aws.parts.reconciler.run(t0).await.unwrap();
+    assert_eq!((first.orphans_seen, first.orphans_removed), (3, 0), "{first:?}");
+    let grace = aws.parts.reconciler.run(t0 + 3600).await.unwrap();
+    assert_eq!((grace.orphans_seen, grace.orphans_removed, grace.orphans_left_alone), (3, 2, 1), "{grace:?}");
+    let users = aws.users().await;
+    assert!(!users.contains(&crashed), "the crashed binding's user is deleted: {users:?}");
+    assert!(users.contains(&foreign), "an untagged user is left alone: {users:?}");
+    assert!(aws.live_secrets().await.is_empty(), "{:?}", aws.live_secrets().await);
+    // Left alone for good: later rounds do not look at its tags again.
+    let later = aws.parts.reconciler.run(t0 + 7200).await.unwrap();
+    assert_eq!((later.orphans_seen, later.orphans_removed, later.orphans_left_alone), (1, 0, 0), "{later:?}");
+}

@@ -45,6 +45,8 @@ fn sample(name: &str) -> &'static str {
         "ROTATION_DAYS" => "30",
         "ROTATION_GRACE_SECS" => "3600",
         "ROTATION_FUNCTION_ARN" => "arn:aws:lambda:eu-west-1:123456789012:function:osb-provisioner",
+        "ORPHAN_GRACE_SECS" => "3600",
+        "SWEEP_EVERY_SECS" => "3600",
         other => panic!("{other} is in VARIABLES but this test has no sample value for it: add one"),
     }
 }

@@ -534,3 +534,42 @@ async fn a_pooled_laptop_cache_is_handed_out_at_once_and_adopted_after_a_restart
     assert!(!servers.iter().any(|s| s.instance_id == member.id && s.pid.is_some()), "{servers:?}");
     drop(dir);
 }
+
+/// What a crash can leave in laptop mode: a cache server and secrets whose
+/// record no longer names them (here: the record marked deleted as a purge
+/// would leave it). The reconciler deletes them after the grace period,
+/// stopping the server; the instance next to it keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptop_cache_and_secrets_no_record_names_go_after_the_grace_period() {
+    use broker_core::ports::{SecretError, SecretStore, Stage};
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let keep = provision(&b, "elasticache-redis", "dev", "e2e-orphan-keep", json!({})).await;
+    let uri = bind(&b, &keep, "e2e-orphan-keep-b").await["uri"].as_str().unwrap().to_string();
+    let lost = provision(&b, "elasticache-valkey", "dev", "e2e-orphan-lost", json!({})).await;
+    bind(&b, &lost, "e2e-orphan-lost-b").await;
+    let mut record = b.laptop.store.instance(&lost.instance).await.unwrap().unwrap();
+    record.state = broker_core::domain::InstanceState::Deleted;
+    b.laptop.store.save_instance(&mut record, None).await.unwrap();
+    let admin = record.admin_secret.clone().unwrap();
+    let port = b.laptop.provider.servers().into_iter().find(|s| s.instance_id == lost.instance).unwrap().port;
+    assert!(port_open(port));
+
+    let t0 = broker_core::domain::now();
+    let first = b.laptop.reconciler.run(t0).await.unwrap();
+    assert_eq!(
+        (first.orphans_seen, first.orphans_removed),
+        (3, 0),
+        "its cache, admin and binding secrets: {first:?}"
+    );
+    assert!(port_open(port), "kept through the grace period");
+
+    let later = b.laptop.reconciler.run(t0 + broker_laptop::ORPHAN_GRACE_SECS).await.unwrap();
+    assert_eq!((later.orphans_seen, later.orphans_removed), (3, 3), "{later:?}");
+    assert!(!port_open(port), "the orphan's server is stopped");
+    assert!(!b.laptop.provider.servers().iter().any(|s| s.instance_id == lost.instance));
+    let read = b.laptop.secrets.read(&admin, Stage::Current).await;
+    assert!(matches!(read, Ok(None) | Err(SecretError::NotFound(_))), "the admin secret is deleted");
+    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello", "the named instance keeps serving");
+    deprovision(&b, &keep).await;
+}

@@ -177,6 +177,7 @@ async fn the_reconcile_event_runs_a_reconcile_pass() {
     .unwrap();
     assert_eq!(
         report,
-        serde_json::json!({"in_progress": 0, "stalled": 0, "past_deadline": 0, "left_for_next_pass": 0, "spares_started": 0, "pool_added": 0, "pool_retired": 0})
+        serde_json::json!({"in_progress": 0, "stalled": 0, "past_deadline": 0, "left_for_next_pass": 0, "spares_started": 0, "pool_added": 0, "pool_retired": 0,
+                           "orphans_seen": 0, "orphans_removed": 0, "orphans_left_alone": 0})
     );
 }

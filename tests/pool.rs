@@ -330,3 +330,43 @@ async fn a_claimed_caches_admin_credential_rotates_as_its_instances() {
     tb.drain(500).await;
     assert!(tb.provider.calls().iter().all(|c| !matches!(c, Call::Create(k) if k == "i-1")));
 }
+
+/// A crash right after the claim's transaction, before its tagging job is
+/// enqueued (the queue refuses it, as a dying process would never send it):
+/// nothing tags the cache until the reconciler finds the lost job; a
+/// retried provision finds the claimed instance instead of claiming again.
+/// One cache, one claim.
+#[tokio::test]
+async fn a_claim_whose_tagging_job_was_lost_is_finished_once_and_never_claimed_twice() {
+    let tb = TestBroker::first_enqueues_fail().await;
+    set_pool_size(&tb, 1).await;
+    // The first enqueues of the refill fail too; passes until a member is ready.
+    for _ in 0..4 {
+        reconcile(&tb).await;
+    }
+    let member =
+        members(&tb).await.into_iter().find(|m| m.state == InstanceState::Ready).expect("a ready member");
+    let retagged = |tb: &TestBroker| {
+        tb.provider.count(|c| matches!(c, Call::Retag { instance, .. } if *instance == member.id))
+    };
+
+    let first = provision(&tb, "i-1", ASYNC).await;
+    assert_eq!(first.0, StatusCode::CREATED, "{first:?}");
+    assert_eq!(record(&tb, "i-1").await.cache_key(), member.id, "the claim is recorded");
+    tb.drain(500).await;
+    assert_eq!(retagged(&tb), 0, "the tagging job was lost");
+
+    let report = reconcile(&tb).await;
+    assert!(report.stalled >= 1, "{report:?}");
+    assert_eq!(retagged(&tb), 1, "the reconciler's job tags the cache for its instance");
+    let i = record(&tb, "i-1").await;
+    assert_eq!((i.state, i.cache_key()), (InstanceState::Ready, member.id.as_str()));
+    assert!(i.spares_operation.is_none(), "the tagging operation ended: {i:?}");
+
+    let retried = provision(&tb, "i-1", ASYNC).await;
+    assert_eq!(retried.0, StatusCode::OK, "{retried:?}");
+    let claims =
+        tb.store.instances().await.unwrap().into_iter().filter(|m| m.claimed_by.as_deref() == Some("i-1"));
+    assert_eq!(claims.count(), 1, "one member claimed, once");
+    assert!(!creates(&tb).contains(&"i-1".to_string()), "no cache of its own");
+}

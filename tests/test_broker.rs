@@ -47,6 +47,8 @@ pub struct TestBroker {
 
 /// The secret name prefix of [`TestBroker`]'s worker and rotator.
 pub const SECRET_PREFIX: &str = "test";
+/// How long the reconciler's sweep lets an unnamed secret stay.
+pub const ORPHAN_GRACE_SECS: i64 = 3600;
 
 impl TestBroker {
     pub async fn new() -> TestBroker {
@@ -94,6 +96,7 @@ impl TestBroker {
             queue: jobs,
             provider: provider.clone(),
             secrets: secrets.clone(),
+            inventories: vec![secrets.clone()],
         };
         let Services { broker, worker, rotator, reconciler } = Services::new(
             &adapters,
@@ -108,6 +111,8 @@ impl TestBroker {
                 catalog_ttl: Duration::from_secs(3600),
                 test_wait: Duration::from_millis(50),
                 test_poll: Duration::from_millis(10),
+                orphan_grace_secs: ORPHAN_GRACE_SECS,
+                sweep_every_secs: 0,
             },
         );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };

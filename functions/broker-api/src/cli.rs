@@ -191,14 +191,18 @@ async fn laptop(_: Option<Command>, _: bool, _: Instant) -> Result<(), Error> {
 fn reconcile_summary(r: &broker_core::reconcile::Report) -> String {
     format!(
         "reconciled: {} operations in progress, {} lost jobs enqueued again, {} past their deadline enqueued to end, \
-         {} left for the next pass, {} spare-user refills started, {} warm-pool caches started, {} deleted",
+         {} left for the next pass, {} spare-user refills started, {} warm-pool caches started, {} deleted, \
+         {} orphans seen, {} orphans deleted, {} left alone (not tagged as this broker's)",
         r.in_progress,
         r.stalled,
         r.past_deadline,
         r.left_for_next_pass,
         r.spares_started,
         r.pool_added,
-        r.pool_retired
+        r.pool_retired,
+        r.orphans_seen,
+        r.orphans_removed,
+        r.orphans_left_alone
     )
 }
 

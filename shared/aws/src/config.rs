@@ -20,6 +20,8 @@ pub const VARIABLES: &[&str] = &[
     "ROTATION_DAYS",
     "ROTATION_GRACE_SECS",
     "ROTATION_FUNCTION_ARN",
+    "ORPHAN_GRACE_SECS",
+    "SWEEP_EVERY_SECS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,12 @@ pub struct AwsSettings {
     /// The rotation function Secrets Manager invokes (the provisioner's own
     /// ARN); without it nothing is put on a rotation schedule.
     pub rotation_function_arn: Option<String>,
+    /// How long the reconciler's orphan sweep lets a resource under the
+    /// prefix that no record names stay before deleting it (600 s to 7
+    /// days).
+    pub orphan_grace_secs: i64,
+    /// How often a sweep round starts (0 to a day; 0: every pass).
+    pub sweep_every_secs: i64,
 }
 
 impl AwsSettings {
@@ -134,6 +142,8 @@ impl AwsSettings {
             rotation_days: rotation.days,
             rotation_grace_secs: rotation.grace_secs,
             rotation_function_arn,
+            orphan_grace_secs: number("ORPHAN_GRACE_SECS", 3600, 600, 86_400 * 7)? as i64,
+            sweep_every_secs: number("SWEEP_EVERY_SECS", 3600, 0, 86_400)? as i64,
         })
     }
 }
@@ -176,6 +186,15 @@ mod tests {
         assert_eq!((s.poll_delay_secs, s.catalog_cache_secs, s.secret_recovery_window_days), (30, 60, 7));
         assert_eq!(s.kms_key_id, None);
         assert_eq!((s.rotation_days, s.rotation_grace_secs, s.rotation_function_arn), (30, 3600, None));
+        assert_eq!((s.orphan_grace_secs, s.sweep_every_secs), (3600, 3600));
+    }
+
+    #[test]
+    fn an_orphan_grace_period_shorter_than_ten_minutes_is_refused() {
+        let err = parse(&env(&[("ORPHAN_GRACE_SECS", "60")])).unwrap_err();
+        assert_eq!(err, "ORPHAN_GRACE_SECS=\"60\" must be a whole number from 600 to 604800");
+        let s = parse(&env(&[("ORPHAN_GRACE_SECS", "600"), ("SWEEP_EVERY_SECS", "0")])).unwrap();
+        assert_eq!((s.orphan_grace_secs, s.sweep_every_secs), (600, 0));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | binding   | `INSTANCE#<instance id>` | `BINDING#<id>` |                                      |
 //! | operation | `OPERATION#<id>`         | `OPERATION`    | `OPERATIONS_IN_PROGRESS` / `<id>` \* |
 //! | warm pool | `POOLS`                  | `POOL#<plan id>` |                                    |
+//! | sweep     | `SWEEP`                  | `SWEEP`        |                                      |
 //!
 //! \* only while the operation is in progress.
 //!
@@ -66,7 +67,7 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service};
+use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service, Sweep};
 use broker_core::ports::{CatalogStore, PoolChange, StateStore, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -263,6 +264,11 @@ fn pool_key(plan_id: &str) -> (String, String) {
     (POOLS.to_string(), format!("{POOL_PREFIX}{plan_id}"))
 }
 
+/// The orphan sweep's one record.
+fn sweep_key() -> (String, String) {
+    ("SWEEP".to_string(), "SWEEP".to_string())
+}
+
 // ---------------------------------------------------------------- versioned records
 
 /// A record written under optimistic concurrency: what it is called in errors,
@@ -328,6 +334,19 @@ impl Versioned for Pool {
     }
     fn keys(&self) -> Vec<(&'static str, String)> {
         let (pk, sk) = pool_key(&self.plan_id);
+        vec![(PK, pk), (SK, sk)]
+    }
+}
+
+impl Versioned for Sweep {
+    fn what(&self) -> String {
+        "the orphan sweep's record".to_string()
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (pk, sk) = sweep_key();
         vec![(PK, pk), (SK, sk)]
     }
 }
@@ -889,6 +908,21 @@ impl StateStore for DynamoStore {
                 tagging.version = versions[4];
             }
         }
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<Option<Sweep>, StoreError> {
+        self.get(sweep_key(), "the orphan sweep's record").await
+    }
+
+    async fn save_sweep(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
+        let write = match sweep.version {
+            0 => Write::insert(&*sweep)?,
+            expected => Write::update(&*sweep, expected)?,
+        };
+        let version = write.version;
+        self.write(vec![write]).await?;
+        sweep.version = version;
         Ok(())
     }
 

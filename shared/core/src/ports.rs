@@ -5,7 +5,11 @@
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use crate::domain::{Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Pool, Service};
+use std::collections::BTreeSet;
+
+use crate::domain::{
+    Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Pool, ResourceKind, Service, Sweep,
+};
 
 // ---------------------------------------------------------------- store
 
@@ -126,6 +130,14 @@ pub trait StateStore: Send + Sync {
     /// `change`, all or nothing; `Conflict` when someone changed the pool or
     /// a record of the change first.
     async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError>;
+
+    /// The orphan sweep's record (see [`crate::domain::sweep`]); `None`
+    /// before the first pass stored it.
+    async fn sweep(&self) -> Result<Option<Sweep>, StoreError>;
+    /// Writes the sweep's record at its loaded version (version 0 creates
+    /// it: `AlreadyExists` when someone stored it first); `Conflict` when
+    /// another pass wrote it first.
+    async fn save_sweep(&self, sweep: &mut Sweep) -> Result<(), StoreError>;
 
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
     /// Operations still in progress (laptop start-up re-enqueues their jobs).
@@ -333,6 +345,84 @@ impl Principal {
             Principal::User(name) => format!("cache user {name}"),
         }
     }
+}
+
+// ---------------------------------------------------------------- inventory
+
+/// The cache keys ([`Instance::cache_key`]) of every instance not deleted:
+/// what the orphan sweep gives an inventory, which leaves out whatever
+/// those caches' own names and user groups hold.
+pub type LiveCaches = BTreeSet<String>;
+
+/// Whose a listed resource is, as far as its inventory can tell; the sweep
+/// checks the rest against the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No live cache's names hold it: no record names it.
+    Nobody,
+    /// A user of the live cache `key` that its user group does not hold
+    /// (one being made or deleted, or left behind): named when a spare or
+    /// a binding of that cache's instance names `username`.
+    UserOf { key: String, username: String },
+    /// A secret: its name says whose credential it holds
+    /// ([`crate::rotation::Target`]).
+    SecretName,
+}
+
+/// A resource of the broker's that the live caches do not account for: a
+/// candidate orphan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub kind: ResourceKind,
+    /// Its id or name, as logs give it.
+    pub id: String,
+    /// How its service addresses it for tags and deletion (an ARN, or the
+    /// id again).
+    pub reference: String,
+    pub claim: Claim,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftoverPage {
+    pub leftovers: Vec<Leftover>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
+}
+
+/// How a removal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Deleted, or its deletion started.
+    Removed,
+    /// It was gone already.
+    Gone,
+    /// Its tags do not say it is this broker's: left alone.
+    NotOurs,
+}
+
+/// What lists and deletes the broker's own resources for the orphan sweep
+/// (see [`crate::reconcile`]): the cache provider's caches, user groups and
+/// users, and the secret store's secrets. Only resources under the broker's
+/// name prefix are listed, and only those whose tags say they are the
+/// broker's are deleted.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// The kinds it lists, in the order a round takes them.
+    fn kinds(&self) -> &'static [ResourceKind];
+    /// One page (at most 100) of the broker's resources of `kind` that
+    /// `live` does not account for, from `token` (an earlier page's
+    /// `next`). Resources being deleted are left out.
+    async fn leftovers(
+        &self,
+        kind: ResourceKind,
+        token: Option<&str>,
+        live: &LiveCaches,
+    ) -> Result<LeftoverPage, ProviderError>;
+    /// Deletes `leftover` once its tags are checked. A replication group
+    /// keeps a final snapshot; a user group or user still in use is a
+    /// retryable error.
+    async fn remove(&self, leftover: &Leftover) -> Result<Removal, ProviderError>;
 }
 
 // ---------------------------------------------------------------- secrets

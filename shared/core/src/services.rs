@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::domain::RotationPolicy;
-use crate::ports::{CacheProvider, JobQueue, SecretStore, Store};
-use crate::reconcile::Reconciler;
+use crate::ports::{CacheProvider, Inventory, JobQueue, SecretStore, Store};
+use crate::reconcile::{Reconciler, SweepSettings};
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -19,6 +19,9 @@ pub struct Adapters {
     pub queue: Arc<dyn JobQueue>,
     pub provider: Arc<dyn CacheProvider>,
     pub secrets: Arc<dyn SecretStore>,
+    /// What the reconciler's orphan sweep lists (the provider's and the
+    /// secret store's resources); empty turns the sweep off.
+    pub inventories: Vec<Arc<dyn Inventory>>,
 }
 
 /// What a mode sets. What the broker, the worker and the rotation function
@@ -41,6 +44,10 @@ pub struct ServiceSettings {
     /// how often it looks.
     pub test_wait: Duration,
     pub test_poll: Duration,
+    /// How long the orphan sweep lets a resource no record names stay
+    /// before deleting it, and how often a sweep round starts.
+    pub orphan_grace_secs: i64,
+    pub sweep_every_secs: i64,
 }
 
 /// The broker, the worker, the rotation function and the reconciler.
@@ -53,7 +60,7 @@ pub struct Services {
 
 impl Services {
     pub fn new(adapters: &Adapters, settings: &ServiceSettings) -> Services {
-        let Adapters { store, queue, provider, secrets } = adapters.clone();
+        let Adapters { store, queue, provider, secrets, inventories } = adapters.clone();
         let worker = Arc::new(Worker::new(
             store.clone(),
             queue.clone(),
@@ -78,8 +85,17 @@ impl Services {
                 rotation: settings.rotation,
             },
         ));
-        let reconciler =
-            Arc::new(Reconciler::new(store.clone(), queue.clone(), broker.clone(), settings.stall_secs));
+        let mut reconciler =
+            Reconciler::new(store.clone(), queue.clone(), broker.clone(), settings.stall_secs);
+        if !inventories.is_empty() {
+            reconciler = reconciler.with_sweep(SweepSettings {
+                inventories,
+                secret_prefix: settings.secret_prefix.clone(),
+                grace_secs: settings.orphan_grace_secs,
+                every_secs: settings.sweep_every_secs,
+            });
+        }
+        let reconciler = Arc::new(reconciler);
         let rotator = Arc::new(Rotator::new(
             store,
             queue,

@@ -76,6 +76,7 @@ impl AwsParts {
             overrides.secretsmanager.unwrap_or_else(|| aws_sdk_secretsmanager::Client::new(sdk));
         let secrets = Arc::new(
             SecretsManagerStore::new(secrets_client.clone())
+                .with_owner(&settings.name_prefix)
                 .with_recovery_window_days(settings.secret_recovery_window_days)
                 .with_rotation_function(settings.rotation_function_arn.clone()),
         );
@@ -91,6 +92,7 @@ impl AwsParts {
             queue: queue.clone(),
             provider: provider.clone(),
             secrets: secrets.clone(),
+            inventories: vec![provider.clone(), secrets.clone()],
         };
         let Services { broker, worker, rotator, reconciler } =
             Services::new(&adapters, &service_settings(settings));
@@ -105,6 +107,7 @@ impl AwsParts {
             queue: self.queue.clone(),
             provider: self.provider.clone(),
             secrets: self.secrets.clone(),
+            inventories: vec![self.provider.clone(), self.secrets.clone()],
         }
     }
 
@@ -152,6 +155,8 @@ pub fn service_settings(settings: &AwsSettings) -> ServiceSettings {
         catalog_ttl: Duration::from_secs(settings.catalog_cache_secs),
         test_wait: Duration::from_secs(60),
         test_poll: Duration::from_secs(5),
+        orphan_grace_secs: settings.orphan_grace_secs,
+        sweep_every_secs: settings.sweep_every_secs,
     }
 }
 

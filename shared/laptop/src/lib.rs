@@ -240,6 +240,7 @@ impl Adapters {
             queue: self.queue.clone(),
             provider: self.provider.clone(),
             secrets: self.secrets.clone(),
+            inventories: vec![self.provider.clone(), self.secrets.clone()],
         };
         Services::new(
             &adapters,
@@ -254,6 +255,10 @@ impl Adapters {
                 catalog_ttl: Duration::ZERO,
                 test_wait: Duration::from_secs(10),
                 test_poll: Duration::from_millis(200),
+                orphan_grace_secs: ORPHAN_GRACE_SECS,
+                // Listing a directory and a SQLite table costs nothing:
+                // every pass sweeps.
+                sweep_every_secs: 0,
             },
         )
     }
@@ -261,6 +266,10 @@ impl Adapters {
 
 /// Prefix of laptop mode's secret names.
 const SECRET_PREFIX: &str = "local";
+
+/// How long a cache directory or secret no record names stays before the
+/// reconciler deletes it.
+pub const ORPHAN_GRACE_SECS: i64 = 3600;
 
 /// `broker-api rotate INSTANCE [BINDING]`: rotates the admin credential of a
 /// service instance, or a binding's credential, now, by the same four steps

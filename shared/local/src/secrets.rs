@@ -12,7 +12,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use secrecy::{ExposeSecret, SecretString};
 
-use broker_core::ports::{SecretError, SecretInfo, SecretStore, SecretVersion, Stage};
+use broker_core::domain::ResourceKind;
+use broker_core::ports::{
+    Claim, Inventory, Leftover, LeftoverPage, LiveCaches, ProviderError, Removal, SecretError, SecretInfo,
+    SecretStore, SecretVersion, Stage,
+};
 
 /// What every reference this store hands out starts with.
 pub const REFERENCE_PREFIX: &str = "local:";
@@ -109,6 +113,58 @@ impl LocalSecretStore {
         super::on_blocking_pool(&self.conn, f)
             .await
             .unwrap_or_else(|how| Err(SecretError::Unavailable(format!("a secret store call {how}"))))
+    }
+}
+
+/// Secrets listed per page for the orphan sweep.
+const PAGE: i64 = 100;
+
+/// The orphan sweep's view of the secrets: every secret in this file (the
+/// file is this broker's alone, as the tag is in AWS), a page at a time in
+/// name order; the sweep judges them by name.
+#[async_trait]
+impl Inventory for LocalSecretStore {
+    fn kinds(&self) -> &'static [ResourceKind] {
+        &[ResourceKind::Secret]
+    }
+
+    async fn leftovers(
+        &self,
+        _kind: ResourceKind,
+        token: Option<&str>,
+        _live: &LiveCaches,
+    ) -> Result<LeftoverPage, ProviderError> {
+        let after = token.unwrap_or_default().to_string();
+        let names = self
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT DISTINCT name FROM secret_versions WHERE name > ?1 ORDER BY name LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                stmt.query_map(params![after, PAGE], |row| row.get::<_, String>(0))
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)
+            })
+            .await
+            .map_err(|e| ProviderError::Retryable(e.to_string()))?;
+        let next = (names.len() as i64 == PAGE).then(|| names.last().cloned()).flatten();
+        let leftovers = names
+            .into_iter()
+            .map(|name| Leftover {
+                kind: ResourceKind::Secret,
+                reference: LocalSecretStore::reference(&name),
+                id: name,
+                claim: Claim::SecretName,
+            })
+            .collect();
+        Ok(LeftoverPage { leftovers, next })
+    }
+
+    async fn remove(&self, leftover: &Leftover) -> Result<Removal, ProviderError> {
+        self.delete(&leftover.reference).await.map_err(|e| ProviderError::Retryable(e.to_string()))?;
+        Ok(Removal::Removed)
     }
 }
 

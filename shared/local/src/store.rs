@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Params, Transaction, TransactionBe
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Pool, Service};
+use broker_core::domain::{Binding, Instance, Operation, OperationState, Plan, Pool, Service, Sweep};
 use broker_core::ports::{CatalogStore, PoolChange, StateStore, StoreError};
 
 const SCHEMA: &str = "
@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE INDEX IF NOT EXISTS operations_by_state ON operations (state);
 CREATE TABLE IF NOT EXISTS pools (
     plan_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
+-- The orphan sweep's one record.
+CREATE TABLE IF NOT EXISTS sweep (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL,
     doc     TEXT NOT NULL
 );
@@ -308,6 +314,27 @@ impl Versioned for Pool {
         tx.execute(
             "UPDATE pools SET version = version + 1, doc = ?2 WHERE plan_id = ?1 AND version = ?3",
             params![self.plan_id, doc, expected],
+        )
+    }
+}
+
+impl Versioned for Sweep {
+    fn what(&self) -> String {
+        "the orphan sweep's record".to_string()
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn insert(&self, tx: &Transaction<'_>, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO sweep (id, version, doc) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+            params![self.version, doc],
+        )
+    }
+    fn update(&self, tx: &Transaction<'_>, expected: u64, doc: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "UPDATE sweep SET version = version + 1, doc = ?1 WHERE id = 1 AND version = ?2",
+            params![doc, expected],
         )
     }
 }
@@ -718,6 +745,30 @@ impl StateStore for SqliteStore {
             .await?;
         pool.version = versions.0;
         versions.1.apply(change);
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<Option<Sweep>, StoreError> {
+        self.run(|conn| {
+            query_one(conn, "SELECT doc FROM sweep WHERE id = 1", [], "the orphan sweep's record")
+        })
+        .await
+    }
+
+    async fn save_sweep(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
+        let (mut copy, expected) = (sweep.clone(), sweep.version);
+        let version = self
+            .run(move |conn| {
+                let tx = write_tx(conn)?;
+                let version = match expected {
+                    0 => insert_new(&tx, &mut copy)?,
+                    _ => update_from(&tx, &mut copy, expected)?,
+                };
+                tx.commit().map_err(unavailable)?;
+                Ok(version)
+            })
+            .await?;
+        sweep.version = version;
         Ok(())
     }
 

@@ -39,6 +39,9 @@ use aws_sdk_elasticache::operation::describe_user_groups::{
     DescribeUserGroupsError, DescribeUserGroupsOutput,
 };
 use aws_sdk_elasticache::operation::describe_users::DescribeUsersOutput;
+use aws_sdk_elasticache::operation::list_tags_for_resource::{
+    ListTagsForResourceError, ListTagsForResourceOutput,
+};
 use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupInput;
 use aws_sdk_elasticache::operation::modify_user::ModifyUserOutput;
 use aws_sdk_elasticache::operation::modify_user_group::{ModifyUserGroupError, ModifyUserGroupOutput};
@@ -79,6 +82,8 @@ pub struct RbacState {
     /// User id → how many passwords its last ModifyUser gave it, until the
     /// user is created or deleted again (see [`FakeRbac::modified_users`]).
     pub passwords: HashMap<String, usize>,
+    /// User group id → the tags it was created with.
+    pub tags: HashMap<String, Vec<(String, String)>>,
 }
 
 /// A stand-in for the user-group calls moto lacks (CreateUserGroup,
@@ -108,6 +113,12 @@ impl FakeRbac {
                 return MockResponse::Error(CreateUserGroupError::UserGroupAlreadyExistsFault(fault));
             }
             st.groups.insert(id.clone(), req.user_ids().to_vec());
+            let tags = req
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .collect();
+            st.tags.insert(id.clone(), tags);
             MockResponse::Output(
                 CreateUserGroupOutput::builder()
                     .user_group_id(&id)
@@ -123,7 +134,17 @@ impl FakeRbac {
         let s = state.clone();
         let describe = mock!(Client::describe_user_groups).then_compute_response(move |req| {
             let id = req.user_group_id().unwrap_or_default().to_string();
-            match s.lock().unwrap().groups.get(&id) {
+            let st = s.lock().unwrap();
+            if id.is_empty() {
+                // A listing: every group, in id order, on one page.
+                let mut ids: Vec<&String> = st.groups.keys().collect();
+                ids.sort();
+                let groups = ids.into_iter().map(|g| active_group(g, &st.groups[g])).collect();
+                return MockResponse::Output(
+                    DescribeUserGroupsOutput::builder().set_user_groups(Some(groups)).build(),
+                );
+            }
+            match st.groups.get(&id) {
                 Some(users) => MockResponse::Output(
                     DescribeUserGroupsOutput::builder().user_groups(active_group(&id, users)).build(),
                 ),
@@ -202,7 +223,29 @@ impl FakeRbac {
                 .build()
         });
 
-        let client = mocked(&[&create, &describe, &modify, &delete, &modify_user]);
+        let s = state.clone();
+        let tags = mock!(Client::list_tags_for_resource).then_compute_response(move |req| {
+            let arn = req.resource_name().unwrap_or_default();
+            let id = arn.rsplit(':').next().unwrap_or_default().to_string();
+            match s.lock().unwrap().tags.get(&id) {
+                Some(tags) => MockResponse::Output(
+                    ListTagsForResourceOutput::builder()
+                        .set_tag_list(Some(
+                            tags.iter()
+                                .map(|(k, v)| {
+                                    aws_sdk_elasticache::types::Tag::builder().key(k).value(v).build()
+                                })
+                                .collect(),
+                        ))
+                        .build(),
+                ),
+                None => MockResponse::Error(ListTagsForResourceError::UserGroupNotFoundFault(
+                    group_not_found(&id),
+                )),
+            }
+        });
+
+        let client = mocked(&[&create, &describe, &modify, &delete, &modify_user, &tags]);
         FakeRbac { client, state }
     }
 

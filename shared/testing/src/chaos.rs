@@ -18,7 +18,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service};
+use broker_core::domain::{Binding, Instance, Operation, Plan, Pool, Service, Sweep};
 use broker_core::ports::{
     CatalogStore, Job, JobQueue, PoolChange, QueueError, StateStore, Store, StoreError,
 };
@@ -395,6 +395,12 @@ impl StateStore for AbortingStore {
     async fn save_pool(&self, pool: &mut Pool, change: PoolChange<'_>) -> Result<(), StoreError> {
         self.check("pool", None)?;
         self.inner.save_pool(pool, change).await
+    }
+    async fn sweep(&self) -> Result<Option<Sweep>, StoreError> {
+        self.inner.sweep().await
+    }
+    async fn save_sweep(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
+        self.inner.save_sweep(sweep).await
     }
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.inner.operation(id).await

@@ -152,8 +152,27 @@ locals {
             "secretsmanager:DeleteSecret",
             "secretsmanager:RestoreSecret",
             "secretsmanager:RotateSecret",
+            # CreateSecret with the broker tag the orphan sweep checks.
+            "secretsmanager:TagResource",
           ]
           Resource = local.instance_secrets_arn
+        },
+        {
+          # The reconciler's orphan sweep lists the account's caches, users,
+          # user groups and secrets a page at a time (listing calls name no
+          # resource, so IAM takes them on "*"); it keeps only those under
+          # the prefix, and deletes only through the prefix-scoped
+          # statements, after checking the broker tag.
+          Sid    = "OrphanSweepListings"
+          Effect = "Allow"
+          Action = [
+            "elasticache:DescribeReplicationGroups",
+            "elasticache:DescribeCacheClusters",
+            "elasticache:DescribeUsers",
+            "elasticache:DescribeUserGroups",
+            "secretsmanager:ListSecrets",
+          ]
+          Resource = "*"
         },
         {
           # RotateSecret requires the caller to be allowed to invoke the

@@ -52,6 +52,9 @@ locals {
     # Both functions build the broker and the worker, which rotate.
     var.rotation_days == null ? {} : { ROTATION_DAYS = tostring(var.rotation_days) },
     var.rotation_grace_secs == null ? {} : { ROTATION_GRACE_SECS = tostring(var.rotation_grace_secs) },
+    # The provisioner's reconcile passes sweep for orphans.
+    var.orphan_grace_secs == null ? {} : { ORPHAN_GRACE_SECS = tostring(var.orphan_grace_secs) },
+    var.sweep_every_secs == null ? {} : { SWEEP_EVERY_SECS = tostring(var.sweep_every_secs) },
     # The rotation function RotateSecret names. Both functions derive the
     # rotation policy from it (no ARN, no schedule): broker-api's bind and
     # fetch responses carry metadata.renew_before and expires_at from it.

@@ -250,6 +250,28 @@ variable "rotation_grace_secs" {
   }
 }
 
+variable "orphan_grace_secs" {
+  description = "ORPHAN_GRACE_SECS: seconds a cache, user, user group or secret under the prefix that no record names stays before the reconciler deletes it; null leaves the broker's default (3600)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.orphan_grace_secs == null || try(var.orphan_grace_secs >= 600 && var.orphan_grace_secs <= 604800 && floor(var.orphan_grace_secs) == var.orphan_grace_secs, false)
+    error_message = "orphan_grace_secs must be a whole number of seconds from 600 to 604800 (7 days), or null."
+  }
+}
+
+variable "sweep_every_secs" {
+  description = "SWEEP_EVERY_SECS: seconds between the starts of two orphan sweep rounds (0: every reconcile pass); null leaves the broker's default (3600)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.sweep_every_secs == null || try(var.sweep_every_secs >= 0 && var.sweep_every_secs <= 86400 && floor(var.sweep_every_secs) == var.sweep_every_secs, false)
+    error_message = "sweep_every_secs must be a whole number of seconds from 0 to 86400, or null."
+  }
+}
+
 # ---------------------------------------------------------------- API
 
 variable "api_throttling_rate_limit" {

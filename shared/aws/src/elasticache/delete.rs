@@ -106,7 +106,7 @@ impl ElastiCacheProvider {
 
     /// DeleteReplicationGroup, taking a final snapshot called `snapshot`
     /// first when there is one.
-    async fn delete_group(&self, id: &str, snapshot: Option<&str>) -> Result<(), Failure> {
+    pub(super) async fn delete_group(&self, id: &str, snapshot: Option<&str>) -> Result<(), Failure> {
         self.client
             .delete_replication_group()
             .replication_group_id(id)

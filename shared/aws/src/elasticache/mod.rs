@@ -40,6 +40,7 @@
 mod create;
 mod delete;
 mod failure;
+mod inventory;
 mod modify;
 mod names;
 mod rotation;
@@ -75,6 +76,10 @@ pub const INSTANCE_TAG: &str = "broker-instance-id";
 /// a pooled cache keeps its key when its instance changes. Caches made
 /// before this tag carry only [`INSTANCE_TAG`], which was the key then.
 pub const CACHE_TAG: &str = "broker-cache";
+
+/// The tag whose value is the broker's name prefix, on every cache, user
+/// and user group it makes: what the orphan sweep checks before deleting.
+pub const OWNER_TAG: &str = "broker";
 
 /// Where and how the provider creates caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,10 +275,10 @@ impl ElastiCacheProvider {
         let mut tags: Vec<Tag> = spec
             .tags
             .iter()
-            .filter(|(k, _)| k != CACHE_TAG && k != "broker")
+            .filter(|(k, _)| k != CACHE_TAG && k != OWNER_TAG)
             .map(|(k, v)| tag(k, v))
             .collect();
-        tags.push(tag("broker", self.names.prefix()));
+        tags.push(tag(OWNER_TAG, self.names.prefix()));
         // What adoption and deletion check (`check_owner`), whatever the
         // spec's tags hold.
         tags.push(tag(CACHE_TAG, &spec.cache_key));
@@ -283,7 +288,7 @@ impl ElastiCacheProvider {
     /// Tags of users and user groups: the broker and the key of the cache
     /// they serve.
     fn user_tags(&self, cache_key: &str) -> Vec<Tag> {
-        vec![tag("broker", self.names.prefix()), tag(CACHE_TAG, cache_key)]
+        vec![tag(OWNER_TAG, self.names.prefix()), tag(CACHE_TAG, cache_key)]
     }
 
     /// AddTagsToResource with the spec's tags on the cache: a claimed

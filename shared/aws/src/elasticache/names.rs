@@ -103,11 +103,37 @@ impl Names {
         format!("{}-u-{}", self.prefix, hash(&key))
     }
 
+    /// Whether `id` has the shape of this broker's replication group,
+    /// cache cluster or user group ids (`{prefix}-{h}`): a longer prefix
+    /// that starts with this one (another broker's) does not.
+    pub fn is_cache_id(&self, id: &str) -> bool {
+        self.rest(id).is_some_and(is_hash)
+    }
+
+    /// Whether `id` has the shape of this broker's user ids
+    /// (`{prefix}-a-{h}`, `-d-`, `-u-`).
+    pub fn is_user_id(&self, id: &str) -> bool {
+        self.rest(id)
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(role, h)| matches!(role, "a" | "d" | "u") && is_hash(h))
+    }
+
+    /// What follows `{prefix}-` in `id`.
+    fn rest<'a>(&self, id: &'a str) -> Option<&'a str> {
+        id.strip_prefix(&self.prefix)?.strip_prefix('-')
+    }
+
     /// Whether `id` is one of this broker's users, so clean-up never deletes
     /// a user someone else added to a user group.
     pub fn owns(&self, id: &str) -> bool {
         id.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('-'))
     }
+}
+
+/// Whether `s` is a hash as names hold it: [`HASH_LEN`] characters of
+/// lowercase base32.
+fn is_hash(s: &str) -> bool {
+    s.len() == HASH_LEN && s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
 }
 
 /// Makes `raw` a valid id prefix: lowercase, anything but letters, digits and
@@ -233,6 +259,25 @@ mod tests {
         for raw in ["OSB_Prod", "--", "9", "a-very-long-prefix-that-goes-on-and-on"] {
             assert!(is_valid_id(&Names::new(raw).binding_user(INSTANCE, "u")), "{raw}");
         }
+    }
+
+    #[test]
+    fn only_ids_of_this_brokers_shapes_are_taken_for_its_own() {
+        let names = Names::new("ecb");
+        let other = Names::new("ecb-a");
+        assert!(names.is_cache_id(&names.cache(INSTANCE)));
+        assert!(names.is_user_id(&names.admin_user(INSTANCE)));
+        assert!(names.is_user_id(&names.default_user(INSTANCE)));
+        assert!(names.is_user_id(&names.binding_user(INSTANCE, "b-1")));
+        assert!(!names.is_cache_id(&names.admin_user(INSTANCE)), "a user id is no cache id");
+        // Broker "ecb-a"'s caches and users start with "ecb-" too; their
+        // shapes are not "ecb"'s. (Its cache id has the shape of an "ecb"
+        // admin user, but caches and users are listed apart.)
+        assert!(!names.is_cache_id(&other.cache(INSTANCE)));
+        assert!(!names.is_user_id(&other.admin_user(INSTANCE)));
+        assert!(!names.is_user_id(&other.binding_user(INSTANCE, "b-1")));
+        assert!(!names.is_cache_id("ecb-manual-cache"));
+        assert!(!names.is_cache_id("other-abcdefghijklmnopqrstu"));
     }
 
     #[test]

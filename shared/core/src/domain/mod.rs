@@ -13,6 +13,7 @@ pub mod pool;
 pub mod public;
 pub mod rotation;
 pub mod spare;
+pub mod sweep;
 
 pub use binding::{Binding, BindingState};
 pub use credentials::{CacheUser, Credentials, Endpoint};
@@ -23,6 +24,7 @@ pub use plan::{Engine, Plan, Service};
 pub use pool::Pool;
 pub use rotation::{Rotation, RotationPhase, RotationPolicy};
 pub use spare::{SpareState, SpareUser};
+pub use sweep::{ResourceKind, Sweep};
 
 /// Seconds since the Unix epoch; every timestamp in the domain uses it.
 pub type Timestamp = i64;

@@ -60,6 +60,7 @@ use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, Provider
 /// Every server listens here only: laptop mode is for the laptop.
 mod client;
 mod config;
+mod inventory;
 mod process;
 mod record;
 #[cfg(test)]

@@ -38,6 +38,7 @@ macro_rules! store_contract {
             a_pool_is_created_once_and_written_with_its_new_member,
             a_claim_writes_the_pool_the_member_and_the_instance_or_nothing,
             two_claims_from_one_loaded_pool_have_one_winner,
+            the_sweep_record_is_created_once_and_saved_at_its_version,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -434,4 +435,26 @@ pub async fn two_claims_from_one_loaded_pool_have_one_winner(store: Arc<dyn Stor
     assert!(matches!(&second, Err(StoreError::Conflict(_))), "{second:?}");
     assert_eq!(store.instance("i-2").await.unwrap(), None, "the loser recorded nothing");
     assert_eq!(store.instance("pool@1").await.unwrap().unwrap().claimed_by.as_deref(), Some("i-1"));
+}
+
+pub async fn the_sweep_record_is_created_once_and_saved_at_its_version(store: Arc<dyn Store>) {
+    use broker_core::domain::{ResourceKind, Sweep};
+    assert_eq!(store.sweep().await.unwrap(), None, "no record before the first pass");
+    let mut sweep = Sweep { round_started_at: 100, token: Some("page 2".into()), ..Sweep::default() };
+    sweep.sight(Sweep::key(ResourceKind::User, "ecb-u-x"), 100);
+    let mut rival = Sweep { step: 2, ..sweep.clone() };
+    store.save_sweep(&mut sweep).await.unwrap();
+    assert_eq!(sweep.version, 1);
+    assert_eq!(store.sweep().await.unwrap().as_ref(), Some(&sweep), "read back as written");
+    let second = store.save_sweep(&mut rival).await;
+    assert!(matches!(second, Err(StoreError::AlreadyExists(_))), "{second:?}");
+    // Two passes that read version 1: the second to write loses.
+    let mut stale = sweep.clone();
+    sweep.step = 1;
+    store.save_sweep(&mut sweep).await.unwrap();
+    assert_eq!(sweep.version, 2);
+    stale.step = 3;
+    let lost = store.save_sweep(&mut stale).await;
+    assert!(matches!(lost, Err(StoreError::Conflict(_))), "{lost:?}");
+    assert_eq!(store.sweep().await.unwrap().unwrap().step, 1, "the loser changed nothing");
 }

@@ -288,14 +288,24 @@ run "policies_name_only_what_each_function_calls" {
     ])
     error_message = "The provisioner needs elasticache:CreateSnapshot on its replication groups and snapshots to delete a cache with a final snapshot."
   }
-  # No wildcard action, and "*" as a resource only for X-Ray (which has no resources).
+  # No wildcard action, and "*" as a resource only for X-Ray (which has no
+  # resources) and the orphan sweep's listings (calls that name no
+  # resource), which may only describe and list.
   assert {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
-      (s.Sid == "XRayTraces" || !contains(flatten([s.Resource]), "*"))
+      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || !contains(flatten([s.Resource]), "*"))
     ])
-    error_message = "Policies must name actions one by one and scope every resource but X-Ray's."
+    error_message = "Policies must name actions one by one and scope every resource but X-Ray's and the sweep's listings."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      alltrue([for a in flatten([s.Action]) : can(regex("^(elasticache:Describe|secretsmanager:List)", a))])
+      if s.Sid == "OrphanSweepListings"
+    ])
+    error_message = "The sweep's unscoped statement may only describe and list; deletes stay scoped to the prefix."
   }
   assert {
     condition = alltrue([

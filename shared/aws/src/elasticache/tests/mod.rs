@@ -3,6 +3,7 @@
 //! the states moto never shows and the errors it never returns (`mocks.rs`).
 //! Helpers shared by both live here.
 
+mod inventory;
 mod mocks;
 mod moto;
 

@@ -645,3 +645,88 @@ mod contract {
 
     broker_testing::provider_contract!(open);
 }
+
+/// The orphan sweep's listing and deletion on moto: what the live cache
+/// accounts for is never listed; a deprovisioned instance's replication
+/// group, user group and users and a Memcached cluster are, and are deleted
+/// (the group with a final snapshot); a resource with the broker's shape of
+/// name but without its tag is left alone.
+#[tokio::test]
+async fn the_sweep_lists_what_no_live_cache_accounts_for_and_deletes_only_what_is_tagged_ours() {
+    use broker_core::domain::ResourceKind;
+    use broker_core::ports::{Claim, Inventory, Removal};
+
+    let w = world().await;
+    const DEAD: &str = "0d9e3c1a-deprovisioned-instance";
+    const DEAD_MEMCACHED: &str = "5a7b1c2d-deprovisioned-memcached";
+    w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    w.provider.put_user(INSTANCE, &binding_user(1)).await.unwrap();
+    w.provider.create(&spec(DEAD, "elasticache-redis", "small")).await.unwrap();
+    w.provider.create(&spec(DEAD_MEMCACHED, "elasticache-memcached", "small")).await.unwrap();
+    // Someone else's group under a name of the broker's shape, untagged.
+    let foreign = w.provider.cache_id("someone-elses-key");
+    w.aws
+        .create_replication_group()
+        .replication_group_id(&foreign)
+        .replication_group_description("not the broker's")
+        .engine("redis")
+        .cache_node_type("cache.t4g.micro")
+        .num_cache_clusters(1)
+        .send()
+        .await
+        .unwrap();
+    let live: broker_core::ports::LiveCaches = [INSTANCE.to_string()].into();
+    let ids = |page: broker_core::ports::LeftoverPage| {
+        let mut ids: Vec<String> = page.leftovers.iter().map(|l| l.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+
+    let groups = w.provider.leftovers(ResourceKind::ReplicationGroup, None, &live).await.unwrap();
+    let mut want = vec![w.provider.cache_id(DEAD), foreign.clone()];
+    want.sort();
+    assert_eq!(ids(groups.clone()), want, "the live group is not listed");
+    let clusters = w.provider.leftovers(ResourceKind::CacheCluster, None, &live).await.unwrap();
+    assert_eq!(
+        ids(clusters.clone()),
+        [w.provider.cache_id(DEAD_MEMCACHED)],
+        "member clusters go with their group"
+    );
+    let user_groups = w.provider.leftovers(ResourceKind::UserGroup, None, &live).await.unwrap();
+    assert_eq!(ids(user_groups.clone()), [w.provider.cache_id(DEAD)]);
+    let users = w.provider.leftovers(ResourceKind::User, None, &live).await.unwrap();
+    let names = crate::elasticache::names::Names::new("osb");
+    let mut want =
+        vec![names.admin_user(DEAD), names.default_user(DEAD), names.binding_user(INSTANCE, "b-3f0c2a")];
+    want.sort();
+    assert_eq!(ids(users.clone()), want, "the live cache's admin and default users are its own");
+    // moto keeps no user groups, so the live binding's user looks outside
+    // its group: the sweep checks it against the instance's bindings.
+    let binding = users.leftovers.iter().find(|l| l.id == names.binding_user(INSTANCE, "b-3f0c2a")).unwrap();
+    assert_eq!(binding.claim, Claim::UserOf { key: INSTANCE.into(), username: "b-3f0c2a".into() });
+    let dead_admin = users.leftovers.iter().find(|l| l.id == names.admin_user(DEAD)).unwrap();
+    assert_eq!(dead_admin.claim, Claim::Nobody);
+
+    for l in groups.leftovers.iter().chain(&clusters.leftovers).chain(&user_groups.leftovers) {
+        let want = if l.id == foreign { Removal::NotOurs } else { Removal::Removed };
+        assert_eq!(w.provider.remove(l).await.unwrap(), want, "{}", l.id);
+    }
+    for l in users.leftovers.iter().filter(|l| l.claim == Claim::Nobody) {
+        assert_eq!(w.provider.remove(l).await.unwrap(), Removal::Removed, "{}", l.id);
+    }
+    let deleted = w.deleted_groups.lock().unwrap().clone();
+    let dead_group = w.provider.cache_id(DEAD);
+    assert_eq!(
+        deleted,
+        [(dead_group.clone(), Some(format!("{dead_group}-orphan")))],
+        "a final snapshot, and not the foreign group"
+    );
+    assert!(w.rbac.calls().contains(&format!("DeleteUserGroup {dead_group}")), "{:?}", w.rbac.calls());
+    assert!(w.user(&names.admin_user(INSTANCE)).await.is_some(), "the live cache's users stay");
+    let gone_or_deleting = |u: Option<User>| u.is_none_or(|u| u.status() == Some("deleting"));
+    assert!(gone_or_deleting(w.user(&names.admin_user(DEAD)).await));
+    // What is being deleted is not listed again.
+    let groups = w.provider.leftovers(ResourceKind::ReplicationGroup, None, &live).await.unwrap();
+    assert_eq!(ids(groups), [foreign]);
+    assert_eq!(w.group(&w.provider.cache_id(INSTANCE)).await.status(), Some("available"));
+}

@@ -17,12 +17,19 @@
 //!   members, deletes failed ones and, when the size was lowered, surplus
 //!   ones (one Query for every pool and one for the plans, then only the
 //!   plans that keep a pool or still list members; at most
-//!   [`crate::domain::pool::MAX_CHANGES_PER_REFILL`] changes per plan).
+//!   [`crate::domain::pool::MAX_CHANGES_PER_REFILL`] changes per plan);
+//! - sweeps for orphans ([`orphans`]): the broker's replication groups,
+//!   cache clusters, user groups, users and secrets (laptop mode: cache
+//!   directories and secrets) that no record names, each deleted once it
+//!   has stayed unnamed for a grace period, never one without the broker's
+//!   prefix and tag.
 //!
 //! Jobs are idempotent, so a job enqueued twice costs one extra look. The
 //! pass reads the operations in progress (an index query, no scan) and the
 //! instances, and enqueues at most [`MAX_ENQUEUES`] jobs; the rest wait for
 //! the next pass.
+
+mod orphans;
 
 use std::sync::Arc;
 
@@ -32,6 +39,8 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::domain::{InstanceState, Timestamp};
 use crate::ports::{Job, JobQueue, Store, StoreError};
+
+pub use orphans::{MAX_REMOVALS, PAGES_PER_PASS, SweepSettings};
 
 /// At most this many jobs per pass.
 pub const MAX_ENQUEUES: usize = 200;
@@ -53,6 +62,13 @@ pub struct Report {
     pub pool_added: usize,
     /// Warm-pool members being deleted (surplus or failed).
     pub pool_retired: usize,
+    /// Resources of the broker's that no record names, seen in this pass.
+    pub orphans_seen: usize,
+    /// Of those, deleted (or their deletion started) after their grace
+    /// period.
+    pub orphans_removed: usize,
+    /// Of those, left alone because their tags do not name this broker.
+    pub orphans_left_alone: usize,
 }
 
 pub struct Reconciler {
@@ -63,6 +79,8 @@ pub struct Reconciler {
     /// taken to have lost it: longer than the queue takes to deliver a job
     /// again after a failed attempt (its visibility timeout).
     stall_secs: i64,
+    /// The orphan sweep; `None` turns it off.
+    sweep: Option<SweepSettings>,
 }
 
 impl Reconciler {
@@ -72,7 +90,13 @@ impl Reconciler {
         broker: Arc<Broker>,
         stall_secs: i64,
     ) -> Reconciler {
-        Reconciler { store, queue, broker, stall_secs }
+        Reconciler { store, queue, broker, stall_secs, sweep: None }
+    }
+
+    /// Sweeps for orphans too (see [`orphans`]).
+    pub fn with_sweep(mut self, sweep: SweepSettings) -> Reconciler {
+        self.sweep = Some(sweep);
+        self
     }
 
     /// One pass at time `now`. A store that cannot be read ends it (the
@@ -115,14 +139,15 @@ impl Reconciler {
                 }
             }
         }
-        for instance in self.store.instances().await? {
+        let instances = self.store.instances().await?;
+        for instance in &instances {
             // A running `spares` is an operation in progress: the loop above
             // already enqueued it if its job was lost.
             if instance.state != InstanceState::Ready || instance.spares_operation.is_some() {
                 continue;
             }
             let id = instance.id.clone();
-            match self.broker.refill_spares(instance).await {
+            match self.broker.refill_spares(instance.clone()).await {
                 Ok(true) => report.spares_started += 1,
                 Ok(false) => {}
                 Err(e) => warn!(instance = %id, error = %e, "reconcile: could not look at the spare users"),
@@ -146,6 +171,10 @@ impl Reconciler {
                 warn!(error = %e, "reconcile: could not read the plans or pools; the warm pools wait for the next pass")
             }
         }
+        // After the refills, on the instances read before them: what a
+        // refill starts is recorded before anything is made, and the
+        // sweep's grace period outlasts the making.
+        self.sweep_orphans(&instances, now, &mut report).await;
         info!(
             in_progress = report.in_progress,
             stalled = report.stalled,
@@ -154,6 +183,9 @@ impl Reconciler {
             spares_started = report.spares_started,
             pool_added = report.pool_added,
             pool_retired = report.pool_retired,
+            orphans_seen = report.orphans_seen,
+            orphans_removed = report.orphans_removed,
+            orphans_left_alone = report.orphans_left_alone,
             "reconcile pass done"
         );
         Ok(report)
