@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=.venv
 # The release the tests are written against: moto changes what it answers
 # between releases, and a test run must not depend on the day it ran.
-moto_version=5.2.1
+moto_version=5.2.4
 if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
   exit 0
 fi
