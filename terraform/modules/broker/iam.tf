@@ -162,7 +162,8 @@ locals {
           # user groups and secrets a page at a time (listing calls name no
           # resource, so IAM takes them on "*"); it keeps only those under
           # the prefix, and deletes only through the prefix-scoped
-          # statements, after checking the broker tag.
+          # statements, after checking the broker tag. The provider's lookups
+          # of its own caches by id use the same Describe calls.
           Sid    = "OrphanSweepListings"
           Effect = "Allow"
           Action = [
@@ -183,17 +184,12 @@ locals {
           Resource = local.provisioner_arn
         },
         {
-          Sid    = "DescribeOwnCaches"
-          Effect = "Allow"
-          Action = [
-            "elasticache:DescribeReplicationGroups",
-            "elasticache:DescribeCacheClusters",
-            "elasticache:DescribeUsers",
-            "elasticache:DescribeUserGroups",
-            # Whose a cache is (its broker-instance-id tag), before adopting
-            # or deleting one found under an instance's name.
-            "elasticache:ListTagsForResource",
-          ]
+          # Whose a cache is (its broker-instance-id tag), before adopting or
+          # deleting one found under an instance's name. The Describe calls
+          # are in OrphanSweepListings, on "*".
+          Sid      = "DescribeOwnCaches"
+          Effect   = "Allow"
+          Action   = ["elasticache:ListTagsForResource"]
           Resource = concat(local.owned_caches, local.owned_users)
         },
         {
