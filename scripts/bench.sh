@@ -21,6 +21,15 @@
 #                                       the same bytes, `wrk -t2 -c16`, the two
 #                                       alternating route by route, ROUNDS times
 #                                       (default 3; ROUTE_SECS per run, default 5)
+#   scripts/bench.sh scale [ROUNDS]     requests/s and p50/p99 of last_operation and
+#                                       fetch binding in laptop mode with
+#                                       SCALE_INSTANCES (default 100,000)
+#                                       instances, each with a binding, in the
+#                                       SQLite store against a broker with one;
+#                                       wrk as for routes, the two alternating;
+#                                       then AWS mode on moto with
+#                                       SCALE_DYNAMODB_INSTANCES (default 10,000)
+#                                       in DynamoDB against one
 #   scripts/bench.sh pool [ROUNDS]      provision to bindable for a plan with a
 #                                       warm pool, AWS mode on moto (127.0.0.1):
 #                                       ROUNDS provisions and binds (default 50),
@@ -201,70 +210,165 @@ wrk_figures() {
     END { printf "%s %.3f %.3f %s\n", rps, p50, p99, (bad == "" ? 0 : bad) }'
 }
 
-routes() {
-  local rounds=${1:-3} secs=${ROUTE_SECS:-5}
-  if ! command -v wrk >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
-      || { echo "routes: cannot install wrk (apt-get install wrk)" >&2; exit 1; }
-  fi
-  cargo build -q --release -p broker-api -p bare-server --target-dir "$release_dir"
-  local work broker_port bare_port user=bench pass=bench-password-0123456789abcdef
-  work=$(mktemp -d)
+# Starts the release broker-api in laptop mode with its state in DIR/state,
+# provisions instance bench-instance-0001 (plan dev) and binds
+# bench-binding-0001 to it; sets broker_port and broker_pid.
+bench_user=bench bench_pass=bench-password-0123456789abcdef
+bench_auth="Authorization: Basic $(printf '%s:%s' "$bench_user" "$bench_pass" | base64 -w0)"
+bench_api="X-Broker-API-Version: 2.17"
+bench_instance=bench-instance-0001 bench_binding=bench-binding-0001
+laptop_broker() {
+  local dir=$1
   broker_port=$(free_port)
-  bare_port=$(free_port)
-  PORT=$broker_port BROKER_STATE_DIR=$work/state BROKER_USERNAME=$user BROKER_PASSWORD=$pass RUST_LOG=warn \
-    "$release_dir/release/broker-api" >"$work/broker.log" 2>&1 &
-  local broker_pid=$!
-  trap 'kill -TERM '"$broker_pid"' 2>/dev/null; wait '"$broker_pid"' 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf '"$work" RETURN
+  PORT=$broker_port BROKER_STATE_DIR=$dir/state BROKER_USERNAME=$bench_user BROKER_PASSWORD=$bench_pass \
+    RUST_LOG=warn "$release_dir/release/broker-api" >"$dir/broker.log" 2>&1 &
+  broker_pid=$!
   wait_port "$broker_port"
-  local base="http://127.0.0.1:$broker_port" auth="Authorization: Basic $(printf '%s:%s' "$user" "$pass" | base64 -w0)"
-  local h="X-Broker-API-Version: 2.17" i=bench-instance-0001 b=bench-binding-0001
-  read -r service plan < <(curl -sf -H "$auth" -H "$h" "$base/v2/catalog" | python3 -c '
+  local base="http://127.0.0.1:$broker_port" i=$bench_instance
+  read -r service plan < <(curl -sf -H "$bench_auth" -H "$bench_api" "$base/v2/catalog" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
 s = next(s for s in c["services"] if s["name"] == "elasticache-redis")
 print(s["id"], next(p for p in s["plans"] if p["name"] == "dev")["id"])')
   local ids="{\"service_id\": \"$service\", \"plan_id\": \"$plan\""
-  curl -sf -X PUT -H "$auth" -H "$h" -H 'Content-Type: application/json' \
+  curl -sf -X PUT -H "$bench_auth" -H "$bench_api" -H 'Content-Type: application/json' \
     -d "$ids, \"organization_guid\": \"org\", \"space_guid\": \"space\"}" \
     "$base/v2/service_instances/$i?accepts_incomplete=true" >/dev/null
-  until curl -sf -H "$auth" -H "$h" "$base/v2/service_instances/$i/last_operation" | grep -q '"succeeded"'; do sleep 0.2; done
-  curl -sf -X PUT -H "$auth" -H "$h" -H 'Content-Type: application/json' -d "$ids}" \
-    "$base/v2/service_instances/$i/service_bindings/$b" >/dev/null
+  until curl -sf -H "$bench_auth" -H "$bench_api" "$base/v2/service_instances/$i/last_operation" \
+    | grep -q '"succeeded"'; do sleep 0.2; done
+  curl -sf -X PUT -H "$bench_auth" -H "$bench_api" -H 'Content-Type: application/json' -d "$ids}" \
+    "$base/v2/service_instances/$i/service_bindings/$bench_binding" >/dev/null
+}
+
+need_wrk() {
+  if ! command -v wrk >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+      || { echo "bench: cannot install wrk (apt-get install wrk)" >&2; exit 1; }
+  fi
+}
+
+# One wrk run of `wrk -t2 -c16` against URL for SECS, as wrk_figures prints it.
+wrk_run() {
+  wrk -t2 -c16 -d"$2s" --latency -H "$bench_auth" -H "$bench_api" "$1" | wrk_figures
+}
+
+# The table of routes NAMES... for two servers whose runs are in
+# WORK/NAME.first and WORK/NAME.second (one run per line, as wrk_figures
+# prints), the run with the median requests/s of each.
+route_table() {
+  local work=$1 rounds=$2 first=$3 second=$4
+  shift 4
+  printf '%-15s %12s %12s %7s %10s %10s %10s %10s %6s\n' route "$first r/s" "$second r/s" ratio \
+    "p50 ms" "p99 ms" "$second p50" "$second p99" non2xx
+  local name ours theirs
+  for name in "$@"; do
+    ours=$(sort -g "$work/$name.first" | sed -n "$(((rounds + 1) / 2))p")
+    theirs=$(sort -g "$work/$name.second" | sed -n "$(((rounds + 1) / 2))p")
+    awk -v n="$name" -v a="$ours" -v b="$theirs" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      printf "%-15s %12.0f %12.0f %6.2fx %10.3f %10.3f %10.3f %10.3f %6d\n", n, x[1], y[1], x[1] / y[1], x[2], x[3], y[2], y[3], x[4] }'
+  done
+}
+
+routes() {
+  local rounds=${1:-3} secs=${ROUTE_SECS:-5}
+  need_wrk
+  cargo build -q --release -p broker-api -p bare-server --target-dir "$release_dir"
+  local work bare_port broker_port broker_pid
+  work=$(mktemp -d)
+  bare_port=$(free_port)
+  trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf '"$work" RETURN
+  laptop_broker "$work"
+  local base="http://127.0.0.1:$broker_port" i=$bench_instance b=$bench_binding
   local -a names=(catalog last_operation fetch_instance fetch_binding)
   local -a paths=(/v2/catalog "/v2/service_instances/$i/last_operation" "/v2/service_instances/$i" \
     "/v2/service_instances/$i/service_bindings/$b")
   mkdir -p "$work/bodies"
   local k
   for k in "${!paths[@]}"; do
-    curl -sf -H "$auth" -H "$h" "$base${paths[$k]}" >"$work/bodies/${paths[$k]//\//%}"
+    curl -sf -H "$bench_auth" -H "$bench_api" "$base${paths[$k]}" >"$work/bodies/${paths[$k]//\//%}"
   done
   "$release_dir/release/bare-server" "$bare_port" "$work/bodies" &
   wait_port "$bare_port"
 
   machine
   echo "wrk -t2 -c16 -d${secs}s per run; broker and bare server alternate; $rounds rounds; the median run of each"
-  local round server port
+  local round
   for round in $(seq "$rounds"); do
     for k in "${!paths[@]}"; do
-      for server in broker bare; do
-        port=$broker_port; [ "$server" = bare ] && port=$bare_port
-        wrk -t2 -c16 -d"${secs}s" --latency -H "$auth" -H "$h" "http://127.0.0.1:$port${paths[$k]}" \
-          | wrk_figures >>"$work/${names[$k]}.$server"
-      done
+      wrk_run "$base${paths[$k]}" "$secs" >>"$work/${names[$k]}.first"
+      wrk_run "http://127.0.0.1:$bare_port${paths[$k]}" "$secs" >>"$work/${names[$k]}.second"
     done
   done
-  printf '%-15s %12s %12s %7s %10s %10s %10s %10s %6s\n' route "broker r/s" "bare r/s" ratio \
-    "p50 ms" "p99 ms" "bare p50" "bare p99" non2xx
-  for k in "${!names[@]}"; do
-    # The run with the median requests/s, for each server.
-    local ours theirs
-    ours=$(sort -g "$work/${names[$k]}.broker" | sed -n "$(((rounds + 1) / 2))p")
-    theirs=$(sort -g "$work/${names[$k]}.bare" | sed -n "$(((rounds + 1) / 2))p")
-    awk -v n="${names[$k]}" -v a="$ours" -v b="$theirs" 'BEGIN {
-      split(a, x, " "); split(b, y, " ")
-      printf "%-15s %12.0f %12.0f %6.2fx %10.3f %10.3f %10.3f %10.3f %6d\n", n, x[1], y[1], x[1] / y[1], x[2], x[3], y[2], y[3], x[4] }'
+  route_table "$work" "$rounds" broker bare "${names[@]}"
+}
+
+# Copies the bench instance, its binding and their operations COUNT - 1
+# times in the SQLite store of the broker whose state is in DIR/state, while
+# it runs (so that it adopts no caches for them): COUNT instances in all.
+fill_store() {
+  python3 - "$1/state/broker.sqlite" "$2" "$bench_instance" <<'PY'
+import sqlite3, sys
+path, count, original = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+db = sqlite3.connect(path, timeout=30)
+with db:
+    db.execute("CREATE TEMP TABLE n (k INTEGER PRIMARY KEY)")
+    db.executemany("INSERT INTO n VALUES (?)", ((k,) for k in range(1, count)))
+    name = "printf('scale-%06d', n.k)"
+    db.execute(f"""INSERT INTO instances (id, version, expires_at, doc)
+        SELECT {name}, version, expires_at,
+               json_set(doc, '$.id', {name}, '$.last_operation_id', {name} || '-op')
+        FROM instances, n WHERE instances.id = ?""", (original,))
+    db.execute(f"""INSERT INTO operations (id, instance_id, binding_id, state, version, expires_at, doc)
+        SELECT {name} || '-op', {name}, NULL, state, version, expires_at,
+               json_set(doc, '$.id', {name} || '-op', '$.instance_id', {name})
+        FROM operations, n
+        WHERE operations.instance_id = ? AND operations.binding_id IS NULL
+          AND operations.id = (SELECT json_extract(doc, '$.last_operation_id') FROM instances WHERE id = ?)""",
+        (original, original))
+    db.execute(f"""INSERT INTO bindings (instance_id, id, version, expires_at, doc)
+        SELECT {name}, bindings.id, version, expires_at, json_set(doc, '$.instance_id', {name})
+        FROM bindings, n WHERE bindings.instance_id = ?""", (original,))
+print(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0], "instances,",
+      db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0], "bindings,",
+      db.execute("SELECT COUNT(*) FROM operations").fetchone()[0], "operations in the store")
+PY
+}
+
+scale() {
+  local rounds=${1:-3} secs=${ROUTE_SECS:-5} count=${SCALE_INSTANCES:-100000}
+  need_wrk
+  cargo build -q --release -p broker-api --target-dir "$release_dir"
+  local work broker_port broker_pid
+  work=$(mktemp -d)
+  trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf '"$work" RETURN
+  mkdir -p "$work/full" "$work/empty"
+  laptop_broker "$work/full"
+  local full=$broker_port
+  laptop_broker "$work/empty"
+  local empty=$broker_port
+  fill_store "$work/full" "$count"
+  local i=$bench_instance b=$bench_binding
+  local -a names=(last_operation fetch_binding)
+  local -a paths=("/v2/service_instances/$i/last_operation" "/v2/service_instances/$i/service_bindings/$b")
+  machine
+  echo "laptop mode, SQLite: $count instances against 1; wrk -t2 -c16 -d${secs}s per run; the two alternate;" \
+    "$rounds rounds; the median run of each"
+  local round k
+  for round in $(seq "$rounds"); do
+    for k in "${!paths[@]}"; do
+      wrk_run "http://127.0.0.1:$full${paths[$k]}" "$secs" >>"$work/${names[$k]}.first"
+      wrk_run "http://127.0.0.1:$empty${paths[$k]}" "$secs" >>"$work/${names[$k]}.second"
+    done
   done
+  route_table "$work" "$rounds" "$count" 1 "${names[@]}"
+  kill $(jobs -p) 2>/dev/null; wait 2>/dev/null
+  local dynamo=${SCALE_DYNAMODB_INSTANCES:-10000}
+  echo "AWS mode, DynamoDB on moto at 127.0.0.1: 1 instance, then $((dynamo + 1)); 50 calls each through" \
+    "the broker-api router (debug build), one at a time"
+  bash scripts/install-python-tools.sh >/dev/null
+  BENCH_SCALE_INSTANCES=$dynamo cargo nextest run -p broker-tests --test aws_requests --no-capture \
+    -E 'test(reads_send_the_same_requests_with_many_instances_in_the_store)' 2>&1 | grep -E '^scale:'
 }
 
 pool() {
@@ -282,5 +386,6 @@ case "${1:-}" in
   cold-start) shift; cold_start "$@" ;;
   builds) shift; builds "$@" ;;
   routes) shift; routes "$@" ;;
+  scale) shift; scale "$@" ;;
   *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

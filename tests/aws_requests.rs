@@ -363,3 +363,93 @@ async fn pooled_provisions_are_bindable_at_once_and_tagged_for_their_instance() 
         "a pooled provision creates nothing in its request: {claim_requests:?}"
     );
 }
+
+/// Scale in AWS mode: the requests and the latency of `last_operation` and
+/// of a fetch of a binding with one instance in DynamoDB, then with
+/// `BENCH_SCALE_INSTANCES` more (default 1,000: more than a megabyte of
+/// records, so that a Scan or Query over them would take a second page;
+/// `scripts/bench.sh scale` asks for 10,000). The requests per call must not
+/// change; the latencies through the router on moto are printed
+/// (`--nocapture`), not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_send_the_same_requests_with_many_instances_in_the_store() {
+    let extra: usize =
+        std::env::var("BENCH_SCALE_INSTANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let calls = 50;
+    let w = start().await;
+    let (_, catalog) = w.call("GET", "/v2/catalog", None).await;
+    let s =
+        catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
+    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
+    let ids = json!({"service_id": s["id"], "plan_id": p["id"]});
+    let id = "0c0a57ed-0000-4000-8000-00000000scal";
+    let iuri = format!("/v2/service_instances/{id}");
+    let mut body = ids.clone();
+    body["organization_guid"] = json!("org");
+    body["space_guid"] = json!("space");
+    let (status, reply) = w.call("PUT", &format!("{iuri}?accepts_incomplete=true"), Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    w.settle().await;
+    let (status, bound) = w.call("PUT", &format!("{iuri}/service_bindings/app-1"), Some(ids)).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    w.settle().await;
+    let routes = [
+        ("last_operation", format!("{iuri}/last_operation")),
+        ("fetch binding", format!("{iuri}/service_bindings/app-1")),
+    ];
+
+    // Per route: the requests of `calls` calls, and each call's time.
+    let measure = || async {
+        let mut figures = Vec::new();
+        for (name, uri) in &routes {
+            w.take();
+            let mut times = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let started = std::time::Instant::now();
+                let (status, reply) = w.call("GET", uri, None).await;
+                times.push(started.elapsed());
+                assert_eq!(status, StatusCode::OK, "{name}: {reply}");
+            }
+            times.sort();
+            figures.push((*name, w.take(), times));
+        }
+        figures
+    };
+    let alone = measure().await;
+
+    let original = w.parts.store.instance(id).await.unwrap().unwrap();
+    let provision = w.parts.store.operation(&original.last_operation_id).await.unwrap().unwrap();
+    let mut copies = tokio::task::JoinSet::new();
+    for n in 0..extra {
+        let store = w.parts.store.clone();
+        let (mut instance, mut op) = (original.clone(), provision.clone());
+        instance.id = format!("0c0a57ed-0000-4000-9000-{n:012}");
+        op.id = format!("{}-provision", instance.id);
+        (op.instance_id, instance.last_operation_id) = (instance.id.clone(), op.id.clone());
+        (instance.version, op.version) = (0, 0);
+        copies.spawn(async move { store.create_instance(&mut instance, &mut op, None).await });
+        if copies.len() >= 16 {
+            copies.join_next().await.unwrap().unwrap().unwrap();
+        }
+    }
+    while let Some(done) = copies.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let crowded = measure().await;
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for ((name, one, t1), (_, many, tn)) in alone.iter().zip(&crowded) {
+        let p = |t: &[Duration], q: usize| ms(t[(t.len() * q).div_ceil(100) - 1]);
+        println!(
+            "scale: {name}: 1 instance p50 {:.2} ms p99 {:.2} ms; {} instances p50 {:.2} ms p99 {:.2} ms; \
+             requests in {calls} calls {many:?}",
+            p(t1, 50),
+            p(t1, 99),
+            extra + 1,
+            p(tn, 50),
+            p(tn, 99),
+        );
+        assert_eq!(one, many, "{name}: the requests per call grew with the instances");
+        assert!(!many.is_empty(), "{name}: counted no requests");
+    }
+}

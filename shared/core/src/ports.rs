@@ -140,6 +140,20 @@ pub trait StateStore: Send + Sync {
     async fn save_sweep(&self, sweep: &mut Sweep) -> Result<(), StoreError>;
 
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
+    /// An instance and its operation `operation_id` (its last one when
+    /// `None`), in one read where the store can (a poll of
+    /// `last_operation` needs both).
+    async fn instance_and_operation(
+        &self,
+        instance_id: &str,
+        operation_id: Option<&str>,
+    ) -> Result<(Option<Instance>, Option<Operation>), StoreError> {
+        let Some(instance) = self.instance(instance_id).await? else {
+            return Ok((None, None));
+        };
+        let operation = self.operation(operation_id.unwrap_or(&instance.last_operation_id)).await?;
+        Ok((Some(instance), operation))
+    }
     /// Operations still in progress (laptop start-up re-enqueues their jobs).
     async fn operations_in_progress(&self) -> Result<Vec<Operation>, StoreError>;
     async fn save_operation(&self, operation: &mut Operation) -> Result<(), StoreError>;

@@ -10,8 +10,9 @@ pub mod store;
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -22,6 +23,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a database file could not be opened: what was being done, where, and
 /// the cause (an io error, or SQLite's).
+#[derive(Debug)]
 pub(crate) struct OpenError {
     pub what: String,
     pub cause: String,
@@ -66,25 +68,181 @@ pub(crate) fn open_private_db(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// Runs `f` with an adapter's SQLite connection on the blocking pool, so SQLite
-/// never blocks the async runtime. The outer `Err` says how the call was lost
-/// ("panicked" or "was cancelled"); each adapter turns it into its own error.
-pub(crate) async fn on_blocking_pool<T, E, F>(
-    conn: &Arc<Mutex<Connection>>,
-    f: F,
-) -> Result<Result<T, E>, &'static str>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
-{
-    let conn = Arc::clone(conn);
-    tokio::task::spawn_blocking(move || {
-        // A panic while the lock was held dropped its transaction, which
-        // rolled back, so the connection behind a poisoned lock is sound.
-        let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| if e.is_panic() { "panicked" } else { "was cancelled" })
+/// How long a read waits on another connection (only a WAL recovery or a
+/// checkpoint makes a reader wait) before it gives way to the blocking pool.
+const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// An adapter's database: one writer connection and, for a file, a few
+/// read-only connections.
+///
+/// Writes run on tokio's blocking pool behind the writer's mutex: they may
+/// wait on `busy_timeout` for another process's transaction. A point read
+/// (one row by its key, a few microseconds) runs in the calling task on the
+/// first idle reader, with no thread hop: WAL mode never makes a reader wait
+/// for a writer, so it cannot stall the runtime behind a write. When every
+/// reader is busy, or the database lives in memory (one connection is the
+/// whole database), the read goes to the blocking pool on the writer. A
+/// reader sees every write that returned before the read began. Clones share
+/// the connections.
+#[derive(Clone)]
+pub(crate) struct Db {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+}
+
+impl Db {
+    /// A database with one connection for reads and writes: one in memory
+    /// (the connection is the whole database), or one that is written more
+    /// than read (the job queue).
+    pub fn single(conn: Connection) -> Db {
+        Db { writer: Arc::new(Mutex::new(conn)), readers: Arc::from(Vec::new()) }
+    }
+
+    /// The database file at `path`, whose schema `writer` has made: opens one
+    /// reader per core (2 to 8), each refusing writes (`query_only`).
+    pub fn file(writer: Connection, path: &Path) -> Result<Db, OpenError> {
+        let sqlite = |e: rusqlite::Error| OpenError {
+            what: format!("cannot open a reader of {}", path.display()),
+            cause: e.to_string(),
+        };
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let readers = (0..count)
+            .map(|_| {
+                let conn = Connection::open(path).map_err(sqlite)?;
+                conn.busy_timeout(READ_BUSY_TIMEOUT).map_err(sqlite)?;
+                conn.pragma_update(None, "query_only", "ON").map_err(sqlite)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>, OpenError>>()?;
+        Ok(Db { writer: Arc::new(Mutex::new(writer)), readers: Arc::from(readers) })
+    }
+
+    /// Runs `f` with the writer on the blocking pool. The outer `Err` says how
+    /// the call was lost ("panicked" or "was cancelled"); each adapter turns
+    /// it into its own error.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<Result<T, E>, &'static str>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| if e.is_panic() { "panicked" } else { "was cancelled" })
+    }
+
+    /// Runs the read `f` on an idle reader in this task, or on the writer on
+    /// the blocking pool when no reader is idle. `f` must only read: a reader
+    /// refuses writes.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<Result<T, E>, &'static str>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        match self.read_here(f) {
+            Ok(done) => done,
+            Err(f) => self.write(move |conn| f(conn)).await,
+        }
+    }
+
+    /// Runs `f` on the first idle reader, or gives it back when none is idle.
+    fn read_here<T, E, F>(&self, f: F) -> Result<Result<Result<T, E>, &'static str>, F>
+    where
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        let idle = self.readers.iter().find_map(|reader| match reader.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        });
+        match idle {
+            // A panic in `f` is the caller's lost call, as on the blocking pool.
+            Some(conn) => Ok(std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn))).map_err(|_| "panicked")),
+            None => Err(f),
+        }
+    }
+}
+
+/// A panic while a lock was held dropped its transaction, which rolled back,
+/// so the connection behind a poisoned lock is sound.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::{self, ThreadId};
+
+    use super::*;
+
+    fn file_db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = open_private_db(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        (Db::file(conn, &path).unwrap(), dir)
+    }
+
+    async fn insert(db: &Db, v: i64) {
+        db.write(move |c| c.execute("INSERT INTO t VALUES (?1)", [v]).map(drop)).await.unwrap().unwrap();
+    }
+
+    /// The thread a read ran on, and the sum of `t` it saw.
+    async fn sum(db: &Db) -> (ThreadId, i64) {
+        db.read(|c| {
+            let sum = c.query_row("SELECT COALESCE(SUM(v), 0) FROM t", [], |r| r.get(0))?;
+            Ok::<_, rusqlite::Error>((thread::current().id(), sum))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_runs_in_the_calling_task_and_sees_every_write_that_returned() {
+        let (db, _dir) = file_db();
+        insert(&db, 2).await;
+        insert(&db, 3).await;
+        assert_eq!(sum(&db).await, (thread::current().id(), 5));
+    }
+
+    #[tokio::test]
+    async fn a_read_while_every_reader_is_busy_goes_to_the_blocking_pool() {
+        let (db, _dir) = file_db();
+        insert(&db, 7).await;
+        let held: Vec<_> = db.readers.iter().map(|r| r.lock().unwrap()).collect();
+        let (on, seen) = sum(&db).await;
+        assert_ne!(on, thread::current().id(), "no reader was idle");
+        assert_eq!(seen, 7);
+        drop(held);
+        assert_eq!(sum(&db).await.0, thread::current().id());
+    }
+
+    #[tokio::test]
+    async fn a_database_in_memory_reads_on_its_one_connection() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let db = Db::single(conn);
+        insert(&db, 4).await;
+        assert_eq!(sum(&db).await.1, 4);
+    }
+
+    #[tokio::test]
+    async fn a_reader_refuses_writes() {
+        let (db, _dir) = file_db();
+        let refused = db.read(|c| c.execute("INSERT INTO t VALUES (1)", [])).await.unwrap();
+        assert!(refused.is_err(), "a reader wrote");
+        assert_eq!(sum(&db).await.1, 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_is_lost_and_its_reader_serves_the_next() {
+        let (db, _dir) = file_db();
+        insert(&db, 1).await;
+        let lost = db.read(|_| -> Result<(), rusqlite::Error> { panic!("a read went wrong") }).await;
+        assert_eq!(lost, Err("panicked"));
+        assert_eq!(sum(&db).await, (thread::current().id(), 1));
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,7 +50,7 @@ pub struct Delivery {
 /// each other's waiters.
 #[derive(Clone)]
 pub struct LocalQueue {
-    conn: Arc<Mutex<Connection>>,
+    db: crate::Db,
     max_receives: u32,
     enqueued: Arc<Notify>,
 }
@@ -77,7 +77,7 @@ impl LocalQueue {
     fn with_schema(conn: Connection, max_receives: u32) -> Result<LocalQueue, QueueError> {
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(LocalQueue {
-            conn: Arc::new(Mutex::new(conn)),
+            db: crate::Db::single(conn),
             // Zero would dead-letter every job unseen.
             max_receives: max_receives.max(1),
             enqueued: Arc::new(Notify::new()),
@@ -91,9 +91,7 @@ impl LocalQueue {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
     {
-        super::on_blocking_pool(&self.conn, f)
-            .await
-            .unwrap_or_else(|how| Err(QueueError(format!("a queue call {how}"))))
+        self.db.write(f).await.unwrap_or_else(|how| Err(QueueError(format!("a queue call {how}"))))
     }
 
     /// Takes the oldest visible job and hides it for `visibility_timeout`, as

@@ -6,7 +6,6 @@
 //! module only as [`SecretString`]s and never appear in errors or logs.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -43,7 +42,7 @@ const DAY_SECS: i64 = 24 * 3600;
 /// Secrets with version stages in one SQLite database. Clones share it.
 #[derive(Clone)]
 pub struct LocalSecretStore {
-    conn: Arc<Mutex<Connection>>,
+    db: crate::Db,
     path: Option<PathBuf>,
 }
 
@@ -64,20 +63,25 @@ impl LocalSecretStore {
     /// Opens (or creates) the secret file at `path`, readable and writable by
     /// its owner only.
     pub fn open(path: &Path) -> Result<LocalSecretStore, SecretError> {
-        let conn = crate::open_private_db(path).map_err(|e| SecretError::Unavailable(e.to_string()))?;
-        LocalSecretStore::with_schema(conn, Some(path.to_path_buf()))
+        let open_error = |e: crate::OpenError| SecretError::Unavailable(e.to_string());
+        let conn = crate::open_private_db(path).map_err(open_error)?;
+        LocalSecretStore::prepare(&conn)?;
+        let db = crate::Db::file(conn, path).map_err(open_error)?;
+        Ok(LocalSecretStore { db, path: Some(path.to_path_buf()) })
     }
 
     /// A store that lives only as long as the value.
     pub fn in_memory() -> Result<LocalSecretStore, SecretError> {
-        LocalSecretStore::with_schema(Connection::open_in_memory().map_err(unavailable)?, None)
+        let conn = Connection::open_in_memory().map_err(unavailable)?;
+        LocalSecretStore::prepare(&conn)?;
+        Ok(LocalSecretStore { db: crate::Db::single(conn), path: None })
     }
 
-    fn with_schema(conn: Connection, path: Option<PathBuf>) -> Result<LocalSecretStore, SecretError> {
-        // Deleted versions are overwritten on disk, not left in free pages.
+    /// Sets up the writer: the schema, and deleted versions overwritten on
+    /// disk, not left in free pages (readers delete nothing).
+    fn prepare(conn: &Connection) -> Result<(), SecretError> {
         conn.pragma_update(None, "secure_delete", "ON").map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(LocalSecretStore { conn: Arc::new(Mutex::new(conn)), path })
+        conn.execute_batch(SCHEMA).map_err(unavailable)
     }
 
     /// The reference of the secret `name`.
@@ -103,17 +107,28 @@ impl LocalSecretStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool, so SQLite never
+    /// Runs `f` with the writer on the blocking pool, so SQLite never
     /// blocks the async runtime.
     async fn run<T, F>(&self, f: F) -> Result<T, SecretError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, SecretError> + Send + 'static,
     {
-        super::on_blocking_pool(&self.conn, f)
-            .await
-            .unwrap_or_else(|how| Err(SecretError::Unavailable(format!("a secret store call {how}"))))
+        self.db.write(f).await.unwrap_or_else(lost)
     }
+
+    /// Runs the read `f` on a reader ([`crate::Db::read`]).
+    async fn read_with<T, F>(&self, f: F) -> Result<T, SecretError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, SecretError> + Send + 'static,
+    {
+        self.db.read(f).await.unwrap_or_else(lost)
+    }
+}
+
+fn lost<T>(how: &str) -> Result<T, SecretError> {
+    Err(SecretError::Unavailable(format!("a secret store call {how}")))
 }
 
 /// Secrets listed per page for the orphan sweep.
@@ -192,7 +207,7 @@ impl SecretStore for LocalSecretStore {
 
     async fn read(&self, reference: &str, stage: Stage) -> Result<Option<SecretString>, SecretError> {
         let name = name_of(reference)?;
-        self.run(move |conn| {
+        self.read_with(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT value, stages FROM secret_versions WHERE name = ?1")
                 .map_err(unavailable)?;
@@ -301,8 +316,8 @@ impl SecretStore for LocalSecretStore {
     async fn describe(&self, reference: &str) -> Result<SecretInfo, SecretError> {
         let name = name_of(reference)?;
         let reference = reference.to_string();
-        self.run(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
+        self.read_with(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(unavailable)?;
             let versions = versions(&tx, &name)?;
             if versions.is_empty() {
                 return Err(SecretError::NotFound(reference));
@@ -333,7 +348,7 @@ impl SecretStore for LocalSecretStore {
     ) -> Result<Option<SecretString>, SecretError> {
         let name = name_of(reference)?;
         let version_id = version_id.to_string();
-        self.run(move |conn| {
+        self.read_with(move |conn| {
             conn.query_row(
                 "SELECT value FROM secret_versions WHERE name = ?1 AND version_id = ?2",
                 params![name, version_id],
@@ -500,6 +515,19 @@ mod tests {
     }
 
     broker_testing::secret_contract!(open);
+
+    /// The contract again on a file, where reads run on the reader
+    /// connections and writes on the writer.
+    mod on_a_file {
+        use super::*;
+
+        async fn open() -> (LocalSecretStore, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            (LocalSecretStore::open(&dir.path().join("secrets.db")).unwrap(), dir)
+        }
+
+        broker_testing::secret_contract!(open);
+    }
 
     /// What no stage labels any more is not kept: a rotation leaves the
     /// current and previous versions, a delete leaves no row.

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Params, Transaction, TransactionBehavior, params};
@@ -82,13 +83,33 @@ CREATE TRIGGER IF NOT EXISTS plans_deleted AFTER DELETE ON plans
     BEGIN UPDATE catalog_version SET version = version + 1; END;
 ";
 
-/// The store of laptop mode: one SQLite database behind a mutex.
+/// The store of laptop mode: one SQLite database.
 ///
-/// SQLite calls block, so every call runs on tokio's blocking pool and the
-/// async runtime keeps serving requests meanwhile. Clones share the connection.
+/// Writes run on tokio's blocking pool, so the async runtime keeps serving
+/// requests meanwhile; point reads run on an idle reader connection in the
+/// calling task ([`crate::Db`]). Clones share the connections.
+///
+/// The catalog's version is read again at most once per `catalog_recheck`
+/// (a second): a catalog change written through this store shows at once,
+/// another process's (`broker-api catalog apply`) within the second, and
+/// `GET /v2/catalog` costs no query.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: crate::Db,
+    catalog_seen: Arc<Mutex<CatalogSeen>>,
+    catalog_recheck: Duration,
+}
+
+/// How long a catalog version read from the file is taken as current.
+const CATALOG_RECHECK: Duration = Duration::from_secs(1);
+
+/// The catalog version last read and when; `writes` counts this store's
+/// catalog writes, so that a read which began before one does not keep the
+/// version it saw.
+#[derive(Default)]
+struct CatalogSeen {
+    writes: u64,
+    read: Option<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -101,30 +122,68 @@ impl SqliteStore {
     /// Opens (or creates) the database at `path`, creating its directory and
     /// schema. WAL mode lets readers go on while a write commits.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = crate::open_private_db(path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        SqliteStore::with_schema(conn)
+        let open_error = |e: crate::OpenError| StoreError::Unavailable(e.to_string());
+        let conn = crate::open_private_db(path).map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteStore::over(crate::Db::file(conn, path).map_err(open_error)?))
     }
 
     /// A store that lives only as long as the value (tests, throwaway runs).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        SqliteStore::with_schema(Connection::open_in_memory().map_err(unavailable)?)
-    }
-
-    fn with_schema(conn: Connection) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore::over(crate::Db::single(conn)))
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    fn over(db: crate::Db) -> SqliteStore {
+        SqliteStore { db, catalog_seen: Arc::default(), catalog_recheck: CATALOG_RECHECK }
+    }
+
+    /// The same store, reading the catalog version again after `recheck`.
+    #[cfg(test)]
+    fn with_catalog_recheck(mut self, recheck: Duration) -> SqliteStore {
+        self.catalog_recheck = recheck;
+        self
+    }
+
+    fn catalog_seen(&self) -> std::sync::MutexGuard<'_, CatalogSeen> {
+        self.catalog_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the catalog write `f`; the next `catalog_version` reads the file.
+    async fn catalog_write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let written = self.run(f).await;
+        let mut seen = self.catalog_seen();
+        seen.writes += 1;
+        seen.read = None;
+        written
+    }
+
+    /// Runs `f` with the writer on the blocking pool.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        super::on_blocking_pool(&self.conn, f)
-            .await
-            .unwrap_or_else(|how| Err(StoreError::Unavailable(format!("a store call {how}"))))
+        self.db.write(f).await.unwrap_or_else(lost)
     }
+
+    /// Runs the read `f` on a reader ([`crate::Db::read`]).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db.read(f).await.unwrap_or_else(lost)
+    }
+}
+
+fn lost<T>(how: &str) -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(format!("a store call {how}")))
 }
 
 /// Every write that touches more than one row takes the write lock at BEGIN,
@@ -169,6 +228,19 @@ fn query_one<T: DeserializeOwned>(
     let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
     let doc: Option<String> = stmt.query_row(params, |row| row.get(0)).optional().map_err(unavailable)?;
     doc.map(|doc| from_doc(&doc, what)).transpose()
+}
+
+fn instance_row(conn: &Connection, id: &str) -> Result<Option<Instance>, StoreError> {
+    query_one(conn, "SELECT doc FROM instances WHERE id = ?1", [id], &format!("service instance {id}"))
+}
+
+fn binding_row(conn: &Connection, instance_id: &str, id: &str) -> Result<Option<Binding>, StoreError> {
+    let what = format!("service binding {id} of service instance {instance_id}");
+    query_one(conn, "SELECT doc FROM bindings WHERE instance_id = ?1 AND id = ?2", [instance_id, id], &what)
+}
+
+fn operation_row(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
+    query_one(conn, "SELECT doc FROM operations WHERE id = ?1", [id], &format!("operation {id}"))
 }
 
 fn query_all<T: DeserializeOwned>(
@@ -509,13 +581,29 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn catalog_version(&self) -> Result<Option<u64>, StoreError> {
-        self.run(|conn| {
-            let version: i64 = conn
-                .query_row("SELECT version FROM catalog_version WHERE id = 1", [], |row| row.get(0))
-                .map_err(unavailable)?;
-            Ok(Some(version.unsigned_abs()))
-        })
-        .await
+        let writes = {
+            let seen = self.catalog_seen();
+            if let Some((version, at)) = seen.read
+                && at.elapsed() < self.catalog_recheck
+            {
+                return Ok(Some(version));
+            }
+            seen.writes
+        };
+        let read_at = Instant::now();
+        let version = self
+            .read(|conn| {
+                let version: i64 = conn
+                    .query_row("SELECT version FROM catalog_version WHERE id = 1", [], |row| row.get(0))
+                    .map_err(unavailable)?;
+                Ok(version.unsigned_abs())
+            })
+            .await?;
+        let mut seen = self.catalog_seen();
+        if seen.writes == writes {
+            seen.read = Some((version, read_at));
+        }
+        Ok(Some(version))
     }
 
     async fn seed(&self, services: &[Service], plans: &[Plan]) -> Result<usize, StoreError> {
@@ -527,7 +615,7 @@ impl CatalogStore for SqliteStore {
             .iter()
             .map(|p| Ok((p.id.clone(), to_doc(p, &format!("plan {}", p.id))?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.run(move |conn| {
+        self.catalog_write(move |conn| {
             let tx = write_tx(conn)?;
             let mut inserted = 0;
             for (table, rows) in [("services", &services), ("plans", &plans)] {
@@ -546,7 +634,7 @@ impl CatalogStore for SqliteStore {
     async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
         let id = service.id.clone();
         let doc = to_doc(service, &format!("service {id}"))?;
-        self.run(move |conn| {
+        self.catalog_write(move |conn| {
             conn.execute(
                 "INSERT INTO services (id, doc) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
@@ -561,7 +649,7 @@ impl CatalogStore for SqliteStore {
     async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
         let id = plan.id.clone();
         let doc = to_doc(plan, &format!("plan {id}"))?;
-        self.run(move |conn| {
+        self.catalog_write(move |conn| {
             conn.execute(
                 "INSERT INTO plans (id, doc) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
@@ -580,11 +668,7 @@ impl CatalogStore for SqliteStore {
 impl StateStore for SqliteStore {
     async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
         let id = id.to_string();
-        self.run(move |conn| {
-            let what = format!("service instance {id}");
-            query_one(conn, "SELECT doc FROM instances WHERE id = ?1", [&id], &what)
-        })
-        .await
+        self.read(move |conn| instance_row(conn, &id)).await
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
@@ -622,14 +706,19 @@ impl StateStore for SqliteStore {
 
     async fn binding(&self, instance_id: &str, binding_id: &str) -> Result<Option<Binding>, StoreError> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        self.run(move |conn| {
-            let what = format!("service binding {binding_id} of service instance {instance_id}");
-            query_one(
-                conn,
-                "SELECT doc FROM bindings WHERE instance_id = ?1 AND id = ?2",
-                [&instance_id, &binding_id],
-                &what,
-            )
+        self.read(move |conn| binding_row(conn, &instance_id, &binding_id)).await
+    }
+
+    /// Both rows in one read transaction.
+    async fn binding_and_instance(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<(Option<Binding>, Option<Instance>), StoreError> {
+        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(unavailable)?;
+            Ok((binding_row(&tx, &instance_id, &binding_id)?, instance_row(&tx, &instance_id)?))
         })
         .await
     }
@@ -714,7 +803,7 @@ impl StateStore for SqliteStore {
 
     async fn pool(&self, plan_id: &str) -> Result<Option<Pool>, StoreError> {
         let plan_id = plan_id.to_string();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let what = format!("the warm pool of plan {plan_id}");
             query_one(conn, "SELECT doc FROM pools WHERE plan_id = ?1", [&plan_id], &what)
         })
@@ -749,7 +838,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn sweep(&self) -> Result<Option<Sweep>, StoreError> {
-        self.run(|conn| {
+        self.read(|conn| {
             query_one(conn, "SELECT doc FROM sweep WHERE id = 1", [], "the orphan sweep's record")
         })
         .await
@@ -774,9 +863,24 @@ impl StateStore for SqliteStore {
 
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         let id = id.to_string();
-        self.run(move |conn| {
-            let what = format!("operation {id}");
-            query_one(conn, "SELECT doc FROM operations WHERE id = ?1", [&id], &what)
+        self.read(move |conn| operation_row(conn, &id)).await
+    }
+
+    /// Both rows in one read transaction.
+    async fn instance_and_operation(
+        &self,
+        instance_id: &str,
+        operation_id: Option<&str>,
+    ) -> Result<(Option<Instance>, Option<Operation>), StoreError> {
+        let (instance_id, operation_id) = (instance_id.to_string(), operation_id.map(str::to_string));
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(unavailable)?;
+            let Some(instance) = instance_row(&tx, &instance_id)? else {
+                return Ok((None, None));
+            };
+            let operation =
+                operation_row(&tx, operation_id.as_deref().unwrap_or(&instance.last_operation_id))?;
+            Ok((Some(instance), operation))
         })
         .await
     }
@@ -834,6 +938,19 @@ mod tests {
     }
 
     broker_testing::store_contract!(open);
+
+    /// The contract again on a file, where reads run on the reader
+    /// connections and writes on the writer.
+    mod on_a_file {
+        use super::*;
+
+        async fn open() -> (SqliteStore, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            (SqliteStore::open(&dir.path().join("state.db")).unwrap(), dir)
+        }
+
+        broker_testing::store_contract!(open);
+    }
 
     async fn created(store: &SqliteStore, id: &str) -> (Instance, Operation) {
         broker_testing::contract::store::created(store, id).await
@@ -900,7 +1017,7 @@ mod tests {
     async fn the_catalog_version_moves_with_catalog_writes_from_any_connection() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        let api = SqliteStore::open(&path).unwrap();
+        let api = SqliteStore::open(&path).unwrap().with_catalog_recheck(Duration::ZERO);
         let cli = SqliteStore::open(&path).unwrap();
         let version = || async { api.catalog_version().await.unwrap().unwrap() };
         let v0 = version().await;
@@ -917,6 +1034,31 @@ mod tests {
         assert!(v2 > v1);
         cli.put_service(&service("s", "valkey")).await.unwrap();
         assert!(version().await > v2);
+    }
+
+    /// Between rechecks the version comes from memory (a request costs no
+    /// query): another process's write shows after the recheck interval, this
+    /// store's own at once.
+    #[tokio::test]
+    async fn the_catalog_version_is_read_again_after_the_recheck_interval_or_an_own_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let recheck = Duration::from_millis(300);
+        let api = SqliteStore::open(&path).unwrap().with_catalog_recheck(recheck);
+        let cli = SqliteStore::open(&path).unwrap();
+        let version = || async { api.catalog_version().await.unwrap().unwrap() };
+        let v0 = version().await;
+        let written = Instant::now();
+        cli.put_service(&service("s", "redis")).await.unwrap();
+        let seen = version().await;
+        if written.elapsed() < recheck {
+            assert_eq!(seen, v0, "read again before the recheck interval");
+        }
+        tokio::time::sleep(recheck).await;
+        let v1 = version().await;
+        assert!(v1 > v0, "another process's write unseen after the recheck interval");
+        api.put_plan(&plan("p", "small")).await.unwrap();
+        assert!(version().await > v1, "this store's own write unseen");
     }
 
     #[tokio::test]

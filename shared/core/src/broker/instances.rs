@@ -322,11 +322,13 @@ impl Broker {
         id: &InstanceId,
         q: &Query,
     ) -> Result<LastOperation, OsbError> {
-        let Some(instance) = self.store.instance(id).await.map_err(store_err)? else {
+        let asked = q.operation.as_ref().map(|o| o.to_string());
+        let (instance, op) =
+            self.store.instance_and_operation(id, asked.as_deref()).await.map_err(store_err)?;
+        let Some(instance) = instance else {
             return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
         };
-        let op_id = q.operation.as_ref().map_or(instance.last_operation_id, |o| o.to_string());
-        let op = self.store.operation(&op_id).await.map_err(store_err)?;
+        let op_id = asked.unwrap_or(instance.last_operation_id);
         match op {
             Some(op) if op.instance_id == *id && op.binding_id.is_none() => {
                 // Platforms poll; a poll of an operation that stopped moving

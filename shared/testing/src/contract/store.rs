@@ -31,6 +31,7 @@ macro_rules! store_contract {
             a_finished_operation_is_no_longer_in_progress,
             bindings_are_created_with_their_operation_and_listed_by_instance,
             a_binding_and_its_instance_read_together_as_they_read_apart,
+            an_instance_and_its_operation_read_together_as_they_read_apart,
             saving_an_operation_that_was_never_created_is_a_conflict,
             instances_are_listed_in_id_order_without_bindings_or_operations,
             seeding_leaves_an_operator_changed_plan_alone,
@@ -275,6 +276,20 @@ pub async fn a_binding_and_its_instance_read_together_as_they_read_apart(store: 
     assert_eq!(together, (Some(b), Some(instance.clone())));
     assert_eq!(store.binding_and_instance("i-1", "b-2").await.unwrap(), (None, Some(instance)));
     assert_eq!(store.binding_and_instance("i-2", "b-1").await.unwrap(), (None, None));
+}
+
+pub async fn an_instance_and_its_operation_read_together_as_they_read_apart(store: Arc<dyn Store>) {
+    let (instance, provision) = created(&*store, "i-1").await;
+    let mut b = binding("i-1", "b-1");
+    let mut bind = op(OperationKind::Bind, "i-1", Some("b-1"));
+    store.create_binding(&mut b, &mut bind, None).await.unwrap();
+
+    let last = store.instance_and_operation("i-1", None).await.unwrap();
+    assert_eq!(last, (Some(instance.clone()), Some(provision.clone())), "None names the last operation");
+    let named = store.instance_and_operation("i-1", Some(&bind.id)).await.unwrap();
+    assert_eq!(named, (Some(instance.clone()), Some(bind)));
+    assert_eq!(store.instance_and_operation("i-1", Some("op-none")).await.unwrap(), (Some(instance), None));
+    assert_eq!(store.instance_and_operation("i-2", Some(&provision.id)).await.unwrap(), (None, None));
 }
 
 pub async fn saving_an_operation_that_was_never_created_is_a_conflict(store: Arc<dyn Store>) {
