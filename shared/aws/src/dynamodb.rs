@@ -450,6 +450,50 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// Two items in one BatchGetItem (consistent reads), in the order asked.
+    /// A key DynamoDB leaves unprocessed (throttled) is read on its own.
+    async fn get_together(
+        &self,
+        wanted: [((String, String), &str); 2],
+    ) -> Result<[Option<Item>; 2], StoreError> {
+        let key = |(pk, sk): &(String, String)| {
+            HashMap::from([
+                (PK.to_string(), AttributeValue::S(pk.clone())),
+                (SK.to_string(), AttributeValue::S(sk.clone())),
+            ])
+        };
+        let keys = KeysAndAttributes::builder()
+            .keys(key(&wanted[0].0))
+            .keys(key(&wanted[1].0))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| not_built(&format!("the read of {} and {}", wanted[0].1, wanted[1].1), &e))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(|e| unavailable(&self.table, "BatchGetItem", &e.into_service_error()))?;
+        let unprocessed = out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty());
+        let mut items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
+        let mut found = [None, None];
+        for (slot, ((pk, sk), _)) in found.iter_mut().zip(&wanted) {
+            let at = items.iter().position(|item| {
+                item.get(PK) == Some(&AttributeValue::S(pk.clone()))
+                    && item.get(SK) == Some(&AttributeValue::S(sk.clone()))
+            });
+            *slot = match at {
+                Some(at) => Some(items.swap_remove(at)),
+                None if unprocessed => {
+                    self.get_item(AttributeValue::S(pk.clone()), AttributeValue::S(sk.clone())).await?
+                }
+                None => None,
+            };
+        }
+        Ok(found)
+    }
+
     /// Every item of partition `pk` whose sort key starts with `prefix`, in
     /// sort-key order.
     async fn query_partition<T: DeserializeOwned>(
@@ -743,52 +787,24 @@ impl StateStore for DynamoStore {
     }
 
     /// One BatchGetItem (consistent reads) for both items, which share the
-    /// instance's partition: a fetch of a binding is one read, not two. A
-    /// key DynamoDB leaves unprocessed (throttled) is read on its own.
+    /// instance's partition: a fetch of a binding is one read, not two.
     async fn binding_and_instance(
         &self,
         instance_id: &str,
         binding_id: &str,
     ) -> Result<(Option<Binding>, Option<Instance>), StoreError> {
-        let key = |(pk, sk): (String, String)| {
-            HashMap::from([(PK.to_string(), AttributeValue::S(pk)), (SK.to_string(), AttributeValue::S(sk))])
-        };
-        let (binding_key, instance_key) = (binding_key(instance_id, binding_id), instance_key(instance_id));
-        let keys = KeysAndAttributes::builder()
-            .keys(key(binding_key.clone()))
-            .keys(key(instance_key.clone()))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| not_built("the read of a binding and its instance", &e))?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, keys)
-            .send()
-            .await
-            .map_err(|e| unavailable(&self.table, "BatchGetItem", &e.into_service_error()))?;
-        let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
-        let found = |wanted: &(String, String)| {
-            items.iter().find(|item| {
-                item.get(PK) == Some(&AttributeValue::S(wanted.0.clone()))
-                    && item.get(SK) == Some(&AttributeValue::S(wanted.1.clone()))
-            })
-        };
-        let unprocessed = out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty());
-        let binding = match found(&binding_key) {
-            Some(item) => Some(from_item(
-                item.clone(),
-                &format!("service binding {binding_id} of service instance {instance_id}"),
-            )?),
-            None if unprocessed => self.binding(instance_id, binding_id).await?,
-            None => None,
-        };
-        let instance = match found(&instance_key) {
-            Some(item) => Some(from_item(item.clone(), &format!("service instance {instance_id}"))?),
-            None if unprocessed => self.instance(instance_id).await?,
-            None => None,
-        };
-        Ok((binding, instance))
+        let binding_is = format!("service binding {binding_id} of service instance {instance_id}");
+        let instance_is = format!("service instance {instance_id}");
+        let [binding, instance] = self
+            .get_together([
+                (binding_key(instance_id, binding_id), &binding_is),
+                (instance_key(instance_id), &instance_is),
+            ])
+            .await?;
+        Ok((
+            binding.map(|item| from_item(item, &binding_is)).transpose()?,
+            instance.map(|item| from_item(item, &instance_is)).transpose()?,
+        ))
     }
 
     async fn bindings(&self, instance_id: &str) -> Result<Vec<Binding>, StoreError> {
@@ -928,6 +944,38 @@ impl StateStore for DynamoStore {
 
     async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.get(operation_key(id), &format!("operation {id}")).await
+    }
+
+    /// With the operation named (as platforms poll, `?operation=`), one
+    /// BatchGetItem for both items; without, the instance names it. No
+    /// instance, no operation, as the port says.
+    async fn instance_and_operation(
+        &self,
+        instance_id: &str,
+        operation_id: Option<&str>,
+    ) -> Result<(Option<Instance>, Option<Operation>), StoreError> {
+        let Some(operation_id) = operation_id else {
+            let Some(instance) = self.instance(instance_id).await? else {
+                return Ok((None, None));
+            };
+            let operation = self.operation(&instance.last_operation_id).await?;
+            return Ok((Some(instance), operation));
+        };
+        let instance_is = format!("service instance {instance_id}");
+        let operation_is = format!("operation {operation_id}");
+        let [instance, operation] = self
+            .get_together([
+                (instance_key(instance_id), &instance_is),
+                (operation_key(operation_id), &operation_is),
+            ])
+            .await?;
+        let Some(instance) = instance else {
+            return Ok((None, None));
+        };
+        Ok((
+            Some(from_item(instance, &instance_is)?),
+            operation.map(|item| from_item(item, &operation_is)).transpose()?,
+        ))
     }
 
     /// Read from the sparse index, which is eventually consistent: an
