@@ -129,9 +129,23 @@ impl LocalBroker {
 /// of a test's state directory), whatever happened in the test.
 pub struct ProcessGuard(pub PathBuf);
 
+/// Kills every process started under a state dir: those whose command line
+/// names it, and those working in it (Redis OSS and Valkey rename their
+/// process title to their address, so only their working directory, a
+/// cache's data directory, still says where they belong).
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new("pkill").arg("-9").arg("-f").arg(self.0.as_os_str()).status();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for entry in procs.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+            // A deleted directory reads back as "<path> (deleted)": its last
+            // component changes, the state dir's stay.
+            if cwd.starts_with(&self.0) && pid != std::process::id() as i32 {
+                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
     }
 }
 
