@@ -6,6 +6,7 @@
 //! `version` the caller loaded and bump it, so a lost race is a
 //! [`StoreError::Conflict`] instead of a silent overwrite.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -205,7 +206,7 @@ fn to_doc<T: Serialize>(record: &T, what: &str) -> Result<String, StoreError> {
 
 /// serde_json's messages may quote pieces of the document, so only the kind and
 /// place of the problem are reported.
-fn from_doc<T: DeserializeOwned>(doc: &str, what: &str) -> Result<T, StoreError> {
+fn from_doc<T: DeserializeOwned>(doc: &str, what: impl Display) -> Result<T, StoreError> {
     serde_json::from_str(doc).map_err(|e| {
         StoreError::Unavailable(format!(
             "stored {what} cannot be read ({:?} error at line {} column {})",
@@ -216,31 +217,67 @@ fn from_doc<T: DeserializeOwned>(doc: &str, what: &str) -> Result<T, StoreError>
     })
 }
 
+/// Column `i` of `row` as text, borrowed from SQLite: a record is decoded
+/// from it without a copy.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// `what` names the record in an error, and is formatted only then.
 fn query_one<T: DeserializeOwned>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
-    what: &str,
+    what: impl Display,
 ) -> Result<Option<T>, StoreError> {
     // A cached statement: SQLite parses each query once per connection, not
     // once per read (a read of a record is a few microseconds; its parse was
     // as many again).
     let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
-    let doc: Option<String> = stmt.query_row(params, |row| row.get(0)).optional().map_err(unavailable)?;
-    doc.map(|doc| from_doc(&doc, what)).transpose()
+    let doc =
+        stmt.query_row(params, |row| Ok(from_doc(text(row, 0)?, &what))).optional().map_err(unavailable)?;
+    doc.transpose()
+}
+
+/// Two records read by one statement, and so from one snapshot, without a
+/// transaction to begin and end: `sql` is a `UNION ALL` whose rows are
+/// `(0, doc)` for the first record and `(1, doc)` for the second.
+fn query_pair<A: DeserializeOwned, B: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    (first, second): (impl Display, impl Display),
+) -> Result<(Option<A>, Option<B>), StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut rows = stmt.query(params).map_err(unavailable)?;
+    let (mut a, mut b) = (None, None);
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let doc = text(row, 1).map_err(unavailable)?;
+        match row.get::<_, i64>(0).map_err(unavailable)? {
+            0 => a = Some(from_doc(doc, &first)?),
+            _ => b = Some(from_doc(doc, &second)?),
+        }
+    }
+    Ok((a, b))
 }
 
 fn instance_row(conn: &Connection, id: &str) -> Result<Option<Instance>, StoreError> {
-    query_one(conn, "SELECT doc FROM instances WHERE id = ?1", [id], &format!("service instance {id}"))
+    query_one(conn, "SELECT doc FROM instances WHERE id = ?1", [id], format_args!("service instance {id}"))
 }
 
 fn binding_row(conn: &Connection, instance_id: &str, id: &str) -> Result<Option<Binding>, StoreError> {
-    let what = format!("service binding {id} of service instance {instance_id}");
-    query_one(conn, "SELECT doc FROM bindings WHERE instance_id = ?1 AND id = ?2", [instance_id, id], &what)
+    query_one(
+        conn,
+        "SELECT doc FROM bindings WHERE instance_id = ?1 AND id = ?2",
+        [instance_id, id],
+        format_args!("service binding {id} of service instance {instance_id}"),
+    )
 }
 
 fn operation_row(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
-    query_one(conn, "SELECT doc FROM operations WHERE id = ?1", [id], &format!("operation {id}"))
+    query_one(conn, "SELECT doc FROM operations WHERE id = ?1", [id], format_args!("operation {id}"))
 }
 
 fn query_all<T: DeserializeOwned>(
@@ -709,7 +746,7 @@ impl StateStore for SqliteStore {
         self.read(move |conn| binding_row(conn, &instance_id, &binding_id)).await
     }
 
-    /// Both rows in one read transaction.
+    /// Both rows in one statement.
     async fn binding_and_instance(
         &self,
         instance_id: &str,
@@ -717,8 +754,16 @@ impl StateStore for SqliteStore {
     ) -> Result<(Option<Binding>, Option<Instance>), StoreError> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         self.read(move |conn| {
-            let tx = conn.unchecked_transaction().map_err(unavailable)?;
-            Ok((binding_row(&tx, &instance_id, &binding_id)?, instance_row(&tx, &instance_id)?))
+            query_pair(
+                conn,
+                "SELECT 0, doc FROM bindings WHERE instance_id = ?1 AND id = ?2 \
+                 UNION ALL SELECT 1, doc FROM instances WHERE id = ?1",
+                [&instance_id, &binding_id],
+                (
+                    format_args!("service binding {binding_id} of service instance {instance_id}"),
+                    format_args!("service instance {instance_id}"),
+                ),
+            )
         })
         .await
     }
@@ -866,7 +911,7 @@ impl StateStore for SqliteStore {
         self.read(move |conn| operation_row(conn, &id)).await
     }
 
-    /// Both rows in one read transaction.
+    /// Both rows in one statement.
     async fn instance_and_operation(
         &self,
         instance_id: &str,
@@ -874,13 +919,17 @@ impl StateStore for SqliteStore {
     ) -> Result<(Option<Instance>, Option<Operation>), StoreError> {
         let (instance_id, operation_id) = (instance_id.to_string(), operation_id.map(str::to_string));
         self.read(move |conn| {
-            let tx = conn.unchecked_transaction().map_err(unavailable)?;
-            let Some(instance) = instance_row(&tx, &instance_id)? else {
-                return Ok((None, None));
-            };
-            let operation =
-                operation_row(&tx, operation_id.as_deref().unwrap_or(&instance.last_operation_id))?;
-            Ok((Some(instance), operation))
+            let named = operation_id.as_deref().unwrap_or("its last operation");
+            let (instance, operation) = query_pair(
+                conn,
+                "SELECT 0, doc FROM instances WHERE id = ?1 \
+                 UNION ALL SELECT 1, doc FROM operations WHERE id = \
+                   COALESCE(?2, (SELECT json_extract(doc, '$.last_operation_id') FROM instances WHERE id = ?1))",
+                params![instance_id, operation_id],
+                (format_args!("service instance {instance_id}"), format_args!("operation {named}")),
+            )?;
+            // No instance, no operation, whichever was named.
+            Ok(if instance.is_some() { (instance, operation) } else { (None, None) })
         })
         .await
     }
