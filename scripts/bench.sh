@@ -277,7 +277,7 @@ routes() {
   local work bare_port broker_port broker_pid
   work=$(mktemp -d)
   bare_port=$(free_port)
-  trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf '"$work" RETURN
+  trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf '"$work" RETURN
   laptop_broker "$work"
   local base="http://127.0.0.1:$broker_port" i=$bench_instance b=$bench_binding
   local -a names=(catalog last_operation fetch_instance fetch_binding)
@@ -341,7 +341,7 @@ scale() {
   cargo build -q --release -p broker-api --target-dir "$release_dir"
   local work broker_port broker_pid
   work=$(mktemp -d)
-  trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf '"$work" RETURN
+  trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf '"$work" RETURN
   mkdir -p "$work/full" "$work/empty"
   laptop_broker "$work/full"
   local full=$broker_port
@@ -362,7 +362,7 @@ scale() {
     done
   done
   route_table "$work" "$rounds" "$count" 1 "${names[@]}"
-  kill $(jobs -p) 2>/dev/null; wait 2>/dev/null
+  kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
   local dynamo=${SCALE_DYNAMODB_INSTANCES:-10000}
   echo "AWS mode, DynamoDB on moto at 127.0.0.1: 1 instance, then $((dynamo + 1)); 50 calls each through" \
     "the broker-api router (debug build), one at a time"
