@@ -1811,3 +1811,47 @@ async fn the_reconciler_refills_the_spare_users_of_a_ready_instance() {
     assert_eq!(tb.store.instance("i-1").await.unwrap().unwrap().spares.len(), kept);
     assert_eq!(tb.reconciler.run(broker_core::domain::now()).await.unwrap().spares_started, 0, "once");
 }
+
+// ------------------------------------------------------------------ metrics
+
+/// Laptop mode's `/metrics`: Prometheus text behind basic auth, needing no
+/// API version header, counting requests by route template (never the ids)
+/// and status.
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth() {
+    let tb = TestBroker::new().await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&tb.router, request("GET", "/v2/catalog", None, true, Some("2.17"))).await.0,
+            StatusCode::OK
+        );
+    }
+    let missing = "/v2/service_instances/metrics-nobody/last_operation";
+    assert_eq!(
+        send(&tb.router, request("GET", missing, None, true, Some("2.17"))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&tb.router, request("GET", "/v2/catalog", None, false, Some("2.17"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let resp = respond(&tb, request("GET", "/metrics", None, false, None)).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "metrics need the broker's credentials");
+    let resp = respond(&tb, request("GET", "/metrics", None, true, None)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let count = |labels: &str| {
+        let prefix = format!("broker_requests_total{{{labels}}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|n| n.parse::<f64>().unwrap())
+    };
+    assert_eq!(count(r#"route="/v2/catalog",method="GET",status="200""#), Some(2.0), "{text}");
+    assert_eq!(count(r#"route="/v2/catalog",method="GET",status="401""#), Some(1.0), "{text}");
+    let poll = r#"route="/v2/service_instances/{instance_id}/last_operation",method="GET",status="404""#;
+    assert_eq!(count(poll), Some(1.0), "{text}");
+    assert!(!text.contains("metrics-nobody"), "ids are never labels: {text}");
+    assert!(text.contains("broker_request_duration_seconds_bucket{"), "{text}");
+}

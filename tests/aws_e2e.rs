@@ -514,6 +514,16 @@ async fn aws_mode_serves_the_catalog_it_read_for_catalog_cache_secs() {
     }
 }
 
+/// AWS mode's metrics leave as Embedded Metric Format lines; `/metrics`
+/// says so instead of serving an empty page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_mode_answers_metrics_with_a_404_naming_cloudwatch() {
+    let aws = start().await;
+    let (status, body) = aws.call("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["description"].as_str().unwrap().contains("CloudWatch"), "{body}");
+}
+
 /// The crash: a binding user made in ElastiCache and its secret,
 /// with no binding record (the process died before writing it), then a
 /// deprovision that knows nothing of them. The reconciler's sweep finds

@@ -116,7 +116,8 @@ impl TestBroker {
             },
         );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
-        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
         TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, reconciler, catalog }
     }
 

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dynamodb;
 pub mod elasticache;
+pub mod emf;
 pub mod secretsmanager;
 pub mod sqs;
 

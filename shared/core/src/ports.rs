@@ -581,3 +581,32 @@ pub async fn read_admin_password(
         }
     }
 }
+
+/// One HTTP request as the metrics count it: the route's template (ids are
+/// never labels), the method, the status sent and the time taken.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSample<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub status: u16,
+    pub elapsed: std::time::Duration,
+}
+
+/// The broker's own metrics. In Lambda they leave as CloudWatch Embedded
+/// Metric Format lines on the function's log stream (no API call); laptop
+/// mode keeps them and serves them at `GET /metrics`.
+pub trait Metrics: Send + Sync {
+    fn request(&self, sample: &RequestSample<'_>);
+    /// Every metric in Prometheus' text format, where this adapter serves
+    /// them; `None` where they leave another way.
+    fn prometheus_text(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Counts nothing (tests that do not look at metrics).
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn request(&self, _: &RequestSample<'_>) {}
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use broker_core::osb::OsbError;
 use broker_core::osb::headers::{
     API_VERSION, ORIGINATING_IDENTITY, OriginatingIdentity, REQUEST_IDENTITY, check_api_version,
 };
+use broker_core::ports::{Metrics, RequestSample};
 
 /// The platform's credentials for this broker. `Debug` hides the password.
 #[derive(Clone)]
@@ -74,6 +75,8 @@ impl BasicAuth {
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub auth: Arc<BasicAuth>,
+    /// Every request is counted here, by route template, method and status.
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// An OSB error on its way out as an HTTP response. (`OsbError` is the
@@ -134,14 +137,34 @@ pub fn router(state: AppState) -> Router {
             "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation",
             get(binding_last_operation),
         )
+        .route(METRICS, get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
     // Layers run outermost first: observe, then auth, then the version check.
     routes
         .layer(middleware::from_fn(api_version))
-        .layer(middleware::from_fn_with_state(state, authenticate))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
+/// The broker's own metrics in Prometheus' text format, behind the same
+/// basic auth as the OSB routes but without `X-Broker-API-Version` (a
+/// scraper sends none).
+const METRICS: &str = "/metrics";
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.prometheus_text() {
+        Some(text) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+        }
+        None => ApiError(OsbError::NotFound(
+            "this broker's metrics are written to CloudWatch (Embedded Metric Format on the function's log \
+             stream); /metrics is served in laptop mode"
+                .into(),
+        ))
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -174,6 +197,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
 }
 
 async fn api_version(req: Request, next: Next) -> Response {
+    if req.uri().path() == METRICS {
+        return next.run(req).await;
+    }
     match req.headers().get(API_VERSION).map(|v| v.to_str().unwrap_or("")) {
         None => ApiError(OsbError::BadRequest(
             "the X-Broker-API-Version header is required; send X-Broker-API-Version: 2.17".into(),
@@ -188,9 +214,11 @@ async fn api_version(req: Request, next: Next) -> Response {
 
 /// One audit line per request (who, what, outcome, how long) and the request
 /// identity echoed back. Never logs bodies or the Authorization header.
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method: Method = req.method().clone();
+    // The template, never the ids in the path: a bounded set of labels.
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let path = req.uri().path().to_string();
     let request_id = req.headers().get(REQUEST_IDENTITY).cloned();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -208,13 +236,20 @@ async fn observe(req: Request, next: Next) -> Response {
     );
     let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     let status: StatusCode = response.status();
+    let elapsed = started.elapsed();
+    state.metrics.request(&RequestSample {
+        route: route.as_deref().unwrap_or("unmatched"),
+        method: method.as_str(),
+        status: status.as_u16(),
+        elapsed,
+    });
     info!(
         target: "audit",
         method = %method,
         path = %path,
         query = %query,
         status = status.as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
         request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         platform = platform.as_deref().unwrap_or("-"),
         identity = identity.as_deref().unwrap_or("-"),

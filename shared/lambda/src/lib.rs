@@ -119,7 +119,8 @@ impl AwsParts {
                 .await
                 .map_err(AwsModeError::BrokerCredentials)?;
         let auth = BasicAuth { username, password };
-        Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth) }))
+        let metrics = Arc::new(broker_aws::emf::EmfMetrics::stdout(&settings.name_prefix));
+        Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth), metrics }))
     }
 
     /// `broker-api rotate`: asks Secrets Manager to rotate `target`'s

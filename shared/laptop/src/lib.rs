@@ -300,7 +300,8 @@ impl Laptop {
             .map_err(LaptopError::CatalogFile)?;
         let added = store.seed(&catalog.services, &catalog.plans).await?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
-        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth) });
+        let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
+        let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
         let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator, reconciler };
         laptop.recover().await?;
         Ok(laptop)
