@@ -1835,6 +1835,11 @@ async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth()
         send(&tb.router, request("GET", "/v2/catalog", None, false, Some("2.17"))).await.0,
         StatusCode::UNAUTHORIZED
     );
+    let stray = "/v2/no-such-route-metrics";
+    assert_eq!(
+        send(&tb.router, request("GET", stray, None, true, Some("2.17"))).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let resp = respond(&tb, request("GET", "/metrics", None, false, None)).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "metrics need the broker's credentials");
@@ -1853,5 +1858,7 @@ async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth()
     let poll = r#"route="/v2/service_instances/{instance_id}/last_operation",method="GET",status="404""#;
     assert_eq!(count(poll), Some(1.0), "{text}");
     assert!(!text.contains("metrics-nobody"), "ids are never labels: {text}");
+    assert_eq!(count(r#"route="unmatched",method="GET",status="404""#), Some(1.0), "{text}");
+    assert!(!text.contains("no-such-route"), "paths are never labels: {text}");
     assert!(text.contains("broker_request_duration_seconds_bucket{"), "{text}");
 }

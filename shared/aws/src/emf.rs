@@ -68,7 +68,7 @@ impl EmfMetrics {
 }
 
 impl Metrics for EmfMetrics {
-    fn request(&self, sample: &RequestSample<'_>) {
+    fn request(&self, sample: &RequestSample) {
         let status = sample.status.to_string();
         self.emit(
             &[("Route", sample.route), ("Method", sample.method), ("Status", &status)],

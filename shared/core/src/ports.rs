@@ -583,11 +583,13 @@ pub async fn read_admin_password(
 }
 
 /// One HTTP request as the metrics count it: the route's template (ids are
-/// never labels), the method, the status sent and the time taken.
+/// never labels), the method, the status sent and the time taken. Route
+/// and method are static, drawn from a fixed list, so that no request can
+/// add a label value of its own.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestSample<'a> {
-    pub route: &'a str,
-    pub method: &'a str,
+pub struct RequestSample {
+    pub route: &'static str,
+    pub method: &'static str,
     pub status: u16,
     pub elapsed: std::time::Duration,
 }
@@ -596,7 +598,7 @@ pub struct RequestSample<'a> {
 /// Metric Format lines on the function's log stream (no API call); laptop
 /// mode keeps them and serves them at `GET /metrics`.
 pub trait Metrics: Send + Sync {
-    fn request(&self, sample: &RequestSample<'_>);
+    fn request(&self, sample: &RequestSample);
     /// Every metric in Prometheus' text format, where this adapter serves
     /// them; `None` where they leave another way.
     fn prometheus_text(&self) -> Option<String> {
@@ -608,5 +610,5 @@ pub trait Metrics: Send + Sync {
 pub struct NoMetrics;
 
 impl Metrics for NoMetrics {
-    fn request(&self, _: &RequestSample<'_>) {}
+    fn request(&self, _: &RequestSample) {}
 }

@@ -123,20 +123,11 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     let routes = Router::new()
-        .route("/v2/catalog", get(catalog))
-        .route(
-            "/v2/service_instances/{instance_id}",
-            get(fetch_instance).put(provision).patch(update).delete(deprovision),
-        )
-        .route("/v2/service_instances/{instance_id}/last_operation", get(instance_last_operation))
-        .route(
-            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
-            get(fetch_binding).put(bind).delete(unbind),
-        )
-        .route(
-            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation",
-            get(binding_last_operation),
-        )
+        .route(CATALOG, get(catalog))
+        .route(INSTANCE, get(fetch_instance).put(provision).patch(update).delete(deprovision))
+        .route(INSTANCE_LAST_OPERATION, get(instance_last_operation))
+        .route(BINDING, get(fetch_binding).put(bind).delete(unbind))
+        .route(BINDING_LAST_OPERATION, get(binding_last_operation))
         .route(METRICS, get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -148,10 +139,40 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state, observe))
 }
 
+const CATALOG: &str = "/v2/catalog";
+const INSTANCE: &str = "/v2/service_instances/{instance_id}";
+const INSTANCE_LAST_OPERATION: &str = "/v2/service_instances/{instance_id}/last_operation";
+const BINDING: &str = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}";
+const BINDING_LAST_OPERATION: &str =
+    "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation";
 /// The broker's own metrics in Prometheus' text format, behind the same
 /// basic auth as the OSB routes but without `X-Broker-API-Version` (a
 /// scraper sends none).
 const METRICS: &str = "/metrics";
+
+/// Every route, as the metrics label it.
+const ROUTES: [&str; 6] =
+    [CATALOG, INSTANCE, INSTANCE_LAST_OPERATION, BINDING, BINDING_LAST_OPERATION, METRICS];
+
+/// The route a request matched, as a label; "unmatched" for a 404 of the
+/// fallback, so that a path never becomes a label value.
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    matched.and_then(|m| ROUTES.iter().find(|r| **r == m.as_str())).copied().unwrap_or("unmatched")
+}
+
+/// The method as a label; any method HTTP does not define is "other".
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.prometheus_text() {
@@ -218,7 +239,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let method: Method = req.method().clone();
     // The template, never the ids in the path: a bounded set of labels.
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let route = route_label(req.extensions().get::<MatchedPath>());
     let path = req.uri().path().to_string();
     let request_id = req.headers().get(REQUEST_IDENTITY).cloned();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -238,8 +259,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let status: StatusCode = response.status();
     let elapsed = started.elapsed();
     state.metrics.request(&RequestSample {
-        route: route.as_deref().unwrap_or("unmatched"),
-        method: method.as_str(),
+        route,
+        method: method_label(&method),
         status: status.as_u16(),
         elapsed,
     });
