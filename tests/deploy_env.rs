@@ -1,4 +1,6 @@
-//! The deploy templates set exactly the environment the AWS mode reads:
+//! The deploy templates agree with the code: they set exactly the
+//! environment the AWS mode reads, and their dashboards chart the metrics
+//! it writes. The environment:
 //! every variable `template.yaml` (and, once it exists, the Terraform
 //! `broker` module) gives a function is one of
 //! `broker_aws::config::VARIABLES`, and every one the code
@@ -725,6 +727,62 @@ fn the_provisioner_may_send_every_elasticache_call_the_provider_makes() {
         assert!(
             terraform.contains(&format!("\"{op}\"")),
             "the Terraform provisioner role does not allow {op}"
+        );
+    }
+}
+
+/// The `DashboardBody` block of template.yaml, de-indented: the lines after
+/// `DashboardBody: !Sub` / `- |` that are indented deeper than the `- |`.
+fn sam_dashboard_body(text: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| l.trim() != "DashboardBody: !Sub");
+    lines.next().expect("template.yaml has a DashboardBody: !Sub");
+    let marker = lines.next().expect("a line after DashboardBody");
+    assert_eq!(marker.trim(), "- |", "the body is a literal block");
+    let depth = marker.len() - marker.trim_start().len() + 2;
+    let mut body = String::new();
+    for line in lines {
+        if !line.trim().is_empty() && line.len() - line.trim_start().len() < depth {
+            break;
+        }
+        body.push_str(line.get(depth..).unwrap_or(""));
+        body.push('\n');
+    }
+    body
+}
+
+/// Both templates deploy the same dashboard, and it charts what the code
+/// writes: the Embedded Metric Format namespace and metric names of
+/// `broker_aws::emf`, each placeholder being one the templates fill in.
+#[test]
+fn both_templates_deploy_one_dashboard_of_the_metrics_the_code_writes() {
+    let terraform = read(&root().join("terraform/modules/broker/dashboard.json.tftpl"));
+    let sam = sam_dashboard_body(&read(&root().join("template.yaml")));
+    assert_eq!(
+        sam.trim_end(),
+        terraform.trim_end(),
+        "template.yaml's DashboardBody and dashboard.json.tftpl differ"
+    );
+
+    let placeholders =
+        ["region", "name_prefix", "api_function", "provisioner_function", "job_queue", "dead_letter_queue"];
+    let mut filled = terraform.clone();
+    for p in placeholders {
+        assert!(filled.contains(&format!("${{{p}}}")), "the dashboard uses ${{{p}}}");
+        filled = filled.replace(&format!("${{{p}}}"), "x");
+    }
+    assert!(!filled.contains("${"), "every placeholder is one the templates fill in: {filled}");
+    let dashboard: serde_json::Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
+    let text = dashboard.to_string();
+    assert!(text.contains(broker_aws::emf::NAMESPACE), "the dashboard charts the broker's namespace");
+    for metric in ["Requests", "RequestLatency"] {
+        assert!(text.contains(&format!("\"{metric}\"")), "the dashboard charts {metric}");
+    }
+    let tf = read(&root().join("terraform/modules/broker/main.tf"));
+    for p in placeholders {
+        assert!(tf.contains(&format!("    {p} ")), "main.tf fills in {p}");
+        assert!(
+            read(&root().join("template.yaml")).contains(&format!(" {p}: ")),
+            "template.yaml fills in {p}"
         );
     }
 }

@@ -175,6 +175,21 @@ resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   ok_actions          = var.alarm_actions
 }
 
+# The broker at a glance: its requests (the Embedded Metric Format lines
+# broker-api writes), its functions and its job queues. template.yaml
+# carries the same body (a test compares them).
+resource "aws_cloudwatch_dashboard" "broker" {
+  dashboard_name = "${var.name_prefix}-broker"
+  dashboard_body = templatefile("${path.module}/dashboard.json.tftpl", {
+    region               = local.region
+    name_prefix          = var.name_prefix
+    api_function         = aws_lambda_function.broker_api.function_name
+    provisioner_function = aws_lambda_function.provisioner.function_name
+    job_queue            = aws_sqs_queue.jobs.name
+    dead_letter_queue    = aws_sqs_queue.jobs_dlq.name
+  })
+}
+
 # ---------------------------------------------------------------- broker credentials
 
 # Basic-auth credentials platforms call the broker with ({"username", "password"}).

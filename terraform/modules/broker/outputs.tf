@@ -35,3 +35,8 @@ output "api_environment" {
   description = "broker-api's environment: run `broker-api catalog seed` (or `catalog apply FILE`) with it and AWS credentials to seed the catalog."
   value       = local.api_environment
 }
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of the broker's requests, functions and job queues."
+  value       = aws_cloudwatch_dashboard.broker.dashboard_name
+}
