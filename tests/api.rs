@@ -1862,3 +1862,30 @@ async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth()
     assert!(!text.contains("no-such-route"), "paths are never labels: {text}");
     assert!(text.contains("broker_request_duration_seconds_bucket{"), "{text}");
 }
+
+/// The worker's counts reach `/metrics` too: a provision that ran to the
+/// end is one started and one succeeded operation of its kind and plan, with
+/// its duration and every job's age at receipt observed.
+#[tokio::test]
+async fn metrics_count_operations_by_kind_and_plan_as_the_worker_runs_them() {
+    let tb = TestBroker::new().await;
+    ready_instance(&tb, "metrics-i-1", "elasticache-redis", "small", json!({})).await;
+    let (_, plan_id) = tb.plan_id("elasticache-redis", "small");
+    let resp = respond(&tb, request("GET", "/metrics", None, true, None)).await;
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|n| n.parse::<f64>().unwrap())
+    };
+    let provision = format!(r#"kind="provision",plan="{plan_id}""#);
+    assert_eq!(value(&format!("broker_operations_started_total{{{provision}}}")), Some(1.0), "{text}");
+    let succeeded = format!(r#"{{{provision},state="succeeded"}}"#);
+    assert_eq!(value(&format!("broker_operations_finished_total{succeeded}")), Some(1.0), "{text}");
+    assert_eq!(value(&format!("broker_operation_duration_seconds_count{succeeded}")), Some(1.0), "{text}");
+    assert!(!text.contains(r#"state="failed""#), "nothing failed: {text}");
+    // TestBroker's worker is driven by `drain`, not the laptop loop that
+    // observes each job's age; the histogram is there, empty.
+    assert!(text.contains("# TYPE broker_job_age_at_receipt_seconds histogram"), "{text}");
+}

@@ -774,8 +774,10 @@ fn both_templates_deploy_one_dashboard_of_the_metrics_the_code_writes() {
     let dashboard: serde_json::Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
     let text = dashboard.to_string();
     assert!(text.contains(broker_aws::emf::NAMESPACE), "the dashboard charts the broker's namespace");
-    for metric in ["Requests", "RequestLatency"] {
-        assert!(text.contains(&format!("\"{metric}\"")), "the dashboard charts {metric}");
+    for metric in broker_aws::emf::METRICS {
+        // A metric is a string of its own, or a quoted name inside a SEARCH.
+        let charted = text.contains(&format!("\"{metric}\"")) || text.contains(&format!("\\\"{metric}\\\""));
+        assert!(charted, "the dashboard charts {metric}");
     }
     let tf = read(&root().join("terraform/modules/broker/main.tf"));
     for p in placeholders {

@@ -257,6 +257,27 @@ async fn memcached_provision_bind_use_unbind_deprovision() {
     let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!port_open(port), "memcached still listens on {port}");
+
+    // The worker loop counted what it ran: both operations through the
+    // queue started and succeeded, and each job's age at receipt was seen.
+    let metrics = b.metrics_text().await;
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|n| n.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    for kind in ["provision", "deprovision"] {
+        assert_eq!(value(&format!(r#"broker_operations_started_total{{kind="{kind}""#)), 1.0, "{metrics}");
+        let done = format!(r#"broker_operations_finished_total{{kind="{kind}",plan="#);
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&done) && l.contains(r#"state="succeeded"} 1"#)),
+            "{metrics}"
+        );
+    }
+    assert!(value("broker_job_age_at_receipt_seconds_count") >= 2.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

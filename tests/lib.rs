@@ -76,6 +76,20 @@ impl LocalBroker {
         self.call_as("2.17", method, uri, body).await
     }
 
+    /// `GET /metrics`, as a Prometheus scraper with the broker's
+    /// credentials sees it.
+    pub async fn metrics_text(&self) -> String {
+        let req = Request::builder()
+            .uri("/metrics")
+            .header("authorization", basic(USER, PASS))
+            .body(Body::empty())
+            .unwrap();
+        let resp = self.laptop.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
     /// A request as a platform speaking OSB API `version` sends it.
     pub async fn call_as(
         &self,

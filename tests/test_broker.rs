@@ -91,12 +91,14 @@ impl TestBroker {
         } else {
             queue.clone()
         };
+        let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
         let adapters = Adapters {
             store: store.clone(),
             queue: jobs,
             provider: provider.clone(),
             secrets: secrets.clone(),
             inventories: vec![secrets.clone()],
+            metrics: metrics.clone(),
         };
         let Services { broker, worker, rotator, reconciler } = Services::new(
             &adapters,
@@ -116,7 +118,6 @@ impl TestBroker {
             },
         );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
-        let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
         TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, reconciler, catalog }
     }

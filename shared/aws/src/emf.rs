@@ -8,11 +8,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use broker_core::domain::{OperationKind, OperationState};
 use broker_core::ports::{Metrics, RequestSample};
 
 /// The namespace of every metric; the `Broker` dimension (the deploy's
 /// name prefix) tells brokers in one account apart.
 pub const NAMESPACE: &str = "OSBElastiCacheBroker";
+
+/// Every metric name this module writes (the dashboards chart each).
+pub const METRICS: [&str; 9] = [
+    "Requests",
+    "RequestLatency",
+    "OperationsStarted",
+    "OperationsSucceeded",
+    "OperationsFailed",
+    "OperationDuration",
+    "StepsRetried",
+    "JobsRequeued",
+    "JobAgeAtReceipt",
+];
 
 type Sink = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -45,12 +61,13 @@ impl EmfMetrics {
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut names: Vec<&str> = vec!["Broker"];
         names.extend(dimensions.iter().map(|(name, _)| *name));
+        let sets = if dimensions.is_empty() { json!([names]) } else { json!([names, ["Broker"]]) };
         let mut doc = json!({
             "_aws": {
                 "Timestamp": timestamp,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [names, ["Broker"]],
+                    "Dimensions": sets,
                     "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
                 }],
             },
@@ -77,6 +94,34 @@ impl Metrics for EmfMetrics {
                 ("RequestLatency", "Milliseconds", sample.elapsed.as_secs_f64() * 1000.0),
             ],
         );
+    }
+
+    fn operation_started(&self, kind: OperationKind, plan_id: &str) {
+        self.emit(&[("Kind", kind.as_str()), ("Plan", plan_id)], &[("OperationsStarted", "Count", 1.0)]);
+    }
+
+    fn operation_finished(&self, kind: OperationKind, plan_id: &str, state: OperationState, took: Duration) {
+        let count = match state {
+            OperationState::Succeeded => "OperationsSucceeded",
+            OperationState::Failed => "OperationsFailed",
+            OperationState::InProgress => return,
+        };
+        self.emit(
+            &[("Kind", kind.as_str()), ("Plan", plan_id)],
+            &[(count, "Count", 1.0), ("OperationDuration", "Seconds", took.as_secs_f64())],
+        );
+    }
+
+    fn step_retried(&self, kind: OperationKind) {
+        self.emit(&[("Kind", kind.as_str())], &[("StepsRetried", "Count", 1.0)]);
+    }
+
+    fn job_requeued(&self, kind: OperationKind) {
+        self.emit(&[("Kind", kind.as_str())], &[("JobsRequeued", "Count", 1.0)]);
+    }
+
+    fn job_received(&self, age: Duration) {
+        self.emit(&[], &[("JobAgeAtReceipt", "Milliseconds", age.as_secs_f64() * 1000.0)]);
     }
 }
 
@@ -115,6 +160,57 @@ mod tests {
             }
         }
         doc
+    }
+
+    #[test]
+    fn operations_retries_requeues_and_job_ages_are_emf_lines_by_kind_and_plan() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let kept = lines.clone();
+        let m = EmfMetrics::with_sink("ecb", move |l| kept.lock().unwrap().push(l.to_string()));
+        m.operation_started(OperationKind::Provision, "plan-small");
+        m.operation_finished(
+            OperationKind::Provision,
+            "plan-small",
+            OperationState::Succeeded,
+            Duration::from_secs(420),
+        );
+        m.operation_finished(
+            OperationKind::Bind,
+            "plan-small",
+            OperationState::Failed,
+            Duration::from_secs(3),
+        );
+        m.operation_finished(OperationKind::Bind, "plan-small", OperationState::InProgress, Duration::ZERO);
+        m.step_retried(OperationKind::Update);
+        m.job_requeued(OperationKind::Update);
+        m.job_received(Duration::from_millis(250));
+        let docs: Vec<Value> = lines.lock().unwrap().iter().map(|l| check_emf(l)).collect();
+        assert_eq!(docs.len(), 6, "an operation still in progress has not finished: {docs:?}");
+        for doc in &docs {
+            for metric in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+                assert!(METRICS.contains(&metric["Name"].as_str().unwrap()), "{metric} is listed in METRICS");
+            }
+        }
+        let (started, succeeded, failed, retried, requeued, received) =
+            (&docs[0], &docs[1], &docs[2], &docs[3], &docs[4], &docs[5]);
+        assert_eq!(
+            (&started["Kind"], &started["Plan"], &started["OperationsStarted"]),
+            (&json!("provision"), &json!("plan-small"), &json!(1.0))
+        );
+        assert_eq!(
+            (&succeeded["OperationsSucceeded"], &succeeded["OperationDuration"]),
+            (&json!(1.0), &json!(420.0))
+        );
+        assert_eq!((&failed["Kind"], &failed["OperationsFailed"]), (&json!("bind"), &json!(1.0)));
+        assert!(failed.get("OperationsSucceeded").is_none(), "{failed}");
+        assert_eq!((&retried["Kind"], &retried["StepsRetried"]), (&json!("update"), &json!(1.0)));
+        assert_eq!(requeued["JobsRequeued"], 1.0);
+        assert_eq!(received["JobAgeAtReceipt"], 250.0);
+        assert_eq!(received["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Broker"]]));
+        assert_eq!(
+            started["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Broker", "Kind", "Plan"], ["Broker"]])
+        );
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub async fn handle_batch(worker: &Worker, event: SqsEvent, deadline: SystemTime
             response.add_failure(message_id);
             continue;
         }
+        if let Some(age) = sent_age(&record.attributes) {
+            worker.metrics().job_received(age);
+        }
         let span = info_span!("job", message_id = %message_id);
         let failed = async {
             let job: Job = match record.body.as_deref().map(serde_json::from_str) {
@@ -128,4 +131,12 @@ pub async fn handle_batch(worker: &Worker, event: SqsEvent, deadline: SystemTime
         );
     }
     response
+}
+
+/// How long ago SQS says a message was sent (`SentTimestamp`, in ms since
+/// the epoch), when it says.
+fn sent_age(attributes: &std::collections::HashMap<String, String>) -> Option<Duration> {
+    let sent: u64 = attributes.get("SentTimestamp")?.parse().ok()?;
+    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(now.saturating_sub(Duration::from_millis(sent)))
 }

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::domain::{
-    Binding, CacheUser, Endpoint, Engine, Instance, Operation, Plan, Pool, ResourceKind, Service, Sweep,
+    Binding, CacheUser, Endpoint, Engine, Instance, Operation, OperationKind, OperationState, Plan, Pool,
+    ResourceKind, Service, Sweep,
 };
 
 // ---------------------------------------------------------------- store
@@ -591,7 +593,7 @@ pub struct RequestSample {
     pub route: &'static str,
     pub method: &'static str,
     pub status: u16,
-    pub elapsed: std::time::Duration,
+    pub elapsed: Duration,
 }
 
 /// The broker's own metrics. In Lambda they leave as CloudWatch Embedded
@@ -599,6 +601,18 @@ pub struct RequestSample {
 /// mode keeps them and serves them at `GET /metrics`.
 pub trait Metrics: Send + Sync {
     fn request(&self, sample: &RequestSample);
+    /// The worker takes an operation up for the first time. (A job
+    /// delivered twice before its first step was recorded counts twice.)
+    fn operation_started(&self, kind: OperationKind, plan_id: &str);
+    /// An operation ended, `took` after it started.
+    fn operation_finished(&self, kind: OperationKind, plan_id: &str, state: OperationState, took: Duration);
+    /// A step failed in a way worth trying again, after a back-off.
+    fn step_retried(&self, kind: OperationKind);
+    /// A job went back to the queue (waiting for the cache, or a retry).
+    fn job_requeued(&self, kind: OperationKind);
+    /// A job arrived from the queue `age` after it was sent (any delay the
+    /// worker asked for included).
+    fn job_received(&self, age: Duration);
     /// Every metric in Prometheus' text format, where this adapter serves
     /// them; `None` where they leave another way.
     fn prometheus_text(&self) -> Option<String> {
@@ -611,4 +625,9 @@ pub struct NoMetrics;
 
 impl Metrics for NoMetrics {
     fn request(&self, _: &RequestSample) {}
+    fn operation_started(&self, _: OperationKind, _: &str) {}
+    fn operation_finished(&self, _: OperationKind, _: &str, _: OperationState, _: Duration) {}
+    fn step_retried(&self, _: OperationKind) {}
+    fn job_requeued(&self, _: OperationKind) {}
+    fn job_received(&self, _: Duration) {}
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::domain::RotationPolicy;
-use crate::ports::{CacheProvider, Inventory, JobQueue, SecretStore, Store};
+use crate::ports::{CacheProvider, Inventory, JobQueue, Metrics, SecretStore, Store};
 use crate::reconcile::{Reconciler, SweepSettings};
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
@@ -22,6 +22,9 @@ pub struct Adapters {
     /// What the reconciler's orphan sweep lists (the provider's and the
     /// secret store's resources); empty turns the sweep off.
     pub inventories: Vec<Arc<dyn Inventory>>,
+    /// Where the worker counts operations (the API's requests are counted
+    /// by the Router's own `AppState`, which the modes give the same one).
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// What a mode sets. What the broker, the worker and the rotation function
@@ -60,19 +63,22 @@ pub struct Services {
 
 impl Services {
     pub fn new(adapters: &Adapters, settings: &ServiceSettings) -> Services {
-        let Adapters { store, queue, provider, secrets, inventories } = adapters.clone();
-        let worker = Arc::new(Worker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            WorkerConfig {
-                poll_delay_secs: settings.poll_delay_secs,
-                max_retry_delay_secs: settings.max_retry_delay_secs,
-                secret_prefix: settings.secret_prefix.clone(),
-                rotation_days: settings.rotation.days,
-            },
-        ));
+        let Adapters { store, queue, provider, secrets, inventories, metrics } = adapters.clone();
+        let worker = Arc::new(
+            Worker::new(
+                store.clone(),
+                queue.clone(),
+                provider.clone(),
+                secrets.clone(),
+                WorkerConfig {
+                    poll_delay_secs: settings.poll_delay_secs,
+                    max_retry_delay_secs: settings.max_retry_delay_secs,
+                    secret_prefix: settings.secret_prefix.clone(),
+                    rotation_days: settings.rotation.days,
+                },
+            )
+            .with_metrics(metrics),
+        );
         let broker = Arc::new(Broker::new(
             store.clone(),
             queue.clone(),

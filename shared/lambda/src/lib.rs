@@ -16,7 +16,7 @@ use broker_aws::sqs::SqsQueue;
 use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::RotationPolicy;
-use broker_core::ports::{CatalogStore, SecretError, StoreError};
+use broker_core::ports::{CatalogStore, Metrics, SecretError, StoreError};
 use broker_core::reconcile::Reconciler;
 use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{Adapters, ServiceSettings, Services};
@@ -51,6 +51,9 @@ pub struct AwsParts {
     pub rotator: Arc<Rotator>,
     /// The schedule's pass over what was left (`{"Reconcile": {}}`).
     pub reconciler: Arc<Reconciler>,
+    /// Embedded Metric Format lines on standard output, for the API and
+    /// the worker alike.
+    pub metrics: Arc<dyn Metrics>,
     secrets_client: aws_sdk_secretsmanager::Client,
 }
 
@@ -87,16 +90,29 @@ impl AwsParts {
             provider = provider.with_rbac_client(client);
         }
         let provider = Arc::new(provider);
+        let metrics: Arc<dyn Metrics> = Arc::new(broker_aws::emf::EmfMetrics::stdout(&settings.name_prefix));
         let adapters = Adapters {
             store: store.clone(),
             queue: queue.clone(),
             provider: provider.clone(),
             secrets: secrets.clone(),
             inventories: vec![provider.clone(), secrets.clone()],
+            metrics: metrics.clone(),
         };
         let Services { broker, worker, rotator, reconciler } =
             Services::new(&adapters, &service_settings(settings));
-        AwsParts { store, queue, secrets, provider, broker, worker, rotator, reconciler, secrets_client }
+        AwsParts {
+            store,
+            queue,
+            secrets,
+            provider,
+            broker,
+            worker,
+            rotator,
+            reconciler,
+            metrics,
+            secrets_client,
+        }
     }
 
     /// The adapters the services are built on, for a test that builds a
@@ -108,6 +124,7 @@ impl AwsParts {
             provider: self.provider.clone(),
             secrets: self.secrets.clone(),
             inventories: vec![self.provider.clone(), self.secrets.clone()],
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -119,8 +136,11 @@ impl AwsParts {
                 .await
                 .map_err(AwsModeError::BrokerCredentials)?;
         let auth = BasicAuth { username, password };
-        let metrics = Arc::new(broker_aws::emf::EmfMetrics::stdout(&settings.name_prefix));
-        Ok(router(AppState { broker: self.broker.clone(), auth: Arc::new(auth), metrics }))
+        Ok(router(AppState {
+            broker: self.broker.clone(),
+            auth: Arc::new(auth),
+            metrics: self.metrics.clone(),
+        }))
     }
 
     /// `broker-api rotate`: asks Secrets Manager to rotate `target`'s

@@ -24,6 +24,7 @@ use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{ServiceSettings, Services};
 use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
+use broker_local::metrics::PrometheusMetrics;
 use broker_local::provider::LocalCacheProvider;
 use broker_local::queue::LocalQueue;
 use broker_local::secrets::LocalSecretStore;
@@ -222,6 +223,7 @@ struct Adapters {
     queue: Arc<LocalQueue>,
     secrets: Arc<LocalSecretStore>,
     provider: Arc<LocalCacheProvider>,
+    metrics: Arc<PrometheusMetrics>,
 }
 
 impl Adapters {
@@ -230,7 +232,7 @@ impl Adapters {
         let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10)?);
         let secrets = Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite"))?);
         let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
-        Ok(Adapters { store, queue, secrets, provider })
+        Ok(Adapters { store, queue, secrets, provider, metrics: Arc::new(PrometheusMetrics::default()) })
     }
 
     /// The broker, worker and rotation function over these adapters.
@@ -241,6 +243,7 @@ impl Adapters {
             provider: self.provider.clone(),
             secrets: self.secrets.clone(),
             inventories: vec![self.provider.clone(), self.secrets.clone()],
+            metrics: self.metrics.clone(),
         };
         Services::new(
             &adapters,
@@ -295,12 +298,11 @@ impl Laptop {
         let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
         let Services { broker, worker, rotator, reconciler } = adapters.services(config);
-        let Adapters { store, queue, secrets, provider } = adapters;
+        let Adapters { store, queue, secrets, provider, metrics } = adapters;
         let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
             .map_err(LaptopError::CatalogFile)?;
         let added = store.seed(&catalog.services, &catalog.plans).await?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
-        let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
         let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator, reconciler };
         laptop.recover().await?;

@@ -62,6 +62,9 @@ impl Laptop {
                 while jobs.try_join_next().is_some() {}
                 match queue.receive(Duration::from_secs(120)).await {
                     Ok(Some(delivery)) => {
+                        let waited =
+                            broker_local::queue::now_ms().saturating_sub(delivery.enqueued_at_ms).max(0);
+                        worker.metrics().job_received(Duration::from_millis(waited as u64));
                         let worker = worker.clone();
                         let queue = queue.clone();
                         jobs.spawn(async move {

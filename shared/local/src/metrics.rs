@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::time::Duration;
+
+use broker_core::domain::{OperationKind, OperationState};
 use broker_core::ports::{Metrics, RequestSample};
 
 /// Static strings and a number: counting a request allocates nothing.
@@ -21,6 +24,34 @@ struct RequestLabels {
 
 type Latency = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    plan: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishedLabels {
+    kind: &'static str,
+    plan: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Operation durations in seconds: 1 s to about 4.5 hours, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+/// A job's age at receipt in seconds: 10 ms to about 20 minutes, doubling.
+fn age_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 18))
+}
+
 /// Request latency buckets in seconds: 0.25 ms to about 4 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
@@ -32,6 +63,12 @@ pub struct PrometheusMetrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Latency,
+    started: Family<OperationLabels, Counter>,
+    finished: Family<FinishedLabels, Counter>,
+    durations: Family<FinishedLabels, Histogram, fn() -> Histogram>,
+    retried: Family<KindLabels, Counter>,
+    requeued: Family<KindLabels, Counter>,
+    ages: Histogram,
 }
 
 impl Default for PrometheusMetrics {
@@ -49,7 +86,54 @@ impl Default for PrometheusMetrics {
             "Time from a request's arrival to its answer, by route template, method and status",
             latency.clone(),
         );
-        PrometheusMetrics { registry: Arc::new(registry), requests, latency }
+        let started = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "operations_started",
+            "Operations the worker took up, by kind and plan id",
+            started.clone(),
+        );
+        let finished = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "operations_finished",
+            "Operations that ended, by kind, plan id and state (succeeded or failed)",
+            finished.clone(),
+        );
+        let durations: Family<FinishedLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "operation_duration_seconds",
+            "Time from an operation's start to its end, by kind, plan id and state",
+            durations.clone(),
+        );
+        let retried = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "steps_retried",
+            "Steps put back after a retryable error, by operation kind",
+            retried.clone(),
+        );
+        let requeued = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "jobs_requeued",
+            "Jobs sent back to the queue (waiting for the cache, or a retry), by operation kind",
+            requeued.clone(),
+        );
+        let ages = age_histogram();
+        registry.register(
+            "job_age_at_receipt_seconds",
+            "Time from a job's enqueue to its receipt, any delay asked for included",
+            ages.clone(),
+        );
+        PrometheusMetrics {
+            registry: Arc::new(registry),
+            requests,
+            latency,
+            started,
+            finished,
+            durations,
+            retried,
+            requeued,
+            ages,
+        }
     }
 }
 
@@ -58,6 +142,33 @@ impl Metrics for PrometheusMetrics {
         let labels = RequestLabels { route: sample.route, method: sample.method, status: sample.status };
         self.latency.get_or_create(&labels).observe(sample.elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    fn operation_started(&self, kind: OperationKind, plan_id: &str) {
+        self.started.get_or_create(&OperationLabels { kind: kind.as_str(), plan: plan_id.to_string() }).inc();
+    }
+
+    fn operation_finished(&self, kind: OperationKind, plan_id: &str, state: OperationState, took: Duration) {
+        let state = match state {
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+            OperationState::InProgress => return,
+        };
+        let labels = FinishedLabels { kind: kind.as_str(), plan: plan_id.to_string(), state };
+        self.finished.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    fn step_retried(&self, kind: OperationKind) {
+        self.retried.get_or_create(&KindLabels { kind: kind.as_str() }).inc();
+    }
+
+    fn job_requeued(&self, kind: OperationKind) {
+        self.requeued.get_or_create(&KindLabels { kind: kind.as_str() }).inc();
+    }
+
+    fn job_received(&self, age: Duration) {
+        self.ages.observe(age.as_secs_f64());
     }
 
     fn prometheus_text(&self) -> Option<String> {

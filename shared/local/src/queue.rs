@@ -44,6 +44,8 @@ pub struct Delivery {
     pub job: Job,
     /// How many times the job has been received, this time included.
     pub receive_count: u32,
+    /// When it was enqueued, in ms since the epoch.
+    pub enqueued_at_ms: i64,
 }
 
 /// The durable job queue of laptop mode. Clones share the database and wake
@@ -258,14 +260,21 @@ fn take_next(conn: &mut Connection, max_receives: u32, hide_ms: i64) -> Result<O
     let delivery = loop {
         let next = tx
             .query_row(
-                "SELECT id, body, receive_count FROM jobs WHERE visible_at_ms <= ?1
+                "SELECT id, body, receive_count, enqueued_at_ms FROM jobs WHERE visible_at_ms <= ?1
                  ORDER BY id LIMIT 1",
                 [now],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, u32>(2)?)),
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u32>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                },
             )
             .optional()
             .map_err(unavailable)?;
-        let Some((id, body, received)) = next else {
+        let Some((id, body, received, enqueued_at_ms)) = next else {
             break None;
         };
         let receive_count = received.saturating_add(1);
@@ -276,7 +285,7 @@ fn take_next(conn: &mut Connection, max_receives: u32, hide_ms: i64) -> Result<O
                     params![id, receive_count, now.saturating_add(hide_ms)],
                 )
                 .map_err(unavailable)?;
-                break Some(Delivery { id, job, receive_count });
+                break Some(Delivery { id, job, receive_count, enqueued_at_ms });
             }
             parsed => {
                 bury(&tx, id, &body, received, now)?;
@@ -313,7 +322,8 @@ fn operation_id_of(body: &str) -> Option<String> {
     value.get("operation_id")?.as_str().map(str::to_string)
 }
 
-fn now_ms() -> i64 {
+/// Now, in ms since the epoch (the unit of the queue's columns).
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

@@ -1,6 +1,8 @@
 //! How a job ends: waiting for the cache, a retry with back-off, a
 //! cancellation, success or failure, each recorded with a conditional write.
 
+use std::time::Duration;
+
 use super::*;
 
 impl Worker {
@@ -22,6 +24,7 @@ impl Worker {
             Err(e) => return Err(e.into()),
         }
         self.queue.enqueue(job, delay).await?;
+        self.metrics.job_requeued(op.kind);
         Ok(JobOutcome::Requeued { delay_secs: delay })
     }
 
@@ -43,16 +46,26 @@ impl Worker {
             Err(e) if e.is_race() => return Ok(JobOutcome::Skipped("advanced concurrently")),
             Err(e) => return Err(e.into()),
         }
+        self.metrics.step_retried(op.kind);
         self.queue.enqueue(job, delay).await?;
+        self.metrics.job_requeued(op.kind);
         Ok(JobOutcome::Requeued { delay_secs: delay })
     }
 
-    pub(super) async fn cancel(&self, mut op: Operation, reason: &str) -> Result<JobOutcome, WorkerError> {
+    pub(super) async fn cancel(
+        &self,
+        mut op: Operation,
+        reason: &str,
+        plan_id: &str,
+    ) -> Result<JobOutcome, WorkerError> {
         op.fail(now(), format!("{} cancelled: {reason}", op.kind.as_str()))?;
         op.instance_usable = None;
         op.update_repeatable = None;
         match self.store.save_operation(&mut op).await {
-            Ok(()) => Ok(JobOutcome::Finished(OperationState::Failed)),
+            Ok(()) => {
+                self.ended(&op, plan_id);
+                Ok(JobOutcome::Finished(OperationState::Failed))
+            }
             Err(e) if e.is_race() => Ok(JobOutcome::Skipped("advanced concurrently")),
             Err(e) => Err(e.into()),
         }
@@ -128,6 +141,7 @@ impl Worker {
         match result {
             Ok(()) => {
                 info!(operation = %op.id, kind = op.kind.as_str(), instance = %op.instance_id, "operation succeeded");
+                self.ended(&op, &ctx.instance.plan_id);
                 Ok(Some(JobOutcome::Finished(OperationState::Succeeded)))
             }
             // A concurrent request changed the record (say, a deprovision
@@ -145,7 +159,30 @@ impl Worker {
         }
     }
 
+    /// Records the failure ([`Worker::record_failure`]) and counts it.
     pub(super) async fn finish_failed(
+        &self,
+        op: Operation,
+        ctx: Option<Context>,
+        description: String,
+    ) -> Result<Option<JobOutcome>, WorkerError> {
+        let (kind, started_at) = (op.kind, op.started_at);
+        // Without a context the plan is not known without another read.
+        let plan_id = ctx.as_ref().map_or_else(|| "unknown".to_string(), |c| c.instance.plan_id.clone());
+        let outcome = self.record_failure(op, ctx, description).await?;
+        if let Some(JobOutcome::Finished(OperationState::Failed)) = outcome {
+            let took = now().saturating_sub(started_at).max(0) as u64;
+            self.metrics.operation_finished(
+                kind,
+                &plan_id,
+                OperationState::Failed,
+                Duration::from_secs(took),
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn record_failure(
         &self,
         mut op: Operation,
         ctx: Option<Context>,

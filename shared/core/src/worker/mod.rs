@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use tracing::{info, warn};
@@ -26,8 +27,8 @@ use crate::domain::{
     Plan, Service, Step, now,
 };
 use crate::ports::{
-    CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, QueueError, SecretError,
-    SecretStore, Stage, Store, StoreError,
+    CacheProvider, CacheSpec, Job, JobQueue, Metrics, NoMetrics, Principal, Progress, ProviderError,
+    QueueError, SecretError, SecretStore, Stage, Store, StoreError,
 };
 use crate::rotation::Target;
 
@@ -218,6 +219,7 @@ pub struct Worker {
     secrets: Arc<dyn SecretStore>,
     config: WorkerConfig,
     locks: InstanceLocks,
+    metrics: Arc<dyn Metrics>,
 }
 
 impl Worker {
@@ -228,7 +230,32 @@ impl Worker {
         secrets: Arc<dyn SecretStore>,
         config: WorkerConfig,
     ) -> Worker {
-        Worker { store, queue, provider, secrets, config, locks: InstanceLocks::default() }
+        Worker {
+            store,
+            queue,
+            provider,
+            secrets,
+            config,
+            locks: InstanceLocks::default(),
+            metrics: Arc::new(NoMetrics),
+        }
+    }
+
+    /// Counts operations, retries and requeues in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Worker {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the worker counts; its callers add each job's age at receipt.
+    pub fn metrics(&self) -> &dyn Metrics {
+        &*self.metrics
+    }
+
+    /// An operation ended in the state it carries, recorded.
+    fn ended(&self, op: &Operation, plan_id: &str) {
+        let took = op.finished_at.unwrap_or_else(now).saturating_sub(op.started_at).max(0);
+        self.metrics.operation_finished(op.kind, plan_id, op.state, Duration::from_secs(took as u64));
     }
 
     /// Handles one job. `Err` means "deliver this job again later".
@@ -242,6 +269,7 @@ impl Worker {
 
         // The catalog, read once per job (the records are read at every step).
         let mut catalog: Option<Catalog> = None;
+        let mut counted = false;
         for _ in 0..MAX_STEPS_PER_JOB {
             let Some(mut op) = self.store.operation(&job.operation_id).await? else {
                 warn!(operation = %job.operation_id, "job for an unknown operation; skipped");
@@ -260,9 +288,14 @@ impl Worker {
                     None => continue,
                 },
             };
+            // Untouched since the broker made it: the worker's first look.
+            if !counted && op.step == op.kind.first_step() && op.retries == 0 && op.due_at.is_none() {
+                self.metrics.operation_started(op.kind, &ctx.instance.plan_id);
+            }
+            counted = true;
             if let Some(reason) = cancelled(&op, &ctx) {
                 info!(operation = %op.id, reason, "operation cancelled");
-                return self.cancel(op, reason).await;
+                return self.cancel(op, reason, &ctx.instance.plan_id).await;
             }
             if op.kind == OperationKind::Bind && ctx.instance.state != InstanceState::Ready {
                 // The binding is still this operation's, but its instance moved
