@@ -151,6 +151,16 @@ impl World {
         broker_tests::call_router(&self.router, method, uri, body.as_ref()).await
     }
 
+    /// The ids of service `elasticache-redis` and its plan `small`, from
+    /// the catalog the broker serves.
+    async fn small_redis_plan(&self) -> (String, String) {
+        let (_, catalog) = self.call("GET", "/v2/catalog", None).await;
+        let services = catalog["services"].as_array().unwrap();
+        let s = services.iter().find(|s| s["name"] == "elasticache-redis").unwrap();
+        let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
+        (s["id"].as_str().unwrap().to_string(), p["id"].as_str().unwrap().to_string())
+    }
+
     /// Runs the provisioner (delivering each job once, as Lambda's event
     /// source does) until no operation is in progress and the queue is
     /// empty. The event source's own receive and delete are SQS's side of
@@ -210,12 +220,9 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifecycle_costs_no_more_aws_requests_than_its_budget() {
     let w = start().await;
-    let (_, catalog) = w.call("GET", "/v2/catalog", None).await;
-    let s =
-        catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
-    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
-    let ids = json!({"service_id": s["id"], "plan_id": p["id"]});
-    let del = format!("service_id={}&plan_id={}", s["id"].as_str().unwrap(), p["id"].as_str().unwrap());
+    let (service_id, plan_id) = w.small_redis_plan().await;
+    let ids = json!({"service_id": service_id, "plan_id": plan_id});
+    let del = format!("service_id={service_id}&plan_id={plan_id}");
     let iuri = "/v2/service_instances/0c0a57ed-0000-4000-8000-000000000001";
     let buri = format!("{iuri}/service_bindings/app-1");
     w.take();
@@ -377,11 +384,8 @@ async fn reads_send_the_same_requests_with_many_instances_in_the_store() {
         std::env::var("BENCH_SCALE_INSTANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let calls = 50;
     let w = start().await;
-    let (_, catalog) = w.call("GET", "/v2/catalog", None).await;
-    let s =
-        catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "elasticache-redis").unwrap();
-    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == "small").unwrap();
-    let ids = json!({"service_id": s["id"], "plan_id": p["id"]});
+    let (service_id, plan_id) = w.small_redis_plan().await;
+    let ids = json!({"service_id": service_id, "plan_id": plan_id});
     let id = "0c0a57ed-0000-4000-8000-00000000scal";
     let iuri = format!("/v2/service_instances/{id}");
     let mut body = ids.clone();
