@@ -1850,7 +1850,7 @@ async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth()
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     let count = |labels: &str| {
-        let prefix = format!("broker_requests_total{{{labels}}} ");
+        let prefix = format!("broker_request_duration_seconds_count{{{labels}}} ");
         text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|n| n.parse::<f64>().unwrap())
     };
     assert_eq!(count(r#"route="/v2/catalog",method="GET",status="200""#), Some(2.0), "{text}");
