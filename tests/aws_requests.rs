@@ -151,6 +151,18 @@ impl World {
         broker_tests::call_router(&self.router, method, uri, body.as_ref()).await
     }
 
+    /// Provisions `iuri` with the service and plan `ids` and runs the
+    /// provisioner until it is done; the 202's body.
+    async fn provision(&self, iuri: &str, ids: &Value) -> Value {
+        let mut body = ids.clone();
+        body["organization_guid"] = json!("org");
+        body["space_guid"] = json!("space");
+        let (status, reply) = self.call("PUT", &format!("{iuri}?accepts_incomplete=true"), Some(body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        self.settle().await;
+        reply
+    }
+
     /// The ids of service `elasticache-redis` and its plan `small`, from
     /// the catalog the broker serves.
     async fn small_redis_plan(&self) -> (String, String) {
@@ -228,12 +240,7 @@ async fn a_lifecycle_costs_no_more_aws_requests_than_its_budget() {
     w.take();
 
     let mut phases: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
-    let mut body = ids.clone();
-    body["organization_guid"] = json!("org");
-    body["space_guid"] = json!("space");
-    let (status, reply) = w.call("PUT", &format!("{iuri}?accepts_incomplete=true"), Some(body)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-    w.settle().await;
+    w.provision(iuri, &ids).await;
     phases.push(("provision", w.take()));
 
     let (status, bound) = w.call("PUT", &buri, Some(ids.clone())).await;
@@ -388,12 +395,7 @@ async fn reads_send_the_same_requests_with_many_instances_in_the_store() {
     let ids = json!({"service_id": service_id, "plan_id": plan_id});
     let id = "0c0a57ed-0000-4000-8000-00000000scal";
     let iuri = format!("/v2/service_instances/{id}");
-    let mut body = ids.clone();
-    body["organization_guid"] = json!("org");
-    body["space_guid"] = json!("space");
-    let (status, reply) = w.call("PUT", &format!("{iuri}?accepts_incomplete=true"), Some(body)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-    w.settle().await;
+    let reply = w.provision(&iuri, &ids).await;
     let (status, bound) = w.call("PUT", &format!("{iuri}/service_bindings/app-1"), Some(ids)).await;
     assert_eq!(status, StatusCode::CREATED, "{bound}");
     w.settle().await;
