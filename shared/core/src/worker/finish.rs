@@ -1,8 +1,6 @@
 //! How a job ends: waiting for the cache, a retry with back-off, a
 //! cancellation, success or failure, each recorded with a conditional write.
 
-use std::time::Duration;
-
 use super::*;
 
 impl Worker {
@@ -63,7 +61,7 @@ impl Worker {
         op.update_repeatable = None;
         match self.store.save_operation(&mut op).await {
             Ok(()) => {
-                self.ended(&op, plan_id);
+                self.op_ended(&op, plan_id);
                 Ok(JobOutcome::Finished(OperationState::Failed))
             }
             Err(e) if e.is_race() => Ok(JobOutcome::Skipped("advanced concurrently")),
@@ -141,7 +139,7 @@ impl Worker {
         match result {
             Ok(()) => {
                 info!(operation = %op.id, kind = op.kind.as_str(), instance = %op.instance_id, "operation succeeded");
-                self.ended(&op, &ctx.instance.plan_id);
+                self.op_ended(&op, &ctx.instance.plan_id);
                 Ok(Some(JobOutcome::Finished(OperationState::Succeeded)))
             }
             // A concurrent request changed the record (say, a deprovision
@@ -171,13 +169,7 @@ impl Worker {
         let plan_id = ctx.as_ref().map_or_else(|| "unknown".to_string(), |c| c.instance.plan_id.clone());
         let outcome = self.record_failure(op, ctx, description).await?;
         if let Some(JobOutcome::Finished(OperationState::Failed)) = outcome {
-            let took = now().saturating_sub(started_at).max(0) as u64;
-            self.metrics.operation_finished(
-                kind,
-                &plan_id,
-                OperationState::Failed,
-                Duration::from_secs(took),
-            );
+            self.ended(kind, &plan_id, OperationState::Failed, started_at, now());
         }
         Ok(outcome)
     }

@@ -24,7 +24,7 @@ use crate::domain::instance::InstanceEvent;
 use crate::domain::spare::{self, SpareState, SpareUser};
 use crate::domain::{
     Binding, BindingState, CacheUser, Instance, InstanceState, Operation, OperationKind, OperationState,
-    Plan, Service, Step, now,
+    Plan, Service, Step, Timestamp, now,
 };
 use crate::ports::{
     CacheProvider, CacheSpec, Job, JobQueue, Metrics, NoMetrics, Principal, Progress, ProviderError,
@@ -252,10 +252,23 @@ impl Worker {
         &*self.metrics
     }
 
-    /// An operation ended in the state it carries, recorded.
-    fn ended(&self, op: &Operation, plan_id: &str) {
-        let took = op.finished_at.unwrap_or_else(now).saturating_sub(op.started_at).max(0);
-        self.metrics.operation_finished(op.kind, plan_id, op.state, Duration::from_secs(took as u64));
+    /// An operation of `kind` started at `started_at` ended in `state` at
+    /// `finished_at`: counted, with how long it took.
+    fn ended(
+        &self,
+        kind: OperationKind,
+        plan_id: &str,
+        state: OperationState,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    ) {
+        let took = finished_at.saturating_sub(started_at).max(0) as u64;
+        self.metrics.operation_finished(kind, plan_id, state, Duration::from_secs(took));
+    }
+
+    /// [`Worker::ended`] for an operation whose end is recorded on it.
+    fn op_ended(&self, op: &Operation, plan_id: &str) {
+        self.ended(op.kind, plan_id, op.state, op.started_at, op.finished_at.unwrap_or_else(now));
     }
 
     /// Handles one job. `Err` means "deliver this job again later".
