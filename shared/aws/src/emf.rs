@@ -4,11 +4,9 @@
 //! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
 
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-
-use std::time::Duration;
 
 use broker_core::domain::{OperationKind, OperationState};
 use broker_core::ports::{Metrics, RequestSample};

@@ -2,14 +2,13 @@
 //! `GET /metrics` in Prometheus' text format.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use std::time::Duration;
 
 use broker_core::domain::{OperationKind, OperationState};
 use broker_core::ports::{Metrics, RequestSample};
@@ -142,12 +141,11 @@ impl Metrics for PrometheusMetrics {
     }
 
     fn operation_finished(&self, kind: OperationKind, plan_id: &str, state: OperationState, took: Duration) {
-        let state = match state {
-            OperationState::Succeeded => "succeeded",
-            OperationState::Failed => "failed",
-            OperationState::InProgress => return,
-        };
-        let labels = FinishedLabels { kind: kind.as_str(), plan: plan_id.to_string(), state };
+        if state == OperationState::InProgress {
+            return;
+        }
+        // OSB's spelling of the state: "succeeded" or "failed".
+        let labels = FinishedLabels { kind: kind.as_str(), plan: plan_id.to_string(), state: state.osb() };
         self.finished.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(took.as_secs_f64());
     }
