@@ -1820,26 +1820,21 @@ async fn the_reconciler_refills_the_spare_users_of_a_ready_instance() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_status_behind_basic_auth() {
     let tb = TestBroker::new().await;
-    for _ in 0..2 {
+    // (path, with the broker's credentials, the status expected)
+    let calls = [
+        ("/v2/catalog", true, StatusCode::OK),
+        ("/v2/catalog", true, StatusCode::OK),
+        ("/v2/service_instances/metrics-nobody/last_operation", true, StatusCode::NOT_FOUND),
+        ("/v2/catalog", false, StatusCode::UNAUTHORIZED),
+        ("/v2/no-such-route-metrics", true, StatusCode::NOT_FOUND),
+    ];
+    for (path, auth, expected) in calls {
         assert_eq!(
-            send(&tb.router, request("GET", "/v2/catalog", None, true, Some("2.17"))).await.0,
-            StatusCode::OK
+            send(&tb.router, request("GET", path, None, auth, Some("2.17"))).await.0,
+            expected,
+            "{path}"
         );
     }
-    let missing = "/v2/service_instances/metrics-nobody/last_operation";
-    assert_eq!(
-        send(&tb.router, request("GET", missing, None, true, Some("2.17"))).await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        send(&tb.router, request("GET", "/v2/catalog", None, false, Some("2.17"))).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    let stray = "/v2/no-such-route-metrics";
-    assert_eq!(
-        send(&tb.router, request("GET", stray, None, true, Some("2.17"))).await.0,
-        StatusCode::NOT_FOUND
-    );
 
     let resp = respond(&tb, request("GET", "/metrics", None, false, None)).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "metrics need the broker's credentials");
