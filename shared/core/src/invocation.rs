@@ -140,3 +140,22 @@ fn sent_age(attributes: &std::collections::HashMap<String, String>) -> Option<Du
     let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
     Some(now.saturating_sub(Duration::from_millis(sent)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_job_age_is_read_from_sqs_sent_timestamp_and_nothing_else() {
+        let now_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let sent = |value: &str| HashMap::from([("SentTimestamp".to_string(), value.to_string())]);
+        let age = sent_age(&sent(&(now_ms - 1_500).to_string())).expect("an age");
+        assert!(age >= Duration::from_millis(1_500) && age < Duration::from_secs(60), "{age:?}");
+        assert_eq!(sent_age(&HashMap::new()), None, "no attribute, no age");
+        assert_eq!(sent_age(&sent("yesterday")), None, "not a number, no age");
+        let ahead = sent(&(now_ms + 60_000).to_string());
+        assert_eq!(sent_age(&ahead), Some(Duration::ZERO), "a clock ahead of ours is no negative age");
+    }
+}
