@@ -19,6 +19,7 @@ use broker_core::rotation::{RotationEvent, RotationStep, Target};
 use broker_lambda::{AwsParts, ClientOverrides};
 use broker_testing::MotoServer;
 use broker_testing::aws::{FakeAuthTokens, FakeRbac, GoneGroups, SecretIds, elasticache_on_moto};
+use broker_testing::cloudwatch::FakeCloudWatch;
 use broker_tests::MotoBroker;
 use serde_json::{Value, json};
 
@@ -36,6 +37,8 @@ struct Aws {
     gone: GoneGroups,
     /// Every Secrets Manager request the broker sent: (action, SecretId).
     secret_ids: SecretIds,
+    /// The caches' alarms (moto speaks an older CloudWatch protocol).
+    cloudwatch: FakeCloudWatch,
 }
 
 async fn start() -> Aws {
@@ -46,6 +49,7 @@ async fn start() -> Aws {
 async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
     let MotoBroker { moto, sdk, settings, queue_url } = MotoBroker::start(5, extra).await;
     let rbac = FakeRbac::new();
+    let cloudwatch = FakeCloudWatch::new();
     let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();
     let secret_ids = SecretIds::new();
@@ -55,6 +59,7 @@ async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
     let overrides = ClientOverrides {
         elasticache: Some(elasticache_on_moto(&sdk, gone.clone(), &rbac, &tokens)),
         elasticache_rbac: Some(rbac.client.clone()),
+        cloudwatch: Some(cloudwatch.client.clone()),
         secretsmanager: Some(secretsmanager),
     };
     let parts = AwsParts::new(&settings, &sdk, overrides);
@@ -62,7 +67,7 @@ async fn start_with(extra: &[(&'static str, &str)]) -> Aws {
     assert!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap() > 0);
     assert_eq!(parts.seed_catalog(&CatalogFile::builtin()).await.unwrap(), 0);
     let router = parts.router(&settings).await.unwrap();
-    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, tokens, gone, secret_ids }
+    Aws { _moto: moto, sdk, parts, router, queue_url, rbac, tokens, gone, secret_ids, cloudwatch }
 }
 
 impl Aws {
@@ -198,6 +203,18 @@ async fn lifecycle(deliveries: usize) {
     let members = aws.rbac.members(&group).unwrap();
     assert!(members.contains(&user_of("s-1")) && members.contains(&user_of("s-2")), "{members:?}");
     assert_eq!(aws.live_secrets().await.len(), 3, "admin and spares: {:?}", aws.live_secrets().await);
+    // Three alarms on the group's one member cluster (as moto describes
+    // it), made once however often the job came, their states in the
+    // fetched instance.
+    let alarms = aws.cloudwatch.names();
+    assert_eq!(alarms.len(), 3, "{alarms:?}");
+    assert!(alarms.iter().all(|a| a.starts_with(&format!("{group}/001/"))), "{alarms:?}");
+    assert_eq!(aws.cloudwatch.count("PutMetricAlarm"), 3, "{:?}", aws.cloudwatch.calls());
+    let (status, fetched) = aws.call("GET", &iuri, None).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let states = fetched["metadata"]["attributes"]["alarms"].as_array().unwrap();
+    assert_eq!(states.len(), 3, "{fetched}");
+    assert!(states.iter().all(|a| a["node"] == format!("{group}-001") && a["state"] == "INSUFFICIENT_DATA"));
 
     // A bind as an OSB 2.13 platform sends it (no accepts_incomplete): it
     // claims a spare and answers with credentials at once.
@@ -262,6 +279,7 @@ async fn lifecycle(deliveries: usize) {
     assert!(aws.users().await.is_empty(), "{:?}", aws.users().await);
     assert!(aws.live_secrets().await.is_empty(), "{:?}", aws.live_secrets().await);
     assert!(!aws.rbac.state.lock().unwrap().groups.contains_key(&group), "the user group is left");
+    assert!(aws.cloudwatch.names().is_empty(), "{:?}", aws.cloudwatch.names());
     // And the platform is told so on a late poll.
     let (status, body) = aws.call("GET", &format!("{iuri}/last_operation"), None).await;
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("succeeded")));

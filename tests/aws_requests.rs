@@ -19,22 +19,28 @@ use broker_testing::aws::{
     FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
 };
 use broker_testing::chaos::{FaultyHttp, HttpFaults};
+use broker_testing::cloudwatch::FakeCloudWatch;
 use broker_tests::MotoBroker;
 use serde_json::{Value, json};
 
 /// Requests per phase, by `service:Operation`: the most each may send.
 const BUDGET: &[(&str, &[(&str, u64)])] = &[
+    // The alarms step (issue 15) costs its own step's read and write of
+    // the records, a DescribeReplicationGroups for the member clusters, a
+    // DescribeAlarms and one PutMetricAlarm per metric of the one node.
     (
         "provision",
         &[
-            ("dynamodb:GetItem", 11),
-            ("dynamodb:PutItem", 7),
+            ("cloudwatch:DescribeAlarms", 1),
+            ("cloudwatch:PutMetricAlarm", 3),
+            ("dynamodb:GetItem", 13),
+            ("dynamodb:PutItem", 8),
             ("dynamodb:Query", 4),
             ("dynamodb:TransactWriteItems", 2),
             ("elasticache:CreateReplicationGroup", 1),
             ("elasticache:CreateUser", 4),
             ("elasticache:CreateUserGroup", 1),
-            ("elasticache:DescribeReplicationGroups", 3),
+            ("elasticache:DescribeReplicationGroups", 4),
             ("secretsmanager:CreateSecret", 3),
             ("secretsmanager:GetSecretValue", 3),
             ("sqs:SendMessage", 2),
@@ -66,6 +72,7 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
     (
         "idle hour",
         &[
+            ("cloudwatch:DescribeAlarms", 1),
             ("dynamodb:GetItem", 12),
             ("dynamodb:PutItem", 1),
             ("dynamodb:Query", 49),
@@ -93,8 +100,10 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
     (
         "deprovision",
         &[
-            ("dynamodb:GetItem", 15),
-            ("dynamodb:PutItem", 6),
+            ("cloudwatch:DeleteAlarms", 1),
+            ("cloudwatch:DescribeAlarms", 1),
+            ("dynamodb:GetItem", 17),
+            ("dynamodb:PutItem", 7),
             ("dynamodb:Query", 12),
             ("dynamodb:TransactWriteItems", 2),
             ("elasticache:DeleteReplicationGroup", 1),
@@ -117,6 +126,8 @@ struct World {
     counter: Arc<HttpFaults>,
     rbac: FakeRbac,
     gone: GoneGroups,
+    /// The caches' alarms: counted apart, as the stand-in is no HTTP server.
+    cloudwatch: FakeCloudWatch,
 }
 
 async fn start() -> World {
@@ -128,6 +139,7 @@ async fn start() -> World {
         .http_client(FaultyHttp::wrap(aws_smithy_http_client::Builder::new().build_http(), counter.clone()))
         .build();
     let rbac = FakeRbac::new();
+    let cloudwatch = FakeCloudWatch::new();
     let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();
     let elasticache = aws_sdk_elasticache::Client::from_conf(
@@ -138,12 +150,13 @@ async fn start() -> World {
     let overrides = ClientOverrides {
         elasticache: Some(elasticache),
         elasticache_rbac: Some(rbac.client.clone()),
+        cloudwatch: Some(cloudwatch.client.clone()),
         secretsmanager: None,
     };
     let parts = AwsParts::new(&env.settings, &counted, overrides);
     parts.seed_catalog(&CatalogFile::builtin()).await.unwrap();
     let router = parts.router(&env.settings).await.unwrap();
-    World { env, parts, router, counter, rbac, gone }
+    World { env, parts, router, counter, rbac, gone, cloudwatch }
 }
 
 impl World {
@@ -216,7 +229,7 @@ impl World {
     }
 
     /// The requests sent since the last call, by `service:Operation`, the
-    /// user-group stand-in's included.
+    /// user-group and CloudWatch stand-ins' included.
     fn take(&self) -> BTreeMap<String, u64> {
         let mut counts: BTreeMap<String, u64> =
             self.counter.take_calls().into_iter().map(|((s, op), n)| (format!("{s}:{op}"), n)).collect();
@@ -224,6 +237,10 @@ impl World {
         for call in std::mem::take(&mut rbac.calls) {
             let op = call.split_whitespace().next().unwrap_or_default().to_string();
             *counts.entry(format!("elasticache:{op}")).or_default() += 1;
+        }
+        for call in std::mem::take(&mut self.cloudwatch.state.lock().unwrap().calls) {
+            let op = call.split_whitespace().next().unwrap_or_default().to_string();
+            *counts.entry(format!("cloudwatch:{op}")).or_default() += 1;
         }
         counts
     }

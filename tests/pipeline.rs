@@ -16,8 +16,8 @@ use broker_core::domain::{
 use broker_core::osb::OsbError;
 use broker_core::osb::types::{BindRequest, ProvisionRequest, Query, UpdateRequest};
 use broker_core::ports::{
-    CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, SecretStore, Stage,
-    StateStore,
+    CacheNode, CacheProvider, CacheSpec, Job, JobQueue, Principal, Progress, ProviderError, SecretStore,
+    Stage, StateStore,
 };
 use broker_core::worker::{JobOutcome, Worker, WorkerConfig};
 use broker_testing::{Call, FakeProvider};
@@ -647,6 +647,10 @@ impl CacheProvider for Interrupting {
     }
     async fn endpoint(&self, id: &str) -> Result<Endpoint, ProviderError> {
         self.inner.endpoint(id).await
+    }
+    async fn nodes(&self, id: &str) -> Result<Vec<CacheNode>, ProviderError> {
+        self.maybe_interrupt("nodes").await;
+        self.inner.nodes(id).await
     }
     async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("put_user").await;

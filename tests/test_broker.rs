@@ -1,6 +1,7 @@
 //! A whole broker in memory for fast tests: the Router, the broker and
 //! worker, the embedded store, queue and secret store (in memory), the
-//! rotation function, and the scripted [`FakeProvider`].
+//! rotation function, the scripted [`FakeProvider`] and CloudWatch alarms
+//! over their stand-in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
+use broker_aws::cloudwatch::CloudWatchAlarms;
 use broker_core::broker::Broker;
 use broker_core::catalog::CatalogFile;
 use broker_core::domain::{BindingId, InstanceId, RotationPolicy};
@@ -21,6 +23,7 @@ use broker_local::queue::LocalQueue;
 use broker_local::secrets::LocalSecretStore;
 use broker_local::store::SqliteStore;
 use broker_testing::FakeProvider;
+use broker_testing::cloudwatch::FakeCloudWatch;
 use secrecy::SecretString;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -37,6 +40,9 @@ pub struct TestBroker {
     pub queue: Arc<LocalQueue>,
     pub secrets: Arc<LocalSecretStore>,
     pub provider: Arc<FakeProvider>,
+    /// Where the worker's CloudWatch alarms go ([`CloudWatchAlarms`] under
+    /// prefix `osb`, over the stand-in).
+    pub cloudwatch: FakeCloudWatch,
     /// The rotation function, over the same parts.
     pub rotator: Arc<Rotator>,
     /// The reconciler, over the same parts (an operation is overdue as soon
@@ -92,6 +98,8 @@ impl TestBroker {
             queue.clone()
         };
         let metrics = Arc::new(broker_local::metrics::PrometheusMetrics::default());
+        let cloudwatch = FakeCloudWatch::new();
+        let alarms = Arc::new(CloudWatchAlarms::new(cloudwatch.client.clone(), "osb", vec![]));
         let adapters = Adapters {
             store: store.clone(),
             queue: jobs,
@@ -99,6 +107,7 @@ impl TestBroker {
             secrets: secrets.clone(),
             inventories: vec![secrets.clone()],
             metrics: metrics.clone(),
+            alarms,
         };
         let Services { broker, worker, rotator, reconciler } = Services::new(
             &adapters,
@@ -119,7 +128,19 @@ impl TestBroker {
         );
         let auth = BasicAuth { username: USERNAME.into(), password: SecretString::from(PASSWORD) };
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
-        TestBroker { router, broker, worker, store, queue, secrets, provider, rotator, reconciler, catalog }
+        TestBroker {
+            router,
+            broker,
+            worker,
+            store,
+            queue,
+            secrets,
+            provider,
+            cloudwatch,
+            rotator,
+            reconciler,
+            catalog,
+        }
     }
 
     /// Changes plan `plan` of `service` in the store, as `catalog apply`

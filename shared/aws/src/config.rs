@@ -22,7 +22,11 @@ pub const VARIABLES: &[&str] = &[
     "ROTATION_FUNCTION_ARN",
     "ORPHAN_GRACE_SECS",
     "SWEEP_EVERY_SECS",
+    "ALARM_ACTIONS",
 ];
+
+/// Actions an alarm may take in one state (CloudWatch's limit).
+pub const MAX_ALARM_ACTIONS: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSettings {
@@ -62,6 +66,11 @@ pub struct AwsSettings {
     pub orphan_grace_secs: i64,
     /// How often a sweep round starts (0 to a day; 0: every pass).
     pub sweep_every_secs: i64,
+    /// What the caches' CloudWatch alarms notify on alarm and on recovery
+    /// (`ALARM_ACTIONS`: comma-separated ARNs, SNS topics as a rule, at
+    /// most 5 as CloudWatch allows); none: alarms change state without
+    /// telling anyone.
+    pub alarm_actions: Vec<String>,
 }
 
 impl AwsSettings {
@@ -112,6 +121,21 @@ impl AwsSettings {
                 "ROTATION_FUNCTION_ARN={arn:?} must be a Lambda function ARN (arn:aws:lambda:...)"
             ));
         }
+        let alarm_actions: Vec<String> = opt("ALARM_ACTIONS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = alarm_actions.iter().find(|a| !a.starts_with("arn:")) {
+            return Err(format!("ALARM_ACTIONS: {bad:?} is not an ARN (an SNS topic: arn:aws:sns:...)"));
+        }
+        if alarm_actions.len() > MAX_ALARM_ACTIONS {
+            return Err(format!(
+                "ALARM_ACTIONS names {} actions; CloudWatch allows at most {MAX_ALARM_ACTIONS}",
+                alarm_actions.len()
+            ));
+        }
         let cache_subnet_group = req("CACHE_SUBNET_GROUP")?;
         let security_group_ids: Vec<String> = req("CACHE_SECURITY_GROUP_IDS")?
             .split(',')
@@ -144,6 +168,7 @@ impl AwsSettings {
             rotation_function_arn,
             orphan_grace_secs: number("ORPHAN_GRACE_SECS", 3600, 600, 86_400 * 7)? as i64,
             sweep_every_secs: number("SWEEP_EVERY_SECS", 3600, 0, 86_400)? as i64,
+            alarm_actions,
         })
     }
 }
@@ -187,6 +212,20 @@ mod tests {
         assert_eq!(s.kms_key_id, None);
         assert_eq!((s.rotation_days, s.rotation_grace_secs, s.rotation_function_arn), (30, 3600, None));
         assert_eq!((s.orphan_grace_secs, s.sweep_every_secs), (3600, 3600));
+    }
+
+    #[test]
+    fn alarm_actions_are_optional_arns_and_at_most_five() {
+        assert!(parse(&env(&[])).unwrap().alarm_actions.is_empty());
+        let arn = "arn:aws:sns:eu-west-1:123456789012:cache-alarms";
+        let pager = "arn:aws:sns:eu-west-1:123456789012:pager";
+        let two = format!("{arn}, {pager}");
+        assert_eq!(parse(&env(&[("ALARM_ACTIONS", &two)])).unwrap().alarm_actions, [arn, pager]);
+        let err = parse(&env(&[("ALARM_ACTIONS", "cache-alarms")])).unwrap_err();
+        assert_eq!(err, "ALARM_ACTIONS: \"cache-alarms\" is not an ARN (an SNS topic: arn:aws:sns:...)");
+        let six = [arn; 6].join(",");
+        let err = parse(&env(&[("ALARM_ACTIONS", &six)])).unwrap_err();
+        assert_eq!(err, "ALARM_ACTIONS names 6 actions; CloudWatch allows at most 5");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! AWS adapters behind the same ports as laptop mode: DynamoDB store, SQS job
-//! queue, Secrets Manager secret store (and, next, the ElastiCache provider).
+//! queue, Secrets Manager secret store, ElastiCache provider and CloudWatch
+//! alarms.
 //! Built with the `aws` feature only.
 
+pub mod cloudwatch;
 pub mod config;
 pub mod dynamodb;
 pub mod elasticache;

@@ -163,6 +163,7 @@ impl CatalogFile {
                     crate::domain::pool::MAX_WARM_POOL_SIZE
                 ));
             }
+            p.alarms.check().map_err(|e| format!("{what}: {e}"))?;
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::domain::{
-    Binding, CacheUser, Endpoint, Engine, Instance, Operation, OperationKind, OperationState, Plan, Pool,
-    ResourceKind, Service, Sweep,
+    AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, Operation, OperationKind,
+    OperationState, Plan, Pool, ResourceKind, Service, Sweep,
 };
 
 // ---------------------------------------------------------------- store
@@ -306,6 +306,9 @@ pub trait CacheProvider: Send + Sync {
         final_snapshot: Option<&str>,
     ) -> Result<Progress, ProviderError>;
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError>;
+    /// The cache's nodes as its metrics name them: what [`Alarms::put`]
+    /// watches. Empty when the cache does not exist.
+    async fn nodes(&self, instance_id: &str) -> Result<Vec<CacheNode>, ProviderError>;
     /// Creates the user, or resets an existing one to exactly these passwords
     /// and rules.
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError>;
@@ -360,6 +363,90 @@ impl Principal {
             Principal::Admin => "the admin credential".to_string(),
             Principal::User(name) => format!("cache user {name}"),
         }
+    }
+}
+
+// ---------------------------------------------------------------- alarms
+
+/// One node of a cache, as the cache's metrics name it: a replication
+/// group's member cluster (one node each), or a Memcached cluster's node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheNode {
+    /// The cache cluster id (`CacheClusterId`).
+    pub cluster_id: String,
+    /// The node within it (`CacheNodeId`), for a cluster of several nodes
+    /// (Memcached); `None` for a cluster of one.
+    pub node_id: Option<String>,
+}
+
+impl CacheNode {
+    /// How alarm names and the fetch response name it.
+    pub fn label(&self) -> String {
+        match &self.node_id {
+            Some(node) => format!("{}/{node}", self.cluster_id),
+            None => self.cluster_id.clone(),
+        }
+    }
+}
+
+/// What the alarms of one cache watch.
+#[derive(Debug, Clone)]
+pub struct AlarmSpec {
+    /// The key the cache's names derive from ([`Instance::cache_key`]).
+    pub cache_key: String,
+    pub engine: Engine,
+    /// Every node of the cache ([`CacheProvider::nodes`]).
+    pub nodes: Vec<CacheNode>,
+    pub thresholds: AlarmThresholds,
+    /// The instance's tags, as its cache has them ([`CacheSpec::tags`]).
+    pub tags: Vec<(String, String)>,
+}
+
+/// One alarm of a cache and its state, as fetching the instance shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlarmStatus {
+    /// The metric it watches (`EngineCPUUtilization` ...).
+    pub metric: String,
+    /// The node it watches ([`CacheNode::label`]).
+    pub node: String,
+    /// Above this the alarm goes off.
+    pub threshold: f64,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    /// When the state last changed (ISO 8601).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// Alarms on the caches' metrics: CloudWatch in AWS, none on a laptop.
+/// Every call is idempotent.
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    /// Makes the cache's alarms exactly what `spec` asks for: one per node
+    /// and metric with a threshold, created or brought up to date, and the
+    /// cache's other alarms (nodes gone, a threshold turned off) deleted.
+    /// Returns how many the cache has.
+    async fn put(&self, spec: &AlarmSpec) -> Result<usize, ProviderError>;
+    /// Deletes every alarm of the cache; `Ok` when it has none.
+    async fn delete(&self, cache_key: &str) -> Result<(), ProviderError>;
+    /// The cache's alarms and their states; `None` when the backend keeps
+    /// no alarms at all.
+    async fn states(&self, cache_key: &str) -> Result<Option<Vec<AlarmStatus>>, ProviderError>;
+}
+
+/// No alarms: laptop mode, and AWS without CloudWatch.
+pub struct NoAlarms;
+
+#[async_trait]
+impl Alarms for NoAlarms {
+    async fn put(&self, _: &AlarmSpec) -> Result<usize, ProviderError> {
+        Ok(0)
+    }
+    async fn delete(&self, _: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn states(&self, _: &str) -> Result<Option<Vec<AlarmStatus>>, ProviderError> {
+        Ok(None)
     }
 }
 

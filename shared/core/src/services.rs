@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::domain::RotationPolicy;
-use crate::ports::{CacheProvider, Inventory, JobQueue, Metrics, SecretStore, Store};
+use crate::ports::{Alarms, CacheProvider, Inventory, JobQueue, Metrics, SecretStore, Store};
 use crate::reconcile::{Reconciler, SweepSettings};
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
@@ -25,6 +25,9 @@ pub struct Adapters {
     /// Where the worker counts operations (the API's requests are counted
     /// by the Router's own `AppState`, which the modes give the same one).
     pub metrics: Arc<dyn Metrics>,
+    /// The caches' alarms (CloudWatch in AWS, [`crate::ports::NoAlarms`]
+    /// on a laptop).
+    pub alarms: Arc<dyn Alarms>,
 }
 
 /// What a mode sets. What the broker, the worker and the rotation function
@@ -63,7 +66,7 @@ pub struct Services {
 
 impl Services {
     pub fn new(adapters: &Adapters, settings: &ServiceSettings) -> Services {
-        let Adapters { store, queue, provider, secrets, inventories, metrics } = adapters.clone();
+        let Adapters { store, queue, provider, secrets, inventories, metrics, alarms } = adapters.clone();
         let worker = Arc::new(
             Worker::new(
                 store.clone(),
@@ -77,7 +80,8 @@ impl Services {
                     rotation_days: settings.rotation.days,
                 },
             )
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_alarms(alarms),
         );
         let broker = Arc::new(Broker::new(
             store.clone(),

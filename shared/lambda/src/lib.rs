@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use broker_aws::cloudwatch::CloudWatchAlarms;
 use broker_aws::config::AwsSettings;
 use broker_aws::dynamodb::DynamoStore;
 use broker_aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings};
@@ -54,6 +55,9 @@ pub struct AwsParts {
     /// Embedded Metric Format lines on standard output, for the API and
     /// the worker alike.
     pub metrics: Arc<dyn Metrics>,
+    /// The caches' CloudWatch alarms, for the worker and fetch-instance.
+    pub alarms: Arc<CloudWatchAlarms>,
+    adapters: Adapters,
     secrets_client: aws_sdk_secretsmanager::Client,
 }
 
@@ -67,6 +71,9 @@ pub struct ClientOverrides {
     pub elasticache_rbac: Option<aws_sdk_elasticache::Client>,
     /// The Secrets Manager client (a test's, with its interceptors).
     pub secretsmanager: Option<aws_sdk_secretsmanager::Client>,
+    /// The CloudWatch client of the caches' alarms (moto speaks an older
+    /// CloudWatch protocol than the SDK's: tests give a stand-in).
+    pub cloudwatch: Option<aws_sdk_cloudwatch::Client>,
 }
 
 impl AwsParts {
@@ -91,14 +98,22 @@ impl AwsParts {
         }
         let provider = Arc::new(provider);
         let metrics: Arc<dyn Metrics> = Arc::new(broker_aws::emf::EmfMetrics::stdout(&settings.name_prefix));
-        let adapters = Adapters {
+        let cloudwatch = overrides.cloudwatch.unwrap_or_else(|| aws_sdk_cloudwatch::Client::new(sdk));
+        let alarms = Arc::new(CloudWatchAlarms::new(
+            cloudwatch,
+            &settings.name_prefix,
+            settings.alarm_actions.clone(),
+        ));
+        let parts = Adapters {
             store: store.clone(),
             queue: queue.clone(),
             provider: provider.clone(),
             secrets: secrets.clone(),
-            inventories: vec![provider.clone(), secrets.clone()],
+            inventories: vec![provider.clone(), secrets.clone(), alarms.clone()],
             metrics: metrics.clone(),
+            alarms: alarms.clone(),
         };
+        let adapters = parts.clone();
         let Services { broker, worker, rotator, reconciler } =
             Services::new(&adapters, &service_settings(settings));
         AwsParts {
@@ -111,6 +126,8 @@ impl AwsParts {
             rotator,
             reconciler,
             metrics,
+            alarms,
+            adapters: parts,
             secrets_client,
         }
     }
@@ -118,14 +135,7 @@ impl AwsParts {
     /// The adapters the services are built on, for a test that builds a
     /// worker of its own over some of them.
     pub fn adapters(&self) -> Adapters {
-        Adapters {
-            store: self.store.clone(),
-            queue: self.queue.clone(),
-            provider: self.provider.clone(),
-            secrets: self.secrets.clone(),
-            inventories: vec![self.provider.clone(), self.secrets.clone()],
-            metrics: self.metrics.clone(),
-        }
+        self.adapters.clone()
     }
 
     /// The API Router, with the broker's own credentials read from the secret

@@ -244,6 +244,8 @@ impl Adapters {
             secrets: self.secrets.clone(),
             inventories: vec![self.provider.clone(), self.secrets.clone()],
             metrics: self.metrics.clone(),
+            // No CloudWatch on a laptop.
+            alarms: Arc::new(broker_core::ports::NoAlarms),
         };
         Services::new(
             &adapters,

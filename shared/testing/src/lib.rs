@@ -2,10 +2,12 @@
 //! provider ([`FakeProvider`]), an in-memory secret store
 //! ([`MemorySecrets`]), sample records ([`records`]), moto in server mode
 //! ([`MotoServer`]), and ([`aws`]) the stand-ins for the ElastiCache calls
-//! moto lacks and a recorder of Secrets Manager requests.
+//! moto lacks and a recorder of Secrets Manager requests, and
+//! ([`cloudwatch`]) a CloudWatch alarms stand-in.
 
 pub mod aws;
 pub mod chaos;
+pub mod cloudwatch;
 pub mod contract;
 mod logs;
 
@@ -37,7 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use broker_core::domain::{CacheUser, Endpoint};
-use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError};
+use broker_core::ports::{CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError};
 use secrecy::SecretString;
 
 /// A provider call, as the fake records it.
@@ -172,6 +174,10 @@ impl CacheProvider for FakeProvider {
     async fn endpoint(&self, id: &str) -> Result<Endpoint, ProviderError> {
         self.calls.lock().unwrap().push(Call::Endpoint(id.into()));
         Ok(Endpoint::single("127.0.0.1", 6379, false))
+    }
+    async fn nodes(&self, id: &str) -> Result<Vec<CacheNode>, ProviderError> {
+        let exists = self.caches.lock().unwrap().contains_key(id);
+        Ok(if exists { vec![CacheNode { cluster_id: format!("{id}-001"), node_id: None }] } else { vec![] })
     }
     async fn put_user(&self, id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
         let call = Call::PutUser {
@@ -352,6 +358,7 @@ pub mod records {
             access_string: "~* +@all".into(),
             spare_binding_users: 0,
             warm_pool_size: 0,
+            alarms: Default::default(),
             metadata: PlanMetadata::default(),
             position: 0,
         }

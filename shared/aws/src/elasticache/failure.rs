@@ -62,7 +62,7 @@ impl From<Failure> for ProviderError {
 
 /// Codes of errors the ElastiCache model does not name but every AWS query
 /// API can answer with, and that go away by themselves.
-const TRANSIENT_CODES: &[&str] = &[
+pub(crate) const TRANSIENT_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

@@ -39,10 +39,10 @@
 
 mod create;
 mod delete;
-mod failure;
+pub(crate) mod failure;
 mod inventory;
 mod modify;
-mod names;
+pub(crate) mod names;
 mod rotation;
 mod status;
 mod users;
@@ -60,7 +60,9 @@ use secrecy::SecretString;
 
 use crate::config::AwsSettings;
 use broker_core::domain::{CacheUser, Endpoint};
-use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
+use broker_core::ports::{
+    CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
+};
 
 use failure::{Failure, Kind, classify};
 pub use names::MAX_PREFIX_LEN;
@@ -369,6 +371,28 @@ impl CacheProvider for ElastiCacheProvider {
 
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError> {
         self.cache_endpoint(instance_id).await
+    }
+
+    /// A replication group's member clusters (one node each), or a
+    /// Memcached cluster's nodes.
+    async fn nodes(&self, instance_id: &str) -> Result<Vec<CacheNode>, ProviderError> {
+        let id = self.names.cache(instance_id);
+        let mut nodes: Vec<CacheNode> = match self.find(&id).await? {
+            None => Vec::new(),
+            Some(Cache::Group(group)) => group
+                .member_clusters()
+                .iter()
+                .map(|member| CacheNode { cluster_id: member.clone(), node_id: None })
+                .collect(),
+            Some(Cache::Cluster(cluster)) => cluster
+                .cache_nodes()
+                .iter()
+                .filter_map(|n| n.cache_node_id())
+                .map(|n| CacheNode { cluster_id: id.clone(), node_id: Some(n.to_string()) })
+                .collect(),
+        };
+        nodes.sort();
+        Ok(nodes)
     }
 
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {

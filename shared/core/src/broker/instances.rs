@@ -306,6 +306,15 @@ impl Broker {
                 return Err(OsbError::NotFound(format!("service instance {id} does not exist")));
             }
         }
+        // What CloudWatch says of the cache's alarms; a fetch still answers
+        // when it cannot say, without them.
+        let alarms = match self.worker.alarms().states(instance.cache_key()).await {
+            Ok(alarms) => alarms,
+            Err(e) => {
+                warn!(instance = %id, error = %e, "could not read the cache's alarm states; answering without them");
+                None
+            }
+        };
         Ok(InstanceResponse {
             service_id: instance.service_id,
             plan_id: instance.plan_id,
@@ -313,6 +322,7 @@ impl Broker {
             maintenance_info: instance
                 .maintenance_version
                 .map(|version| MaintenanceInfo { version, description: None }),
+            metadata: alarms.map(|alarms| InstanceMetadata { attributes: InstanceAttributes { alarms } }),
         })
     }
 

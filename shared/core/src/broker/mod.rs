@@ -26,8 +26,8 @@ use crate::domain::{
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
-    BindRequest, BindingMetadata, BindingResponse, EndpointObject, InstanceResponse, LastOperation,
-    MaintenanceInfo, ProvisionRequest, Query, UpdateRequest,
+    BindRequest, BindingMetadata, BindingResponse, EndpointObject, InstanceAttributes, InstanceMetadata,
+    InstanceResponse, LastOperation, MaintenanceInfo, ProvisionRequest, Query, UpdateRequest,
 };
 use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Stage, Store, StoreError};
 use crate::worker::Worker;

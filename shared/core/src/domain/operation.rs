@@ -83,12 +83,16 @@ pub enum Step {
     CreateSpareSecrets,
     CreateCache,
     WaitCacheAvailable,
+    /// The cache's CloudWatch alarms, made or brought up to date (also
+    /// after a plan change, and for a cache claimed from the warm pool).
+    PutAlarms,
     // update
     ModifyCache,
     WaitCacheModified,
     // deprovision
     DeleteCache,
     WaitCacheDeleted,
+    DeleteAlarms,
     DeleteUsers,
     DeleteSecrets,
     // bind
@@ -122,6 +126,8 @@ impl Step {
             Step::CreateSpareSecrets => "creating the credentials of the spare binding users",
             Step::CreateCache => "creating the cache",
             Step::WaitCacheAvailable => "waiting for the cache to become available",
+            Step::PutAlarms => "setting the cache's CloudWatch alarms",
+            Step::DeleteAlarms => "deleting the cache's CloudWatch alarms",
             Step::ModifyCache => "modifying the cache",
             Step::WaitCacheModified => "waiting for the cache modification to finish",
             Step::DeleteCache => "deleting the cache",

@@ -138,6 +138,9 @@ pub struct Plan {
     /// Each waiting cache costs what an instance of the plan costs.
     #[serde(default)]
     pub warm_pool_size: u8,
+    /// The CloudWatch alarms each cache of the plan gets (AWS mode).
+    #[serde(default)]
+    pub alarms: AlarmThresholds,
     pub metadata: PlanMetadata,
     /// Where the plan stands among the catalog file's plans (set when the
     /// file is read): the catalog lists a service's plans in this order.
@@ -147,6 +150,98 @@ pub struct Plan {
 
 fn one() -> u8 {
     1
+}
+
+/// The CloudWatch alarms the broker keeps on every node of a plan's caches
+/// (AWS mode; see [`crate::ports::Alarms`]): a threshold per metric, or
+/// `null` in the catalog for no alarm on that metric. The defaults are what
+/// the Valkey migration plan asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmThresholds {
+    /// Percent of CPU: `EngineCPUUtilization` for Redis OSS and Valkey (the
+    /// engine's thread), `CPUUtilization` for Memcached (the host's).
+    #[serde(default = "default_cpu_percent")]
+    pub cpu_percent: Option<f64>,
+    /// `CurrConnections` of a node.
+    #[serde(default = "default_connections")]
+    pub connections: Option<f64>,
+    /// `DatabaseMemoryUsagePercentage` of a node (Redis OSS and Valkey;
+    /// Memcached publishes no share of its memory, so gets no such alarm).
+    #[serde(default = "default_memory_percent")]
+    pub memory_percent: Option<f64>,
+    /// Seconds per datapoint: a multiple of 60, as ElastiCache publishes
+    /// its metrics every minute.
+    #[serde(default = "default_alarm_period")]
+    pub period_secs: u32,
+    /// Datapoints in a row over the threshold that set the alarm off.
+    #[serde(default = "default_evaluation_periods")]
+    pub evaluation_periods: u32,
+}
+
+impl Default for AlarmThresholds {
+    fn default() -> AlarmThresholds {
+        AlarmThresholds {
+            cpu_percent: default_cpu_percent(),
+            connections: default_connections(),
+            memory_percent: default_memory_percent(),
+            period_secs: default_alarm_period(),
+            evaluation_periods: default_evaluation_periods(),
+        }
+    }
+}
+
+impl AlarmThresholds {
+    /// What is wrong with them, in words naming the field and what it takes.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value, max) in [
+            ("cpu_percent", self.cpu_percent, Some(100.0)),
+            ("connections", self.connections, None),
+            ("memory_percent", self.memory_percent, Some(100.0)),
+        ] {
+            let Some(v) = value else { continue };
+            if !v.is_finite() || v <= 0.0 || max.is_some_and(|m| v > m) {
+                let range = if max.is_some() { "above 0 and at most 100" } else { "above 0" };
+                return Err(format!("alarms.{field} is {v}; it must be {range}, or null for no alarm"));
+            }
+        }
+        if self.period_secs == 0 || !self.period_secs.is_multiple_of(60) {
+            return Err(format!(
+                "alarms.period_secs is {}; it must be a multiple of 60 (ElastiCache publishes its metrics every minute)",
+                self.period_secs
+            ));
+        }
+        let total = u64::from(self.period_secs) * u64::from(self.evaluation_periods);
+        if self.evaluation_periods == 0 || total > MAX_ALARM_WINDOW_SECS {
+            return Err(format!(
+                "alarms.evaluation_periods is {}; it must be at least 1, and period_secs x evaluation_periods at most {MAX_ALARM_WINDOW_SECS} (one day, CloudWatch's limit)",
+                self.evaluation_periods
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest time an alarm may look back (CloudWatch: one day).
+pub const MAX_ALARM_WINDOW_SECS: u64 = 86_400;
+
+fn default_cpu_percent() -> Option<f64> {
+    Some(80.0)
+}
+
+fn default_connections() -> Option<f64> {
+    Some(1000.0)
+}
+
+fn default_memory_percent() -> Option<f64> {
+    Some(80.0)
+}
+
+fn default_alarm_period() -> u32 {
+    60
+}
+
+fn default_evaluation_periods() -> u32 {
+    5
 }
 
 fn default_spare_binding_users() -> u8 {
@@ -192,6 +287,32 @@ mod tests {
         assert!(Engine::Redis.has_users("7.1"));
         assert!(!Engine::Redis.has_users("5.0.6"));
         assert!(!Engine::Memcached.has_users("1.6"));
+    }
+
+    #[test]
+    fn alarm_thresholds_default_to_the_migration_plans_and_refuse_what_cloudwatch_would() {
+        let plain: AlarmThresholds = serde_json::from_str("{}").unwrap();
+        assert_eq!(plain, AlarmThresholds::default());
+        assert_eq!(
+            (plain.cpu_percent, plain.connections, plain.memory_percent),
+            (Some(80.0), Some(1000.0), Some(80.0))
+        );
+        assert!(plain.check().is_ok());
+        let off: AlarmThresholds = serde_json::from_str(r#"{"connections": null}"#).unwrap();
+        assert_eq!((off.connections, off.cpu_percent), (None, Some(80.0)));
+        assert!(off.check().is_ok());
+        for (json, field) in [
+            (r#"{"cpu_percent": 120}"#, "alarms.cpu_percent"),
+            (r#"{"memory_percent": 0}"#, "alarms.memory_percent"),
+            (r#"{"connections": -1}"#, "alarms.connections"),
+            (r#"{"period_secs": 90}"#, "alarms.period_secs"),
+            (r#"{"evaluation_periods": 0}"#, "alarms.evaluation_periods"),
+            (r#"{"period_secs": 3600, "evaluation_periods": 25}"#, "alarms.evaluation_periods"),
+        ] {
+            let t: AlarmThresholds = serde_json::from_str(json).unwrap();
+            let e = t.check().unwrap_err();
+            assert!(e.starts_with(field), "{json}: {e}");
+        }
     }
 
     #[test]

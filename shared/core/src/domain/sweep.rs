@@ -36,6 +36,8 @@ pub enum ResourceKind {
     LocalCache,
     /// A secret in the secret store.
     Secret,
+    /// A CloudWatch alarm on a cache's metric.
+    Alarm,
 }
 
 impl ResourceKind {
@@ -48,6 +50,7 @@ impl ResourceKind {
             ResourceKind::User => "cache user",
             ResourceKind::LocalCache => "local cache",
             ResourceKind::Secret => "secret",
+            ResourceKind::Alarm => "CloudWatch alarm",
         }
     }
 
@@ -59,6 +62,7 @@ impl ResourceKind {
             ResourceKind::User => "user",
             ResourceKind::LocalCache => "local",
             ResourceKind::Secret => "secret",
+            ResourceKind::Alarm => "alarm",
         }
     }
 }

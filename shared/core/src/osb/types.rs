@@ -112,6 +112,21 @@ pub struct InstanceResponse {
     pub parameters: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_info: Option<MaintenanceInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<InstanceMetadata>,
+}
+
+/// The fetch-instance `metadata`: OSB's `attributes` are the broker's own
+/// key-value pairs, which a platform shows or ignores.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceMetadata {
+    pub attributes: InstanceAttributes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceAttributes {
+    /// Each CloudWatch alarm on the cache's nodes and its state.
+    pub alarms: Vec<crate::ports::AlarmStatus>,
 }
 
 /// Bind and fetch-binding body. `Debug` leaves the credentials out.

@@ -27,8 +27,8 @@ use crate::domain::{
     Plan, Service, Step, Timestamp, now,
 };
 use crate::ports::{
-    CacheProvider, CacheSpec, Job, JobQueue, Metrics, NoMetrics, Principal, Progress, ProviderError,
-    QueueError, SecretError, SecretStore, Stage, Store, StoreError,
+    AlarmSpec, Alarms, CacheProvider, CacheSpec, Job, JobQueue, Metrics, NoAlarms, NoMetrics, Principal,
+    Progress, ProviderError, QueueError, SecretError, SecretStore, Stage, Store, StoreError,
 };
 use crate::rotation::Target;
 
@@ -220,6 +220,7 @@ pub struct Worker {
     config: WorkerConfig,
     locks: InstanceLocks,
     metrics: Arc<dyn Metrics>,
+    alarms: Arc<dyn Alarms>,
 }
 
 impl Worker {
@@ -238,7 +239,20 @@ impl Worker {
             config,
             locks: InstanceLocks::default(),
             metrics: Arc::new(NoMetrics),
+            alarms: Arc::new(NoAlarms),
         }
+    }
+
+    /// Keeps each cache's alarms in `alarms`: made with the cache, brought
+    /// up to date by a plan change, deleted with it.
+    pub fn with_alarms(mut self, alarms: Arc<dyn Alarms>) -> Worker {
+        self.alarms = alarms;
+        self
+    }
+
+    /// Where the caches' alarms are: fetching an instance shows their states.
+    pub fn alarms(&self) -> &dyn Alarms {
+        &*self.alarms
     }
 
     /// Counts operations, retries and requeues in `metrics`.

@@ -59,47 +59,38 @@ impl Worker {
                 Ok(then(self.provider.create(&spec).await?, Step::WaitCacheAvailable))
             }
             Step::WaitCacheAvailable => match self.provider.progress(&cache).await? {
-                Progress::Done => {
-                    // Saved with the operation's success. The spare users
-                    // were made with the cache, so they are ready with it.
-                    ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
-                    for s in &mut ctx.instance.spares {
-                        s.state = SpareState::Ready;
-                    }
-                    let (plan, i) = (ctx.plan()?, &ctx.instance);
-                    let what = format!(
-                        "{} {} on plan {}",
-                        ctx.service()?.engine.as_str(),
-                        i.engine_version,
-                        plan.name
-                    );
-                    Ok(StepResult::Finished(if i.pooled {
-                        format!("provisioned for the warm pool: {what}")
-                    } else if plan.warm_pool_size == 0 {
-                        format!("provisioned: {what}")
-                    } else if i.engine_version != plan.default_engine_version {
-                        format!(
-                            "provisioned: {what}, a cache of its own (the warm pool holds version {} only)",
-                            plan.default_engine_version
-                        )
-                    } else {
-                        format!("provisioned: {what}, a cache of its own (the warm pool had no ready cache)")
-                    }))
-                }
+                Progress::Done => Ok(StepResult::Next(Step::PutAlarms)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),
             },
+            Step::PutAlarms => {
+                let note = self.put_alarms(ctx).await?;
+                match op.kind {
+                    OperationKind::Provision => self.provisioned(ctx, &cache, note).await,
+                    OperationKind::Update => {
+                        // A plan change can move or add endpoints (a reader
+                        // once there are replicas): saved with the success.
+                        ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
+                        let plan = &ctx.plan()?.name;
+                        Ok(StepResult::Finished(format!(
+                            "updated: now on plan {plan}{}",
+                            note.unwrap_or_default()
+                        )))
+                    }
+                    _ => {
+                        if let Some(note) = note {
+                            warn!(operation = %op.id, instance = %id, "the claimed cache{note}");
+                        }
+                        Ok(StepResult::Next(Step::ScheduleSpareRotation))
+                    }
+                }
+            }
             // ---------------------------------------------------- update
             // A plan change can take several changes, one at a time (add
             // replicas, then change the node type ...): modify starts the next
             // one, and is asked again each time the cache is available, until
             // it has nothing left to do.
             Step::ModifyCache => match self.provider.modify(&self.spec(ctx)?).await? {
-                Progress::Done => {
-                    // A plan change can move or add endpoints (a reader
-                    // once there are replicas): saved with the success.
-                    ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
-                    Ok(StepResult::Finished(format!("updated: now on plan {}", ctx.plan()?.name)))
-                }
+                Progress::Done => Ok(StepResult::Next(Step::PutAlarms)),
                 working @ Progress::Working { .. } => Ok(then(working, Step::WaitCacheModified)),
             },
             Step::WaitCacheModified => match self.provider.progress(&cache).await? {
@@ -121,9 +112,21 @@ impl Worker {
             }
             Step::WaitCacheDeleted => {
                 match self.provider.delete(&cache, ctx.final_snapshot().then_some(op.id.as_str())).await? {
-                    Progress::Done => Ok(StepResult::Next(Step::DeleteUsers)),
+                    Progress::Done => Ok(StepResult::Next(Step::DeleteAlarms)),
                     Progress::Working { detail } => Ok(StepResult::Wait(detail)),
                 }
+            }
+            Step::DeleteAlarms => {
+                match self.alarms.delete(&cache).await {
+                    Ok(()) => {}
+                    // The orphan sweep finds alarms whose cache is gone.
+                    Err(ProviderError::Permanent(why)) => {
+                        warn!(operation = %op.id, instance = %id, error = %why,
+                        "the cache's CloudWatch alarms could not be deleted; the orphan sweep deletes them later")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(StepResult::Next(Step::DeleteUsers))
             }
             Step::DeleteUsers => {
                 // The cache took the users its user group held. A user made
@@ -281,9 +284,7 @@ impl Worker {
             // ---------------------------------------------------- spares
             // A provision that took a warm-pool cache: its tags name the
             // pool member until now.
-            Step::TagCache => {
-                Ok(then(self.provider.retag(&self.spec(ctx)?).await?, Step::ScheduleSpareRotation))
-            }
+            Step::TagCache => Ok(then(self.provider.retag(&self.spec(ctx)?).await?, Step::PutAlarms)),
             Step::ScheduleSpareRotation => {
                 // Spares claimed since: their binding holds the password now.
                 if !ctx.instance.spares_to_schedule.is_empty() {
@@ -334,6 +335,64 @@ impl Worker {
                 }
             }
             Step::Done => Ok(StepResult::Finished(op.description.clone())),
+        }
+    }
+
+    /// A provision's cache is available: its endpoint and spare users are
+    /// saved with the operation's success, which says what was made.
+    async fn provisioned(
+        &self,
+        ctx: &mut Context,
+        cache: &str,
+        note: Option<String>,
+    ) -> Result<StepResult, StepError> {
+        // The spare users were made with the cache, so they are ready with it.
+        ctx.instance.endpoint = Some(self.provider.endpoint(cache).await?);
+        for s in &mut ctx.instance.spares {
+            s.state = SpareState::Ready;
+        }
+        let (plan, i) = (ctx.plan()?, &ctx.instance);
+        let what = format!("{} {} on plan {}", ctx.service()?.engine.as_str(), i.engine_version, plan.name);
+        let said = if i.pooled {
+            format!("provisioned for the warm pool: {what}")
+        } else if plan.warm_pool_size == 0 {
+            format!("provisioned: {what}")
+        } else if i.engine_version != plan.default_engine_version {
+            format!(
+                "provisioned: {what}, a cache of its own (the warm pool holds version {} only)",
+                plan.default_engine_version
+            )
+        } else {
+            format!("provisioned: {what}, a cache of its own (the warm pool had no ready cache)")
+        };
+        Ok(StepResult::Finished(said + &note.unwrap_or_default()))
+    }
+
+    /// Brings the cache's alarms to what its plan asks for. A cache waiting
+    /// in the warm pool has none until a provision claims it. A refusal
+    /// retrying cannot mend (CloudWatch denies the call, say) leaves a
+    /// working cache working: it is logged and returned as a note for the
+    /// operation's description.
+    async fn put_alarms(&self, ctx: &Context) -> Result<Option<String>, StepError> {
+        if ctx.instance.pooled {
+            return Ok(None);
+        }
+        let spec = self.spec(ctx)?;
+        let nodes = self.provider.nodes(&spec.cache_key).await?;
+        let alarms = AlarmSpec {
+            cache_key: spec.cache_key,
+            engine: spec.engine,
+            nodes,
+            thresholds: spec.plan.alarms,
+            tags: spec.tags,
+        };
+        match self.alarms.put(&alarms).await {
+            Ok(_) => Ok(None),
+            Err(ProviderError::Permanent(why)) => {
+                warn!(instance = %ctx.instance.id, error = %why, "the cache's CloudWatch alarms could not be set");
+                Ok(Some(format!("; its CloudWatch alarms could not be set: {why}")))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -55,7 +55,9 @@ use tokio::time::{Instant, sleep, timeout};
 pub use broker_core::domain::credentials::ADMIN_USER;
 use broker_core::domain::credentials::passwords_fit;
 use broker_core::domain::{CacheUser, Endpoint, Engine};
-use broker_core::ports::{CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore};
+use broker_core::ports::{
+    CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
+};
 
 /// Every server listens here only: laptop mode is for the laptop.
 mod client;
@@ -652,6 +654,15 @@ impl CacheProvider for LocalCacheProvider {
             _ => vec![],
         };
         Ok(Endpoint { nodes, ..Endpoint::single(HOST, record.port, false) })
+    }
+
+    /// One process, one node, named by its instance; none when no cache
+    /// was made.
+    async fn nodes(&self, instance_id: &str) -> Result<Vec<CacheNode>, ProviderError> {
+        let paths = Paths::of(&self.root, instance_id)?;
+        Ok(read_record(&paths)?
+            .map(|record| vec![CacheNode { cluster_id: record.instance_id, node_id: None }])
+            .unwrap_or_default())
     }
 
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {

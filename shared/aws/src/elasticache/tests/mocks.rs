@@ -349,6 +349,10 @@ async fn a_memcached_endpoint_is_its_configuration_endpoint_with_every_node() {
             cluster_mode: false,
         }
     );
+    // What the alarms watch: each node of the cluster.
+    let nodes = provider.nodes(INSTANCE).await.unwrap();
+    let nodes: Vec<(String, Option<String>)> = nodes.into_iter().map(|n| (n.cluster_id, n.node_id)).collect();
+    assert_eq!(nodes, [(id.clone(), Some("0001".to_string())), (id.clone(), Some("0002".to_string()))]);
 }
 
 // ------------------------------------------------------------ create

@@ -329,6 +329,13 @@ async fn a_cluster_mode_plan_becomes_three_shards_of_a_primary_and_a_replica() {
     assert_eq!(group.automatic_failover(), Some(&AutomaticFailoverStatus::Enabled));
     let endpoint = w.provider.endpoint(INSTANCE).await.unwrap();
     assert!(endpoint.host.starts_with("clustercfg."), "the configuration endpoint: {endpoint:?}");
+    // What the alarms watch: the six member clusters, one node each.
+    let nodes = w.provider.nodes(INSTANCE).await.unwrap();
+    let mut members: Vec<String> = group.member_clusters().to_vec();
+    members.sort();
+    assert_eq!(nodes.iter().map(|n| n.cluster_id.clone()).collect::<Vec<_>>(), members);
+    assert!(nodes.iter().all(|n| n.node_id.is_none()));
+    assert_eq!(w.provider.nodes("never-provisioned").await.unwrap(), vec![]);
 }
 
 #[tokio::test]

@@ -1,0 +1,166 @@
+//! The caches' CloudWatch alarms through the OSB API and the worker: made
+//! with the cache, shown with their states when the instance is fetched,
+//! brought up to date by a plan change, deleted with the cache; a refusal
+//! leaves a working cache working and says so, a throttled call is retried.
+//! The broker runs the real CloudWatch adapter over its stand-in.
+
+use aws_sdk_cloudwatch::types::StateValue;
+use broker_core::domain::OperationState;
+use broker_core::ports::StateStore;
+use broker_tests::test_broker::TestBroker;
+use serde_json::{Value, json};
+
+const REDIS: &str = "elasticache-redis";
+const MEMCACHED: &str = "elasticache-memcached";
+const ID: &str = "5d2c9a7e-alarm-test-instance";
+
+fn body(tb: &TestBroker, service: &str, plan: &str) -> Value {
+    let (service_id, plan_id) = tb.plan_id(service, plan);
+    json!({ "service_id": service_id, "plan_id": plan_id, "organization_guid": "org-1", "space_guid": "space-1" })
+}
+
+async fn provision(tb: &TestBroker, service: &str, plan: &str) {
+    let (status, got) = tb
+        .call(
+            "PUT",
+            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
+            Some(body(tb, service, plan)),
+        )
+        .await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+}
+
+async fn last_description(tb: &TestBroker) -> (String, String) {
+    let (status, got) = tb.call("GET", &format!("/v2/service_instances/{ID}/last_operation"), None).await;
+    assert_eq!(status, 200, "{got}");
+    (got["state"].as_str().unwrap().to_string(), got["description"].as_str().unwrap().to_string())
+}
+
+async fn fetched_alarms(tb: &TestBroker) -> Vec<(String, String, String)> {
+    let (status, got) = tb.call("GET", &format!("/v2/service_instances/{ID}"), None).await;
+    assert_eq!(status, 200, "{got}");
+    got["metadata"]["attributes"]["alarms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no alarms in {got}"))
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("metric"), s("node"), s("state"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cache_gets_its_alarms_fetch_shows_their_states_a_plan_change_updates_them_and_deprovision_deletes_them()
+ {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    assert_eq!(last_description(&tb).await.0, "succeeded");
+    // The fake provider's cache has one node, `{id}-001`.
+    let node = format!("{ID}-001");
+    let names = tb.cloudwatch.names();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("osb-") && n.contains(&format!("/{node}/"))), "{names:?}");
+    let tags = tb.cloudwatch.tags(&names[0]);
+    for tag in
+        [("broker-instance-id", ID), ("organization", "org-1"), ("space", "space-1"), ("broker", "osb")]
+    {
+        assert!(tags.contains(&(tag.0.to_string(), tag.1.to_string())), "{tag:?} in {tags:?}");
+    }
+
+    let cpu = names.iter().find(|n| n.ends_with("/EngineCPUUtilization")).unwrap().clone();
+    tb.cloudwatch.set_state(&cpu, StateValue::Alarm);
+    let alarms = fetched_alarms(&tb).await;
+    assert_eq!(
+        alarms,
+        [
+            ("CurrConnections".to_string(), node.clone(), "INSUFFICIENT_DATA".to_string()),
+            ("DatabaseMemoryUsagePercentage".to_string(), node.clone(), "INSUFFICIENT_DATA".to_string()),
+            ("EngineCPUUtilization".to_string(), node.clone(), "ALARM".to_string()),
+        ]
+    );
+
+    // The operator lowers the medium plan's CPU threshold; the instance
+    // moves to it.
+    tb.change_plan(REDIS, "medium", |p| p.alarms.cpu_percent = Some(50.0)).await;
+    let puts = tb.cloudwatch.count("PutMetricAlarm");
+    let (status, got) = tb
+        .call(
+            "PATCH",
+            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
+            Some(body(&tb, REDIS, "medium")),
+        )
+        .await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+    let (state, description) = last_description(&tb).await;
+    assert_eq!((state.as_str(), description.as_str()), ("succeeded", "updated: now on plan medium"));
+    assert_eq!(tb.cloudwatch.count("PutMetricAlarm"), puts + 1, "only the CPU alarm changed");
+    assert_eq!(tb.cloudwatch.alarm(&cpu).unwrap().threshold(), Some(50.0));
+
+    let (service_id, plan_id) = tb.plan_id(REDIS, "medium");
+    let uri = format!(
+        "/v2/service_instances/{ID}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}"
+    );
+    assert_eq!(tb.call("DELETE", &uri, None).await.0, 202);
+    tb.drain(50).await;
+    assert_eq!(last_description(&tb).await.0, "succeeded");
+    assert!(tb.cloudwatch.names().is_empty(), "{:?}", tb.cloudwatch.names());
+}
+
+#[tokio::test]
+async fn a_memcached_cache_gets_no_memory_alarm_and_a_plan_can_turn_alarms_off() {
+    let tb = TestBroker::new().await;
+    tb.change_plan(MEMCACHED, "dev", |p| p.alarms.connections = None).await;
+    provision(&tb, MEMCACHED, "dev").await;
+    let metrics: Vec<String> = fetched_alarms(&tb).await.into_iter().map(|(m, _, _)| m).collect();
+    assert_eq!(metrics, ["CPUUtilization"]);
+}
+
+#[tokio::test]
+async fn a_refused_alarm_leaves_a_working_cache_and_the_description_says_why_without_the_account() {
+    let tb = TestBroker::new().await;
+    tb.cloudwatch.fail_puts(
+        1,
+        "AccessDenied",
+        "User: arn:aws:sts::123456789012:assumed-role/osb-provisioner/x is not authorized to perform: cloudwatch:PutMetricAlarm",
+    );
+    provision(&tb, REDIS, "small").await;
+    let (state, description) = last_description(&tb).await;
+    assert_eq!(state, "succeeded", "{description}");
+    assert!(
+        description.contains("its CloudWatch alarms could not be set: PutMetricAlarm failed: AccessDenied"),
+        "{description}"
+    );
+    assert!(!description.contains("123456789012"), "{description}");
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    assert!(instance.endpoint.is_some(), "the cache is usable");
+}
+
+#[tokio::test]
+async fn a_throttled_alarm_call_is_retried_and_the_provision_then_succeeds() {
+    let tb = TestBroker::new().await;
+    tb.cloudwatch.fail_puts(2, "Throttling", "Rate exceeded");
+    provision(&tb, REDIS, "small").await;
+    let (state, description) = last_description(&tb).await;
+    assert_eq!(
+        (state.as_str(), description.starts_with("provisioned: redis")),
+        ("succeeded", true),
+        "{description}"
+    );
+    assert_eq!(tb.cloudwatch.names().len(), 3);
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    let op = tb.store.operation(&instance.last_operation_id).await.unwrap().unwrap();
+    assert_eq!((op.state, op.retries), (OperationState::Succeeded, 2));
+}
+
+#[tokio::test]
+async fn a_bad_threshold_in_the_catalog_is_refused_naming_the_field() {
+    let mut catalog = broker_core::catalog::CatalogFile::builtin();
+    catalog.plans[0].alarms.memory_percent = Some(120.0);
+    let text =
+        serde_json::to_string(&json!({ "services": catalog.services, "plans": catalog.plans })).unwrap();
+    let err = broker_core::catalog::CatalogFile::parse(&text).unwrap_err();
+    assert!(err.to_string().contains("alarms.memory_percent is 120"), "{err}");
+}
