@@ -49,6 +49,7 @@ fn sample(name: &str) -> &'static str {
         "ROTATION_FUNCTION_ARN" => "arn:aws:lambda:eu-west-1:123456789012:function:osb-provisioner",
         "ORPHAN_GRACE_SECS" => "3600",
         "SWEEP_EVERY_SECS" => "3600",
+        "ALARM_ACTIONS" => "arn:aws:sns:eu-west-1:123456789012:cache-alarms",
         other => panic!("{other} is in VARIABLES but this test has no sample value for it: add one"),
     }
 }

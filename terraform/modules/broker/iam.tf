@@ -5,6 +5,7 @@
 locals {
   arn_prefix = {
     elasticache    = "arn:${local.partition}:elasticache:${local.region}:${local.account}"
+    cloudwatch     = "arn:${local.partition}:cloudwatch:${local.region}:${local.account}"
     secretsmanager = "arn:${local.partition}:secretsmanager:${local.region}:${local.account}"
   }
 
@@ -36,6 +37,9 @@ locals {
     "${local.ec}:usergroup:${var.name_prefix}-*",
   ]
   owned_snapshots = ["${local.ec}:snapshot:${var.name_prefix}-*"]
+  # The caches' alarms are named after their cache: <prefix>-<hash>/<node>/<metric>
+  # (shared/aws/src/cloudwatch.rs).
+  owned_alarms = "${local.arn_prefix.cloudwatch}:alarm:${var.name_prefix}-*"
   # What a create or modify names besides the cache itself.
   cache_dependencies = [
     "${local.ec}:subnetgroup:${var.cache_subnet_group}",
@@ -106,6 +110,14 @@ locals {
         Effect   = "Allow"
         Action   = ["elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters"]
         Resource = local.owned_caches
+      },
+      {
+        # Fetching an instance shows its alarms' states. Metric alarms only:
+        # DescribeAlarms scoped to the prefix returns no composite alarms.
+        Sid      = "CacheAlarmStates"
+        Effect   = "Allow"
+        Action   = ["cloudwatch:DescribeAlarms"]
+        Resource = local.owned_alarms
       },
     ]
   }
@@ -244,6 +256,21 @@ locals {
             "elasticache:AddTagsToResource",
           ]
           Resource = local.owned_users
+        },
+        {
+          # Each cache's alarms: described by name prefix, put (tags at
+          # creation need TagResource), deleted with the cache; the orphan
+          # sweep reads an alarm's tags before deleting it.
+          Sid    = "CacheAlarms"
+          Effect = "Allow"
+          Action = [
+            "cloudwatch:DescribeAlarms",
+            "cloudwatch:PutMetricAlarm",
+            "cloudwatch:DeleteAlarms",
+            "cloudwatch:TagResource",
+            "cloudwatch:ListTagsForResource",
+          ]
+          Resource = local.owned_alarms
         },
         {
           # The first cache of an account creates ElastiCache's

@@ -334,12 +334,17 @@ variable "credentials_version" {
 }
 
 variable "alarm_actions" {
-  description = "ARNs (SNS topics ...) notified when jobs land in the dead-letter queue, and again when it is empty."
+  description = "ARNs (SNS topics ...) notified when jobs land in the dead-letter queue and when a cache's alarm (CPU, connections, memory) goes off, and again on recovery (ALARM_ACTIONS); at most 5."
   type        = list(string)
   default     = []
 
   validation {
     condition     = alltrue([for a in var.alarm_actions : startswith(a, "arn:")])
     error_message = "Every entry of alarm_actions must be an ARN."
+  }
+
+  validation {
+    condition     = length(var.alarm_actions) <= 5
+    error_message = "CloudWatch allows at most 5 actions per alarm state."
   }
 }

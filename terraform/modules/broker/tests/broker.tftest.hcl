@@ -123,6 +123,7 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     secret_recovery_window_days = 30
     rotation_days               = 0
     rotation_grace_secs         = 604800
+    alarm_actions               = ["arn:aws:sns:eu-west-1:123456789012:cache-alarms", "arn:aws:sns:eu-west-1:123456789012:pager"]
   }
 
   assert {
@@ -130,8 +131,8 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS, ROTATION_GRACE_SECS and ROTATION_FUNCTION_ARN (its rotation policy is derived from them), and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
   }
   assert {
-    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"])
-    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS and the rotation variables, and not CATALOG_CACHE_SECS."
+    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN", "ALARM_ACTIONS"])
+    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS, the rotation variables and ALARM_ACTIONS, and not CATALOG_CACHE_SECS."
   }
   assert {
     condition = (
@@ -141,7 +142,8 @@ run "optional_variables_go_to_the_function_that_uses_them" {
       aws_lambda_function.provisioner.environment[0].variables.SECRET_RECOVERY_WINDOW_DAYS == "30" &&
       aws_lambda_function.broker_api.environment[0].variables.ROTATION_DAYS == "0" &&
       aws_lambda_function.provisioner.environment[0].variables.ROTATION_DAYS == "0" &&
-      aws_lambda_function.provisioner.environment[0].variables.ROTATION_GRACE_SECS == "604800"
+      aws_lambda_function.provisioner.environment[0].variables.ROTATION_GRACE_SECS == "604800" &&
+      aws_lambda_function.provisioner.environment[0].variables.ALARM_ACTIONS == "arn:aws:sns:eu-west-1:123456789012:cache-alarms,arn:aws:sns:eu-west-1:123456789012:pager"
     )
     error_message = "The optional variables must carry the given values."
   }
@@ -272,9 +274,23 @@ run "policies_name_only_what_each_function_calls" {
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
         "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",
+        "cloudwatch:DescribeAlarms",
       ], a)])
     ])
     error_message = "broker-api's policy must allow only the calls broker-api makes."
+  }
+  # The caches' alarms: the provisioner keeps them, broker-api reads their
+  # states; both only on alarms under the prefix.
+  assert {
+    condition = alltrue([
+      for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
+      flatten([s.Resource]) == ["arn:aws:cloudwatch:eu-west-1:123456789012:alarm:osb-*"]
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "cloudwatch:")])
+      ]) && anytrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      length(setsubtract(["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource", "cloudwatch:ListTagsForResource"], flatten([s.Action]))) == 0
+    ])
+    error_message = "The provisioner must describe, put, tag, read the tags of and delete the alarms under the prefix, and nothing else of CloudWatch."
   }
   # DeleteReplicationGroup with a final snapshot needs CreateSnapshot (the
   # ElastiCache API reference): without it a plan with final snapshots
