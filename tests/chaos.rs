@@ -8,7 +8,10 @@
 //!   write fails after the step's AWS call, and an enqueue fails after the
 //!   record write before it;
 //! - 20% of the AWS requests of both functions are answered with throttling
-//!   or a 503, half of them after AWS has acted on the request.
+//!   or a 503, half of them after AWS has acted on the request;
+//! - when work is left with no job on its way (an enqueue the API could not
+//!   make, for an operation no platform polls), a reconcile pass runs as
+//!   the schedule would once the operation has stalled.
 //!
 //! At the end every operation has succeeded, each AWS resource exists once,
 //! deprovisioned instances left nothing, and every binding's credentials are
@@ -32,6 +35,7 @@ use broker_testing::aws::{
     FakeAuthTokens, FakeRbac, GoneGroups, MemcachedEndpoints, moto_elasticache_config,
 };
 use broker_testing::chaos::{AbortingQueue, AbortingStore, Aborts, FaultyHttp, HttpFaults};
+use broker_testing::cloudwatch::FakeCloudWatch;
 use broker_tests::MotoBroker;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -75,6 +79,9 @@ struct World {
     /// Second copies held back, delivered after a later batch.
     held: Vec<SqsMessage>,
     figures: Figures,
+    /// After this long without a record change an operation's job is
+    /// taken for lost (AWS mode's `stall_secs`).
+    stall_secs: i64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +91,8 @@ struct Figures {
     duplicates: u64,
     out_of_order: u64,
     redelivered_after_failure: u64,
+    /// Lost jobs a played reconcile pass enqueued again.
+    reconciled: u64,
     platform_retries: u64,
     api_status: BTreeMap<u16, u64>,
 }
@@ -109,6 +118,7 @@ async fn start(seed: u64) -> World {
         )
         .build();
     let rbac = FakeRbac::new();
+    let cloudwatch = FakeCloudWatch::new();
     let tokens = FakeAuthTokens::new();
     let gone: GoneGroups = Arc::default();
     let elasticache = |sdk: &aws_config::SdkConfig| {
@@ -121,6 +131,7 @@ async fn start(seed: u64) -> World {
     let overrides = |sdk: &aws_config::SdkConfig| ClientOverrides {
         elasticache: Some(elasticache(sdk)),
         elasticache_rbac: Some(rbac.client.clone()),
+        cloudwatch: Some(cloudwatch.client.clone()),
         secretsmanager: None,
     };
     let parts = AwsParts::new(&settings, &faulty, overrides(&faulty));
@@ -150,6 +161,7 @@ async fn start(seed: u64) -> World {
         rng: StdRng::seed_from_u64(seed),
         held: Vec::new(),
         figures: Figures::default(),
+        stall_secs: service_settings(&settings).stall_secs,
     }
 }
 
@@ -268,6 +280,16 @@ impl World {
                     return;
                 }
                 idle_rounds += 1;
+                // A job whose enqueue failed in the API (a bind's spare
+                // refill, which no platform polls) is the reconcile
+                // schedule's to find: play a pass as it runs once the
+                // operation has stalled.
+                if idle_rounds == 5 {
+                    let later = broker_core::domain::now() + self.stall_secs + 1;
+                    if let Ok(report) = self.parts.reconciler.run(later).await {
+                        self.figures.reconciled += report.stalled as u64;
+                    }
+                }
                 assert!(
                     idle_rounds < 20,
                     "operations in progress with no job on its way: {:#?}",
@@ -480,6 +502,7 @@ async fn aws_mode_survives_duplicates_aborts_and_faults_and_leaves_each_resource
         figures.out_of_order,
         figures.redelivered_after_failure
     );
+    println!("chaos: {} lost jobs enqueued again by a reconcile pass", figures.reconciled);
     println!("chaos: {} worker aborts at step boundaries:", boundaries.len());
     for b in &boundaries {
         println!("  {b}");
