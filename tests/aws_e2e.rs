@@ -611,3 +611,55 @@ async fn a_binding_user_left_by_a_crash_and_a_deprovision_is_swept_after_the_gra
     let later = aws.parts.reconciler.run(t0 + 7200).await.unwrap();
     assert_eq!((later.orphans_seen, later.orphans_removed, later.orphans_left_alone), (1, 0, 0), "{later:?}");
 }
+
+/// Log delivery in AWS mode: the parameter reaches ElastiCache, the cache's
+/// own log group is made with the deploy's retention before it and goes
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_delivers_its_logs_to_a_log_group_that_is_deleted_with_it() {
+    let aws = start_with(&[("CACHE_LOG_RETENTION_DAYS", "14")]).await;
+    let (service_id, plan_id) = plan(&aws, "elasticache-valkey", "dev").await;
+    let instance = "9a0d6a52-7a8f-4b7e-9f5c-aws0e2e00005";
+    let iuri = format!("/v2/service_instances/{instance}");
+    let (status, body) = aws
+        .call(
+            "PUT",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id,
+                        "organization_guid": "org-1", "space_guid": "space-1",
+                        "parameters": {"log_delivery": ["slow-log", "engine-log"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 1).await["state"], "succeeded");
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&aws.sdk);
+    let log_group = aws.parts.provider.log_group(instance);
+    let listed = |logs: aws_sdk_cloudwatchlogs::Client| async move {
+        let out = logs.describe_log_groups().log_group_name_prefix("/elasticache/").send().await.unwrap();
+        out.log_groups()
+            .iter()
+            .map(|g| (g.log_group_name().unwrap_or_default().to_string(), g.retention_in_days()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(logs.clone()).await, [(log_group.clone(), Some(14))]);
+    let ec = aws_sdk_elasticache::Client::new(&aws.sdk);
+    let group = ec
+        .describe_replication_groups()
+        .replication_group_id(aws.parts.provider.cache_id(instance))
+        .send()
+        .await
+        .unwrap();
+    let delivered: Vec<_> = group.replication_groups()[0]
+        .log_delivery_configurations()
+        .iter()
+        .map(|c| c.log_type().map(|t| t.as_str().to_string()))
+        .collect();
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+
+    let del = format!("service_id={service_id}&plan_id={plan_id}");
+    let (status, body) = aws.call("DELETE", &format!("{iuri}?accepts_incomplete=true&{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 1).await["state"], "succeeded");
+    assert!(listed(logs).await.is_empty(), "the log group goes with the cache");
+}

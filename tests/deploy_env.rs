@@ -50,6 +50,7 @@ fn sample(name: &str) -> &'static str {
         "ORPHAN_GRACE_SECS" => "3600",
         "SWEEP_EVERY_SECS" => "3600",
         "ALARM_ACTIONS" => "arn:aws:sns:eu-west-1:123456789012:cache-alarms",
+        "CACHE_LOG_RETENTION_DAYS" => "30",
         other => panic!("{other} is in VARIABLES but this test has no sample value for it: add one"),
     }
 }
@@ -679,17 +680,21 @@ fn the_http_api_throttles_what_reaches_broker_api() {
     assert!(api.contains("ThrottlingBurstLimit: !Ref ApiThrottlingBurstLimit"), "{api}");
 }
 
-/// Every ElastiCache operation the provider sends (`.client.op()` or
-/// `.rbac.op()` in `shared/aws/src/elasticache`, tests left out), as it is
-/// spelled in IAM: `create_user_group` is `elasticache:CreateUserGroup`.
-fn elasticache_operations() -> BTreeSet<String> {
+/// Every AWS operation the provisioner's providers send, as IAM spells it:
+/// `.client.op()` or `.rbac.op()` in `shared/aws/src/elasticache` (tests
+/// left out) is ElastiCache's (`create_user_group` is
+/// `elasticache:CreateUserGroup`), `logs.client.op()` there CloudWatch
+/// Logs', and `.client.op()` in `shared/aws/src/cloudwatch.rs` CloudWatch's.
+fn provider_operations() -> BTreeSet<String> {
     let dir = root().join("shared/aws/src/elasticache");
+    let mut files: Vec<(PathBuf, &str)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| (e.unwrap().path(), "elasticache"))
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.push((root().join("shared/aws/src/cloudwatch.rs"), "cloudwatch"));
     let mut ops = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
+    for (path, service) in files {
         let text: String = read(&path).chars().filter(|c| !c.is_whitespace()).collect();
         let text = text.split("#[cfg(test)]modtests{").next().unwrap_or_default();
         for client in [".client.", ".rbac."] {
@@ -699,8 +704,9 @@ fn elasticache_operations() -> BTreeSet<String> {
                 if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
                     continue;
                 }
+                let service = if text[..at].ends_with("logs") { "logs" } else { service };
                 let pascal: String = name.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
-                ops.insert(format!("elasticache:{pascal}"));
+                ops.insert(format!("{service}:{pascal}"));
             }
         }
     }
@@ -711,13 +717,17 @@ fn elasticache_operations() -> BTreeSet<String> {
 /// nothing short of a real account shows: so every operation the provider
 /// sends is granted to the provisioner in both templates.
 #[test]
-fn the_provisioner_may_send_every_elasticache_call_the_provider_makes() {
-    let ops = elasticache_operations();
+fn the_provisioner_may_send_every_call_its_providers_make() {
+    let ops = provider_operations();
     for op in [
         "elasticache:CreateReplicationGroup",
         "elasticache:DescribeUserGroups",
         "elasticache:ListTagsForResource",
         "elasticache:ModifyUser",
+        "logs:CreateLogGroup",
+        "logs:DeleteLogGroup",
+        "cloudwatch:PutMetricAlarm",
+        "cloudwatch:DescribeAlarms",
     ] {
         assert!(ops.contains(op), "the scan finds {op}: {ops:?}");
     }

@@ -27,13 +27,13 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::Client;
-use aws_sdk_cloudwatch::config::http::HttpResponse;
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatch::primitives::DateTimeFormat;
 use aws_sdk_cloudwatch::types::{
     AlarmType, ComparisonOperator, Dimension, MetricAlarm, StandardUnit, Statistic, Tag,
 };
 
+use crate::classify_call as classify;
 use crate::elasticache::names::Names;
 use crate::elasticache::{CACHE_TAG, OWNER_TAG};
 use broker_core::domain::{AlarmThresholds, Engine, ResourceKind};
@@ -407,33 +407,6 @@ impl Inventory for CloudWatchAlarms {
         self.delete_names(vec![leftover.id.clone()]).await?;
         Ok(Removal::Removed)
     }
-}
-
-/// What a failed CloudWatch call means: throttling, server trouble and the
-/// transport pass; anything else is final. Described in AWS terms
-/// ("PutMetricAlarm failed: LimitExceeded: ...").
-fn classify<E>(call: &str, err: SdkError<E, HttpResponse>) -> ProviderError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let transport = match &err {
-        SdkError::TimeoutError(_) => Some("the request timed out"),
-        SdkError::DispatchFailure(_) => Some("the request could not be sent"),
-        SdkError::ResponseError(_) => Some("the response could not be read"),
-        _ => None,
-    };
-    if let Some(what) = transport {
-        return ProviderError::Retryable(format!("{call} failed: {what}: {}", DisplayErrorContext(&err)));
-    }
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or("an unnamed error").to_string();
-    let description = match err.message() {
-        Some(message) if !message.is_empty() => format!("{call} failed: {code}: {message}"),
-        _ => format!("{call} failed: {code}"),
-    };
-    let transient = crate::elasticache::failure::TRANSIENT_CODES.contains(&code.as_str())
-        || status.is_some_and(|s| s == 429 || s >= 500);
-    if transient { ProviderError::Retryable(description) } else { ProviderError::Permanent(description) }
 }
 
 #[cfg(test)]

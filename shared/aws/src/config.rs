@@ -23,6 +23,12 @@ pub const VARIABLES: &[&str] = &[
     "ORPHAN_GRACE_SECS",
     "SWEEP_EVERY_SECS",
     "ALARM_ACTIONS",
+    "CACHE_LOG_RETENTION_DAYS",
+];
+
+/// The retention periods CloudWatch Logs accepts, in days.
+pub const LOG_RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 ];
 
 /// Actions an alarm may take in one state (CloudWatch's limit).
@@ -71,6 +77,9 @@ pub struct AwsSettings {
     /// most 5 as CloudWatch allows); none: alarms change state without
     /// telling anyone.
     pub alarm_actions: Vec<String>,
+    /// Days the caches' log groups (log delivery) keep their events
+    /// (`CACHE_LOG_RETENTION_DAYS`, default 30; one of [`LOG_RETENTION_DAYS`]).
+    pub cache_log_retention_days: u32,
 }
 
 impl AwsSettings {
@@ -136,6 +145,13 @@ impl AwsSettings {
                 alarm_actions.len()
             ));
         }
+        let cache_log_retention_days = number("CACHE_LOG_RETENTION_DAYS", 30, 1, 3653)? as u32;
+        if !LOG_RETENTION_DAYS.contains(&cache_log_retention_days) {
+            return Err(format!(
+                "CACHE_LOG_RETENTION_DAYS={cache_log_retention_days} is not a retention CloudWatch Logs accepts; use one of {}",
+                LOG_RETENTION_DAYS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
         let cache_subnet_group = req("CACHE_SUBNET_GROUP")?;
         let security_group_ids: Vec<String> = req("CACHE_SECURITY_GROUP_IDS")?
             .split(',')
@@ -169,6 +185,7 @@ impl AwsSettings {
             orphan_grace_secs: number("ORPHAN_GRACE_SECS", 3600, 600, 86_400 * 7)? as i64,
             sweep_every_secs: number("SWEEP_EVERY_SECS", 3600, 0, 86_400)? as i64,
             alarm_actions,
+            cache_log_retention_days,
         })
     }
 }
@@ -226,6 +243,22 @@ mod tests {
         let six = [arn; 6].join(",");
         let err = parse(&env(&[("ALARM_ACTIONS", &six)])).unwrap_err();
         assert_eq!(err, "ALARM_ACTIONS names 6 actions; CloudWatch allows at most 5");
+    }
+
+    #[test]
+    fn the_caches_log_retention_is_one_cloudwatch_logs_accepts() {
+        assert_eq!(parse(&env(&[])).unwrap().cache_log_retention_days, 30);
+        assert_eq!(
+            parse(&env(&[("CACHE_LOG_RETENTION_DAYS", "365")])).unwrap().cache_log_retention_days,
+            365
+        );
+        let err = parse(&env(&[("CACHE_LOG_RETENTION_DAYS", "31")])).unwrap_err();
+        assert!(
+            err.starts_with(
+                "CACHE_LOG_RETENTION_DAYS=31 is not a retention CloudWatch Logs accepts; use one of 1, 3, 5"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,39 @@ where
     }
 }
 
+/// What a failed call of an AWS service without a classifier of its own
+/// (CloudWatch, CloudWatch Logs) means: throttling, server trouble and the
+/// transport pass; anything else is final. Described in AWS terms
+/// ("PutMetricAlarm failed: LimitExceeded: ...").
+pub(crate) fn classify_call<E>(
+    call: &str,
+    err: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> broker_core::ports::ProviderError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+    use broker_core::ports::ProviderError;
+    let transport = match &err {
+        SdkError::TimeoutError(_) => Some("the request timed out"),
+        SdkError::DispatchFailure(_) => Some("the request could not be sent"),
+        SdkError::ResponseError(_) => Some("the response could not be read"),
+        _ => None,
+    };
+    if let Some(what) = transport {
+        return ProviderError::Retryable(format!("{call} failed: {what}: {}", DisplayErrorContext(&err)));
+    }
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("an unnamed error").to_string();
+    let description = match err.message() {
+        Some(message) if !message.is_empty() => format!("{call} failed: {code}: {message}"),
+        _ => format!("{call} failed: {code}"),
+    };
+    let transient = elasticache::failure::TRANSIENT_CODES.contains(&code.as_str())
+        || status.is_some_and(|s| s == 429 || s >= 500);
+    if transient { ProviderError::Retryable(description) } else { ProviderError::Permanent(description) }
+}
+
 /// An SDK configuration for tests and tools that talk to an AWS stand-in
 /// (moto in server mode) on `endpoint`, with dummy credentials.
 pub async fn sdk_config_for_endpoint(endpoint: &str) -> aws_config::SdkConfig {

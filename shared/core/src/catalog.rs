@@ -164,6 +164,11 @@ impl CatalogFile {
                 ));
             }
             p.alarms.check().map_err(|e| format!("{what}: {e}"))?;
+            for log in &p.log_delivery {
+                if let Some(why) = p.engine_versions.iter().find_map(|v| log.refusal(service.engine, v)) {
+                    return Err(format!("{what}: log_delivery {}: {why}", log.as_str()));
+                }
+            }
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }
@@ -243,7 +248,7 @@ pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
 }
 
 fn osb_plan(service: &Service, p: &Plan) -> Value {
-    let schema = parameters_schema(p);
+    let schema = parameters_schema(service.engine, p);
     let mut plan = json!({
         "id": p.id,
         "name": p.name,

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::domain::{
-    AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, Operation, OperationKind,
+    AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, LogType, Operation, OperationKind,
     OperationState, Plan, Pool, ResourceKind, Service, Sweep,
 };
 
@@ -264,6 +264,10 @@ pub struct CacheSpec {
     pub admin_secret: Option<String>,
     /// Tags for the resource (organization, space, plan ...).
     pub tags: Vec<(String, String)>,
+    /// The logs the cache delivers ([`crate::domain::params::log_delivery`]):
+    /// ElastiCache sends them to a CloudWatch Logs group of the cache's own;
+    /// a backend without log delivery ignores them.
+    pub log_delivery: Vec<LogType>,
     /// Binding users to make with the cache, so that they are ready when it
     /// is: the instance's spare users (ElastiCache puts them in the user
     /// group it creates). Only a provider whose users take time to add is

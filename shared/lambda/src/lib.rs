@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use broker_aws::cloudwatch::CloudWatchAlarms;
 use broker_aws::config::AwsSettings;
 use broker_aws::dynamodb::DynamoStore;
-use broker_aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings};
+use broker_aws::elasticache::{ElastiCacheProvider, ElastiCacheSettings, LogSettings};
 use broker_aws::secretsmanager::{SecretsManagerStore, read_broker_credentials};
 use broker_aws::sqs::SqsQueue;
 use broker_core::broker::Broker;
@@ -96,6 +96,10 @@ impl AwsParts {
         if let Some(client) = overrides.elasticache_rbac {
             provider = provider.with_rbac_client(client);
         }
+        provider = provider.with_logs(LogSettings {
+            client: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            retention_days: i32::try_from(settings.cache_log_retention_days).unwrap_or(30),
+        });
         let provider = Arc::new(provider);
         let metrics: Arc<dyn Metrics> = Arc::new(broker_aws::emf::EmfMetrics::stdout(&settings.name_prefix));
         let cloudwatch = overrides.cloudwatch.unwrap_or_else(|| aws_sdk_cloudwatch::Client::new(sdk));

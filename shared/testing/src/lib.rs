@@ -359,6 +359,7 @@ pub mod records {
             spare_binding_users: 0,
             warm_pool_size: 0,
             alarms: Default::default(),
+            log_delivery: vec![],
             metadata: PlanMetadata::default(),
             position: 0,
         }

@@ -88,6 +88,15 @@ impl ElastiCacheProvider {
         } else {
             request = request.num_cache_clusters(1);
         }
+        if !spec.log_delivery.is_empty() {
+            // The group the cache writes to exists before the cache.
+            let log_group = self.ensure_log_group(spec).await?;
+            request = request.set_log_delivery_configurations(Some(super::logs::requests(
+                &log_group,
+                &spec.log_delivery,
+                &[],
+            )));
+        }
         if spec.engine.has_users(&spec.engine_version) {
             self.ensure_users_and_group(spec, &id, &admin).await?;
             request = request.user_group_ids(&id);

@@ -175,13 +175,13 @@ impl ElastiCacheProvider {
                 first_failure.get_or_insert(f);
             }
         }
-        match first_failure {
-            Some(failure) => Err(failure.into()),
-            None => {
-                tracing::info!(instance_id, "deleted the cache and its users");
-                Ok(Progress::Done)
-            }
+        if let Some(failure) = first_failure {
+            return Err(failure.into());
         }
+        // Its log group goes last: the cache wrote to it until it was gone.
+        self.delete_log_group(instance_id).await?;
+        tracing::info!(instance_id, "deleted the cache, its users and its log group");
+        Ok(Progress::Done)
     }
 
     /// Deletes a user: `true` when it is gone, `false` while it is being

@@ -7,6 +7,8 @@
 //! user name is handed to the sweep to check against that instance's
 //! records.
 //!
+//! The caches' log groups are listed too (see [`super::logs`]).
+//!
 //! Nothing is deleted unless its tags say `broker` = the prefix
 //! (ListTagsForResource first). A replication group keeps a final snapshot,
 //! `{id}-orphan`, named from its id, so a repeated delete asks for the same
@@ -32,6 +34,7 @@ const KINDS: &[ResourceKind] = &[
     ResourceKind::CacheCluster,
     ResourceKind::UserGroup,
     ResourceKind::User,
+    ResourceKind::LogGroup,
 ];
 
 impl ElastiCacheProvider {
@@ -186,11 +189,15 @@ impl Inventory for ElastiCacheProvider {
                     .collect();
                 Ok(LeftoverPage { leftovers, next: out.marker().map(str::to_string) })
             }
+            ResourceKind::LogGroup => self.leftover_log_groups(token, live).await,
             other => Err(ProviderError::Permanent(format!("ElastiCache lists no {}", other.describe()))),
         }
     }
 
     async fn remove(&self, leftover: &Leftover) -> Result<Removal, ProviderError> {
+        if leftover.kind == ResourceKind::LogGroup {
+            return self.remove_log_group(leftover).await;
+        }
         let id = leftover.id.as_str();
         // User groups live with the RBAC client, as every call on them does.
         let client = if leftover.kind == ResourceKind::UserGroup { &self.rbac } else { &self.client };

@@ -41,6 +41,7 @@ mod create;
 mod delete;
 pub(crate) mod failure;
 mod inventory;
+mod logs;
 mod modify;
 pub(crate) mod names;
 mod rotation;
@@ -65,6 +66,7 @@ use broker_core::ports::{
 };
 
 use failure::{Failure, Kind, classify};
+pub use logs::{LOG_GROUP_ROOT, LogSettings};
 pub use names::MAX_PREFIX_LEN;
 use names::Names;
 
@@ -121,6 +123,9 @@ pub struct ElastiCacheProvider {
     secrets: Arc<dyn SecretStore>,
     settings: ElastiCacheSettings,
     names: Names,
+    /// Where log delivery creates the caches' log groups; without it a spec
+    /// that asks for logs is refused.
+    logs: Option<LogSettings>,
 }
 
 impl std::fmt::Debug for ElastiCacheProvider {
@@ -145,7 +150,14 @@ impl ElastiCacheProvider {
                 "the name prefix is not a valid ElastiCache id prefix; using a corrected one"
             );
         }
-        ElastiCacheProvider { rbac: client.clone(), client, secrets, settings, names }
+        ElastiCacheProvider { rbac: client.clone(), client, secrets, settings, names, logs: None }
+    }
+
+    /// Creates and deletes the caches' log groups (log delivery) through
+    /// `logs`.
+    pub fn with_logs(mut self, logs: LogSettings) -> ElastiCacheProvider {
+        self.logs = Some(logs);
+        self
     }
 
     /// Sends the user-group calls and `ModifyUser` through `client` instead.

@@ -13,8 +13,8 @@ use aws_sdk_elasticache::types::{AutomaticFailoverStatus, CacheCluster, MultiAzS
 
 use super::failure::{Kind, classify};
 use super::versions::{aws_engine_version, default_parameter_group, parameter_group_family};
-use super::{ElastiCacheProvider, working};
-use broker_core::domain::Engine;
+use super::{ElastiCacheProvider, logs, working};
+use broker_core::domain::{Engine, LogType};
 use broker_core::ports::{CacheSpec, Progress, ProviderError};
 
 /// What a replication group looks like now, as far as a plan cares.
@@ -31,6 +31,8 @@ struct Shape {
     automatic_failover: bool,
     multi_az: bool,
     snapshot_retention: i32,
+    /// The logs it delivers (or is turning on).
+    logs: Vec<LogType>,
 }
 
 /// The attributes one ModifyReplicationGroup call sets.
@@ -42,6 +44,9 @@ struct Settings {
     automatic_failover: Option<bool>,
     multi_az: Option<bool>,
     snapshot_retention: Option<i32>,
+    /// Logs to turn on and off.
+    logs_on: Vec<LogType>,
+    logs_off: Vec<LogType>,
     /// What changes, for a person: "node type cache.t4g.small → cache.m7g.large".
     what: Vec<String>,
 }
@@ -103,7 +108,12 @@ impl ElastiCacheProvider {
         let Some(change) = changes.first() else {
             return Ok(Progress::Done);
         };
-        self.apply(&id, change).await?;
+        let log_group = match change {
+            // The group the cache will write to exists before it does.
+            Change::Modify(s) if !s.logs_on.is_empty() => self.ensure_log_group(spec).await?,
+            _ => self.log_group(&spec.cache_key),
+        };
+        self.apply(&id, change, &log_group).await?;
         tracing::info!(replication_group = %id, change = %change.describe(), "modifying replication group");
         let more = changes.len() - 1;
         let detail = if more == 0 {
@@ -117,7 +127,7 @@ impl ElastiCacheProvider {
         Ok(working(detail))
     }
 
-    async fn apply(&self, id: &str, change: &Change) -> Result<(), ProviderError> {
+    async fn apply(&self, id: &str, change: &Change, log_group: &str) -> Result<(), ProviderError> {
         let sent = match change {
             Change::AddReplicas { to, .. } => self
                 .client
@@ -161,6 +171,10 @@ impl ElastiCacheProvider {
                 .set_automatic_failover_enabled(s.automatic_failover)
                 .set_multi_az_enabled(s.multi_az)
                 .set_snapshot_retention_limit(s.snapshot_retention)
+                .set_log_delivery_configurations(
+                    (!s.logs_on.is_empty() || !s.logs_off.is_empty())
+                        .then(|| logs::requests(log_group, &s.logs_on, &s.logs_off)),
+                )
                 .send()
                 .await
                 .map(drop)
@@ -265,6 +279,7 @@ fn shape_of(group: &ReplicationGroup, engine_version: Option<String>) -> Shape {
         ),
         multi_az: matches!(group.multi_az(), Some(MultiAzStatus::Enabled)),
         snapshot_retention: group.snapshot_retention_limit().unwrap_or(0),
+        logs: logs::delivered(group),
     }
 }
 
@@ -330,6 +345,15 @@ fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String
         settings.what.push(format!("snapshot retention {} → {retention} days", current.snapshot_retention));
         settings.snapshot_retention = Some(retention);
     }
+    if spec.log_delivery != current.logs {
+        settings.logs_on = spec.log_delivery.iter().filter(|l| !current.logs.contains(l)).copied().collect();
+        settings.logs_off = current.logs.iter().filter(|l| !spec.log_delivery.contains(l)).copied().collect();
+        let names = |logs: &[LogType]| match logs {
+            [] => "none".to_string(),
+            logs => logs.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", "),
+        };
+        settings.what.push(format!("log delivery {} → {}", names(&current.logs), names(&spec.log_delivery)));
+    }
     if !settings.what.is_empty() {
         changes.push(Change::Modify(settings));
     }
@@ -378,6 +402,7 @@ mod tests {
             plan,
             admin_secret: Some("admin".into()),
             tags: vec![],
+            log_delivery: vec![],
             spare_users: vec![],
         }
     }
@@ -396,7 +421,30 @@ mod tests {
             automatic_failover: plan.cluster_mode || (plan.automatic_failover && replicas > 0),
             multi_az: plan.multi_az && replicas > 0,
             snapshot_retention: i32::from(plan.snapshot_retention_days),
+            logs: spec.log_delivery.clone(),
         }
+    }
+
+    #[test]
+    fn turning_logs_on_and_off_is_one_modify_call_naming_each() {
+        let before = spec("elasticache-redis", "small", "7.1");
+        let mut after = before.clone();
+        after.log_delivery = vec![LogType::SlowLog, LogType::EngineLog];
+        let changes = plan_changes(&shape(&before), &after).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((s.logs_on.as_slice(), s.logs_off.as_slice()), (&after.log_delivery[..], &[][..]));
+        assert_eq!(s.what, ["log delivery none → slow-log, engine-log"]);
+        assert_eq!(plan_changes(&shape(&after), &after).unwrap(), vec![], "delivered already");
+
+        let mut fewer = after.clone();
+        fewer.log_delivery = vec![LogType::EngineLog];
+        let changes = plan_changes(&shape(&after), &fewer).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((s.logs_on.as_slice(), s.logs_off.as_slice()), (&[][..], &[LogType::SlowLog][..]));
+        let sent = logs::requests("/elasticache/osb-x", &s.logs_on, &s.logs_off);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].enabled(), Some(false));
+        assert_eq!(sent[0].log_format(), Some(&aws_sdk_elasticache::types::LogFormat::Json));
     }
 
     #[test]

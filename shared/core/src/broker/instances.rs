@@ -16,9 +16,16 @@ impl Broker {
         let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
         let space_guid = required_guid("space_guid", &req.space_guid)?;
         let (service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
-        let parameters = parameters_object(&plan, &parameters_schema(&plan), req.parameters.clone())?;
+        let parameters =
+            parameters_object(&plan, &parameters_schema(service.engine, &plan), req.parameters.clone())?;
         check_maintenance(&plan, &req.maintenance_info)?;
         let engine_version = params::engine_version(&plan, &parameters);
+        params::check_log_delivery(
+            service.engine,
+            &engine_version,
+            &params::log_delivery(&plan, &parameters),
+        )
+        .map_err(|e| OsbError::BadRequest(e.0))?;
         // A cache from the warm pool is ready at once, so a platform that
         // cannot poll gets it too; anything else is asynchronous.
         let pooled = pool::serves(&plan, &engine_version);
@@ -135,7 +142,11 @@ impl Broker {
                 params::forget_version(&mut merged);
             }
             merged.extend(given.clone());
-            let merged = parameters_object(&plan, &parameters_schema(&plan), Some(Value::Object(merged)))?;
+            let merged = parameters_object(
+                &plan,
+                &parameters_schema(service.engine, &plan),
+                Some(Value::Object(merged)),
+            )?;
             let engine_version = match params::requested_version(&given) {
                 Some(v) => v.to_string(),
                 None if plan.engine_versions.contains(&instance.engine_version) => {
@@ -151,6 +162,12 @@ impl Broker {
                 }
             };
             check_maintenance(&plan, &req.maintenance_info)?;
+            params::check_log_delivery(
+                service.engine,
+                &engine_version,
+                &params::log_delivery(&plan, &merged),
+            )
+            .map_err(|e| OsbError::BadRequest(e.0))?;
             async_required(q, "updating")?;
             // What the request asks is well-formed; can it be done?
             if plan_changes {

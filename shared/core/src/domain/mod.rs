@@ -20,7 +20,7 @@ pub use credentials::{CacheUser, Credentials, Endpoint};
 pub use ids::{BindingId, InstanceId, InvalidId, OperationId};
 pub use instance::{Instance, InstanceState};
 pub use operation::{Operation, OperationKind, OperationState, Step};
-pub use plan::{AlarmThresholds, Engine, Plan, Service};
+pub use plan::{AlarmThresholds, Engine, LogType, Plan, Service};
 pub use pool::Pool;
 pub use rotation::{Rotation, RotationPhase, RotationPolicy};
 pub use spare::{SpareState, SpareUser};

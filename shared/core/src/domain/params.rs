@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Plan;
+use super::{Engine, LogType, Plan};
 
 /// The parameter that picks the engine's major version.
 pub const ENGINE_VERSION: &str = "engine_version";
@@ -26,9 +26,56 @@ pub fn forget_version(parameters: &mut Map<String, Value>) {
     parameters.remove(ENGINE_VERSION_ALIAS);
 }
 
+/// The parameter that picks the logs the cache delivers (Redis OSS, Valkey).
+pub const LOG_DELIVERY: &str = "log_delivery";
+
+/// The logs an instance's cache delivers: its `log_delivery` parameter
+/// when given, else its plan's.
+pub fn log_delivery(plan: &Plan, parameters: &Map<String, Value>) -> Vec<LogType> {
+    let mut logs: Vec<LogType> = match parameters.get(LOG_DELIVERY) {
+        Some(v) => serde_json::from_value(v.clone()).unwrap_or_default(),
+        None => plan.log_delivery.clone(),
+    };
+    logs.sort();
+    logs.dedup();
+    logs
+}
+
+/// A `log_delivery` the engine version cannot deliver, as a refusal that
+/// names the parameter.
+pub fn check_log_delivery(engine: Engine, version: &str, logs: &[LogType]) -> Result<(), ParameterError> {
+    match logs.iter().find_map(|l| l.refusal(engine, version)) {
+        Some(why) => Err(ParameterError(format!(
+            "parameter '{LOG_DELIVERY}': {why}; ask for a later 'engine_version', or leave the log out"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The schema of `parameters` on provision (`create`) and on update: the same
-/// for both, since every parameter can be changed later.
-pub fn parameters_schema(plan: &Plan) -> Value {
+/// for both, since every parameter can be changed later. Memcached delivers
+/// no logs, so its plans take no `log_delivery`.
+pub fn parameters_schema(engine: Engine, plan: &Plan) -> Value {
+    let mut schema = version_schema(plan);
+    if engine.speaks_redis() {
+        schema["properties"][LOG_DELIVERY] = json!({
+            "description": format!(
+                "Logs the cache delivers to a CloudWatch Logs group of its own, in JSON: any of slow-log (Redis OSS 6.0 and later, Valkey), engine-log (Redis OSS 6.2 and later, Valkey); [] for none. Default: the plan's ({}).",
+                if plan.log_delivery.is_empty() {
+                    "none".to_string()
+                } else {
+                    plan.log_delivery.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            ),
+            "type": "array",
+            "items": { "type": "string", "enum": LogType::ALL.iter().map(|l| l.as_str()).collect::<Vec<_>>() },
+            "uniqueItems": true,
+        });
+    }
+    schema
+}
+
+fn version_schema(plan: &Plan) -> Value {
     let allowed = plan.engine_versions.join(", ");
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -116,6 +163,10 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
                 plan.engine_versions.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
             )
         }
+        _ if name == LOG_DELIVERY || name.starts_with(&format!("{LOG_DELIVERY}.")) => format!(
+            "parameter '{LOG_DELIVERY}' is {}; it takes a list of \"slow-log\" and \"engine-log\", each once (or [] for none)",
+            e.instance()
+        ),
         _ => format!("parameter '{name}': {e}"),
     }
 }
@@ -145,7 +196,7 @@ mod tests {
 
     fn check(params: Value) -> Result<(), ParameterError> {
         let plan = plan();
-        validate(&plan, &parameters_schema(&plan), &params)
+        validate(&plan, &parameters_schema(Engine::Redis, &plan), &params)
     }
 
     #[test]
@@ -181,7 +232,7 @@ mod tests {
         let err = check(json!({"maxmemory": "1gb"})).unwrap_err().0;
         assert_eq!(
             err,
-            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version, engineVersion"
+            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version, engineVersion, log_delivery"
         );
     }
 

@@ -141,6 +141,11 @@ pub struct Plan {
     /// The CloudWatch alarms each cache of the plan gets (AWS mode).
     #[serde(default)]
     pub alarms: AlarmThresholds,
+    /// The logs each cache of the plan delivers to a CloudWatch Logs group
+    /// of its own (AWS mode; Redis OSS and Valkey), unless the instance's
+    /// `log_delivery` parameter says otherwise. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_delivery: Vec<LogType>,
     pub metadata: PlanMetadata,
     /// Where the plan stands among the catalog file's plans (set when the
     /// file is read): the catalog lists a service's plans in this order.
@@ -150,6 +155,43 @@ pub struct Plan {
 
 fn one() -> u8 {
     1
+}
+
+/// A log ElastiCache delivers to CloudWatch Logs, as its API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LogType {
+    /// The engine's SLOWLOG: commands slower than `slowlog-log-slower-than`.
+    #[serde(rename = "slow-log")]
+    SlowLog,
+    /// The engine's own log (start-up, replication, failover ...).
+    #[serde(rename = "engine-log")]
+    EngineLog,
+}
+
+impl LogType {
+    pub const ALL: [LogType; 2] = [LogType::SlowLog, LogType::EngineLog];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::SlowLog => "slow-log",
+            LogType::EngineLog => "engine-log",
+        }
+    }
+
+    /// Why `engine` at major `version` cannot deliver it, if it cannot
+    /// (ElastiCache User Guide, "Log delivery": slow log from Redis OSS 6.0,
+    /// engine log from 6.2, both on every Valkey; none on Memcached).
+    pub fn refusal(self, engine: Engine, version: &str) -> Option<String> {
+        let lowest = match (engine, self) {
+            (Engine::Memcached, _) => return Some("Memcached delivers no logs".to_string()),
+            (Engine::Valkey, _) => return None,
+            (Engine::Redis, LogType::SlowLog) => "6.0",
+            (Engine::Redis, LogType::EngineLog) => "6.2",
+        };
+        (super::params::compare_versions(version, lowest) == std::cmp::Ordering::Less).then(|| {
+            format!("{} needs Redis OSS {lowest} or later, and the version is {version}", self.as_str())
+        })
+    }
 }
 
 /// The CloudWatch alarms the broker keeps on every node of a plan's caches
@@ -313,6 +355,21 @@ mod tests {
             let e = t.check().unwrap_err();
             assert!(e.starts_with(field), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn logs_are_delivered_from_the_versions_elasticache_names() {
+        assert_eq!(LogType::SlowLog.refusal(Engine::Redis, "6.0"), None);
+        assert_eq!(LogType::EngineLog.refusal(Engine::Redis, "6.2"), None);
+        assert_eq!(LogType::EngineLog.refusal(Engine::Valkey, "7.2"), None);
+        assert_eq!(
+            LogType::EngineLog.refusal(Engine::Redis, "6.0").as_deref(),
+            Some("engine-log needs Redis OSS 6.2 or later, and the version is 6.0")
+        );
+        assert!(LogType::SlowLog.refusal(Engine::Redis, "5.0").is_some());
+        assert!(LogType::SlowLog.refusal(Engine::Memcached, "1.6").is_some());
+        let parsed: Vec<LogType> = serde_json::from_str(r#"["slow-log", "engine-log"]"#).unwrap();
+        assert_eq!(parsed, LogType::ALL);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum ResourceKind {
     Secret,
     /// A CloudWatch alarm on a cache's metric.
     Alarm,
+    /// A cache's CloudWatch Logs group (log delivery).
+    LogGroup,
 }
 
 impl ResourceKind {
@@ -51,6 +53,7 @@ impl ResourceKind {
             ResourceKind::LocalCache => "local cache",
             ResourceKind::Secret => "secret",
             ResourceKind::Alarm => "CloudWatch alarm",
+            ResourceKind::LogGroup => "log group",
         }
     }
 
@@ -63,6 +66,7 @@ impl ResourceKind {
             ResourceKind::LocalCache => "local",
             ResourceKind::Secret => "secret",
             ResourceKind::Alarm => "alarm",
+            ResourceKind::LogGroup => "logs",
         }
     }
 }

@@ -435,9 +435,9 @@ impl Worker {
     fn spec(&self, ctx: &Context) -> Result<CacheSpec, StepError> {
         let (service, plan) = (ctx.service()?, ctx.plan()?);
         let i = &ctx.instance;
-        let engine_version = match &i.pending_update {
-            Some(p) => p.engine_version.clone(),
-            None => i.engine_version.clone(),
+        let (engine_version, parameters) = match &i.pending_update {
+            Some(p) => (p.engine_version.clone(), &p.parameters),
+            None => (i.engine_version.clone(), &i.parameters),
         };
         let mut tags = vec![
             ("broker-instance-id".to_string(), i.id.clone()),
@@ -462,6 +462,7 @@ impl Worker {
             plan: plan.clone(),
             admin_secret: i.admin_secret.clone(),
             tags,
+            log_delivery: crate::domain::params::log_delivery(plan, parameters),
             spare_users: Vec::new(),
         })
     }

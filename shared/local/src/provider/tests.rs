@@ -117,6 +117,7 @@ fn spec(instance_id: &str, engine: Engine) -> CacheSpec {
         plan: plan(),
         admin_secret: engine.speaks_redis().then(|| ADMIN_SECRET.to_string()),
         tags: vec![],
+        log_delivery: vec![],
         spare_users: vec![],
     }
 }

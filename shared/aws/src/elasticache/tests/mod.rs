@@ -57,6 +57,7 @@ pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
             ("broker-plan".into(), plan.name.clone()),
             ("organization".into(), "org-1".into()),
         ],
+        log_delivery: vec![],
         spare_users: vec![],
         plan,
     }

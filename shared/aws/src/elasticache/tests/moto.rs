@@ -21,11 +21,11 @@ use aws_sdk_elasticache::types::{AuthenticationType, AutomaticFailoverStatus, Re
 use secrecy::SecretString;
 
 use super::{DEPROVISION, FakeRbac, INSTANCE, secrets_with_admin, settings, spec};
-use crate::elasticache::ElastiCacheProvider;
+use crate::elasticache::{ElastiCacheProvider, LogSettings};
 use crate::sdk_config_for_endpoint;
-use broker_core::domain::CacheUser;
 use broker_core::domain::credentials::{PASSWORD_LEN, generate_password};
-use broker_core::ports::{CacheProvider, Principal, Progress, ProviderError};
+use broker_core::domain::{CacheUser, LogType, ResourceKind};
+use broker_core::ports::{CacheProvider, Inventory, Principal, Progress, ProviderError, Removal};
 use broker_testing::MotoServer;
 use broker_testing::aws::{FakeAuthTokens, GoneGroups, moto_elasticache_config};
 
@@ -45,6 +45,8 @@ struct World {
     deleted_groups: DeletedGroups,
     /// Replication groups to report gone, since moto never finishes deleting.
     gone: GoneGroups,
+    /// CloudWatch Logs on moto, where the caches' log groups are.
+    logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 /// Records the user id of every CreateUser request.
@@ -112,9 +114,11 @@ async fn world() -> World {
             .build(),
     );
 
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
     let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
-        .with_rbac_client(rbac.client.clone());
-    World { _moto: moto, aws, rbac, tokens, provider, created_users, deleted_groups, gone }
+        .with_rbac_client(rbac.client.clone())
+        .with_logs(LogSettings { client: logs.clone(), retention_days: 14 });
+    World { _moto: moto, aws, rbac, tokens, provider, created_users, deleted_groups, gone, logs }
 }
 
 impl World {
@@ -736,4 +740,91 @@ async fn the_sweep_lists_what_no_live_cache_accounts_for_and_deletes_only_what_i
     let groups = w.provider.leftovers(ResourceKind::ReplicationGroup, None, &live).await.unwrap();
     assert_eq!(ids(groups), [foreign]);
     assert_eq!(w.group(&w.provider.cache_id(INSTANCE)).await.status(), Some("available"));
+}
+
+/// The log groups under `prefix` and their retention.
+async fn log_groups(logs: &aws_sdk_cloudwatchlogs::Client, prefix: &str) -> Vec<(String, Option<i32>)> {
+    let out = logs.describe_log_groups().log_group_name_prefix(prefix).send().await.unwrap();
+    out.log_groups()
+        .iter()
+        .map(|g| (g.log_group_name().unwrap_or_default().to_string(), g.retention_in_days()))
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_go_to_a_log_group_of_the_caches_own_made_before_it_and_deleted_after_it() {
+    let w = world().await;
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.log_delivery = vec![LogType::SlowLog, LogType::EngineLog];
+    w.provider.create(&s).await.unwrap();
+    let id = w.provider.cache_id(INSTANCE);
+    let log_group = w.provider.log_group(INSTANCE);
+    assert_eq!(log_group, format!("/elasticache/{id}"));
+    assert_eq!(log_groups(&w.logs, "/elasticache/").await, [(log_group.clone(), Some(14))]);
+    let arn = format!("arn:aws:logs:us-east-1:123456789012:log-group:{log_group}");
+    let tags = w.logs.list_tags_for_resource().resource_arn(&arn).send().await.unwrap();
+    let tags = tags.tags().cloned().unwrap_or_default();
+    assert_eq!(tags.get("broker").map(String::as_str), Some("osb"), "{tags:?}");
+    assert_eq!(tags.get("broker-cache").map(String::as_str), Some(INSTANCE), "{tags:?}");
+    assert_eq!(tags.get("organization").map(String::as_str), Some("org-1"), "{tags:?}");
+
+    // The replication group delivers both logs there, in JSON.
+    let group = w.group(&id).await;
+    let configs = group.log_delivery_configurations();
+    assert_eq!(configs.len(), 2, "{configs:?}");
+    for c in configs {
+        assert_eq!(c.log_format(), Some(&aws_sdk_elasticache::types::LogFormat::Json));
+        assert_eq!(c.destination_type(), Some(&aws_sdk_elasticache::types::DestinationType::CloudWatchLogs));
+        let to =
+            c.destination_details().and_then(|d| d.cloud_watch_logs_details()).and_then(|d| d.log_group());
+        assert_eq!(to, Some(log_group.as_str()));
+    }
+    // What is delivered is what the spec asks: nothing to modify; a second
+    // create adopts the group and keeps one log group.
+    assert_eq!(w.provider.modify(&s).await.unwrap(), Progress::Done);
+    w.provider.create(&s).await.unwrap();
+    assert_eq!(log_groups(&w.logs, "/elasticache/").await.len(), 1);
+
+    // The log group goes once the cache is gone, and deleting again is fine.
+    w.delete_until_done(INSTANCE, None).await;
+    assert!(log_groups(&w.logs, "/elasticache/").await.is_empty());
+    assert_eq!(w.provider.delete(INSTANCE, None).await.unwrap(), Progress::Done);
+}
+
+#[tokio::test]
+async fn a_cache_without_log_delivery_has_no_log_group() {
+    let w = world().await;
+    w.provider.create(&spec(INSTANCE, "elasticache-redis", "small")).await.unwrap();
+    assert!(log_groups(&w.logs, "/elasticache/").await.is_empty());
+    let group = w.group(&w.provider.cache_id(INSTANCE)).await;
+    assert!(group.log_delivery_configurations().is_empty());
+}
+
+#[tokio::test]
+async fn the_sweep_lists_log_groups_no_live_cache_has_and_deletes_only_the_brokers() {
+    let w = world().await;
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.log_delivery = vec![LogType::SlowLog];
+    w.provider.create(&s).await.unwrap();
+    let dead = w.provider.log_group("an-instance-deprovisioned-long-ago");
+    let foreign = w.provider.log_group("a-group-someone-made");
+    let mut tagged = std::collections::HashMap::new();
+    tagged.insert("broker".to_string(), "osb".to_string());
+    w.logs.create_log_group().log_group_name(&dead).set_tags(Some(tagged)).send().await.unwrap();
+    w.logs.create_log_group().log_group_name(&foreign).send().await.unwrap();
+    w.logs.create_log_group().log_group_name("/elasticache/osb-by-hand").send().await.unwrap();
+
+    let live: broker_core::ports::LiveCaches = [INSTANCE.to_string()].into();
+    let page = w.provider.leftovers(ResourceKind::LogGroup, None, &live).await.unwrap();
+    let mut ids: Vec<&str> = page.leftovers.iter().map(|l| l.id.as_str()).collect();
+    ids.sort();
+    let mut want = [dead.as_str(), foreign.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "the live cache's group and names not of the broker's shape are left out");
+    for leftover in &page.leftovers {
+        let want = if leftover.id == dead { Removal::Removed } else { Removal::NotOurs };
+        assert_eq!(w.provider.remove(leftover).await.unwrap(), want, "{}", leftover.id);
+    }
+    let left: Vec<String> = log_groups(&w.logs, "/elasticache/").await.into_iter().map(|(n, _)| n).collect();
+    assert!(!left.contains(&dead) && left.contains(&foreign), "{left:?}");
 }

@@ -1,8 +1,13 @@
-//! The caches' CloudWatch alarms through the OSB API and the worker: made
-//! with the cache, shown with their states when the instance is fetched,
-//! brought up to date by a plan change, deleted with the cache; a refusal
-//! leaves a working cache working and says so, a throttled call is retried.
-//! The broker runs the real CloudWatch adapter over its stand-in.
+//! Watching the caches, through the OSB API and the worker.
+//!
+//! Alarms: made with the cache, shown with their states when the instance
+//! is fetched, brought up to date by a plan change, deleted with the cache;
+//! a refusal leaves a working cache working and says so, a throttled call
+//! is retried. The broker runs the real CloudWatch adapter over its
+//! stand-in.
+//!
+//! Log delivery: the `log_delivery` parameter, refused with a 400 naming it
+//! where the engine or its version delivers no such log.
 
 use aws_sdk_cloudwatch::types::StateValue;
 use broker_core::domain::OperationState;
@@ -163,4 +168,106 @@ async fn a_bad_threshold_in_the_catalog_is_refused_naming_the_field() {
         serde_json::to_string(&json!({ "services": catalog.services, "plans": catalog.plans })).unwrap();
     let err = broker_core::catalog::CatalogFile::parse(&text).unwrap_err();
     assert!(err.to_string().contains("alarms.memory_percent is 120"), "{err}");
+}
+
+// ------------------------------------------------------------------ log delivery
+
+async fn put(tb: &TestBroker, id: &str, service: &str, plan: &str, parameters: Value) -> (u16, Value) {
+    let mut b = body(tb, service, plan);
+    b["parameters"] = parameters;
+    let (status, got) =
+        tb.call("PUT", &format!("/v2/service_instances/{id}?accepts_incomplete=true"), Some(b)).await;
+    (status.as_u16(), got)
+}
+
+#[tokio::test]
+async fn log_delivery_is_a_parameter_the_engine_and_version_must_be_able_to_do() {
+    let tb = TestBroker::new().await;
+    let (status, got) =
+        put(&tb, "i-logs-1", REDIS, "small", json!({"log_delivery": ["slow-log", "engine-log"]})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+    let instance = tb.store.instance("i-logs-1").await.unwrap().unwrap();
+    assert_eq!(instance.parameters["log_delivery"], json!(["slow-log", "engine-log"]));
+
+    for (params, mentions) in [
+        (
+            json!({"log_delivery": ["audit-log"]}),
+            "parameter 'log_delivery' is \"audit-log\"; it takes a list of \"slow-log\" and \"engine-log\"",
+        ),
+        (json!({"log_delivery": "slow-log"}), "parameter 'log_delivery' is \"slow-log\"; it takes a list"),
+        (json!({"log_delivery": ["slow-log", "slow-log"]}), "each once"),
+        (
+            json!({"log_delivery": ["engine-log"], "engine_version": "6.0"}),
+            "parameter 'log_delivery': engine-log needs Redis OSS 6.2 or later, and the version is 6.0",
+        ),
+    ] {
+        let (status, got) = put(&tb, "i-logs-2", REDIS, "small", params.clone()).await;
+        assert_eq!(status, 400, "{params}: {got}");
+        let description = got["description"].as_str().unwrap();
+        assert!(description.contains(mentions), "{params}: {description}");
+    }
+    // Slow log from Redis OSS 6.0 is fine.
+    let (status, got) =
+        put(&tb, "i-logs-3", REDIS, "small", json!({"log_delivery": ["slow-log"], "engine_version": "6.0"}))
+            .await;
+    assert_eq!(status, 202, "{got}");
+
+    // Memcached delivers no logs: its plans publish no such parameter.
+    let (status, got) = put(&tb, "i-logs-4", MEMCACHED, "dev", json!({"log_delivery": ["slow-log"]})).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(got["description"].as_str().unwrap().contains("unknown parameter 'log_delivery'"), "{got}");
+    let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
+    for service in catalog["services"].as_array().unwrap() {
+        for plan in service["plans"].as_array().unwrap() {
+            let properties = &plan["schemas"]["service_instance"]["create"]["parameters"]["properties"];
+            let published = properties.get("log_delivery").is_some();
+            assert_eq!(published, service["name"] != MEMCACHED, "{}: {}", service["name"], plan["name"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_update_can_turn_logs_on_and_is_refused_when_the_version_cannot() {
+    let tb = TestBroker::new().await;
+    let (status, got) = put(&tb, ID, REDIS, "small", json!({"engine_version": "6.0"})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+    let patch = |params: Value| {
+        let mut b = body(&tb, REDIS, "small");
+        b["parameters"] = params;
+        b
+    };
+    let uri = format!("/v2/service_instances/{ID}?accepts_incomplete=true");
+    let (status, got) = tb.call("PATCH", &uri, Some(patch(json!({"log_delivery": ["engine-log"]})))).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(got["description"].as_str().unwrap().contains("engine-log needs Redis OSS 6.2"), "{got}");
+    let (status, got) = tb
+        .call("PATCH", &uri, Some(patch(json!({"log_delivery": ["engine-log"], "engine_version": "7.1"}))))
+        .await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    assert_eq!(
+        (instance.engine_version.as_str(), &instance.parameters["log_delivery"]),
+        ("7.1", &json!(["engine-log"]))
+    );
+}
+
+#[tokio::test]
+async fn a_plan_whose_versions_cannot_deliver_its_logs_is_refused_by_the_catalog() {
+    let mut catalog = broker_core::catalog::CatalogFile::builtin();
+    let redis = catalog.services.iter().find(|s| s.name == REDIS).unwrap().id.clone();
+    let plan = catalog.plans.iter_mut().find(|p| p.service_id == redis && p.name == "small").unwrap();
+    assert!(plan.engine_versions.contains(&"6.0".to_string()));
+    plan.log_delivery = vec![broker_core::domain::LogType::EngineLog];
+    let text =
+        serde_json::to_string(&json!({ "services": catalog.services, "plans": catalog.plans })).unwrap();
+    let err = broker_core::catalog::CatalogFile::parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "log_delivery engine-log: engine-log needs Redis OSS 6.2 or later, and the version is 6.0"
+        ),
+        "{err}"
+    );
 }
