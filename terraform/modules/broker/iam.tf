@@ -6,6 +6,7 @@ locals {
   arn_prefix = {
     elasticache    = "arn:${local.partition}:elasticache:${local.region}:${local.account}"
     cloudwatch     = "arn:${local.partition}:cloudwatch:${local.region}:${local.account}"
+    logs           = "arn:${local.partition}:logs:${local.region}:${local.account}"
     secretsmanager = "arn:${local.partition}:secretsmanager:${local.region}:${local.account}"
   }
 
@@ -271,6 +272,41 @@ locals {
             "cloudwatch:ListTagsForResource",
           ]
           Resource = local.owned_alarms
+        },
+        {
+          # Log delivery: each cache's log group /elasticache/<prefix>-<hash>,
+          # created with the cache's tags (TagResource) and retention,
+          # deleted after the cache; the sweep reads a group's tags.
+          Sid    = "CacheLogGroups"
+          Effect = "Allow"
+          Action = [
+            "logs:CreateLogGroup",
+            "logs:PutRetentionPolicy",
+            "logs:DeleteLogGroup",
+            "logs:TagResource",
+            "logs:ListTagsForResource",
+          ]
+          Resource = "${local.arn_prefix.logs}:log-group:/elasticache/${var.name_prefix}-*"
+        },
+        {
+          # What ElastiCache's log delivery asks of the caller that turns it
+          # on (ElastiCache User Guide, "ElastiCache logging destinations"):
+          # the vended-log delivery and the log groups' resource policy,
+          # which name no resource of ours. The sweep lists log groups by
+          # prefix with DescribeLogGroups.
+          Sid    = "CacheLogDelivery"
+          Effect = "Allow"
+          Action = [
+            "logs:CreateLogDelivery",
+            "logs:GetLogDelivery",
+            "logs:UpdateLogDelivery",
+            "logs:DeleteLogDelivery",
+            "logs:ListLogDeliveries",
+            "logs:PutResourcePolicy",
+            "logs:DescribeResourcePolicies",
+            "logs:DescribeLogGroups",
+          ]
+          Resource = "*"
         },
         {
           # The first cache of an account creates ElastiCache's

@@ -72,6 +72,7 @@ locals {
     var.secret_recovery_window_days == null ? {} : { SECRET_RECOVERY_WINDOW_DAYS = tostring(var.secret_recovery_window_days) },
     # The caches' alarms notify the same topics as the dead-letter alarm.
     length(var.alarm_actions) == 0 ? {} : { ALARM_ACTIONS = join(",", var.alarm_actions) },
+    var.cache_log_retention_days == null ? {} : { CACHE_LOG_RETENTION_DAYS = tostring(var.cache_log_retention_days) },
   )
 }
 

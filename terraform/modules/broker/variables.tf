@@ -143,6 +143,17 @@ variable "log_retention_days" {
   }
 }
 
+variable "cache_log_retention_days" {
+  description = "CACHE_LOG_RETENTION_DAYS: days the caches' delivered logs (slow log, engine log) are kept in their log groups; null leaves the broker's default (30)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.cache_log_retention_days == null || contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], coalesce(var.cache_log_retention_days, 30))
+    error_message = "cache_log_retention_days must be one of the values CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
 variable "permissions_boundary_arn" {
   description = "Permissions boundary of both functions' roles, when the account requires one."
   type        = string

@@ -124,6 +124,7 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     rotation_days               = 0
     rotation_grace_secs         = 604800
     alarm_actions               = ["arn:aws:sns:eu-west-1:123456789012:cache-alarms", "arn:aws:sns:eu-west-1:123456789012:pager"]
+    cache_log_retention_days    = 14
   }
 
   assert {
@@ -131,7 +132,7 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS, ROTATION_GRACE_SECS and ROTATION_FUNCTION_ARN (its rotation policy is derived from them), and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
   }
   assert {
-    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN", "ALARM_ACTIONS"])
+    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN", "ALARM_ACTIONS", "CACHE_LOG_RETENTION_DAYS"])
     error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS, the rotation variables and ALARM_ACTIONS, and not CATALOG_CACHE_SECS."
   }
   assert {
@@ -143,7 +144,8 @@ run "optional_variables_go_to_the_function_that_uses_them" {
       aws_lambda_function.broker_api.environment[0].variables.ROTATION_DAYS == "0" &&
       aws_lambda_function.provisioner.environment[0].variables.ROTATION_DAYS == "0" &&
       aws_lambda_function.provisioner.environment[0].variables.ROTATION_GRACE_SECS == "604800" &&
-      aws_lambda_function.provisioner.environment[0].variables.ALARM_ACTIONS == "arn:aws:sns:eu-west-1:123456789012:cache-alarms,arn:aws:sns:eu-west-1:123456789012:pager"
+      aws_lambda_function.provisioner.environment[0].variables.ALARM_ACTIONS == "arn:aws:sns:eu-west-1:123456789012:cache-alarms,arn:aws:sns:eu-west-1:123456789012:pager" &&
+      aws_lambda_function.provisioner.environment[0].variables.CACHE_LOG_RETENTION_DAYS == "14"
     )
     error_message = "The optional variables must carry the given values."
   }
@@ -311,7 +313,7 @@ run "policies_name_only_what_each_function_calls" {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
-      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || !contains(flatten([s.Resource]), "*"))
+      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || !contains(flatten([s.Resource]), "*"))
     ])
     error_message = "Policies must name actions one by one and scope every resource but X-Ray's and the sweep's listings."
   }
@@ -322,6 +324,20 @@ run "policies_name_only_what_each_function_calls" {
       if s.Sid == "OrphanSweepListings"
     ])
     error_message = "The sweep's unscoped statement may only describe and list; deletes stay scoped to the prefix."
+  }
+  # Log delivery's unscoped statement is what ElastiCache asks of its caller,
+  # and no log group may be created, changed or deleted through it.
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      alltrue([for a in flatten([s.Action]) : can(regex("^logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$", a))])
+      if s.Sid == "CacheLogDelivery"
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      flatten([s.Resource]) == ["arn:aws:logs:eu-west-1:123456789012:log-group:/elasticache/osb-*"]
+      if s.Sid == "CacheLogGroups"
+    ])
+    error_message = "Log groups are created, tagged and deleted only under /elasticache/<prefix>-; the unscoped statement only sets up log delivery."
   }
   assert {
     condition = alltrue([
