@@ -271,3 +271,35 @@ async fn a_plan_whose_versions_cannot_deliver_its_logs_is_refused_by_the_catalog
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------ the broker's own metrics
+
+/// The Prometheus text the broker serves at `/metrics`.
+async fn metrics_text(tb: &TestBroker) -> String {
+    use tower::ServiceExt;
+    let req = broker_tests::test_broker::request("GET", "/metrics", None, true, None);
+    let resp = tb.router.clone().oneshot(req).await.expect("router");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_job_the_broker_enqueues_again_counts_as_requeued() {
+    let tb = TestBroker::new().await;
+    let b = body(&tb, REDIS, "small");
+    let uri = format!("/v2/service_instances/{ID}?accepts_incomplete=true");
+    assert_eq!(tb.call("PUT", &uri, Some(b.clone())).await.0, 202);
+    let requeued = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"broker_jobs_requeued_total{kind="provision"} "#))
+            .map(|n| n.parse::<f64>().unwrap())
+    };
+    assert_eq!(requeued(&metrics_text(&tb).await), None, "nothing requeued yet");
+    // The platform did not get the answer and asks again: the job is sent again.
+    assert_eq!(tb.call("PUT", &uri, Some(b)).await.0, 202);
+    assert_eq!(requeued(&metrics_text(&tb).await), Some(1.0));
+    // The reconcile pass finds the operation stalled (TestBroker's stall is
+    // 0 s) and sends it once more.
+    tb.reconciler.run(broker_core::domain::now() + 1).await.unwrap();
+    assert_eq!(requeued(&metrics_text(&tb).await), Some(2.0));
+}

@@ -300,6 +300,13 @@ impl Broker {
         }
     }
 
+    /// Where the broker and its worker count: a job the broker enqueues
+    /// again (a repeated request, a poll of a stalled operation, the
+    /// reconcile pass) counts as requeued, as the worker's own do.
+    pub fn metrics(&self) -> &dyn crate::ports::Metrics {
+        self.worker.metrics()
+    }
+
     /// `GET /v2/catalog`: the body, serialized once per catalog change.
     pub async fn catalog(&self) -> Result<Arc<[u8]>, OsbError> {
         Ok(self.catalog_snapshot().await?.body.clone())
@@ -365,7 +372,9 @@ impl Broker {
         match self.store.operation(operation_id).await.map_err(store_err)? {
             Some(op) if !op.is_finished() => {
                 info!(operation = %op.id, "the request is repeated; enqueueing its job again");
-                self.enqueue(&op).await
+                self.enqueue(&op).await?;
+                self.metrics().job_requeued(op.kind);
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -386,6 +395,7 @@ impl Broker {
         if !op.is_finished() && now() - op.updated_at >= self.settings.stall_secs {
             warn!(operation = %op.id, "operation has not progressed; enqueueing its job again");
             self.enqueue(op).await?;
+            self.metrics().job_requeued(op.kind);
         }
         Ok(())
     }

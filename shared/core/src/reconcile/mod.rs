@@ -120,6 +120,7 @@ impl Reconciler {
             match self.queue.enqueue(&Job::for_operation(&op), 0).await {
                 Ok(()) => {
                     sent += 1;
+                    self.broker.metrics().job_requeued(op.kind);
                     if overdue {
                         report.past_deadline += 1;
                         info!(operation = %op.id, step = ?op.step, "reconcile: past its deadline; enqueued to be ended");
