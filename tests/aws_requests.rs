@@ -76,6 +76,7 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
             ("dynamodb:GetItem", 12),
             ("dynamodb:PutItem", 1),
             ("dynamodb:Query", 49),
+            ("logs:DescribeLogGroups", 1),
             ("elasticache:DescribeCacheClusters", 1),
             ("elasticache:DescribeReplicationGroups", 1),
             ("elasticache:DescribeUsers", 1),
@@ -113,6 +114,9 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
             ("elasticache:DescribeReplicationGroups", 7),
             ("elasticache:DescribeUsers", 13),
             ("elasticache:ListTagsForResource", 1),
+            // The cache's log group, whether it had one or not (a delete
+            // knows only the instance id).
+            ("logs:DeleteLogGroup", 1),
             ("secretsmanager:DeleteSecret", 3),
             ("sqs:SendMessage", 5),
         ],

@@ -179,6 +179,8 @@ enum AwsService {
     DynamoDb,
     Sqs,
     SecretsManager,
+    /// CloudWatch Logs (the caches' log groups).
+    Logs,
     /// The query protocol: `Action=...` in a form body.
     ElastiCache,
 }
@@ -189,6 +191,7 @@ impl AwsService {
             AwsService::DynamoDb => "dynamodb",
             AwsService::Sqs => "sqs",
             AwsService::SecretsManager => "secretsmanager",
+            AwsService::Logs => "logs",
             AwsService::ElastiCache => "elasticache",
         }
     }
@@ -204,6 +207,8 @@ fn identify(request: &HttpRequest) -> (AwsService, String) {
             AwsService::DynamoDb
         } else if prefix.starts_with("AmazonSQS") {
             AwsService::Sqs
+        } else if prefix.starts_with("Logs_") {
+            AwsService::Logs
         } else {
             AwsService::SecretsManager
         };
@@ -235,7 +240,7 @@ fn fault_response(service: AwsService, kind: FaultKind) -> HttpResponse {
                 ),
             )
         }
-        AwsService::SecretsManager => (
+        AwsService::SecretsManager | AwsService::Logs => (
             "application/x-amz-json-1.1",
             format!("{{\"__type\":\"{code}\",\"message\":\"injected by the chaos test\"}}"),
         ),

@@ -6,8 +6,8 @@
 //!
 //! Each pass lists a few pages ([`PAGES_PER_PASS`]) of the inventories
 //! (the cache provider's replication groups, cache clusters, user groups
-//! and users, or laptop caches; the secret store's secrets; the caches'
-//! CloudWatch alarms), so a round
+//! and users and the caches' log groups, or laptop caches; the secret
+//! store's secrets; the caches' CloudWatch alarms), so a round
 //! over everything spans passes when there is a lot, and a new round starts
 //! at most every [`SweepSettings::every_secs`]. An inventory leaves out
 //! what the live caches' own names and user groups hold; the sweep checks
@@ -33,9 +33,9 @@ use crate::domain::{Binding, BindingState, Instance, InstanceState, Sweep, Times
 use crate::ports::{Claim, Inventory, Leftover, LiveCaches, Removal, StateStore, StoreError};
 use crate::rotation::Target;
 
-/// Listing pages per pass, over all kinds: more than AWS mode's six
-/// listings (four of ElastiCache, the secrets and the alarms), so a round
-/// over a small account takes one pass.
+/// Listing pages per pass, over all kinds: more than AWS mode's seven
+/// listings (four of ElastiCache, the log groups, the secrets and the
+/// alarms), so a round over a small account takes one pass.
 pub const PAGES_PER_PASS: usize = 8;
 
 /// Deletions per pass; more orphans wait for the next.

@@ -45,7 +45,7 @@ use aws_smithy_mocks::{Rule, mock};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{DEPROVISION, INSTANCE, meta, mocked, provider_on, secrets_with_admin, spec};
-use broker_core::domain::{CacheUser, Endpoint};
+use broker_core::domain::{CacheUser, Endpoint, LogType};
 use broker_core::ports::{CacheProvider, Principal, Progress, ProviderError};
 
 /// The ids the provider uses for [`INSTANCE`] under the prefix `osb`.
@@ -535,6 +535,55 @@ async fn modifying_a_group_that_became_busy_is_retryable() {
 
     let why = retryable(provider.modify(&spec(INSTANCE, "elasticache-redis", "medium")).await);
     assert!(why.starts_with("ModifyReplicationGroup failed: InvalidReplicationGroupState"), "{why}");
+}
+
+/// moto keeps a group's log delivery as created and ignores a change: the
+/// change is asserted here, with the log group made before it.
+#[tokio::test]
+async fn turning_logs_on_makes_the_log_group_first_then_one_modify_with_json_to_it() {
+    use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupOutput;
+    use aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput;
+    let (id, _) = ids();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = order.clone();
+    let modify = mock!(Client::modify_replication_group)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push("ModifyReplicationGroup".into());
+            req.apply_immediately() == Some(true)
+        })
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let tags = mock!(Client::add_tags_to_resource).then_output(|| AddTagsToResourceOutput::builder().build());
+    let rules = [describe_group(group("available", 1)), member(format!("{id}-001"), "available"), tags];
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.push(&modify);
+    let seen = order.clone();
+    let create = aws_smithy_mocks::mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push(format!("CreateLogGroup {}", req.log_group_name().unwrap_or_default()));
+            req.tags().is_some_and(|t| t.get("broker").map(String::as_str) == Some("osb"))
+        })
+        .then_output(|| CreateLogGroupOutput::builder().build());
+    let retention = aws_smithy_mocks::mock!(aws_sdk_cloudwatchlogs::Client::put_retention_policy)
+        .match_requests(|req| req.retention_in_days() == Some(14))
+        .then_output(|| PutRetentionPolicyOutput::builder().build());
+    let logs = aws_smithy_mocks::mock_client!(
+        aws_sdk_cloudwatchlogs,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        [&create, &retention]
+    );
+    let provider = provider_on(mocked(&all), secrets_with_admin().await)
+        .with_logs(crate::elasticache::LogSettings { client: logs, retention_days: 14 });
+
+    let mut s = spec(INSTANCE, "elasticache-redis", "small");
+    s.log_delivery = vec![LogType::SlowLog, LogType::EngineLog];
+    let Progress::Working { detail } = provider.modify(&s).await.unwrap() else { panic!("nothing to do") };
+    assert_eq!(detail, format!("replication group {id}: modifying log delivery none → slow-log, engine-log"));
+    assert_eq!(
+        *order.lock().unwrap(),
+        [format!("CreateLogGroup /elasticache/{id}"), "ModifyReplicationGroup".to_string()],
+        "the log group exists before the cache is told to write to it"
+    );
+    assert_eq!((create.num_calls(), retention.num_calls(), modify.num_calls()), (1, 1, 1));
 }
 
 #[tokio::test]
