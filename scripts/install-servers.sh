@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the cache servers laptop mode and the end-to-end tests run:
-# redis-server and memcached from Debian, valkey-server from bookworm-backports.
+# redis-server and memcached from Debian, valkey-server from bookworm-backports,
+# and chromium, the headless browser the dashboard page's test renders it in.
 # Does nothing when they are already on PATH. Needs root (or names what to install).
 set -euo pipefail
 
@@ -9,11 +10,12 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v valkey-server >/dev/null 2>&1 || missing+=(valkey-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing: ${missing[*]}" >&2
-  echo "install them as root: apt-get install redis-server redis-tools memcached" >&2
+  echo "install them as root: apt-get install redis-server redis-tools memcached chromium" >&2
   echo "and valkey-server from bookworm-backports: apt-get install -t bookworm-backports valkey-server" >&2
   exit 1
 fi

@@ -782,12 +782,14 @@ async fn an_identical_provision_while_in_progress_is_202_with_the_same_operation
 }
 
 #[tokio::test]
-async fn an_identical_provision_after_the_worker_finished_is_200_with_an_empty_object() {
+async fn an_identical_provision_after_the_worker_finished_is_200_with_only_its_dashboard_url() {
     let tb = TestBroker::new().await;
     let body = ready_instance(&tb, "i-1", REDIS, "small", json!({})).await;
     let (status, answer) = put_instance(&tb, "i-1", body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer, json!({}));
+    let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["dashboard_url"], "{answer}");
+    assert!(answer["dashboard_url"].as_str().unwrap().starts_with("http://127.0.0.1/dashboard/i-1?token="));
 }
 
 #[tokio::test]

@@ -594,3 +594,85 @@ async fn a_laptop_cache_and_secrets_no_record_names_go_after_the_grace_period() 
     assert_eq!(redis_set_get(&uri).await.unwrap(), "hello", "the named instance keeps serving");
     deprovision(&b, &keep).await;
 }
+
+/// Chromium, headless, on `url` with `extra` arguments; its standard output.
+/// It may reach 127.0.0.1 only: every other host name resolves to nothing,
+/// and its background services (updates, sync, safe browsing) are off.
+fn chromium(url: &str, profile: &std::path::Path, extra: &[String]) -> String {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--no-pings",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--safebrowsing-disable-auto-update",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--window-size=412,915",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("chromium runs (scripts/install-servers.sh installs it)");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The dashboard page in a real browser: laptop mode serves it on
+/// 127.0.0.1, chromium renders it at a phone's width, the screenshot goes
+/// to `target/test-output/dashboard.png`, and the page it rendered shows the
+/// instance's state and no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_page_renders_in_a_browser_with_the_state_and_no_password() {
+    let b = LocalBroker::start().await;
+    let p = provision(&b, "elasticache-valkey", "dev", "dash-1", json!({})).await;
+    let credentials = bind(&b, &p, "app-1").await;
+    let password = credentials["password"].as_str().expect("a password").to_string();
+    let (status, fetched) = b.call("GET", "/v2/service_instances/dash-1", None).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let url = fetched["dashboard_url"].as_str().expect("dashboard_url").to_string();
+    let path = format!("/{}", url.splitn(4, '/').nth(3).unwrap());
+
+    // The broker's Router on a real listener, as `broker-api serve` runs it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = b.laptop.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let page = format!("http://127.0.0.1:{port}{path}");
+
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let (dom, wrong) = {
+        let (page, shot, profile_dir) = (page.clone(), shot.clone(), profile.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            chromium(&page, &profile_dir, &[format!("--screenshot={}", shot.display())]);
+            let dom = chromium(&page, &profile_dir, &["--dump-dom".to_string()]);
+            let wrong =
+                chromium(&page.replace("token=", "token=1"), &profile_dir, &["--dump-dom".to_string()]);
+            (dom, wrong)
+        })
+        .await
+        .unwrap()
+    };
+    server.abort();
+    let png = std::fs::read(&shot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "a rendered page, {} bytes", png.len());
+    println!("dashboard screenshot: {}", shot.canonicalize().unwrap().display());
+    for shown in ["elasticache-valkey", "dev", "ready", "valkey 8.0", "127.0.0.1:", "bind app-1"] {
+        assert!(dom.contains(shown), "the rendered page shows {shown:?}: {dom}");
+    }
+    assert!(!dom.contains(&password), "the binding's password is not on the page");
+    assert!(wrong.contains("Not allowed") && !wrong.contains("valkey 8.0"), "{wrong}");
+    deprovision(&b, &p).await;
+}

@@ -8,11 +8,18 @@
 //!
 //! Log delivery: the `log_delivery` parameter, refused with a 400 naming it
 //! where the engine or its version delivers no such log.
+//!
+//! The dashboard page: its URL in provision and fetch answers, what it
+//! shows (and never a password), 403 for a missing, wrong or expired token,
+//! 404 once the instance is gone. (Laptop mode renders it in chromium:
+//! `tests/e2e.rs`.)
 
 use aws_sdk_cloudwatch::types::StateValue;
 use broker_core::domain::OperationState;
-use broker_core::ports::StateStore;
+use broker_core::ports::{SecretStore, Stage, StateStore};
+use broker_http::dashboard::DashboardKey;
 use broker_tests::test_broker::TestBroker;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 const REDIS: &str = "elasticache-redis";
@@ -302,4 +309,121 @@ async fn a_job_the_broker_enqueues_again_counts_as_requeued() {
     // 0 s) and sends it once more.
     tb.reconciler.run(broker_core::domain::now() + 1).await.unwrap();
     assert_eq!(requeued(&metrics_text(&tb).await), Some(2.0));
+}
+
+// ------------------------------------------------------------------ the dashboard page
+
+/// GET `uri` as a browser does: no basic auth, no API version.
+async fn browse(tb: &TestBroker, uri: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let req = broker_tests::test_broker::request("GET", uri, None, false, None);
+    let resp = tb.router.clone().oneshot(req).await.expect("router");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The path and query of a dashboard URL.
+fn path_of(url: &str) -> String {
+    url.splitn(4, '/').nth(3).map(|rest| format!("/{rest}")).unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_instance_without_a_password_and_a_bad_or_expired_token_is_403() {
+    let tb = TestBroker::new().await;
+    let uri = format!("/v2/service_instances/{ID}?accepts_incomplete=true");
+    let (status, provisioned) = tb.call("PUT", &uri, Some(body(&tb, REDIS, "small"))).await;
+    assert_eq!(status, 202, "{provisioned}");
+    let from_provision = provisioned["dashboard_url"].as_str().expect("dashboard_url").to_string();
+    assert!(
+        from_provision.starts_with(&format!("http://127.0.0.1/dashboard/{ID}?token=")),
+        "{from_provision}"
+    );
+    tb.drain(50).await;
+    let bind = format!("/v2/service_instances/{ID}/service_bindings/app-1?accepts_incomplete=true");
+    assert!(matches!(tb.call("PUT", &bind, Some(body(&tb, REDIS, "small"))).await.0.as_u16(), 201 | 202));
+    tb.drain(50).await;
+    let cpu = tb.cloudwatch.names().into_iter().find(|n| n.ends_with("/EngineCPUUtilization")).unwrap();
+    tb.cloudwatch.set_state(&cpu, StateValue::Alarm);
+
+    // Fetching the instance gives a fresh URL; both open the page.
+    let (_, fetched) = tb.call("GET", &format!("/v2/service_instances/{ID}"), None).await;
+    let from_fetch = fetched["dashboard_url"].as_str().expect("dashboard_url").to_string();
+    for url in [&from_provision, &from_fetch] {
+        let (status, html) = browse(&tb, &path_of(url)).await;
+        assert_eq!(status, 200, "{html}");
+        for shown in [
+            "elasticache-redis",
+            "small",
+            "ready",
+            "redis 7.1",
+            "127.0.0.1:6379",
+            "Bindings</th><td>1<",
+            "EngineCPUUtilization",
+            "ALARM",
+            "provisioned: redis",
+            "bind app-1",
+            "http-equiv=\"refresh\"",
+            "name=\"viewport\"",
+        ] {
+            assert!(html.contains(shown), "the page shows {shown:?}: {html}");
+        }
+        assert!(!html.contains("<script"), "no script");
+    }
+    // No password of the instance or of its binding is on the page, and
+    // the audit line of the request keeps the token out.
+    let logs = broker_testing::LogCapture::start();
+    let (_, html) = browse(&tb, &path_of(&from_fetch)).await;
+    let logged = logs.text();
+    let token_of = |url: &str| url.split("token=").nth(1).unwrap().to_string();
+    assert!(logged.contains("token=[redacted]"), "{logged}");
+    assert!(!logged.contains(&token_of(&from_fetch)), "{logged}");
+    drop(logs);
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    let binding = tb.store.binding(ID, "app-1").await.unwrap().unwrap();
+    for reference in [instance.admin_secret.clone(), binding.secret.clone()].into_iter().flatten() {
+        let value = tb.secrets.read(&reference, Stage::Current).await.unwrap().unwrap();
+        assert!(!html.contains(value.expose_secret()), "a password is on the page");
+    }
+
+    // Without a token, with a wrong, altered, another instance's or an
+    // expired one: 403, and nothing about the instance.
+    let key = DashboardKey::from_secret(&SecretString::from(broker_tests::test_broker::PASSWORD));
+    let t = broker_core::domain::now();
+    let token = token_of(&from_fetch);
+    let (expiry, sig) = token.split_once('.').unwrap();
+    for path in [
+        format!("/dashboard/{ID}"),
+        format!("/dashboard/{ID}?token=nonsense"),
+        format!("/dashboard/{ID}?token={}.{sig}", expiry.parse::<i64>().unwrap() + 1),
+        format!("/dashboard/another-instance?token={token}"),
+        format!("/dashboard/{ID}?token={}", key.token(ID, t - 1)),
+        format!(
+            "/dashboard/{ID}?token={}",
+            DashboardKey::from_secret(&SecretString::from("x")).token(ID, t + 60)
+        ),
+    ] {
+        let (status, html) = browse(&tb, &path).await;
+        assert_eq!(status, 403, "{path}: {html}");
+        assert!(!html.contains("small") && !html.contains("ALARM"), "{path}: {html}");
+    }
+    // A token the broker signed opens the page without basic auth, but
+    // opens nothing of the OSB API.
+    let (status, _) = browse(&tb, &format!("/v2/service_instances/{ID}?token={token}")).await;
+    assert_eq!(status, 401);
+
+    // Once deprovisioned, the page says the instance is gone.
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    let unbind = format!(
+        "/v2/service_instances/{ID}/service_bindings/app-1?service_id={service_id}&plan_id={plan_id}"
+    );
+    tb.call("DELETE", &unbind, None).await;
+    tb.drain(50).await;
+    let del = format!(
+        "/v2/service_instances/{ID}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}"
+    );
+    assert_eq!(tb.call("DELETE", &del, None).await.0, 202);
+    tb.drain(50).await;
+    let (status, html) = browse(&tb, &path_of(&from_fetch)).await;
+    assert_eq!(status, 404, "{html}");
 }

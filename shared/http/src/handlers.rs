@@ -11,8 +11,15 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::http::HeaderMap;
+
+use super::dashboard::{DashboardKey, dashboard_url};
 use super::{ApiError, AppState};
 use broker_core::broker::{Accepted, Bound, Provisioned, Unbound, Updated};
+use broker_core::domain::now;
 use broker_core::domain::{BindingId, InstanceId};
 use broker_core::osb::OsbError;
 use broker_core::osb::types::{AsyncResponse, Query, parse_query};
@@ -95,21 +102,32 @@ pub async fn catalog(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// `PUT /v2/service_instances/{instance_id}`
+/// `PUT /v2/service_instances/{instance_id}`: every answer carries the
+/// instance's `dashboard_url`.
 pub async fn provision(
     State(s): State<AppState>,
+    Extension(key): Extension<Arc<DashboardKey>>,
+    headers: HeaderMap,
     InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let req = body(&bytes)?;
+    let dashboard_url = dashboard_url(&headers, &key, instance_id.as_str(), now());
     Ok(match s.broker.provision(&instance_id, req, &q).await? {
         // OSB's 201 body has no `operation`: the instance is there; its
         // last_operation (no operation given) tells how it was made.
-        Provisioned::Created { .. } => empty(StatusCode::CREATED),
-        Provisioned::Accepted { operation } => accepted(operation),
-        Provisioned::AlreadyExists => empty(StatusCode::OK),
+        Provisioned::Created { .. } => {
+            (StatusCode::CREATED, Json(json!({ "dashboard_url": dashboard_url }))).into_response()
+        }
+        Provisioned::Accepted { operation } => {
+            (StatusCode::ACCEPTED, Json(json!({ "operation": operation, "dashboard_url": dashboard_url })))
+                .into_response()
+        }
+        Provisioned::AlreadyExists => {
+            (StatusCode::OK, Json(json!({ "dashboard_url": dashboard_url }))).into_response()
+        }
     })
 }
 
@@ -139,14 +157,20 @@ pub async fn deprovision(
     Ok(accepted(operation))
 }
 
-/// `GET /v2/service_instances/{instance_id}`
+/// `GET /v2/service_instances/{instance_id}`, with a fresh `dashboard_url`.
 pub async fn fetch_instance(
     State(s): State<AppState>,
+    Extension(key): Extension<Arc<DashboardKey>>,
+    headers: HeaderMap,
     InstancePath(instance_id): InstancePath,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     query(q)?;
-    Ok(Json(s.broker.fetch_instance(&instance_id).await?).into_response())
+    let fetched = s.broker.fetch_instance(&instance_id).await?;
+    let mut body = serde_json::to_value(&fetched)
+        .map_err(|e| ApiError(OsbError::Internal(format!("the instance does not serialize: {e}"))))?;
+    body["dashboard_url"] = json!(dashboard_url(&headers, &key, instance_id.as_str(), now()));
+    Ok(Json(body).into_response())
 }
 
 /// `GET /v2/service_instances/{instance_id}/last_operation`

@@ -9,6 +9,7 @@
 //! Every request gets one audit log line; `X-Broker-API-Request-Identity` is
 //! echoed in the response.
 
+pub mod dashboard;
 mod handlers;
 
 use std::sync::Arc;
@@ -122,6 +123,12 @@ impl IntoResponse for ApiError {
 /// The Router with every OSB route and the checks in front of them.
 pub fn router(state: AppState) -> Router {
     use handlers::*;
+    let key = Arc::new(dashboard::DashboardKey::from_secret(&state.auth.password));
+    // The dashboard page is for a browser: its token stands for basic auth,
+    // and it has no API version.
+    let page = Router::new()
+        .route(dashboard::DASHBOARD, get(dashboard::dashboard))
+        .with_state(dashboard::DashboardState { broker: state.broker.clone(), key: key.clone() });
     let routes = Router::new()
         .route(CATALOG, get(catalog))
         .route(INSTANCE, get(fetch_instance).put(provision).patch(update).delete(deprovision))
@@ -136,6 +143,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(middleware::from_fn(api_version))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::Extension(key))
+        .merge(page)
         .layer(middleware::from_fn_with_state(state, observe))
 }
 
@@ -151,8 +160,15 @@ const BINDING_LAST_OPERATION: &str =
 const METRICS: &str = "/metrics";
 
 /// Every route, as the metrics label it.
-const ROUTES: [&str; 6] =
-    [CATALOG, INSTANCE, INSTANCE_LAST_OPERATION, BINDING, BINDING_LAST_OPERATION, METRICS];
+const ROUTES: [&str; 7] = [
+    CATALOG,
+    INSTANCE,
+    INSTANCE_LAST_OPERATION,
+    BINDING,
+    BINDING_LAST_OPERATION,
+    METRICS,
+    dashboard::DASHBOARD,
+];
 
 /// The route a request matched, as a label; "unmatched" for a 404 of the
 /// fallback, so that a path never becomes a label value.
@@ -233,6 +249,18 @@ async fn api_version(req: Request, next: Next) -> Response {
     }
 }
 
+/// `query` with the value of every `token` parameter blanked out.
+fn without_tokens(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=[redacted]",
+            _ => pair,
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// One audit line per request (who, what, outcome, how long) and the request
 /// identity echoed back. Never logs bodies or the Authorization header.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -242,7 +270,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let route = route_label(req.extensions().get::<MatchedPath>());
     let path = req.uri().path().to_string();
     let request_id = req.headers().get(REQUEST_IDENTITY).cloned();
-    let query = req.uri().query().unwrap_or("").to_string();
+    // A dashboard token opens a page: it stays out of the log.
+    let query = without_tokens(req.uri().query().unwrap_or(""));
     let (platform, identity, identity_error) = match req.headers().get(ORIGINATING_IDENTITY) {
         None => (None, None, None),
         Some(v) => match OriginatingIdentity::parse(v.to_str().unwrap_or("")) {

@@ -33,9 +33,11 @@ use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Sta
 use crate::worker::Worker;
 
 mod bindings;
+mod dashboard;
 mod instances;
 mod pool;
 
+pub use dashboard::{DashboardView, OperationLine};
 pub use pool::Refill;
 
 /// What a provision request led to.

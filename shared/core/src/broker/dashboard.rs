@@ -1,0 +1,102 @@
+//! What an instance's dashboard page shows: its plan, engine and state, its
+//! endpoints (never a password), how many bindings it has, its last
+//! operations, its alarms and how its data is kept. The HTTP layer checks
+//! the page's token and renders this.
+
+use super::*;
+use crate::domain::{Endpoint, LogType, Timestamp};
+use crate::ports::AlarmStatus;
+
+/// An instance as its dashboard page shows it.
+#[derive(Debug, Clone)]
+pub struct DashboardView {
+    pub instance_id: String,
+    pub service: String,
+    pub engine: Engine,
+    pub engine_version: String,
+    pub plan: String,
+    pub state: InstanceState,
+    /// Where clients connect; `None` until the cache is made.
+    pub endpoint: Option<Endpoint>,
+    pub bindings: usize,
+    /// The instance's last operation, then each binding's, newest first.
+    pub operations: Vec<OperationLine>,
+    /// `None` where the backend keeps no alarms (laptop mode), or when
+    /// their states could not be read.
+    pub alarms: Option<Vec<AlarmStatus>>,
+    pub snapshot_retention_days: u8,
+    pub final_snapshot: bool,
+    pub log_delivery: Vec<LogType>,
+}
+
+/// One operation, as a line of the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationLine {
+    /// "provision", or "bind app-1".
+    pub what: String,
+    /// OSB's words: "in progress", "succeeded", "failed".
+    pub state: &'static str,
+    pub description: String,
+    pub updated_at: Timestamp,
+}
+
+fn line(op: &Operation, what: String) -> OperationLine {
+    OperationLine {
+        what,
+        state: op.state.osb(),
+        description: op.description.clone(),
+        updated_at: op.updated_at,
+    }
+}
+
+impl Broker {
+    /// The dashboard of instance `id`: 404 for an instance that does not
+    /// exist (or no longer does).
+    pub async fn dashboard(&self, id: &InstanceId) -> Result<DashboardView, OsbError> {
+        let instance = match self.store.instance(id).await.map_err(store_err)? {
+            Some(i) if i.state != InstanceState::Deleted => i,
+            _ => return Err(OsbError::NotFound(format!("service instance {id} does not exist"))),
+        };
+        let (service, plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
+        let mut operations = Vec::new();
+        if let Some(op) = self.store.operation(&instance.last_operation_id).await.map_err(store_err)? {
+            operations.push(line(&op, op.kind.as_str().to_string()));
+        }
+        let bindings: Vec<_> = self
+            .store
+            .bindings(id)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|b| b.state != BindingState::Deleted)
+            .collect();
+        for b in &bindings {
+            if let Some(op) = self.store.operation(&b.last_operation_id).await.map_err(store_err)? {
+                operations.push(line(&op, format!("{} {}", op.kind.as_str(), b.id)));
+            }
+        }
+        operations.sort_by_key(|o| std::cmp::Reverse(o.updated_at));
+        let alarms = match self.worker.alarms().states(instance.cache_key()).await {
+            Ok(alarms) => alarms,
+            Err(e) => {
+                warn!(instance = %id, error = %e, "could not read the cache's alarm states for its dashboard");
+                None
+            }
+        };
+        Ok(DashboardView {
+            instance_id: instance.id.clone(),
+            service: service.name.clone(),
+            engine: service.engine,
+            engine_version: instance.engine_version.clone(),
+            plan: plan.name.clone(),
+            state: instance.state,
+            endpoint: instance.endpoint.clone(),
+            bindings: bindings.len(),
+            operations,
+            alarms,
+            snapshot_retention_days: plan.snapshot_retention_days,
+            final_snapshot: plan.final_snapshot,
+            log_delivery: params::log_delivery(&plan, &instance.parameters),
+        })
+    }
+}
