@@ -26,6 +26,21 @@ where
     }
 }
 
+/// What went wrong around the exchange, when that is what went wrong (a
+/// timeout, a request that could not be sent, a response that could not be
+/// read): it says nothing about the resource, and the call may work later.
+pub(crate) fn transport_problem<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Option<&'static str> {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::TimeoutError(_) => Some("the request timed out"),
+        SdkError::DispatchFailure(_) => Some("the request could not be sent"),
+        SdkError::ResponseError(_) => Some("the response could not be read"),
+        _ => None,
+    }
+}
+
 /// What a failed call of an AWS service without a classifier of its own
 /// (CloudWatch, CloudWatch Logs) means: throttling, server trouble and the
 /// transport pass; anything else is final. Described in AWS terms
@@ -37,15 +52,9 @@ pub(crate) fn classify_call<E>(
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
     use broker_core::ports::ProviderError;
-    let transport = match &err {
-        SdkError::TimeoutError(_) => Some("the request timed out"),
-        SdkError::DispatchFailure(_) => Some("the request could not be sent"),
-        SdkError::ResponseError(_) => Some("the response could not be read"),
-        _ => None,
-    };
-    if let Some(what) = transport {
+    if let Some(what) = transport_problem(&err) {
         return ProviderError::Retryable(format!("{call} failed: {what}: {}", DisplayErrorContext(&err)));
     }
     let status = err.raw_response().map(|r| r.status().as_u16());

@@ -87,13 +87,7 @@ where
     ApiError: From<SdkError<E, HttpResponse>>,
 {
     // Errors before or around the exchange say nothing about the resource.
-    let transport = match &err {
-        SdkError::TimeoutError(_) => Some("the request timed out"),
-        SdkError::DispatchFailure(_) => Some("the request could not be sent"),
-        SdkError::ResponseError(_) => Some("the response could not be read"),
-        _ => None,
-    };
-    if let Some(what) = transport {
+    if let Some(what) = crate::transport_problem(&err) {
         return Failure {
             kind: Kind::Retryable,
             description: format!("{call} failed: {what}: {}", DisplayErrorContext(&err)),
