@@ -693,9 +693,15 @@ fn provider_operations() -> BTreeSet<String> {
         .filter(|(p, _)| p.extension().is_some_and(|e| e == "rs"))
         .collect();
     files.push((root().join("shared/aws/src/cloudwatch.rs"), "cloudwatch"));
+    sent_operations(&files)
+}
+
+/// The operations `.client.op()` and `.rbac.op()` in `files` send, each
+/// file's own tests left out, as IAM spells them under the file's service.
+fn sent_operations(files: &[(PathBuf, &str)]) -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
     for (path, service) in files {
-        let text: String = read(&path).chars().filter(|c| !c.is_whitespace()).collect();
+        let text: String = read(path).chars().filter(|c| !c.is_whitespace()).collect();
         let text = text.split("#[cfg(test)]modtests{").next().unwrap_or_default();
         for client in [".client.", ".rbac."] {
             for (at, _) in text.match_indices(client) {
@@ -704,7 +710,7 @@ fn provider_operations() -> BTreeSet<String> {
                 if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
                     continue;
                 }
-                let service = if text[..at].ends_with("logs") { "logs" } else { service };
+                let service = if text[..at].ends_with("logs") { "logs" } else { *service };
                 let pascal: String = name.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
                 ops.insert(format!("{service}:{pascal}"));
             }
@@ -739,6 +745,29 @@ fn the_provisioner_may_send_every_call_its_providers_make() {
             terraform.contains(&format!("\"{op}\"")),
             "the Terraform provisioner role does not allow {op}"
         );
+    }
+}
+
+/// The dashboard page's charts read CloudWatch from broker-api (the calls
+/// of `shared/aws/src/cloudwatch/charts.rs`): its role allows each of them
+/// in both templates.
+#[test]
+fn broker_api_may_read_the_metrics_its_dashboard_charts() {
+    let ops = sent_operations(&[(root().join("shared/aws/src/cloudwatch/charts.rs"), "cloudwatch")]);
+    assert!(ops.contains("cloudwatch:GetMetricData"), "the scan finds GetMetricData: {ops:?}");
+    let sam = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole").join("\n");
+    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
+    let api = terraform
+        .split("broker_api_policy = {")
+        .nth(1)
+        .and_then(|rest| rest.split("provisioner_policy = {").next())
+        .expect("iam.tf has a broker_api_policy before the provisioner_policy");
+    for op in &ops {
+        assert!(
+            sam.contains(&format!("Action: {op}\n")) || sam.contains(&format!("- {op}\n")),
+            "template.yaml's BrokerApiRole does not allow {op}"
+        );
+        assert!(api.contains(&format!("\"{op}\"")), "the Terraform broker-api role does not allow {op}");
     }
 }
 

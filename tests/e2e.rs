@@ -640,6 +640,12 @@ async fn the_dashboard_page_renders_in_a_browser_with_the_state_and_no_password(
     assert_eq!(status, StatusCode::OK, "{fetched}");
     let url = fetched["dashboard_url"].as_str().expect("dashboard_url").to_string();
     let path = format!("/{}", url.splitn(4, '/').nth(3).unwrap());
+    // The charts: the samples the broker takes every minute, taken here a
+    // second apart so the page has lines to draw.
+    for _ in 0..3 {
+        b.laptop.cache_metrics.sample_all().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
 
     // The broker's Router on a real listener, as `broker-api serve` runs it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -672,6 +678,11 @@ async fn the_dashboard_page_renders_in_a_browser_with_the_state_and_no_password(
     for shown in ["elasticache-valkey", "dev", "ready", "valkey 8.0", "127.0.0.1:", "bind app-1"] {
         assert!(dom.contains(shown), "the rendered page shows {shown:?}: {dom}");
     }
+    for charted in ["EngineCPUUtilization", "CurrConnections", "BytesUsedForCache", "class=\"chart\""] {
+        assert!(dom.contains(charted), "the rendered page charts {charted:?}: {dom}");
+    }
+    assert_eq!(dom.matches("<svg").count(), 3, "a chart per metric: {dom}");
+    assert!(dom.contains("<polyline"), "the samples are drawn as lines: {dom}");
     assert!(!dom.contains(&password), "the binding's password is not on the page");
     assert!(wrong.contains("Not allowed") && !wrong.contains("valkey 8.0"), "{wrong}");
     deprovision(&b, &p).await;

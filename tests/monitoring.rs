@@ -345,6 +345,13 @@ async fn the_dashboard_shows_the_instance_without_a_password_and_a_bad_or_expire
     tb.drain(50).await;
     let cpu = tb.cloudwatch.names().into_iter().find(|n| n.ends_with("/EngineCPUUtilization")).unwrap();
     tb.cloudwatch.set_state(&cpu, StateValue::Alarm);
+    // What the CPU alarm's node measured in the last hour is charted, with
+    // the alarm's threshold; the other metrics have no data yet.
+    let alarm = tb.cloudwatch.alarm(&cpu).unwrap();
+    let dimensions: Vec<(&str, &str)> =
+        alarm.dimensions().iter().map(|d| (d.name().unwrap(), d.value().unwrap())).collect();
+    let t = broker_core::domain::now();
+    tb.cloudwatch.set_datapoints("EngineCPUUtilization", &dimensions, &[(t - 600, 12.0), (t - 300, 47.5)]);
 
     // Fetching the instance gives a fresh URL; both open the page.
     let (_, fetched) = tb.call("GET", &format!("/v2/service_instances/{ID}"), None).await;
@@ -365,11 +372,21 @@ async fn the_dashboard_shows_the_instance_without_a_password_and_a_bad_or_expire
             "bind app-1",
             "http-equiv=\"refresh\"",
             "name=\"viewport\"",
+            "Last 3 hours",
+            "<svg",
+            "<polyline",
+            "alarm above 80.0 %",
+            "47.5 %",
         ] {
             assert!(html.contains(shown), "the page shows {shown:?}: {html}");
         }
         assert!(!html.contains("<script"), "no script");
     }
+    // One GetMetricData request per page, asking for the node's three
+    // metrics.
+    let charted: Vec<String> =
+        tb.cloudwatch.calls().into_iter().filter(|c| c.starts_with("GetMetricData")).collect();
+    assert_eq!(charted, ["GetMetricData 3", "GetMetricData 3"]);
     // No password of the instance or of its binding is on the page, and
     // the audit line of the request keeps the token out.
     let logs = broker_testing::LogCapture::start();

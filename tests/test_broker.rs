@@ -107,7 +107,8 @@ impl TestBroker {
             secrets: secrets.clone(),
             inventories: vec![secrets.clone()],
             metrics: metrics.clone(),
-            alarms,
+            alarms: alarms.clone(),
+            cache_metrics: alarms,
         };
         let Services { broker, worker, rotator, reconciler } = Services::new(
             &adapters,

@@ -138,6 +138,7 @@ async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -
             let worker = laptop.spawn_worker();
             let rotation = laptop.spawn_rotation_schedule();
             let reconcile = laptop.spawn_reconcile_schedule();
+            let sampling = laptop.spawn_metrics_sampling();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "broker-api ready (laptop mode)"
@@ -148,6 +149,7 @@ async fn laptop(command: Option<Command>, keep_caches: bool, started: Instant) -
             let served = laptop.serve(config.port).await;
             rotation.abort();
             reconcile.abort();
+            sampling.abort();
             laptop.shutdown(worker, keep_caches).await;
             Ok(served?)
         }

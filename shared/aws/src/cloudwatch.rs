@@ -106,6 +106,14 @@ fn watches(engine: Engine) -> Vec<Watch> {
                 threshold: cpu,
             },
             connections,
+            // Charted, never alarmed: Memcached publishes bytes, not a
+            // share of its memory, and a plan's threshold is a share.
+            Watch {
+                metric: "BytesUsedForCacheItems",
+                statistic: Statistic::Average,
+                unit: StandardUnit::Bytes,
+                threshold: |_| None,
+            },
         ],
         Engine::Redis | Engine::Valkey => vec![
             Watch {
@@ -409,5 +417,6 @@ impl Inventory for CloudWatchAlarms {
     }
 }
 
+mod charts;
 #[cfg(test)]
 mod tests;

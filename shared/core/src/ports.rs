@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::domain::{
     AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, LogType, Operation, OperationKind,
-    OperationState, Plan, Pool, ResourceKind, Service, Sweep,
+    OperationState, Plan, Pool, ResourceKind, Service, Sweep, Timestamp,
 };
 
 // ---------------------------------------------------------------- store
@@ -450,6 +450,61 @@ impl Alarms for NoAlarms {
         Ok(())
     }
     async fn states(&self, _: &str) -> Result<Option<Vec<AlarmStatus>>, ProviderError> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------- cache metrics
+
+/// What a series' values count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricUnit {
+    Percent,
+    Count,
+    Bytes,
+}
+
+/// One metric of one node over time, as the dashboard page charts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSeries {
+    /// ElastiCache's name of the metric (`EngineCPUUtilization` ...).
+    pub metric: String,
+    pub unit: MetricUnit,
+    /// The node measured ([`CacheNode::label`]).
+    pub node: String,
+    /// The plan's alarm threshold for the metric, when it sets one.
+    pub threshold: Option<f64>,
+    /// (time, value), oldest first.
+    pub points: Vec<(Timestamp, f64)>,
+}
+
+/// What the caches' nodes measured: CloudWatch's ElastiCache metrics in
+/// AWS, the servers' own counters (`INFO`, `stats`) sampled by the broker
+/// on a laptop. Read-only; the dashboard page calls it.
+#[async_trait]
+pub trait CacheMetrics: Send + Sync {
+    /// The CPU, memory and connections of each node `spec` names from
+    /// `since` to `until`, one series per node and metric, with the plan's
+    /// thresholds. `None` where the backend measures nothing.
+    async fn recent(
+        &self,
+        spec: &AlarmSpec,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Vec<MetricSeries>>, ProviderError>;
+}
+
+/// Nothing measured: tests, and a backend without metrics.
+pub struct NoCacheMetrics;
+
+#[async_trait]
+impl CacheMetrics for NoCacheMetrics {
+    async fn recent(
+        &self,
+        _: &AlarmSpec,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<Option<Vec<MetricSeries>>, ProviderError> {
         Ok(None)
     }
 }

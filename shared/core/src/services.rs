@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::domain::RotationPolicy;
-use crate::ports::{Alarms, CacheProvider, Inventory, JobQueue, Metrics, SecretStore, Store};
+use crate::ports::{Alarms, CacheMetrics, CacheProvider, Inventory, JobQueue, Metrics, SecretStore, Store};
 use crate::reconcile::{Reconciler, SweepSettings};
 use crate::rotation::{RotationConfig, Rotator};
 use crate::worker::{Worker, WorkerConfig};
@@ -28,6 +28,9 @@ pub struct Adapters {
     /// The caches' alarms (CloudWatch in AWS, [`crate::ports::NoAlarms`]
     /// on a laptop).
     pub alarms: Arc<dyn Alarms>,
+    /// What the caches' nodes measured, for the dashboard's chart
+    /// (CloudWatch in AWS, the servers' own counters on a laptop).
+    pub cache_metrics: Arc<dyn CacheMetrics>,
 }
 
 /// What a mode sets. What the broker, the worker and the rotation function
@@ -66,7 +69,8 @@ pub struct Services {
 
 impl Services {
     pub fn new(adapters: &Adapters, settings: &ServiceSettings) -> Services {
-        let Adapters { store, queue, provider, secrets, inventories, metrics, alarms } = adapters.clone();
+        let Adapters { store, queue, provider, secrets, inventories, metrics, alarms, cache_metrics } =
+            adapters.clone();
         let worker = Arc::new(
             Worker::new(
                 store.clone(),
@@ -83,18 +87,21 @@ impl Services {
             .with_metrics(metrics)
             .with_alarms(alarms),
         );
-        let broker = Arc::new(Broker::new(
-            store.clone(),
-            queue.clone(),
-            provider.clone(),
-            secrets.clone(),
-            worker.clone(),
-            BrokerSettings {
-                stall_secs: settings.stall_secs,
-                catalog_ttl: settings.catalog_ttl,
-                rotation: settings.rotation,
-            },
-        ));
+        let broker = Arc::new(
+            Broker::new(
+                store.clone(),
+                queue.clone(),
+                provider.clone(),
+                secrets.clone(),
+                worker.clone(),
+                BrokerSettings {
+                    stall_secs: settings.stall_secs,
+                    catalog_ttl: settings.catalog_ttl,
+                    rotation: settings.rotation,
+                },
+            )
+            .with_cache_metrics(cache_metrics),
+        );
         let mut reconciler =
             Reconciler::new(store.clone(), queue.clone(), broker.clone(), settings.stall_secs);
         if !inventories.is_empty() {

@@ -12,7 +12,9 @@
 //!
 //! The page is plain server-rendered HTML (no script), refreshes itself
 //! every [`REFRESH_SECS`], fits a phone's width, and shows the plan,
-//! engine, state, endpoints, bindings, last operations, alarms and how the
+//! engine, state, endpoints, bindings, last operations, alarms, a chart
+//! each of the nodes' CPU, memory and connections over the last
+//! [`CHART_SECS`] (inline SVG, the alarm threshold dashed) and how the
 //! data is kept; never a password.
 
 use std::sync::Arc;
@@ -25,9 +27,10 @@ use hmac::{KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use broker_core::broker::{Broker, DashboardView};
+use broker_core::broker::{Broker, CHART_SECS, DashboardView};
 use broker_core::domain::{InstanceId, Timestamp, iso8601, now};
 use broker_core::osb::OsbError;
+use broker_core::ports::{MetricSeries, MetricUnit};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -176,7 +179,9 @@ box-shadow:0 1px 2px #0002}table{border-collapse:collapse;width:100%}td,th{text-
 border-bottom:1px solid #e4e6eb;vertical-align:top;word-break:break-word}th{font-weight:600;width:40%}\
 .state{display:inline-block;padding:.1rem .5rem;border-radius:1rem;background:#e4e6eb}\
 .ok,.succeeded,.ready{background:#d3f5dd}.alarm,.failed{background:#fbd5d5}.pending,.in-progress{background:#fdf0c4}\
-.muted{color:#5b6475;font-size:.9rem}code{font-size:.9rem}";
+.muted{color:#5b6475;font-size:.9rem}code{font-size:.9rem}\
+svg{display:block;width:100%;height:auto}svg text{font-size:10px;fill:#5b6475}\
+.legend{margin:.2rem 0 .8rem;font-size:.9rem}.legend span{margin-right:.8rem;white-space:nowrap}";
 
 /// HTML-escapes `s` for text and attribute values.
 fn escape(s: &str) -> String {
@@ -256,6 +261,13 @@ pub fn render(view: &DashboardView, t: Timestamp) -> String {
     }
     out.push_str("</section>");
 
+    out.push_str(&format!(
+        "<h2>Last {} hours <span class=\"muted\">(UTC)</span></h2><section>",
+        CHART_SECS / 3600
+    ));
+    charts(&mut out, view.charts.as_deref(), view.now);
+    out.push_str("</section>");
+
     out.push_str("<h2>Last operations</h2><section>");
     if view.operations.is_empty() {
         out.push_str("<p class=\"muted\">None.</p>");
@@ -292,6 +304,172 @@ pub fn render(view: &DashboardView, t: Timestamp) -> String {
         escape(&iso8601(t))
     ));
     out
+}
+
+/// Line colours of a chart's nodes, in turn.
+const PALETTE: [&str; 6] = ["#2563eb", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2"];
+
+/// The chart's plot area in its viewBox (360 x 140).
+const LEFT: f64 = 48.0;
+const RIGHT: f64 = 352.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 116.0;
+
+/// What a metric is about, for a chart's title.
+fn topic(metric: &str) -> &'static str {
+    match metric {
+        "EngineCPUUtilization" | "CPUUtilization" => "CPU",
+        "CurrConnections" => "Connections",
+        _ => "Memory",
+    }
+}
+
+/// `v` as the page shows values of `unit`.
+fn amount(v: f64, unit: MetricUnit) -> String {
+    match unit {
+        MetricUnit::Percent if v < 10.0 => format!("{v:.2} %"),
+        MetricUnit::Percent => format!("{v:.1} %"),
+        MetricUnit::Count => format!("{}", v.round() as i64),
+        MetricUnit::Bytes => {
+            let mut v = v;
+            let mut unit = 0;
+            while v >= 1024.0 && unit < 3 {
+                v /= 1024.0;
+                unit += 1;
+            }
+            let name = ["B", "KiB", "MiB", "GiB"][unit];
+            if unit == 0 { format!("{v:.0} {name}") } else { format!("{v:.1} {name}") }
+        }
+    }
+}
+
+/// The smallest of 1, 2, 2.5 and 5 times a power of ten at least `v`: the
+/// top of a chart's scale.
+fn scale_top(v: f64) -> f64 {
+    if !v.is_finite() || v <= 0.0 {
+        return 1.0;
+    }
+    let power = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * power).find(|top| *top >= v).unwrap_or(10.0 * power)
+}
+
+/// A chart per metric of `series` (one line per node) over the window
+/// ending at `now`, each with its legend and last values.
+fn charts(out: &mut String, series: Option<&[MetricSeries]>, now: Timestamp) {
+    let series = match series {
+        None => {
+            out.push_str("<p class=\"muted\">Nothing is measured for this cache here.</p>");
+            return;
+        }
+        Some(s) if s.iter().all(|s| s.points.is_empty()) => {
+            out.push_str(
+                "<p class=\"muted\">No measurements yet: the charts fill as the cache's nodes report.</p>",
+            );
+            return;
+        }
+        Some(s) => s,
+    };
+    let mut metrics: Vec<&str> = Vec::new();
+    for s in series {
+        if !metrics.contains(&s.metric.as_str()) {
+            metrics.push(&s.metric);
+        }
+    }
+    for metric in metrics {
+        let lines: Vec<&MetricSeries> = series.iter().filter(|s| s.metric == metric).collect();
+        chart(out, metric, &lines, now);
+    }
+}
+
+fn chart(out: &mut String, metric: &str, lines: &[&MetricSeries], now: Timestamp) {
+    let unit = lines[0].unit;
+    let threshold = lines.iter().find_map(|s| s.threshold);
+    let highest = lines.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
+    let mut top = scale_top(highest.max(threshold.unwrap_or(0.0)) * 1.05);
+    if unit == MetricUnit::Percent && top > 100.0 && highest <= 100.0 {
+        top = 100.0;
+    }
+    let since = now - CHART_SECS;
+    let x =
+        |t: Timestamp| LEFT + (t - since).clamp(0, CHART_SECS) as f64 / CHART_SECS as f64 * (RIGHT - LEFT);
+    let y = |v: f64| BOTTOM - (v / top).clamp(0.0, 1.0) * (BOTTOM - TOP);
+    let title =
+        format!("{} of {} node{}", topic(metric), lines.len(), if lines.len() == 1 { "" } else { "s" });
+    out.push_str(&format!(
+        "<h3 class=\"muted\">{} <code>{}</code></h3><svg viewBox=\"0 0 360 140\" role=\"img\" \
+         aria-label=\"{} over the last {} hours\" class=\"chart\">",
+        escape(topic(metric)),
+        escape(metric),
+        escape(&title),
+        CHART_SECS / 3600
+    ));
+    for (v, label) in
+        [(0.0, amount(0.0, unit)), (top / 2.0, amount(top / 2.0, unit)), (top, amount(top, unit))]
+    {
+        out.push_str(&format!(
+            "<line x1=\"{LEFT}\" x2=\"{RIGHT}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#e4e6eb\"/>\
+             <text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\">{3}</text>",
+            y(v),
+            LEFT - 4.0,
+            y(v) + 3.0,
+            escape(&label)
+        ));
+    }
+    for hours_ago in (0..=CHART_SECS / 3600).rev() {
+        let t = now - hours_ago * 3600;
+        let of_day = t.rem_euclid(86_400);
+        let label = format!("{:02}:{:02}", of_day / 3600, of_day % 3600 / 60);
+        let anchor = match hours_ago {
+            0 => "end",
+            h if h == CHART_SECS / 3600 => "start",
+            _ => "middle",
+        };
+        out.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"132\" text-anchor=\"{anchor}\">{}</text>",
+            x(t),
+            escape(&label)
+        ));
+    }
+    if let Some(limit) = threshold {
+        out.push_str(&format!(
+            "<line class=\"threshold\" x1=\"{LEFT}\" x2=\"{RIGHT}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#c0392b\" \
+             stroke-dasharray=\"5 4\"/><text x=\"{RIGHT}\" y=\"{1:.1}\" text-anchor=\"end\" style=\"fill:#c0392b\">\
+             alarm above {2}</text>",
+            y(limit),
+            y(limit) - 3.0,
+            escape(&amount(limit, unit))
+        ));
+    }
+    for (n, s) in lines.iter().enumerate() {
+        let colour = PALETTE[n % PALETTE.len()];
+        match s.points.as_slice() {
+            [] => {}
+            [(t, v)] => out.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{colour}\"/>",
+                x(*t),
+                y(*v)
+            )),
+            points => {
+                let coordinates: Vec<String> =
+                    points.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
+                out.push_str(&format!(
+                    "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.6\" points=\"{}\"/>",
+                    coordinates.join(" ")
+                ));
+            }
+        }
+    }
+    out.push_str("</svg><p class=\"legend\">");
+    for (n, s) in lines.iter().enumerate() {
+        let last = s.points.last().map(|p| amount(p.1, unit)).unwrap_or_else(|| "no data".to_string());
+        out.push_str(&format!(
+            "<span><b style=\"color:{}\">&#9632;</b> <code>{}</code> {}</span>",
+            PALETTE[n % PALETTE.len()],
+            escape(&s.node),
+            escape(&last)
+        ));
+    }
+    out.push_str("</p>");
 }
 
 #[cfg(test)]
@@ -342,5 +520,78 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(escape("<b>\"a\" & 'b'</b>"), "&lt;b&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/b&gt;");
+    }
+
+    fn series(
+        metric: &str,
+        unit: MetricUnit,
+        node: &str,
+        threshold: Option<f64>,
+        points: &[(i64, f64)],
+    ) -> MetricSeries {
+        MetricSeries { metric: metric.into(), unit, node: node.into(), threshold, points: points.to_vec() }
+    }
+
+    #[test]
+    fn a_chart_per_metric_a_line_per_node_and_the_threshold_dashed() {
+        let now = 1_000_000;
+        let hour = 3600;
+        let cpu = |node: &str, v: f64| {
+            series(
+                "EngineCPUUtilization",
+                MetricUnit::Percent,
+                node,
+                Some(80.0),
+                &[(now - 2 * hour, v), (now - hour, v * 2.0), (now, v * 3.0)],
+            )
+        };
+        let all = vec![
+            cpu("g-0001-001", 5.0),
+            series("CurrConnections", MetricUnit::Count, "g-0001-001", None, &[(now - 60, 7.0)]),
+            cpu("<g-0001-002>", 10.0),
+        ];
+        let mut out = String::new();
+        charts(&mut out, Some(&all), now);
+        assert_eq!(out.matches("<svg").count(), 2, "one chart per metric: {out}");
+        let (cpu_chart, connections_chart) =
+            out.split_once("<h3").map(|(_, rest)| rest.split_at(rest.find("<h3").unwrap())).unwrap();
+        assert_eq!(cpu_chart.matches("<polyline").count(), 2, "a line per node");
+        // 80 % of a 0-100 scale over the plot's 106 units of height.
+        let y80 = BOTTOM - 0.8 * (BOTTOM - TOP);
+        assert!(
+            cpu_chart.contains(&format!("class=\"threshold\" x1=\"48\" x2=\"352\" y1=\"{y80:.1}\"")),
+            "{cpu_chart}"
+        );
+        assert!(cpu_chart.contains("alarm above 80.0 %"));
+        // The first node's last point: at the right edge, 15 % up.
+        assert!(cpu_chart.contains(&format!("352.0,{:.1}\"", BOTTOM - 0.15 * (BOTTOM - TOP))), "{cpu_chart}");
+        assert!(
+            cpu_chart.contains("&lt;g-0001-002&gt;</code> 30.0 %"),
+            "escaped, with its last value: {cpu_chart}"
+        );
+        assert!(!cpu_chart.contains("<g-0001"));
+        assert!(connections_chart.contains("<circle"), "one point is a dot: {connections_chart}");
+        assert!(!connections_chart.contains("threshold"), "no threshold, no line");
+        assert!(connections_chart.contains("</code> 7</span>"));
+
+        let mut none = String::new();
+        charts(&mut none, None, now);
+        assert!(none.contains("Nothing is measured") && !none.contains("<svg"));
+        let mut empty = String::new();
+        charts(&mut empty, Some(&[series("CurrConnections", MetricUnit::Count, "n", None, &[])]), now);
+        assert!(empty.contains("No measurements yet") && !empty.contains("<svg"));
+    }
+
+    #[test]
+    fn scales_end_on_a_round_number_and_values_read_in_their_unit() {
+        assert_eq!(scale_top(0.0), 1.0);
+        assert_eq!(scale_top(0.3), 0.5);
+        assert_eq!(scale_top(84.0), 100.0);
+        assert_eq!(scale_top(1050.0), 2000.0);
+        assert_eq!(scale_top(2.2), 2.5);
+        assert_eq!(amount(4.256, MetricUnit::Percent), "4.26 %");
+        assert_eq!(amount(1536.0 * 1024.0, MetricUnit::Bytes), "1.5 MiB");
+        assert_eq!(amount(999.0, MetricUnit::Bytes), "999 B");
+        assert_eq!(amount(41.6, MetricUnit::Count), "42");
     }
 }

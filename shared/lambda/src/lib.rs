@@ -116,6 +116,7 @@ impl AwsParts {
             inventories: vec![provider.clone(), secrets.clone(), alarms.clone()],
             metrics: metrics.clone(),
             alarms: alarms.clone(),
+            cache_metrics: alarms.clone(),
         };
         let adapters = parts.clone();
         let Services { broker, worker, rotator, reconciler } =

@@ -24,6 +24,7 @@ use broker_core::rotation::{RotationError, Rotator, Target};
 use broker_core::services::{ServiceSettings, Services};
 use broker_core::worker::Worker;
 use broker_http::{AppState, BasicAuth, router};
+use broker_local::charts::LocalCacheMetrics;
 use broker_local::metrics::PrometheusMetrics;
 use broker_local::provider::LocalCacheProvider;
 use broker_local::queue::LocalQueue;
@@ -210,6 +211,9 @@ pub struct Laptop {
     pub queue: Arc<LocalQueue>,
     pub secrets: Arc<LocalSecretStore>,
     pub provider: Arc<LocalCacheProvider>,
+    /// The servers' counters the dashboard charts; see
+    /// [`Laptop::spawn_metrics_sampling`].
+    pub cache_metrics: Arc<LocalCacheMetrics>,
     pub rotator: Arc<Rotator>,
     pub reconciler: Arc<Reconciler>,
 }
@@ -224,6 +228,7 @@ struct Adapters {
     secrets: Arc<LocalSecretStore>,
     provider: Arc<LocalCacheProvider>,
     metrics: Arc<PrometheusMetrics>,
+    cache_metrics: Arc<LocalCacheMetrics>,
 }
 
 impl Adapters {
@@ -232,7 +237,9 @@ impl Adapters {
         let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10)?);
         let secrets = Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite"))?);
         let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
-        Ok(Adapters { store, queue, secrets, provider, metrics: Arc::new(PrometheusMetrics::default()) })
+        let cache_metrics = Arc::new(LocalCacheMetrics::new(provider.clone()));
+        let metrics = Arc::new(PrometheusMetrics::default());
+        Ok(Adapters { store, queue, secrets, provider, metrics, cache_metrics })
     }
 
     /// The broker, worker and rotation function over these adapters.
@@ -246,6 +253,7 @@ impl Adapters {
             metrics: self.metrics.clone(),
             // No CloudWatch on a laptop.
             alarms: Arc::new(broker_core::ports::NoAlarms),
+            cache_metrics: self.cache_metrics.clone(),
         };
         Services::new(
             &adapters,
@@ -300,13 +308,24 @@ impl Laptop {
         let adapters = Adapters::open(&config.state_dir)?;
         let auth = credentials(config)?;
         let Services { broker, worker, rotator, reconciler } = adapters.services(config);
-        let Adapters { store, queue, secrets, provider, metrics } = adapters;
+        let Adapters { store, queue, secrets, provider, metrics, cache_metrics } = adapters;
         let catalog = CatalogFile::from_file_or_builtin(config.catalog_file.as_deref())
             .map_err(LaptopError::CatalogFile)?;
         let added = store.seed(&catalog.services, &catalog.plans).await?;
         info!(added, "catalog seeded (entries already in the store are left as they are)");
         let router = router(AppState { broker: broker.clone(), auth: Arc::new(auth), metrics });
-        let laptop = Laptop { router, broker, worker, store, queue, secrets, provider, rotator, reconciler };
+        let laptop = Laptop {
+            router,
+            broker,
+            worker,
+            store,
+            queue,
+            secrets,
+            provider,
+            cache_metrics,
+            rotator,
+            reconciler,
+        };
         laptop.recover().await?;
         Ok(laptop)
     }
@@ -378,6 +397,12 @@ impl Laptop {
                 tokio::time::sleep(ROTATION_TICK).await;
             }
         })
+    }
+
+    /// Samples every running cache's counters for the dashboard's charts,
+    /// now and every minute, as ElastiCache publishes its metrics.
+    pub fn spawn_metrics_sampling(&self) -> tokio::task::JoinHandle<()> {
+        self.cache_metrics.spawn_sampling()
     }
 
     /// Serves the API on 127.0.0.1:`port` until Ctrl-C or SIGTERM, then

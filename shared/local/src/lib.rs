@@ -3,6 +3,7 @@
 //! secret store with version stages), `provider` (real redis-server,
 //! valkey-server and memcached processes on free 127.0.0.1 ports).
 
+pub mod charts;
 pub mod metrics;
 pub mod provider;
 pub mod queue;

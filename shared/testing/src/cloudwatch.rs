@@ -1,9 +1,9 @@
 //! A stand-in for the CloudWatch alarm calls: moto 5.2 answers only the
 //! query protocol, and the SDK speaks CloudWatch's CBOR protocol. Built from
 //! aws-smithy-mocks rules over shared state, like [`crate::aws::FakeRbac`]:
-//! PutMetricAlarm, DescribeAlarms (by name prefix, paged), DeleteAlarms and
-//! ListTagsForResource, with the shapes of the CloudWatch API reference and
-//! an ordered call log.
+//! PutMetricAlarm, DescribeAlarms (by name prefix, paged), DeleteAlarms,
+//! ListTagsForResource and GetMetricData (datapoints a test sets, paged),
+//! with the shapes of the CloudWatch API reference and an ordered call log.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::error::ErrorMetadata;
 use aws_sdk_cloudwatch::operation::delete_alarms::DeleteAlarmsOutput;
 use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataInput, GetMetricDataOutput};
 use aws_sdk_cloudwatch::operation::list_tags_for_resource::{
     ListTagsForResourceError, ListTagsForResourceOutput,
 };
@@ -19,7 +20,7 @@ use aws_sdk_cloudwatch::operation::put_metric_alarm::{
     PutMetricAlarmError, PutMetricAlarmInput, PutMetricAlarmOutput,
 };
 use aws_sdk_cloudwatch::types::error::ResourceNotFoundException;
-use aws_sdk_cloudwatch::types::{MetricAlarm, StateValue, Tag};
+use aws_sdk_cloudwatch::types::{MetricAlarm, MetricDataResult, StateValue, StatusCode, Tag};
 use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
 
 /// What the stand-in holds and has seen.
@@ -35,6 +36,20 @@ pub struct CloudWatchState {
     pub calls: Vec<String>,
     /// Errors the next PutMetricAlarm calls answer with: (code, message).
     pub put_failures: VecDeque<(String, String)>,
+    /// [`metric_key`] → the datapoints GetMetricData answers with.
+    pub datapoints: BTreeMap<String, Vec<(i64, f64)>>,
+    /// Every GetMetricData request, in order.
+    pub metric_requests: Vec<GetMetricDataInput>,
+    /// How many query results one GetMetricData page holds (CloudWatch
+    /// pages by datapoints; this pages by query, which a caller must
+    /// handle the same way).
+    pub results_per_page: Option<usize>,
+}
+
+/// How the stand-in files the datapoints of `metric` with `dimensions`.
+pub fn metric_key(metric: &str, dimensions: &[(&str, &str)]) -> String {
+    let dims: Vec<String> = dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{metric}|{}", dims.join(","))
 }
 
 pub struct FakeCloudWatch {
@@ -131,9 +146,55 @@ impl FakeCloudWatch {
             }
         });
 
-        let client =
-            mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&put, &describe, &delete, &tags], |c| c
-                .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled()));
+        let s = state.clone();
+        let data = mock!(Client::get_metric_data).then_compute_output(move |req| {
+            let mut st = s.lock().unwrap();
+            st.calls.push(format!("GetMetricData {}", req.metric_data_queries().len()));
+            st.metric_requests.push(req.clone());
+            let start = req.start_time().map(|t| t.secs()).unwrap_or(i64::MIN);
+            let end = req.end_time().map(|t| t.secs()).unwrap_or(i64::MAX);
+            let from: usize = req.next_token().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let queries = req.metric_data_queries();
+            let to = from.saturating_add(st.results_per_page.unwrap_or(usize::MAX)).min(queries.len());
+            let results = queries[from.min(to)..to]
+                .iter()
+                .map(|q| {
+                    let metric = q.metric_stat().and_then(|m| m.metric());
+                    let dims: Vec<(&str, &str)> = metric
+                        .map(|m| m.dimensions())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default()))
+                        .collect();
+                    let key = metric_key(metric.and_then(|m| m.metric_name()).unwrap_or_default(), &dims);
+                    let points: Vec<(i64, f64)> = st
+                        .datapoints
+                        .get(&key)
+                        .map(|p| p.iter().copied().filter(|(t, _)| *t >= start && *t < end).collect())
+                        .unwrap_or_default();
+                    MetricDataResult::builder()
+                        .set_id(q.id().map(str::to_string))
+                        .set_label(metric.and_then(|m| m.metric_name()).map(str::to_string))
+                        .set_timestamps(Some(
+                            points.iter().map(|p| aws_smithy_types::DateTime::from_secs(p.0)).collect(),
+                        ))
+                        .set_values(Some(points.iter().map(|p| p.1).collect()))
+                        .status_code(StatusCode::Complete)
+                        .build()
+                })
+                .collect();
+            GetMetricDataOutput::builder()
+                .set_metric_data_results(Some(results))
+                .set_next_token((to < queries.len()).then(|| to.to_string()))
+                .build()
+        });
+
+        let client = mock_client!(
+            aws_sdk_cloudwatch,
+            RuleMode::MatchAny,
+            [&put, &describe, &delete, &tags, &data],
+            |c| c.retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
+        );
         FakeCloudWatch { client, state }
     }
 
@@ -179,6 +240,12 @@ impl FakeCloudWatch {
             .expect("an alarm input");
         st.alarms.insert(name.to_string(), (input, StateValue::Ok));
         st.tags.insert(name.to_string(), tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    }
+
+    /// GetMetricData answers with `points` for `metric` of the node with
+    /// `dimensions`.
+    pub fn set_datapoints(&self, metric: &str, dimensions: &[(&str, &str)], points: &[(i64, f64)]) {
+        self.state.lock().unwrap().datapoints.insert(metric_key(metric, dimensions), points.to_vec());
     }
 
     /// The next `n` PutMetricAlarm calls fail with `code` and `message`.

@@ -120,6 +120,15 @@ locals {
         Action   = ["cloudwatch:DescribeAlarms"]
         Resource = local.owned_alarms
       },
+      {
+        # The dashboard page charts the caches' CPU, memory and connections.
+        # GetMetricData has no resource type and no condition key: IAM
+        # allows it on "*" or not at all. It reads metrics only.
+        Sid      = "CacheMetricCharts"
+        Effect   = "Allow"
+        Action   = ["cloudwatch:GetMetricData"]
+        Resource = "*"
+      },
     ]
   }
 

@@ -250,3 +250,118 @@ async fn the_sweep_lists_alarms_of_caches_no_live_instance_has_and_deletes_only_
     let removed = page.leftovers.iter().find(|l| l.id.starts_with(&dead)).unwrap();
     assert_eq!(alarms.remove(removed).await.unwrap(), Removal::Gone);
 }
+
+/// The dashboard's charts: one GetMetricData for every node and metric,
+/// a point a minute over the window asked, each series with its plan
+/// threshold, whatever the alarms are.
+#[tokio::test]
+async fn charts_ask_one_get_metric_data_for_every_node_and_metric_and_file_the_points_by_node() {
+    use aws_sdk_cloudwatch::types::ScanBy;
+    use broker_core::ports::{CacheMetrics, MetricUnit};
+    let fake = FakeCloudWatch::new();
+    let alarms = alarms_on(&fake, None);
+    let c = cache();
+    let (since, until) = (1_800_000_000, 1_800_010_800);
+    let first = format!("{c}-0001-001");
+    fake.set_datapoints(
+        "EngineCPUUtilization",
+        &[("CacheClusterId", &first)],
+        &[(until - 60, 12.5), (since + 60, 3.0), (since - 60, 99.0)],
+    );
+    fake.set_datapoints(
+        "CurrConnections",
+        &[("CacheClusterId", &format!("{c}-0001-002"))],
+        &[(until - 120, 7.0)],
+    );
+
+    let charts = alarms.recent(&spec(Engine::Valkey, members(&["0001-001", "0001-002"])), since, until).await;
+    let charts = charts.unwrap().expect("CloudWatch measures");
+    assert_eq!(charts.len(), 6, "two nodes, three metrics");
+    let cpu = charts.iter().find(|s| s.metric == "EngineCPUUtilization" && s.node == first).unwrap();
+    assert_eq!(cpu.points, [(since + 60, 3.0), (until - 60, 12.5)], "oldest first, the window only");
+    assert_eq!((cpu.unit, cpu.threshold), (MetricUnit::Percent, Some(80.0)));
+    let connections =
+        charts.iter().find(|s| s.metric == "CurrConnections" && s.node.ends_with("0001-002")).unwrap();
+    assert_eq!(
+        (connections.points.as_slice(), connections.threshold),
+        (&[(until - 120, 7.0)][..], Some(1000.0))
+    );
+    assert!(
+        charts.iter().filter(|s| s.metric == "DatabaseMemoryUsagePercentage").all(|s| s.points.is_empty())
+    );
+
+    assert_eq!(fake.calls(), ["GetMetricData 6"], "one request, and no alarm read");
+    let request = fake.state.lock().unwrap().metric_requests[0].clone();
+    assert_eq!(request.start_time().map(|t| t.secs()), Some(since));
+    assert_eq!(request.end_time().map(|t| t.secs()), Some(until));
+    assert_eq!(request.scan_by(), Some(&ScanBy::TimestampAscending));
+    let asked: Vec<(String, String, i32, String, bool)> = request
+        .metric_data_queries()
+        .iter()
+        .map(|q| {
+            let stat = q.metric_stat().unwrap();
+            let metric = stat.metric().unwrap();
+            assert_eq!(metric.namespace(), Some("AWS/ElastiCache"));
+            let dims: Vec<String> = metric
+                .dimensions()
+                .iter()
+                .map(|d| format!("{}={}", d.name().unwrap(), d.value().unwrap()))
+                .collect();
+            (
+                q.id().unwrap().to_string(),
+                format!("{} {}", metric.metric_name().unwrap(), dims.join(",")),
+                stat.period().unwrap(),
+                stat.stat().unwrap().to_string(),
+                q.return_data().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(asked.len(), 6);
+    assert!(asked.iter().all(|(_, _, period, _, returned)| *period == 60 && *returned));
+    assert_eq!(asked[0].0, "m0");
+    assert_eq!(asked[0].1, format!("EngineCPUUtilization CacheClusterId={first}"));
+    assert_eq!(asked[0].3, "Average");
+    assert_eq!(asked[1].1, format!("CurrConnections CacheClusterId={first}"));
+    assert_eq!(asked[1].3, "Maximum");
+}
+
+#[tokio::test]
+async fn memcached_charts_name_each_node_and_its_bytes_in_use_and_every_page_is_read() {
+    use broker_core::ports::{CacheMetrics, MetricUnit};
+    let fake = FakeCloudWatch::new();
+    fake.state.lock().unwrap().results_per_page = Some(4);
+    let alarms = alarms_on(&fake, None);
+    let c = cache();
+    let nodes: Vec<CacheNode> = ["0001", "0002"]
+        .iter()
+        .map(|n| CacheNode { cluster_id: c.clone(), node_id: Some(n.to_string()) })
+        .collect();
+    let bytes = [(100, 1024.0), (160, 2048.0)];
+    fake.set_datapoints("BytesUsedForCacheItems", &[("CacheClusterId", &c), ("CacheNodeId", "0002")], &bytes);
+    fake.set_datapoints("CPUUtilization", &[("CacheClusterId", &c), ("CacheNodeId", "0001")], &[(100, 1.0)]);
+    let charts = alarms.recent(&spec(Engine::Memcached, nodes), 0, 1_000).await.unwrap().unwrap();
+    assert_eq!(charts.len(), 6, "two nodes, three metrics");
+    assert_eq!(fake.calls(), ["GetMetricData 6", "GetMetricData 6"], "the second page too");
+    let used =
+        charts.iter().find(|s| s.metric == "BytesUsedForCacheItems" && s.node.ends_with("/0002")).unwrap();
+    assert_eq!((used.unit, used.threshold, used.points.as_slice()), (MetricUnit::Bytes, None, &bytes[..]));
+    let cpu = charts.iter().find(|s| s.metric == "CPUUtilization" && s.node.ends_with("/0001")).unwrap();
+    assert_eq!(cpu.points, [(100, 1.0)], "found on the first page");
+    assert_eq!(
+        alarms.wanted(&spec(Engine::Memcached, vec![CacheNode { cluster_id: c, node_id: None }])).len(),
+        2,
+        "bytes are charted, never alarmed"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_of_more_series_than_one_request_takes_is_asked_in_chunks_of_500() {
+    use broker_core::ports::CacheMetrics;
+    let fake = FakeCloudWatch::new();
+    let alarms = alarms_on(&fake, None);
+    let ids: Vec<String> = (1..=170).map(|n| format!("{n:04}-001")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let charts = alarms.recent(&spec(Engine::Redis, members(&ids)), 0, 60).await.unwrap().unwrap();
+    assert_eq!(charts.len(), 510);
+    assert_eq!(fake.calls(), ["GetMetricData 500", "GetMetricData 10"]);
+}

@@ -1,11 +1,15 @@
 //! What an instance's dashboard page shows: its plan, engine and state, its
 //! endpoints (never a password), how many bindings it has, its last
-//! operations, its alarms and how its data is kept. The HTTP layer checks
-//! the page's token and renders this.
+//! operations, its alarms, what its nodes measured over the last
+//! [`CHART_SECS`] and how its data is kept. The HTTP layer checks the
+//! page's token and renders this.
 
 use super::*;
 use crate::domain::{Endpoint, LogType, Timestamp};
-use crate::ports::AlarmStatus;
+use crate::ports::{AlarmSpec, AlarmStatus, MetricSeries};
+
+/// How far back the page's charts go: three hours.
+pub const CHART_SECS: i64 = 3 * 3600;
 
 /// An instance as its dashboard page shows it.
 #[derive(Debug, Clone)]
@@ -24,6 +28,11 @@ pub struct DashboardView {
     /// `None` where the backend keeps no alarms (laptop mode), or when
     /// their states could not be read.
     pub alarms: Option<Vec<AlarmStatus>>,
+    /// CPU, memory and connections per node from `now - CHART_SECS` to
+    /// `now`; `None` where nothing is measured (or it could not be read).
+    pub charts: Option<Vec<MetricSeries>>,
+    /// The end of the charts' window.
+    pub now: Timestamp,
     pub snapshot_retention_days: u8,
     pub final_snapshot: bool,
     pub log_delivery: Vec<LogType>,
@@ -83,6 +92,8 @@ impl Broker {
                 None
             }
         };
+        let t = now();
+        let charts = self.charts(&instance, service.engine, &plan, t).await;
         Ok(DashboardView {
             instance_id: instance.id.clone(),
             service: service.name.clone(),
@@ -94,9 +105,42 @@ impl Broker {
             bindings: bindings.len(),
             operations,
             alarms,
+            charts,
+            now: t,
             snapshot_retention_days: plan.snapshot_retention_days,
             final_snapshot: plan.final_snapshot,
             log_delivery: params::log_delivery(&plan, &instance.parameters),
         })
+    }
+
+    /// What the cache's nodes measured for the page, when the cache is
+    /// made; a failure is logged and leaves the charts out.
+    async fn charts(
+        &self,
+        instance: &Instance,
+        engine: Engine,
+        plan: &Plan,
+        t: Timestamp,
+    ) -> Option<Vec<MetricSeries>> {
+        instance.endpoint.as_ref()?;
+        let key = instance.cache_key();
+        let read = async {
+            let nodes = self.provider.nodes(key).await?;
+            let spec = AlarmSpec {
+                cache_key: key.to_string(),
+                engine,
+                nodes,
+                thresholds: plan.alarms.clone(),
+                tags: Vec::new(),
+            };
+            self.cache_metrics.recent(&spec, t - CHART_SECS, t).await
+        };
+        match read.await {
+            Ok(charts) => charts,
+            Err(e) => {
+                warn!(instance = %instance.id, error = %e, "could not read the cache's metrics for its dashboard");
+                None
+            }
+        }
     }
 }

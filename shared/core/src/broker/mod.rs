@@ -37,7 +37,7 @@ mod dashboard;
 mod instances;
 mod pool;
 
-pub use dashboard::{DashboardView, OperationLine};
+pub use dashboard::{CHART_SECS, DashboardView, OperationLine};
 pub use pool::Refill;
 
 /// What a provision request led to.
@@ -116,6 +116,8 @@ pub struct Broker {
     /// The catalog as last read: served from memory until the store says it
     /// changed, or, when the store cannot tell, for `catalog_ttl`.
     catalog_cache: std::sync::Mutex<Option<Arc<CatalogSnapshot>>>,
+    /// What the dashboard page charts.
+    cache_metrics: Arc<dyn crate::ports::CacheMetrics>,
 }
 
 /// The catalog as read from the store, with its `GET /v2/catalog` body
@@ -299,7 +301,14 @@ impl Broker {
             worker,
             settings,
             catalog_cache: std::sync::Mutex::new(None),
+            cache_metrics: Arc::new(crate::ports::NoCacheMetrics),
         }
+    }
+
+    /// Charts on the dashboard page what `metrics` measured of each cache.
+    pub fn with_cache_metrics(mut self, metrics: Arc<dyn crate::ports::CacheMetrics>) -> Broker {
+        self.cache_metrics = metrics;
+        self
     }
 
     /// Where the broker and its worker count: a job the broker enqueues

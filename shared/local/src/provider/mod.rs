@@ -22,7 +22,7 @@
 //! This module is the provider itself (create, modify, delete, users, adopt);
 //! `record` holds the instance files, `process` starts and stops servers,
 //! `config` writes what they start with and checks ACL names, `client`
-//! talks to a running server.
+//! talks to a running server, `stats` reads its counters.
 //!
 //! The files here are a few hundred bytes, so they are read and written with
 //! `std::fs`: that blocks for less time than a hop to tokio's blocking pool.
@@ -65,6 +65,7 @@ mod config;
 mod inventory;
 mod process;
 mod record;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +73,7 @@ use client::*;
 use config::*;
 use process::*;
 use record::*;
+pub use stats::NodeStats;
 
 const HOST: &str = "127.0.0.1";
 /// How long `create` and `adopt` wait for a new server to answer before they

@@ -717,6 +717,23 @@ fn a_process_that_is_not_our_server_is_not_taken_for_it() {
 }
 
 /// The provider contract on real redis-server processes.
+/// `stats` reads what each server says of itself, as its admin; a cache
+/// whose server is down has nothing to say.
+#[tokio::test]
+async fn stats_read_each_servers_own_counters() {
+    let f = Fixture::new().await;
+    f.created("cache-1", Engine::Valkey).await;
+    f.created("mc-1", Engine::Memcached).await;
+    let valkey = f.provider.stats("cache-1").await.unwrap().expect("the server runs");
+    assert!(valkey.connections >= 1, "the connection asking is counted: {valkey:?}");
+    assert!(valkey.used_bytes > 0 && valkey.cpu_secs >= 0.0, "{valkey:?}");
+    let memcached = f.provider.stats("mc-1").await.unwrap().expect("the server runs");
+    assert!(memcached.connections >= 1 && memcached.limit_bytes > 0, "{memcached:?}");
+    f.kill("cache-1").await;
+    assert_eq!(f.provider.stats("cache-1").await, Ok(None));
+    assert_eq!(f.provider.stats("never-made").await, Ok(None));
+}
+
 mod contract {
     use super::*;
     use broker_testing::contract::provider::Backend;

@@ -276,18 +276,26 @@ run "policies_name_only_what_each_function_calls" {
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
         "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",
-        "cloudwatch:DescribeAlarms",
+        "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
       ], a)])
     ])
     error_message = "broker-api's policy must allow only the calls broker-api makes."
   }
   # The caches' alarms: the provisioner keeps them, broker-api reads their
-  # states; both only on alarms under the prefix.
+  # states; both only on alarms under the prefix. broker-api's one other
+  # CloudWatch call, GetMetricData for the dashboard's charts, has no
+  # resource type: a statement of its own, with that action alone.
   assert {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       flatten([s.Resource]) == ["arn:aws:cloudwatch:eu-west-1:123456789012:alarm:osb-*"]
-      if anytrue([for a in flatten([s.Action]) : startswith(a, "cloudwatch:")])
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "cloudwatch:")]) && s.Sid != "CacheMetricCharts"
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
+      flatten([s.Action]) == ["cloudwatch:GetMetricData"] if s.Sid == "CacheMetricCharts"
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      !contains(flatten([s.Action]), "cloudwatch:GetMetricData")
       ]) && anytrue([
       for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
       length(setsubtract(["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource", "cloudwatch:ListTagsForResource"], flatten([s.Action]))) == 0
@@ -307,13 +315,13 @@ run "policies_name_only_what_each_function_calls" {
     error_message = "The provisioner needs elasticache:CreateSnapshot on its replication groups and snapshots to delete a cache with a final snapshot."
   }
   # No wildcard action, and "*" as a resource only for X-Ray (which has no
-  # resources) and the orphan sweep's listings (calls that name no
-  # resource), which may only describe and list.
+  # resources), the orphan sweep's listings (calls that name no resource),
+  # log delivery and the dashboard's GetMetricData (no resource type).
   assert {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
-      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || !contains(flatten([s.Resource]), "*"))
+      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || s.Sid == "CacheMetricCharts" || !contains(flatten([s.Resource]), "*"))
     ])
     error_message = "Policies must name actions one by one and scope every resource but X-Ray's and the sweep's listings."
   }
