@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use broker_core::ports::{CatalogStore, StateStore};
+use broker_tests::laptop_osb::{Provisioned, bind, deprovision, provision, redis_get, unbind};
 use broker_tests::{LocalBroker, ProcessGuard, port_open};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,12 +20,6 @@ async fn redis_set_get(uri: &str) -> redis::RedisResult<String> {
     let mut con = client.get_multiplexed_async_connection().await?;
     redis::cmd("SET").arg("greeting").arg("hello").query_async::<()>(&mut con).await?;
     redis::cmd("GET").arg("greeting").query_async::<String>(&mut con).await
-}
-
-async fn redis_get(uri: &str, key: &str) -> redis::RedisResult<Option<String>> {
-    let client = redis::Client::open(uri)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut con).await
 }
 
 /// One memcached text-protocol exchange: set then get.
@@ -42,77 +37,6 @@ async fn memcached_set_get(host_port: &str) -> std::io::Result<String> {
     r.read_line(&mut line).await?; // VALUE greeting 0 5
     r.read_line(&mut value).await?;
     Ok(value.trim().to_string())
-}
-
-struct Provisioned {
-    instance: String,
-    service_id: String,
-    plan_id: String,
-}
-
-async fn provision(b: &LocalBroker, service: &str, plan: &str, id: &str, params: Value) -> Provisioned {
-    let (service_id, plan_id) = b.plan(service, plan).await;
-    let (status, body) = b
-        .call(
-            "PUT",
-            &format!("/v2/service_instances/{id}?accepts_incomplete=true"),
-            Some(json!({"service_id": service_id, "plan_id": plan_id, "parameters": params,
-                        "organization_guid": "org", "space_guid": "space"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = b.wait_for(&format!("/v2/service_instances/{id}/last_operation")).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    Provisioned { instance: id.into(), service_id, plan_id }
-}
-
-/// Binds as a platform that polls would, and gets the credentials at once:
-/// laptop mode makes the user within the request.
-async fn bind(b: &LocalBroker, p: &Provisioned, binding: &str) -> Value {
-    let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
-    let (status, body) = b
-        .call(
-            "PUT",
-            &format!("{base}?accepts_incomplete=true"),
-            Some(json!({"service_id": p.service_id, "plan_id": p.plan_id, "app_guid": "app-1"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, fetched) = b.call("GET", &base, None).await;
-    assert_eq!(status, StatusCode::OK, "{fetched}");
-    assert_eq!(fetched["credentials"], body["credentials"], "the bind answered with the credentials");
-    body["credentials"].clone()
-}
-
-/// Unbinds; laptop mode has deleted the user when the answer comes.
-async fn unbind(b: &LocalBroker, p: &Provisioned, binding: &str) {
-    let base = format!("/v2/service_instances/{}/service_bindings/{binding}", p.instance);
-    let (status, body) = b
-        .call(
-            "DELETE",
-            &format!("{base}?accepts_incomplete=true&service_id={}&plan_id={}", p.service_id, p.plan_id),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let op = b.call("GET", &format!("{base}/last_operation"), None).await.1;
-    assert_eq!(op["state"], "succeeded", "{op}");
-}
-
-async fn deprovision(b: &LocalBroker, p: &Provisioned) {
-    let (status, body) = b
-        .call(
-            "DELETE",
-            &format!(
-                "/v2/service_instances/{}?accepts_incomplete=true&service_id={}&plan_id={}",
-                p.instance, p.service_id, p.plan_id
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let op = b.wait_for(&format!("/v2/service_instances/{}/last_operation", p.instance)).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
 }
 
 async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {

@@ -3,6 +3,7 @@
 //! directory, requests through its Router, polling, and a guard that stops
 //! every cache process the test started, even when the test fails.
 
+pub mod laptop_osb;
 pub mod test_broker;
 
 use std::path::PathBuf;

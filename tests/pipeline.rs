@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use broker_core::broker::{Bound, Provisioned, Unbound};
 use broker_core::domain::{
-    Binding, CacheUser, Endpoint, Instance, InstanceState, Operation, OperationState, Step, now,
+    Action, ActionStep, Binding, CacheUser, Endpoint, Instance, InstanceState, Operation, OperationState,
+    Snapshot, Step, now,
 };
 use broker_core::osb::OsbError;
 use broker_core::osb::types::{BindRequest, ProvisionRequest, Query, UpdateRequest};
@@ -681,6 +682,31 @@ impl CacheProvider for Interrupting {
     ) -> Result<Progress, ProviderError> {
         self.maybe_interrupt("passwords_progress").await;
         self.inner.passwords_progress(id, principal, passwords).await
+    }
+    async fn plan_action(&self, id: &str, action: &Action) -> Result<Vec<ActionStep>, ProviderError> {
+        self.maybe_interrupt("plan_action").await;
+        self.inner.plan_action(id, action).await
+    }
+    async fn start_action(
+        &self,
+        id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.maybe_interrupt("start_action").await;
+        self.inner.start_action(id, action, step).await
+    }
+    async fn action_progress(
+        &self,
+        id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.maybe_interrupt("action_progress").await;
+        self.inner.action_progress(id, action, step).await
+    }
+    async fn snapshots(&self, id: &str, final_key: Option<&str>) -> Result<Vec<Snapshot>, ProviderError> {
+        self.inner.snapshots(id, final_key).await
     }
 }
 

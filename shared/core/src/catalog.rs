@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::params::{compare_versions, parameters_schema};
+use crate::domain::params::{compare_versions, create_schema, update_schema};
 use crate::domain::plan::{MAX_SPARE_BINDING_USERS, is_cli_friendly};
 use crate::domain::{Engine, Plan, Service};
 use crate::ports::StoreError;
@@ -248,7 +248,6 @@ pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
 }
 
 fn osb_plan(service: &Service, p: &Plan) -> Value {
-    let schema = parameters_schema(service.engine, p);
     let mut plan = json!({
         "id": p.id,
         "name": p.name,
@@ -265,8 +264,8 @@ fn osb_plan(service: &Service, p: &Plan) -> Value {
         },
         "schemas": {
             "service_instance": {
-                "create": { "parameters": schema },
-                "update": { "parameters": schema },
+                "create": { "parameters": create_schema(service.engine, p) },
+                "update": { "parameters": update_schema(service.engine, p) },
             },
             "service_binding": {
                 "create": { "parameters": bind_parameters_schema() },

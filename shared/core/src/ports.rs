@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::domain::{
-    AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, LogType, Operation, OperationKind,
-    OperationState, Plan, Pool, ResourceKind, Service, Sweep, Timestamp,
+    Action, ActionStep, AlarmThresholds, Binding, CacheUser, Endpoint, Engine, Instance, LogType, Operation,
+    OperationKind, OperationState, Plan, Pool, ResourceKind, Service, Snapshot, Sweep, Timestamp,
 };
 
 // ---------------------------------------------------------------- store
@@ -273,6 +273,10 @@ pub struct CacheSpec {
     /// group it creates). Only a provider whose users take time to add is
     /// given any (see [`CacheProvider::users_change_at_once`]).
     pub spare_users: Vec<CacheUser>,
+    /// The snapshot a new cache is made from ([`Snapshot::reference`] of
+    /// one of [`CacheProvider::snapshots`]); `None` for an empty cache.
+    /// Only `create` reads it.
+    pub restore: Option<String>,
 }
 
 /// A cache backend: ElastiCache in AWS, local processes on a laptop.
@@ -323,6 +327,43 @@ pub trait CacheProvider: Send + Sync {
     async fn delete_user(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
     /// Whether a user created or changed by `put_user` is active yet.
     async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError>;
+
+    /// The units `action` goes through on the cache, in the order they
+    /// run (see [`crate::domain::day2`]): each node to reboot, replicas
+    /// first; each node group to fail over, with its primary noted; the
+    /// snapshot to take or delete. An action the cache cannot do is a
+    /// permanent error saying why (the broker refuses it first, where it
+    /// can tell from the plan).
+    async fn plan_action(&self, instance_id: &str, action: &Action)
+    -> Result<Vec<ActionStep>, ProviderError>;
+    /// Starts `action` on one of its units. Repeating the call while that
+    /// unit is still at it changes nothing (a node being rebooted is not
+    /// rebooted again; a snapshot of that name is not taken twice).
+    async fn start_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError>;
+    /// `Done` once `action` has finished on that unit: the node answers
+    /// again, the node group has a new primary, the snapshot is available
+    /// (or gone).
+    async fn action_progress(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError>;
+    /// The cache's snapshots: named, automatic and final ones, including
+    /// those that outlived the cache. Empty for a cache without snapshots
+    /// (Memcached) or that never existed. `final_key` names the
+    /// deprovision of a deleted cache (as [`CacheProvider::delete`] was
+    /// given it), so its final snapshot is found by name.
+    async fn snapshots(
+        &self,
+        instance_id: &str,
+        final_key: Option<&str>,
+    ) -> Result<Vec<Snapshot>, ProviderError>;
     /// Sets the passwords `principal` is accepted with to exactly
     /// `passwords`, the newest first: one or two, none empty. Other rules of
     /// the user stay as they are. This is how a rotation runs: `[new, old]`

@@ -38,7 +38,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use broker_core::domain::{CacheUser, Endpoint};
+use broker_core::domain::{Action, ActionStep, CacheUser, Endpoint, Snapshot, SnapshotKind};
 use broker_core::ports::{CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError};
 use secrecy::SecretString;
 
@@ -83,6 +83,22 @@ pub enum Call {
         principal: Principal,
         passwords: usize,
     },
+    /// An action started on one of its units.
+    StartAction {
+        instance: String,
+        action: Action,
+        target: String,
+    },
+    ActionProgress {
+        instance: String,
+        action: Action,
+        target: String,
+    },
+    /// The restore a create was given (`CacheSpec::restore`).
+    Restore {
+        instance: String,
+        reference: String,
+    },
 }
 
 /// A cache provider whose answers a test scripts: each call takes the next
@@ -96,6 +112,9 @@ pub struct FakeProvider {
     script: Mutex<HashMap<&'static str, VecDeque<Result<Progress, ProviderError>>>>,
     /// Live caches and their users, to assert what exists.
     caches: Mutex<HashMap<String, Vec<String>>>,
+    /// Each cache's snapshots, by cache key: what `snapshot` actions took
+    /// and what a test added; they outlive the cache, as ElastiCache's do.
+    snapshots: Mutex<HashMap<String, Vec<Snapshot>>>,
 }
 
 impl FakeProvider {
@@ -126,6 +145,28 @@ impl FakeProvider {
         v
     }
 
+    /// Gives cache `instance` an available snapshot of `kind` named `name`,
+    /// taken at `at`; its reference is `{instance}/{name}`.
+    pub fn add_snapshot(&self, instance: &str, name: &str, kind: SnapshotKind, at: i64) {
+        self.snapshots.lock().unwrap().entry(instance.to_string()).or_default().push(Snapshot {
+            name: name.to_string(),
+            kind,
+            status: "available".to_string(),
+            created_at: Some(at),
+            reference: format!("{instance}/{name}"),
+        });
+    }
+
+    /// The names of cache `instance`'s snapshots.
+    pub fn snapshot_names(&self, instance: &str) -> Vec<String> {
+        self.snapshots
+            .lock()
+            .unwrap()
+            .get(instance)
+            .map(|v| v.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn users(&self, instance: &str) -> Vec<String> {
         self.caches.lock().unwrap().get(instance).cloned().unwrap_or_default()
     }
@@ -142,6 +183,12 @@ impl CacheProvider for FakeProvider {
         self.users_at_once
     }
     async fn create(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        if let Some(reference) = &spec.restore {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Restore { instance: spec.cache_key.clone(), reference: reference.clone() });
+        }
         let r = self.answer("create", Call::Create(spec.cache_key.clone()));
         if r.is_ok() {
             let mut caches = self.caches.lock().unwrap();
@@ -234,6 +281,60 @@ impl CacheProvider for FakeProvider {
             passwords: passwords.len(),
         };
         self.answer("passwords_progress", call)
+    }
+    /// A restart reboots the cache's one node; a failover test fails over
+    /// node group 0001; a snapshot action has its snapshot as its unit.
+    async fn plan_action(&self, id: &str, action: &Action) -> Result<Vec<ActionStep>, ProviderError> {
+        Ok(match action {
+            Action::Restart => {
+                self.nodes(id).await?.into_iter().map(|n| ActionStep::on(n.cluster_id)).collect()
+            }
+            Action::TestFailover => {
+                vec![ActionStep { target: "0001".into(), before: Some(format!("{id}-001")) }]
+            }
+            Action::Snapshot { name } | Action::DeleteSnapshot { name } => vec![ActionStep::on(name.clone())],
+        })
+    }
+    /// Scripted as "start_action"; a snapshot taken or deleted when the
+    /// answer is `Ok`.
+    async fn start_action(
+        &self,
+        id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        let call =
+            Call::StartAction { instance: id.into(), action: action.clone(), target: step.target.clone() };
+        let r = self.answer("start_action", call);
+        if r.is_ok() {
+            let mut snapshots = self.snapshots.lock().unwrap();
+            let list = snapshots.entry(id.to_string()).or_default();
+            match action {
+                Action::Snapshot { name } if !list.iter().any(|s| &s.name == name) => list.push(Snapshot {
+                    name: name.clone(),
+                    kind: SnapshotKind::Named,
+                    status: "available".into(),
+                    created_at: Some(broker_core::domain::now()),
+                    reference: format!("{id}/{name}"),
+                }),
+                Action::DeleteSnapshot { name } => list.retain(|s| &s.name != name),
+                _ => {}
+            }
+        }
+        r
+    }
+    async fn action_progress(
+        &self,
+        id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        let call =
+            Call::ActionProgress { instance: id.into(), action: action.clone(), target: step.target.clone() };
+        self.answer("action_progress", call)
+    }
+    async fn snapshots(&self, id: &str, _final_key: Option<&str>) -> Result<Vec<Snapshot>, ProviderError> {
+        Ok(self.snapshots.lock().unwrap().get(id).cloned().unwrap_or_default())
     }
 }
 

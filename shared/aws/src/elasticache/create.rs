@@ -65,6 +65,8 @@ impl ElastiCacheProvider {
             .snapshot_retention_limit(i32::from(plan.snapshot_retention_days))
             .snapshot_window(SNAPSHOT_WINDOW)
             .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            // A restore: the data of one of the broker's snapshots.
+            .set_snapshot_name(spec.restore.clone())
             .set_tags(Some(self.cache_tags(spec)));
         if plan.cluster_mode {
             // ElastiCache requires automatic failover in cluster mode, and a

@@ -10,6 +10,9 @@
 //! delete is sent again without one rather than failing. Memcached clusters
 //! have no snapshots and are deleted without.
 //!
+//! The instance's named snapshots (the `snapshot` parameter's) are deleted
+//! first: they were the instance's, and nothing would delete them later.
+//!
 //! [`Names::final_snapshot`]: super::names::Names::final_snapshot
 
 use super::failure::{Failure, Kind, classify};
@@ -43,6 +46,11 @@ impl ElastiCacheProvider {
                     )));
                 }
                 self.check_owner("replication group", &id, group.arn(), instance_id).await?;
+                // The instance's named snapshots go with it (its final
+                // snapshot, taken next, stays).
+                if let working @ Progress::Working { .. } = self.delete_named_snapshots(instance_id).await? {
+                    return Ok(working);
+                }
                 match self.delete_group(&id, snapshot.as_deref()).await {
                     Ok(()) => {
                         tracing::info!(

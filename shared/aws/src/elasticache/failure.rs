@@ -118,7 +118,8 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         ApiError::CacheClusterNotFoundFault(_)
         | ApiError::ReplicationGroupNotFoundFault(_)
         | ApiError::UserNotFoundFault(_)
-        | ApiError::UserGroupNotFoundFault(_) => Kind::NotFound,
+        | ApiError::UserGroupNotFoundFault(_)
+        | ApiError::SnapshotNotFoundFault(_) => Kind::NotFound,
 
         ApiError::CacheClusterAlreadyExistsFault(_)
         | ApiError::ReplicationGroupAlreadyExistsFault(_)

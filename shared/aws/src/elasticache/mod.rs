@@ -38,6 +38,7 @@
 //! described by code and message, with any password blanked out.
 
 mod create;
+mod day2;
 mod delete;
 pub(crate) mod failure;
 mod inventory;
@@ -60,7 +61,7 @@ use aws_sdk_elasticache::types::{CacheCluster, ReplicationGroup, Tag, User, User
 use secrecy::SecretString;
 
 use crate::config::AwsSettings;
-use broker_core::domain::{CacheUser, Endpoint};
+use broker_core::domain::{Action, ActionStep, CacheUser, Endpoint, Snapshot};
 use broker_core::ports::{
     CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
 };
@@ -435,5 +436,39 @@ impl CacheProvider for ElastiCacheProvider {
         passwords: &[SecretString],
     ) -> Result<Progress, ProviderError> {
         self.principal_passwords_progress(instance_id, principal, passwords).await
+    }
+
+    async fn plan_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+    ) -> Result<Vec<ActionStep>, ProviderError> {
+        self.plan_cache_action(instance_id, action).await
+    }
+
+    async fn start_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.start_cache_action(instance_id, action, step).await
+    }
+
+    async fn action_progress(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.cache_action_progress(instance_id, action, step).await
+    }
+
+    async fn snapshots(
+        &self,
+        instance_id: &str,
+        final_key: Option<&str>,
+    ) -> Result<Vec<Snapshot>, ProviderError> {
+        self.cache_snapshots(instance_id, final_key).await
     }
 }

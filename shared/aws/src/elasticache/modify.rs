@@ -404,6 +404,7 @@ mod tests {
             tags: vec![],
             log_delivery: vec![],
             spare_users: vec![],
+            restore: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! | disabled default user (`default`) | `{prefix}-d-{h}` |
 //! | binding user | `{prefix}-u-{hash of instance id and user name}` |
 //! | final snapshot of a deleted replication group | `{prefix}-final-{h}-{k}` |
+//! | snapshot the platform named `name` (`snapshot` parameter) | `{prefix}-s-{h}-{name}` |
 //!
 //! where `h` is [`HASH_LEN`] base32 characters (105 bits) of the SHA-256 of
 //! the instance id and `k` those of the deprovision's operation id. SHA-256,
@@ -91,6 +92,19 @@ impl Names {
     /// id, whose snapshot would otherwise already exist.
     pub fn final_snapshot(&self, instance_id: &str, key: &str) -> String {
         format!("{}-final-{}-{}", self.prefix, hash(instance_id.as_bytes()), hash(key.as_bytes()))
+    }
+
+    /// What every final snapshot of the instance's caches starts with.
+    pub fn final_snapshot_prefix(&self, instance_id: &str) -> String {
+        format!("{}-final-{}-", self.prefix, hash(instance_id.as_bytes()))
+    }
+
+    /// The snapshot the `snapshot` parameter names `name` (a name the
+    /// broker checked: lowercase letters, digits, single hyphens), or with
+    /// an empty `name` what all of them start with. Under the instance's
+    /// hash, so two instances' names never meet.
+    pub fn named_snapshot(&self, instance_id: &str, name: &str) -> String {
+        format!("{}-s-{}-{name}", self.prefix, hash(instance_id.as_bytes()))
     }
 
     /// The user of a binding. The zero byte keeps ("ab", "c") and ("a", "bc")

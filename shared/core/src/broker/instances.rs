@@ -16,8 +16,12 @@ impl Broker {
         let organization_guid = required_guid("organization_guid", &req.organization_guid)?;
         let space_guid = required_guid("space_guid", &req.space_guid)?;
         let (service, plan) = self.service_plan(&req.service_id, &req.plan_id).await?;
+        if let Some(Value::Object(given)) = &req.parameters {
+            params::unavailable(service.engine, &plan, given, false)
+                .map_err(|e| OsbError::BadRequest(e.0))?;
+        }
         let parameters =
-            parameters_object(&plan, &parameters_schema(service.engine, &plan), req.parameters.clone())?;
+            parameters_object(&plan, &create_schema(service.engine, &plan), req.parameters.clone())?;
         check_maintenance(&plan, &req.maintenance_info)?;
         let engine_version = params::engine_version(&plan, &parameters);
         params::check_log_delivery(
@@ -26,9 +30,16 @@ impl Broker {
             &params::log_delivery(&plan, &parameters),
         )
         .map_err(|e| OsbError::BadRequest(e.0))?;
+        // Which snapshot, resolved now: a retried create restores the same
+        // one even after a newer one was taken.
+        let restored_from = match RestoreFrom::from_parameters(&parameters) {
+            Some(from) => Some(self.resolve_restore(&from, &service, &organization_guid, &space_guid).await?),
+            None => None,
+        };
         // A cache from the warm pool is ready at once, so a platform that
-        // cannot poll gets it too; anything else is asynchronous.
-        let pooled = pool::serves(&plan, &engine_version);
+        // cannot poll gets it too; anything else is asynchronous. A
+        // restore makes a cache of its own.
+        let pooled = restored_from.is_none() && pool::serves(&plan, &engine_version);
         if !pooled {
             async_required(q, "provisioning")?;
         }
@@ -86,6 +97,7 @@ impl Broker {
                         context: req.context.clone().unwrap_or(Value::Null),
                         organization_guid: Some(organization_guid.clone()),
                         space_guid: Some(space_guid.clone()),
+                        restored_from: restored_from.clone(),
                         ..Instance::provisioning(id, &plan, &op.id, t)
                     };
                     if pooled {
@@ -130,23 +142,32 @@ impl Broker {
             let (service, plan) = self.service_plan(&req.service_id, &target_plan_id).await?;
             let (_, current_plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
             let plan_changes = plan.id != instance.plan_id;
-            // Parameters given in the request replace the ones the instance had.
+            // Parameters given in the request replace the ones the instance
+            // had; an action runs once and is not kept; what the instance
+            // was restored from stays as it was provisioned.
             let given = match req.parameters.clone() {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(m)) => m,
                 Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
             };
+            params::unavailable(service.engine, &plan, &given, true)
+                .map_err(|e| OsbError::BadRequest(e.0))?;
             let mut merged = instance.parameters.clone();
+            let restore_from = merged.remove(day2::RESTORE_FROM);
             if params::requested_version(&given).is_some() {
                 // The request's spelling of the version replaces the old one.
                 params::forget_version(&mut merged);
             }
             merged.extend(given.clone());
-            let merged = parameters_object(
-                &plan,
-                &parameters_schema(service.engine, &plan),
-                Some(Value::Object(merged)),
-            )?;
+            let mut merged =
+                parameters_object(&plan, &update_schema(service.engine, &plan), Some(Value::Object(merged)))?;
+            let action = Action::from_parameters(&given).map_err(|e| OsbError::BadRequest(e.0))?;
+            for p in day2::ACTION_PARAMETERS {
+                merged.remove(p);
+            }
+            if let Some(r) = restore_from {
+                merged.insert(day2::RESTORE_FROM.to_string(), r);
+            }
             let engine_version = match params::requested_version(&given) {
                 Some(v) => v.to_string(),
                 None if plan.engine_versions.contains(&instance.engine_version) => {
@@ -203,14 +224,21 @@ impl Broker {
                 });
             }
 
-            let pending =
-                PendingUpdate { plan_id: plan.id.clone(), parameters: merged.clone(), engine_version };
+            let pending = PendingUpdate {
+                plan_id: plan.id.clone(),
+                parameters: merged.clone(),
+                engine_version,
+                action: action.clone(),
+            };
             if instance.state == InstanceState::Updating && instance.pending_update.as_ref() == Some(&pending)
             {
                 self.resend(&instance.last_operation_id).await?;
                 return Ok(Updated::Accepted { operation: instance.last_operation_id });
             }
             instance.state.on(InstanceEvent::Update).map_err(|e| refused(e, id))?;
+            if let Some(action) = &action {
+                self.check_action(&instance, service.engine, action).await?;
+            }
 
             let t = now();
             let maintenance_changes = req
@@ -218,6 +246,7 @@ impl Broker {
                 .as_ref()
                 .is_some_and(|m| instance.maintenance_version.as_deref() != Some(m.version.as_str()));
             let unchanged = !plan_changes
+                && action.is_none()
                 && merged == instance.parameters
                 && pending.engine_version == instance.engine_version
                 && !maintenance_changes;
@@ -332,6 +361,19 @@ impl Broker {
                 None
             }
         };
+        let engine =
+            self.service_plan(&instance.service_id, &instance.plan_id).await.ok().map(|(s, _)| s.engine);
+        let snapshots = match engine {
+            Some(engine) => self.snapshot_views(&instance, engine).await,
+            None => None,
+        };
+        let restored_from = instance
+            .restored_from
+            .as_ref()
+            .map(|r| RestoredFromView { instance_id: r.instance_id.clone(), snapshot: r.snapshot.clone() });
+        let metadata = (alarms.is_some() || snapshots.is_some() || restored_from.is_some()).then_some(
+            InstanceMetadata { attributes: InstanceAttributes { alarms, snapshots, restored_from } },
+        );
         Ok(InstanceResponse {
             service_id: instance.service_id,
             plan_id: instance.plan_id,
@@ -339,7 +381,7 @@ impl Broker {
             maintenance_info: instance
                 .maintenance_version
                 .map(|version| MaintenanceInfo { version, description: None }),
-            metadata: alarms.map(|alarms| InstanceMetadata { attributes: InstanceAttributes { alarms } }),
+            metadata,
         })
     }
 

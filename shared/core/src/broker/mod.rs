@@ -16,18 +16,20 @@ use tracing::{info, warn};
 
 use crate::catalog::{bind_parameters_schema, binding_rotatable, osb_catalog, plan_updateable};
 use crate::domain::binding::BindingEvent;
+use crate::domain::day2::{self, RestoreFrom};
 use crate::domain::instance::{InstanceEvent, PendingUpdate};
-use crate::domain::params::{self, compare_versions, parameters_schema};
+use crate::domain::params::{self, compare_versions, create_schema, update_schema};
 use crate::domain::spare::{self, SPARES_DEADLINE_SECS};
 use crate::domain::{
-    Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState,
+    Action, Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState,
     InvalidTransition, Machine, Operation, OperationKind, OperationState, Plan, Refusal, RotationPolicy,
     Service, now,
 };
 use crate::osb::OsbError;
 use crate::osb::types::{
     BindRequest, BindingMetadata, BindingResponse, EndpointObject, InstanceAttributes, InstanceMetadata,
-    InstanceResponse, LastOperation, MaintenanceInfo, ProvisionRequest, Query, UpdateRequest,
+    InstanceResponse, LastOperation, MaintenanceInfo, ProvisionRequest, Query, RestoredFromView,
+    UpdateRequest,
 };
 use crate::ports::{CacheProvider, Job, JobQueue, ProviderError, SecretStore, Stage, Store, StoreError};
 use crate::worker::Worker;
@@ -36,6 +38,7 @@ mod bindings;
 mod dashboard;
 mod instances;
 mod pool;
+mod snapshots;
 
 pub use dashboard::{CHART_SECS, DashboardView, OperationLine};
 pub use pool::Refill;

@@ -229,6 +229,10 @@ pub struct Instance {
     /// finds their owner through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
+    /// The snapshot the cache was made from (the `restore_from` provision
+    /// parameter, as resolved when the provision was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<super::Restored>,
     /// Optimistic-concurrency version; every write is conditional on it.
     #[serde(default)]
     pub version: u64,
@@ -240,6 +244,10 @@ pub struct PendingUpdate {
     pub plan_id: String,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub engine_version: String,
+    /// The one-off action the update runs once its changes are applied
+    /// (see [`super::day2`]); never kept in `parameters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<super::Action>,
 }
 
 impl Instance {
@@ -275,6 +283,7 @@ impl Instance {
             cache: Some(id.to_string()),
             pooled: false,
             claimed_by: None,
+            restored_from: None,
             version: 0,
         }
     }

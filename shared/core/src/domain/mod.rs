@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod credentials;
+pub mod day2;
 pub mod ids;
 pub mod instance;
 pub mod operation;
@@ -17,6 +18,7 @@ pub mod sweep;
 
 pub use binding::{Binding, BindingState};
 pub use credentials::{CacheUser, Credentials, Endpoint};
+pub use day2::{Action, ActionStep, Restored, Snapshot, SnapshotKind};
 pub use ids::{BindingId, InstanceId, InvalidId, OperationId};
 pub use instance::{Instance, InstanceState};
 pub use operation::{Operation, OperationKind, OperationState, Step};

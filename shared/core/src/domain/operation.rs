@@ -89,6 +89,13 @@ pub enum Step {
     // update
     ModifyCache,
     WaitCacheModified,
+    /// The update's action (restart, failover test, snapshot): the units it
+    /// goes through, worked out once and recorded on the operation.
+    PlanAction,
+    /// The action started on its next unit.
+    StartAction,
+    /// Waiting for that unit to finish.
+    WaitAction,
     // deprovision
     DeleteCache,
     WaitCacheDeleted,
@@ -130,6 +137,9 @@ impl Step {
             Step::DeleteAlarms => "deleting the cache's CloudWatch alarms",
             Step::ModifyCache => "modifying the cache",
             Step::WaitCacheModified => "waiting for the cache modification to finish",
+            Step::PlanAction => "working out what the requested action goes through",
+            Step::StartAction => "starting the requested action",
+            Step::WaitAction => "waiting for the requested action to finish",
             Step::DeleteCache => "deleting the cache",
             Step::WaitCacheDeleted => "waiting for the cache to be deleted",
             Step::DeleteUsers => "deleting the cache users left outside the cache",
@@ -179,6 +189,13 @@ pub struct Operation {
     /// before deleting, so a create still in flight cannot leave anything behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,
+    /// The units of an update's action (see [`super::day2`]), once worked
+    /// out, and how many of them are done: recorded with the step, so a
+    /// job delivered again never repeats a finished unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub action_steps: Vec<super::ActionStep>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub action_done: usize,
     /// How many times the worker retried after a retryable error.
     #[serde(default)]
     pub retries: u32,
@@ -202,6 +219,10 @@ pub struct Operation {
     pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub version: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// How long finished operations (and deleted instances and bindings) are kept,
@@ -228,6 +249,8 @@ impl Operation {
             instance_usable: None,
             update_repeatable: None,
             supersedes: None,
+            action_steps: Vec::new(),
+            action_done: 0,
             retries: 0,
             started_at: now,
             deadline: now + i64::try_from(max_duration_secs).unwrap_or(i64::MAX / 2),

@@ -4,6 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
+use super::day2::{
+    ACTION_PARAMETERS, DELETE_SNAPSHOT, LATEST, MAX_SNAPSHOT_NAME, RESTART, RESTORE_FROM, SNAPSHOT,
+    TEST_FAILOVER, snapshot_name_problem,
+};
 use super::{Engine, LogType, Plan};
 
 /// The parameter that picks the engine's major version.
@@ -73,6 +77,118 @@ pub fn parameters_schema(engine: Engine, plan: &Plan) -> Value {
         });
     }
     schema
+}
+
+/// The schema of a provision's parameters: the settings, and for Redis OSS
+/// and Valkey `restore_from`, the snapshot a new cache starts from.
+pub fn create_schema(engine: Engine, plan: &Plan) -> Value {
+    let mut schema = parameters_schema(engine, plan);
+    if engine.speaks_redis() {
+        schema["properties"][RESTORE_FROM] = json!({
+            "description": format!(
+                "Make the cache from a snapshot of another instance of this service in the same organization and space: the instance's id, and the snapshot's name as fetching that instance lists it, or \"{LATEST}\" for its newest. Final snapshots of deprovisioned instances count too."
+            ),
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["instance_id", "snapshot"],
+            "properties": {
+                "instance_id": { "type": "string", "minLength": 1, "maxLength": 128 },
+                "snapshot": { "type": "string", "minLength": 1, "maxLength": 255 },
+            },
+        });
+    }
+    schema
+}
+
+/// The schema of an update's parameters: the settings, and the one-off
+/// actions the plan can run (see [`super::day2`]), which are never kept.
+pub fn update_schema(engine: Engine, plan: &Plan) -> Value {
+    let mut schema = parameters_schema(engine, plan);
+    let props = &mut schema["properties"];
+    if !plan.cluster_mode {
+        props[RESTART] = json!({
+            "description": "true: reboot every node now (replicas first, one at a time, so a replicated cache keeps serving). Runs once per request.",
+            "const": true,
+        });
+    }
+    if failover_capable(plan) {
+        props[TEST_FAILOVER] = json!({
+            "description": "true: fail over each shard's primary to a replica, one shard at a time, and wait until each has a new primary. Runs once per request.",
+            "const": true,
+        });
+    }
+    if engine.speaks_redis() {
+        let name = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_SNAPSHOT_NAME,
+            "pattern": "^[a-z]([a-z0-9]|-[a-z0-9])*$",
+            "not": { "const": LATEST },
+        });
+        props[SNAPSHOT] = json!({
+            "description": format!("Take a snapshot of the data now, under this name (1 to {MAX_SNAPSHOT_NAME} lowercase letters, digits and single hyphens, starting with a letter). Fetching the instance lists its snapshots."),
+        });
+        props[DELETE_SNAPSHOT] = json!({
+            "description": "Delete the instance's snapshot of this name (one the snapshot parameter took).",
+        });
+        for p in [SNAPSHOT, DELETE_SNAPSHOT] {
+            for (k, v) in name.as_object().into_iter().flatten() {
+                props[p][k] = v.clone();
+            }
+        }
+    }
+    schema
+}
+
+/// Whether the plan's caches can fail over: replicas and automatic
+/// failover.
+pub fn failover_capable(plan: &Plan) -> bool {
+    plan.automatic_failover && plan.replicas_per_shard > 0
+}
+
+/// A parameter the request gives that the plan's schema leaves out for a
+/// reason worth saying (an action the plan cannot run, a provision-only
+/// parameter in an update), as a refusal that names it and says why:
+/// clearer than "unknown parameter".
+pub fn unavailable(
+    engine: Engine,
+    plan: &Plan,
+    given: &Map<String, Value>,
+    updating: bool,
+) -> Result<(), ParameterError> {
+    let why = |p: &str| -> Option<String> {
+        match p {
+            // The ElastiCache API reference, RebootCacheCluster: "Rebooting
+            // is not supported on Valkey or Redis OSS (cluster mode enabled)
+            // clusters."
+            RESTART if plan.cluster_mode => Some(format!(
+                "plan {} runs in cluster mode, whose nodes ElastiCache cannot reboot; use test_failover, which replaces each shard's primary",
+                plan.name
+            )),
+            TEST_FAILOVER if !failover_capable(plan) => Some(format!(
+                "plan {} has no replicas to fail over to; only plans with replicas and automatic failover can test it",
+                plan.name
+            )),
+            SNAPSHOT | DELETE_SNAPSHOT | RESTORE_FROM if !engine.speaks_redis() => {
+                Some("Memcached keeps no snapshots (its data lives in memory only)".to_string())
+            }
+            RESTORE_FROM if updating => Some(
+                "it is for provisioning only: it makes a new instance from a snapshot; provision one with it"
+                    .to_string(),
+            ),
+            RESTART | TEST_FAILOVER | SNAPSHOT | DELETE_SNAPSHOT if !updating => Some(
+                "it is an action of an update (PATCH); provision first, then update the instance with it"
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    };
+    let mut names: Vec<&str> = ACTION_PARAMETERS.to_vec();
+    names.push(RESTORE_FROM);
+    match names.into_iter().filter(|p| given.contains_key(*p)).find_map(|p| why(p).map(|w| (p, w))) {
+        Some((p, why)) => Err(ParameterError(format!("parameter '{p}': {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn version_schema(plan: &Plan) -> Value {
@@ -163,6 +279,19 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
                 plan.engine_versions.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
             )
         }
+        _ if name == RESTART || name == TEST_FAILOVER => {
+            format!("parameter '{name}' is {}; it takes true (send it to run the action once)", e.instance())
+        }
+        _ if name == SNAPSHOT || name == DELETE_SNAPSHOT => match e.instance().as_ref() {
+            Value::String(s) => {
+                format!("parameter '{name}': {}", snapshot_name_problem(s).unwrap_or_default())
+            }
+            other => format!("parameter '{name}' is {other}; it takes a snapshot's name, as a string"),
+        },
+        _ if name == RESTORE_FROM || name.starts_with(&format!("{RESTORE_FROM}.")) => format!(
+            "parameter '{RESTORE_FROM}' is {}; it takes {{\"instance_id\": \"<an instance of this service>\", \"snapshot\": \"<its snapshot's name>\" or \"{LATEST}\"}}",
+            e.instance()
+        ),
         _ if name == LOG_DELIVERY || name.starts_with(&format!("{LOG_DELIVERY}.")) => format!(
             "parameter '{LOG_DELIVERY}' is {}; it takes a list of \"slow-log\" and \"engine-log\", each once (or [] for none)",
             e.instance()

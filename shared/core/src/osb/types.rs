@@ -125,8 +125,24 @@ pub struct InstanceMetadata {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceAttributes {
-    /// Each CloudWatch alarm on the cache's nodes and its state.
-    pub alarms: Vec<crate::ports::AlarmStatus>,
+    /// Each CloudWatch alarm on the cache's nodes and its state; absent
+    /// where the backend keeps no alarms (laptop mode) or cannot say now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<Vec<crate::ports::AlarmStatus>>,
+    /// The cache's snapshots, newest first (Redis OSS and Valkey): named,
+    /// automatic and final ones, with their status and time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<Vec<crate::domain::day2::SnapshotView>>,
+    /// What the instance was restored from, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFromView>,
+}
+
+/// The snapshot an instance was made from, as fetching it shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredFromView {
+    pub instance_id: String,
+    pub snapshot: String,
 }
 
 /// Bind and fetch-binding body. `Debug` leaves the credentials out.

@@ -98,7 +98,17 @@ impl Worker {
                         i.endpoint = None;
                         i.spares.clear();
                         i.spares_to_schedule.clear();
-                        i.expires_at = Some(t + crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+                        // A final snapshot is restorable while the record
+                        // says whose it is: the plan's snapshot retention,
+                        // and never less than any finished record is kept.
+                        let snapshot_days = ctx
+                            .plan
+                            .as_ref()
+                            .filter(|p| p.final_snapshot)
+                            .map_or(0, |p| i64::from(p.snapshot_retention_days) * 86_400);
+                        let keep =
+                            snapshot_days.max(crate::domain::operation::FINISHED_RECORD_RETENTION_SECS);
+                        i.expires_at = Some(t + keep);
                     }
                 }
                 i.updated_at = t;

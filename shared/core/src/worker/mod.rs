@@ -23,8 +23,8 @@ use crate::domain::credentials::{PASSWORD_LEN, generate_password};
 use crate::domain::instance::InstanceEvent;
 use crate::domain::spare::{self, SpareState, SpareUser};
 use crate::domain::{
-    Binding, BindingState, CacheUser, Instance, InstanceState, Operation, OperationKind, OperationState,
-    Plan, Service, Step, Timestamp, now,
+    Action, Binding, BindingState, CacheUser, Instance, InstanceState, Operation, OperationKind,
+    OperationState, Plan, Service, Step, Timestamp, now,
 };
 use crate::ports::{
     AlarmSpec, Alarms, CacheProvider, CacheSpec, Job, JobQueue, Metrics, NoAlarms, NoMetrics, Principal,
@@ -32,6 +32,7 @@ use crate::ports::{
 };
 use crate::rotation::Target;
 
+mod actions;
 mod finish;
 mod steps;
 
@@ -180,6 +181,11 @@ impl Context {
                 self.instance.id
             ))
         })
+    }
+
+    /// The one-off action of the update this context is for, if any.
+    fn action(&self) -> Option<&Action> {
+        self.instance.pending_update.as_ref().and_then(|p| p.action.as_ref())
     }
 
     /// Whether deleting the cache keeps a final snapshot: the plan's flag,
@@ -352,7 +358,7 @@ impl Worker {
             }
 
             let step = op.step;
-            match self.run_step(&op, &mut ctx).await {
+            match self.run_step(&mut op, &mut ctx).await {
                 Ok(StepResult::Next(next)) => {
                     info!(operation = %op.id, from = ?step, to = ?next, "step done");
                     advance(&mut op, next, t)?;
@@ -464,6 +470,7 @@ impl Worker {
             tags,
             log_delivery: crate::domain::params::log_delivery(plan, parameters),
             spare_users: Vec::new(),
+            restore: i.restored_from.as_ref().map(|r| r.reference.clone()),
         })
     }
 

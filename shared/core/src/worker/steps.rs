@@ -5,7 +5,11 @@ use super::*;
 
 impl Worker {
     /// Runs the operation's current step once.
-    pub(super) async fn run_step(&self, op: &Operation, ctx: &mut Context) -> Result<StepResult, StepError> {
+    pub(super) async fn run_step(
+        &self,
+        op: &mut Operation,
+        ctx: &mut Context,
+    ) -> Result<StepResult, StepError> {
         let id = ctx.instance.id.clone();
         // What the provider's calls name: the cache's key, which is the
         // instance id unless the cache came from the warm pool.
@@ -68,13 +72,23 @@ impl Worker {
                     OperationKind::Provision => self.provisioned(ctx, &cache, note).await,
                     OperationKind::Update => {
                         // A plan change can move or add endpoints (a reader
-                        // once there are replicas): saved with the success.
+                        // once there are replicas), and a restart a laptop
+                        // server's port: saved with the success.
                         ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
-                        let plan = &ctx.plan()?.name;
-                        Ok(StepResult::Finished(format!(
-                            "updated: now on plan {plan}{}",
-                            note.unwrap_or_default()
-                        )))
+                        let plan = ctx.plan()?;
+                        let moved = plan.id != ctx.instance.plan_id;
+                        let said = match ctx.action() {
+                            Some(action) if !moved => action.done(op.action_steps.len()),
+                            Some(action) => {
+                                format!(
+                                    "updated: now on plan {}; {}",
+                                    plan.name,
+                                    action.done(op.action_steps.len())
+                                )
+                            }
+                            None => format!("updated: now on plan {}", plan.name),
+                        };
+                        Ok(StepResult::Finished(said + &note.unwrap_or_default()))
                     }
                     _ => {
                         if let Some(note) = note {
@@ -90,9 +104,12 @@ impl Worker {
             // one, and is asked again each time the cache is available, until
             // it has nothing left to do.
             Step::ModifyCache => match self.provider.modify(&self.spec(ctx)?).await? {
+                // The changes are in: the update's action, if it has one.
+                Progress::Done if ctx.action().is_some() => Ok(StepResult::Next(Step::PlanAction)),
                 Progress::Done => Ok(StepResult::Next(Step::PutAlarms)),
                 working @ Progress::Working { .. } => Ok(then(working, Step::WaitCacheModified)),
             },
+            Step::PlanAction | Step::StartAction | Step::WaitAction => self.action_step(op, ctx).await,
             Step::WaitCacheModified => match self.provider.progress(&cache).await? {
                 Progress::Done => Ok(StepResult::Next(Step::ModifyCache)),
                 Progress::Working { detail } => Ok(StepResult::Wait(detail)),

@@ -14,8 +14,9 @@ pub(super) fn initial_acl(admin_sha256_hex: &str) -> String {
 }
 
 /// `server.conf` for Redis OSS and Valkey (same format), rewritten at every
-/// start because the port may change.
-pub(super) fn redis_config(paths: &Paths, port: u16) -> Result<String, ProviderError> {
+/// start because the port may change. A server restoring a snapshot
+/// starts without its append-only file, or it would ignore the dump.
+pub(super) fn redis_config(paths: &Paths, port: u16, restoring: bool) -> Result<String, ProviderError> {
     Ok(format!(
         "# Written by the broker's laptop mode at every start: edits are lost.\n\
          bind {HOST}\n\
@@ -25,11 +26,12 @@ pub(super) fn redis_config(paths: &Paths, port: u16) -> Result<String, ProviderE
          supervised no\n\
          dir {data}\n\
          # The append-only file has every write, so data survives a restart or kill -9.\n\
-         appendonly yes\n\
+         appendonly {appendonly}\n\
          save \"\"\n\
          aclfile {acl}\n\
          pidfile {pidfile}\n\
          logfile {log}\n",
+        appendonly = if restoring { "no" } else { "yes" },
         data = config_path(&paths.data)?,
         acl = config_path(&paths.acl)?,
         pidfile = config_path(&paths.pidfile)?,

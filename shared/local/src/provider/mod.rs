@@ -54,7 +54,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 pub use broker_core::domain::credentials::ADMIN_USER;
 use broker_core::domain::credentials::passwords_fit;
-use broker_core::domain::{CacheUser, Endpoint, Engine};
+use broker_core::domain::{Action, ActionStep, CacheUser, Endpoint, Engine, Snapshot};
 use broker_core::ports::{
     CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
 };
@@ -62,6 +62,7 @@ use broker_core::ports::{
 /// Every server listens here only: laptop mode is for the laptop.
 mod client;
 mod config;
+mod day2;
 mod inventory;
 mod process;
 mod record;
@@ -177,7 +178,7 @@ impl LocalCacheProvider {
         let _guard = self.lock(instance_id).await;
         let (paths, record) = self.existing(instance_id)?;
         if self.running_pid(&record, &paths).is_some() {
-            return self.answer(&record).await;
+            return self.answer(&record, &paths).await;
         }
         tracing::info!(
             instance_id,
@@ -381,10 +382,11 @@ impl LocalCacheProvider {
         })
     }
 
-    /// `Done` when a running server answers, `Working` while it does not yet.
-    async fn answer(&self, record: &Record) -> Result<Progress, ProviderError> {
+    /// `Done` when a running server answers (and has finished taking in a
+    /// restored snapshot), `Working` while it does not yet.
+    async fn answer(&self, record: &Record, paths: &Paths) -> Result<Progress, ProviderError> {
         match self.probe(record, None).await {
-            Ok(()) => Ok(Progress::Done),
+            Ok(()) => self.settle(record.clone(), paths).await,
             Err(ProviderError::Retryable(why)) => Ok(Progress::Working {
                 detail: format!("starting {} on {HOST}:{} ({why})", record.engine.as_str(), record.port),
             }),
@@ -414,7 +416,7 @@ impl LocalCacheProvider {
                 record.port = free_port()?;
             }
             if record.engine.speaks_redis() {
-                write_file(&paths.conf, redis_config(paths, record.port)?.as_bytes())?;
+                write_file(&paths.conf, redis_config(paths, record.port, record.restoring)?.as_bytes())?;
             }
             let log_start = file_len(&paths.log);
             // The record names the port before the server starts: a crash
@@ -451,7 +453,7 @@ impl LocalCacheProvider {
                     return Err(exited(&record, paths, log_start));
                 }
                 match self.probe(&record, admin.as_ref()).await {
-                    Ok(()) => return Ok(Progress::Done),
+                    Ok(()) => return self.settle(record, paths).await,
                     Err(ProviderError::Retryable(_)) if Instant::now() < deadline => sleep(POLL).await,
                     Err(ProviderError::Retryable(why)) => {
                         return Ok(Progress::Working {
@@ -559,7 +561,7 @@ impl CacheProvider for LocalCacheProvider {
                 )));
             }
             if self.running_pid(&record, &paths).is_some() {
-                return self.answer(&record).await;
+                return self.answer(&record, &paths).await;
             }
             // An earlier attempt made the instance but its server is gone.
             return self.start(record, &paths).await;
@@ -573,6 +575,13 @@ impl CacheProvider for LocalCacheProvider {
         }
         // Before anything is written, so a missing binary leaves nothing behind.
         self.binary(spec.engine)?;
+        let restoring = match &spec.restore {
+            Some(reference) => {
+                self.place_snapshot(&spec.cache_key, spec.engine, reference, &paths)?;
+                true
+            }
+            None => false,
+        };
         let record = Record {
             instance_id: spec.cache_key.clone(),
             engine: spec.engine,
@@ -581,6 +590,7 @@ impl CacheProvider for LocalCacheProvider {
             pid: None,
             admin_secret: if spec.engine.speaks_redis() { spec.admin_secret.clone() } else { None },
             admin_user: spec.engine.speaks_redis().then(|| ADMIN_USER.to_string()),
+            restoring,
         };
         self.start(record, &paths).await
     }
@@ -588,7 +598,7 @@ impl CacheProvider for LocalCacheProvider {
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError> {
         let (paths, record) = self.existing(instance_id)?;
         if self.running_pid(&record, &paths).is_some() {
-            return self.answer(&record).await;
+            return self.answer(&record, &paths).await;
         }
         Err(exited(&record, &paths, 0))
     }
@@ -617,18 +627,28 @@ impl CacheProvider for LocalCacheProvider {
         Ok(Progress::Done)
     }
 
-    /// `final_snapshot` is ignored: laptop caches keep no snapshots, and a
-    /// deleted one's data directory is removed outright. A snapshot that
-    /// outlives its instance is an ElastiCache matter.
+    /// With `final_snapshot`, a Redis OSS or Valkey cache's data is saved
+    /// as its final snapshot first (the server started again for it when
+    /// it is not running), which outlives the cache as ElastiCache's do.
+    /// The cache's named snapshots go with it.
     async fn delete(
         &self,
         instance_id: &str,
-        _final_snapshot: Option<&str>,
+        final_snapshot: Option<&str>,
     ) -> Result<Progress, ProviderError> {
         let _guard = self.lock(instance_id).await;
         let paths = Paths::of(&self.root, instance_id)?;
         match read_record(&paths) {
-            Ok(Some(record)) => self.stop(&record, &paths).await?,
+            Ok(Some(record)) => {
+                if let Some(key) = final_snapshot
+                    && record.engine.speaks_redis()
+                    && let Progress::Working { detail } =
+                        self.take_final_snapshot(&record, &paths, key).await?
+                {
+                    return Ok(Progress::Working { detail });
+                }
+                self.stop(&record, &paths).await?;
+            }
             Ok(None) => {}
             // A record that cannot be parsed names no process to stop; the
             // directory still goes, or the instance could never be deleted.
@@ -638,6 +658,7 @@ impl CacheProvider for LocalCacheProvider {
             Err(e) => return Err(e),
         }
         self.children.lock().unwrap_or_else(PoisonError::into_inner).remove(instance_id);
+        self.delete_named_snapshots(instance_id)?;
         match fs::remove_dir_all(&paths.dir) {
             Ok(()) => {
                 tracing::info!(instance_id, "deleted local cache");
@@ -818,6 +839,42 @@ impl CacheProvider for LocalCacheProvider {
             });
         }
         Ok(Progress::Done)
+    }
+
+    async fn plan_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+    ) -> Result<Vec<ActionStep>, ProviderError> {
+        self.plan_local_action(instance_id, action).await
+    }
+
+    async fn start_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.start_local_action(instance_id, action, step).await
+    }
+
+    async fn action_progress(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        self.local_action_progress(instance_id, action, step).await
+    }
+
+    /// Final snapshots are in the cache's snapshot directory: `final_key`
+    /// is not needed to find them.
+    async fn snapshots(
+        &self,
+        instance_id: &str,
+        _final_key: Option<&str>,
+    ) -> Result<Vec<Snapshot>, ProviderError> {
+        self.list_snapshots(instance_id)
     }
 }
 

@@ -19,6 +19,12 @@ pub(super) struct Record {
     pub(super) admin_secret: Option<String>,
     #[serde(default)]
     pub(super) admin_user: Option<String>,
+    /// The data directory holds a restored snapshot (`dump.rdb`) that the
+    /// server has not yet written to its append-only file: it starts with
+    /// `appendonly no` (so it loads the dump) until the provider has
+    /// turned the append-only file on (see `day2::finish_restore`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) restoring: bool,
 }
 
 /// The files of one instance.

@@ -119,6 +119,7 @@ fn spec(instance_id: &str, engine: Engine) -> CacheSpec {
         tags: vec![],
         log_delivery: vec![],
         spare_users: vec![],
+        restore: None,
     }
 }
 

@@ -21,6 +21,7 @@ use aws_sdk_elasticache::operation::describe_cache_clusters::{
 use aws_sdk_elasticache::operation::describe_replication_groups::{
     DescribeReplicationGroupsError, DescribeReplicationGroupsOutput,
 };
+use aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_elasticache::operation::describe_user_groups::DescribeUserGroupsOutput;
 use aws_sdk_elasticache::operation::describe_users::{DescribeUsersError, DescribeUsersOutput};
 use aws_sdk_elasticache::operation::list_tags_for_resource::ListTagsForResourceOutput;
@@ -109,6 +110,12 @@ fn tagged_for(instance: &'static str) -> Rule {
 /// ListTagsForResource of a cache that is [`INSTANCE`]'s.
 fn ours() -> Rule {
     tagged_for(INSTANCE)
+}
+
+/// DescribeSnapshots of a cache with no snapshots (a delete looks for the
+/// instance's named ones first).
+fn no_snapshots() -> Rule {
+    mock!(Client::describe_snapshots).then_output(|| DescribeSnapshotsOutput::builder().build())
 }
 
 fn describe_group(group: ReplicationGroup) -> Rule {
@@ -631,7 +638,13 @@ async fn the_delete_request_names_a_final_snapshot_only_when_asked_for_one() {
         .match_requests(|req| req.final_snapshot_identifier().is_none())
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &ours(), &with_snapshot, &without_snapshot]),
+        mocked(&[
+            &describe_group(group("available", 1)),
+            &ours(),
+            &no_snapshots(),
+            &with_snapshot,
+            &without_snapshot,
+        ]),
         secrets_with_admin().await,
     );
 
@@ -665,7 +678,13 @@ async fn a_final_snapshot_an_earlier_attempt_took_does_not_fail_the_retried_dele
         .match_requests(|req| req.final_snapshot_identifier().is_none())
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &ours(), &exists, &without_snapshot]),
+        mocked(&[
+            &describe_group(group("available", 1)),
+            &ours(),
+            &no_snapshots(),
+            &exists,
+            &without_snapshot,
+        ]),
         secrets_with_admin().await,
     );
 
@@ -688,7 +707,7 @@ async fn a_final_snapshot_over_the_quota_fails_the_delete_naming_the_fault() {
         )
     });
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &ours(), &quota]),
+        mocked(&[&describe_group(group("available", 1)), &ours(), &no_snapshots(), &quota]),
         secrets_with_admin().await,
     );
 
@@ -1200,7 +1219,7 @@ async fn a_claimed_pool_cache_is_owned_by_its_key_and_retagged_for_its_tenant() 
     let delete = mock!(Client::delete_replication_group)
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &claimed, &add_tags, &delete]),
+        mocked(&[&describe_group(group("available", 1)), &claimed, &add_tags, &no_snapshots(), &delete]),
         secrets_with_admin().await,
     );
     let mut s = spec(INSTANCE, "elasticache-redis", "small");

@@ -3,6 +3,7 @@
 //! the states moto never shows and the errors it never returns (`mocks.rs`).
 //! Helpers shared by both live here.
 
+mod day2;
 mod inventory;
 mod mocks;
 mod moto;
@@ -59,6 +60,7 @@ pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
         ],
         log_delivery: vec![],
         spare_users: vec![],
+        restore: None,
         plan,
     }
 }

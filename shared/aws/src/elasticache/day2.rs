@@ -1,0 +1,454 @@
+//! Day-2 actions on ElastiCache (see [`broker_core::domain::day2`]):
+//! restart, failover test, named snapshots, and listing a cache's
+//! snapshots for fetch and restore.
+//!
+//! - **restart**: RebootCacheCluster, one member cluster of a replication
+//!   group at a time, replicas before the primary, each waited for until
+//!   its node is `available` again; a Memcached cluster's nodes in one
+//!   call. ElastiCache cannot reboot a cluster-mode group ("Rebooting is
+//!   not supported on Valkey or Redis OSS (cluster mode enabled)
+//!   clusters", API reference of RebootCacheCluster): the broker refuses
+//!   it for those plans, and this module says so if asked anyway.
+//! - **test_failover**: TestFailover, one node group at a time (AWS wants
+//!   the first replacement finished before the next in one group). Done
+//!   when the group is `available` with another primary: a cluster-mode
+//!   disabled group names its members' roles; a cluster-mode group does
+//!   not, so there the group's events since the action was planned must
+//!   report the node group's failover completed.
+//! - **snapshot** / **delete_snapshot**: CreateSnapshot of the replication
+//!   group and DeleteSnapshot, under [`Names::named_snapshot`], so one
+//!   instance's names never meet another's; waited for by DescribeSnapshots.
+//!
+//! Every start can be repeated: a node already rebooting and a snapshot of
+//! that name already this group's count as started.
+//!
+//! [`Names::named_snapshot`]: super::names::Names::named_snapshot
+
+use aws_sdk_elasticache::error::ProvideErrorMetadata;
+use aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsError;
+use aws_sdk_elasticache::types::{ReplicationGroup, SourceType};
+
+use super::failure::{Kind, classify};
+use super::{Cache, ElastiCacheProvider, working};
+use broker_core::domain::{Action, ActionStep, Snapshot, SnapshotKind, Timestamp};
+use broker_core::ports::{Progress, ProviderError};
+
+/// What a cache cluster reports while RebootCacheCluster runs on it.
+const REBOOTING: &str = "rebooting cluster nodes";
+/// How a failover test's unit of a cluster-mode group notes when it was
+/// planned: the events that count are the ones after.
+const SINCE: &str = "since:";
+
+impl ElastiCacheProvider {
+    pub(super) async fn plan_cache_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+    ) -> Result<Vec<ActionStep>, ProviderError> {
+        let id = self.names.cache(instance_id);
+        let cache = self.find(&id).await?.ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "no replication group {id} (nor cache cluster) exists to act on"
+            ))
+        })?;
+        match (action, cache) {
+            (Action::Restart, Cache::Cluster(cluster)) => {
+                Ok(vec![ActionStep::on(cluster.cache_cluster_id().unwrap_or(&id))])
+            }
+            (Action::Restart, Cache::Group(group)) => {
+                if group.cluster_enabled().unwrap_or(false) {
+                    return Err(ProviderError::Permanent(format!(
+                        "replication group {id} runs in cluster mode, whose nodes ElastiCache cannot reboot; \
+                         test_failover replaces each shard's primary instead"
+                    )));
+                }
+                // Replicas first, so the group keeps its primary serving
+                // while they reboot; the primary last.
+                let mut members = roles(&group);
+                members.sort_by_key(|(_, primary)| *primary);
+                Ok(members.into_iter().map(|(member, _)| ActionStep::on(member)).collect())
+            }
+            (Action::TestFailover, Cache::Group(group)) => {
+                let planned = broker_core::domain::now();
+                let cluster_mode = group.cluster_enabled().unwrap_or(false);
+                let roles = roles(&group);
+                Ok(group
+                    .node_groups()
+                    .iter()
+                    .filter_map(|g| g.node_group_id())
+                    .map(|ng| ActionStep {
+                        target: ng.to_string(),
+                        before: if cluster_mode {
+                            Some(format!("{SINCE}{planned}"))
+                        } else {
+                            roles.iter().find(|(_, primary)| *primary).map(|(m, _)| m.clone())
+                        },
+                    })
+                    .collect())
+            }
+            (Action::TestFailover, Cache::Cluster(_)) => Err(ProviderError::Permanent(format!(
+                "cache cluster {id} is Memcached, which has no replicas to fail over to"
+            ))),
+            (Action::Snapshot { name } | Action::DeleteSnapshot { name }, Cache::Group(_)) => {
+                Ok(vec![ActionStep::on(self.names.named_snapshot(instance_id, name))])
+            }
+            (Action::Snapshot { .. } | Action::DeleteSnapshot { .. }, Cache::Cluster(_)) => {
+                Err(ProviderError::Permanent(format!(
+                    "cache cluster {id} is Memcached, which keeps no snapshots"
+                )))
+            }
+        }
+    }
+
+    pub(super) async fn start_cache_action(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(instance_id);
+        match action {
+            Action::Restart => self.reboot(&step.target).await,
+            Action::TestFailover => {
+                match self
+                    .client
+                    .test_failover()
+                    .replication_group_id(&id)
+                    .node_group_id(&step.target)
+                    .send()
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(replication_group = %id, node_group = %step.target, "failover test started");
+                        Ok(working(format!(
+                            "node group {} of replication group {id} is failing over",
+                            step.target
+                        )))
+                    }
+                    Err(e) => Err(classify("TestFailover", e).into()),
+                }
+            }
+            Action::Snapshot { name } => {
+                let request = self
+                    .client
+                    .create_snapshot()
+                    .snapshot_name(&step.target)
+                    .replication_group_id(&id)
+                    .set_tags(Some(self.user_tags(instance_id)))
+                    .send()
+                    .await;
+                match request {
+                    Ok(_) => {
+                        tracing::info!(replication_group = %id, snapshot = %step.target, "snapshot started");
+                        Ok(working(format!("taking snapshot {name} of replication group {id}")))
+                    }
+                    // Taken by an earlier attempt, if it is this group's.
+                    Err(e) => match classify("CreateSnapshot", e) {
+                        f if f.is(Kind::AlreadyExists) => match self.find_snapshot(&step.target).await? {
+                            Some(s) if s.replication_group_id() == Some(id.as_str()) => Ok(Progress::Done),
+                            _ => Err(ProviderError::Permanent(format!(
+                                "a snapshot named {} exists already and is not of replication group {id}",
+                                step.target
+                            ))),
+                        },
+                        f => Err(f.into()),
+                    },
+                }
+            }
+            Action::DeleteSnapshot { name } => {
+                match self.client.delete_snapshot().snapshot_name(&step.target).send().await {
+                    Ok(_) => {
+                        tracing::info!(replication_group = %id, snapshot = %step.target, "deleting snapshot");
+                        Ok(working(format!("deleting snapshot {name}")))
+                    }
+                    Err(e) => match classify("DeleteSnapshot", e) {
+                        f if f.is(Kind::NotFound) => Ok(Progress::Done),
+                        f => Err(f.into()),
+                    },
+                }
+            }
+        }
+    }
+
+    pub(super) async fn cache_action_progress(
+        &self,
+        instance_id: &str,
+        action: &Action,
+        step: &ActionStep,
+    ) -> Result<Progress, ProviderError> {
+        let id = self.names.cache(instance_id);
+        match action {
+            Action::Restart => {
+                let Some(cluster) = self.find_cluster(&step.target).await? else {
+                    return Err(ProviderError::Permanent(format!("cache cluster {} is gone", step.target)));
+                };
+                let status = cluster.cache_cluster_status().unwrap_or("unknown");
+                let rebooting = cluster
+                    .cache_nodes()
+                    .iter()
+                    .filter(|n| n.cache_node_status() != Some("available"))
+                    .count();
+                if status == "available" && rebooting == 0 {
+                    return Ok(Progress::Done);
+                }
+                Ok(working(format!("cache cluster {} is {status}", step.target)))
+            }
+            Action::TestFailover => {
+                let Some(group) = self.find_group(&id).await? else {
+                    return Err(ProviderError::Permanent(format!("replication group {id} is gone")));
+                };
+                let status = group.status().unwrap_or("unknown");
+                if status != "available" {
+                    return Ok(working(format!("replication group {id} is {status}")));
+                }
+                match step.before.as_deref() {
+                    Some(before) if before.starts_with(SINCE) => {
+                        let since = before[SINCE.len()..].parse::<Timestamp>().unwrap_or_default();
+                        self.failed_over_since(&id, &step.target, since).await
+                    }
+                    before => {
+                        let now = roles(&group).into_iter().find(|(_, primary)| *primary).map(|(m, _)| m);
+                        match (now, before) {
+                            (Some(now), Some(before)) if now != before => Ok(Progress::Done),
+                            (Some(now), _) => Ok(working(format!(
+                                "node group {} still has primary {now}; waiting for a replica to take over",
+                                step.target
+                            ))),
+                            (None, _) => {
+                                Ok(working(format!("node group {} has no primary yet", step.target)))
+                            }
+                        }
+                    }
+                }
+            }
+            Action::Snapshot { name } => match self.find_snapshot(&step.target).await? {
+                None => Err(ProviderError::Permanent(format!(
+                    "snapshot {name} of replication group {id} was not taken: ElastiCache has no snapshot {}",
+                    step.target
+                ))),
+                Some(s) => match s.snapshot_status().unwrap_or("unknown") {
+                    "available" | "restoring" | "copying" => Ok(Progress::Done),
+                    "creating" => Ok(working(format!("snapshot {name} is being taken"))),
+                    other => Err(ProviderError::Permanent(format!("snapshot {name} is {other}"))),
+                },
+            },
+            Action::DeleteSnapshot { name } => match self.find_snapshot(&step.target).await? {
+                None => Ok(Progress::Done),
+                Some(s) => Ok(working(format!(
+                    "snapshot {name} is {}",
+                    s.snapshot_status().unwrap_or("still there")
+                ))),
+            },
+        }
+    }
+
+    /// RebootCacheCluster of every node of `cluster_id`. One already
+    /// rebooting counts as started: a repeated step must not fail on it.
+    async fn reboot(&self, cluster_id: &str) -> Result<Progress, ProviderError> {
+        let Some(cluster) = self.find_cluster(cluster_id).await? else {
+            return Err(ProviderError::Permanent(format!(
+                "cache cluster {cluster_id} does not exist to reboot"
+            )));
+        };
+        if cluster.cache_cluster_status() == Some(REBOOTING) {
+            return Ok(working(format!("cache cluster {cluster_id} is rebooting")));
+        }
+        let nodes: Vec<String> =
+            cluster.cache_nodes().iter().filter_map(|n| n.cache_node_id().map(str::to_string)).collect();
+        if nodes.is_empty() {
+            return Err(ProviderError::Retryable(format!("cache cluster {cluster_id} lists no nodes yet")));
+        }
+        match self
+            .client
+            .reboot_cache_cluster()
+            .cache_cluster_id(cluster_id)
+            .set_cache_node_ids_to_reboot(Some(nodes.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(cache_cluster = %cluster_id, nodes = nodes.len(), "rebooting");
+                Ok(working(format!("cache cluster {cluster_id} is rebooting")))
+            }
+            Err(e) => Err(classify("RebootCacheCluster", e).into()),
+        }
+    }
+
+    /// Whether the group's events since `since` say node group `node_group`
+    /// failed over ("Failover from primary node … to replica node …
+    /// completed", naming nodes `{group}-{node group}-…`).
+    async fn failed_over_since(
+        &self,
+        id: &str,
+        node_group: &str,
+        since: Timestamp,
+    ) -> Result<Progress, ProviderError> {
+        let events = self
+            .client
+            .describe_events()
+            .source_identifier(id)
+            .source_type(SourceType::ReplicationGroup)
+            .start_time(aws_sdk_elasticache::primitives::DateTime::from_secs(since))
+            .send()
+            .await
+            .map_err(|e| classify("DescribeEvents", e))?;
+        let member = format!("{id}-{node_group}-");
+        let done = events.events().iter().filter_map(|e| e.message()).any(|m| {
+            let m = m.to_ascii_lowercase();
+            m.contains("failover") && m.contains("completed") && m.contains(&member)
+        });
+        if done {
+            Ok(Progress::Done)
+        } else {
+            Ok(working(format!("waiting for node group {node_group} of replication group {id} to fail over")))
+        }
+    }
+
+    /// DescribeSnapshots of one name; `None` when there is none.
+    async fn find_snapshot(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_elasticache::types::Snapshot>, ProviderError> {
+        match self.client.describe_snapshots().snapshot_name(name).send().await {
+            Ok(out) => Ok(out.snapshots().first().cloned()),
+            Err(e) => match classify("DescribeSnapshots", e) {
+                f if f.is(Kind::NotFound) => Ok(None),
+                f => Err(f.into()),
+            },
+        }
+    }
+
+    /// The cache's snapshots: those ElastiCache lists for its replication
+    /// group (automatic ones and the broker's named ones), and its final
+    /// snapshot by name when the deprovision that took it is given (a
+    /// deleted group's snapshots are looked up by name, not by the group).
+    pub(super) async fn cache_snapshots(
+        &self,
+        instance_id: &str,
+        final_key: Option<&str>,
+    ) -> Result<Vec<Snapshot>, ProviderError> {
+        let id = self.names.cache(instance_id);
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_snapshots()
+                .replication_group_id(&id)
+                .set_marker(marker.clone())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                // No such group (any more): nothing listed under it.
+                Err(e) if group_unknown(&e) => break,
+                Err(e) => return Err(classify("DescribeSnapshots", e).into()),
+            };
+            found.extend(page.snapshots().iter().cloned());
+            marker = page.marker().filter(|m| !m.is_empty()).map(str::to_string);
+            if marker.is_none() {
+                break;
+            }
+        }
+        if let Some(key) = final_key {
+            let name = self.names.final_snapshot(instance_id, key);
+            if !found.iter().any(|s| s.snapshot_name() == Some(name.as_str()))
+                && let Some(s) = self.find_snapshot(&name).await?
+            {
+                found.push(s);
+            }
+        }
+        let named = self.names.named_snapshot(instance_id, "");
+        let last = self.names.final_snapshot_prefix(instance_id);
+        let mut snapshots: Vec<Snapshot> = found
+            .iter()
+            .filter_map(|s| {
+                let aws_name = s.snapshot_name()?;
+                let (kind, name) = if let Some(own) = aws_name.strip_prefix(&named) {
+                    (SnapshotKind::Named, own.to_string())
+                } else if aws_name.starts_with(&last) {
+                    (SnapshotKind::Final, aws_name.to_string())
+                } else if s.snapshot_source() == Some("automated") {
+                    (SnapshotKind::Automatic, aws_name.to_string())
+                } else {
+                    // A manual snapshot someone else took of the group:
+                    // not the broker's to offer.
+                    return None;
+                };
+                Some(Snapshot {
+                    name,
+                    kind,
+                    status: s.snapshot_status().unwrap_or("unknown").to_string(),
+                    created_at: s
+                        .node_snapshots()
+                        .iter()
+                        .filter_map(|n| n.snapshot_create_time())
+                        .map(|t| t.secs())
+                        .min(),
+                    reference: aws_name.to_string(),
+                })
+            })
+            .collect();
+        snapshots.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        Ok(snapshots)
+    }
+
+    /// Deletes the cache's named snapshots (a deprovision's first step: they
+    /// are the instance's; its final snapshot is not among them). `Done`
+    /// when none is left.
+    pub(super) async fn delete_named_snapshots(&self, instance_id: &str) -> Result<Progress, ProviderError> {
+        let named: Vec<Snapshot> = self
+            .cache_snapshots(instance_id, None)
+            .await?
+            .into_iter()
+            .filter(|s| s.kind == SnapshotKind::Named)
+            .collect();
+        if named.is_empty() {
+            return Ok(Progress::Done);
+        }
+        for s in &named {
+            match self.client.delete_snapshot().snapshot_name(&s.reference).send().await {
+                Ok(_) => {
+                    tracing::info!(instance_id, snapshot = %s.reference, "deleting the instance's snapshot")
+                }
+                Err(e) => match classify("DeleteSnapshot", e) {
+                    f if f.is(Kind::NotFound) => {}
+                    f => return Err(f.into()),
+                },
+            }
+        }
+        Ok(working(format!(
+            "deleting the instance's snapshots ({})",
+            named.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+/// The member clusters of a group and whether each is its primary, as
+/// its node groups say (cluster-mode disabled groups name the roles).
+fn roles(group: &ReplicationGroup) -> Vec<(String, bool)> {
+    let mut members: Vec<(String, bool)> = group
+        .node_groups()
+        .iter()
+        .flat_map(|g| g.node_group_members())
+        .filter_map(|m| Some((m.cache_cluster_id()?.to_string(), m.current_role() == Some("primary"))))
+        .collect();
+    for member in group.member_clusters() {
+        if !members.iter().any(|(m, _)| m == member) {
+            members.push((member.clone(), false));
+        }
+    }
+    members
+}
+
+/// Whether DescribeSnapshots refused because the group it names does not
+/// exist (moto says so, as `ReplicationGroupNotFoundFault`, which the
+/// model does not name for this call).
+fn group_unknown(
+    e: &aws_sdk_elasticache::error::SdkError<
+        DescribeSnapshotsError,
+        aws_sdk_elasticache::config::http::HttpResponse,
+    >,
+) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ReplicationGroupNotFoundFault")
+}

@@ -1,0 +1,525 @@
+//! Day-2 operations through the OSB API and the worker, over the in-memory
+//! broker and its scripted provider: the actions an update runs once
+//! (restart, failover test, snapshot, snapshot deletion), the snapshots a
+//! fetch lists, and a provision restored from another instance's snapshot.
+//! What the API refuses names the parameter and says what to send instead.
+//! (Laptop mode does the same with real servers: `tests/e2e.rs`; the
+//! ElastiCache calls are in `shared/aws/src/elasticache/tests/`.)
+
+use broker_core::domain::{Action, InstanceState, OperationState, SnapshotKind, Step};
+use broker_core::ports::{JobQueue, StateStore};
+use broker_testing::Call;
+use broker_tests::test_broker::TestBroker;
+use serde_json::{Value, json};
+
+const REDIS: &str = "elasticache-redis";
+const VALKEY: &str = "elasticache-valkey";
+const MEMCACHED: &str = "elasticache-memcached";
+const ID: &str = "7a1d3e5c-day2-instance";
+
+fn body(tb: &TestBroker, service: &str, plan: &str, org: &str, parameters: Value) -> Value {
+    let (service_id, plan_id) = tb.plan_id(service, plan);
+    json!({
+        "service_id": service_id, "plan_id": plan_id,
+        "organization_guid": org, "space_guid": "space-1",
+        "parameters": parameters,
+    })
+}
+
+async fn provision_in(tb: &TestBroker, id: &str, service: &str, plan: &str, org: &str, parameters: Value) {
+    let uri = format!("/v2/service_instances/{id}?accepts_incomplete=true");
+    let (status, got) = tb.call("PUT", &uri, Some(body(tb, service, plan, org, parameters))).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(50).await;
+    assert_eq!(last(tb, id).await.0, "succeeded");
+}
+
+async fn provision(tb: &TestBroker, service: &str, plan: &str) {
+    provision_in(tb, ID, service, plan, "org-1", json!({})).await;
+}
+
+async fn update(tb: &TestBroker, service: &str, parameters: Value) -> (u16, Value) {
+    let (service_id, _) = tb.plan_id(service, "dev");
+    let (status, got) = tb
+        .call(
+            "PATCH",
+            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
+            Some(json!({ "service_id": service_id, "parameters": parameters })),
+        )
+        .await;
+    (status.as_u16(), got)
+}
+
+async fn last(tb: &TestBroker, id: &str) -> (String, String) {
+    let (status, got) = tb.call("GET", &format!("/v2/service_instances/{id}/last_operation"), None).await;
+    assert_eq!(status, 200, "{got}");
+    (got["state"].as_str().unwrap().to_string(), got["description"].as_str().unwrap().to_string())
+}
+
+async fn fetched(tb: &TestBroker, id: &str) -> Value {
+    let (status, got) = tb.call("GET", &format!("/v2/service_instances/{id}"), None).await;
+    assert_eq!(status, 200, "{got}");
+    got
+}
+
+fn action_calls(tb: &TestBroker) -> Vec<Call> {
+    tb.provider
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::StartAction { .. } | Call::ActionProgress { .. }))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_runs_once_per_request_after_the_changes_and_is_not_kept() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+
+    let (status, got) = update(&tb, REDIS, json!({"restart": true})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+
+    assert_eq!(last(&tb, ID).await, ("succeeded".into(), "restarted: 1 node rebooted one at a time".into()));
+    let cache = tb.store.instance(ID).await.unwrap().unwrap().cache_key().to_string();
+    let node = format!("{cache}-001");
+    assert_eq!(
+        action_calls(&tb),
+        vec![
+            Call::StartAction { instance: cache.clone(), action: Action::Restart, target: node.clone() },
+            Call::ActionProgress { instance: cache.clone(), action: Action::Restart, target: node.clone() },
+        ]
+    );
+    // Modified first (nothing to change), then the action.
+    let calls = tb.provider.calls();
+    let modify = calls.iter().rposition(|c| matches!(c, Call::Modify(_))).unwrap();
+    let start = calls.iter().position(|c| matches!(c, Call::StartAction { .. })).unwrap();
+    assert!(modify < start, "{calls:?}");
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    assert!(!instance.parameters.contains_key("restart"), "{:?}", instance.parameters);
+    assert_eq!(instance.state, InstanceState::Ready);
+    assert!(instance.pending_update.is_none());
+    assert!(fetched(&tb, ID).await["parameters"].get("restart").is_none());
+
+    // The same request again is a second restart.
+    let (status, _) = update(&tb, REDIS, json!({"restart": true})).await;
+    assert_eq!(status, 202);
+    tb.drain(20).await;
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::StartAction { .. })), 2);
+}
+
+#[tokio::test]
+async fn a_job_delivered_again_never_repeats_a_unit_that_finished() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    // The node takes a while to come back: the first look says so.
+    tb.provider.script(
+        "action_progress",
+        vec![Ok(broker_core::ports::Progress::Working { detail: "rebooting".into() })],
+    );
+
+    let (status, got) = update(&tb, REDIS, json!({"restart": true})).await;
+    assert_eq!(status, 202, "{got}");
+    let op_id = got["operation"].as_str().unwrap().to_string();
+    // One job: the node is rebooting, and the worker looks again later.
+    tb.drain(1).await;
+    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    assert_eq!((op.step, op.action_done, op.action_steps.len()), (Step::WaitAction, 0, 1));
+    assert!(op.description.contains("restart: rebooting"), "{}", op.description);
+
+    // The same job delivered twice more meanwhile: the node is waited for,
+    // never rebooted again.
+    let job = broker_core::ports::Job::for_operation(&op);
+    tb.queue.enqueue(&job, 0).await.unwrap();
+    tb.queue.enqueue(&job, 0).await.unwrap();
+    tb.drain(20).await;
+    assert_eq!(last(&tb, ID).await.0, "succeeded");
+    assert_eq!(tb.provider.count(|c| matches!(c, Call::StartAction { .. })), 1);
+    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    assert_eq!(op.action_done, 1);
+}
+
+#[tokio::test]
+async fn a_failover_test_needs_a_plan_with_replicas_and_says_which_node_groups_failed_over() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    let (status, got) = update(&tb, REDIS, json!({"test_failover": true})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        "parameter 'test_failover': plan small has no replicas to fail over to; only plans with replicas and automatic failover can test it"
+    );
+
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "ha-3").await;
+    let (status, got) = update(&tb, REDIS, json!({"test_failover": true})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(
+        last(&tb, ID).await,
+        ("succeeded".into(), "failover tested: 1 node group failed over to a new primary".into())
+    );
+}
+
+#[tokio::test]
+async fn cluster_mode_caches_are_not_rebooted_and_the_refusal_says_what_to_use() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "cluster-3x2").await;
+    let (status, got) = update(&tb, REDIS, json!({"restart": true})).await;
+    assert_eq!(status, 400, "{got}");
+    let said = got["description"].as_str().unwrap();
+    assert!(said.starts_with("parameter 'restart': plan cluster-3x2 runs in cluster mode"), "{said}");
+    assert!(said.contains("test_failover"), "{said}");
+    assert!(action_calls(&tb).is_empty());
+}
+
+#[tokio::test]
+async fn one_action_per_update_and_actions_only_on_update() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    let (status, got) = update(&tb, REDIS, json!({"restart": true, "snapshot": "a"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        "parameters 'restart' and 'snapshot' are each an action of their own; send one of them per update"
+    );
+    let (status, got) = update(&tb, REDIS, json!({"restart": false})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        "parameter 'restart' is false; it takes true (send it to run the action once)"
+    );
+
+    let (status, got) = tb
+        .call(
+            "PUT",
+            "/v2/service_instances/another-one?accepts_incomplete=true",
+            Some(body(&tb, REDIS, "small", "org-1", json!({"restart": true}))),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert!(
+        got["description"].as_str().unwrap().starts_with("parameter 'restart': it is an action of an update")
+    );
+}
+
+#[tokio::test]
+async fn a_named_snapshot_is_listed_when_fetched_and_deleted_by_name() {
+    let tb = TestBroker::new().await;
+    provision(&tb, VALKEY, "dev").await;
+
+    let (status, got) = update(&tb, VALKEY, json!({"snapshot": "before-upgrade"})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(last(&tb, ID).await, ("succeeded".into(), "snapshot before-upgrade taken".into()));
+    let got = fetched(&tb, ID).await;
+    let snapshots = got["metadata"]["attributes"]["snapshots"].as_array().unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(snapshots.len(), 1, "{got}");
+    assert_eq!(snapshots[0]["name"], "before-upgrade");
+    assert_eq!(snapshots[0]["kind"], "named");
+    assert_eq!(snapshots[0]["status"], "available");
+    assert!(snapshots[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // The name is taken now; a name it does not have cannot be deleted.
+    let (status, got) = update(&tb, VALKEY, json!({"snapshot": "before-upgrade"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(
+        got["description"].as_str().unwrap().contains("has a snapshot named before-upgrade already"),
+        "{got}"
+    );
+    let (status, got) = update(&tb, VALKEY, json!({"delete_snapshot": "nightly"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        format!(
+            "parameter 'delete_snapshot': instance {ID} has no snapshot named nightly; its named snapshots: before-upgrade"
+        )
+    );
+    let (status, got) = update(&tb, VALKEY, json!({"snapshot": "Bad_Name"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(
+        got["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("parameter 'snapshot': \"Bad_Name\" is not a snapshot name")
+    );
+
+    let (status, got) = update(&tb, VALKEY, json!({"delete_snapshot": "before-upgrade"})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(last(&tb, ID).await, ("succeeded".into(), "snapshot before-upgrade deleted".into()));
+    let got = fetched(&tb, ID).await;
+    assert_eq!(got["metadata"]["attributes"]["snapshots"], json!([]), "{got}");
+}
+
+#[tokio::test]
+async fn memcached_takes_a_restart_but_no_snapshot() {
+    let tb = TestBroker::new().await;
+    provision(&tb, MEMCACHED, "dev").await;
+    let (status, got) = update(&tb, MEMCACHED, json!({"snapshot": "a"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        "parameter 'snapshot': Memcached keeps no snapshots (its data lives in memory only)"
+    );
+    let (status, got) = update(&tb, MEMCACHED, json!({"restart": true})).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(last(&tb, ID).await.0, "succeeded");
+    assert!(fetched(&tb, ID).await["metadata"]["attributes"].get("snapshots").is_none());
+}
+
+#[tokio::test]
+async fn a_restore_takes_the_named_or_newest_snapshot_of_an_instance_in_the_same_space() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    let source_cache = tb.store.instance(ID).await.unwrap().unwrap().cache_key().to_string();
+    tb.provider.add_snapshot(&source_cache, "monday", SnapshotKind::Named, 1_000);
+    tb.provider.add_snapshot(&source_cache, "tuesday", SnapshotKind::Named, 2_000);
+
+    provision_in(
+        &tb,
+        "restored-1",
+        REDIS,
+        "medium",
+        "org-1",
+        json!({"restore_from": {"instance_id": ID, "snapshot": "latest"}}),
+    )
+    .await;
+    let restored = tb.store.instance("restored-1").await.unwrap().unwrap();
+    assert!(tb.provider.calls().contains(&Call::Restore {
+        instance: restored.cache_key().to_string(),
+        reference: format!("{source_cache}/tuesday"),
+    }));
+    let got = fetched(&tb, "restored-1").await;
+    assert_eq!(
+        got["metadata"]["attributes"]["restored_from"],
+        json!({"instance_id": ID, "snapshot": "tuesday"})
+    );
+    assert_eq!(got["parameters"]["restore_from"]["snapshot"], "latest", "the parameters as sent");
+
+    // An update of the restored instance keeps what it was restored from.
+    let (service_id, _) = tb.plan_id(REDIS, "medium");
+    let (status, got) = tb
+        .call(
+            "PATCH",
+            "/v2/service_instances/restored-1?accepts_incomplete=true",
+            Some(json!({"service_id": service_id, "parameters": {"restore_from": {"instance_id": ID, "snapshot": "monday"}}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert!(
+        got["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("parameter 'restore_from': it is for provisioning only")
+    );
+    let (status, got) = tb
+        .call(
+            "PATCH",
+            "/v2/service_instances/restored-1?accepts_incomplete=true",
+            Some(json!({"service_id": service_id, "parameters": {"log_delivery": []}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    let restored = tb.store.instance("restored-1").await.unwrap().unwrap();
+    assert_eq!(restored.parameters["restore_from"]["snapshot"], "latest");
+    assert_eq!(restored.restored_from.unwrap().snapshot, "tuesday");
+
+    // By name.
+    provision_in(
+        &tb,
+        "restored-2",
+        REDIS,
+        "small",
+        "org-1",
+        json!({"restore_from": {"instance_id": ID, "snapshot": "monday"}}),
+    )
+    .await;
+    let restored = tb.store.instance("restored-2").await.unwrap().unwrap();
+    assert_eq!(restored.restored_from.unwrap().reference, format!("{source_cache}/monday"));
+}
+
+#[tokio::test]
+async fn a_restore_from_another_tenant_is_refused_like_one_from_nowhere_and_reveals_nothing() {
+    let tb = TestBroker::new().await;
+    provision_in(&tb, ID, REDIS, "small", "org-other", json!({})).await;
+    let cache = tb.store.instance(ID).await.unwrap().unwrap().cache_key().to_string();
+    tb.provider.add_snapshot(&cache, "secret-name", SnapshotKind::Named, 1_000);
+
+    let refused = |id: &str| {
+        format!(
+            "parameter 'restore_from': no instance \"{id}\" of service {REDIS} in this organization and space has snapshots to restore from; name one of yours"
+        )
+    };
+    for (source, wanted) in [(ID, "secret-name"), ("no-such-instance", "latest")] {
+        let (status, got) = tb
+            .call(
+                "PUT",
+                "/v2/service_instances/thief?accepts_incomplete=true",
+                Some(body(
+                    &tb,
+                    REDIS,
+                    "small",
+                    "org-1",
+                    json!({"restore_from": {"instance_id": source, "snapshot": wanted}}),
+                )),
+            )
+            .await;
+        assert_eq!(status, 400, "{got}");
+        assert_eq!(got["description"], refused(source));
+        assert!(!got.to_string().contains("secret-name"));
+    }
+    assert!(tb.store.instance("thief").await.unwrap().is_none());
+
+    // Another service's instance in the same space is refused the same way.
+    provision_in(&tb, "valkey-1", VALKEY, "dev", "org-1", json!({})).await;
+    let (status, got) = tb
+        .call(
+            "PUT",
+            "/v2/service_instances/thief?accepts_incomplete=true",
+            Some(body(
+                &tb,
+                REDIS,
+                "small",
+                "org-1",
+                json!({"restore_from": {"instance_id": "valkey-1", "snapshot": "latest"}}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(got["description"], refused("valkey-1"));
+}
+
+#[tokio::test]
+async fn a_restore_names_the_snapshots_it_could_use_and_a_deleted_instances_final_one_counts() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    let (status, got) = tb
+        .call(
+            "PUT",
+            "/v2/service_instances/restored?accepts_incomplete=true",
+            Some(body(
+                &tb,
+                REDIS,
+                "small",
+                "org-1",
+                json!({"restore_from": {"instance_id": ID, "snapshot": "latest"}}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        format!(
+            "parameter 'restore_from': instance {ID}: it has no snapshot to restore from yet (it has none available)"
+        )
+    );
+
+    let cache = tb.store.instance(ID).await.unwrap().unwrap().cache_key().to_string();
+    let (service_id, plan_id) = tb.plan_id(REDIS, "small");
+    let (status, _) = tb
+        .call(
+            "DELETE",
+            &format!(
+                "/v2/service_instances/{ID}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    tb.drain(20).await;
+    tb.provider.add_snapshot(&cache, "final-1", SnapshotKind::Final, 3_000);
+    assert_eq!(tb.store.instance(ID).await.unwrap().unwrap().state, InstanceState::Deleted);
+
+    let (status, got) = tb
+        .call(
+            "PUT",
+            "/v2/service_instances/restored?accepts_incomplete=true",
+            Some(body(
+                &tb,
+                REDIS,
+                "small",
+                "org-1",
+                json!({"restore_from": {"instance_id": ID, "snapshot": "monday"}}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        format!(
+            "parameter 'restore_from': instance {ID}: it has no snapshot named monday (its snapshots: final-1)"
+        )
+    );
+    provision_in(
+        &tb,
+        "restored",
+        REDIS,
+        "small",
+        "org-1",
+        json!({"restore_from": {"instance_id": ID, "snapshot": "final-1"}}),
+    )
+    .await;
+    assert_eq!(last(&tb, "restored").await.0, "succeeded");
+}
+
+#[tokio::test]
+async fn the_catalog_publishes_actions_in_update_schemas_and_restore_in_create_schemas() {
+    let tb = TestBroker::new().await;
+    let (status, catalog) = tb.call("GET", "/v2/catalog", None).await;
+    assert_eq!(status, 200);
+    let plan = |service: &str, name: &str| -> Value {
+        catalog["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["plans"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned())
+            .unwrap()
+    };
+    let props = |p: &Value, which: &str| -> Vec<String> {
+        p["schemas"]["service_instance"][which]["parameters"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let small = plan(REDIS, "small");
+    let update = props(&small, "update");
+    for p in ["restart", "snapshot", "delete_snapshot"] {
+        assert!(update.contains(&p.to_string()), "{update:?}");
+    }
+    assert!(!update.contains(&"test_failover".to_string()), "small has no replicas: {update:?}");
+    assert!(!update.contains(&"restore_from".to_string()));
+    assert!(props(&small, "create").contains(&"restore_from".to_string()));
+    assert!(!props(&small, "create").contains(&"restart".to_string()));
+    assert!(props(&plan(REDIS, "ha-3"), "update").contains(&"test_failover".to_string()));
+    assert!(!props(&plan(REDIS, "cluster-3x2"), "update").contains(&"restart".to_string()));
+    let memcached = props(&plan(MEMCACHED, "dev"), "update");
+    assert!(memcached.contains(&"restart".to_string()) && !memcached.contains(&"snapshot".to_string()));
+}
+
+#[tokio::test]
+async fn a_failed_action_fails_the_update_and_leaves_the_instance_usable() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    tb.provider.script(
+        "start_action",
+        vec![Err(broker_core::ports::ProviderError::Permanent(
+            "CreateSnapshot failed: SnapshotQuotaExceededFault: too many".into(),
+        ))],
+    );
+    let (status, got) = update(&tb, REDIS, json!({"snapshot": "nightly"})).await;
+    assert_eq!(status, 202, "{got}");
+    let op_id = got["operation"].as_str().unwrap().to_string();
+    tb.drain(20).await;
+    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+    assert_eq!(op.state, OperationState::Failed);
+    assert!(op.description.contains("SnapshotQuotaExceededFault"), "{}", op.description);
+    assert_eq!(op.instance_usable, Some(true));
+    let instance = tb.store.instance(ID).await.unwrap().unwrap();
+    assert_eq!(instance.state, InstanceState::Ready);
+    assert!(!instance.parameters.contains_key("snapshot"));
+}
