@@ -663,12 +663,13 @@ fn broker_api_may_read_binding_secrets_but_no_admin_secret() {
 #[test]
 fn the_provisioner_may_take_the_final_snapshot_a_delete_asks_for() {
     let role = sam_resource(&read(&root().join("template.yaml")), "ProvisionerRole").join("\n");
-    let at = role
-        .find("Action: elasticache:CreateSnapshot")
-        .expect("the provisioner's role grants CreateSnapshot");
+    let at =
+        role.find("- elasticache:CreateSnapshot\n").expect("the provisioner's role grants CreateSnapshot");
     let resources = &role[at..role[at..].find("- Sid:").map_or(role.len(), |n| at + n)];
     assert!(resources.contains(":replicationgroup:${NamePrefix}-*"), "{resources}");
     assert!(resources.contains(":snapshot:${NamePrefix}-final-*"), "{resources}");
+    // And the snapshots the `snapshot` parameter names.
+    assert!(resources.contains(":snapshot:${NamePrefix}-s-*"), "{resources}");
 }
 
 /// The HTTP API throttles before broker-api, as the Terraform module's stage
@@ -769,6 +770,25 @@ fn broker_api_may_read_the_metrics_its_dashboard_charts() {
         );
         assert!(api.contains(&format!("\"{op}\"")), "the Terraform broker-api role does not allow {op}");
     }
+}
+
+/// Fetching an instance lists its snapshots, and a restore or a snapshot
+/// action checks a name, from broker-api (`Broker::snapshot_views` and
+/// friends call the provider's `snapshots`, DescribeSnapshots): its role
+/// allows the call in both templates.
+#[test]
+fn broker_api_may_list_the_snapshots_it_shows_and_checks() {
+    let day2 = read(&root().join("shared/aws/src/elasticache/day2.rs"));
+    assert!(day2.contains(".describe_snapshots()"), "the provider lists snapshots with DescribeSnapshots");
+    let sam = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole").join("\n");
+    assert!(sam.contains("Action: elasticache:DescribeSnapshots\n"), "template.yaml's BrokerApiRole");
+    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
+    let api = terraform
+        .split("broker_api_policy = {")
+        .nth(1)
+        .and_then(|rest| rest.split("provisioner_policy = {").next())
+        .expect("iam.tf has a broker_api_policy before the provisioner_policy");
+    assert!(api.contains("\"elasticache:DescribeSnapshots\""), "the Terraform broker-api role");
 }
 
 /// The `DashboardBody` block of template.yaml, de-indented: the lines after

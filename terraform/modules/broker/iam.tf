@@ -113,6 +113,16 @@ locals {
         Resource = local.owned_caches
       },
       {
+        # Fetching an instance lists its snapshots, and a provision that
+        # restores from one, or an update that takes or deletes one, checks
+        # the name first. A listing call: IAM takes it on "*"; the broker
+        # keeps only its own names.
+        Sid      = "SnapshotListings"
+        Effect   = "Allow"
+        Action   = ["elasticache:DescribeSnapshots"]
+        Resource = "*"
+      },
+      {
         # Fetching an instance shows its alarms' states. Metric alarms only:
         # DescribeAlarms scoped to the prefix returns no composite alarms.
         Sid      = "CacheAlarmStates"
@@ -193,6 +203,10 @@ locals {
             "elasticache:DescribeCacheClusters",
             "elasticache:DescribeUsers",
             "elasticache:DescribeUserGroups",
+            # A cache's snapshots (fetch, restore, the snapshot actions) and
+            # its events (a cluster-mode failover test ends when they say so).
+            "elasticache:DescribeSnapshots",
+            "elasticache:DescribeEvents",
             "secretsmanager:ListSecrets",
           ]
           Resource = "*"
@@ -227,9 +241,13 @@ locals {
             "elasticache:ModifyReplicationGroupShardConfiguration",
             "elasticache:IncreaseReplicaCount",
             "elasticache:DecreaseReplicaCount",
+            # The day-2 actions: restart and failover test; a restore names
+            # one of the broker's snapshots in CreateReplicationGroup.
+            "elasticache:RebootCacheCluster",
+            "elasticache:TestFailover",
             "elasticache:AddTagsToResource",
           ]
-          Resource = concat(local.owned_caches, local.owned_users, local.cache_dependencies)
+          Resource = concat(local.owned_caches, local.owned_users, local.owned_snapshots, local.cache_dependencies)
         },
         {
           # DeleteReplicationGroup names the final snapshot it takes
@@ -239,6 +257,9 @@ locals {
           Action = [
             "elasticache:DeleteReplicationGroup",
             "elasticache:DeleteCacheCluster",
+            # The snapshot parameter's snapshots (<prefix>-s-<hash>-<name>),
+            # by delete_snapshot and with their instance.
+            "elasticache:DeleteSnapshot",
           ]
           Resource = concat(local.owned_caches, local.owned_snapshots)
         },
@@ -246,6 +267,7 @@ locals {
           # The ElastiCache API reference, DeleteReplicationGroup: "CreateSnapshot
           # permission is required to create a final snapshot. Without this
           # permission, the API call will fail with an Access Denied exception."
+          # The snapshot parameter's snapshots are taken with it too.
           Sid      = "FinalSnapshots"
           Effect   = "Allow"
           Action   = ["elasticache:CreateSnapshot"]

@@ -276,6 +276,7 @@ run "policies_name_only_what_each_function_calls" {
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
         "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",
+        "elasticache:DescribeSnapshots",
         "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
       ], a)])
     ])
@@ -321,7 +322,7 @@ run "policies_name_only_what_each_function_calls" {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
-      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || s.Sid == "CacheMetricCharts" || !contains(flatten([s.Resource]), "*"))
+      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || s.Sid == "CacheMetricCharts" || s.Sid == "SnapshotListings" || !contains(flatten([s.Resource]), "*"))
     ])
     error_message = "Policies must name actions one by one and scope every resource but X-Ray's and the sweep's listings."
   }
