@@ -682,9 +682,14 @@ async fn provision_with_an_engine_version_that_is_not_an_offered_major_string_is
 #[tokio::test]
 async fn provision_with_an_unknown_parameter_is_400_naming_it() {
     let tb = TestBroker::new().await;
-    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "maxmemory_policy": "allkeys-lru" }));
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "maxmemory": "1gb" }));
     let got = put_instance(&tb, "i-1", body).await;
-    assert_error(&got, StatusCode::BAD_REQUEST, "BadRequest", &["maxmemory_policy", "engine_version"]);
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        &["maxmemory", "engine_version", "maxmemory_policy"],
+    );
 }
 
 #[tokio::test]

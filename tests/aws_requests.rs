@@ -112,8 +112,11 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
             ("elasticache:DeleteUserGroup", 1),
             ("elasticache:DescribeCacheClusters", 6),
             ("elasticache:DescribeReplicationGroups", 7),
-            // The instance's named snapshots, deleted with it (none here).
+            // The instance's named snapshots, deleted with it (none here),
+            // and its own parameter groups, found in the account's listing
+            // once the cache is gone (none here).
             ("elasticache:DescribeSnapshots", 1),
+            ("elasticache:DescribeCacheParameterGroups", 1),
             ("elasticache:DescribeUsers", 13),
             ("elasticache:ListTagsForResource", 1),
             // The cache's log group, whether it had one or not (a delete

@@ -277,6 +277,9 @@ pub struct CacheSpec {
     /// one of [`CacheProvider::snapshots`]); `None` for an empty cache.
     /// Only `create` reads it.
     pub restore: Option<String>,
+    /// The eviction policy, windows and snapshot retention
+    /// ([`crate::domain::settings::of`] the instance's parameters).
+    pub settings: crate::domain::settings::CacheSettings,
 }
 
 /// A cache backend: ElastiCache in AWS, local processes on a laptop.

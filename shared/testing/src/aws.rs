@@ -84,10 +84,15 @@ pub struct RbacState {
     pub passwords: HashMap<String, usize>,
     /// User group id → the tags it was created with.
     pub tags: HashMap<String, Vec<(String, String)>>,
+    /// Cache parameter group name → its family and the parameters set on
+    /// it (ModifyCacheParameterGroup), which moto lacks too.
+    pub parameter_groups: HashMap<String, (String, std::collections::BTreeMap<String, String>)>,
 }
 
 /// A stand-in for the user-group calls moto lacks (CreateUserGroup,
-/// DescribeUserGroups, ModifyUserGroup, DeleteUserGroup, ModifyUser), built
+/// DescribeUserGroups, ModifyUserGroup, DeleteUserGroup, ModifyUser) and
+/// the cache parameter group calls it lacks too (Create, Modify, Delete and
+/// DescribeCacheParameterGroups), built
 /// from aws-smithy-mocks rules over shared state. Responses have the shapes
 /// of the ElastiCache API reference; like moto, changes settle at once, so a
 /// group always describes as `active`.
@@ -245,7 +250,19 @@ impl FakeRbac {
             }
         });
 
-        let client = mocked(&[&create, &describe, &modify, &delete, &modify_user, &tags]);
+        let [create_params, modify_params, delete_params, describe_params] = parameter_group_rules(&state);
+        let client = mocked(&[
+            &create,
+            &describe,
+            &modify,
+            &delete,
+            &modify_user,
+            &tags,
+            &create_params,
+            &modify_params,
+            &delete_params,
+            &describe_params,
+        ]);
         FakeRbac { client, state }
     }
 
@@ -427,6 +444,127 @@ pub fn moto_elasticache_config(
         .interceptor(rbac.modified_users())
         .interceptor(tokens.interceptor())
 }
+/// CreateCacheParameterGroup, ModifyCacheParameterGroup,
+/// DeleteCacheParameterGroup and DescribeCacheParameterGroups over
+/// `state.parameter_groups`, with the shapes and faults of the ElastiCache
+/// API reference; each call logged in `state.calls`.
+fn parameter_group_rules(state: &Arc<Mutex<RbacState>>) -> [Rule; 4] {
+    use aws_sdk_elasticache::operation::create_cache_parameter_group::{
+        CreateCacheParameterGroupError, CreateCacheParameterGroupOutput,
+    };
+    use aws_sdk_elasticache::operation::delete_cache_parameter_group::{
+        DeleteCacheParameterGroupError, DeleteCacheParameterGroupOutput,
+    };
+    use aws_sdk_elasticache::operation::describe_cache_parameter_groups::{
+        DescribeCacheParameterGroupsError, DescribeCacheParameterGroupsOutput,
+    };
+    use aws_sdk_elasticache::operation::modify_cache_parameter_group::{
+        ModifyCacheParameterGroupError, ModifyCacheParameterGroupOutput,
+    };
+    use aws_sdk_elasticache::types::CacheParameterGroup;
+    use aws_sdk_elasticache::types::error::{
+        CacheParameterGroupAlreadyExistsFault, CacheParameterGroupNotFoundFault,
+    };
+    fn not_found(name: &str) -> CacheParameterGroupNotFoundFault {
+        let message = format!("CacheParameterGroup {name} not found.");
+        CacheParameterGroupNotFoundFault::builder()
+            .message(&message)
+            .meta(meta("CacheParameterGroupNotFound", &message))
+            .build()
+    }
+    fn group(name: &str, family: &str) -> CacheParameterGroup {
+        CacheParameterGroup::builder()
+            .cache_parameter_group_name(name)
+            .cache_parameter_group_family(family)
+            .description("broker")
+            .arn(format!("arn:aws:elasticache:us-east-1:123456789012:parametergroup:{name}"))
+            .build()
+    }
+    let s = state.clone();
+    let create = mock!(Client::create_cache_parameter_group).then_compute_response(move |req| {
+        let name = req.cache_parameter_group_name().unwrap_or_default().to_string();
+        let family = req.cache_parameter_group_family().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("CreateCacheParameterGroup {name} family={family}"));
+        if st.parameter_groups.contains_key(&name) {
+            let message = format!("Parameter group {name} already exists.");
+            return MockResponse::Error(
+                CreateCacheParameterGroupError::CacheParameterGroupAlreadyExistsFault(
+                    CacheParameterGroupAlreadyExistsFault::builder()
+                        .message(&message)
+                        .meta(meta("CacheParameterGroupAlreadyExists", &message))
+                        .build(),
+                ),
+            );
+        }
+        st.parameter_groups.insert(name.clone(), (family.clone(), Default::default()));
+        MockResponse::Output(
+            CreateCacheParameterGroupOutput::builder().cache_parameter_group(group(&name, &family)).build(),
+        )
+    });
+    let s = state.clone();
+    let modify = mock!(Client::modify_cache_parameter_group).then_compute_response(move |req| {
+        let name = req.cache_parameter_group_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        let values: Vec<(String, String)> = req
+            .parameter_name_values()
+            .iter()
+            .map(|p| {
+                (
+                    p.parameter_name().unwrap_or_default().into(),
+                    p.parameter_value().unwrap_or_default().into(),
+                )
+            })
+            .collect();
+        st.calls.push(format!(
+            "ModifyCacheParameterGroup {name} {}",
+            values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        ));
+        let Some((_, parameters)) = st.parameter_groups.get_mut(&name) else {
+            return MockResponse::Error(ModifyCacheParameterGroupError::CacheParameterGroupNotFoundFault(
+                not_found(&name),
+            ));
+        };
+        parameters.extend(values);
+        MockResponse::Output(
+            ModifyCacheParameterGroupOutput::builder().cache_parameter_group_name(name).build(),
+        )
+    });
+    let s = state.clone();
+    let delete = mock!(Client::delete_cache_parameter_group).then_compute_response(move |req| {
+        let name = req.cache_parameter_group_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("DeleteCacheParameterGroup {name}"));
+        match st.parameter_groups.remove(&name) {
+            Some(_) => MockResponse::Output(DeleteCacheParameterGroupOutput::builder().build()),
+            None => MockResponse::Error(DeleteCacheParameterGroupError::CacheParameterGroupNotFoundFault(
+                not_found(&name),
+            )),
+        }
+    });
+    let s = state.clone();
+    let describe = mock!(Client::describe_cache_parameter_groups).then_compute_response(move |req| {
+        let mut st = s.lock().unwrap();
+        let name = req.cache_parameter_group_name().map(str::to_string);
+        st.calls.push(format!("DescribeCacheParameterGroups {}", name.clone().unwrap_or_default()));
+        let mut names: Vec<&String> =
+            st.parameter_groups.keys().filter(|n| name.as_ref().is_none_or(|w| w == *n)).collect();
+        names.sort();
+        if let Some(wanted) = &name
+            && names.is_empty()
+        {
+            return MockResponse::Error(DescribeCacheParameterGroupsError::CacheParameterGroupNotFoundFault(
+                not_found(wanted),
+            ));
+        }
+        let groups = names.into_iter().map(|n| group(n, &st.parameter_groups[n].0)).collect();
+        MockResponse::Output(
+            DescribeCacheParameterGroupsOutput::builder().set_cache_parameter_groups(Some(groups)).build(),
+        )
+    });
+    [create, modify, delete, describe]
+}
+
 fn active_group(id: &str, users: &[String]) -> UserGroup {
     UserGroup::builder()
         .user_group_id(id)

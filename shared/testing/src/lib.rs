@@ -115,6 +115,8 @@ pub struct FakeProvider {
     /// Each cache's snapshots, by cache key: what `snapshot` actions took
     /// and what a test added; they outlive the cache, as ElastiCache's do.
     snapshots: Mutex<HashMap<String, Vec<Snapshot>>>,
+    /// The settings of the last create or modify of each cache.
+    settings: Mutex<HashMap<String, broker_core::domain::settings::CacheSettings>>,
 }
 
 impl FakeProvider {
@@ -157,6 +159,11 @@ impl FakeProvider {
         });
     }
 
+    /// The settings the last create or modify of cache `instance` asked for.
+    pub fn settings(&self, instance: &str) -> Option<broker_core::domain::settings::CacheSettings> {
+        self.settings.lock().unwrap().get(instance).cloned()
+    }
+
     /// The names of cache `instance`'s snapshots.
     pub fn snapshot_names(&self, instance: &str) -> Vec<String> {
         self.snapshots
@@ -189,6 +196,7 @@ impl CacheProvider for FakeProvider {
                 .unwrap()
                 .push(Call::Restore { instance: spec.cache_key.clone(), reference: reference.clone() });
         }
+        self.settings.lock().unwrap().insert(spec.cache_key.clone(), spec.settings.clone());
         let r = self.answer("create", Call::Create(spec.cache_key.clone()));
         if r.is_ok() {
             let mut caches = self.caches.lock().unwrap();
@@ -205,6 +213,7 @@ impl CacheProvider for FakeProvider {
         self.answer("progress", Call::Progress(id.into()))
     }
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        self.settings.lock().unwrap().insert(spec.cache_key.clone(), spec.settings.clone());
         self.answer("modify", Call::Modify(spec.cache_key.clone()))
     }
     async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {

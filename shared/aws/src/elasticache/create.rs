@@ -13,10 +13,6 @@ use broker_core::domain::credentials::{ADMIN_USER, PASSWORD_LEN, generate_passwo
 use broker_core::domain::{CacheUser, Engine};
 use broker_core::ports::{CacheSpec, Progress, ProviderError};
 
-/// Daily snapshots start in this window (UTC).
-pub const SNAPSHOT_WINDOW: &str = "03:00-05:00";
-/// Weekly maintenance, after the snapshot window so they never overlap.
-pub const MAINTENANCE_WINDOW: &str = "sun:05:00-sun:06:00";
 /// The admin user may do everything.
 pub const ADMIN_ACCESS: &str = "on ~* &* +@all";
 /// Every user group needs a user named `default`; this one can do nothing,
@@ -43,6 +39,8 @@ impl ElastiCacheProvider {
             return self.adopt_group(spec, &id, &group).await;
         }
         let admin = self.admin_password(spec).await?;
+        // The instance's own parameter group, made before the group names it.
+        let own_parameters = self.ensure_parameter_group(spec).await?;
         let plan = &spec.plan;
         let engine = spec.engine.as_str();
         let replicas = i32::from(plan.replicas_per_shard);
@@ -62,9 +60,9 @@ impl ElastiCacheProvider {
             .set_kms_key_id(self.settings.kms_key_id.clone())
             .cache_subnet_group_name(&self.settings.cache_subnet_group)
             .set_security_group_ids(non_empty(&self.settings.security_group_ids))
-            .snapshot_retention_limit(i32::from(plan.snapshot_retention_days))
-            .snapshot_window(SNAPSHOT_WINDOW)
-            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .snapshot_retention_limit(i32::from(spec.settings.snapshot_retention_days))
+            .set_snapshot_window(spec.settings.snapshot_window.clone())
+            .preferred_maintenance_window(&spec.settings.maintenance_window)
             // A restore: the data of one of the broker's snapshots.
             .set_snapshot_name(spec.restore.clone())
             .set_tags(Some(self.cache_tags(spec)));
@@ -77,11 +75,11 @@ impl ElastiCacheProvider {
                 .replicas_per_node_group(replicas)
                 .automatic_failover_enabled(true)
                 .multi_az_enabled(plan.multi_az && replicas > 0)
-                .set_cache_parameter_group_name(default_parameter_group(
-                    spec.engine,
-                    &spec.engine_version,
-                    true,
-                ));
+                .set_cache_parameter_group_name(
+                    own_parameters
+                        .clone()
+                        .or_else(|| default_parameter_group(spec.engine, &spec.engine_version, true)),
+                );
         } else if replicas > 0 {
             request = request
                 .num_cache_clusters(1 + replicas)
@@ -89,6 +87,9 @@ impl ElastiCacheProvider {
                 .multi_az_enabled(plan.multi_az && plan.automatic_failover);
         } else {
             request = request.num_cache_clusters(1);
+        }
+        if !plan.cluster_mode {
+            request = request.set_cache_parameter_group_name(own_parameters);
         }
         if !spec.log_delivery.is_empty() {
             // The group the cache writes to exists before the cache.
@@ -290,7 +291,7 @@ impl ElastiCacheProvider {
             .transit_encryption_enabled(true)
             .cache_subnet_group_name(&self.settings.memcached_subnet_group)
             .set_security_group_ids(non_empty(&self.settings.security_group_ids))
-            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .preferred_maintenance_window(&spec.settings.maintenance_window)
             .set_tags(Some(self.cache_tags(spec)))
             .send()
             .await;

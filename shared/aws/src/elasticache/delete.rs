@@ -186,9 +186,11 @@ impl ElastiCacheProvider {
         if let Some(failure) = first_failure {
             return Err(failure.into());
         }
+        // Its parameter groups, which no cache uses any more.
+        self.delete_parameter_groups(instance_id).await?;
         // Its log group goes last: the cache wrote to it until it was gone.
         self.delete_log_group(instance_id).await?;
-        tracing::info!(instance_id, "deleted the cache, its users and its log group");
+        tracing::info!(instance_id, "deleted the cache, its users, its parameter groups and its log group");
         Ok(Progress::Done)
     }
 

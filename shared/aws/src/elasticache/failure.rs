@@ -119,13 +119,15 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         | ApiError::ReplicationGroupNotFoundFault(_)
         | ApiError::UserNotFoundFault(_)
         | ApiError::UserGroupNotFoundFault(_)
-        | ApiError::SnapshotNotFoundFault(_) => Kind::NotFound,
+        | ApiError::SnapshotNotFoundFault(_)
+        | ApiError::CacheParameterGroupNotFoundFault(_) => Kind::NotFound,
 
         ApiError::CacheClusterAlreadyExistsFault(_)
         | ApiError::ReplicationGroupAlreadyExistsFault(_)
         | ApiError::UserAlreadyExistsFault(_)
         | ApiError::UserGroupAlreadyExistsFault(_)
-        | ApiError::SnapshotAlreadyExistsFault(_) => Kind::AlreadyExists,
+        | ApiError::SnapshotAlreadyExistsFault(_)
+        | ApiError::CacheParameterGroupAlreadyExistsFault(_) => Kind::AlreadyExists,
 
         ApiError::NoOperationFault(_) => Kind::NoOperation,
 
@@ -165,7 +167,6 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         | ApiError::SubnetNotAllowedFault(_)
         | ApiError::InvalidVpcNetworkStateFault(_)
         | ApiError::InvalidKmsKeyFault(_)
-        | ApiError::CacheParameterGroupNotFoundFault(_)
         | ApiError::ServiceLinkedRoleNotFoundFault(_)
         | ApiError::DefaultUserRequired(_)
         | ApiError::DuplicateUserNameFault(_)

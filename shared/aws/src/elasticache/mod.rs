@@ -28,8 +28,8 @@
 //! binding user's passwords through ModifyUser, or the AUTH token of a
 //! replication group without users through ModifyReplicationGroup.
 //!
-//! Two clients: user groups and `ModifyUser` go through the RBAC client,
-//! everything else through the main one. They are the same client unless
+//! Two clients: user groups, `ModifyUser` and cache parameter groups go
+//! through the RBAC client, everything else through the main one. They are the same client unless
 //! [`ElastiCacheProvider::with_rbac_client`] says otherwise, which tests use
 //! because moto has no user groups.
 //!
@@ -45,6 +45,7 @@ mod inventory;
 mod logs;
 mod modify;
 pub(crate) mod names;
+mod parameters;
 mod rotation;
 mod status;
 mod users;

@@ -31,6 +31,15 @@ struct Shape {
     automatic_failover: bool,
     multi_az: bool,
     snapshot_retention: i32,
+    /// The daily snapshot window, as the group reports it.
+    snapshot_window: Option<String>,
+    /// What a member cluster reports of the group: its maintenance window
+    /// and parameter group. `None` when no member could be described.
+    maintenance_window: Option<String>,
+    parameter_group: Option<String>,
+    /// Member clusters, replicas before the primary (the one to take daily
+    /// snapshots from when they are turned on).
+    members: Vec<String>,
     /// The logs it delivers (or is turning on).
     logs: Vec<LogType>,
 }
@@ -44,6 +53,12 @@ struct Settings {
     automatic_failover: Option<bool>,
     multi_az: Option<bool>,
     snapshot_retention: Option<i32>,
+    /// Turning daily snapshots on in a cluster-mode disabled group names
+    /// the member to take them from (ModifyReplicationGroup refuses
+    /// SnapshotRetentionLimit alone then).
+    snapshotting_cluster: Option<String>,
+    snapshot_window: Option<String>,
+    maintenance_window: Option<String>,
     /// Logs to turn on and off.
     logs_on: Vec<LogType>,
     logs_off: Vec<LogType>,
@@ -98,12 +113,15 @@ impl ElastiCacheProvider {
                 spec.engine.as_str()
             )));
         }
-        let engine_version = self.engine_version_of(&group).await?;
-        if engine_version.is_none() {
-            tracing::warn!(replication_group = %id, "no member cluster tells the engine version; leaving it as it is");
+        let member = self.first_member(&group).await?;
+        if member.is_none() {
+            tracing::warn!(replication_group = %id, "no member cluster tells the engine version, maintenance window or parameter group; leaving them as they are");
         }
-        let shape = shape_of(&group, engine_version);
-        let changes = plan_changes(&shape, spec).map_err(ProviderError::Permanent)?;
+        let shape = shape_of(&group, member.as_ref());
+        // The instance's own parameter group (its eviction policy set, at
+        // once), which the group is then moved to if it is not on it.
+        let own = self.ensure_parameter_group(spec).await?;
+        let changes = plan_changes(&shape, spec, own.as_deref()).map_err(ProviderError::Permanent)?;
         self.refresh_tags(group.arn(), spec).await?;
         let Some(change) = changes.first() else {
             return Ok(Progress::Done);
@@ -171,6 +189,9 @@ impl ElastiCacheProvider {
                 .set_automatic_failover_enabled(s.automatic_failover)
                 .set_multi_az_enabled(s.multi_az)
                 .set_snapshot_retention_limit(s.snapshot_retention)
+                .set_snapshotting_cluster_id(s.snapshotting_cluster.clone())
+                .set_snapshot_window(s.snapshot_window.clone())
+                .set_preferred_maintenance_window(s.maintenance_window.clone())
                 .set_log_delivery_configurations(
                     (!s.logs_on.is_empty() || !s.logs_off.is_empty())
                         .then(|| logs::requests(log_group, &s.logs_on, &s.logs_off)),
@@ -188,12 +209,13 @@ impl ElastiCacheProvider {
         }
     }
 
-    /// The engine version of the first member cluster (the replication group
-    /// itself does not report one).
-    async fn engine_version_of(&self, group: &ReplicationGroup) -> Result<Option<String>, ProviderError> {
+    /// The first member cluster that can be described: it tells the engine
+    /// version, maintenance window and parameter group, which the
+    /// replication group itself does not report.
+    async fn first_member(&self, group: &ReplicationGroup) -> Result<Option<CacheCluster>, ProviderError> {
         for member in group.member_clusters() {
-            if let Some(version) = self.find_cluster(member).await?.and_then(|c| c.engine_version) {
-                return Ok(Some(version));
+            if let Some(cluster) = self.find_cluster(member).await? {
+                return Ok(Some(cluster));
             }
         }
         Ok(None)
@@ -231,18 +253,30 @@ impl ElastiCacheProvider {
             return Err(ProviderError::Permanent(format!("cache cluster {id}: {refusal}")));
         }
         self.refresh_tags(cluster.arn(), spec).await?;
-        if cluster.engine_version().is_some_and(|v| same_version(v, &spec.engine_version)) {
+        let upgrade = !cluster.engine_version().is_some_and(|v| same_version(v, &spec.engine_version));
+        let window = &spec.settings.maintenance_window;
+        let move_window = cluster.preferred_maintenance_window().is_some_and(|w| w != window);
+        if !upgrade && !move_window {
             return Ok(Progress::Done);
         }
         self.client
             .modify_cache_cluster()
             .cache_cluster_id(&id)
-            .engine_version(aws_engine_version(spec.engine, &spec.engine_version))
+            .set_engine_version(upgrade.then(|| aws_engine_version(spec.engine, &spec.engine_version)))
+            .set_preferred_maintenance_window(move_window.then(|| window.clone()))
             .apply_immediately(true)
             .send()
             .await
             .map_err(|e| classify("ModifyCacheCluster", e))?;
-        Ok(working(format!("cache cluster {id}: upgrading to Memcached {}", spec.engine_version)))
+        let what = match (upgrade, move_window) {
+            (true, true) => format!(
+                "upgrading to Memcached {} and moving its maintenance window to {window}",
+                spec.engine_version
+            ),
+            (true, false) => format!("upgrading to Memcached {}", spec.engine_version),
+            _ => format!("moving its maintenance window to {window}"),
+        };
+        Ok(working(format!("cache cluster {id}: {what}")))
     }
 }
 
@@ -264,12 +298,24 @@ fn memcached_refusal(cluster: &CacheCluster, spec: &CacheSpec) -> Option<String>
     None
 }
 
-fn shape_of(group: &ReplicationGroup, engine_version: Option<String>) -> Shape {
+fn shape_of(group: &ReplicationGroup, member: Option<&CacheCluster>) -> Shape {
     let node_groups = group.node_groups();
+    let mut members: Vec<(String, bool)> = node_groups
+        .iter()
+        .flat_map(|g| g.node_group_members())
+        .filter_map(|m| Some((m.cache_cluster_id()?.to_string(), m.current_role() == Some("primary"))))
+        .collect();
+    members.sort_by_key(|(_, primary)| *primary);
     Shape {
         cluster_mode: group.cluster_enabled().unwrap_or(false),
         node_type: group.cache_node_type().map(str::to_string),
-        engine_version,
+        engine_version: member.and_then(|m| m.engine_version().map(str::to_string)),
+        snapshot_window: group.snapshot_window().map(str::to_string),
+        maintenance_window: member.and_then(|m| m.preferred_maintenance_window().map(str::to_string)),
+        parameter_group: member
+            .and_then(|m| m.cache_parameter_group())
+            .and_then(|g| g.cache_parameter_group_name().map(str::to_string)),
+        members: members.into_iter().map(|(m, _)| m).collect(),
         shards: node_groups.len().max(1),
         node_group_ids: node_groups.iter().filter_map(|g| g.node_group_id().map(str::to_string)).collect(),
         replicas_per_shard: node_groups.first().map_or(0, |g| g.node_group_members().len().saturating_sub(1)),
@@ -284,8 +330,13 @@ fn shape_of(group: &ReplicationGroup, engine_version: Option<String>) -> Shape {
 }
 
 /// The calls that take `current` to the spec, in the order to make them;
-/// `Err` names what cannot be done.
-fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String> {
+/// `Err` names what cannot be done. `own_parameters` is the instance's own
+/// parameter group, when it has one.
+fn plan_changes(
+    current: &Shape,
+    spec: &CacheSpec,
+    own_parameters: Option<&str>,
+) -> Result<Vec<Change>, String> {
     let plan = &spec.plan;
     if current.cluster_mode != plan.cluster_mode {
         return Err(format!(
@@ -326,9 +377,18 @@ fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String
         if parameter_group_family(spec.engine, version)
             != parameter_group_family(spec.engine, &spec.engine_version)
         {
-            settings.parameter_group =
-                default_parameter_group(spec.engine, &spec.engine_version, plan.cluster_mode);
+            settings.parameter_group = own_parameters
+                .map(str::to_string)
+                .or_else(|| default_parameter_group(spec.engine, &spec.engine_version, plan.cluster_mode));
         }
+    }
+    // An eviction policy chosen since the cache was made: its own group.
+    if let (Some(own), Some(now)) = (own_parameters, &current.parameter_group)
+        && settings.parameter_group.is_none()
+        && own != now
+    {
+        settings.what.push(format!("parameter group {now} → {own}"));
+        settings.parameter_group = Some(own.to_string());
     }
     let failover = plan.cluster_mode || (plan.automatic_failover && replicas > 0);
     if failover != current.automatic_failover {
@@ -340,10 +400,28 @@ fn plan_changes(current: &Shape, spec: &CacheSpec) -> Result<Vec<Change>, String
         settings.what.push(format!("Multi-AZ {}", on_off(multi_az)));
         settings.multi_az = Some(multi_az);
     }
-    let retention = i32::from(plan.snapshot_retention_days);
+    let retention = i32::from(spec.settings.snapshot_retention_days);
     if retention != current.snapshot_retention {
         settings.what.push(format!("snapshot retention {} → {retention} days", current.snapshot_retention));
         settings.snapshot_retention = Some(retention);
+        // ElastiCache: "Must specify both SnapshotRetentionLimit and
+        // SnapshottingClusterId to turn on snapshots" (a cluster-mode group
+        // takes no SnapshottingClusterId).
+        if current.snapshot_retention == 0 && !plan.cluster_mode {
+            settings.snapshotting_cluster = current.members.first().cloned();
+        }
+    }
+    if let (Some(wanted), Some(now)) = (&spec.settings.snapshot_window, &current.snapshot_window)
+        && wanted != now
+    {
+        settings.what.push(format!("snapshot window {now} → {wanted}"));
+        settings.snapshot_window = Some(wanted.clone());
+    }
+    if let Some(now) = &current.maintenance_window
+        && *now != spec.settings.maintenance_window
+    {
+        settings.what.push(format!("maintenance window {now} → {}", spec.settings.maintenance_window));
+        settings.maintenance_window = Some(spec.settings.maintenance_window.clone());
     }
     if spec.log_delivery != current.logs {
         settings.logs_on = spec.log_delivery.iter().filter(|l| !current.logs.contains(l)).copied().collect();
@@ -396,6 +474,7 @@ mod tests {
         let plan =
             catalog.plans.iter().find(|p| p.service_id == service.id && p.name == plan).unwrap().clone();
         CacheSpec {
+            settings: broker_core::domain::settings::of(service.engine, &plan, &serde_json::Map::new()),
             cache_key: "i-1".into(),
             engine: service.engine,
             engine_version: version.into(),
@@ -421,7 +500,11 @@ mod tests {
             replicas_per_shard: replicas,
             automatic_failover: plan.cluster_mode || (plan.automatic_failover && replicas > 0),
             multi_az: plan.multi_az && replicas > 0,
-            snapshot_retention: i32::from(plan.snapshot_retention_days),
+            snapshot_retention: i32::from(spec.settings.snapshot_retention_days),
+            snapshot_window: spec.settings.snapshot_window.clone(),
+            maintenance_window: Some(spec.settings.maintenance_window.clone()),
+            parameter_group: None,
+            members: vec!["i-1-002".into(), "i-1-001".into()],
             logs: spec.log_delivery.clone(),
         }
     }
@@ -431,15 +514,15 @@ mod tests {
         let before = spec("elasticache-redis", "small", "7.1");
         let mut after = before.clone();
         after.log_delivery = vec![LogType::SlowLog, LogType::EngineLog];
-        let changes = plan_changes(&shape(&before), &after).unwrap();
+        let changes = plan_changes(&shape(&before), &after, None).unwrap();
         let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!((s.logs_on.as_slice(), s.logs_off.as_slice()), (&after.log_delivery[..], &[][..]));
         assert_eq!(s.what, ["log delivery none → slow-log, engine-log"]);
-        assert_eq!(plan_changes(&shape(&after), &after).unwrap(), vec![], "delivered already");
+        assert_eq!(plan_changes(&shape(&after), &after, None).unwrap(), vec![], "delivered already");
 
         let mut fewer = after.clone();
         fewer.log_delivery = vec![LogType::EngineLog];
-        let changes = plan_changes(&shape(&after), &fewer).unwrap();
+        let changes = plan_changes(&shape(&after), &fewer, None).unwrap();
         let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!((s.logs_on.as_slice(), s.logs_off.as_slice()), (&[][..], &[LogType::SlowLog][..]));
         let sent = logs::requests("/elasticache/osb-x", &s.logs_on, &s.logs_off);
@@ -452,7 +535,7 @@ mod tests {
     fn a_group_already_on_its_plan_needs_no_change() {
         for plan in ["dev", "small", "ha-3", "ha-5", "cluster-3x2"] {
             let s = spec("elasticache-redis", plan, "7.1");
-            assert_eq!(plan_changes(&shape(&s), &s).unwrap(), vec![], "{plan}");
+            assert_eq!(plan_changes(&shape(&s), &s, None).unwrap(), vec![], "{plan}");
         }
     }
 
@@ -460,7 +543,7 @@ mod tests {
     fn moving_to_a_bigger_single_node_plan_is_one_modify_call() {
         let from = spec("elasticache-redis", "small", "7.1");
         let to = spec("elasticache-redis", "medium", "7.1");
-        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
         let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!(s.node_type.as_deref(), Some("cache.m7g.large"));
         assert_eq!(s.snapshot_retention, Some(7));
@@ -471,7 +554,7 @@ mod tests {
     fn replicas_are_added_before_failover_is_turned_on() {
         let from = spec("elasticache-redis", "small", "7.1");
         let to = spec("elasticache-redis", "ha-3", "7.1");
-        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
         assert_eq!(changes[0], Change::AddReplicas { from: 0, to: 2 });
         let Change::Modify(s) = &changes[1] else { panic!("{changes:?}") };
         assert_eq!((s.automatic_failover, s.multi_az), (Some(true), Some(true)));
@@ -482,7 +565,7 @@ mod tests {
     fn failover_is_turned_off_before_the_last_replica_goes() {
         let from = spec("elasticache-redis", "ha-3", "7.1");
         let to = spec("elasticache-redis", "medium", "7.1");
-        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
         let Change::Modify(s) = &changes[0] else { panic!("{changes:?}") };
         assert_eq!((s.automatic_failover, s.multi_az), (Some(false), Some(false)));
         assert_eq!(changes[1], Change::RemoveReplicas { from: 2, to: 0 });
@@ -492,7 +575,7 @@ mod tests {
     fn a_new_major_version_in_cluster_mode_brings_its_parameter_group() {
         let from = spec("elasticache-valkey", "cluster-3x2", "7.2");
         let to = spec("elasticache-valkey", "cluster-3x2", "8.0");
-        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
         let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!(s.engine_version.as_deref(), Some("8.0"));
         assert_eq!(s.parameter_group.as_deref(), Some("default.valkey8.cluster.on"));
@@ -506,7 +589,8 @@ mod tests {
             ("elasticache-redis", "small", "7.0", "7.1", None),
             ("elasticache-redis", "small", "6.0", "6.2", None),
         ] {
-            let changes = plan_changes(&shape(&spec(service, plan, from)), &spec(service, plan, to)).unwrap();
+            let changes =
+                plan_changes(&shape(&spec(service, plan, from)), &spec(service, plan, to), None).unwrap();
             let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
             assert_eq!(s.engine_version.as_deref(), Some(to));
             assert_eq!(s.parameter_group.as_deref(), group, "{from} → {to}");
@@ -514,11 +598,82 @@ mod tests {
     }
 
     #[test]
+    fn new_windows_go_in_one_modify_call() {
+        let before = spec("elasticache-redis", "small", "7.1");
+        let mut after = before.clone();
+        after.settings.snapshot_window = Some("01:00-02:00".into());
+        after.settings.maintenance_window = "tue:10:00-tue:11:00".into();
+        let changes = plan_changes(&shape(&before), &after, None).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(s.snapshot_window.as_deref(), Some("01:00-02:00"));
+        assert_eq!(s.maintenance_window.as_deref(), Some("tue:10:00-tue:11:00"));
+        assert_eq!(
+            s.what,
+            [
+                "snapshot window 03:00-05:00 → 01:00-02:00",
+                "maintenance window sun:05:00-sun:06:00 → tue:10:00-tue:11:00"
+            ]
+        );
+        // A window no member reported is left alone rather than sent for ever.
+        let mut unknown = shape(&before);
+        unknown.maintenance_window = None;
+        unknown.snapshot_window = None;
+        assert_eq!(plan_changes(&unknown, &before, None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn turning_daily_snapshots_on_names_a_replica_to_take_them_from() {
+        let before = spec("elasticache-redis", "dev", "7.1");
+        let mut after = before.clone();
+        after.settings.snapshot_retention_days = 2;
+        let changes = plan_changes(&shape(&before), &after, None).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((s.snapshot_retention, s.snapshotting_cluster.as_deref()), (Some(2), Some("i-1-002")));
+        // Changing a retention already on needs no snapshotting cluster.
+        let mut more = after.clone();
+        more.settings.snapshot_retention_days = 3;
+        let changes = plan_changes(&shape(&after), &more, None).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((s.snapshot_retention, s.snapshotting_cluster.as_deref()), (Some(3), None));
+        // Nor does a cluster-mode group, which takes none.
+        let sharded = spec("elasticache-redis", "cluster-3x2", "7.1");
+        let mut from = shape(&sharded);
+        from.snapshot_retention = 0;
+        let changes = plan_changes(&from, &sharded, None).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(s.snapshotting_cluster, None);
+    }
+
+    #[test]
+    fn a_cache_moves_to_its_own_parameter_group_and_a_major_upgrade_takes_the_new_familys() {
+        let s = spec("elasticache-redis", "small", "7.1");
+        let mut on_default = shape(&s);
+        on_default.parameter_group = Some("default.redis7".into());
+        let changes = plan_changes(&on_default, &s, Some("osb-x-redis7")).unwrap();
+        let [Change::Modify(m)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(m.parameter_group.as_deref(), Some("osb-x-redis7"));
+        assert_eq!(m.what, ["parameter group default.redis7 → osb-x-redis7"]);
+        let mut on_own = on_default.clone();
+        on_own.parameter_group = Some("osb-x-redis7".into());
+        assert_eq!(plan_changes(&on_own, &s, Some("osb-x-redis7")).unwrap(), vec![], "there already");
+
+        let from = spec("elasticache-redis", "small", "6.2");
+        let mut current = shape(&from);
+        current.parameter_group = Some("osb-x-redis6-x".into());
+        let changes = plan_changes(&current, &s, Some("osb-x-redis7")).unwrap();
+        let [Change::Modify(m)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(
+            (m.engine_version.as_deref(), m.parameter_group.as_deref()),
+            (Some("7.1"), Some("osb-x-redis7"))
+        );
+    }
+
+    #[test]
     fn fewer_shards_keep_the_first_node_groups() {
         let from = spec("elasticache-redis", "cluster-3x2", "7.1");
         let mut to = from.clone();
         to.plan.shards = 2;
-        let changes = plan_changes(&shape(&from), &to).unwrap();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
         assert_eq!(
             changes,
             vec![Change::Reshard { from: 3, to: 2, retain: vec!["0001".into(), "0002".into()] }]
@@ -529,7 +684,7 @@ mod tests {
     fn switching_cluster_mode_is_refused_with_a_reason() {
         let from = spec("elasticache-redis", "small", "7.1");
         let to = spec("elasticache-redis", "cluster-3x2", "7.1");
-        assert!(plan_changes(&shape(&from), &to).unwrap_err().contains("cluster mode"));
+        assert!(plan_changes(&shape(&from), &to, None).unwrap_err().contains("cluster mode"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ impl Broker {
         let parameters =
             parameters_object(&plan, &create_schema(service.engine, &plan), req.parameters.clone())?;
         check_maintenance(&plan, &req.maintenance_info)?;
+        settings::check(service.engine, &plan, &parameters).map_err(|e| OsbError::BadRequest(e.0))?;
         let engine_version = params::engine_version(&plan, &parameters);
         params::check_log_delivery(
             service.engine,
@@ -183,6 +184,7 @@ impl Broker {
                 }
             };
             check_maintenance(&plan, &req.maintenance_info)?;
+            settings::check(service.engine, &plan, &merged).map_err(|e| OsbError::BadRequest(e.0))?;
             params::check_log_delivery(
                 service.engine,
                 &engine_version,

@@ -19,6 +19,7 @@ use crate::domain::binding::BindingEvent;
 use crate::domain::day2::{self, RestoreFrom};
 use crate::domain::instance::{InstanceEvent, PendingUpdate};
 use crate::domain::params::{self, compare_versions, create_schema, update_schema};
+use crate::domain::settings;
 use crate::domain::spare::{self, SPARES_DEADLINE_SECS};
 use crate::domain::{
     Action, Binding, BindingId, BindingState, Credentials, Engine, Instance, InstanceId, InstanceState,

@@ -8,6 +8,7 @@ use super::day2::{
     ACTION_PARAMETERS, DELETE_SNAPSHOT, LATEST, MAX_SNAPSHOT_NAME, RESTART, RESTORE_FROM, SNAPSHOT,
     TEST_FAILOVER, snapshot_name_problem,
 };
+use super::settings;
 use super::{Engine, LogType, Plan};
 
 /// The parameter that picks the engine's major version.
@@ -61,6 +62,7 @@ pub fn check_log_delivery(engine: Engine, version: &str, logs: &[LogType]) -> Re
 /// no logs, so its plans take no `log_delivery`.
 pub fn parameters_schema(engine: Engine, plan: &Plan) -> Value {
     let mut schema = version_schema(plan);
+    super::settings::add_to_schema(engine, plan, &mut schema["properties"]);
     if engine.speaks_redis() {
         schema["properties"][LOG_DELIVERY] = json!({
             "description": format!(
@@ -169,9 +171,16 @@ pub fn unavailable(
                 "plan {} has no replicas to fail over to; only plans with replicas and automatic failover can test it",
                 plan.name
             )),
-            SNAPSHOT | DELETE_SNAPSHOT | RESTORE_FROM if !engine.speaks_redis() => {
+            SNAPSHOT | DELETE_SNAPSHOT | RESTORE_FROM | settings::SNAPSHOT_WINDOW
+            | settings::SNAPSHOT_RETENTION_DAYS
+                if !engine.speaks_redis() =>
+            {
                 Some("Memcached keeps no snapshots (its data lives in memory only)".to_string())
             }
+            settings::MAXMEMORY_POLICY if !engine.speaks_redis() => Some(
+                "Memcached has no eviction policy to choose: it evicts the least recently used items when full"
+                    .to_string(),
+            ),
             RESTORE_FROM if updating => Some(
                 "it is for provisioning only: it makes a new instance from a snapshot; provision one with it"
                     .to_string(),
@@ -185,6 +194,7 @@ pub fn unavailable(
     };
     let mut names: Vec<&str> = ACTION_PARAMETERS.to_vec();
     names.push(RESTORE_FROM);
+    names.extend(settings::SETTINGS);
     match names.into_iter().filter(|p| given.contains_key(*p)).find_map(|p| why(p).map(|w| (p, w))) {
         Some((p, why)) => Err(ParameterError(format!("parameter '{p}': {why}"))),
         None => Ok(()),
@@ -255,6 +265,11 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
     use jsonschema::error::ValidationErrorKind as K;
     let path = e.instance_path().to_string();
     let name = path.trim_start_matches('/').replace('/', ".");
+    if !matches!(e.kind(), K::AdditionalProperties { .. })
+        && let Some(said) = settings::describe(&name, e.instance().as_ref(), plan)
+    {
+        return said;
+    }
     match e.kind() {
         K::AdditionalProperties { unexpected } => format!(
             "unknown parameter{} {} for plan {}; allowed parameters: {}",
@@ -361,7 +376,7 @@ mod tests {
         let err = check(json!({"maxmemory": "1gb"})).unwrap_err().0;
         assert_eq!(
             err,
-            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version, engineVersion, log_delivery"
+            "unknown parameter 'maxmemory' for plan small; allowed parameters: engine_version, engineVersion, preferred_maintenance_window, maxmemory_policy, snapshot_window, snapshot_retention_days, log_delivery"
         );
     }
 

@@ -471,6 +471,7 @@ impl Worker {
             log_delivery: crate::domain::params::log_delivery(plan, parameters),
             spare_users: Vec::new(),
             restore: i.restored_from.as_ref().map(|r| r.reference.clone()),
+            settings: crate::domain::settings::of(service.engine, plan, parameters),
         })
     }
 

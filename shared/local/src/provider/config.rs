@@ -2,6 +2,7 @@
 //! the checks of ACL user names and passwords.
 
 use super::*;
+use broker_core::domain::settings::{DEFAULT_MAXMEMORY_POLICY, MAXMEMORY_POLICIES};
 
 /// `users.acl` before the first `ACL SAVE`: the default user is off (every
 /// client must log in as a named user) and the admin is known by the SHA-256
@@ -16,7 +17,12 @@ pub(super) fn initial_acl(admin_sha256_hex: &str) -> String {
 /// `server.conf` for Redis OSS and Valkey (same format), rewritten at every
 /// start because the port may change. A server restoring a snapshot
 /// starts without its append-only file, or it would ignore the dump.
-pub(super) fn redis_config(paths: &Paths, port: u16, restoring: bool) -> Result<String, ProviderError> {
+pub(super) fn redis_config(record: &Record, paths: &Paths) -> Result<String, ProviderError> {
+    let policy = record.maxmemory_policy.as_deref().unwrap_or(DEFAULT_MAXMEMORY_POLICY);
+    if !MAXMEMORY_POLICIES.contains(&policy) {
+        return Err(ProviderError::Permanent(format!("{policy:?} is not an eviction policy")));
+    }
+    let (port, restoring) = (record.port, record.restoring);
     Ok(format!(
         "# Written by the broker's laptop mode at every start: edits are lost.\n\
          bind {HOST}\n\
@@ -28,6 +34,8 @@ pub(super) fn redis_config(paths: &Paths, port: u16, restoring: bool) -> Result<
          # The append-only file has every write, so data survives a restart or kill -9.\n\
          appendonly {appendonly}\n\
          save \"\"\n\
+         # ElastiCache's default eviction policy, or the instance's.\n\
+         maxmemory-policy {policy}\n\
          aclfile {acl}\n\
          pidfile {pidfile}\n\
          logfile {log}\n",

@@ -54,6 +54,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 pub use broker_core::domain::credentials::ADMIN_USER;
 use broker_core::domain::credentials::passwords_fit;
+use broker_core::domain::settings::DEFAULT_MAXMEMORY_POLICY;
 use broker_core::domain::{Action, ActionStep, CacheUser, Endpoint, Engine, Snapshot};
 use broker_core::ports::{
     CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
@@ -416,7 +417,7 @@ impl LocalCacheProvider {
                 record.port = free_port()?;
             }
             if record.engine.speaks_redis() {
-                write_file(&paths.conf, redis_config(paths, record.port, record.restoring)?.as_bytes())?;
+                write_file(&paths.conf, redis_config(&record, paths)?.as_bytes())?;
             }
             let log_start = file_len(&paths.log);
             // The record names the port before the server starts: a crash
@@ -591,6 +592,7 @@ impl CacheProvider for LocalCacheProvider {
             admin_secret: if spec.engine.speaks_redis() { spec.admin_secret.clone() } else { None },
             admin_user: spec.engine.speaks_redis().then(|| ADMIN_USER.to_string()),
             restoring,
+            maxmemory_policy: spec.settings.maxmemory_policy.clone(),
         };
         self.start(record, &paths).await
     }
@@ -622,7 +624,28 @@ impl CacheProvider for LocalCacheProvider {
         }
         // Laptop mode runs one process whatever the plan, so only the version
         // the platform asked for is recorded (and reported in credentials).
+        // The windows and the snapshot retention are ElastiCache's: a
+        // laptop server has no maintenance and takes no daily snapshots.
         record.engine_version = spec.engine_version.clone();
+        if record.engine.speaks_redis() && record.maxmemory_policy != spec.settings.maxmemory_policy {
+            let policy = spec.settings.maxmemory_policy.as_deref().unwrap_or(DEFAULT_MAXMEMORY_POLICY);
+            let mut connection = self.admin_connection(&record).await?;
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| {
+                    redis_failure(
+                        &format!("could not set the eviction policy of instance {}", spec.cache_key),
+                        &e,
+                        &[],
+                    )
+                })?;
+            record.maxmemory_policy = spec.settings.maxmemory_policy.clone();
+            tracing::info!(instance_id = %spec.cache_key, policy, "eviction policy set");
+        }
         write_record(&paths, &record)?;
         Ok(Progress::Done)
     }

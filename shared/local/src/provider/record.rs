@@ -25,6 +25,10 @@ pub(super) struct Record {
     /// turned the append-only file on (see `day2::finish_restore`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) restoring: bool,
+    /// The eviction policy the instance chose (Redis OSS and Valkey);
+    /// ElastiCache's default when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) maxmemory_policy: Option<String>,
 }
 
 /// The files of one instance.

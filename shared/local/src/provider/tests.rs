@@ -120,6 +120,7 @@ fn spec(instance_id: &str, engine: Engine) -> CacheSpec {
         log_delivery: vec![],
         spare_users: vec![],
         restore: None,
+        settings: broker_core::domain::settings::of(engine, &plan(), &serde_json::Map::new()),
     }
 }
 
@@ -558,6 +559,33 @@ async fn modifying_records_the_new_version_and_keeps_the_server() {
 
     assert_eq!(f.record("versioned").engine_version, "1.6");
     assert_eq!(f.pid("versioned"), pid);
+}
+
+/// The server's `maxmemory-policy`, asked as the admin.
+async fn eviction_policy(f: &Fixture, port: u16) -> String {
+    let mut c = connect(port, ADMIN_USER, &f.admin_password).await.unwrap();
+    let got: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut c).await.unwrap();
+    got[1].clone()
+}
+
+#[tokio::test]
+async fn the_eviction_policy_is_elasticaches_default_or_the_instances_and_survives_a_restart() {
+    let f = Fixture::new().await;
+    let port = f.created("evicting", Engine::Valkey).await;
+    assert_eq!(eviction_policy(&f, port).await, "volatile-lru", "ElastiCache's default, not the server's");
+
+    let mut chosen = spec("evicting", Engine::Valkey);
+    chosen.settings.maxmemory_policy = Some("allkeys-lfu".into());
+    let pid = f.pid("evicting");
+    assert_eq!(f.provider.modify(&chosen).await, Ok(Progress::Done));
+    assert_eq!(eviction_policy(&f, port).await, "allkeys-lfu");
+    assert_eq!(f.pid("evicting"), pid, "set without a restart");
+
+    f.kill("evicting").await;
+    assert_eq!(f.provider.adopt("evicting").await, Ok(Progress::Done));
+    let port = f.provider.endpoint("evicting").await.unwrap().port;
+    assert_eq!(eviction_policy(&f, port).await, "allkeys-lfu", "written where the next start reads it");
 }
 
 // ------------------------------------------------------------ errors and helpers

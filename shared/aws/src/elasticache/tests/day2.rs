@@ -8,10 +8,6 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_elasticache::Client;
-use aws_sdk_elasticache::config::interceptors::BeforeSerializationInterceptorContextRef;
-use aws_sdk_elasticache::config::{ConfigBag, Intercept};
-use aws_sdk_elasticache::error::BoxError;
-use aws_sdk_elasticache::operation::create_replication_group::CreateReplicationGroupInput;
 use aws_sdk_elasticache::operation::describe_cache_clusters::DescribeCacheClustersOutput;
 use aws_sdk_elasticache::operation::describe_events::DescribeEventsOutput;
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
@@ -24,60 +20,12 @@ use aws_sdk_elasticache::types::{
 };
 use aws_smithy_mocks::mock;
 
-use super::{DEPROVISION, FakeRbac, INSTANCE, meta, mocked, provider_on, secrets_with_admin, settings, spec};
+use super::{DEPROVISION, INSTANCE, meta, mocked, moto, provider_on, secrets_with_admin, spec};
 use crate::elasticache::ElastiCacheProvider;
-use crate::sdk_config_for_endpoint;
 use broker_core::domain::{Action, ActionStep, SnapshotKind};
 use broker_core::ports::{CacheProvider, Progress, ProviderError};
-use broker_testing::MotoServer;
-use broker_testing::aws::{FakeAuthTokens, GoneGroups, moto_elasticache_config};
 
 // ------------------------------------------------------------------ moto
-
-/// The snapshot every CreateReplicationGroup named.
-#[derive(Debug, Clone, Default)]
-struct RestoredFrom(Arc<Mutex<Vec<Option<String>>>>);
-
-impl Intercept for RestoredFrom {
-    fn name(&self) -> &'static str {
-        "RestoredFrom"
-    }
-
-    fn read_before_execution(
-        &self,
-        context: &BeforeSerializationInterceptorContextRef<'_>,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(input) = context.input().downcast_ref::<CreateReplicationGroupInput>() {
-            self.0.lock().unwrap().push(input.snapshot_name().map(str::to_string));
-        }
-        Ok(())
-    }
-}
-
-struct Moto {
-    _moto: MotoServer,
-    aws: Client,
-    provider: ElastiCacheProvider,
-    restored_from: RestoredFrom,
-    gone: GoneGroups,
-}
-
-async fn moto() -> Moto {
-    let moto = MotoServer::start();
-    let config = sdk_config_for_endpoint(&moto.endpoint).await;
-    let gone: GoneGroups = Arc::default();
-    let rbac = FakeRbac::new();
-    let restored_from = RestoredFrom::default();
-    let client = Client::from_conf(
-        moto_elasticache_config(&config, gone.clone(), &rbac, &FakeAuthTokens::new())
-            .interceptor(restored_from.clone())
-            .build(),
-    );
-    let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
-        .with_rbac_client(rbac.client.clone());
-    Moto { _moto: moto, aws: Client::new(&config), provider, restored_from, gone }
-}
 
 /// Runs `action` as the worker does: plans it, then starts and waits for
 /// each unit in turn; returns the units.
@@ -164,7 +112,9 @@ async fn a_restore_names_the_snapshot_in_create_replication_group() {
     let mut wanted = spec(restored, "elasticache-redis", "medium");
     wanted.restore = Some(reference.clone());
     m.provider.create(&wanted).await.unwrap();
-    assert_eq!(*m.restored_from.0.lock().unwrap(), vec![None, Some(reference)]);
+    let sent: Vec<Option<String>> =
+        m.created.0.lock().unwrap().iter().map(|c| c.snapshot_name().map(str::to_string)).collect();
+    assert_eq!(sent, vec![None, Some(reference)]);
 }
 
 #[tokio::test]

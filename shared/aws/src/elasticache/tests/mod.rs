@@ -7,6 +7,7 @@ mod day2;
 mod inventory;
 mod mocks;
 mod moto;
+mod settings;
 
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
         log_delivery: vec![],
         spare_users: vec![],
         restore: None,
+        settings: broker_core::domain::settings::of(service.engine, &plan, &serde_json::Map::new()),
         plan,
     }
 }
@@ -68,4 +70,66 @@ pub fn spec(instance_id: &str, service: &str, plan: &str) -> CacheSpec {
 /// A provider whose every call goes to `client`.
 pub fn provider_on(client: Client, secrets: Arc<MemorySecrets>) -> ElastiCacheProvider {
     ElastiCacheProvider::new(client, secrets, settings())
+}
+
+/// Every CreateReplicationGroup request a provider sent, whole.
+#[derive(Debug, Clone, Default)]
+pub struct CreatedGroups(
+    pub  std::sync::Arc<
+        std::sync::Mutex<
+            Vec<aws_sdk_elasticache::operation::create_replication_group::CreateReplicationGroupInput>,
+        >,
+    >,
+);
+
+impl aws_sdk_elasticache::config::Intercept for CreatedGroups {
+    fn name(&self) -> &'static str {
+        "CreatedGroups"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_elasticache::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_elasticache::config::ConfigBag,
+    ) -> Result<(), aws_sdk_elasticache::error::BoxError> {
+        use aws_sdk_elasticache::operation::create_replication_group::CreateReplicationGroupInput;
+        if let Some(input) = context.input().downcast_ref::<CreateReplicationGroupInput>() {
+            self.0.lock().unwrap().push(input.clone());
+        }
+        Ok(())
+    }
+}
+
+/// moto, a provider on it whose user-group and parameter-group calls go to
+/// their stand-in, and what the tests look through.
+pub struct Moto {
+    pub _moto: broker_testing::MotoServer,
+    /// A plain client on moto.
+    pub aws: Client,
+    pub provider: ElastiCacheProvider,
+    pub rbac: FakeRbac,
+    pub created: CreatedGroups,
+    /// Replication groups to report gone (moto never finishes a deletion).
+    pub gone: broker_testing::aws::GoneGroups,
+}
+
+pub async fn moto() -> Moto {
+    let moto = broker_testing::MotoServer::start();
+    let config = crate::sdk_config_for_endpoint(&moto.endpoint).await;
+    let gone: broker_testing::aws::GoneGroups = Arc::default();
+    let rbac = FakeRbac::new();
+    let created = CreatedGroups::default();
+    let client = Client::from_conf(
+        broker_testing::aws::moto_elasticache_config(
+            &config,
+            gone.clone(),
+            &rbac,
+            &broker_testing::aws::FakeAuthTokens::new(),
+        )
+        .interceptor(created.clone())
+        .build(),
+    );
+    let provider = ElastiCacheProvider::new(client, secrets_with_admin().await, settings())
+        .with_rbac_client(rbac.client.clone());
+    Moto { _moto: moto, aws: Client::new(&config), provider, rbac, created, gone }
 }
