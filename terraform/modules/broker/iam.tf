@@ -45,8 +45,10 @@ locals {
   cache_dependencies = [
     "${local.ec}:subnetgroup:${var.cache_subnet_group}",
     "${local.ec}:subnetgroup:${local.memcached_subnet_group}",
-    # ElastiCache's default parameter groups (default.redis7.cluster.on ...).
+    # ElastiCache's default parameter groups (default.redis7.cluster.on ...),
+    # and an instance's own (<prefix>-<hash>-<family>).
     "${local.ec}:parametergroup:default.*",
+    "${local.ec}:parametergroup:${var.name_prefix}-*",
   ]
 
   tracing_statement = {
@@ -207,6 +209,9 @@ locals {
             # its events (a cluster-mode failover test ends when they say so).
             "elasticache:DescribeSnapshots",
             "elasticache:DescribeEvents",
+            # A deleted cache's own parameter groups are found in the
+            # account's listing.
+            "elasticache:DescribeCacheParameterGroups",
             "secretsmanager:ListSecrets",
           ]
           Resource = "*"
@@ -245,6 +250,11 @@ locals {
             # one of the broker's snapshots in CreateReplicationGroup.
             "elasticache:RebootCacheCluster",
             "elasticache:TestFailover",
+            # An instance's own parameter group (its eviction policy),
+            # <prefix>-<hash>-<family>.
+            "elasticache:CreateCacheParameterGroup",
+            "elasticache:ModifyCacheParameterGroup",
+            "elasticache:DeleteCacheParameterGroup",
             "elasticache:AddTagsToResource",
           ]
           Resource = concat(local.owned_caches, local.owned_users, local.owned_snapshots, local.cache_dependencies)

@@ -353,11 +353,11 @@ run "policies_name_only_what_each_function_calls" {
       for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
       alltrue([for r in flatten([s.Resource]) : (
         !startswith(r, "arn:aws:elasticache:") ||
-        can(regex("^arn:aws:elasticache:eu-west-1:123456789012:(replicationgroup|cluster|user|usergroup|snapshot):osb-\\*$", r)) ||
+        can(regex("^arn:aws:elasticache:eu-west-1:123456789012:(replicationgroup|cluster|user|usergroup|snapshot|parametergroup):osb-\\*$", r)) ||
         contains(["subnetgroup:osb-cache", "subnetgroup:osb-memcached", "parametergroup:default.*"], trimprefix(r, "arn:aws:elasticache:eu-west-1:123456789012:"))
       )])
     ])
-    error_message = "The provisioner's ElastiCache resources must be the prefix's caches, users and snapshots, its subnet groups and the default parameter groups."
+    error_message = "The provisioner's ElastiCache resources must be the prefix's caches, users, snapshots and parameter groups, its subnet groups and the default parameter groups."
   }
   assert {
     condition = alltrue([
