@@ -947,18 +947,16 @@ async fn changing_between_cluster_mode_and_non_cluster_redis_plans_is_422_either
 }
 
 #[tokio::test]
-async fn an_engine_version_downgrade_is_422() {
+async fn an_engine_version_downgrade_is_400_naming_the_running_version_and_what_to_ask_for() {
     let tb = TestBroker::new().await;
-    ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.1" })).await;
-    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "7.0" }));
+    ready_instance(&tb, "i-1", REDIS, "small", json!({ "engine_version": "7.0" })).await;
+    let body = with_parameters(plan_body(&tb, REDIS, "small"), json!({ "engine_version": "6.2" }));
     let (status, answer) = patch_instance(&tb, "i-1", body).await;
-    assert_error(
-        &(status, answer.clone()),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "EngineDowngradeNotSupported",
-        &["7.1", "7.0"],
+    assert_error(&(status, answer.clone()), StatusCode::BAD_REQUEST, "BadRequest", &[]);
+    assert_eq!(
+        answer["description"],
+        "parameter 'engine_version' is \"6.2\", older than the redis 7.0 instance i-1 runs; ElastiCache only upgrades, so ask for 7.0 or 7.1"
     );
-    assert_eq!(answer["update_repeatable"], false);
 }
 
 #[tokio::test]

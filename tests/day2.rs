@@ -107,35 +107,62 @@ async fn a_restart_runs_once_per_request_after_the_changes_and_is_not_kept() {
     assert_eq!(tb.provider.count(|c| matches!(c, Call::StartAction { .. })), 2);
 }
 
+/// Each action, its job delivered twice more while its first unit is being
+/// waited for, and again after it ended: every unit is started once.
 #[tokio::test]
-async fn a_job_delivered_again_never_repeats_a_unit_that_finished() {
-    let tb = TestBroker::new().await;
-    provision(&tb, REDIS, "small").await;
-    // The node takes a while to come back: the first look says so.
-    tb.provider.script(
-        "action_progress",
-        vec![Ok(broker_core::ports::Progress::Working { detail: "rebooting".into() })],
-    );
+async fn a_job_delivered_again_never_repeats_a_unit_of_any_action() {
+    for (plan, parameters, maintenance) in [
+        ("small", json!({"restart": true}), false),
+        ("ha-3", json!({"test_failover": true}), false),
+        ("small", json!({"snapshot": "twice"}), false),
+        ("small", json!({"delete_snapshot": "seeded"}), false),
+        ("small", json!({}), true),
+    ] {
+        let tb = TestBroker::new().await;
+        provision(&tb, REDIS, plan).await;
+        let cache = tb.store.instance(ID).await.unwrap().unwrap().cache_key().to_string();
+        tb.provider.add_snapshot(&cache, "seeded", SnapshotKind::Named, 1_000);
+        tb.provider.set_service_updates(&["elasticache-20261101-001", "elasticache-20261115-002"]);
+        let (service_id, _) = tb.plan_id(REDIS, plan);
+        let mut request = json!({"service_id": service_id, "parameters": parameters});
+        if maintenance {
+            tb.change_plan(REDIS, plan, |p| p.maintenance_version = Some("2.0.0".into())).await;
+            request["maintenance_info"] = json!({"version": "2.0.0"});
+        }
+        // The first unit takes a while.
+        tb.provider.script(
+            "action_progress",
+            vec![Ok(broker_core::ports::Progress::Working { detail: "busy".into() })],
+        );
+        let (status, got) = tb
+            .call("PATCH", &format!("/v2/service_instances/{ID}?accepts_incomplete=true"), Some(request))
+            .await;
+        assert_eq!(status, 202, "{parameters}: {got}");
+        let op_id = got["operation"].as_str().unwrap().to_string();
+        tb.drain(1).await;
+        let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+        assert_eq!((op.step, op.action_done), (Step::WaitAction, 0), "{parameters}");
 
-    let (status, got) = update(&tb, REDIS, json!({"restart": true})).await;
-    assert_eq!(status, 202, "{got}");
-    let op_id = got["operation"].as_str().unwrap().to_string();
-    // One job: the node is rebooting, and the worker looks again later.
-    tb.drain(1).await;
-    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
-    assert_eq!((op.step, op.action_done, op.action_steps.len()), (Step::WaitAction, 0, 1));
-    assert!(op.description.contains("restart: rebooting"), "{}", op.description);
+        let job = broker_core::ports::Job::for_operation(&op);
+        tb.queue.enqueue(&job, 0).await.unwrap();
+        tb.queue.enqueue(&job, 0).await.unwrap();
+        tb.drain(20).await;
+        tb.queue.enqueue(&job, 0).await.unwrap();
+        tb.drain(5).await;
 
-    // The same job delivered twice more meanwhile: the node is waited for,
-    // never rebooted again.
-    let job = broker_core::ports::Job::for_operation(&op);
-    tb.queue.enqueue(&job, 0).await.unwrap();
-    tb.queue.enqueue(&job, 0).await.unwrap();
-    tb.drain(20).await;
-    assert_eq!(last(&tb, ID).await.0, "succeeded");
-    assert_eq!(tb.provider.count(|c| matches!(c, Call::StartAction { .. })), 1);
-    let op = tb.store.operation(&op_id).await.unwrap().unwrap();
-    assert_eq!(op.action_done, 1);
+        assert_eq!(last(&tb, ID).await.0, "succeeded", "{parameters}");
+        let op = tb.store.operation(&op_id).await.unwrap().unwrap();
+        let started: Vec<String> = action_calls(&tb)
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::StartAction { target, .. } => Some(target),
+                _ => None,
+            })
+            .collect();
+        let units: Vec<String> = op.action_steps.iter().map(|u| u.target.clone()).collect();
+        assert_eq!(started, units, "{parameters}: each unit started once");
+        assert_eq!(op.action_done, units.len());
+    }
 }
 
 #[tokio::test]
@@ -522,4 +549,81 @@ async fn a_failed_action_fails_the_update_and_leaves_the_instance_usable() {
     let instance = tb.store.instance(ID).await.unwrap().unwrap();
     assert_eq!(instance.state, InstanceState::Ready);
     assert!(!instance.parameters.contains_key("snapshot"));
+}
+
+#[tokio::test]
+async fn a_newer_maintenance_info_applies_the_pending_service_updates_then_the_instance_is_on_it() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    let maintenance = |got: &Value| got["maintenance_info"].clone();
+    assert_eq!(
+        maintenance(&fetched(&tb, ID).await)["version"],
+        "1.0.0",
+        "the plan's version when it was provisioned"
+    );
+    // The operator publishes a new maintenance version with the plan.
+    tb.change_plan(REDIS, "small", |p| {
+        p.maintenance_version = Some("1.1.0".into());
+        p.maintenance_description = Some("Redis OSS 7.1 patches of November".into());
+    })
+    .await;
+    tb.provider.set_service_updates(&["elasticache-20261101-001", "elasticache-20261115-002"]);
+    let (service_id, _) = tb.plan_id(REDIS, "small");
+    let upgrade = |version: &str, parameters: Value| json!({"service_id": service_id, "maintenance_info": {"version": version}, "parameters": parameters});
+    let uri = format!("/v2/service_instances/{ID}?accepts_incomplete=true");
+
+    // Beside an action it is refused: two updates, two operations.
+    let (status, got) = tb.call("PATCH", &uri, Some(upgrade("1.1.0", json!({"restart": true})))).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(
+        got["description"],
+        "maintenance_info: this update asks for maintenance version 1.1.0 and for the action 'restart'; send them as two updates"
+    );
+
+    let (status, got) = tb.call("PATCH", &uri, Some(upgrade("1.1.0", json!({})))).await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(last(&tb, ID).await, ("succeeded".into(), "maintenance applied: 2 service updates".into()));
+    let started: Vec<String> = action_calls(&tb)
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::StartAction { action: Action::Maintenance, target, .. } => Some(target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["elasticache-20261101-001", "elasticache-20261115-002"]);
+    assert_eq!(
+        maintenance(&fetched(&tb, ID).await),
+        json!({"version": "1.1.0", "description": "Redis OSS 7.1 patches of November"})
+    );
+
+    // On it now: the same maintenance_info changes nothing; an older one is
+    // the spec's MaintenanceInfoConflict.
+    let (status, _) = tb.call("PATCH", &uri, Some(upgrade("1.1.0", json!({})))).await;
+    assert_eq!(status, 200);
+    let (status, got) = tb.call("PATCH", &uri, Some(upgrade("1.0.0", json!({})))).await;
+    assert_eq!(status, 422, "{got}");
+    assert_eq!(got["error"], "MaintenanceInfoConflict");
+}
+
+#[tokio::test]
+async fn a_maintenance_with_nothing_pending_says_so_and_the_instance_is_on_the_new_version() {
+    let tb = TestBroker::new().await;
+    provision(&tb, REDIS, "small").await;
+    tb.change_plan(REDIS, "small", |p| p.maintenance_version = Some("1.1.0".into())).await;
+    let (service_id, _) = tb.plan_id(REDIS, "small");
+    let (status, got) = tb
+        .call(
+            "PATCH",
+            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "maintenance_info": {"version": "1.1.0"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{got}");
+    tb.drain(20).await;
+    assert_eq!(
+        last(&tb, ID).await,
+        ("succeeded".into(), "maintenance applied: no service update was pending for the cache".into())
+    );
+    assert_eq!(tb.store.instance(ID).await.unwrap().unwrap().maintenance_version.as_deref(), Some("1.1.0"));
 }

@@ -2,7 +2,8 @@
 //! restart keeps what was written before it; a named snapshot restores
 //! into a new instance with exactly the data it held; another tenant
 //! cannot restore from it; a deprovisioned instance's final snapshot is
-//! restorable; deleting a snapshot removes it.
+//! restorable; deleting a snapshot removes it; a Redis OSS instance moved
+//! to Valkey keeps its data and its users' passwords.
 
 use axum::http::StatusCode;
 use broker_tests::laptop_osb::{Provisioned, bind, deprovision, provision, provision_in, redis_get};
@@ -175,4 +176,32 @@ async fn a_deprovisioned_instances_final_snapshot_is_restorable() {
         Some("kept")
     );
     deprovision(&b, &restored).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_instance_moves_to_valkey_keeping_its_data_and_its_users() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p = provision(&b, "elasticache-redis", "dev", "moving-1", json!({"engine_version": "7.0"})).await;
+    let creds = bind(&b, &p, "moving-binding").await;
+    set(creds["uri"].as_str().unwrap(), "written-on", "redis").await;
+    assert_eq!(b.laptop.provider.servers()[0].engine, broker_core::domain::Engine::Redis);
+
+    let op = update(&b, &p, json!({"engine": "valkey", "engine_version": "8.0"})).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(op["description"], "updated: now valkey 8.0 on plan dev");
+    assert_eq!(
+        b.laptop.provider.servers()[0].engine,
+        broker_core::domain::Engine::Valkey,
+        "valkey-server runs it"
+    );
+
+    // The binding's user and password work on Valkey, and the data is there.
+    let creds = credentials(&b, &p, "moving-binding").await;
+    assert_eq!(creds["engine"], "valkey");
+    assert_eq!(
+        redis_get(creds["uri"].as_str().unwrap(), "written-on").await.unwrap().as_deref(),
+        Some("redis")
+    );
+    deprovision(&b, &p).await;
 }

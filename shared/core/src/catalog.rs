@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::params::{compare_versions, create_schema, update_schema};
+use crate::domain::params::{compare_versions, create_schema, update_schema, valkey_versions};
 use crate::domain::plan::{MAX_SPARE_BINDING_USERS, is_cli_friendly};
 use crate::domain::{Engine, Plan, Service};
 use crate::ports::StoreError;
@@ -220,6 +220,7 @@ pub fn bind_parameters_schema() -> Value {
 /// The OSB catalog document: services and plans in the order of the catalog
 /// file they came from (entries of an older seed, all at position 0, by name).
 pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
+    let valkey = valkey_versions(services, plans);
     let mut services: Vec<&Service> = services.iter().collect();
     services.sort_by(|a, b| (a.position, &a.name, &a.id).cmp(&(b.position, &b.name, &b.id)));
     let mut plans: Vec<&Plan> = plans.iter().collect();
@@ -228,7 +229,7 @@ pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
         .into_iter()
         .map(|s| {
             let plans: Vec<Value> =
-                plans.iter().filter(|p| p.service_id == s.id).map(|p| osb_plan(s, p)).collect();
+                plans.iter().filter(|p| p.service_id == s.id).map(|p| osb_plan(s, p, &valkey)).collect();
             json!({
                 "id": s.id,
                 "name": s.name,
@@ -247,7 +248,7 @@ pub fn osb_catalog(services: &[Service], plans: &[Plan]) -> Value {
     json!({ "services": services })
 }
 
-fn osb_plan(service: &Service, p: &Plan) -> Value {
+fn osb_plan(service: &Service, p: &Plan, valkey_versions: &[String]) -> Value {
     let mut plan = json!({
         "id": p.id,
         "name": p.name,
@@ -265,7 +266,7 @@ fn osb_plan(service: &Service, p: &Plan) -> Value {
         "schemas": {
             "service_instance": {
                 "create": { "parameters": create_schema(service.engine, p) },
-                "update": { "parameters": update_schema(service.engine, p) },
+                "update": { "parameters": update_schema(service.engine, p, valkey_versions) },
             },
             "service_binding": {
                 "create": { "parameters": bind_parameters_schema() },
@@ -274,6 +275,9 @@ fn osb_plan(service: &Service, p: &Plan) -> Value {
     });
     if let Some(v) = &p.maintenance_version {
         plan["maintenance_info"] = json!({ "version": v });
+        if let Some(d) = &p.maintenance_description {
+            plan["maintenance_info"]["description"] = json!(d);
+        }
     }
     plan
 }

@@ -117,6 +117,11 @@ pub struct FakeProvider {
     snapshots: Mutex<HashMap<String, Vec<Snapshot>>>,
     /// The settings of the last create or modify of each cache.
     settings: Mutex<HashMap<String, broker_core::domain::settings::CacheSettings>>,
+    /// The service updates a maintenance finds pending (see
+    /// [`FakeProvider::set_service_updates`]).
+    service_updates: Mutex<Vec<String>>,
+    /// The engine and version of the last create or modify of each cache.
+    engines: Mutex<HashMap<String, (broker_core::domain::Engine, String)>>,
 }
 
 impl FakeProvider {
@@ -164,6 +169,17 @@ impl FakeProvider {
         self.settings.lock().unwrap().get(instance).cloned()
     }
 
+    /// The service updates every cache has pending for a maintenance.
+    pub fn set_service_updates(&self, names: &[&str]) {
+        *self.service_updates.lock().unwrap() = names.iter().map(|n| n.to_string()).collect();
+    }
+
+    /// The engine and version the last create or modify of cache
+    /// `instance` asked for.
+    pub fn engine(&self, instance: &str) -> Option<(broker_core::domain::Engine, String)> {
+        self.engines.lock().unwrap().get(instance).cloned()
+    }
+
     /// The names of cache `instance`'s snapshots.
     pub fn snapshot_names(&self, instance: &str) -> Vec<String> {
         self.snapshots
@@ -197,6 +213,10 @@ impl CacheProvider for FakeProvider {
                 .push(Call::Restore { instance: spec.cache_key.clone(), reference: reference.clone() });
         }
         self.settings.lock().unwrap().insert(spec.cache_key.clone(), spec.settings.clone());
+        self.engines
+            .lock()
+            .unwrap()
+            .insert(spec.cache_key.clone(), (spec.engine, spec.engine_version.clone()));
         let r = self.answer("create", Call::Create(spec.cache_key.clone()));
         if r.is_ok() {
             let mut caches = self.caches.lock().unwrap();
@@ -214,6 +234,10 @@ impl CacheProvider for FakeProvider {
     }
     async fn modify(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         self.settings.lock().unwrap().insert(spec.cache_key.clone(), spec.settings.clone());
+        self.engines
+            .lock()
+            .unwrap()
+            .insert(spec.cache_key.clone(), (spec.engine, spec.engine_version.clone()));
         self.answer("modify", Call::Modify(spec.cache_key.clone()))
     }
     async fn retag(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
@@ -302,6 +326,9 @@ impl CacheProvider for FakeProvider {
                 vec![ActionStep { target: "0001".into(), before: Some(format!("{id}-001")) }]
             }
             Action::Snapshot { name } | Action::DeleteSnapshot { name } => vec![ActionStep::on(name.clone())],
+            Action::Maintenance => {
+                self.service_updates.lock().unwrap().iter().map(|u| ActionStep::on(u.clone())).collect()
+            }
         })
     }
     /// Scripted as "start_action"; a snapshot taken or deleted when the
@@ -465,6 +492,7 @@ pub mod records {
             snapshot_retention_days: 0,
             final_snapshot: false,
             maintenance_version: None,
+            maintenance_description: None,
             access_string: "~* +@all".into(),
             spare_binding_users: 0,
             warm_pool_size: 0,

@@ -19,6 +19,12 @@
 //!   group and DeleteSnapshot, under [`Names::named_snapshot`], so one
 //!   instance's names never meet another's; waited for by DescribeSnapshots.
 //!
+//! - **maintenance** (an update carrying the plan's newer
+//!   `maintenance_info`): the cache's update actions of available service
+//!   updates not applied yet (DescribeUpdateActions), each applied with
+//!   BatchApplyUpdateAction and waited for until `complete`. ElastiCache
+//!   ships engine patch releases as such service updates.
+//!
 //! Every start can be repeated: a node already rebooting and a snapshot of
 //! that name already this group's count as started.
 //!
@@ -26,12 +32,16 @@
 
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsError;
-use aws_sdk_elasticache::types::{ReplicationGroup, SourceType};
+use aws_sdk_elasticache::types::{ReplicationGroup, ServiceUpdateStatus, SourceType, UpdateActionStatus};
 
 use super::failure::{Kind, classify};
 use super::{Cache, ElastiCacheProvider, working};
 use broker_core::domain::{Action, ActionStep, Snapshot, SnapshotKind, Timestamp};
 use broker_core::ports::{Progress, ProviderError};
+
+/// What a maintenance unit notes of its cache, so its calls name it right.
+const GROUP: &str = "replication-group";
+const CLUSTER: &str = "cache-cluster";
 
 /// What a cache cluster reports while RebootCacheCluster runs on it.
 const REBOOTING: &str = "rebooting cluster nodes";
@@ -97,6 +107,29 @@ impl ElastiCacheProvider {
                     "cache cluster {id} is Memcached, which keeps no snapshots"
                 )))
             }
+            (Action::Maintenance, cache) => {
+                let kind = match cache {
+                    Cache::Group(_) => GROUP,
+                    Cache::Cluster(_) => CLUSTER,
+                };
+                let pending = self.service_updates(&id, kind, None).await?;
+                let mut names: Vec<String> = pending
+                    .iter()
+                    .filter(|u| {
+                        matches!(
+                            u.update_action_status(),
+                            Some(UpdateActionStatus::NotApplied | UpdateActionStatus::Stopped)
+                        )
+                    })
+                    .filter_map(|u| u.service_update_name().map(str::to_string))
+                    .collect();
+                names.sort();
+                names.dedup();
+                Ok(names
+                    .into_iter()
+                    .map(|n| ActionStep { target: n, before: Some(kind.to_string()) })
+                    .collect())
+            }
         }
     }
 
@@ -154,6 +187,25 @@ impl ElastiCacheProvider {
                         f => Err(f.into()),
                     },
                 }
+            }
+            Action::Maintenance => {
+                let request = self.client.batch_apply_update_action().service_update_name(&step.target);
+                let request = if step.before.as_deref() == Some(CLUSTER) {
+                    request.cache_cluster_ids(&id)
+                } else {
+                    request.replication_group_ids(&id)
+                };
+                let out = request.send().await.map_err(|e| classify("BatchApplyUpdateAction", e))?;
+                if let Some(refused) = out.unprocessed_update_actions().first() {
+                    return Err(ProviderError::Permanent(format!(
+                        "BatchApplyUpdateAction did not apply service update {} to {id}: {}: {}",
+                        step.target,
+                        refused.error_type().unwrap_or("an unnamed error"),
+                        refused.error_message().unwrap_or("no message")
+                    )));
+                }
+                tracing::info!(cache = %id, service_update = %step.target, "applying service update");
+                Ok(working(format!("applying service update {}", step.target)))
             }
             Action::DeleteSnapshot { name } => {
                 match self.client.delete_snapshot().snapshot_name(&step.target).send().await {
@@ -232,6 +284,24 @@ impl ElastiCacheProvider {
                     other => Err(ProviderError::Permanent(format!("snapshot {name} is {other}"))),
                 },
             },
+            Action::Maintenance => {
+                let kind = if step.before.as_deref() == Some(CLUSTER) { CLUSTER } else { GROUP };
+                let actions = self.service_updates(&id, kind, Some(&step.target)).await?;
+                let this = actions.iter().find(|a| a.service_update_name() == Some(step.target.as_str()));
+                match this.and_then(|a| a.update_action_status().cloned()) {
+                    None | Some(UpdateActionStatus::Complete | UpdateActionStatus::NotApplicable) => {
+                        Ok(Progress::Done)
+                    }
+                    Some(s @ (UpdateActionStatus::Stopped | UpdateActionStatus::Stopping)) => {
+                        Err(ProviderError::Permanent(format!(
+                            "service update {} of {id} is {}: ElastiCache stopped it",
+                            step.target,
+                            s.as_str()
+                        )))
+                    }
+                    Some(s) => Ok(working(format!("service update {} is {}", step.target, s.as_str()))),
+                }
+            }
             Action::DeleteSnapshot { name } => match self.find_snapshot(&step.target).await? {
                 None => Ok(Progress::Done),
                 Some(s) => Ok(working(format!(
@@ -239,6 +309,38 @@ impl ElastiCacheProvider {
                     s.snapshot_status().unwrap_or("still there")
                 ))),
             },
+        }
+    }
+
+    /// The cache's update actions (of `service_update` only, when given):
+    /// every page of DescribeUpdateActions for the replication group or the
+    /// cache cluster `id`, of service updates still available.
+    async fn service_updates(
+        &self,
+        id: &str,
+        kind: &str,
+        service_update: Option<&str>,
+    ) -> Result<Vec<aws_sdk_elasticache::types::UpdateAction>, ProviderError> {
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let request = self
+                .client
+                .describe_update_actions()
+                .set_service_update_name(service_update.map(str::to_string))
+                .service_update_status(ServiceUpdateStatus::Available)
+                .set_marker(marker.clone());
+            let request = if kind == CLUSTER {
+                request.cache_cluster_ids(id)
+            } else {
+                request.replication_group_ids(id)
+            };
+            let page = request.send().await.map_err(|e| classify("DescribeUpdateActions", e))?;
+            found.extend(page.update_actions().iter().cloned());
+            marker = page.marker().filter(|m| !m.is_empty()).map(str::to_string);
+            if marker.is_none() {
+                return Ok(found);
+            }
         }
     }
 

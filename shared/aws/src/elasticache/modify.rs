@@ -20,6 +20,8 @@ use broker_core::ports::{CacheSpec, Progress, ProviderError};
 /// What a replication group looks like now, as far as a plan cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shape {
+    /// The engine it runs (`redis`, `valkey`), as the group reports it.
+    engine: Option<String>,
     cluster_mode: bool,
     node_type: Option<String>,
     /// `None` when no member cluster could be described.
@@ -47,6 +49,8 @@ struct Shape {
 /// The attributes one ModifyReplicationGroup call sets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Settings {
+    /// `valkey`, moving a Redis OSS group in place.
+    engine: Option<String>,
     node_type: Option<String>,
     engine_version: Option<String>,
     parameter_group: Option<String>,
@@ -70,7 +74,7 @@ struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
     AddReplicas { from: usize, to: usize },
-    Modify(Settings),
+    Modify(Box<Settings>),
     RemoveReplicas { from: usize, to: usize },
     Reshard { from: usize, to: usize, retain: Vec<String> },
 }
@@ -105,8 +109,12 @@ impl ElastiCacheProvider {
                 "replication group {id} is {status}; it is modified once it is available"
             )));
         }
+        // Redis OSS to Valkey in place is the one engine change ElastiCache
+        // makes (ElastiCache User Guide, "Upgrading engine versions including
+        // cross engine upgrades").
         if let Some(engine) = group.engine()
             && !engine.eq_ignore_ascii_case(spec.engine.as_str())
+            && !(engine.eq_ignore_ascii_case("redis") && spec.engine == Engine::Valkey)
         {
             return Err(ProviderError::Permanent(format!(
                 "replication group {id} runs {engine}; changing it to {} is not supported",
@@ -183,6 +191,7 @@ impl ElastiCacheProvider {
                 .modify_replication_group()
                 .replication_group_id(id)
                 .apply_immediately(true)
+                .set_engine(s.engine.clone())
                 .set_cache_node_type(s.node_type.clone())
                 .set_engine_version(s.engine_version.clone())
                 .set_cache_parameter_group_name(s.parameter_group.clone())
@@ -307,6 +316,7 @@ fn shape_of(group: &ReplicationGroup, member: Option<&CacheCluster>) -> Shape {
         .collect();
     members.sort_by_key(|(_, primary)| *primary);
     Shape {
+        engine: group.engine().map(str::to_ascii_lowercase),
         cluster_mode: group.cluster_enabled().unwrap_or(false),
         node_type: group.cache_node_type().map(str::to_string),
         engine_version: member.and_then(|m| m.engine_version().map(str::to_string)),
@@ -364,7 +374,22 @@ fn plan_changes(
         ));
         settings.node_type = Some(plan.node_type.clone());
     }
-    if let Some(version) = &current.engine_version
+    let moving_from = current.engine.as_deref().filter(|e| *e != spec.engine.as_str());
+    if let Some(from) = moving_from {
+        // Engine and version in one call; a group on its own parameter
+        // group moves to its own of the new engine's family (ElastiCache
+        // wants a custom group of the new engine then), one on a default
+        // group to the new family's default, which ElastiCache picks.
+        settings.what.push(format!(
+            "engine {from} {} → {} {}",
+            current.engine_version.as_deref().unwrap_or("?"),
+            spec.engine.as_str(),
+            spec.engine_version
+        ));
+        settings.engine = Some(spec.engine.as_str().to_string());
+        settings.engine_version = Some(aws_engine_version(spec.engine, &spec.engine_version));
+        settings.parameter_group = own_parameters.map(str::to_string);
+    } else if let Some(version) = &current.engine_version
         && !same_version(version, &spec.engine_version)
     {
         settings.what.push(format!("engine version {version} → {}", spec.engine_version));
@@ -385,6 +410,7 @@ fn plan_changes(
     // An eviction policy chosen since the cache was made: its own group.
     if let (Some(own), Some(now)) = (own_parameters, &current.parameter_group)
         && settings.parameter_group.is_none()
+        && moving_from.is_none()
         && own != now
     {
         settings.what.push(format!("parameter group {now} → {own}"));
@@ -433,7 +459,7 @@ fn plan_changes(
         settings.what.push(format!("log delivery {} → {}", names(&current.logs), names(&spec.log_delivery)));
     }
     if !settings.what.is_empty() {
-        changes.push(Change::Modify(settings));
+        changes.push(Change::Modify(Box::new(settings)));
     }
 
     if replicas < current.replicas_per_shard {
@@ -492,6 +518,7 @@ mod tests {
         let plan = &spec.plan;
         let replicas = usize::from(plan.replicas_per_shard);
         Shape {
+            engine: Some(spec.engine.as_str().to_string()),
             cluster_mode: plan.cluster_mode,
             node_type: Some(plan.node_type.clone()),
             engine_version: Some(format!("{}.0", spec.engine_version)),
@@ -666,6 +693,27 @@ mod tests {
             (m.engine_version.as_deref(), m.parameter_group.as_deref()),
             (Some("7.1"), Some("osb-x-redis7"))
         );
+    }
+
+    #[test]
+    fn a_redis_group_moves_to_valkey_with_engine_and_version_in_one_call() {
+        let from = spec("elasticache-redis", "small", "7.1");
+        let mut to = from.clone();
+        to.engine = Engine::Valkey;
+        to.engine_version = "8.0".into();
+        let changes = plan_changes(&shape(&from), &to, None).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((s.engine.as_deref(), s.engine_version.as_deref()), (Some("valkey"), Some("8.0")));
+        assert_eq!(s.parameter_group, None, "ElastiCache picks the default group of the new family");
+        assert_eq!(s.what, ["engine redis 7.1.0 → valkey 8.0"]);
+        // With a group of its own, its own of the new family.
+        let changes = plan_changes(&shape(&from), &to, Some("osb-x-valkey8")).unwrap();
+        let [Change::Modify(s)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!(s.parameter_group.as_deref(), Some("osb-x-valkey8"));
+        // Moved: nothing left.
+        let mut moved = shape(&to);
+        moved.engine_version = Some("8.0.1".into());
+        assert_eq!(plan_changes(&moved, &to, None).unwrap(), vec![]);
     }
 
     #[test]

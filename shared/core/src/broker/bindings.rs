@@ -112,7 +112,7 @@ impl Broker {
             let predecessor = req.predecessor_binding_id.as_deref().unwrap_or("");
 
             // Memcached has no users: nothing to make, ready at once.
-            if !service.engine.speaks_redis() {
+            if !instance.engine_of(&service).speaks_redis() {
                 op.succeed(t, "bound: Memcached has no users; the credentials name the endpoint")
                     .map_err(|e| refused(e, &op.id))?;
                 binding.state = BindingState::Ready;
@@ -184,7 +184,7 @@ impl Broker {
             }
 
             // No spare is free: the bind waits for a new user.
-            self.start_spares_if_short(instance.clone(), &plan, service.engine).await;
+            self.start_spares_if_short(instance.clone(), &plan, instance.engine_of(&service)).await;
             if !q.accepts_incomplete {
                 return Err(OsbError::AsyncRequired(no_spare_free(&instance, &plan)));
             }
@@ -334,7 +334,8 @@ impl Broker {
     /// failed, a plan that now asks for more). Returns whether it started one.
     pub async fn refill_spares(&self, instance: Instance) -> Result<bool, OsbError> {
         let (service, plan) = self.service_plan(&instance.service_id, &instance.plan_id).await?;
-        Ok(self.start_spares_if_short(instance, &plan, service.engine).await)
+        let engine = instance.engine_of(&service);
+        Ok(self.start_spares_if_short(instance, &plan, engine).await)
     }
 
     /// A rotation request completed from its predecessor: the same service,
@@ -609,7 +610,8 @@ impl Broker {
             None => None,
         };
         Ok(Credentials {
-            engine: service.engine,
+            // Valkey's once a Redis OSS instance moved to it.
+            engine: instance.engine_of(service),
             engine_version: instance.engine_version.clone(),
             endpoint,
             username: binding.username.clone(),

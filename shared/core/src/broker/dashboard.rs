@@ -93,11 +93,11 @@ impl Broker {
             }
         };
         let t = now();
-        let charts = self.charts(&instance, service.engine, &plan, t).await;
+        let charts = self.charts(&instance, instance.engine_of(&service), &plan, t).await;
         Ok(DashboardView {
             instance_id: instance.id.clone(),
             service: service.name.clone(),
-            engine: service.engine,
+            engine: instance.engine_of(&service),
             engine_version: instance.engine_version.clone(),
             plan: plan.name.clone(),
             state: instance.state,

@@ -153,6 +153,14 @@ impl Broker {
             };
             params::unavailable(service.engine, &plan, &given, true)
                 .map_err(|e| OsbError::BadRequest(e.0))?;
+            if instance.engine == Some(Engine::Valkey)
+                && given.get(params::ENGINE).and_then(Value::as_str) == Some("redis")
+            {
+                return Err(OsbError::BadRequest(format!(
+                    "parameter '{}': instance {id} runs Valkey now, and Valkey caches do not move back to Redis OSS; create a Redis OSS instance instead",
+                    params::ENGINE
+                )));
+            }
             let mut merged = instance.parameters.clone();
             let restore_from = merged.remove(day2::RESTORE_FROM);
             if params::requested_version(&given).is_some() {
@@ -160,8 +168,12 @@ impl Broker {
                 params::forget_version(&mut merged);
             }
             merged.extend(given.clone());
-            let mut merged =
-                parameters_object(&plan, &update_schema(service.engine, &plan), Some(Value::Object(merged)))?;
+            let valkey_versions = self.valkey_versions().await?;
+            let mut merged = parameters_object(
+                &plan,
+                &update_schema(service.engine, &plan, &valkey_versions),
+                Some(Value::Object(merged)),
+            )?;
             let action = Action::from_parameters(&given).map_err(|e| OsbError::BadRequest(e.0))?;
             for p in day2::ACTION_PARAMETERS {
                 merged.remove(p);
@@ -169,28 +181,13 @@ impl Broker {
             if let Some(r) = restore_from {
                 merged.insert(day2::RESTORE_FROM.to_string(), r);
             }
-            let engine_version = match params::requested_version(&given) {
-                Some(v) => v.to_string(),
-                None if plan.engine_versions.contains(&instance.engine_version) => {
-                    instance.engine_version.clone()
-                }
-                None => {
-                    return Err(OsbError::BadRequest(format!(
-                        "plan {} does not offer engine version {}; add parameter 'engine_version' with one of {}",
-                        plan.name,
-                        instance.engine_version,
-                        plan.engine_versions.join(", ")
-                    )));
-                }
-            };
+            let current_engine = instance.engine.unwrap_or(service.engine);
+            let (engine, engine_version) =
+                engine_and_version(&instance, current_engine, &plan, &given, &merged, &valkey_versions)?;
             check_maintenance(&plan, &req.maintenance_info)?;
-            settings::check(service.engine, &plan, &merged).map_err(|e| OsbError::BadRequest(e.0))?;
-            params::check_log_delivery(
-                service.engine,
-                &engine_version,
-                &params::log_delivery(&plan, &merged),
-            )
-            .map_err(|e| OsbError::BadRequest(e.0))?;
+            settings::check(engine, &plan, &merged).map_err(|e| OsbError::BadRequest(e.0))?;
+            params::check_log_delivery(engine, &engine_version, &params::log_delivery(&plan, &merged))
+                .map_err(|e| OsbError::BadRequest(e.0))?;
             async_required(q, "updating")?;
             // What the request asks is well-formed; can it be done?
             if plan_changes {
@@ -215,22 +212,35 @@ impl Broker {
                     });
                 }
             }
-            if compare_versions(&engine_version, &instance.engine_version).is_lt() {
-                return Err(OsbError::Unprocessable {
-                    error: "EngineDowngradeNotSupported",
-                    description: format!(
-                        "engine_version cannot go down from {} to {engine_version}: ElastiCache only upgrades",
-                        instance.engine_version
-                    ),
-                    update_repeatable: Some(false),
-                });
-            }
 
+            // A newer maintenance_info applies the cache's pending service
+            // updates: the update's action, so not beside another one.
+            let maintenance_changes = req
+                .maintenance_info
+                .as_ref()
+                .is_some_and(|m| instance.maintenance_version.as_deref() != Some(m.version.as_str()));
+            let action = match (maintenance_changes, action) {
+                (true, Some(other)) => {
+                    return Err(OsbError::BadRequest(format!(
+                        "maintenance_info: this update asks for maintenance version {} and for the action '{}'; send them as two updates",
+                        plan.maintenance_version.as_deref().unwrap_or_default(),
+                        other.parameter()
+                    )));
+                }
+                (true, None) => Some(Action::Maintenance),
+                (false, action) => action,
+            };
             let pending = PendingUpdate {
                 plan_id: plan.id.clone(),
                 parameters: merged.clone(),
                 engine_version,
                 action: action.clone(),
+                engine: (engine != current_engine).then_some(engine),
+                maintenance_version: if maintenance_changes {
+                    plan.maintenance_version.clone()
+                } else {
+                    None
+                },
             };
             if instance.state == InstanceState::Updating && instance.pending_update.as_ref() == Some(&pending)
             {
@@ -239,14 +249,10 @@ impl Broker {
             }
             instance.state.on(InstanceEvent::Update).map_err(|e| refused(e, id))?;
             if let Some(action) = &action {
-                self.check_action(&instance, service.engine, action).await?;
+                self.check_action(&instance, current_engine, action).await?;
             }
 
             let t = now();
-            let maintenance_changes = req
-                .maintenance_info
-                .as_ref()
-                .is_some_and(|m| instance.maintenance_version.as_deref() != Some(m.version.as_str()));
             let unchanged = !plan_changes
                 && action.is_none()
                 && merged == instance.parameters
@@ -274,9 +280,6 @@ impl Broker {
             instance.updated_at = t;
             if let Some(ctx) = req.context.clone() {
                 instance.context = ctx;
-            }
-            if maintenance_changes {
-                instance.maintenance_version = plan.maintenance_version.clone();
             }
             match self.store.save_instance(&mut instance, Some(&mut op)).await {
                 Ok(()) => {
@@ -363,8 +366,9 @@ impl Broker {
                 None
             }
         };
-        let engine =
-            self.service_plan(&instance.service_id, &instance.plan_id).await.ok().map(|(s, _)| s.engine);
+        let service_plan = self.service_plan(&instance.service_id, &instance.plan_id).await.ok();
+        let engine = service_plan.as_ref().map(|(s, _)| instance.engine_of(s));
+        let plan = service_plan.map(|(_, p)| p);
         let snapshots = match engine {
             Some(engine) => self.snapshot_views(&instance, engine).await,
             None => None,
@@ -380,9 +384,14 @@ impl Broker {
             service_id: instance.service_id,
             plan_id: instance.plan_id,
             parameters: instance.parameters,
-            maintenance_info: instance
-                .maintenance_version
-                .map(|version| MaintenanceInfo { version, description: None }),
+            maintenance_info: instance.maintenance_version.map(|version| MaintenanceInfo {
+                // What the plan says of the version, while it is the plan's.
+                description: plan
+                    .as_ref()
+                    .filter(|p| p.maintenance_version.as_deref() == Some(version.as_str()))
+                    .and_then(|p| p.maintenance_description.clone()),
+                version,
+            }),
             metadata,
         })
     }
@@ -412,4 +421,73 @@ impl Broker {
             ))),
         }
     }
+}
+
+/// The engine and major version an update asks for: Valkey's versions when
+/// it moves a Redis OSS cache to Valkey (`engine`), else the plan's; the
+/// instance's own version when the request names none and it still fits.
+/// Refused with a 400 naming the parameter: a move of a cache without users (Redis OSS before 6, whose AUTH token
+/// Valkey's user model replaces), and a version older than the running one
+/// (ElastiCache only upgrades).
+fn engine_and_version(
+    instance: &Instance,
+    current: Engine,
+    plan: &Plan,
+    given: &Map<String, Value>,
+    merged: &Map<String, Value>,
+    valkey_versions: &[String],
+) -> Result<(Engine, String), OsbError> {
+    let engine = match merged.get(params::ENGINE).and_then(Value::as_str) {
+        Some("valkey") => Engine::Valkey,
+        Some("redis") => Engine::Redis,
+        _ => current,
+    };
+    // (A move back to Redis OSS was refused before the schema's check.)
+    let engine = if current == Engine::Valkey { Engine::Valkey } else { engine };
+    let moving = engine != current;
+    if moving && !current.has_users(&instance.engine_version) {
+        return Err(OsbError::BadRequest(format!(
+            "parameter '{}': instance {} runs Redis OSS {}, which authenticates with one AUTH token; upgrade its engine_version to 6.0 or later first, then move it to Valkey",
+            params::ENGINE,
+            instance.id,
+            instance.engine_version
+        )));
+    }
+    // Valkey's versions for a Redis OSS instance that moves or moved.
+    let allowed: &[String] =
+        if instance.engine == Some(Engine::Valkey) || (moving && engine == Engine::Valkey) {
+            valkey_versions
+        } else {
+            &plan.engine_versions
+        };
+    let version = match params::requested_version(given) {
+        Some(v) => v.to_string(),
+        None if !moving && allowed.contains(&instance.engine_version) => instance.engine_version.clone(),
+        None => {
+            return Err(OsbError::BadRequest(format!(
+                "plan {}{} does not offer engine version {}; add parameter '{}' with one of {}",
+                plan.name,
+                if engine == Engine::Valkey && plan.engine_versions != allowed { " on Valkey" } else { "" },
+                instance.engine_version,
+                params::ENGINE_VERSION,
+                allowed.join(", ")
+            )));
+        }
+    };
+    if compare_versions(&version, &instance.engine_version).is_lt() {
+        let later: Vec<&str> = allowed
+            .iter()
+            .filter(|v| !compare_versions(v, &instance.engine_version).is_lt())
+            .map(String::as_str)
+            .collect();
+        return Err(OsbError::BadRequest(format!(
+            "parameter '{}' is \"{version}\", older than the {} {} instance {} runs; ElastiCache only upgrades, so ask for {}",
+            params::ENGINE_VERSION,
+            current.as_str(),
+            instance.engine_version,
+            instance.id,
+            if later.is_empty() { "no other version".to_string() } else { later.join(" or ") }
+        )));
+    }
+    Ok((engine, version))
 }

@@ -358,6 +358,13 @@ impl Broker {
     }
 
     /// The service and plan a request names; 400 naming the field otherwise.
+    /// The Valkey versions the catalog offers, which a Redis OSS instance
+    /// may move to in place.
+    async fn valkey_versions(&self) -> Result<Vec<String>, OsbError> {
+        let catalog = self.catalog_snapshot().await?;
+        Ok(params::valkey_versions(&catalog.services, &catalog.plans))
+    }
+
     async fn service_plan(&self, service_id: &str, plan_id: &str) -> Result<(Service, Plan), OsbError> {
         let catalog = self.catalog_snapshot().await?;
         let service = catalog.services.iter().find(|s| s.id == service_id).ok_or_else(|| {

@@ -48,6 +48,9 @@ pub enum Action {
     Snapshot { name: String },
     /// Delete the instance's snapshot named so.
     DeleteSnapshot { name: String },
+    /// Apply the cache's pending ElastiCache service updates (an update
+    /// that carries the plan's newer `maintenance_info`). Not a parameter.
+    Maintenance,
 }
 
 impl Action {
@@ -80,6 +83,7 @@ impl Action {
             Action::TestFailover => TEST_FAILOVER,
             Action::Snapshot { .. } => SNAPSHOT,
             Action::DeleteSnapshot { .. } => DELETE_SNAPSHOT,
+            Action::Maintenance => "maintenance_info",
         }
     }
 
@@ -90,6 +94,7 @@ impl Action {
             Action::TestFailover => "failover test".to_string(),
             Action::Snapshot { name } => format!("snapshot {name}"),
             Action::DeleteSnapshot { name } => format!("deletion of snapshot {name}"),
+            Action::Maintenance => "maintenance".to_string(),
         }
     }
 
@@ -103,7 +108,19 @@ impl Action {
             }
             Action::Snapshot { name } => format!("snapshot {name} taken"),
             Action::DeleteSnapshot { name } => format!("snapshot {name} deleted"),
+            Action::Maintenance if units == 0 => {
+                "maintenance applied: no service update was pending for the cache".to_string()
+            }
+            Action::Maintenance => format!("maintenance applied: {}", plural(units, "service update")),
         }
+    }
+}
+
+impl Action {
+    /// Whether it may find nothing to do (no service update pending) and
+    /// still succeed; a restart of a cache without nodes may not.
+    pub fn may_find_nothing(&self) -> bool {
+        matches!(self, Action::Maintenance)
     }
 }
 

@@ -233,6 +233,10 @@ pub struct Instance {
     /// parameter, as resolved when the provision was accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<super::Restored>,
+    /// The engine the cache runs when it is not its service's: a Redis OSS
+    /// instance moved to Valkey in place (the `engine` update parameter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<super::Engine>,
     /// Optimistic-concurrency version; every write is conditional on it.
     #[serde(default)]
     pub version: u64,
@@ -248,6 +252,13 @@ pub struct PendingUpdate {
     /// (see [`super::day2`]); never kept in `parameters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<super::Action>,
+    /// The engine the cache moves to (Redis OSS to Valkey), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<super::Engine>,
+    /// The plan's maintenance_info.version the instance is on once the
+    /// update's maintenance is applied, when the update carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_version: Option<String>,
 }
 
 impl Instance {
@@ -284,6 +295,7 @@ impl Instance {
             pooled: false,
             claimed_by: None,
             restored_from: None,
+            engine: None,
             version: 0,
         }
     }
@@ -298,6 +310,12 @@ impl Instance {
     pub fn take_spare(&mut self) -> Option<super::SpareUser> {
         let n = self.spares.iter().position(|s| s.state == super::SpareState::Ready && s.secret.is_some())?;
         Some(self.spares.remove(n))
+    }
+
+    /// The engine the instance's cache runs: its own when it moved, else
+    /// its service's.
+    pub fn engine_of(&self, service: &super::Service) -> super::Engine {
+        self.engine.unwrap_or(service.engine)
     }
 
     /// The key of the instance's cache (see [`Instance::cache`]): what the

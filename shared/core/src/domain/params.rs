@@ -31,6 +31,22 @@ pub fn forget_version(parameters: &mut Map<String, Value>) {
     parameters.remove(ENGINE_VERSION_ALIAS);
 }
 
+/// The update parameter that moves a Redis OSS cache to Valkey in place.
+pub const ENGINE: &str = "engine";
+
+/// The major Valkey versions a catalog offers (its Valkey plans'), which a
+/// Redis OSS instance may move to in place.
+pub fn valkey_versions(services: &[super::Service], plans: &[Plan]) -> Vec<String> {
+    let mut versions: Vec<String> = plans
+        .iter()
+        .filter(|p| services.iter().any(|s| s.id == p.service_id && s.engine == Engine::Valkey))
+        .flat_map(|p| p.engine_versions.iter().cloned())
+        .collect();
+    versions.sort_by(|a, b| compare_versions(a, b));
+    versions.dedup();
+    versions
+}
+
 /// The parameter that picks the logs the cache delivers (Redis OSS, Valkey).
 pub const LOG_DELIVERY: &str = "log_delivery";
 
@@ -104,8 +120,11 @@ pub fn create_schema(engine: Engine, plan: &Plan) -> Value {
 
 /// The schema of an update's parameters: the settings, and the one-off
 /// actions the plan can run (see [`super::day2`]), which are never kept.
-pub fn update_schema(engine: Engine, plan: &Plan) -> Value {
+pub fn update_schema(engine: Engine, plan: &Plan, valkey_versions: &[String]) -> Value {
     let mut schema = parameters_schema(engine, plan);
+    if engine == Engine::Redis && !valkey_versions.is_empty() {
+        in_place_to_valkey(&mut schema, plan, valkey_versions);
+    }
     let props = &mut schema["properties"];
     if !plan.cluster_mode {
         props[RESTART] = json!({
@@ -140,6 +159,43 @@ pub fn update_schema(engine: Engine, plan: &Plan) -> Value {
         }
     }
     schema
+}
+
+/// A Redis OSS plan's update schema takes `engine` (`"valkey"` moves the
+/// cache to Valkey in place, ElastiCache's ModifyReplicationGroup with
+/// Engine=valkey), and then an `engine_version` among Valkey's.
+fn in_place_to_valkey(schema: &mut Value, plan: &Plan, valkey_versions: &[String]) {
+    schema["properties"][ENGINE] = json!({
+        "description": format!(
+            "\"valkey\" moves this Redis OSS cache to Valkey in place, keeping its data, endpoints and credentials; give engine_version too (Valkey: {}). It cannot move back.",
+            valkey_versions.join(", ")
+        ),
+        "type": "string",
+        "enum": ["redis", "valkey"],
+    });
+    let mut all = plan.engine_versions.clone();
+    all.extend(valkey_versions.iter().cloned());
+    let only = |versions: &[String]| json!({ "properties": { ENGINE_VERSION: { "enum": versions }, ENGINE_VERSION_ALIAS: { "enum": versions } } });
+    for name in [ENGINE_VERSION, ENGINE_VERSION_ALIAS] {
+        schema["properties"][name]["enum"] = json!(all);
+    }
+    schema["allOf"] = json!([{
+        "if": { "properties": { ENGINE: { "const": "valkey" } }, "required": [ENGINE] },
+        "then": only(valkey_versions),
+        "else": only(&plan.engine_versions),
+    }]);
+}
+
+/// The versions `parameters` may name under `schema`: Valkey's when they
+/// move the cache to Valkey, else the plan's.
+fn allowed_versions(plan: &Plan, schema: &Value, parameters: &Value) -> Vec<String> {
+    let valkey = schema["allOf"][0]["then"]["properties"][ENGINE_VERSION]["enum"].as_array();
+    match (parameters.get(ENGINE).and_then(Value::as_str), valkey) {
+        (Some("valkey"), Some(versions)) => {
+            versions.iter().filter_map(Value::as_str).map(str::to_string).collect()
+        }
+        _ => plan.engine_versions.clone(),
+    }
 }
 
 /// Whether the plan's caches can fail over: replicas and automatic
@@ -185,6 +241,14 @@ pub fn unavailable(
                 "it is for provisioning only: it makes a new instance from a snapshot; provision one with it"
                     .to_string(),
             ),
+            ENGINE if !updating => Some(
+                "it is for updating a Redis OSS instance in place; to make a Valkey cache, provision the Valkey service"
+                    .to_string(),
+            ),
+            ENGINE if engine == Engine::Valkey => Some(
+                "Valkey caches do not move to Redis OSS (ElastiCache rolls back only Valkey 7.2 to Redis OSS 7.1, which the broker does not offer); create a Redis OSS instance instead".to_string(),
+            ),
+            ENGINE if engine == Engine::Memcached => Some("Memcached has one engine".to_string()),
             RESTART | TEST_FAILOVER | SNAPSHOT | DELETE_SNAPSHOT if !updating => Some(
                 "it is an action of an update (PATCH); provision first, then update the instance with it"
                     .to_string(),
@@ -194,6 +258,7 @@ pub fn unavailable(
     };
     let mut names: Vec<&str> = ACTION_PARAMETERS.to_vec();
     names.push(RESTORE_FROM);
+    names.push(ENGINE);
     names.extend(settings::SETTINGS);
     match names.into_iter().filter(|p| given.contains_key(*p)).find_map(|p| why(p).map(|w| (p, w))) {
         Some((p, why)) => Err(ParameterError(format!("parameter '{p}': {why}"))),
@@ -237,8 +302,9 @@ pub struct ParameterError(pub String);
 pub fn validate(plan: &Plan, schema: &Value, parameters: &Value) -> Result<(), ParameterError> {
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| ParameterError(format!("plan {} has an invalid parameter schema: {e}", plan.name)))?;
+    let allowed = allowed_versions(plan, schema, parameters);
     let mut errors: Vec<String> =
-        validator.iter_errors(parameters).map(|e| describe(plan, schema, &e)).collect();
+        validator.iter_errors(parameters).map(|e| describe(plan, schema, &allowed, &e)).collect();
     if let (Some(a), Some(b)) = (parameters.get(ENGINE_VERSION), parameters.get(ENGINE_VERSION_ALIAS))
         && a != b
     {
@@ -261,7 +327,7 @@ fn allowed_names(schema: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) -> String {
+fn describe(plan: &Plan, schema: &Value, allowed: &[String], e: &jsonschema::ValidationError<'_>) -> String {
     use jsonschema::error::ValidationErrorKind as K;
     let path = e.instance_path().to_string();
     let name = path.trim_start_matches('/').replace('/', ".");
@@ -288,12 +354,20 @@ fn describe(plan: &Plan, schema: &Value, e: &jsonschema::ValidationError<'_>) ->
                 Value::String(_) => "",
                 _ => " (it must be a quoted string, e.g. \"7.0\")",
             };
+            let whose = if allowed == plan.engine_versions.as_slice() {
+                format!("plan {}", plan.name)
+            } else {
+                format!("plan {} on Valkey", plan.name)
+            };
             format!(
-                "parameter '{name}' is {got}{hint}; plan {} allows {}",
-                plan.name,
-                plan.engine_versions.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
+                "parameter '{name}' is {got}{hint}; {whose} allows {}",
+                allowed.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
             )
         }
+        _ if name == ENGINE => format!(
+            "parameter '{ENGINE}' is {}; it takes \"valkey\" (to move this Redis OSS cache to Valkey in place)",
+            e.instance()
+        ),
         _ if name == RESTART || name == TEST_FAILOVER => {
             format!("parameter '{name}' is {}; it takes true (send it to run the action once)", e.instance())
         }

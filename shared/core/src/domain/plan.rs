@@ -120,8 +120,13 @@ pub struct Plan {
     #[serde(default)]
     pub final_snapshot: bool,
     /// OSB maintenance_info.version; a request naming another one gets 422.
+    /// An update that carries it to an instance on an older one applies
+    /// the cache's pending ElastiCache service updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_version: Option<String>,
+    /// OSB maintenance_info.description: what the version brings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_description: Option<String>,
     /// ACL rules each binding user gets (Redis OSS, Valkey).
     #[serde(default = "default_access_string")]
     pub access_string: String,

@@ -21,6 +21,9 @@ impl Worker {
             Step::PlanAction => {
                 if op.action_steps.is_empty() {
                     let units = self.provider.plan_action(&cache, &action).await?;
+                    if units.is_empty() && action.may_find_nothing() {
+                        return Ok(StepResult::Next(Step::PutAlarms));
+                    }
                     if units.is_empty() {
                         return Err(StepError::Permanent(format!(
                             "the {} found nothing to act on: the cache has no nodes",

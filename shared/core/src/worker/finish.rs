@@ -89,6 +89,12 @@ impl Worker {
                             i.plan_id = p.plan_id;
                             i.parameters = p.parameters;
                             i.engine_version = p.engine_version;
+                            if let Some(engine) = p.engine {
+                                i.engine = Some(engine);
+                            }
+                            if let Some(version) = p.maintenance_version {
+                                i.maintenance_version = Some(version);
+                            }
                         }
                         i.apply(InstanceEvent::UpdateEnded)?;
                     }

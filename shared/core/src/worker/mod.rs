@@ -445,6 +445,8 @@ impl Worker {
             Some(p) => (p.engine_version.clone(), &p.parameters),
             None => (i.engine_version.clone(), &i.parameters),
         };
+        // The engine it runs, or moves to (Redis OSS to Valkey in place).
+        let engine = i.pending_update.as_ref().and_then(|p| p.engine).unwrap_or_else(|| i.engine_of(service));
         let mut tags = vec![
             ("broker-instance-id".to_string(), i.id.clone()),
             ("broker-plan".to_string(), plan.name.clone()),
@@ -463,7 +465,7 @@ impl Worker {
         }
         Ok(CacheSpec {
             cache_key: i.cache_key().to_string(),
-            engine: service.engine,
+            engine,
             engine_version,
             plan: plan.clone(),
             admin_secret: i.admin_secret.clone(),
@@ -471,7 +473,7 @@ impl Worker {
             log_delivery: crate::domain::params::log_delivery(plan, parameters),
             spare_users: Vec::new(),
             restore: i.restored_from.as_ref().map(|r| r.reference.clone()),
-            settings: crate::domain::settings::of(service.engine, plan, parameters),
+            settings: crate::domain::settings::of(engine, plan, parameters),
         })
     }
 
@@ -479,7 +481,7 @@ impl Worker {
     fn spares_wanted(&self, ctx: &Context) -> Result<usize, StepError> {
         Ok(spare::wanted(
             ctx.plan()?,
-            ctx.service()?.engine,
+            ctx.instance.engine_of(ctx.service()?),
             &ctx.instance.engine_version,
             self.provider.users_change_at_once(),
         ))

@@ -17,7 +17,9 @@ impl Worker {
         match op.step {
             // ---------------------------------------------------- provision
             Step::CreateAdminSecret => {
-                if !ctx.service()?.engine.speaks_redis() || ctx.instance.admin_secret.is_some() {
+                if !ctx.instance.engine_of(ctx.service()?).speaks_redis()
+                    || ctx.instance.admin_secret.is_some()
+                {
                     return Ok(StepResult::Next(Step::CreateSpareSecrets));
                 }
                 let reference = self.create_secret(&Target::Admin { instance_id: id.clone() }, true).await?;
@@ -77,7 +79,18 @@ impl Worker {
                         ctx.instance.endpoint = Some(self.provider.endpoint(&cache).await?);
                         let plan = ctx.plan()?;
                         let moved = plan.id != ctx.instance.plan_id;
+                        let moved_engine = ctx.instance.pending_update.as_ref().and_then(|p| p.engine);
                         let said = match ctx.action() {
+                            _ if moved_engine.is_some() => format!(
+                                "updated: now {} {} on plan {}",
+                                moved_engine.map(|e| e.as_str()).unwrap_or_default(),
+                                ctx.instance
+                                    .pending_update
+                                    .as_ref()
+                                    .map(|p| p.engine_version.as_str())
+                                    .unwrap_or_default(),
+                                plan.name
+                            ),
                             Some(action) if !moved => action.done(op.action_steps.len()),
                             Some(action) => {
                                 format!(
@@ -197,7 +210,7 @@ impl Worker {
             }
             // ---------------------------------------------------- bind
             Step::CreateUserSecret => {
-                let engine = ctx.service()?.engine;
+                let engine = ctx.instance.engine_of(ctx.service()?);
                 let binding =
                     ctx.binding.as_mut().ok_or(StepError::Permanent("bind without a binding".into()))?;
                 if !engine.speaks_redis() {
@@ -243,7 +256,7 @@ impl Worker {
                 let binding =
                     ctx.binding.as_ref().ok_or(StepError::Permanent("unbind without a binding".into()))?;
                 if let Some(username) = &binding.username
-                    && ctx.service()?.engine.speaks_redis()
+                    && ctx.instance.engine_of(ctx.service()?).speaks_redis()
                     && ctx.instance.state != InstanceState::Deleted
                 {
                     return Ok(then(
@@ -369,7 +382,8 @@ impl Worker {
             s.state = SpareState::Ready;
         }
         let (plan, i) = (ctx.plan()?, &ctx.instance);
-        let what = format!("{} {} on plan {}", ctx.service()?.engine.as_str(), i.engine_version, plan.name);
+        let what =
+            format!("{} {} on plan {}", i.engine_of(ctx.service()?).as_str(), i.engine_version, plan.name);
         let said = if i.pooled {
             format!("provisioned for the warm pool: {what}")
         } else if plan.warm_pool_size == 0 {

@@ -290,6 +290,9 @@ impl LocalCacheProvider {
                  replica to fail over to; ElastiCache runs the failover test",
                 record.engine.as_str()
             ))),
+            // The servers are the ones installed on the laptop: ElastiCache's
+            // service updates have nothing to apply to.
+            Action::Maintenance => Ok(Vec::new()),
             Action::Snapshot { name } | Action::DeleteSnapshot { name } => {
                 if !record.engine.speaks_redis() {
                     return Err(ProviderError::Permanent(format!(
@@ -309,6 +312,7 @@ impl LocalCacheProvider {
     ) -> Result<Progress, ProviderError> {
         match action {
             Action::Restart => self.restart(instance_id).await,
+            Action::Maintenance => Ok(Progress::Done),
             Action::TestFailover => self.plan_local_action(instance_id, action).await.map(|_| Progress::Done),
             Action::Snapshot { .. } => {
                 let _guard = self.lock(instance_id).await;
@@ -332,7 +336,7 @@ impl LocalCacheProvider {
             Ok(self.snapshot_files(&Self::reference(instance_id, name))?.1.exists())
         };
         match action {
-            Action::Restart | Action::TestFailover => self.progress(instance_id).await,
+            Action::Restart | Action::TestFailover | Action::Maintenance => self.progress(instance_id).await,
             Action::Snapshot { .. } if exists(&step.target)? => Ok(Progress::Done),
             Action::Snapshot { name } => Err(ProviderError::Retryable(format!(
                 "snapshot {name} of instance {instance_id} is not saved yet"

@@ -615,12 +615,23 @@ impl CacheProvider for LocalCacheProvider {
         let _guard = self.lock(&spec.cache_key).await;
         let (paths, mut record) = self.existing(&spec.cache_key)?;
         if record.engine != spec.engine {
-            return Err(ProviderError::Permanent(format!(
-                "instance {} runs {}; changing the engine to {} is not supported",
-                spec.cache_key,
-                record.engine.as_str(),
-                spec.engine.as_str()
-            )));
+            if !(record.engine == Engine::Redis && spec.engine == Engine::Valkey) {
+                return Err(ProviderError::Permanent(format!(
+                    "instance {} runs {}; changing the engine to {} is not supported",
+                    spec.cache_key,
+                    record.engine.as_str(),
+                    spec.engine.as_str()
+                )));
+            }
+            // Redis OSS to Valkey in place: valkey-server started on the
+            // same data directory reads what redis-server wrote (its
+            // append-only file and its users), on the same port.
+            self.binary(Engine::Valkey)?;
+            self.stop(&record, &paths).await?;
+            record.engine = Engine::Valkey;
+            record.engine_version = spec.engine_version.clone();
+            tracing::info!(instance_id = %spec.cache_key, "moving local cache from redis-server to valkey-server");
+            return self.start(record, &paths).await;
         }
         // Laptop mode runs one process whatever the plan, so only the version
         // the platform asked for is recorded (and reported in credentials).

@@ -8,15 +8,20 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_elasticache::Client;
+use aws_sdk_elasticache::operation::batch_apply_update_action::BatchApplyUpdateActionOutput;
 use aws_sdk_elasticache::operation::describe_cache_clusters::DescribeCacheClustersOutput;
 use aws_sdk_elasticache::operation::describe_events::DescribeEventsOutput;
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
+use aws_sdk_elasticache::operation::describe_update_actions::DescribeUpdateActionsOutput;
 use aws_sdk_elasticache::operation::reboot_cache_cluster::RebootCacheClusterOutput;
 use aws_sdk_elasticache::operation::test_failover::{TestFailoverError, TestFailoverOutput};
 use aws_sdk_elasticache::types::error::TestFailoverNotAvailableFault;
 use aws_sdk_elasticache::types::{
     AutomaticFailoverStatus, CacheCluster, CacheNode, Event, NodeGroup, NodeGroupMember, ReplicationGroup,
     SourceType,
+};
+use aws_sdk_elasticache::types::{
+    ProcessedUpdateAction, ServiceUpdateStatus, UnprocessedUpdateAction, UpdateAction, UpdateActionStatus,
 };
 use aws_smithy_mocks::mock;
 
@@ -420,5 +425,113 @@ async fn the_daily_failover_test_limit_fails_the_action_naming_the_fault() {
     assert!(
         matches!(&why, ProviderError::Permanent(w) if w.starts_with("TestFailover failed: TestFailoverNotAvailableFault")),
         "{why:?}"
+    );
+}
+
+/// An update action of `service_update` on the group, as
+/// DescribeUpdateActions lists it.
+fn update_action(service_update: &str, status: UpdateActionStatus) -> UpdateAction {
+    UpdateAction::builder()
+        .replication_group_id(group_id())
+        .service_update_name(service_update)
+        .service_update_status(ServiceUpdateStatus::Available)
+        .update_action_status(status)
+        .engine("redis")
+        .build()
+}
+
+#[tokio::test]
+async fn a_maintenance_applies_each_pending_service_update_and_waits_until_it_is_complete() {
+    let applied: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = applied.clone();
+    let describe_group = mock!(Client::describe_replication_groups).then_output(|| {
+        DescribeReplicationGroupsOutput::builder().replication_groups(replicated("001")).build()
+    });
+    // What the group has: one update applied already, one waiting; the
+    // waiting one in progress once it was applied, then complete.
+    let state = applied.clone();
+    let looks = Arc::new(Mutex::new(0));
+    let describe = mock!(Client::describe_update_actions)
+        .match_requests(|req| {
+            req.replication_group_ids() == [group_id()]
+                && req.service_update_status() == [ServiceUpdateStatus::Available]
+        })
+        .then_output(move || {
+            let applied = !state.lock().unwrap().is_empty();
+            let mut looks = looks.lock().unwrap();
+            let waiting = match (applied, *looks) {
+                (false, _) => UpdateActionStatus::NotApplied,
+                (true, n) => {
+                    *looks = n + 1;
+                    if n == 0 { UpdateActionStatus::InProgress } else { UpdateActionStatus::Complete }
+                }
+            };
+            DescribeUpdateActionsOutput::builder()
+                .update_actions(update_action("elasticache-20261001-001", UpdateActionStatus::Complete))
+                .update_actions(update_action("elasticache-20261115-002", waiting))
+                .build()
+        });
+    let apply = mock!(Client::batch_apply_update_action)
+        .match_requests(move |req| {
+            assert_eq!(req.replication_group_ids(), [group_id()]);
+            seen.lock().unwrap().push(req.service_update_name().unwrap_or_default().to_string());
+            true
+        })
+        .then_output(|| {
+            BatchApplyUpdateActionOutput::builder()
+                .processed_update_actions(
+                    ProcessedUpdateAction::builder()
+                        .replication_group_id(group_id())
+                        .service_update_name("elasticache-20261115-002")
+                        .update_action_status(UpdateActionStatus::WaitingToStart)
+                        .build(),
+                )
+                .build()
+        });
+    let provider = provider_on(mocked(&[&describe_group, &describe, &apply]), secrets_with_admin().await);
+
+    let units = provider.plan_action(INSTANCE, &Action::Maintenance).await.unwrap();
+    assert_eq!(units.iter().map(|u| u.target.as_str()).collect::<Vec<_>>(), ["elasticache-20261115-002"]);
+    let started = provider.start_action(INSTANCE, &Action::Maintenance, &units[0]).await.unwrap();
+    assert_eq!(
+        started,
+        Progress::Working { detail: "applying service update elasticache-20261115-002".into() }
+    );
+    let waiting = provider.action_progress(INSTANCE, &Action::Maintenance, &units[0]).await.unwrap();
+    assert_eq!(
+        waiting,
+        Progress::Working { detail: "service update elasticache-20261115-002 is in-progress".into() }
+    );
+    assert_eq!(
+        provider.action_progress(INSTANCE, &Action::Maintenance, &units[0]).await.unwrap(),
+        Progress::Done
+    );
+    assert_eq!(*applied.lock().unwrap(), ["elasticache-20261115-002"]);
+}
+
+#[tokio::test]
+async fn a_service_update_elasticache_does_not_process_fails_the_maintenance_naming_why() {
+    let apply = mock!(Client::batch_apply_update_action).then_output(|| {
+        BatchApplyUpdateActionOutput::builder()
+            .unprocessed_update_actions(
+                UnprocessedUpdateAction::builder()
+                    .replication_group_id(group_id())
+                    .service_update_name("elasticache-20261115-002")
+                    .error_type("InvalidParameterValue")
+                    .error_message("The cluster is not in an available state")
+                    .build(),
+            )
+            .build()
+    });
+    let provider = provider_on(mocked(&[&apply]), secrets_with_admin().await);
+    let unit =
+        ActionStep { target: "elasticache-20261115-002".into(), before: Some("replication-group".into()) };
+    let why = provider.start_action(INSTANCE, &Action::Maintenance, &unit).await.unwrap_err();
+    assert_eq!(
+        why,
+        ProviderError::Permanent(format!(
+            "BatchApplyUpdateAction did not apply service update elasticache-20261115-002 to {}: InvalidParameterValue: The cluster is not in an available state",
+            group_id()
+        ))
     );
 }

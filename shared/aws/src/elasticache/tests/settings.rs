@@ -2,7 +2,7 @@
 //! calls moto lacks answered by the stand-in: the windows and the snapshot
 //! retention in CreateReplicationGroup, an eviction policy through the
 //! cache's own parameter group (made, set, named by the group, deleted
-//! with it), and a Memcached cluster's maintenance window.
+//! with it), and a Redis OSS group moved to Valkey in place.
 
 use super::{INSTANCE, moto, spec};
 use crate::elasticache::names::Names;
@@ -119,4 +119,31 @@ async fn a_policy_chosen_later_sets_the_group_and_changes_only_its_value_after()
     assert_eq!(m.rbac.state.lock().unwrap().parameter_groups[&name].1["maxmemory-policy"], "allkeys-lfu");
     let creates = m.rbac.calls().iter().filter(|c| c.starts_with("CreateCacheParameterGroup")).count();
     assert_eq!(creates, 2, "the second finds the group made: {:?}", m.rbac.calls());
+}
+
+#[tokio::test]
+async fn a_redis_group_is_moved_to_valkey_in_place_by_one_modify() {
+    let m = moto().await;
+    let redis = spec(INSTANCE, "elasticache-redis", "small");
+    m.provider.create(&redis).await.unwrap();
+    let mut valkey = redis.clone();
+    valkey.engine = broker_core::domain::Engine::Valkey;
+    valkey.engine_version = "8.0".into();
+
+    let Progress::Working { detail } = m.provider.modify(&valkey).await.unwrap() else {
+        panic!("nothing sent")
+    };
+    assert!(detail.contains("engine redis"), "{detail}");
+    let id = m.provider.cache_id(INSTANCE);
+    let group = m.aws.describe_replication_groups().replication_group_id(&id).send().await.unwrap();
+    assert_eq!(group.replication_groups()[0].engine(), Some("valkey"));
+    // Moved: nothing left to do (moto describes no member, so the version
+    // is left as ElastiCache reports it).
+    assert_eq!(m.provider.modify(&valkey).await.unwrap(), Progress::Done);
+    // And never back.
+    let back = m.provider.modify(&redis).await.unwrap_err();
+    assert!(
+        matches!(&back, broker_core::ports::ProviderError::Permanent(w) if w.contains("runs valkey")),
+        "{back:?}"
+    );
 }
