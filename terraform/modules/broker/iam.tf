@@ -212,6 +212,8 @@ locals {
             # A deleted cache's own parameter groups are found in the
             # account's listing.
             "elasticache:DescribeCacheParameterGroups",
+            # A maintenance upgrade lists the cache's pending service updates.
+            "elasticache:DescribeUpdateActions",
             "secretsmanager:ListSecrets",
           ]
           Resource = "*"
@@ -255,6 +257,8 @@ locals {
             "elasticache:CreateCacheParameterGroup",
             "elasticache:ModifyCacheParameterGroup",
             "elasticache:DeleteCacheParameterGroup",
+            # A maintenance upgrade applies the cache's service updates.
+            "elasticache:BatchApplyUpdateAction",
             "elasticache:AddTagsToResource",
           ]
           Resource = concat(local.owned_caches, local.owned_users, local.owned_snapshots, local.cache_dependencies)
