@@ -17,20 +17,9 @@ const VALKEY: &str = "elasticache-valkey";
 const MEMCACHED: &str = "elasticache-memcached";
 const ID: &str = "7a1d3e5c-day2-instance";
 
-fn body(tb: &TestBroker, service: &str, plan: &str, org: &str, parameters: Value) -> Value {
-    let (service_id, plan_id) = tb.plan_id(service, plan);
-    json!({
-        "service_id": service_id, "plan_id": plan_id,
-        "organization_guid": org, "space_guid": "space-1",
-        "parameters": parameters,
-    })
-}
-
 async fn provision_in(tb: &TestBroker, id: &str, service: &str, plan: &str, org: &str, parameters: Value) {
-    let uri = format!("/v2/service_instances/{id}?accepts_incomplete=true");
-    let (status, got) = tb.call("PUT", &uri, Some(body(tb, service, plan, org, parameters))).await;
+    let (status, got) = tb.provision_as(id, service, plan, org, parameters).await;
     assert_eq!(status, 202, "{got}");
-    tb.drain(50).await;
     assert_eq!(last(tb, id).await.0, "succeeded");
 }
 
@@ -39,21 +28,20 @@ async fn provision(tb: &TestBroker, service: &str, plan: &str) {
 }
 
 async fn update(tb: &TestBroker, service: &str, parameters: Value) -> (u16, Value) {
-    let (service_id, _) = tb.plan_id(service, "dev");
-    let (status, got) = tb
-        .call(
-            "PATCH",
-            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
-            Some(json!({ "service_id": service_id, "parameters": parameters })),
-        )
-        .await;
+    let (status, got) = tb.update_instance(ID, service, None, parameters).await;
     (status.as_u16(), got)
 }
 
 async fn last(tb: &TestBroker, id: &str) -> (String, String) {
-    let (status, got) = tb.call("GET", &format!("/v2/service_instances/{id}/last_operation"), None).await;
-    assert_eq!(status, 200, "{got}");
-    (got["state"].as_str().unwrap().to_string(), got["description"].as_str().unwrap().to_string())
+    tb.last_operation(id).await
+}
+
+/// A provision of `id` in organization `org-1` restoring from `source`'s
+/// snapshot `snapshot`: the answer.
+async fn restore(tb: &TestBroker, id: &str, plan: &str, source: &str, snapshot: &str) -> (u16, Value) {
+    let parameters = json!({"restore_from": {"instance_id": source, "snapshot": snapshot}});
+    let (status, got) = tb.provision_as(id, REDIS, plan, "org-1", parameters).await;
+    (status.as_u16(), got)
 }
 
 async fn fetched(tb: &TestBroker, id: &str) -> Value {
@@ -216,13 +204,8 @@ async fn one_action_per_update_and_actions_only_on_update() {
         "parameter 'restart' is false; it takes true (send it to run the action once)"
     );
 
-    let (status, got) = tb
-        .call(
-            "PUT",
-            "/v2/service_instances/another-one?accepts_incomplete=true",
-            Some(body(&tb, REDIS, "small", "org-1", json!({"restart": true}))),
-        )
-        .await;
+    let (status, got) =
+        tb.provision_as("another-one", REDIS, "small", "org-1", json!({"restart": true})).await;
     assert_eq!(status, 400, "{got}");
     assert!(
         got["description"].as_str().unwrap().starts_with("parameter 'restart': it is an action of an update")
@@ -380,19 +363,7 @@ async fn a_restore_from_another_tenant_is_refused_like_one_from_nowhere_and_reve
         )
     };
     for (source, wanted) in [(ID, "secret-name"), ("no-such-instance", "latest")] {
-        let (status, got) = tb
-            .call(
-                "PUT",
-                "/v2/service_instances/thief?accepts_incomplete=true",
-                Some(body(
-                    &tb,
-                    REDIS,
-                    "small",
-                    "org-1",
-                    json!({"restore_from": {"instance_id": source, "snapshot": wanted}}),
-                )),
-            )
-            .await;
+        let (status, got) = restore(&tb, "thief", "small", source, wanted).await;
         assert_eq!(status, 400, "{got}");
         assert_eq!(got["description"], refused(source));
         assert!(!got.to_string().contains("secret-name"));
@@ -401,19 +372,7 @@ async fn a_restore_from_another_tenant_is_refused_like_one_from_nowhere_and_reve
 
     // Another service's instance in the same space is refused the same way.
     provision_in(&tb, "valkey-1", VALKEY, "dev", "org-1", json!({})).await;
-    let (status, got) = tb
-        .call(
-            "PUT",
-            "/v2/service_instances/thief?accepts_incomplete=true",
-            Some(body(
-                &tb,
-                REDIS,
-                "small",
-                "org-1",
-                json!({"restore_from": {"instance_id": "valkey-1", "snapshot": "latest"}}),
-            )),
-        )
-        .await;
+    let (status, got) = restore(&tb, "thief", "small", "valkey-1", "latest").await;
     assert_eq!(status, 400, "{got}");
     assert_eq!(got["description"], refused("valkey-1"));
 }
@@ -422,19 +381,7 @@ async fn a_restore_from_another_tenant_is_refused_like_one_from_nowhere_and_reve
 async fn a_restore_names_the_snapshots_it_could_use_and_a_deleted_instances_final_one_counts() {
     let tb = TestBroker::new().await;
     provision(&tb, REDIS, "small").await;
-    let (status, got) = tb
-        .call(
-            "PUT",
-            "/v2/service_instances/restored?accepts_incomplete=true",
-            Some(body(
-                &tb,
-                REDIS,
-                "small",
-                "org-1",
-                json!({"restore_from": {"instance_id": ID, "snapshot": "latest"}}),
-            )),
-        )
-        .await;
+    let (status, got) = restore(&tb, "restored", "small", ID, "latest").await;
     assert_eq!(status, 400, "{got}");
     assert_eq!(
         got["description"],
@@ -459,19 +406,7 @@ async fn a_restore_names_the_snapshots_it_could_use_and_a_deleted_instances_fina
     tb.provider.add_snapshot(&cache, "final-1", SnapshotKind::Final, 3_000);
     assert_eq!(tb.store.instance(ID).await.unwrap().unwrap().state, InstanceState::Deleted);
 
-    let (status, got) = tb
-        .call(
-            "PUT",
-            "/v2/service_instances/restored?accepts_incomplete=true",
-            Some(body(
-                &tb,
-                REDIS,
-                "small",
-                "org-1",
-                json!({"restore_from": {"instance_id": ID, "snapshot": "monday"}}),
-            )),
-        )
-        .await;
+    let (status, got) = restore(&tb, "restored", "small", ID, "monday").await;
     assert_eq!(status, 400, "{got}");
     assert_eq!(
         got["description"],

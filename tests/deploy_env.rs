@@ -749,6 +749,17 @@ fn the_provisioner_may_send_every_call_its_providers_make() {
     }
 }
 
+/// The `broker_api_policy` of the Terraform module's iam.tf.
+fn terraform_broker_api_policy() -> String {
+    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
+    terraform
+        .split("broker_api_policy = {")
+        .nth(1)
+        .and_then(|rest| rest.split("provisioner_policy = {").next())
+        .expect("iam.tf has a broker_api_policy before the provisioner_policy")
+        .to_string()
+}
+
 /// The dashboard page's charts read CloudWatch from broker-api (the calls
 /// of `shared/aws/src/cloudwatch/charts.rs`): its role allows each of them
 /// in both templates.
@@ -757,12 +768,7 @@ fn broker_api_may_read_the_metrics_its_dashboard_charts() {
     let ops = sent_operations(&[(root().join("shared/aws/src/cloudwatch/charts.rs"), "cloudwatch")]);
     assert!(ops.contains("cloudwatch:GetMetricData"), "the scan finds GetMetricData: {ops:?}");
     let sam = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole").join("\n");
-    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
-    let api = terraform
-        .split("broker_api_policy = {")
-        .nth(1)
-        .and_then(|rest| rest.split("provisioner_policy = {").next())
-        .expect("iam.tf has a broker_api_policy before the provisioner_policy");
+    let api = terraform_broker_api_policy();
     for op in &ops {
         assert!(
             sam.contains(&format!("Action: {op}\n")) || sam.contains(&format!("- {op}\n")),
@@ -782,12 +788,7 @@ fn broker_api_may_list_the_snapshots_it_shows_and_checks() {
     assert!(day2.contains(".describe_snapshots()"), "the provider lists snapshots with DescribeSnapshots");
     let sam = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole").join("\n");
     assert!(sam.contains("Action: elasticache:DescribeSnapshots\n"), "template.yaml's BrokerApiRole");
-    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
-    let api = terraform
-        .split("broker_api_policy = {")
-        .nth(1)
-        .and_then(|rest| rest.split("provisioner_policy = {").next())
-        .expect("iam.tf has a broker_api_policy before the provisioner_policy");
+    let api = terraform_broker_api_policy();
     assert!(api.contains("\"elasticache:DescribeSnapshots\""), "the Terraform broker-api role");
 }
 

@@ -16,36 +16,19 @@ const VALKEY: &str = "elasticache-valkey";
 const ID: &str = "9c4e2b8d-engine-instance";
 
 async fn provision(tb: &TestBroker, service: &str, plan: &str, parameters: Value) {
-    let (service_id, plan_id) = tb.plan_id(service, plan);
-    let (status, got) = tb
-        .call(
-            "PUT",
-            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
-            Some(json!({"service_id": service_id, "plan_id": plan_id, "organization_guid": "o",
-                        "space_guid": "s", "parameters": parameters})),
-        )
-        .await;
+    let (status, got) = tb.provision_as(ID, service, plan, "o", parameters).await;
     assert_eq!(status, 202, "{got}");
-    tb.drain(50).await;
 }
 
 async fn update(tb: &TestBroker, service: &str, parameters: Value) -> (u16, Value) {
-    let (service_id, _) = tb.plan_id(service, "dev");
-    let (status, got) = tb
-        .call(
-            "PATCH",
-            &format!("/v2/service_instances/{ID}?accepts_incomplete=true"),
-            Some(json!({"service_id": service_id, "parameters": parameters})),
-        )
-        .await;
-    tb.drain(50).await;
+    let (status, got) = tb.update_instance(ID, service, None, parameters).await;
     (status.as_u16(), got)
 }
 
 async fn description(tb: &TestBroker) -> String {
-    let (_, got) = tb.call("GET", &format!("/v2/service_instances/{ID}/last_operation"), None).await;
-    assert_eq!(got["state"], "succeeded", "{got}");
-    got["description"].as_str().unwrap().to_string()
+    let (state, description) = tb.last_operation(ID).await;
+    assert_eq!(state, "succeeded", "{description}");
+    description
 }
 
 #[tokio::test]

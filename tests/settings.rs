@@ -14,31 +14,13 @@ const REDIS: &str = "elasticache-redis";
 const MEMCACHED: &str = "elasticache-memcached";
 const ID: &str = "3b9e1f7a-settings-instance";
 
-fn body(tb: &TestBroker, service: &str, plan: &str, parameters: Value) -> Value {
-    let (service_id, plan_id) = tb.plan_id(service, plan);
-    json!({
-        "service_id": service_id, "plan_id": plan_id,
-        "organization_guid": "org-1", "space_guid": "space-1",
-        "parameters": parameters,
-    })
-}
-
 async fn provision(tb: &TestBroker, service: &str, plan: &str, parameters: Value) -> (u16, Value) {
-    let uri = format!("/v2/service_instances/{ID}?accepts_incomplete=true");
-    let (status, got) = tb.call("PUT", &uri, Some(body(tb, service, plan, parameters))).await;
-    tb.drain(50).await;
+    let (status, got) = tb.provision_as(ID, service, plan, "org-1", parameters).await;
     (status.as_u16(), got)
 }
 
 async fn update(tb: &TestBroker, service: &str, plan: Option<&str>, parameters: Value) -> (u16, Value) {
-    let (service_id, plan_id) = tb.plan_id(service, plan.unwrap_or("dev"));
-    let mut request = json!({ "service_id": service_id, "parameters": parameters });
-    if plan.is_some() {
-        request["plan_id"] = json!(plan_id);
-    }
-    let (status, got) =
-        tb.call("PATCH", &format!("/v2/service_instances/{ID}?accepts_incomplete=true"), Some(request)).await;
-    tb.drain(50).await;
+    let (status, got) = tb.update_instance(ID, service, plan, parameters).await;
     (status.as_u16(), got)
 }
 

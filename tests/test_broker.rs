@@ -180,6 +180,60 @@ impl TestBroker {
         outcomes
     }
 
+    /// PUTs instance `id` of plan `plan` of `service` for organization `org`
+    /// (space `space-1`) with `parameters`, then runs the worker: the
+    /// answer to the PUT.
+    pub async fn provision_as(
+        &self,
+        id: &str,
+        service: &str,
+        plan: &str,
+        org: &str,
+        parameters: Value,
+    ) -> (StatusCode, Value) {
+        let (service_id, plan_id) = self.plan_id(service, plan);
+        let body = serde_json::json!({
+            "service_id": service_id, "plan_id": plan_id,
+            "organization_guid": org, "space_guid": "space-1",
+            "parameters": parameters,
+        });
+        let answer = self
+            .call("PUT", &format!("/v2/service_instances/{id}?accepts_incomplete=true"), Some(body))
+            .await;
+        self.drain(50).await;
+        answer
+    }
+
+    /// PATCHes instance `id` of `service` with `parameters` (and plan
+    /// `plan`, when given), then runs the worker: the answer to the PATCH.
+    pub async fn update_instance(
+        &self,
+        id: &str,
+        service: &str,
+        plan: Option<&str>,
+        parameters: Value,
+    ) -> (StatusCode, Value) {
+        let (service_id, plan_id) = self.plan_id(service, plan.unwrap_or("dev"));
+        let mut body = serde_json::json!({ "service_id": service_id, "parameters": parameters });
+        if plan.is_some() {
+            body["plan_id"] = serde_json::json!(plan_id);
+        }
+        let answer = self
+            .call("PATCH", &format!("/v2/service_instances/{id}?accepts_incomplete=true"), Some(body))
+            .await;
+        self.drain(50).await;
+        answer
+    }
+
+    /// The state and description of instance `id`'s last operation.
+    pub async fn last_operation(&self, id: &str) -> (String, String) {
+        let (status, got) =
+            self.call("GET", &format!("/v2/service_instances/{id}/last_operation"), None).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let text = |k: &str| got[k].as_str().unwrap_or_default().to_string();
+        (text("state"), text("description"))
+    }
+
     /// Sends a request with valid auth and API version.
     pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         let req = request(method, uri, body, true, Some("2.17"));

@@ -144,18 +144,7 @@ async fn a_deprovision_deletes_the_named_snapshots_before_the_group_and_keeps_th
         panic!("done at once")
     };
     assert_eq!(detail, "deleting the instance's snapshots (one, two)");
-    let group = m
-        .aws
-        .describe_replication_groups()
-        .replication_group_id(m.provider.cache_id(INSTANCE))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        group.replication_groups()[0].status(),
-        Some("available"),
-        "the group waits for its snapshots"
-    );
+    assert_eq!(m.group(INSTANCE).await.status(), Some("available"), "the group waits for its snapshots");
     let Progress::Working { detail } = m.provider.delete(INSTANCE, Some(DEPROVISION)).await.unwrap() else {
         panic!("done")
     };

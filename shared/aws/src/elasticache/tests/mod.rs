@@ -133,3 +133,42 @@ pub async fn moto() -> Moto {
         .with_rbac_client(rbac.client.clone());
     Moto { _moto: moto, aws: Client::new(&config), provider, rbac, created, gone }
 }
+
+impl Moto {
+    /// The replication group of `instance` as moto describes it.
+    pub async fn group(&self, instance: &str) -> aws_sdk_elasticache::types::ReplicationGroup {
+        let id = self.provider.cache_id(instance);
+        let out = self.aws.describe_replication_groups().replication_group_id(&id).send().await.unwrap();
+        out.replication_groups()[0].clone()
+    }
+
+    /// [`delete_until_done`] on this world.
+    pub async fn delete_until_done(&self, instance: &str, final_snapshot: Option<&str>) -> Vec<String> {
+        delete_until_done(&self.provider, &self.gone, instance, final_snapshot).await
+    }
+}
+
+/// Calls `provider.delete` until it is done, telling moto's never-ending
+/// deletion of the group to end (through `gone`); returns every `Working`
+/// detail on the way.
+pub async fn delete_until_done(
+    provider: &ElastiCacheProvider,
+    gone: &broker_testing::aws::GoneGroups,
+    instance: &str,
+    final_snapshot: Option<&str>,
+) -> Vec<String> {
+    use broker_core::ports::{CacheProvider, Progress};
+    let mut details = Vec::new();
+    for _ in 0..10 {
+        match provider.delete(instance, final_snapshot).await.unwrap() {
+            Progress::Done => return details,
+            Progress::Working { detail } => {
+                if detail.starts_with("deleting replication group") {
+                    gone.lock().unwrap().insert(provider.cache_id(instance));
+                }
+                details.push(detail);
+            }
+        }
+    }
+    panic!("delete never finished: {details:?}");
+}

@@ -143,22 +143,9 @@ impl World {
             .collect()
     }
 
-    /// Calls `delete` until it is done, telling moto's never-ending deletion
-    /// to end; returns every `Working` detail on the way.
+    /// Calls `delete` until it is done (see [`super::delete_until_done`]).
     async fn delete_until_done(&self, instance_id: &str, final_snapshot: Option<&str>) -> Vec<String> {
-        let mut details = Vec::new();
-        for _ in 0..10 {
-            match self.provider.delete(instance_id, final_snapshot).await.unwrap() {
-                Progress::Done => return details,
-                Progress::Working { detail } => {
-                    if detail.starts_with("deleting replication group") {
-                        self.gone.lock().unwrap().insert(self.provider.cache_id(instance_id));
-                    }
-                    details.push(detail);
-                }
-            }
-        }
-        panic!("delete never finished: {details:?}");
+        super::delete_until_done(&self.provider, &self.gone, instance_id, final_snapshot).await
     }
 }
 

@@ -27,14 +27,7 @@ async fn the_windows_and_retention_go_into_the_create_and_no_parameter_group_wit
     assert_eq!(sent.snapshot_retention_limit(), Some(1));
     assert_eq!(sent.cache_parameter_group_name(), None, "the family's default group");
     assert!(m.rbac.calls().iter().all(|c| !c.contains("ParameterGroup")), "{:?}", m.rbac.calls());
-    let group = m
-        .aws
-        .describe_replication_groups()
-        .replication_group_id(m.provider.cache_id(INSTANCE))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(group.replication_groups()[0].snapshot_window(), Some("01:00-02:30"));
+    assert_eq!(m.group(INSTANCE).await.snapshot_window(), Some("01:00-02:30"));
 }
 
 #[tokio::test]
@@ -67,20 +60,7 @@ async fn an_eviction_policy_gets_the_cache_its_own_parameter_group_deleted_with_
         .unwrap()
         .parameter_groups
         .insert("someone-elses".into(), ("redis7".into(), Default::default()));
-    let mut done = false;
-    for _ in 0..10 {
-        match m.provider.delete(INSTANCE, None).await.unwrap() {
-            Progress::Done => {
-                done = true;
-                break;
-            }
-            Progress::Working { detail } if detail.starts_with("deleting replication group") => {
-                m.gone.lock().unwrap().insert(m.provider.cache_id(INSTANCE));
-            }
-            Progress::Working { .. } => {}
-        }
-    }
-    assert!(done, "the delete finished");
+    m.delete_until_done(INSTANCE, None).await;
     let left: Vec<String> = m.rbac.state.lock().unwrap().parameter_groups.keys().cloned().collect();
     assert_eq!(left, vec!["someone-elses".to_string()]);
 }
@@ -134,9 +114,7 @@ async fn a_redis_group_is_moved_to_valkey_in_place_by_one_modify() {
         panic!("nothing sent")
     };
     assert!(detail.contains("engine redis"), "{detail}");
-    let id = m.provider.cache_id(INSTANCE);
-    let group = m.aws.describe_replication_groups().replication_group_id(&id).send().await.unwrap();
-    assert_eq!(group.replication_groups()[0].engine(), Some("valkey"));
+    assert_eq!(m.group(INSTANCE).await.engine(), Some("valkey"));
     // Moved: nothing left to do (moto describes no member, so the version
     // is left as ElastiCache reports it).
     assert_eq!(m.provider.modify(&valkey).await.unwrap(), Progress::Done);
