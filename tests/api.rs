@@ -399,7 +399,7 @@ async fn the_catalog_lists_services_and_plans_in_the_order_of_the_catalog_file()
     assert_eq!(names, ["elasticache-redis", "elasticache-valkey", "elasticache-memcached"]);
     let plans: Vec<&str> =
         services[0]["plans"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(plans, ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2"]);
+    assert_eq!(plans, ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2", "serverless"]);
 }
 
 #[tokio::test]
@@ -421,7 +421,7 @@ async fn every_catalog_plan_carries_its_schemas_and_maximum_polling_duration() {
             assert!(p["schemas"]["service_binding"]["create"]["parameters"].is_object(), "{name}");
         }
     }
-    assert_eq!(plans, 12);
+    assert_eq!(plans, 15);
     let (_, small) = tb.plan_id(REDIS, "small");
     let redis_small = catalog["services"]
         .as_array()

@@ -611,3 +611,20 @@ async fn the_dashboard_page_renders_in_a_browser_with_the_state_and_no_password(
     assert!(wrong.contains("Not allowed") && !wrong.contains("valkey 8.0"), "{wrong}");
     deprovision(&b, &p).await;
 }
+
+/// A serverless plan in laptop mode: one server whose memory is the plan's
+/// data limit, with the users per binding of any Valkey instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serverless_plan_serves_from_one_local_server_with_users_per_binding() {
+    let b = LocalBroker::start().await;
+    let _guard = ProcessGuard(b.state.clone());
+    let p = provision(&b, "elasticache-valkey", "serverless", "serverless-1", json!({})).await;
+    let creds = bind(&b, &p, "serverless-binding").await;
+    assert_eq!(creds["engine"], "valkey");
+    assert_eq!(redis_set_get(creds["uri"].as_str().unwrap()).await.unwrap(), "hello");
+    let config = std::fs::read_to_string(b.state.join("caches/serverless-1/server.conf")).unwrap();
+    assert!(config.contains("\nmaxmemory 10gb\n"), "the plan's data limit: {config}");
+    unbind(&b, &p, "serverless-binding").await;
+    deprovision(&b, &p).await;
+    assert!(!b.state.join("caches/serverless-1").exists());
+}

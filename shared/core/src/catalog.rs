@@ -172,6 +172,7 @@ impl CatalogFile {
             if !p.cluster_mode && p.shards != 1 && service.engine != Engine::Memcached {
                 return Err(format!("{what}: more than one shard needs cluster_mode"));
             }
+            crate::domain::serverless::check(p, service.engine).map_err(|e| format!("{what}: {e}"))?;
         }
         Ok(())
     }
@@ -456,9 +457,12 @@ mod tests {
         assert_eq!(service_names, ["elasticache-redis", "elasticache-valkey", "elasticache-memcached"]);
         assert_eq!(
             names(&doc["services"][0]),
-            ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2"]
+            ["dev", "small", "medium", "large", "ha-3", "ha-5", "cluster-3x2", "serverless"]
         );
-        assert_eq!(names(&doc["services"][1]), ["dev", "staging", "cluster-3x2"]);
+        assert_eq!(
+            names(&doc["services"][1]),
+            ["dev", "staging", "cluster-3x2", "serverless", "serverless-large"]
+        );
         assert_eq!(names(&doc["services"][2]), ["dev", "small"]);
     }
 

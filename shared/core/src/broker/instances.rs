@@ -201,6 +201,21 @@ impl Broker {
                         update_repeatable: Some(false),
                     });
                 }
+                if plan.serverless != current_plan.serverless {
+                    let (from, to) = if plan.serverless {
+                        ("a cache of nodes", "a serverless one")
+                    } else {
+                        ("a serverless cache", "one of nodes")
+                    };
+                    return Err(OsbError::Unprocessable {
+                        error: "PlanChangeNotSupported",
+                        description: format!(
+                            "plan {} cannot change to plan {}: ElastiCache cannot turn {from} into {to}; create a new instance (restore_from a snapshot to take the data along)",
+                            current_plan.name, plan.name
+                        ),
+                        update_repeatable: Some(false),
+                    });
+                }
                 if plan.cluster_mode != current_plan.cluster_mode {
                     return Err(OsbError::Unprocessable {
                         error: "PlanChangeNotSupported",

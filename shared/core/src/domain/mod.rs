@@ -13,6 +13,7 @@ pub mod plan;
 pub mod pool;
 pub mod public;
 pub mod rotation;
+pub mod serverless;
 pub mod settings;
 pub mod spare;
 pub mod sweep;

@@ -79,7 +79,7 @@ pub fn check_log_delivery(engine: Engine, version: &str, logs: &[LogType]) -> Re
 pub fn parameters_schema(engine: Engine, plan: &Plan) -> Value {
     let mut schema = version_schema(plan);
     super::settings::add_to_schema(engine, plan, &mut schema["properties"]);
-    if engine.speaks_redis() {
+    if engine.speaks_redis() && !plan.serverless {
         schema["properties"][LOG_DELIVERY] = json!({
             "description": format!(
                 "Logs the cache delivers to a CloudWatch Logs group of its own, in JSON: any of slow-log (Redis OSS 6.0 and later, Valkey), engine-log (Redis OSS 6.2 and later, Valkey); [] for none. Default: the plan's ({}).",
@@ -126,7 +126,7 @@ pub fn update_schema(engine: Engine, plan: &Plan, valkey_versions: &[String]) ->
         in_place_to_valkey(&mut schema, plan, valkey_versions);
     }
     let props = &mut schema["properties"];
-    if !plan.cluster_mode {
+    if !plan.cluster_mode && !plan.serverless {
         props[RESTART] = json!({
             "description": "true: reboot every node now (replicas first, one at a time, so a replicated cache keeps serving). Runs once per request.",
             "const": true,
@@ -215,6 +215,9 @@ pub fn unavailable(
     updating: bool,
 ) -> Result<(), ParameterError> {
     let why = |p: &str| -> Option<String> {
+        if let Some(why) = super::serverless::refusal(plan, p) {
+            return Some(why);
+        }
         match p {
             // The ElastiCache API reference, RebootCacheCluster: "Rebooting
             // is not supported on Valkey or Redis OSS (cluster mode enabled)
@@ -259,6 +262,7 @@ pub fn unavailable(
     let mut names: Vec<&str> = ACTION_PARAMETERS.to_vec();
     names.push(RESTORE_FROM);
     names.push(ENGINE);
+    names.push(LOG_DELIVERY);
     names.extend(settings::SETTINGS);
     match names.into_iter().filter(|p| given.contains_key(*p)).find_map(|p| why(p).map(|w| (p, w))) {
         Some((p, why)) => Err(ParameterError(format!("parameter '{p}': {why}"))),

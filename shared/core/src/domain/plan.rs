@@ -89,8 +89,21 @@ pub struct Plan {
     pub description: String,
     #[serde(default)]
     pub free: bool,
-    /// ElastiCache node type, e.g. `cache.t4g.micro`.
+    /// ElastiCache node type, e.g. `cache.t4g.micro`; none for a serverless
+    /// plan.
+    #[serde(default)]
     pub node_type: String,
+    /// An ElastiCache Serverless cache instead of nodes (see
+    /// [`super::serverless`]), within `usage_limits`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serverless: bool,
+    /// A serverless plan's limits of data and ECPU a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_limits: Option<super::serverless::UsageLimits>,
+    /// When a serverless cache takes its daily snapshot (hh24:mi UTC);
+    /// ElastiCache picks a time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_snapshot_time: Option<String>,
     /// Shards (node groups). 1 unless `cluster_mode`.
     #[serde(default = "one")]
     pub shards: u8,

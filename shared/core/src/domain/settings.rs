@@ -67,11 +67,14 @@ pub struct CacheSettings {
 pub fn of(engine: Engine, plan: &Plan, parameters: &Map<String, Value>) -> CacheSettings {
     let text = |name: &str| parameters.get(name).and_then(Value::as_str).map(str::to_string);
     let snapshots = engine.speaks_redis();
+    // A serverless cache has no parameter group and no snapshot window:
+    // the plan's daily snapshot time instead.
+    let nodes = snapshots && !plan.serverless;
     CacheSettings {
-        maxmemory_policy: if snapshots { text(MAXMEMORY_POLICY) } else { None },
+        maxmemory_policy: if nodes { text(MAXMEMORY_POLICY) } else { None },
         maintenance_window: text(MAINTENANCE_WINDOW)
             .unwrap_or_else(|| DEFAULT_MAINTENANCE_WINDOW.to_string()),
-        snapshot_window: snapshots
+        snapshot_window: nodes
             .then(|| text(SNAPSHOT_WINDOW).unwrap_or_else(|| DEFAULT_SNAPSHOT_WINDOW.to_string())),
         snapshot_retention_days: if snapshots {
             parameters
@@ -87,6 +90,12 @@ pub fn of(engine: Engine, plan: &Plan, parameters: &Map<String, Value>) -> Cache
 
 /// The settings' part of a plan's parameter schema: what the engine has.
 pub fn add_to_schema(engine: Engine, plan: &Plan, properties: &mut Value) {
+    if plan.serverless {
+        // ElastiCache maintains it outside any window; only the number of
+        // days of daily snapshots is the developer's.
+        properties[SNAPSHOT_RETENTION_DAYS] = retention_schema(plan);
+        return;
+    }
     properties[MAINTENANCE_WINDOW] = json!({
         "description": format!("The weekly window (UTC) in which ElastiCache may patch the cache, ddd:hh24:mi-ddd:hh24:mi, at least {MIN_WINDOW_MINUTES} minutes, e.g. \"sun:05:00-sun:06:00\" (the default)."),
         "type": "string",
@@ -105,12 +114,16 @@ pub fn add_to_schema(engine: Engine, plan: &Plan, properties: &mut Value) {
         "type": "string",
         "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
     });
-    properties[SNAPSHOT_RETENTION_DAYS] = json!({
+    properties[SNAPSHOT_RETENTION_DAYS] = retention_schema(plan);
+}
+
+fn retention_schema(plan: &Plan) -> Value {
+    json!({
         "description": format!("Days of daily snapshots to keep, 0 for none; plan {} keeps at most {} (its default).", plan.name, plan.snapshot_retention_days),
         "type": "integer",
         "minimum": 0,
         "maximum": plan.snapshot_retention_days,
-    });
+    })
 }
 
 /// What a schema error about a setting says: the parameter, what was sent

@@ -40,6 +40,8 @@ pub enum ResourceKind {
     Alarm,
     /// A cache's CloudWatch Logs group (log delivery).
     LogGroup,
+    /// An ElastiCache serverless cache.
+    ServerlessCache,
 }
 
 impl ResourceKind {
@@ -54,6 +56,7 @@ impl ResourceKind {
             ResourceKind::Secret => "secret",
             ResourceKind::Alarm => "CloudWatch alarm",
             ResourceKind::LogGroup => "log group",
+            ResourceKind::ServerlessCache => "serverless cache",
         }
     }
 
@@ -67,6 +70,7 @@ impl ResourceKind {
             ResourceKind::Secret => "secret",
             ResourceKind::Alarm => "alarm",
             ResourceKind::LogGroup => "logs",
+            ResourceKind::ServerlessCache => "sc",
         }
     }
 }

@@ -36,10 +36,15 @@ pub(super) fn redis_config(record: &Record, paths: &Paths) -> Result<String, Pro
          save \"\"\n\
          # ElastiCache's default eviction policy, or the instance's.\n\
          maxmemory-policy {policy}\n\
+         {maxmemory}\n\
          aclfile {acl}\n\
          pidfile {pidfile}\n\
          logfile {log}\n",
         appendonly = if restoring { "no" } else { "yes" },
+        maxmemory = match record.maxmemory_gb {
+            Some(gb) => format!("# A serverless plan's data storage limit.\nmaxmemory {gb}gb"),
+            None => "# No memory limit: the laptop's.".to_string(),
+        },
         data = config_path(&paths.data)?,
         acl = config_path(&paths.acl)?,
         pidfile = config_path(&paths.pidfile)?,

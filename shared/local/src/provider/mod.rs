@@ -593,6 +593,7 @@ impl CacheProvider for LocalCacheProvider {
             admin_user: spec.engine.speaks_redis().then(|| ADMIN_USER.to_string()),
             restoring,
             maxmemory_policy: spec.settings.maxmemory_policy.clone(),
+            maxmemory_gb: serverless_limit(spec),
         };
         self.start(record, &paths).await
     }
@@ -656,6 +657,25 @@ impl CacheProvider for LocalCacheProvider {
                 })?;
             record.maxmemory_policy = spec.settings.maxmemory_policy.clone();
             tracing::info!(instance_id = %spec.cache_key, policy, "eviction policy set");
+        }
+        if record.engine.speaks_redis() && record.maxmemory_gb != serverless_limit(spec) {
+            let limit = serverless_limit(spec).map_or("0".to_string(), |gb| format!("{gb}gb"));
+            let mut connection = self.admin_connection(&record).await?;
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(&limit)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| {
+                    redis_failure(
+                        &format!("could not set the memory limit of instance {}", spec.cache_key),
+                        &e,
+                        &[],
+                    )
+                })?;
+            record.maxmemory_gb = serverless_limit(spec);
+            tracing::info!(instance_id = %spec.cache_key, limit, "memory limit set");
         }
         write_record(&paths, &record)?;
         Ok(Progress::Done)
@@ -942,4 +962,10 @@ impl LocalCacheProvider {
         }
         Err(first)
     }
+}
+
+/// A serverless plan's data storage maximum, which a local server takes as
+/// its memory limit.
+fn serverless_limit(spec: &CacheSpec) -> Option<u32> {
+    spec.plan.usage_limits.filter(|_| spec.plan.serverless).map(|l| l.data_storage_gb.maximum)
 }

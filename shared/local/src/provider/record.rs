@@ -29,6 +29,11 @@ pub(super) struct Record {
     /// ElastiCache's default when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) maxmemory_policy: Option<String>,
+    /// The memory limit in gigabytes: a serverless plan's data storage
+    /// maximum (ElastiCache evicts or refuses writes past it, and so does
+    /// the server). None for a plan of nodes: the laptop's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) maxmemory_gb: Option<u32>,
 }
 
 /// The files of one instance.

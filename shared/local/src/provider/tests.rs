@@ -588,6 +588,36 @@ async fn the_eviction_policy_is_elasticaches_default_or_the_instances_and_surviv
     assert_eq!(eviction_policy(&f, port).await, "allkeys-lfu", "written where the next start reads it");
 }
 
+#[tokio::test]
+async fn a_serverless_plan_runs_one_server_whose_memory_is_the_plans_data_limit() {
+    let f = Fixture::new().await;
+    let catalog = broker_core::catalog::CatalogFile::builtin();
+    let serverless =
+        |name: &str| catalog.plans.iter().find(|p| p.name == name && p.serverless).unwrap().clone();
+    let mut wanted = spec("scaling", Engine::Valkey);
+    wanted.plan = serverless("serverless");
+    assert_eq!(f.provider.create(&wanted).await, Ok(Progress::Done));
+    let port = f.provider.endpoint("scaling").await.unwrap().port;
+    let password = f.admin_password.clone();
+    let maxmemory = |port| {
+        let password = password.clone();
+        async move {
+            let mut c = connect(port, ADMIN_USER, &password).await.unwrap();
+            let got: Vec<String> =
+                redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut c).await.unwrap();
+            got[1].parse::<u64>().unwrap()
+        }
+    };
+    assert_eq!(maxmemory(port).await, 10 << 30, "10 GB");
+
+    // A change to a bigger serverless plan raises it, without a restart.
+    let pid = f.pid("scaling");
+    wanted.plan = serverless("serverless-large");
+    assert_eq!(f.provider.modify(&wanted).await, Ok(Progress::Done));
+    assert_eq!(maxmemory(port).await, 100 << 30);
+    assert_eq!(f.pid("scaling"), pid);
+}
+
 // ------------------------------------------------------------ errors and helpers
 
 #[tokio::test]
