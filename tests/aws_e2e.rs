@@ -285,6 +285,105 @@ async fn lifecycle(deliveries: usize) {
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("succeeded")));
 }
 
+/// A serverless Valkey instance's whole life in AWS mode, every job
+/// delivered twice: made with its users and user group, bound (TLS,
+/// cluster mode, a reader endpoint), moved to a bigger serverless plan,
+/// refused a plan of nodes, snapshotted, deprovisioned with a final
+/// snapshot and nothing else left. moto has no serverless caches nor user
+/// groups: their stand-in answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serverless_instance_lives_and_dies_in_aws_mode() {
+    let aws = start_with(&[("CACHE_SUBNET_IDS", "subnet-0a1,subnet-0b2")]).await;
+    let (service_id, plan_id) = plan(&aws, "elasticache-valkey", "serverless").await;
+    let instance = "4e2d8c1a-serverless-aws-e2e";
+    let iuri = format!("/v2/service_instances/{instance}");
+    let ids = json!({"service_id": service_id, "plan_id": plan_id});
+    let del = format!("service_id={service_id}&plan_id={plan_id}");
+    let (status, body) = aws
+        .call(
+            "PUT",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": plan_id, "organization_guid": "org-1", "space_guid": "space-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op = aws.settle(&format!("{iuri}/last_operation"), 2).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(op["description"], "provisioned: valkey 8.0 on plan serverless");
+    let cache = aws.parts.provider.cache_id(instance);
+    assert_eq!(
+        aws.rbac.state.lock().unwrap().serverless.keys().cloned().collect::<Vec<_>>(),
+        vec![cache.clone()]
+    );
+    assert!(aws.replication_groups().await.is_empty());
+    assert_eq!(aws.users().await.len(), 4, "admin, default and 2 spares: {:?}", aws.users().await);
+
+    let buri = format!("{iuri}/service_bindings/app-1");
+    let (status, bound) = aws.call("PUT", &buri, Some(ids.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{bound}");
+    let creds = &bound["credentials"];
+    assert_eq!((creds["port"].as_u64(), creds["reader_port"].as_u64()), (Some(6379), Some(6380)), "{creds}");
+    assert_eq!((creds["tls_enabled"].as_bool(), creds["cluster_mode"].as_bool()), (Some(true), Some(true)));
+    assert_eq!((creds["engine"].as_str(), creds["CACHE_MODE"].as_str()), (Some("valkey"), Some("cluster")));
+
+    // A bigger serverless plan: its usage limits; a plan of nodes: refused.
+    let (_, large) = plan(&aws, "elasticache-valkey", "serverless-large").await;
+    let (status, body) = aws
+        .call(
+            "PATCH",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": large})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 2).await["state"], "succeeded");
+    let limit = aws.rbac.state.lock().unwrap().serverless[&cache]
+        .cache_usage_limits()
+        .and_then(|l| l.data_storage())
+        .and_then(|d| d.maximum());
+    assert_eq!(limit, Some(100));
+    let (_, staging) = plan(&aws, "elasticache-valkey", "staging").await;
+    let (status, body) = aws
+        .call(
+            "PATCH",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "plan_id": staging})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "PlanChangeNotSupported");
+
+    // A named snapshot, listed when the instance is fetched.
+    let (status, body) = aws
+        .call(
+            "PATCH",
+            &format!("{iuri}?accepts_incomplete=true"),
+            Some(json!({"service_id": service_id, "parameters": {"snapshot": "before"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 2).await["state"], "succeeded");
+    let (_, fetched) = aws.call("GET", &iuri, None).await;
+    assert_eq!(fetched["metadata"]["attributes"]["snapshots"][0]["name"], "before", "{fetched}");
+
+    // Deprovision: the final snapshot stays; nothing else does.
+    let (_, large_plan) = (service_id.clone(), large);
+    let del = del.replace(&plan_id, &large_plan);
+    let (status, body) = aws.call("DELETE", &format!("{iuri}?accepts_incomplete=true&{del}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(aws.settle(&format!("{iuri}/last_operation"), 2).await["state"], "succeeded");
+    {
+        let state = aws.rbac.state.lock().unwrap();
+        assert!(state.serverless.is_empty(), "{:?}", state.serverless.keys());
+        assert!(!state.groups.contains_key(&cache), "the user group is left");
+        let snapshots: Vec<&String> = state.serverless_snapshots.keys().collect();
+        assert_eq!(snapshots.len(), 1, "the final snapshot alone: {snapshots:?}");
+        assert!(snapshots[0].contains("-final-"), "{snapshots:?}");
+    }
+    assert!(aws.users().await.is_empty(), "{:?}", aws.users().await);
+    assert!(aws.live_secrets().await.is_empty(), "{:?}", aws.live_secrets().await);
+}
+
 /// A deadline as far off as Lambda's longest timeout: the batch never
 /// stops early.
 fn far_deadline() -> SystemTime {

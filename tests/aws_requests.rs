@@ -79,6 +79,8 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
             ("logs:DescribeLogGroups", 1),
             ("elasticache:DescribeCacheClusters", 1),
             ("elasticache:DescribeReplicationGroups", 1),
+            // The sweep's page of serverless caches.
+            ("elasticache:DescribeServerlessCaches", 1),
             ("elasticache:DescribeUsers", 1),
             ("secretsmanager:ListSecrets", 1),
         ],
@@ -116,7 +118,12 @@ const BUDGET: &[(&str, &[(&str, u64)])] = &[
             // and its own parameter groups, found in the account's listing
             // once the cache is gone (none here).
             ("elasticache:DescribeSnapshots", 1),
+            ("elasticache:DescribeServerlessCacheSnapshots", 1),
             ("elasticache:DescribeCacheParameterGroups", 1),
+            // Once the group is gone, a lookup of the cache tries the
+            // serverless kind too (nothing records the kind between calls):
+            // the waits for the deletion and each user deleted by its id.
+            ("elasticache:DescribeServerlessCaches", 6),
             ("elasticache:DescribeUsers", 13),
             ("elasticache:ListTagsForResource", 1),
             // The cache's log group, whether it had one or not (a delete

@@ -13,6 +13,7 @@ pub const VARIABLES: &[&str] = &[
     "CACHE_SUBNET_GROUP",
     "MEMCACHED_SUBNET_GROUP",
     "CACHE_SECURITY_GROUP_IDS",
+    "CACHE_SUBNET_IDS",
     "KMS_KEY_ID",
     "POLL_DELAY_SECS",
     "CATALOG_CACHE_SECS",
@@ -49,6 +50,9 @@ pub struct AwsSettings {
     /// Subnet group of Memcached clusters (defaults to `cache_subnet_group`).
     pub memcached_subnet_group: String,
     pub security_group_ids: Vec<String>,
+    /// The subnets of serverless caches' VPC endpoints (serverless caches
+    /// take subnets, not a subnet group); empty where no plan is serverless.
+    pub cache_subnet_ids: Vec<String>,
     /// KMS key for encryption at rest; AWS-owned key when absent.
     pub kms_key_id: Option<String>,
     /// Delay before the worker looks again at a busy cache (1..=900).
@@ -161,6 +165,15 @@ impl AwsSettings {
         if let Some(bad) = security_group_ids.iter().find(|s| !s.starts_with("sg-")) {
             return Err(format!("CACHE_SECURITY_GROUP_IDS: {bad:?} is not a security group id (sg-...)"));
         }
+        let cache_subnet_ids: Vec<String> = opt("CACHE_SUBNET_IDS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = cache_subnet_ids.iter().find(|s| !s.starts_with("subnet-")) {
+            return Err(format!("CACHE_SUBNET_IDS: {bad:?} is not a subnet id (subnet-...)"));
+        }
         let rotation = broker_core::domain::RotationPolicy {
             days: number("ROTATION_DAYS", 30, 0, 1000)? as u32,
             grace_secs: number("ROTATION_GRACE_SECS", 3600, 0, 86_400 * 7)?,
@@ -175,6 +188,7 @@ impl AwsSettings {
                 .unwrap_or_else(|| cache_subnet_group.clone()),
             cache_subnet_group,
             security_group_ids,
+            cache_subnet_ids,
             kms_key_id: opt("KMS_KEY_ID"),
             poll_delay_secs: number("POLL_DELAY_SECS", 30, 1, 900)? as u32,
             catalog_cache_secs: number("CATALOG_CACHE_SECS", 60, 0, 3600)?,

@@ -87,6 +87,11 @@ pub struct RbacState {
     /// Cache parameter group name → its family and the parameters set on
     /// it (ModifyCacheParameterGroup), which moto lacks too.
     pub parameter_groups: HashMap<String, (String, std::collections::BTreeMap<String, String>)>,
+    /// Serverless caches by name, and serverless snapshots by name, which
+    /// moto lacks as well: available as soon as made, gone as soon as
+    /// deleted, as moto has its caches.
+    pub serverless: HashMap<String, aws_sdk_elasticache::types::ServerlessCache>,
+    pub serverless_snapshots: HashMap<String, aws_sdk_elasticache::types::ServerlessCacheSnapshot>,
 }
 
 /// A stand-in for the user-group calls moto lacks (CreateUserGroup,
@@ -251,6 +256,7 @@ impl FakeRbac {
         });
 
         let [create_params, modify_params, delete_params, describe_params] = parameter_group_rules(&state);
+        let serverless = serverless_rules(&state);
         let client = mocked(&[
             &create,
             &describe,
@@ -262,6 +268,14 @@ impl FakeRbac {
             &modify_params,
             &delete_params,
             &describe_params,
+            &serverless[0],
+            &serverless[1],
+            &serverless[2],
+            &serverless[3],
+            &serverless[4],
+            &serverless[5],
+            &serverless[6],
+            &serverless[7],
         ]);
         FakeRbac { client, state }
     }
@@ -563,6 +577,286 @@ fn parameter_group_rules(state: &Arc<Mutex<RbacState>>) -> [Rule; 4] {
         )
     });
     [create, modify, delete, describe]
+}
+
+/// The serverless calls over `state.serverless` and
+/// `state.serverless_snapshots`: Create, Describe, Modify and Delete of
+/// caches and of snapshots (ElastiCache API reference shapes; faults with
+/// their wire codes). Each call logged in `state.calls`.
+fn serverless_rules(state: &Arc<Mutex<RbacState>>) -> [Rule; 8] {
+    use aws_sdk_elasticache::operation::create_serverless_cache::{
+        CreateServerlessCacheError, CreateServerlessCacheOutput,
+    };
+    use aws_sdk_elasticache::operation::create_serverless_cache_snapshot::{
+        CreateServerlessCacheSnapshotError, CreateServerlessCacheSnapshotOutput,
+    };
+    use aws_sdk_elasticache::operation::delete_serverless_cache::{
+        DeleteServerlessCacheError, DeleteServerlessCacheOutput,
+    };
+    use aws_sdk_elasticache::operation::delete_serverless_cache_snapshot::{
+        DeleteServerlessCacheSnapshotError, DeleteServerlessCacheSnapshotOutput,
+    };
+    use aws_sdk_elasticache::operation::describe_serverless_cache_snapshots::{
+        DescribeServerlessCacheSnapshotsError, DescribeServerlessCacheSnapshotsOutput,
+    };
+    use aws_sdk_elasticache::operation::describe_serverless_caches::{
+        DescribeServerlessCachesError, DescribeServerlessCachesOutput,
+    };
+    use aws_sdk_elasticache::operation::modify_serverless_cache::{
+        ModifyServerlessCacheError, ModifyServerlessCacheOutput,
+    };
+    use aws_sdk_elasticache::primitives::DateTime;
+    use aws_sdk_elasticache::types::error::{
+        ServerlessCacheAlreadyExistsFault, ServerlessCacheNotFoundFault,
+        ServerlessCacheSnapshotAlreadyExistsFault, ServerlessCacheSnapshotNotFoundFault,
+    };
+    use aws_sdk_elasticache::types::{
+        Endpoint as AwsEndpoint, ServerlessCache, ServerlessCacheConfiguration, ServerlessCacheSnapshot,
+    };
+    fn not_found(name: &str) -> ServerlessCacheNotFoundFault {
+        let message = format!("Serverless cache {name} not found.");
+        ServerlessCacheNotFoundFault::builder()
+            .message(&message)
+            .meta(meta("ServerlessCacheNotFoundFault", &message))
+            .build()
+    }
+    fn snapshot_not_found(name: &str) -> ServerlessCacheSnapshotNotFoundFault {
+        let message = format!("Serverless cache snapshot {name} not found.");
+        ServerlessCacheSnapshotNotFoundFault::builder()
+            .message(&message)
+            .meta(meta("ServerlessCacheSnapshotNotFoundFault", &message))
+            .build()
+    }
+    let s = state.clone();
+    let create = mock!(Client::create_serverless_cache).then_compute_response(move |req| {
+        let name = req.serverless_cache_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!(
+            "CreateServerlessCache {name} engine={} major={} user_group={} restore={}",
+            req.engine().unwrap_or_default(),
+            req.major_engine_version().unwrap_or_default(),
+            req.user_group_id().unwrap_or_default(),
+            req.snapshot_arns_to_restore().join(",")
+        ));
+        if st.serverless.contains_key(&name) {
+            let message = format!("Serverless cache {name} already exists.");
+            return MockResponse::Error(CreateServerlessCacheError::ServerlessCacheAlreadyExistsFault(
+                ServerlessCacheAlreadyExistsFault::builder()
+                    .message(&message)
+                    .meta(meta("ServerlessCacheAlreadyExistsFault", &message))
+                    .build(),
+            ));
+        }
+        let host = format!("{name}-abc123.serverless.use1.cache.amazonaws.com");
+        let cache = ServerlessCache::builder()
+            .serverless_cache_name(&name)
+            .status("available")
+            .engine(req.engine().unwrap_or("redis"))
+            .major_engine_version(req.major_engine_version().unwrap_or("7"))
+            .set_cache_usage_limits(req.cache_usage_limits().cloned())
+            .set_security_group_ids(Some(req.security_group_ids().to_vec()))
+            .set_subnet_ids(Some(req.subnet_ids().to_vec()))
+            .set_user_group_id(req.user_group_id().map(str::to_string))
+            .set_snapshot_retention_limit(req.snapshot_retention_limit())
+            .set_daily_snapshot_time(req.daily_snapshot_time().map(str::to_string))
+            .endpoint(AwsEndpoint::builder().address(&host).port(6379).build())
+            .reader_endpoint(AwsEndpoint::builder().address(&host).port(6380).build())
+            .arn(format!("arn:aws:elasticache:us-east-1:123456789012:serverlesscache:{name}"))
+            .build();
+        let tags: Vec<(String, String)> = req
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .collect();
+        st.tags.insert(name.clone(), tags);
+        st.serverless.insert(name, cache.clone());
+        MockResponse::Output(CreateServerlessCacheOutput::builder().serverless_cache(cache).build())
+    });
+    let s = state.clone();
+    let describe = mock!(Client::describe_serverless_caches).then_compute_response(move |req| {
+        let mut st = s.lock().unwrap();
+        let name = req.serverless_cache_name().map(str::to_string);
+        st.calls.push(format!("DescribeServerlessCaches {}", name.clone().unwrap_or_default()));
+        match name {
+            Some(name) => match st.serverless.get(&name) {
+                Some(cache) => MockResponse::Output(
+                    DescribeServerlessCachesOutput::builder().serverless_caches(cache.clone()).build(),
+                ),
+                None => MockResponse::Error(DescribeServerlessCachesError::ServerlessCacheNotFoundFault(
+                    not_found(&name),
+                )),
+            },
+            None => MockResponse::Output(
+                DescribeServerlessCachesOutput::builder()
+                    .set_serverless_caches(Some(st.serverless.values().cloned().collect()))
+                    .build(),
+            ),
+        }
+    });
+    let s = state.clone();
+    let modify = mock!(Client::modify_serverless_cache).then_compute_response(move |req| {
+        let name = req.serverless_cache_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("ModifyServerlessCache {name}"));
+        let Some(cache) = st.serverless.get_mut(&name) else {
+            return MockResponse::Error(ModifyServerlessCacheError::ServerlessCacheNotFoundFault(not_found(
+                &name,
+            )));
+        };
+        let mut changed = cache.clone();
+        if let Some(limits) = req.cache_usage_limits() {
+            changed.cache_usage_limits = Some(limits.clone());
+        }
+        if let Some(days) = req.snapshot_retention_limit() {
+            changed.snapshot_retention_limit = Some(days);
+        }
+        if let Some(time) = req.daily_snapshot_time() {
+            changed.daily_snapshot_time = Some(time.to_string());
+        }
+        if let Some(engine) = req.engine() {
+            changed.engine = Some(engine.to_string());
+        }
+        if let Some(major) = req.major_engine_version() {
+            changed.major_engine_version = Some(major.to_string());
+        }
+        *cache = changed.clone();
+        MockResponse::Output(ModifyServerlessCacheOutput::builder().serverless_cache(changed).build())
+    });
+    let s = state.clone();
+    let delete = mock!(Client::delete_serverless_cache).then_compute_response(move |req| {
+        let name = req.serverless_cache_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!(
+            "DeleteServerlessCache {name} final={}",
+            req.final_snapshot_name().unwrap_or("none")
+        ));
+        let Some(mut cache) = st.serverless.remove(&name) else {
+            return MockResponse::Error(DeleteServerlessCacheError::ServerlessCacheNotFoundFault(not_found(
+                &name,
+            )));
+        };
+        if let Some(snapshot) = req.final_snapshot_name() {
+            st.serverless_snapshots.insert(snapshot.to_string(), serverless_snapshot(snapshot, &cache));
+        }
+        cache.status = Some("deleting".into());
+        MockResponse::Output(DeleteServerlessCacheOutput::builder().serverless_cache(cache).build())
+    });
+    fn serverless_snapshot(name: &str, cache: &ServerlessCache) -> ServerlessCacheSnapshot {
+        ServerlessCacheSnapshot::builder()
+            .serverless_cache_snapshot_name(name)
+            .arn(format!("arn:aws:elasticache:us-east-1:123456789012:serverlesscachesnapshot:{name}"))
+            .snapshot_type("manual")
+            .status("available")
+            .create_time(DateTime::from_secs(1_800_000_000))
+            .serverless_cache_configuration(
+                ServerlessCacheConfiguration::builder()
+                    .set_serverless_cache_name(cache.serverless_cache_name().map(str::to_string))
+                    .set_engine(cache.engine().map(str::to_string))
+                    .set_major_engine_version(cache.major_engine_version().map(str::to_string))
+                    .build(),
+            )
+            .build()
+    }
+    let s = state.clone();
+    let create_snapshot = mock!(Client::create_serverless_cache_snapshot).then_compute_response(move |req| {
+        let name = req.serverless_cache_snapshot_name().unwrap_or_default().to_string();
+        let cache_name = req.serverless_cache_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("CreateServerlessCacheSnapshot {name}"));
+        if st.serverless_snapshots.contains_key(&name) {
+            let message = format!("Serverless cache snapshot {name} already exists.");
+            return MockResponse::Error(
+                CreateServerlessCacheSnapshotError::ServerlessCacheSnapshotAlreadyExistsFault(
+                    ServerlessCacheSnapshotAlreadyExistsFault::builder()
+                        .message(&message)
+                        .meta(meta("ServerlessCacheSnapshotAlreadyExistsFault", &message))
+                        .build(),
+                ),
+            );
+        }
+        let Some(cache) = st.serverless.get(&cache_name).cloned() else {
+            return MockResponse::Error(CreateServerlessCacheSnapshotError::ServerlessCacheNotFoundFault(
+                not_found(&cache_name),
+            ));
+        };
+        let snapshot = serverless_snapshot(&name, &cache);
+        st.serverless_snapshots.insert(name, snapshot.clone());
+        MockResponse::Output(
+            CreateServerlessCacheSnapshotOutput::builder().serverless_cache_snapshot(snapshot).build(),
+        )
+    });
+    let s = state.clone();
+    let describe_snapshots =
+        mock!(Client::describe_serverless_cache_snapshots).then_compute_response(move |req| {
+            let mut st = s.lock().unwrap();
+            st.calls.push("DescribeServerlessCacheSnapshots".to_string());
+            if let Some(name) = req.serverless_cache_snapshot_name() {
+                return match st.serverless_snapshots.get(name) {
+                    Some(snapshot) => MockResponse::Output(
+                        DescribeServerlessCacheSnapshotsOutput::builder()
+                            .serverless_cache_snapshots(snapshot.clone())
+                            .build(),
+                    ),
+                    None => MockResponse::Error(
+                        DescribeServerlessCacheSnapshotsError::ServerlessCacheSnapshotNotFoundFault(
+                            snapshot_not_found(name),
+                        ),
+                    ),
+                };
+            }
+            let of = req.serverless_cache_name().map(str::to_string);
+            let mut found: Vec<ServerlessCacheSnapshot> = st
+                .serverless_snapshots
+                .values()
+                .filter(|snap| {
+                    of.is_none()
+                        || snap.serverless_cache_configuration().and_then(|c| c.serverless_cache_name())
+                            == of.as_deref()
+                })
+                .cloned()
+                .collect();
+            found.sort_by(|a, b| a.serverless_cache_snapshot_name().cmp(&b.serverless_cache_snapshot_name()));
+            MockResponse::Output(
+                DescribeServerlessCacheSnapshotsOutput::builder()
+                    .set_serverless_cache_snapshots(Some(found))
+                    .build(),
+            )
+        });
+    let s = state.clone();
+    let delete_snapshot = mock!(Client::delete_serverless_cache_snapshot).then_compute_response(move |req| {
+        let name = req.serverless_cache_snapshot_name().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("DeleteServerlessCacheSnapshot {name}"));
+        match st.serverless_snapshots.remove(&name) {
+            Some(mut snapshot) => {
+                snapshot.status = Some("deleting".into());
+                MockResponse::Output(
+                    DeleteServerlessCacheSnapshotOutput::builder()
+                        .serverless_cache_snapshot(snapshot)
+                        .build(),
+                )
+            }
+            None => {
+                MockResponse::Error(DeleteServerlessCacheSnapshotError::ServerlessCacheSnapshotNotFoundFault(
+                    snapshot_not_found(&name),
+                ))
+            }
+        }
+    });
+    let s = state.clone();
+    let tag = mock!(Client::add_tags_to_resource).then_compute_output(move |req| {
+        let name = req.resource_name().unwrap_or_default().rsplit(':').next().unwrap_or_default().to_string();
+        let mut st = s.lock().unwrap();
+        st.calls.push(format!("AddTagsToResource {name}"));
+        let tags = st.tags.entry(name).or_default();
+        for t in req.tags() {
+            let (k, v) = (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string());
+            tags.retain(|(key, _)| *key != k);
+            tags.push((k, v));
+        }
+        aws_sdk_elasticache::operation::add_tags_to_resource::AddTagsToResourceOutput::builder().build()
+    });
+    [create, describe, modify, delete, create_snapshot, describe_snapshots, delete_snapshot, tag]
 }
 
 fn active_group(id: &str, users: &[String]) -> UserGroup {

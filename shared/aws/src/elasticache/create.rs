@@ -25,6 +25,9 @@ pub const DEFAULT_USER_NAME: &str = "default";
 
 impl ElastiCacheProvider {
     pub(super) async fn create_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        if spec.plan.serverless {
+            return self.create_serverless(spec).await;
+        }
         match spec.engine {
             Engine::Memcached => self.create_memcached(spec).await,
             Engine::Redis | Engine::Valkey => self.create_group(spec).await,
@@ -63,8 +66,14 @@ impl ElastiCacheProvider {
             .snapshot_retention_limit(i32::from(spec.settings.snapshot_retention_days))
             .set_snapshot_window(spec.settings.snapshot_window.clone())
             .preferred_maintenance_window(&spec.settings.maintenance_window)
-            // A restore: the data of one of the broker's snapshots.
-            .set_snapshot_name(spec.restore.clone())
+            // A restore: the data of one of the broker's snapshots, node-based or
+            // serverless, named by the snapshot's name.
+            .set_snapshot_name(
+                spec.restore.as_deref().filter(|r| !is_serverless_snapshot(r)).map(snapshot_name),
+            )
+            .set_serverless_cache_snapshot_name(
+                spec.restore.as_deref().filter(|r| is_serverless_snapshot(r)).map(snapshot_name),
+            )
             .set_tags(Some(self.cache_tags(spec)));
         if plan.cluster_mode {
             // ElastiCache requires automatic failover in cluster mode, and a
@@ -128,7 +137,7 @@ impl ElastiCacheProvider {
     /// The disabled default user, the admin user and their user group;
     /// `Retryable` until the user group is active, since a replication group
     /// cannot be created with a user group that is still being made.
-    async fn ensure_users_and_group(
+    pub(super) async fn ensure_users_and_group(
         &self,
         spec: &CacheSpec,
         id: &str,
@@ -371,4 +380,15 @@ fn adopt_status(what: &str, id: &str, status: Option<&str>) -> Result<Progress, 
 /// `None` for an empty list, so no empty list parameter is sent.
 fn non_empty(list: &[String]) -> Option<Vec<String>> {
     (!list.is_empty()).then(|| list.to_vec())
+}
+
+/// Whether a snapshot reference (an ARN, or a plain name) is a serverless
+/// cache's snapshot.
+fn is_serverless_snapshot(reference: &str) -> bool {
+    reference.contains(":serverlesscachesnapshot:")
+}
+
+/// The name in a snapshot reference: an ARN's last part, or the name itself.
+fn snapshot_name(reference: &str) -> String {
+    reference.rsplit(':').next().unwrap_or(reference).to_string()
 }

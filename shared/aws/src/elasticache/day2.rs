@@ -39,9 +39,15 @@ use super::{Cache, ElastiCacheProvider, working};
 use broker_core::domain::{Action, ActionStep, Snapshot, SnapshotKind, Timestamp};
 use broker_core::ports::{Progress, ProviderError};
 
-/// What a maintenance unit notes of its cache, so its calls name it right.
+/// What a unit notes of its cache, so its calls name it right.
 const GROUP: &str = "replication-group";
 const CLUSTER: &str = "cache-cluster";
+const SERVERLESS: &str = "serverless-cache";
+
+/// Whether a snapshot unit is of a serverless cache.
+fn is_serverless(step: &ActionStep) -> bool {
+    step.before.as_deref() == Some(SERVERLESS)
+}
 
 /// What a cache cluster reports while RebootCacheCluster runs on it.
 const REBOOTING: &str = "rebooting cluster nodes";
@@ -107,11 +113,23 @@ impl ElastiCacheProvider {
                     "cache cluster {id} is Memcached, which keeps no snapshots"
                 )))
             }
+            // Serverless snapshots have their own calls: the unit says so.
+            (Action::Snapshot { name } | Action::DeleteSnapshot { name }, Cache::Serverless(_)) => {
+                Ok(vec![ActionStep {
+                    target: self.names.named_snapshot(instance_id, name),
+                    before: Some(SERVERLESS.to_string()),
+                }])
+            }
+            (Action::Restart | Action::TestFailover, Cache::Serverless(_)) => {
+                Err(ProviderError::Permanent(format!(
+                    "{id} is a serverless cache: ElastiCache replaces its nodes itself, so there is nothing to {}",
+                    if *action == Action::Restart { "restart" } else { "fail over" }
+                )))
+            }
+            // ElastiCache applies a serverless cache's patches itself.
+            (Action::Maintenance, Cache::Serverless(_)) => Ok(Vec::new()),
             (Action::Maintenance, cache) => {
-                let kind = match cache {
-                    Cache::Group(_) => GROUP,
-                    Cache::Cluster(_) => CLUSTER,
-                };
+                let kind = if matches!(cache, Cache::Cluster(_)) { CLUSTER } else { GROUP };
                 let pending = self.service_updates(&id, kind, None).await?;
                 let mut names: Vec<String> = pending
                     .iter()
@@ -159,6 +177,55 @@ impl ElastiCacheProvider {
                         )))
                     }
                     Err(e) => Err(classify("TestFailover", e).into()),
+                }
+            }
+            Action::Snapshot { name } if is_serverless(step) => {
+                let request = self
+                    .rbac
+                    .create_serverless_cache_snapshot()
+                    .serverless_cache_snapshot_name(&step.target)
+                    .serverless_cache_name(&id)
+                    .set_tags(Some(self.user_tags(instance_id)))
+                    .send()
+                    .await;
+                match request {
+                    Ok(_) => {
+                        tracing::info!(serverless_cache = %id, snapshot = %step.target, "snapshot started");
+                        Ok(working(format!("taking snapshot {name} of serverless cache {id}")))
+                    }
+                    Err(e) => match classify("CreateServerlessCacheSnapshot", e) {
+                        f if f.is(Kind::AlreadyExists) => {
+                            match self.find_serverless_snapshot(&step.target).await? {
+                                Some(s)
+                                    if s.serverless_cache_configuration()
+                                        .and_then(|c| c.serverless_cache_name())
+                                        == Some(id.as_str()) =>
+                                {
+                                    Ok(Progress::Done)
+                                }
+                                _ => Err(ProviderError::Permanent(format!(
+                                    "a snapshot named {} exists already and is not of serverless cache {id}",
+                                    step.target
+                                ))),
+                            }
+                        }
+                        f => Err(f.into()),
+                    },
+                }
+            }
+            Action::DeleteSnapshot { name } if is_serverless(step) => {
+                match self
+                    .rbac
+                    .delete_serverless_cache_snapshot()
+                    .serverless_cache_snapshot_name(&step.target)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(working(format!("deleting snapshot {name}"))),
+                    Err(e) => match classify("DeleteServerlessCacheSnapshot", e) {
+                        f if f.is(Kind::NotFound) => Ok(Progress::Done),
+                        f => Err(f.into()),
+                    },
                 }
             }
             Action::Snapshot { name } => {
@@ -270,6 +337,27 @@ impl ElastiCacheProvider {
                                 Ok(working(format!("node group {} has no primary yet", step.target)))
                             }
                         }
+                    }
+                }
+            }
+            Action::Snapshot { name } if is_serverless(step) => {
+                match self.find_serverless_snapshot(&step.target).await? {
+                    None => Err(ProviderError::Permanent(format!(
+                        "snapshot {name} of serverless cache {id} was not taken: ElastiCache has no snapshot {}",
+                        step.target
+                    ))),
+                    Some(s) => match s.status().unwrap_or("unknown").to_ascii_lowercase().as_str() {
+                        "available" => Ok(Progress::Done),
+                        "creating" => Ok(working(format!("snapshot {name} is being taken"))),
+                        other => Err(ProviderError::Permanent(format!("snapshot {name} is {other}"))),
+                    },
+                }
+            }
+            Action::DeleteSnapshot { name } if is_serverless(step) => {
+                match self.find_serverless_snapshot(&step.target).await? {
+                    None => Ok(Progress::Done),
+                    Some(s) => {
+                        Ok(working(format!("snapshot {name} is {}", s.status().unwrap_or("still there"))))
                     }
                 }
             }
@@ -452,13 +540,20 @@ impl ElastiCacheProvider {
                 break;
             }
         }
-        if let Some(key) = final_key {
-            let name = self.names.final_snapshot(instance_id, key);
-            if !found.iter().any(|s| s.snapshot_name() == Some(name.as_str()))
-                && let Some(s) = self.find_snapshot(&name).await?
-            {
-                found.push(s);
-            }
+        let final_name = final_key.map(|key| self.names.final_snapshot(instance_id, key));
+        if let Some(name) = &final_name
+            && !found.iter().any(|s| s.snapshot_name() == Some(name.as_str()))
+            && let Some(s) = self.find_snapshot(name).await?
+        {
+            found.push(s);
+        }
+        // A serverless cache's snapshots are listed apart.
+        let mut serverless = self.serverless_snapshots(&id).await?;
+        if let Some(name) = &final_name
+            && !serverless.iter().any(|s| s.serverless_cache_snapshot_name() == Some(name.as_str()))
+            && let Some(s) = self.find_serverless_snapshot(name).await?
+        {
+            serverless.push(s);
         }
         let named = self.names.named_snapshot(instance_id, "");
         let last = self.names.final_snapshot_prefix(instance_id);
@@ -487,9 +582,11 @@ impl ElastiCacheProvider {
                         .filter_map(|n| n.snapshot_create_time())
                         .map(|t| t.secs())
                         .min(),
-                    reference: aws_name.to_string(),
+                    // A restore into a serverless cache names snapshots by ARN.
+                    reference: s.arn().unwrap_or(aws_name).to_string(),
                 })
             })
+            .chain(serverless.iter().filter_map(|s| super::serverless::listed(s, &named, &last)))
             .collect();
         snapshots.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
         Ok(snapshots)
@@ -509,14 +606,30 @@ impl ElastiCacheProvider {
             return Ok(Progress::Done);
         }
         for s in &named {
-            match self.client.delete_snapshot().snapshot_name(&s.reference).send().await {
-                Ok(_) => {
-                    tracing::info!(instance_id, snapshot = %s.reference, "deleting the instance's snapshot")
+            let aws_name = s.reference.rsplit(':').next().unwrap_or(&s.reference);
+            let sent = if s.reference.contains(":serverlesscachesnapshot:") {
+                self.rbac
+                    .delete_serverless_cache_snapshot()
+                    .serverless_cache_snapshot_name(aws_name)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| classify("DeleteServerlessCacheSnapshot", e))
+            } else {
+                self.client
+                    .delete_snapshot()
+                    .snapshot_name(aws_name)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| classify("DeleteSnapshot", e))
+            };
+            match sent {
+                Ok(()) => {
+                    tracing::info!(instance_id, snapshot = %aws_name, "deleting the instance's snapshot")
                 }
-                Err(e) => match classify("DeleteSnapshot", e) {
-                    f if f.is(Kind::NotFound) => {}
-                    f => return Err(f.into()),
-                },
+                Err(f) if f.is(Kind::NotFound) => {}
+                Err(f) => return Err(f.into()),
             }
         }
         Ok(working(format!(

@@ -84,6 +84,11 @@ impl ElastiCacheProvider {
                     Err(f) => self.gone_or_fail(&id, f)?,
                 }
             }
+            Some(Cache::Serverless(cache)) => {
+                if let Some(progress) = self.delete_serverless(instance_id, &cache, final_snapshot).await? {
+                    return Ok(progress);
+                }
+            }
             // Memcached keeps no snapshots: `final_snapshot` has nothing to
             // ask for here (and the catalog refuses it on Memcached plans).
             Some(Cache::Cluster(cluster)) => {

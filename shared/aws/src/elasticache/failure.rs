@@ -120,14 +120,18 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         | ApiError::UserNotFoundFault(_)
         | ApiError::UserGroupNotFoundFault(_)
         | ApiError::SnapshotNotFoundFault(_)
-        | ApiError::CacheParameterGroupNotFoundFault(_) => Kind::NotFound,
+        | ApiError::CacheParameterGroupNotFoundFault(_)
+        | ApiError::ServerlessCacheNotFoundFault(_)
+        | ApiError::ServerlessCacheSnapshotNotFoundFault(_) => Kind::NotFound,
 
         ApiError::CacheClusterAlreadyExistsFault(_)
         | ApiError::ReplicationGroupAlreadyExistsFault(_)
         | ApiError::UserAlreadyExistsFault(_)
         | ApiError::UserGroupAlreadyExistsFault(_)
         | ApiError::SnapshotAlreadyExistsFault(_)
-        | ApiError::CacheParameterGroupAlreadyExistsFault(_) => Kind::AlreadyExists,
+        | ApiError::CacheParameterGroupAlreadyExistsFault(_)
+        | ApiError::ServerlessCacheAlreadyExistsFault(_)
+        | ApiError::ServerlessCacheSnapshotAlreadyExistsFault(_) => Kind::AlreadyExists,
 
         ApiError::NoOperationFault(_) => Kind::NoOperation,
 
@@ -157,6 +161,8 @@ fn kind_of(error: &ApiError, status: Option<u16>) -> Kind {
         | ApiError::UserGroupQuotaExceededFault(_)
         | ApiError::TagQuotaPerResourceExceeded(_)
         | ApiError::SnapshotQuotaExceededFault(_)
+        | ApiError::ServerlessCacheQuotaForCustomerExceededFault(_)
+        | ApiError::ServerlessCacheSnapshotQuotaExceededFault(_)
         | ApiError::SnapshotFeatureNotSupportedFault(_)
         | ApiError::InvalidParameterValueException(_)
         | ApiError::InvalidParameterCombinationException(_)

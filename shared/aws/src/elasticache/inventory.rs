@@ -7,7 +7,8 @@
 //! user name is handed to the sweep to check against that instance's
 //! records.
 //!
-//! The caches' log groups are listed too (see [`super::logs`]).
+//! The caches' log groups are listed too (see [`super::logs`]), and
+//! serverless caches, like replication groups.
 //!
 //! Nothing is deleted unless its tags say `broker` = the prefix
 //! (ListTagsForResource first). A replication group keeps a final snapshot,
@@ -35,6 +36,7 @@ const KINDS: &[ResourceKind] = &[
     ResourceKind::UserGroup,
     ResourceKind::User,
     ResourceKind::LogGroup,
+    ResourceKind::ServerlessCache,
 ];
 
 impl ElastiCacheProvider {
@@ -190,6 +192,26 @@ impl Inventory for ElastiCacheProvider {
                 Ok(LeftoverPage { leftovers, next: out.marker().map(str::to_string) })
             }
             ResourceKind::LogGroup => self.leftover_log_groups(token, live).await,
+            ResourceKind::ServerlessCache => {
+                let out = self
+                    .rbac
+                    .describe_serverless_caches()
+                    .max_results(PAGE)
+                    .set_next_token(marker)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribeServerlessCaches", e))?;
+                let leftovers = out
+                    .serverless_caches()
+                    .iter()
+                    .filter(|c| !c.status().is_some_and(|s| s.eq_ignore_ascii_case("deleting")))
+                    .filter_map(|c| {
+                        let id = c.serverless_cache_name()?;
+                        unaccounted(id).then(|| leftover(kind, id, c.arn(), Claim::Nobody))
+                    })
+                    .collect();
+                Ok(LeftoverPage { leftovers, next: out.next_token().map(str::to_string) })
+            }
             other => Err(ProviderError::Permanent(format!("ElastiCache lists no {}", other.describe()))),
         }
     }
@@ -199,8 +221,13 @@ impl Inventory for ElastiCacheProvider {
             return self.remove_log_group(leftover).await;
         }
         let id = leftover.id.as_str();
-        // User groups live with the RBAC client, as every call on them does.
-        let client = if leftover.kind == ResourceKind::UserGroup { &self.rbac } else { &self.client };
+        // User groups and serverless caches live with the second client, as
+        // every call on them does.
+        let client = if matches!(leftover.kind, ResourceKind::UserGroup | ResourceKind::ServerlessCache) {
+            &self.rbac
+        } else {
+            &self.client
+        };
         match self.tagged_ours(client, &leftover.reference).await? {
             None => return Ok(Removal::Gone),
             Some(false) => return Ok(Removal::NotOurs),
@@ -228,6 +255,24 @@ impl Inventory for ElastiCacheProvider {
             ResourceKind::User => {
                 let deleted = self.client.delete_user().user_id(id).send().await;
                 Self::removal(id, deleted.map(|_| ()).map_err(|e| classify("DeleteUser", e)))
+            }
+            ResourceKind::ServerlessCache => {
+                let snapshot = ElastiCacheProvider::orphan_snapshot(id);
+                tracing::info!(serverless_cache = id, final_snapshot = %snapshot, "deleting an orphaned serverless cache");
+                let delete = |snapshot: Option<String>| async move {
+                    self.rbac
+                        .delete_serverless_cache()
+                        .serverless_cache_name(id)
+                        .set_final_snapshot_name(snapshot)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| classify("DeleteServerlessCache", e))
+                };
+                match delete(Some(snapshot)).await {
+                    Err(f) if f.is(Kind::AlreadyExists) => Self::removal(id, delete(None).await),
+                    other => Self::removal(id, other),
+                }
             }
             other => Err(ProviderError::Permanent(format!("ElastiCache deletes no {}", other.describe()))),
         }

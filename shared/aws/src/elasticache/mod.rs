@@ -47,6 +47,7 @@ mod modify;
 pub(crate) mod names;
 mod parameters;
 mod rotation;
+mod serverless;
 mod status;
 mod users;
 mod versions;
@@ -58,7 +59,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_elasticache::Client;
-use aws_sdk_elasticache::types::{CacheCluster, ReplicationGroup, Tag, User, UserGroup};
+use aws_sdk_elasticache::types::{CacheCluster, ReplicationGroup, ServerlessCache, Tag, User, UserGroup};
 use secrecy::SecretString;
 
 use crate::config::AwsSettings;
@@ -100,6 +101,8 @@ pub struct ElastiCacheSettings {
     pub memcached_subnet_group: String,
     /// VPC security groups of every cache.
     pub security_group_ids: Vec<String>,
+    /// Subnets of serverless caches' VPC endpoints.
+    pub subnet_ids: Vec<String>,
     /// KMS key for encryption at rest; the AWS-owned key when absent.
     pub kms_key_id: Option<String>,
 }
@@ -111,6 +114,7 @@ impl From<&AwsSettings> for ElastiCacheSettings {
             cache_subnet_group: s.cache_subnet_group.clone(),
             memcached_subnet_group: s.memcached_subnet_group.clone(),
             security_group_ids: s.security_group_ids.clone(),
+            subnet_ids: s.cache_subnet_ids.clone(),
             kms_key_id: s.kms_key_id.clone(),
         }
     }
@@ -206,14 +210,17 @@ impl ElastiCacheProvider {
     }
 
     /// The cache of an instance, whichever kind it is. Nothing records the
-    /// engine between calls, and both kinds share the name, so the
+    /// kind between calls, and every kind has the same name, so the
     /// replication group is looked for first (the common case), then the
-    /// Memcached cluster.
+    /// Memcached cluster, then the serverless cache.
     async fn find(&self, id: &str) -> Result<Option<Cache>, Failure> {
         if let Some(group) = self.find_group(id).await? {
             return Ok(Some(Cache::Group(Box::new(group))));
         }
-        Ok(self.find_cluster(id).await?.map(|c| Cache::Cluster(Box::new(c))))
+        if let Some(cluster) = self.find_cluster(id).await? {
+            return Ok(Some(Cache::Cluster(Box::new(cluster))));
+        }
+        Ok(self.find_serverless(id).await?.map(|c| Cache::Serverless(Box::new(c))))
     }
 
     /// Whether the cache `id` (whose ARN `arn` is) serves `instance_id`: its
@@ -234,7 +241,7 @@ impl ElastiCacheProvider {
             )));
         };
         let tags = self
-            .client
+            .client_for(arn)
             .list_tags_for_resource()
             .resource_name(arn)
             .send()
@@ -284,6 +291,13 @@ impl ElastiCacheProvider {
         .await
     }
 
+    /// The client that calls for the resource `arn` go through: the second
+    /// one for serverless caches, whose calls it carries (see the module
+    /// documentation), the main one for everything else.
+    fn client_for(&self, arn: &str) -> &Client {
+        if arn.contains(":serverlesscache:") { &self.rbac } else { &self.client }
+    }
+
     /// Tags of a cache: the spec's (the instance it serves among them),
     /// `broker` = the prefix, which tells an operator which broker owns it,
     /// and the key its name derives from.
@@ -311,15 +325,10 @@ impl ElastiCacheProvider {
     /// warm-pool cache takes its tenant's. Only a cache this key owns.
     async fn retag_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
         let id = self.names.cache(&spec.cache_key);
-        let (what, arn) = match self.find(&id).await? {
-            None => {
-                return Err(ProviderError::Permanent(format!(
-                    "no replication group {id} (nor cache cluster) exists to tag"
-                )));
-            }
-            Some(Cache::Group(group)) => ("replication group", group.arn),
-            Some(Cache::Cluster(cluster)) => ("cache cluster", cluster.arn),
+        let Some(cache) = self.find(&id).await? else {
+            return Err(ProviderError::Permanent(format!("no cache {id} exists to tag")));
         };
+        let (what, arn) = (cache.what(), cache.arn().map(str::to_string));
         let Some(arn) = arn else {
             return Err(ProviderError::Retryable(format!(
                 "{what} {id} has no ARN yet, so it cannot be tagged"
@@ -332,11 +341,41 @@ impl ElastiCacheProvider {
     }
 }
 
-/// An instance's cache: a replication group (Redis OSS, Valkey) or a cache
-/// cluster (Memcached).
+/// An instance's cache: a replication group (Redis OSS, Valkey), a cache
+/// cluster (Memcached) or a serverless cache (Redis OSS, Valkey).
 enum Cache {
     Group(Box<ReplicationGroup>),
     Cluster(Box<CacheCluster>),
+    Serverless(Box<ServerlessCache>),
+}
+
+impl Cache {
+    /// How messages name the kind.
+    fn what(&self) -> &'static str {
+        match self {
+            Cache::Group(_) => "replication group",
+            Cache::Cluster(_) => "cache cluster",
+            Cache::Serverless(_) => "serverless cache",
+        }
+    }
+
+    fn arn(&self) -> Option<&str> {
+        match self {
+            Cache::Group(g) => g.arn(),
+            Cache::Cluster(c) => c.arn(),
+            Cache::Serverless(s) => s.arn(),
+        }
+    }
+
+    /// The user group its users are in; none for Memcached and for a
+    /// Redis OSS cache before 6 (an AUTH token).
+    fn user_group_id(&self) -> Option<&str> {
+        match self {
+            Cache::Group(g) => g.user_group_ids().first().map(String::as_str),
+            Cache::Cluster(_) => None,
+            Cache::Serverless(s) => s.user_group_id().filter(|u| !u.is_empty()),
+        }
+    }
 }
 
 fn tag(key: &str, value: &str) -> Tag {
@@ -404,6 +443,8 @@ impl CacheProvider for ElastiCacheProvider {
                 .filter_map(|n| n.cache_node_id())
                 .map(|n| CacheNode { cluster_id: id.clone(), node_id: Some(n.to_string()) })
                 .collect(),
+            // No nodes: ElastiCache runs them out of sight.
+            Some(Cache::Serverless(_)) => Vec::new(),
         };
         nodes.sort();
         Ok(nodes)

@@ -92,6 +92,17 @@ impl Change {
 
 impl ElastiCacheProvider {
     pub(super) async fn modify_cache(&self, spec: &CacheSpec) -> Result<Progress, ProviderError> {
+        if spec.plan.serverless {
+            let id = self.names.cache(&spec.cache_key);
+            return match self.find(&id).await? {
+                Some(super::Cache::Serverless(cache)) => self.modify_serverless(spec, &cache).await,
+                Some(other) => Err(ProviderError::Permanent(format!(
+                    "{} {id} is not serverless; it cannot become serverless",
+                    other.what()
+                ))),
+                None => Err(ProviderError::Permanent(format!("no serverless cache {id} exists to modify"))),
+            };
+        }
         match spec.engine {
             Engine::Memcached => self.modify_memcached(spec).await,
             Engine::Redis | Engine::Valkey => self.modify_group(spec).await,
@@ -237,7 +248,7 @@ impl ElastiCacheProvider {
         spec: &CacheSpec,
     ) -> Result<(), ProviderError> {
         let Some(arn) = arn else { return Ok(()) };
-        self.client
+        self.client_for(arn)
             .add_tags_to_resource()
             .resource_name(arn)
             .set_tags(Some(self.cache_tags(spec)))

@@ -158,6 +158,15 @@ impl ElastiCacheProvider {
         let id = self.names.cache(instance_id);
         let group = match self.find(&id).await? {
             Some(Cache::Group(group)) => group,
+            // RBAC is a serverless cache's only access control.
+            Some(cache @ Cache::Serverless(_)) => {
+                let user_group_id = cache.user_group_id().unwrap_or(&id).to_string();
+                let user_id = match principal {
+                    Principal::Admin => self.names.admin_user(instance_id),
+                    Principal::User(name) => self.names.binding_user(instance_id, name),
+                };
+                return Ok(Auth::User { user_id, user_group_id });
+            }
             Some(Cache::Cluster(_)) => {
                 return Err(ProviderError::Permanent(format!(
                     "cache cluster {id} runs Memcached, which has no passwords: {} cannot change",

@@ -22,6 +22,7 @@ impl ElastiCacheProvider {
             }
             Some(Cache::Group(group)) => self.group_progress(&id, &group).await,
             Some(Cache::Cluster(cluster)) => cluster_progress(&id, &cluster),
+            Some(Cache::Serverless(cache)) => super::serverless::serverless_progress(&id, &cache),
         }
     }
 
@@ -94,6 +95,7 @@ impl ElastiCacheProvider {
                     ))
                 })
             }
+            Some(Cache::Serverless(cache)) => super::serverless::serverless_endpoint(&id, &cache),
             Some(Cache::Cluster(cluster)) => {
                 let tls = cluster.transit_encryption_enabled().unwrap_or(false);
                 // Memcached clients take the node list (or discover it through

@@ -2,7 +2,7 @@
 //! group, so each binding has its own credentials and unbind revokes them.
 //! Memcached has no users; every call about one is done at once.
 
-use aws_sdk_elasticache::types::{ReplicationGroup, UserGroup};
+use aws_sdk_elasticache::types::UserGroup;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::failure::classify;
@@ -17,7 +17,7 @@ impl ElastiCacheProvider {
         instance_id: &str,
         user: &CacheUser,
     ) -> Result<Progress, ProviderError> {
-        let Some((group, user_group_id)) = self.group_with_users(instance_id).await? else {
+        let Some(user_group_id) = self.cache_user_group(instance_id).await? else {
             return Ok(Progress::Done);
         };
         if !passwords_fit(&user.passwords) {
@@ -29,9 +29,13 @@ impl ElastiCacheProvider {
         let passwords: Vec<&SecretString> = user.passwords.iter().collect();
         let user_id = self.names.binding_user(instance_id, &user.username);
         let access = with_on(&user.access_string);
+        let user_group = self.existing_user_group(&user_group_id).await?;
         let exists = self.find_user(&user_id).await?.is_some();
         if !exists {
-            self.create_user_once(instance_id, &user_id, user, group.engine().unwrap_or("redis")).await?;
+            // The user group's engine: a Redis OSS cache moved to Valkey keeps
+            // its `redis` user group, which takes only `redis` users.
+            self.create_user_once(instance_id, &user_id, user, user_group.engine().unwrap_or("redis"))
+                .await?;
         } else {
             // ModifyUser sets the passwords to exactly these: a rotation adds
             // the new one by passing both, and later drops the old one.
@@ -43,7 +47,6 @@ impl ElastiCacheProvider {
                 return Err(classify("ModifyUser", e).redacting(&passwords).into());
             }
         }
-        let user_group = self.existing_user_group(&user_group_id).await?;
         if !lists(&user_group, &user_id) {
             if let Err(e) = self
                 .rbac
@@ -66,7 +69,7 @@ impl ElastiCacheProvider {
         instance_id: &str,
         username: &str,
     ) -> Result<Progress, ProviderError> {
-        let Some((_, user_group_id)) = self.group_with_users(instance_id).await? else {
+        let Some(user_group_id) = self.cache_user_group(instance_id).await? else {
             return Ok(Progress::Done);
         };
         let user_id = self.names.binding_user(instance_id, username);
@@ -92,9 +95,9 @@ impl ElastiCacheProvider {
     ) -> Result<Progress, ProviderError> {
         let id = self.names.cache(instance_id);
         let user_id = self.names.binding_user(instance_id, username);
-        let group = match self.find(&id).await? {
-            Some(Cache::Group(group)) => group,
+        let cache = match self.find(&id).await? {
             Some(Cache::Cluster(_)) => return Ok(Progress::Done),
+            Some(cache) => cache,
             // The cache is gone, and with it every user its user group held;
             // a user made but never added (a crash in between) is deleted
             // here by its id.
@@ -105,7 +108,7 @@ impl ElastiCacheProvider {
                 };
             }
         };
-        if let Some(user_group_id) = group.user_group_ids().first()
+        if let Some(user_group_id) = cache.user_group_id()
             && let Some(user_group) = self.find_user_group(user_group_id).await?
         {
             let removing =
@@ -135,28 +138,22 @@ impl ElastiCacheProvider {
         }
     }
 
-    /// The replication group of an instance and its user group id; `None`
-    /// for Memcached, which has no users.
-    async fn group_with_users(
-        &self,
-        instance_id: &str,
-    ) -> Result<Option<(ReplicationGroup, String)>, ProviderError> {
+    /// The user group of an instance's cache (a replication group or a
+    /// serverless cache); `None` for Memcached, which has no users.
+    async fn cache_user_group(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
         let id = self.names.cache(instance_id);
-        let group = match self.find(&id).await? {
-            Some(Cache::Group(group)) => *group,
+        let cache = match self.find(&id).await? {
             Some(Cache::Cluster(_)) => return Ok(None),
-            None => {
-                return Err(ProviderError::Permanent(format!(
-                    "no replication group {id} (nor cache cluster) exists"
-                )));
-            }
+            Some(cache) => cache,
+            None => return Err(ProviderError::Permanent(format!("no cache {id} exists"))),
         };
-        let Some(user_group_id) = group.user_group_ids().first().cloned() else {
-            return Err(ProviderError::Permanent(format!(
-                "replication group {id} has no user group: users per binding need Redis OSS 6 or later, or Valkey"
-            )));
-        };
-        Ok(Some((group, user_group_id)))
+        match cache.user_group_id() {
+            Some(user_group_id) => Ok(Some(user_group_id.to_string())),
+            None => Err(ProviderError::Permanent(format!(
+                "{} {id} has no user group: users per binding need Redis OSS 6 or later, or Valkey",
+                cache.what()
+            ))),
+        }
     }
 
     async fn existing_user_group(&self, id: &str) -> Result<UserGroup, ProviderError> {

@@ -150,6 +150,27 @@ fn no_cluster() -> Rule {
     })
 }
 
+/// DescribeServerlessCaches of a cache that is not serverless (nor there).
+fn no_serverless() -> Rule {
+    use aws_sdk_elasticache::operation::describe_serverless_caches::DescribeServerlessCachesError;
+    use aws_sdk_elasticache::types::error::ServerlessCacheNotFoundFault;
+    mock!(Client::describe_serverless_caches).then_error(|| {
+        DescribeServerlessCachesError::ServerlessCacheNotFoundFault(
+            ServerlessCacheNotFoundFault::builder()
+                .message("Serverless cache not found")
+                .meta(meta("ServerlessCacheNotFoundFault", "Serverless cache not found"))
+                .build(),
+        )
+    })
+}
+
+/// DescribeServerlessCacheSnapshots of a cache with none.
+fn no_serverless_snapshots() -> Rule {
+    use aws_sdk_elasticache::operation::describe_serverless_cache_snapshots::DescribeServerlessCacheSnapshotsOutput;
+    mock!(Client::describe_serverless_cache_snapshots)
+        .then_output(|| DescribeServerlessCacheSnapshotsOutput::builder().build())
+}
+
 /// DescribeCacheClusters of one member cluster, in `status`.
 fn member(id: String, status: &'static str) -> Rule {
     let wanted = id.clone();
@@ -290,7 +311,8 @@ async fn a_group_that_failed_to_create_fails_the_operation_naming_the_status() {
 
 #[tokio::test]
 async fn progress_of_a_cache_that_does_not_exist_names_the_replication_group() {
-    let provider = provider_on(mocked(&[&no_group(), &no_cluster()]), secrets_with_admin().await);
+    let provider =
+        provider_on(mocked(&[&no_group(), &no_cluster(), &no_serverless()]), secrets_with_admin().await);
 
     let why = permanent(provider.progress(INSTANCE).await);
     assert!(why.starts_with(&format!("no replication group {}", ids().0)), "{why}");
@@ -642,6 +664,7 @@ async fn the_delete_request_names_a_final_snapshot_only_when_asked_for_one() {
             &describe_group(group("available", 1)),
             &ours(),
             &no_snapshots(),
+            &no_serverless_snapshots(),
             &with_snapshot,
             &without_snapshot,
         ]),
@@ -682,6 +705,7 @@ async fn a_final_snapshot_an_earlier_attempt_took_does_not_fail_the_retried_dele
             &describe_group(group("available", 1)),
             &ours(),
             &no_snapshots(),
+            &no_serverless_snapshots(),
             &exists,
             &without_snapshot,
         ]),
@@ -707,7 +731,13 @@ async fn a_final_snapshot_over_the_quota_fails_the_delete_naming_the_fault() {
         )
     });
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &ours(), &no_snapshots(), &quota]),
+        mocked(&[
+            &describe_group(group("available", 1)),
+            &ours(),
+            &no_snapshots(),
+            &no_serverless_snapshots(),
+            &quota,
+        ]),
         secrets_with_admin().await,
     );
 
@@ -1219,7 +1249,14 @@ async fn a_claimed_pool_cache_is_owned_by_its_key_and_retagged_for_its_tenant() 
     let delete = mock!(Client::delete_replication_group)
         .then_output(|| DeleteReplicationGroupOutput::builder().build());
     let provider = provider_on(
-        mocked(&[&describe_group(group("available", 1)), &claimed, &add_tags, &no_snapshots(), &delete]),
+        mocked(&[
+            &describe_group(group("available", 1)),
+            &claimed,
+            &add_tags,
+            &no_snapshots(),
+            &no_serverless_snapshots(),
+            &delete,
+        ]),
         secrets_with_admin().await,
     );
     let mut s = spec(INSTANCE, "elasticache-redis", "small");

@@ -7,6 +7,7 @@ mod day2;
 mod inventory;
 mod mocks;
 mod moto;
+mod serverless;
 mod settings;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn settings() -> ElastiCacheSettings {
         cache_subnet_group: "osb-cache".into(),
         memcached_subnet_group: "osb-memcached".into(),
         security_group_ids: vec!["sg-0123".into()],
+        subnet_ids: vec!["subnet-0a1".into(), "subnet-0b2".into()],
         kms_key_id: Some("alias/osb-cache".into()),
     }
 }
