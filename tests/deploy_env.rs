@@ -40,6 +40,7 @@ fn sample(name: &str) -> &'static str {
         "CACHE_SUBNET_GROUP" => "osb-cache",
         "MEMCACHED_SUBNET_GROUP" => "osb-memcached",
         "CACHE_SECURITY_GROUP_IDS" => "sg-0123,sg-0456",
+        "CACHE_SUBNET_IDS" => "subnet-0a1b2c3d,subnet-1a1b2c3d",
         "KMS_KEY_ID" => "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         "POLL_DELAY_SECS" => "30",
         "CATALOG_CACHE_SECS" => "60",
@@ -667,9 +668,9 @@ fn the_provisioner_may_take_the_final_snapshot_a_delete_asks_for() {
         role.find("- elasticache:CreateSnapshot\n").expect("the provisioner's role grants CreateSnapshot");
     let resources = &role[at..role[at..].find("- Sid:").map_or(role.len(), |n| at + n)];
     assert!(resources.contains(":replicationgroup:${NamePrefix}-*"), "{resources}");
-    assert!(resources.contains(":snapshot:${NamePrefix}-final-*"), "{resources}");
-    // And the snapshots the `snapshot` parameter names.
-    assert!(resources.contains(":snapshot:${NamePrefix}-s-*"), "{resources}");
+    // Final snapshots (`-final-`), the `snapshot` parameter's (`-s-`) and
+    // an orphaned group's (`-orphan`): every one the broker names.
+    assert!(resources.contains(":snapshot:${NamePrefix}-*\n"), "{resources}");
 }
 
 /// The HTTP API throttles before broker-api, as the Terraform module's stage
@@ -697,24 +698,41 @@ fn provider_operations() -> BTreeSet<String> {
     sent_operations(&files)
 }
 
-/// The operations `.client.op()` and `.rbac.op()` in `files` send, each
+/// The operations `.client.op()` and `.rbac.op()` in `files` send, and
+/// `.client_for(arn).op()` (the client a resource's calls go through), each
 /// file's own tests left out, as IAM spells them under the file's service.
 fn sent_operations(files: &[(PathBuf, &str)]) -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
     for (path, service) in files {
         let text: String = read(path).chars().filter(|c| !c.is_whitespace()).collect();
         let text = text.split("#[cfg(test)]modtests{").next().unwrap_or_default();
+        // Where each call's operation name starts, with the text before the client.
+        let mut calls: Vec<(usize, usize)> = Vec::new();
         for client in [".client.", ".rbac."] {
-            for (at, _) in text.match_indices(client) {
-                let rest = &text[at + client.len()..];
-                let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-                if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
-                    continue;
-                }
-                let service = if text[..at].ends_with("logs") { "logs" } else { *service };
-                let pascal: String = name.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
-                ops.insert(format!("{service}:{pascal}"));
+            calls.extend(text.match_indices(client).map(|(at, _)| (at, at + client.len())));
+        }
+        for (at, _) in text.match_indices(".client_for(") {
+            // Past the argument's parentheses, to the `.` of the call.
+            let mut depth = 0;
+            let close = text[at..].char_indices().find_map(|(i, c)| {
+                depth += i32::from(c == '(') - i32::from(c == ')');
+                (c == ')' && depth == 0).then_some(at + i)
+            });
+            if let Some(close) = close
+                && text[close + 1..].starts_with('.')
+            {
+                calls.push((at, close + 2));
             }
+        }
+        for (at, start) in calls {
+            let rest = &text[start..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
+                continue;
+            }
+            let service = if text[..at].ends_with("logs") { "logs" } else { *service };
+            let pascal: String = name.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+            ops.insert(format!("{service}:{pascal}"));
         }
     }
     ops
@@ -729,7 +747,10 @@ fn the_provisioner_may_send_every_call_its_providers_make() {
     for op in [
         "elasticache:CreateReplicationGroup",
         "elasticache:DescribeUserGroups",
+        // Through `client_for`, which picks a serverless cache's client.
         "elasticache:ListTagsForResource",
+        "elasticache:AddTagsToResource",
+        "elasticache:CreateServerlessCache",
         "elasticache:ModifyUser",
         "logs:CreateLogGroup",
         "logs:DeleteLogGroup",
@@ -780,16 +801,78 @@ fn broker_api_may_read_the_metrics_its_dashboard_charts() {
 
 /// Fetching an instance lists its snapshots, and a restore or a snapshot
 /// action checks a name, from broker-api (`Broker::snapshot_views` and
-/// friends call the provider's `snapshots`, DescribeSnapshots): its role
-/// allows the call in both templates.
+/// friends call the provider's `snapshots`, DescribeSnapshots, and
+/// DescribeServerlessCacheSnapshots for a serverless cache's); a fetch
+/// binding finds a serverless cache's endpoint with DescribeServerlessCaches:
+/// its role allows the calls in both templates.
 #[test]
 fn broker_api_may_list_the_snapshots_it_shows_and_checks() {
     let day2 = read(&root().join("shared/aws/src/elasticache/day2.rs"));
     assert!(day2.contains(".describe_snapshots()"), "the provider lists snapshots with DescribeSnapshots");
+    let serverless = read(&root().join("shared/aws/src/elasticache/serverless.rs"));
+    for call in [".describe_serverless_caches()", ".describe_serverless_cache_snapshots()"] {
+        assert!(serverless.contains(call), "the provider calls {call} for serverless caches");
+    }
     let sam = sam_resource(&read(&root().join("template.yaml")), "BrokerApiRole").join("\n");
-    assert!(sam.contains("Action: elasticache:DescribeSnapshots\n"), "template.yaml's BrokerApiRole");
     let api = terraform_broker_api_policy();
-    assert!(api.contains("\"elasticache:DescribeSnapshots\""), "the Terraform broker-api role");
+    for op in [
+        "elasticache:DescribeSnapshots",
+        "elasticache:DescribeServerlessCaches",
+        "elasticache:DescribeServerlessCacheSnapshots",
+    ] {
+        assert!(
+            sam.contains(&format!("Action: {op}\n")) || sam.contains(&format!("- {op}\n")),
+            "template.yaml's BrokerApiRole does not allow {op}"
+        );
+        assert!(api.contains(&format!("\"{op}\"")), "the Terraform broker-api role does not allow {op}");
+    }
+}
+
+/// CreateServerlessCache makes the cache's VPC endpoint with the caller's
+/// permissions (AmazonElastiCacheFullAccess grants them for it): without
+/// ec2:CreateVpcEndpoint, limited to ElastiCache Serverless's endpoint
+/// services, and ec2:CreateTags on creation, every serverless create is
+/// refused, which nothing short of a real account shows. Both templates give
+/// the provisioner that, and the subnets (`CACHE_SUBNET_IDS`) the endpoint
+/// goes in.
+#[test]
+fn the_provisioner_may_make_a_serverless_caches_vpc_endpoint() {
+    let serverless = read(&root().join("shared/aws/src/elasticache/serverless.rs"));
+    assert!(serverless.contains(".create_serverless_cache()"), "the provider creates serverless caches");
+    let template = read(&root().join("template.yaml"));
+    let sam = sam_resource(&template, "ProvisionerRole").join("\n");
+    let terraform = read(&root().join("terraform/modules/broker/iam.tf"));
+    for op in [
+        "ec2:CreateVpcEndpoint",
+        "ec2:CreateTags",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+    ] {
+        assert!(sam.contains(op), "template.yaml's ProvisionerRole does not allow {op}");
+        assert!(
+            terraform.contains(&format!("\"{op}\"")),
+            "the Terraform provisioner role does not allow {op}"
+        );
+    }
+    let service = "com.amazonaws.elasticache.serverless.*";
+    assert!(sam.contains(&format!("ec2:VpceServiceName: {service}\n")), "template.yaml: {service}");
+    assert!(terraform.contains(&format!("\"ec2:VpceServiceName\" = \"{service}\"")), "iam.tf: {service}");
+    for (text, tag) in [
+        (sam.as_str(), "aws:RequestTag/AmazonElastiCacheManaged: \"true\""),
+        (terraform.as_str(), "\"aws:RequestTag/AmazonElastiCacheManaged\" = \"true\""),
+    ] {
+        assert!(text.contains(tag), "CreateTags must be limited to ElastiCache's tag on creation: {tag}");
+    }
+    assert!(
+        sam_environment(&template).globals.contains("CACHE_SUBNET_IDS"),
+        "template.yaml must give both functions CACHE_SUBNET_IDS"
+    );
+    let maps = terraform_maps(&root().join("terraform/modules/broker"));
+    assert!(
+        maps.iter().any(|(_, keys)| keys.contains("CACHE_SUBNET_IDS")),
+        "the Terraform module must give the provisioner CACHE_SUBNET_IDS: {maps:?}"
+    );
 }
 
 /// The `DashboardBody` block of template.yaml, de-indented: the lines after

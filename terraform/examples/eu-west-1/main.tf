@@ -46,6 +46,7 @@ module "broker" {
   cache_subnet_group       = module.network.cache_subnet_group_name
   memcached_subnet_group   = module.network.memcached_subnet_group_name
   cache_security_group_ids = [module.network.security_group_id]
+  cache_subnet_ids         = module.network.cache_subnet_ids # serverless caches' VPC endpoint
   kms_key_arn              = var.kms_key_arn
 
   broker_api_zip  = local.broker_api_zip

@@ -1,8 +1,9 @@
 # The caches' network alone, for a broker deployed with the SAM template
-# (template.yaml): the subnet groups and security group its
-# CacheSubnetGroupName, MemcachedSubnetGroupName and SecurityGroupIds
-# parameters name. One root per region, like the full examples, but it
-# creates no function, table or secret, so it never collides with the stack.
+# (template.yaml): the subnet groups, subnets and security group its
+# CacheSubnetGroupName, MemcachedSubnetGroupName, CacheSubnetIds and
+# SecurityGroupIds parameters name. One root per region, like the full
+# examples, but it creates no function, table or secret, so it never collides
+# with the stack.
 
 provider "aws" {
   region              = var.region

@@ -4,6 +4,7 @@ output "sam_parameter_overrides" {
     "CacheSubnetGroupName=${module.network.cache_subnet_group_name}",
     "MemcachedSubnetGroupName=${module.network.memcached_subnet_group_name}",
     "SecurityGroupIds=${module.network.security_group_id}",
+    "CacheSubnetIds=${join(",", module.network.cache_subnet_ids)}",
   ])
 }
 
@@ -15,6 +16,11 @@ output "cache_subnet_group_name" {
 output "memcached_subnet_group_name" {
   description = "MemcachedSubnetGroupName of the SAM stack."
   value       = module.network.memcached_subnet_group_name
+}
+
+output "cache_subnet_ids" {
+  description = "CacheSubnetIds of the SAM stack (comma-separated), for serverless plans."
+  value       = join(",", module.network.cache_subnet_ids)
 }
 
 output "cache_security_group_id" {

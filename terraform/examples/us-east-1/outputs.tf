@@ -18,6 +18,11 @@ output "memcached_subnet_group_name" {
   value       = module.network.memcached_subnet_group_name
 }
 
+output "cache_subnet_ids" {
+  description = "Subnets of serverless caches."
+  value       = module.network.cache_subnet_ids
+}
+
 output "cache_security_group_id" {
   description = "Security group of every cache."
   value       = module.network.security_group_id

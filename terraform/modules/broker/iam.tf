@@ -38,6 +38,11 @@ locals {
     "${local.ec}:usergroup:${var.name_prefix}-*",
   ]
   owned_snapshots = ["${local.ec}:snapshot:${var.name_prefix}-*"]
+  # Serverless caches are named as replication groups are (<prefix>-<hash>),
+  # and so are their snapshots (<prefix>-s-..., <prefix>-final-..., and the
+  # orphan sweep's <prefix>-<hash>-orphan).
+  owned_serverless           = ["${local.ec}:serverlesscache:${var.name_prefix}-*"]
+  owned_serverless_snapshots = ["${local.ec}:serverlesscachesnapshot:${var.name_prefix}-*"]
   # The caches' alarms are named after their cache: <prefix>-<hash>/<node>/<metric>
   # (shared/aws/src/cloudwatch.rs).
   owned_alarms = "${local.arn_prefix.cloudwatch}:alarm:${var.name_prefix}-*"
@@ -50,6 +55,19 @@ locals {
     "${local.ec}:parametergroup:default.*",
     "${local.ec}:parametergroup:${var.name_prefix}-*",
   ]
+
+  # What CreateVpcEndpoint names besides the endpoint of a serverless cache:
+  # its VPC, the subnets it is put in (CACHE_SUBNET_IDS) and the caches'
+  # security groups (CACHE_SECURITY_GROUP_IDS), which the provisioner passes
+  # to CreateServerlessCache. Any account: a shared VPC's subnets belong to
+  # its owner.
+  ec2_arn_prefix = "arn:${local.partition}:ec2:${local.region}"
+  serverless_endpoint_network = concat(
+    ["${local.ec2_arn_prefix}:*:vpc/*"],
+    [for s in var.cache_subnet_ids : "${local.ec2_arn_prefix}:*:subnet/${s}"],
+    [for g in var.cache_security_group_ids : "${local.ec2_arn_prefix}:*:security-group/${g}"],
+  )
+  serverless_endpoints = "${local.ec2_arn_prefix}:${local.account}:vpc-endpoint/*"
 
   tracing_statement = {
     Sid      = "XRayTraces"
@@ -118,10 +136,17 @@ locals {
         # Fetching an instance lists its snapshots, and a provision that
         # restores from one, or an update that takes or deletes one, checks
         # the name first. A listing call: IAM takes it on "*"; the broker
-        # keeps only its own names.
-        Sid      = "SnapshotListings"
-        Effect   = "Allow"
-        Action   = ["elasticache:DescribeSnapshots"]
+        # keeps only its own names. A serverless cache's snapshots are listed
+        # apart, and its endpoint (a fetch binding's) comes from
+        # DescribeServerlessCaches: reads only, taken on "*" as the
+        # provisioner's sweep takes the same calls.
+        Sid    = "SnapshotListings"
+        Effect = "Allow"
+        Action = [
+          "elasticache:DescribeSnapshots",
+          "elasticache:DescribeServerlessCaches",
+          "elasticache:DescribeServerlessCacheSnapshots",
+        ]
         Resource = "*"
       },
       {
@@ -214,6 +239,12 @@ locals {
             "elasticache:DescribeCacheParameterGroups",
             # A maintenance upgrade lists the cache's pending service updates.
             "elasticache:DescribeUpdateActions",
+            # The sweep lists the account's serverless caches as it lists
+            # replication groups, and a serverless cache's snapshots are
+            # listed apart from a replication group's (fetch, restore, the
+            # snapshot actions, deprovision).
+            "elasticache:DescribeServerlessCaches",
+            "elasticache:DescribeServerlessCacheSnapshots",
             "secretsmanager:ListSecrets",
           ]
           Resource = "*"
@@ -233,7 +264,7 @@ locals {
           Sid      = "DescribeOwnCaches"
           Effect   = "Allow"
           Action   = ["elasticache:ListTagsForResource"]
-          Resource = concat(local.owned_caches, local.owned_users)
+          Resource = concat(local.owned_caches, local.owned_serverless, local.owned_users)
         },
         {
           # Creates and modifies name the cache and everything it uses; tags
@@ -248,6 +279,11 @@ locals {
             "elasticache:ModifyReplicationGroupShardConfiguration",
             "elasticache:IncreaseReplicaCount",
             "elasticache:DecreaseReplicaCount",
+            # Serverless caches: CreateServerlessCache names the cache's user
+            # group and, for a restore, the snapshot (node-based or
+            # serverless, which CreateReplicationGroup may name too).
+            "elasticache:CreateServerlessCache",
+            "elasticache:ModifyServerlessCache",
             # The day-2 actions: restart and failover test; a restore names
             # one of the broker's snapshots in CreateReplicationGroup.
             "elasticache:RebootCacheCluster",
@@ -261,31 +297,44 @@ locals {
             "elasticache:BatchApplyUpdateAction",
             "elasticache:AddTagsToResource",
           ]
-          Resource = concat(local.owned_caches, local.owned_users, local.owned_snapshots, local.cache_dependencies)
+          Resource = concat(
+            local.owned_caches, local.owned_serverless, local.owned_users,
+            local.owned_snapshots, local.owned_serverless_snapshots, local.cache_dependencies,
+          )
         },
         {
-          # DeleteReplicationGroup names the final snapshot it takes
-          # (<prefix>-final-<hash>-<hash>) when the plan asks for one.
+          # DeleteReplicationGroup and DeleteServerlessCache name the final
+          # snapshot they take (<prefix>-final-<hash>-<hash>) when the plan
+          # asks for one.
           Sid    = "DeleteOwnCaches"
           Effect = "Allow"
           Action = [
             "elasticache:DeleteReplicationGroup",
             "elasticache:DeleteCacheCluster",
+            "elasticache:DeleteServerlessCache",
             # The snapshot parameter's snapshots (<prefix>-s-<hash>-<name>),
             # by delete_snapshot and with their instance.
             "elasticache:DeleteSnapshot",
+            "elasticache:DeleteServerlessCacheSnapshot",
           ]
-          Resource = concat(local.owned_caches, local.owned_snapshots)
+          Resource = concat(local.owned_caches, local.owned_serverless, local.owned_snapshots, local.owned_serverless_snapshots)
         },
         {
           # The ElastiCache API reference, DeleteReplicationGroup: "CreateSnapshot
           # permission is required to create a final snapshot. Without this
           # permission, the API call will fail with an Access Denied exception."
           # The snapshot parameter's snapshots are taken with it too.
-          Sid      = "FinalSnapshots"
-          Effect   = "Allow"
-          Action   = ["elasticache:CreateSnapshot"]
-          Resource = concat(["${local.ec}:replicationgroup:${var.name_prefix}-*"], local.owned_snapshots)
+          # DeleteServerlessCache likewise: "CreateServerlessCacheSnapshot
+          # permission is required to create a final snapshot. Without this
+          # permission, the API call will fail with an Access Denied
+          # exception."
+          Sid    = "FinalSnapshots"
+          Effect = "Allow"
+          Action = ["elasticache:CreateSnapshot", "elasticache:CreateServerlessCacheSnapshot"]
+          Resource = concat(
+            ["${local.ec}:replicationgroup:${var.name_prefix}-*"], local.owned_snapshots,
+            local.owned_serverless, local.owned_serverless_snapshots,
+          )
         },
         {
           # RBAC: the disabled default user, the admin user and one user per
@@ -365,6 +414,56 @@ locals {
           }
         },
       ],
+      # A serverless cache is reached through a VPC endpoint that ElastiCache
+      # creates in cache_subnet_ids with the permissions of the caller of
+      # CreateServerlessCache. These are the statements AmazonElastiCacheFullAccess
+      # grants for it (ElastiCache User Guide, "AWS managed policies for Amazon
+      # ElastiCache"), scoped to this region, the given subnets and the
+      # caches' security groups; none without cache_subnet_ids, since no
+      # serverless cache is made then.
+      [for statement in [
+        {
+          # The endpoint itself: only one of ElastiCache Serverless's
+          # endpoint services.
+          Sid       = "ServerlessVpcEndpoints"
+          Effect    = "Allow"
+          Action    = ["ec2:CreateVpcEndpoint"]
+          Resource  = local.serverless_endpoints
+          Condition = { StringLike = { "ec2:VpceServiceName" = "com.amazonaws.elasticache.serverless.*" } }
+        },
+        {
+          # What the endpoint names: the managed policy's NotResource
+          # vpc-endpoint/*, narrowed to the VPC, subnets and security groups.
+          Sid      = "ServerlessVpcEndpointNetwork"
+          Effect   = "Allow"
+          Action   = ["ec2:CreateVpcEndpoint"]
+          Resource = local.serverless_endpoint_network
+        },
+        {
+          # ElastiCache tags the endpoint AmazonElastiCacheManaged=true as it
+          # creates it: tags only in that CreateVpcEndpoint, and only in a
+          # request carrying that tag; none afterwards.
+          Sid      = "ServerlessVpcEndpointTags"
+          Effect   = "Allow"
+          Action   = ["ec2:CreateTags"]
+          Resource = local.serverless_endpoints
+          Condition = {
+            StringEquals = {
+              "ec2:CreateAction"                        = "CreateVpcEndpoint"
+              "aws:RequestTag/AmazonElastiCacheManaged" = "true"
+            }
+          }
+        },
+        {
+          # The checks of the subnets and security groups a create names.
+          # EC2's Describe calls have no resource type: IAM allows them on
+          # "*" or not at all.
+          Sid      = "ServerlessNetworkLookups"
+          Effect   = "Allow"
+          Action   = ["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]
+          Resource = "*"
+        },
+      ] : statement if length(var.cache_subnet_ids) > 0],
       # Encryption at rest with the operator's key: ElastiCache uses it through
       # a grant made on the provisioner's behalf.
       [for statement in [

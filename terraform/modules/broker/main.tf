@@ -69,6 +69,8 @@ locals {
   provisioner_environment = merge(
     local.common_environment,
     var.kms_key_arn == null ? {} : { KMS_KEY_ID = var.kms_key_arn },
+    # Serverless caches are created by the provisioner alone.
+    length(var.cache_subnet_ids) == 0 ? {} : { CACHE_SUBNET_IDS = join(",", var.cache_subnet_ids) },
     var.secret_recovery_window_days == null ? {} : { SECRET_RECOVERY_WINDOW_DAYS = tostring(var.secret_recovery_window_days) },
     # The caches' alarms notify the same topics as the dead-letter alarm.
     length(var.alarm_actions) == 0 ? {} : { ALARM_ACTIONS = join(",", var.alarm_actions) },

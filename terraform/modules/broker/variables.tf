@@ -55,6 +55,23 @@ variable "cache_security_group_ids" {
   }
 }
 
+variable "cache_subnet_ids" {
+  description = "CACHE_SUBNET_IDS: subnets of serverless caches (Redis OSS and Valkey), which take subnets rather than a subnet group: ElastiCache puts their VPC endpoint there (network module output cache_subnet_ids). Empty when no plan is serverless: the provisioner then gets neither the variable nor the EC2 permissions the endpoint needs."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for s in var.cache_subnet_ids : can(regex("^subnet-[0-9a-f]{8}([0-9a-f]{9})?$", s))])
+    error_message = "Every entry of cache_subnet_ids must be a subnet id (subnet- followed by 8 or 17 hex digits)."
+  }
+
+  validation {
+    condition     = length(distinct(var.cache_subnet_ids)) == length(var.cache_subnet_ids)
+    error_message = "cache_subnet_ids names a subnet twice."
+  }
+}
+
 variable "kms_key_arn" {
   description = "KMS_KEY_ID: customer managed key for the caches' encryption at rest; null uses the AWS-owned key. Given as an ARN so the provisioner's policy can name it."
   type        = string

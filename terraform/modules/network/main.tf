@@ -2,13 +2,22 @@
 # (Redis OSS and Valkey replication groups; Memcached clusters) over the
 # operator's private subnets, and one security group every cache gets. The
 # broker creates the caches itself (CACHE_SUBNET_GROUP, MEMCACHED_SUBNET_GROUP,
-# CACHE_SECURITY_GROUP_IDS), always on the engines' default ports.
+# CACHE_SECURITY_GROUP_IDS, and CACHE_SUBNET_IDS for serverless caches, which
+# take the subnets rather than a subnet group), always on the engines' default
+# ports.
 
 locals {
-  # The ports ElastiCache uses when a create names none, as the broker does.
+  # The ports ElastiCache uses when a create names none, as the broker does
+  # (a serverless cache adds its reader endpoint's).
   cache_ports = {
-    redis     = 6379  # Redis OSS and Valkey
+    redis     = 6379  # Redis OSS and Valkey, and a serverless cache's primary endpoint
     memcached = 11211 # Memcached
+    # A serverless Redis OSS or Valkey cache's reader endpoint: the same host
+    # as its primary endpoint, on 6380. ElastiCache User Guide, "Best
+    # Practices for using Read Replicas": the two endpoints "use the same DNS
+    # name but different ports. To use the read-from-replica port, you must
+    # authorize access to both ports from your client application".
+    serverless-reader = 6380
   }
 
   memcached_subnet_ids = var.memcached_subnet_ids == null ? var.subnet_ids : var.memcached_subnet_ids

@@ -8,6 +8,11 @@ output "memcached_subnet_group_name" {
   value       = aws_elasticache_subnet_group.memcached.name
 }
 
+output "cache_subnet_ids" {
+  description = "The subnets of the Redis OSS and Valkey subnet group, which serverless caches take instead of a subnet group (the broker's CACHE_SUBNET_IDS)."
+  value       = var.subnet_ids
+}
+
 output "security_group_id" {
   description = "Security group of every cache (the broker's CACHE_SECURITY_GROUP_IDS)."
   value       = aws_security_group.caches.id

@@ -125,15 +125,16 @@ run "optional_variables_go_to_the_function_that_uses_them" {
     rotation_grace_secs         = 604800
     alarm_actions               = ["arn:aws:sns:eu-west-1:123456789012:cache-alarms", "arn:aws:sns:eu-west-1:123456789012:pager"]
     cache_log_retention_days    = 14
+    cache_subnet_ids            = ["subnet-0a1b2c3d4e5f60718", "subnet-1a1b2c3d"]
   }
 
   assert {
     condition     = toset(keys(aws_lambda_function.broker_api.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "CATALOG_CACHE_SECS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN"])
-    error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS, ROTATION_GRACE_SECS and ROTATION_FUNCTION_ARN (its rotation policy is derived from them), and neither KMS_KEY_ID nor SECRET_RECOVERY_WINDOW_DAYS."
+    error_message = "broker-api must get POLL_DELAY_SECS, CATALOG_CACHE_SECS, ROTATION_DAYS, ROTATION_GRACE_SECS and ROTATION_FUNCTION_ARN (its rotation policy is derived from them), and neither KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS nor CACHE_SUBNET_IDS (only the provisioner creates serverless caches)."
   }
   assert {
-    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN", "ALARM_ACTIONS", "CACHE_LOG_RETENTION_DAYS"])
-    error_message = "The provisioner must get POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS, the rotation variables and ALARM_ACTIONS, and not CATALOG_CACHE_SECS."
+    condition     = toset(keys(aws_lambda_function.provisioner.environment[0].variables)) == toset(["BROKER_BACKEND", "TABLE_NAME", "QUEUE_URL", "BROKER_CREDENTIALS_SECRET_ARN", "NAME_PREFIX", "CACHE_SUBNET_GROUP", "MEMCACHED_SUBNET_GROUP", "CACHE_SECURITY_GROUP_IDS", "CACHE_SUBNET_IDS", "POLL_DELAY_SECS", "KMS_KEY_ID", "SECRET_RECOVERY_WINDOW_DAYS", "ROTATION_DAYS", "ROTATION_GRACE_SECS", "ROTATION_FUNCTION_ARN", "ALARM_ACTIONS", "CACHE_LOG_RETENTION_DAYS"])
+    error_message = "The provisioner must get CACHE_SUBNET_IDS, POLL_DELAY_SECS, KMS_KEY_ID, SECRET_RECOVERY_WINDOW_DAYS, the rotation variables and ALARM_ACTIONS, and not CATALOG_CACHE_SECS."
   }
   assert {
     condition = (
@@ -145,7 +146,8 @@ run "optional_variables_go_to_the_function_that_uses_them" {
       aws_lambda_function.provisioner.environment[0].variables.ROTATION_DAYS == "0" &&
       aws_lambda_function.provisioner.environment[0].variables.ROTATION_GRACE_SECS == "604800" &&
       aws_lambda_function.provisioner.environment[0].variables.ALARM_ACTIONS == "arn:aws:sns:eu-west-1:123456789012:cache-alarms,arn:aws:sns:eu-west-1:123456789012:pager" &&
-      aws_lambda_function.provisioner.environment[0].variables.CACHE_LOG_RETENTION_DAYS == "14"
+      aws_lambda_function.provisioner.environment[0].variables.CACHE_LOG_RETENTION_DAYS == "14" &&
+      aws_lambda_function.provisioner.environment[0].variables.CACHE_SUBNET_IDS == "subnet-0a1b2c3d4e5f60718,subnet-1a1b2c3d"
     )
     error_message = "The optional variables must carry the given values."
   }
@@ -262,7 +264,8 @@ run "policies_name_only_what_each_function_calls" {
   command = apply
 
   variables {
-    kms_key_arn = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f"
+    kms_key_arn      = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f"
+    cache_subnet_ids = ["subnet-0a1b2c3d4e5f60718", "subnet-1a1b2c3d"]
   }
 
   # broker-api: no ElastiCache write, no instance-secret write, no queue read.
@@ -277,6 +280,7 @@ run "policies_name_only_what_each_function_calls" {
         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
         "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheClusters",
         "elasticache:DescribeSnapshots",
+        "elasticache:DescribeServerlessCaches", "elasticache:DescribeServerlessCacheSnapshots",
         "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
       ], a)])
     ])
@@ -315,14 +319,26 @@ run "policies_name_only_what_each_function_calls" {
     ])
     error_message = "The provisioner needs elasticache:CreateSnapshot on its replication groups and snapshots to delete a cache with a final snapshot."
   }
+  # DeleteServerlessCache likewise: "CreateServerlessCacheSnapshot permission
+  # is required to create a final snapshot" (the ElastiCache API reference).
+  assert {
+    condition = anytrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      contains(flatten([s.Action]), "elasticache:CreateServerlessCacheSnapshot") &&
+      contains(flatten([s.Resource]), "arn:aws:elasticache:eu-west-1:123456789012:serverlesscachesnapshot:osb-*") &&
+      contains(flatten([s.Resource]), "arn:aws:elasticache:eu-west-1:123456789012:serverlesscache:osb-*")
+    ])
+    error_message = "The provisioner needs elasticache:CreateServerlessCacheSnapshot on its serverless caches and their snapshots to delete a serverless cache with a final snapshot."
+  }
   # No wildcard action, and "*" as a resource only for X-Ray (which has no
   # resources), the orphan sweep's listings (calls that name no resource),
-  # log delivery and the dashboard's GetMetricData (no resource type).
+  # log delivery, the dashboard's GetMetricData and EC2's Describe calls (no
+  # resource type).
   assert {
     condition = alltrue([
       for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
       alltrue([for a in flatten([s.Action]) : !strcontains(a, "*")]) &&
-      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || s.Sid == "CacheMetricCharts" || s.Sid == "SnapshotListings" || !contains(flatten([s.Resource]), "*"))
+      (s.Sid == "XRayTraces" || s.Sid == "OrphanSweepListings" || s.Sid == "CacheLogDelivery" || s.Sid == "CacheMetricCharts" || s.Sid == "SnapshotListings" || s.Sid == "ServerlessNetworkLookups" || !contains(flatten([s.Resource]), "*"))
     ])
     error_message = "Policies must name actions one by one and scope every resource but X-Ray's and the sweep's listings."
   }
@@ -353,11 +369,60 @@ run "policies_name_only_what_each_function_calls" {
       for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
       alltrue([for r in flatten([s.Resource]) : (
         !startswith(r, "arn:aws:elasticache:") ||
-        can(regex("^arn:aws:elasticache:eu-west-1:123456789012:(replicationgroup|cluster|user|usergroup|snapshot|parametergroup):osb-\\*$", r)) ||
+        can(regex("^arn:aws:elasticache:eu-west-1:123456789012:(replicationgroup|cluster|serverlesscache|user|usergroup|snapshot|serverlesscachesnapshot|parametergroup):osb-\\*$", r)) ||
         contains(["subnetgroup:osb-cache", "subnetgroup:osb-memcached", "parametergroup:default.*"], trimprefix(r, "arn:aws:elasticache:eu-west-1:123456789012:"))
       )])
     ])
-    error_message = "The provisioner's ElastiCache resources must be the prefix's caches, users, snapshots and parameter groups, its subnet groups and the default parameter groups."
+    error_message = "The provisioner's ElastiCache resources must be the prefix's caches (serverless ones too), users, snapshots and parameter groups, its subnet groups and the default parameter groups."
+  }
+  # EC2: only what ElastiCache asks of the caller of CreateServerlessCache
+  # (AmazonElastiCacheFullAccess's statements for serverless caches), for the
+  # VPC endpoint it makes in cache_subnet_ids. The endpoint only for
+  # ElastiCache Serverless's services, tagged only in its creation with
+  # ElastiCache's tag; the network it names only the given subnets, the
+  # caches' security groups and the region's VPCs.
+  assert {
+    condition = alltrue(flatten([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement : [
+        for a in flatten([s.Action]) : startswith(s.Sid, "Serverless") && contains(
+          ["ec2:CreateVpcEndpoint", "ec2:CreateTags", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], a
+        ) if startswith(a, "ec2:")
+      ]
+      ])) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.broker_api.policy).Statement :
+      alltrue([for a in flatten([s.Action]) : !startswith(a, "ec2:")])
+    ])
+    error_message = "Only the provisioner's Serverless* statements may name EC2 actions, and only CreateVpcEndpoint, CreateTags on creation and the VPC, subnet and security group lookups."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      s.Condition == { StringLike = { "ec2:VpceServiceName" = "com.amazonaws.elasticache.serverless.*" } } &&
+      flatten([s.Action]) == ["ec2:CreateVpcEndpoint"]
+      if anytrue([for r in flatten([s.Resource]) : strcontains(r, ":vpc-endpoint/")]) && contains(flatten([s.Action]), "ec2:CreateVpcEndpoint")
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      flatten([s.Resource]) == ["arn:aws:ec2:eu-west-1:123456789012:vpc-endpoint/*"] &&
+      s.Condition == { StringEquals = { "ec2:CreateAction" = "CreateVpcEndpoint", "aws:RequestTag/AmazonElastiCacheManaged" = "true" } }
+      if contains(flatten([s.Action]), "ec2:CreateTags")
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      toset(flatten([s.Resource])) == toset([
+        "arn:aws:ec2:eu-west-1:*:vpc/*",
+        "arn:aws:ec2:eu-west-1:*:subnet/subnet-0a1b2c3d4e5f60718",
+        "arn:aws:ec2:eu-west-1:*:subnet/subnet-1a1b2c3d",
+        "arn:aws:ec2:eu-west-1:*:security-group/sg-0a1b2c3d4e5f60718",
+        "arn:aws:ec2:eu-west-1:*:security-group/sg-1a1b2c3d",
+      ]) && flatten([s.Action]) == ["ec2:CreateVpcEndpoint"]
+      if s.Sid == "ServerlessVpcEndpointNetwork"
+      ]) && alltrue([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement :
+      alltrue([for a in flatten([s.Action]) : startswith(a, "ec2:Describe")])
+      if s.Sid == "ServerlessNetworkLookups"
+      ]) && length([
+      for s in jsondecode(aws_iam_role_policy.provisioner.policy).Statement : s if startswith(s.Sid, "Serverless")
+    ]) == 4
+    error_message = "With cache_subnet_ids, the provisioner may create ElastiCache Serverless VPC endpoints only (tagged AmazonElastiCacheManaged on creation only), in the given subnets with the caches' security groups, and look the network up."
   }
   assert {
     condition = alltrue([
@@ -434,6 +499,24 @@ run "policies_name_only_what_each_function_calls" {
   }
 }
 
+# Without cache_subnet_ids no serverless cache is made (the provisioner
+# refuses serverless plans), so the provisioner gets no EC2 permission.
+run "no_ec2_permission_without_cache_subnet_ids" {
+  command = apply
+
+  assert {
+    condition = alltrue(flatten([
+      for s in concat(jsondecode(aws_iam_role_policy.broker_api.policy).Statement, jsondecode(aws_iam_role_policy.provisioner.policy).Statement) :
+      [for a in flatten([s.Action]) : !startswith(a, "ec2:")]
+    ]))
+    error_message = "Without cache_subnet_ids, no role may name an EC2 action."
+  }
+  assert {
+    condition     = !contains(keys(aws_lambda_function.provisioner.environment[0].variables), "CACHE_SUBNET_IDS")
+    error_message = "Without cache_subnet_ids, the provisioner gets no CACHE_SUBNET_IDS."
+  }
+}
+
 # ---------------------------------------------------------------- refused variables
 
 run "a_bad_prefix_is_refused" {
@@ -474,6 +557,22 @@ run "bad_security_groups_are_refused" {
     cache_security_group_ids = ["default"]
   }
   expect_failures = [var.cache_security_group_ids]
+}
+
+run "bad_cache_subnets_are_refused" {
+  command = plan
+  variables {
+    cache_subnet_ids = ["subnet-0a1b2c3d4e5f60718", "my-subnet"]
+  }
+  expect_failures = [var.cache_subnet_ids]
+}
+
+run "the_same_cache_subnet_twice_is_refused" {
+  command = plan
+  variables {
+    cache_subnet_ids = ["subnet-1a1b2c3d", "subnet-1a1b2c3d"]
+  }
+  expect_failures = [var.cache_subnet_ids]
 }
 
 run "no_security_group_is_refused" {

@@ -25,6 +25,10 @@ run "subnet_groups_get_the_given_subnets" {
     condition     = output.cache_subnet_group_name == "osb-cache" && output.memcached_subnet_group_name == "osb-memcached"
     error_message = "The subnet groups must be named after the prefix."
   }
+  assert {
+    condition     = output.cache_subnet_ids == var.subnet_ids
+    error_message = "cache_subnet_ids (the broker's CACHE_SUBNET_IDS, for serverless caches) must be the Redis OSS / Valkey subnets."
+  }
 }
 
 run "memcached_can_have_its_own_subnets" {
@@ -47,17 +51,26 @@ run "memcached_can_have_its_own_subnets" {
 run "ingress_is_the_cache_ports_from_the_given_sources_only" {
   command = plan
 
-  # 1 security group + 2 CIDR blocks, times 2 ports.
+  # 1 security group + 2 CIDR blocks, times 3 ports.
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.from_security_groups) == 2 && length(aws_vpc_security_group_ingress_rule.from_cidr_blocks) == 4
+    condition     = length(aws_vpc_security_group_ingress_rule.from_security_groups) == 3 && length(aws_vpc_security_group_ingress_rule.from_cidr_blocks) == 6
     error_message = "Expected one rule per (source, cache port)."
   }
   assert {
     condition = alltrue([
       for r in concat(values(aws_vpc_security_group_ingress_rule.from_security_groups), values(aws_vpc_security_group_ingress_rule.from_cidr_blocks)) :
-      r.ip_protocol == "tcp" && r.from_port == r.to_port && contains([6379, 11211], r.from_port)
+      r.ip_protocol == "tcp" && r.from_port == r.to_port && contains([6379, 6380, 11211], r.from_port)
     ])
-    error_message = "Every ingress rule must open exactly one cache port (6379 or 11211) over TCP."
+    error_message = "Every ingress rule must open exactly one cache port (6379, 6380 or 11211) over TCP."
+  }
+  # A serverless cache's reader endpoint answers on 6380, from every source
+  # its primary endpoint (6379) answers.
+  assert {
+    condition = (
+      toset([for r in aws_vpc_security_group_ingress_rule.from_security_groups : r.referenced_security_group_id if r.from_port == 6380]) == toset(var.allowed_security_group_ids) &&
+      length([for r in aws_vpc_security_group_ingress_rule.from_cidr_blocks : r if r.from_port == 6380]) == length(var.allowed_cidr_blocks)
+    )
+    error_message = "Every allowed source must reach 6380, a serverless cache's reader endpoint."
   }
   assert {
     condition     = toset([for r in aws_vpc_security_group_ingress_rule.from_security_groups : r.referenced_security_group_id]) == toset(var.allowed_security_group_ids)
@@ -86,7 +99,7 @@ run "security_groups_alone_are_enough" {
   }
 
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.from_cidr_blocks) == 0 && length(aws_vpc_security_group_ingress_rule.from_security_groups) == 2
+    condition     = length(aws_vpc_security_group_ingress_rule.from_cidr_blocks) == 0 && length(aws_vpc_security_group_ingress_rule.from_security_groups) == 3
     error_message = "Only security-group rules expected."
   }
 }
