@@ -9,7 +9,7 @@
 use broker_core::domain::{Action, InstanceState, OperationState, SnapshotKind, Step};
 use broker_core::ports::{JobQueue, StateStore};
 use broker_testing::Call;
-use broker_tests::test_broker::TestBroker;
+use broker_tests::test_broker::{TestBroker, schema_parameters};
 use serde_json::{Value, json};
 
 const REDIS: &str = "elasticache-redis";
@@ -431,35 +431,18 @@ async fn the_catalog_publishes_actions_in_update_schemas_and_restore_in_create_s
     let tb = TestBroker::new().await;
     let (status, catalog) = tb.call("GET", "/v2/catalog", None).await;
     assert_eq!(status, 200);
-    let plan = |service: &str, name: &str| -> Value {
-        catalog["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == service)
-            .and_then(|s| s["plans"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned())
-            .unwrap()
-    };
-    let props = |p: &Value, which: &str| -> Vec<String> {
-        p["schemas"]["service_instance"][which]["parameters"]["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect()
-    };
-    let small = plan(REDIS, "small");
-    let update = props(&small, "update");
+    let props = |service: &str, plan: &str, which: &str| schema_parameters(&catalog, service, plan, which);
+    let update = props(REDIS, "small", "update");
     for p in ["restart", "snapshot", "delete_snapshot"] {
         assert!(update.contains(&p.to_string()), "{update:?}");
     }
     assert!(!update.contains(&"test_failover".to_string()), "small has no replicas: {update:?}");
     assert!(!update.contains(&"restore_from".to_string()));
-    assert!(props(&small, "create").contains(&"restore_from".to_string()));
-    assert!(!props(&small, "create").contains(&"restart".to_string()));
-    assert!(props(&plan(REDIS, "ha-3"), "update").contains(&"test_failover".to_string()));
-    assert!(!props(&plan(REDIS, "cluster-3x2"), "update").contains(&"restart".to_string()));
-    let memcached = props(&plan(MEMCACHED, "dev"), "update");
+    assert!(props(REDIS, "small", "create").contains(&"restore_from".to_string()));
+    assert!(!props(REDIS, "small", "create").contains(&"restart".to_string()));
+    assert!(props(REDIS, "ha-3", "update").contains(&"test_failover".to_string()));
+    assert!(!props(REDIS, "cluster-3x2", "update").contains(&"restart".to_string()));
+    let memcached = props(MEMCACHED, "dev", "update");
     assert!(memcached.contains(&"restart".to_string()) && !memcached.contains(&"snapshot".to_string()));
 }
 

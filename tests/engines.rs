@@ -8,7 +8,7 @@
 
 use broker_core::domain::Engine;
 use broker_core::ports::StateStore;
-use broker_tests::test_broker::TestBroker;
+use broker_tests::test_broker::{TestBroker, catalog_plan};
 use serde_json::{Value, json};
 
 const REDIS: &str = "elasticache-redis";
@@ -153,9 +153,7 @@ async fn only_redis_plans_publish_the_move_to_valkey_with_valkeys_versions() {
     let tb = TestBroker::new().await;
     let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
     let update_schema = |service: &str, plan: &str| -> Value {
-        let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
-        let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
-        p["schemas"]["service_instance"]["update"]["parameters"].clone()
+        catalog_plan(&catalog, service, plan)["schemas"]["service_instance"]["update"]["parameters"].clone()
     };
     let redis = update_schema(REDIS, "small");
     assert_eq!(redis["properties"]["engine"]["enum"], json!(["redis", "valkey"]));

@@ -4,36 +4,25 @@
 //! `elasticache/tests/serverless.rs`; the whole life in AWS mode:
 //! `tests/aws_e2e.rs`; a laptop's server: the local provider's tests.)
 
-use broker_tests::test_broker::TestBroker;
-use serde_json::{Value, json};
+use broker_tests::test_broker::{TestBroker, schema_parameters};
+use serde_json::json;
 
 const VALKEY: &str = "elasticache-valkey";
 const ID: &str = "2f8e6d4c-serverless-instance";
-
-fn schema(catalog: &Value, service: &str, plan: &str, which: &str) -> Vec<String> {
-    let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
-    let p = s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
-    p["schemas"]["service_instance"][which]["parameters"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
-}
 
 #[tokio::test]
 async fn a_serverless_plan_publishes_only_what_a_serverless_cache_takes() {
     let tb = TestBroker::new().await;
     let (_, catalog) = tb.call("GET", "/v2/catalog", None).await;
-    let update = schema(&catalog, VALKEY, "serverless", "update");
+    let update = schema_parameters(&catalog, VALKEY, "serverless", "update");
     assert_eq!(
         update,
         ["engine_version", "engineVersion", "snapshot_retention_days", "snapshot", "delete_snapshot"],
         "no restart, failover test, eviction policy, windows or log delivery"
     );
-    let create = schema(&catalog, VALKEY, "serverless", "create");
+    let create = schema_parameters(&catalog, VALKEY, "serverless", "create");
     assert!(create.contains(&"restore_from".to_string()), "{create:?}");
-    let redis = schema(&catalog, "elasticache-redis", "serverless", "create");
+    let redis = schema_parameters(&catalog, "elasticache-redis", "serverless", "create");
     assert!(redis.contains(&"engine_version".to_string()));
 }
 

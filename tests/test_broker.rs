@@ -266,6 +266,24 @@ pub fn request(
     b.body(body).expect("request")
 }
 
+/// The plan named `plan` of the service named `service` in a catalog body
+/// (panics when there is none).
+pub fn catalog_plan<'a>(catalog: &'a Value, service: &str, plan: &str) -> &'a Value {
+    let s = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).expect("service");
+    s["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).expect("plan")
+}
+
+/// The parameters a plan's `create` or `update` schema publishes, in order.
+pub fn schema_parameters(catalog: &Value, service: &str, plan: &str, which: &str) -> Vec<String> {
+    let plan = catalog_plan(catalog, service, plan);
+    plan["schemas"]["service_instance"][which]["parameters"]["properties"]
+        .as_object()
+        .expect("schema properties")
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// `Basic base64(user:pass)`.
 pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))

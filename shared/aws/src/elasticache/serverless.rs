@@ -29,7 +29,7 @@ use super::failure::{Failure, Kind, classify};
 use super::{ElastiCacheProvider, absent_if_not_found, working};
 use broker_core::domain::credentials::HostPort;
 use broker_core::domain::serverless::{UsageLimits, major};
-use broker_core::domain::{Endpoint, Snapshot, SnapshotKind};
+use broker_core::domain::{Endpoint, Snapshot};
 use broker_core::ports::{CacheSpec, Progress, ProviderError};
 
 /// Statuses of a serverless cache that end in failure.
@@ -332,15 +332,8 @@ pub(super) fn serverless_endpoint(id: &str, cache: &ServerlessCache) -> Result<E
 /// an automatic one.
 pub(super) fn listed(s: &ServerlessCacheSnapshot, named: &str, last: &str) -> Option<Snapshot> {
     let aws_name = s.serverless_cache_snapshot_name()?;
-    let (kind, name) = if let Some(own) = aws_name.strip_prefix(named) {
-        (SnapshotKind::Named, own.to_string())
-    } else if aws_name.starts_with(last) {
-        (SnapshotKind::Final, aws_name.to_string())
-    } else if s.snapshot_type().is_some_and(|t| t.eq_ignore_ascii_case("automated")) {
-        (SnapshotKind::Automatic, aws_name.to_string())
-    } else {
-        return None;
-    };
+    let automatic = s.snapshot_type().is_some_and(|t| t.eq_ignore_ascii_case("automated"));
+    let (kind, name) = super::day2::snapshot_kind(aws_name, named, last, automatic)?;
     Some(Snapshot {
         name,
         kind,
