@@ -26,12 +26,25 @@ pub struct Endpoint {
     /// cluster clients, and discover the shards from it.
     #[serde(default)]
     pub cluster_mode: bool,
+    /// The PEM certificate of the authority that signed the servers'
+    /// certificates, when clients cannot find it in their usual trust
+    /// store (laptop mode's own CA; ElastiCache's are publicly trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
 }
 
 impl Endpoint {
     /// A single node's endpoint: no replicas, no cluster mode.
     pub fn single(host: impl Into<String>, port: u16, tls: bool) -> Endpoint {
-        Endpoint { host: host.into(), port, tls, nodes: vec![], reader: None, cluster_mode: false }
+        Endpoint {
+            host: host.into(),
+            port,
+            tls,
+            nodes: vec![],
+            reader: None,
+            cluster_mode: false,
+            ca_certificate: None,
+        }
     }
 }
 
@@ -128,7 +141,9 @@ impl Credentials {
     /// read as they are: `REDIS_URL` / `MEMCACHED_URL`, and for Redis OSS
     /// and Valkey the `CACHE_*` variables (`CACHE_MODE` `single` or
     /// `cluster`, `CACHE_ADDRS`, `CACHE_USERNAME`, `CACHE_PASSWORD`,
-    /// `CACHE_TLS_ENABLED`), string-valued as environment variables are.
+    /// `CACHE_TLS_ENABLED`, and `CACHE_CA_CERT_BASE64` when the servers'
+    /// CA is not a public one), string-valued as environment variables are.
+    /// That CA is also under `ca_certificate`, in PEM.
     pub fn to_json(&self) -> Value {
         let uri = self.uri();
         let endpoint = &self.endpoint;
@@ -145,6 +160,9 @@ impl Credentials {
             m.insert("password".into(), json!(pass.expose_secret()));
         }
         m.insert("tls_enabled".into(), json!(endpoint.tls));
+        if let Some(ca) = &endpoint.ca_certificate {
+            m.insert("ca_certificate".into(), json!(ca));
+        }
         m.insert("engine".into(), json!(self.engine.as_str()));
         m.insert("engine_version".into(), json!(self.engine_version));
         if !endpoint.nodes.is_empty() {
@@ -172,6 +190,11 @@ impl Credentials {
             m.insert("CACHE_PASSWORD".into(), json!(pass.expose_secret()));
         }
         m.insert("CACHE_TLS_ENABLED".into(), json!(endpoint.tls.to_string()));
+        if let Some(ca) = &endpoint.ca_certificate {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(ca.as_bytes());
+            m.insert("CACHE_CA_CERT_BASE64".into(), json!(encoded));
+        }
         Value::Object(m)
     }
 }
@@ -288,6 +311,28 @@ mod tests {
         assert_eq!(json["configuration_endpoint"], "cfg.example:6379");
         assert_eq!(json["CACHE_MODE"], "cluster");
         assert_eq!(json["CACHE_ADDRS"], "cfg.example:6379");
+    }
+
+    #[test]
+    fn a_private_ca_is_in_the_credentials_in_pem_and_base64() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let mut c = creds(Engine::Valkey, Some("u"), Some("p"));
+        c.endpoint =
+            Endpoint { ca_certificate: Some(pem.into()), ..Endpoint::single("127.0.0.1", 6390, true) };
+        let json = c.to_json();
+        assert_eq!(json["ca_certificate"], pem);
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(json["CACHE_CA_CERT_BASE64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(decoded, pem.as_bytes());
+        let mut m = creds(Engine::Memcached, None, None);
+        m.endpoint.ca_certificate = Some(pem.into());
+        let json = m.to_json();
+        assert_eq!(json["ca_certificate"], pem, "Memcached clients need it too");
+        assert!(json.get("CACHE_CA_CERT_BASE64").is_none(), "the CACHE_* keys are Redis OSS and Valkey's");
+        let plain = creds(Engine::Valkey, Some("u"), Some("p")).to_json();
+        assert!(plain.get("ca_certificate").is_none() && plain.get("CACHE_CA_CERT_BASE64").is_none());
     }
 
     #[test]

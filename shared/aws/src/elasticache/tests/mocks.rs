@@ -376,6 +376,7 @@ async fn a_memcached_endpoint_is_its_configuration_endpoint_with_every_node() {
             ],
             reader: None,
             cluster_mode: false,
+            ca_certificate: None,
         }
     );
     // What the alarms watch: each node of the cluster.
