@@ -94,13 +94,17 @@ pub struct LaptopConfig {
     pub poll_delay_secs: u32,
     /// `ROTATION_DAYS` and `ROTATION_GRACE_SECS`.
     pub rotation: RotationPolicy,
+    /// `BROKER_CACHE_TLS`: whether caches made from now on speak TLS only
+    /// (`on`, the default, as ElastiCache's do) or plain text (`off`, for
+    /// clients that cannot do TLS). A cache keeps what it was made with.
+    pub cache_tls: bool,
 }
 
 impl LaptopConfig {
     /// Reads `PORT`, `BROKER_STATE_DIR`, `BROKER_USERNAME`, `BROKER_PASSWORD`,
-    /// `CATALOG_FILE`, `ROTATION_DAYS` (default 30; 0: no schedule) and
-    /// `ROTATION_GRACE_SECS` (default 3600); the error names the variable at
-    /// fault.
+    /// `CATALOG_FILE`, `ROTATION_DAYS` (default 30; 0: no schedule),
+    /// `ROTATION_GRACE_SECS` (default 3600) and `BROKER_CACHE_TLS` (`on` or
+    /// `off`, default `on`); the error names the variable at fault.
     pub fn from_env() -> Result<LaptopConfig, LaptopError> {
         LaptopConfig::from_vars().map_err(LaptopError::Setting)
     }
@@ -137,7 +141,18 @@ impl LaptopConfig {
             grace_secs: number("ROTATION_GRACE_SECS", 3600, 7 * 86_400)?,
         };
         rotation.check()?;
+        let cache_tls = match var("BROKER_CACHE_TLS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(format!(
+                    "BROKER_CACHE_TLS={other:?}: use \"on\" (caches speak TLS only, the default) or \"off\" \
+                     (plain text, for clients that cannot do TLS)"
+                ));
+            }
+        };
         Ok(LaptopConfig {
+            cache_tls,
             port,
             rotation,
             state_dir: PathBuf::from(var("BROKER_STATE_DIR").unwrap_or_else(|| ".broker-state".into())),
@@ -232,11 +247,13 @@ struct Adapters {
 }
 
 impl Adapters {
-    fn open(dir: &Path) -> Result<Adapters, LaptopError> {
+    fn open(config: &LaptopConfig) -> Result<Adapters, LaptopError> {
+        let dir = config.state_dir.as_path();
         let store = Arc::new(open_store(dir)?);
         let queue = Arc::new(LocalQueue::open(&dir.join("jobs.sqlite"), 10)?);
         let secrets = Arc::new(LocalSecretStore::open(&dir.join("secrets.sqlite"))?);
-        let provider = Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()));
+        let provider =
+            Arc::new(LocalCacheProvider::new(dir.join("caches"), secrets.clone()).with_tls(config.cache_tls));
         let cache_metrics = Arc::new(LocalCacheMetrics::new(provider.clone()));
         let metrics = Arc::new(PrometheusMetrics::default());
         Ok(Adapters { store, queue, secrets, provider, metrics, cache_metrics })
@@ -289,7 +306,7 @@ pub const ORPHAN_GRACE_SECS: i64 = 3600;
 /// Secrets Manager runs. The running broker's worker ends the grace period.
 /// Returns the new version's id.
 pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, LaptopError> {
-    let adapters = Adapters::open(&config.state_dir)?;
+    let adapters = Adapters::open(config)?;
     Ok(adapters.services(config).rotator.rotate_now(target).await?)
 }
 
@@ -297,7 +314,7 @@ pub async fn rotate(config: &LaptopConfig, target: &Target) -> Result<String, La
 /// next to a running broker or without one (the jobs it enqueues wait for
 /// the next start).
 pub async fn reconcile(config: &LaptopConfig) -> Result<broker_core::reconcile::Report, LaptopError> {
-    let adapters = Adapters::open(&config.state_dir)?;
+    let adapters = Adapters::open(config)?;
     Ok(adapters.services(config).reconciler.run(broker_core::domain::now()).await?)
 }
 
@@ -305,7 +322,7 @@ impl Laptop {
     /// Opens everything under the state directory, seeds the catalog, adopts
     /// running caches and re-enqueues operations that were in progress.
     pub async fn open(config: &LaptopConfig) -> Result<Laptop, LaptopError> {
-        let adapters = Adapters::open(&config.state_dir)?;
+        let adapters = Adapters::open(config)?;
         let auth = credentials(config)?;
         let Services { broker, worker, rotator, reconciler } = adapters.services(config);
         let Adapters { store, queue, secrets, provider, metrics, cache_metrics } = adapters;
@@ -506,6 +523,7 @@ mod tests {
             catalog_file: None,
             poll_delay_secs: 1,
             rotation: RotationPolicy { days: 0, grace_secs: 60 },
+            cache_tls: true,
         }
     }
 

@@ -183,16 +183,30 @@ pub struct InstanceStatus {
     /// `service/plan`, by name.
     pub plan: String,
     pub state: &'static str,
-    /// Where its server listens (or will, once started again).
+    /// Where clients start (its primary, its cluster's configuration
+    /// endpoint, its first Memcached node) listens, or will once started
+    /// again.
     pub port: Option<u16>,
-    /// Its server's process; `None` when it is not running.
+    /// That server's process; `None` when it is not running.
     pub pid: Option<u32>,
+    /// How many of its servers run, and how many it has.
+    pub running: usize,
+    pub servers: usize,
 }
 
 impl InstanceStatus {
-    /// Whether its server runs.
+    /// Whether every one of its servers runs.
     pub fn up(&self) -> bool {
-        self.pid.is_some()
+        self.servers > 0 && self.running == self.servers
+    }
+
+    /// `yes`, `no`, or how many of its servers run (`4/6`).
+    fn up_column(&self) -> String {
+        match (self.running, self.servers) {
+            (_, 0) | (0, _) => "no".to_string(),
+            (r, s) if r == s => "yes".to_string(),
+            (r, s) => format!("{r}/{s}"),
+        }
     }
 }
 
@@ -200,7 +214,7 @@ impl InstanceStatus {
 /// ones left out), with its plan, state, port, process id and whether the
 /// process is up. Reads only; a running broker is not disturbed.
 pub async fn status(config: &LaptopConfig) -> Result<Vec<InstanceStatus>, LaptopError> {
-    let adapters = Adapters::open(&config.state_dir)?;
+    let adapters = Adapters::open(config)?;
     let services = adapters.store.services().await?;
     let plans = adapters.store.plans().await?;
     let servers = adapters.provider.servers();
@@ -225,6 +239,8 @@ pub async fn status(config: &LaptopConfig) -> Result<Vec<InstanceStatus>, Laptop
             },
             port: server.map(|s| s.port).or(instance.endpoint.as_ref().map(|e| e.port)),
             pid: server.and_then(|s| s.pid),
+            running: server.map_or(0, |s| s.running()),
+            servers: server.map_or(0, |s| s.nodes.len()),
             instance_id: instance.id,
         });
     }
@@ -244,11 +260,38 @@ pub fn format_status(lines: &[InstanceStatus]) -> String {
             l.state,
             l.port.map_or("-".to_string(), |p| p.to_string()),
             l.pid.map_or("-".to_string(), |p| p.to_string()),
-            if l.up() { "yes" } else { "no" }
+            l.up_column()
         ));
     }
     if lines.is_empty() {
         out.push_str("(no instances)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_up_column_says_how_many_of_an_instances_servers_run() {
+        let line = |running, servers| InstanceStatus {
+            instance_id: "i-1".into(),
+            plan: "elasticache-valkey/cluster-3x2".into(),
+            state: "succeeded",
+            port: Some(6390),
+            pid: (running > 0).then_some(42),
+            running,
+            servers,
+        };
+        let up = |running, servers| {
+            let text = format_status(&[line(running, servers)]);
+            text.lines().nth(1).unwrap().split_whitespace().last().unwrap().to_string()
+        };
+        assert_eq!(up(6, 6), "yes");
+        assert_eq!(up(4, 6), "4/6");
+        assert_eq!(up(0, 6), "no");
+        assert_eq!(up(0, 0), "no", "no server was ever made");
+        assert!(line(6, 6).up() && !line(5, 6).up());
+    }
 }

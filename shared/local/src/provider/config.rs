@@ -14,19 +14,64 @@ pub(super) fn initial_acl(admin_sha256_hex: &str) -> String {
     )
 }
 
-/// `server.conf` for Redis OSS and Valkey (same format), rewritten at every
-/// start because the port may change. A server restoring a snapshot
-/// starts without its append-only file, or it would ignore the dump.
-pub(super) fn redis_config(record: &Record, paths: &Paths) -> Result<String, ProviderError> {
+/// `server.conf` of one Redis OSS or Valkey server (same format),
+/// rewritten at every start because the port may change. A server
+/// restoring a snapshot starts without its append-only file, or it would
+/// ignore the dump. With TLS the server listens on its TLS port only, and
+/// replicates and talks to its cluster over TLS. Replication is not in
+/// the file: the primary's password is not written anywhere, so the
+/// provider sets it, and `REPLICAOF`, once the server answers (see
+/// `replication`).
+pub(super) fn redis_config(
+    record: &Record,
+    node: &Node,
+    node_paths: &NodePaths,
+    paths: &Paths,
+    tls: Option<&Tls>,
+) -> Result<String, ProviderError> {
     let policy = record.maxmemory_policy.as_deref().unwrap_or(DEFAULT_MAXMEMORY_POLICY);
     if !MAXMEMORY_POLICIES.contains(&policy) {
         return Err(ProviderError::Permanent(format!("{policy:?} is not an eviction policy")));
     }
-    let (port, restoring) = (record.port, record.restoring);
+    let (port, restoring) = (node.port, record.restoring);
+    let listen = match tls {
+        Some(tls) => format!(
+            "# TLS only, as ElastiCache: clients trust the CA that credentials carry.\n\
+             port 0\n\
+             tls-port {port}\n\
+             tls-cert-file {cert}\n\
+             tls-key-file {key}\n\
+             tls-ca-cert-file {ca}\n\
+             tls-auth-clients no\n\
+             tls-replication yes\n\
+             tls-cluster yes",
+            cert = config_path(&tls.cert_file)?,
+            key = config_path(&tls.key_file)?,
+            ca = config_path(&tls.ca_file)?,
+        ),
+        None => format!("port {port}"),
+    };
+    let cluster = match (record.cluster_mode, node.bus_port) {
+        (true, Some(bus)) => format!(
+            "# A cluster node: its state is in nodes.conf in its data directory.\n\
+             cluster-enabled yes\n\
+             cluster-config-file nodes.conf\n\
+             cluster-port {bus}\n\
+             cluster-node-timeout 5000"
+        ),
+        (true, None) => {
+            return Err(ProviderError::Permanent(format!(
+                "instance {}: a cluster node needs a cluster bus port",
+                record.instance_id
+            )));
+        }
+        (false, _) => "# Not a cluster node.".to_string(),
+    };
     Ok(format!(
         "# Written by the broker's laptop mode at every start: edits are lost.\n\
          bind {HOST}\n\
-         port {port}\n\
+         {listen}\n\
+         {cluster}\n\
          protected-mode yes\n\
          daemonize no\n\
          supervised no\n\
@@ -34,6 +79,8 @@ pub(super) fn redis_config(record: &Record, paths: &Paths) -> Result<String, Pro
          # The append-only file has every write, so data survives a restart or kill -9.\n\
          appendonly {appendonly}\n\
          save \"\"\n\
+         # A new replica is sent the data at once, not after waiting 5 s for others.\n\
+         repl-diskless-sync-delay 0\n\
          # ElastiCache's default eviction policy, or the instance's.\n\
          maxmemory-policy {policy}\n\
          {maxmemory}\n\
@@ -45,10 +92,10 @@ pub(super) fn redis_config(record: &Record, paths: &Paths) -> Result<String, Pro
             Some(gb) => format!("# A serverless plan's data storage limit.\nmaxmemory {gb}gb"),
             None => "# No memory limit: the laptop's.".to_string(),
         },
-        data = config_path(&paths.data)?,
+        data = config_path(&node_paths.data)?,
         acl = config_path(&paths.acl)?,
-        pidfile = config_path(&paths.pidfile)?,
-        log = config_path(&paths.log)?,
+        pidfile = config_path(&node_paths.pidfile)?,
+        log = config_path(&node_paths.log)?,
     ))
 }
 

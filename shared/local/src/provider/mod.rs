@@ -1,28 +1,40 @@
 //! Laptop mode's cache provider: real redis-server, valkey-server and memcached
-//! processes on free 127.0.0.1 ports, one directory per instance under a root,
-//! started in their own process group so they can outlive the broker (which
-//! stops them with [`LocalCacheProvider::stop_all`] unless told to keep them)
-//! and are adopted on its next start.
+//! processes on free 127.0.0.1 ports, laid out as ElastiCache lays out the
+//! plan's nodes (a primary and its replicas, the shards of a cluster, the
+//! nodes of a Memcached cluster), speaking TLS only unless told not to,
+//! one directory per instance under a root. The servers run in their own
+//! process group so they can outlive the broker (which stops them with
+//! [`LocalCacheProvider::stop_all`] unless told to keep them) and are
+//! adopted on its next start.
 //!
 //! `root/<instance id, made filesystem-safe>/` holds:
-//! - `instance.json`: engine, version, port, pid, and the admin secret's
-//!   *reference* and user name (never a password);
-//! - `data/`: the server's working directory (Redis/Valkey append-only files);
-//! - `server.log`: the server's log, and its stdout and stderr;
-//! - `server.pid`: the pid file the server writes itself;
-//! - `server.conf` and `users.acl` (Redis OSS and Valkey only).
+//! - `instance.json`: engine, version, each server's port and pid, and the
+//!   admin secret's *reference* and user name (never a password);
+//! - `users.acl` (Redis OSS and Valkey): the users every server of the
+//!   instance shares;
+//! - for the first server, and under `node-<n>/` for each other one:
+//!   `data/` (its working directory: append-only files, a cluster node's
+//!   `nodes.conf`), `server.log` (its log, stdout and stderr),
+//!   `server.pid` (written by the server) and `server.conf` (Redis OSS and
+//!   Valkey).
+//!
+//! `root/_tls/` holds the certificate authority and the server
+//! certificate every TLS server presents (see `tls`).
 //!
 //! Where passwords go: the admin password lives only in the secret store.
 //! `users.acl` starts with its SHA-256 (`#<hex>`), the same form Redis itself
 //! writes on `ACL SAVE`; `sha256sum` computes it reading the password from a
 //! pipe, so it never appears in a file, a command line or a log. Binding
-//! passwords reach the server only inside `ACL SETUSER` on the admin connection,
-//! and `ACL SAVE` stores them hashed too.
+//! passwords reach the servers only inside `ACL SETUSER` on the admin
+//! connection, and `ACL SAVE` stores them hashed too. Replicas log in to
+//! their primary with the admin password set by `CONFIG SET`, in memory.
 //!
 //! This module is the provider itself (create, modify, delete, users, adopt);
-//! `record` holds the instance files, `process` starts and stops servers,
-//! `config` writes what they start with and checks ACL names, `client`
-//! talks to a running server, `stats` reads its counters.
+//! `record` holds the instance files, `nodes` lays out and starts and stops
+//! the servers, `replication` attaches replicas and forms clusters,
+//! `process` runs one server, `config` writes what it starts with and
+//! checks ACL names, `tls` makes the certificates, `client` talks to a
+//! running server, `stats` reads its counters.
 //!
 //! The files here are a few hundred bytes, so they are read and written with
 //! `std::fs`: that blocks for less time than a hop to tokio's blocking pool.
@@ -53,32 +65,38 @@ use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
 pub use broker_core::domain::credentials::ADMIN_USER;
-use broker_core::domain::credentials::passwords_fit;
+use broker_core::domain::credentials::{HostPort, passwords_fit};
 use broker_core::domain::settings::DEFAULT_MAXMEMORY_POLICY;
 use broker_core::domain::{Action, ActionStep, CacheUser, Endpoint, Engine, Snapshot};
 use broker_core::ports::{
     CacheNode, CacheProvider, CacheSpec, Principal, Progress, ProviderError, SecretStore,
 };
 
-/// Every server listens here only: laptop mode is for the laptop.
 mod client;
 mod config;
 mod day2;
 mod inventory;
+mod nodes;
 mod process;
 mod record;
+mod replication;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use client::*;
 use config::*;
+use nodes::*;
 use process::*;
 use record::*;
+use replication::*;
 pub use stats::NodeStats;
+use tls::*;
 
+/// Every server listens here only: laptop mode is for the laptop.
 const HOST: &str = "127.0.0.1";
-/// How long `create` and `adopt` wait for a new server to answer before they
+/// How long `create` and `adopt` wait for new servers to answer before they
 /// report `Working` (the worker then polls `progress`).
 const START_WAIT: Duration = Duration::from_secs(5);
 /// How long a server gets to exit after SIGTERM before it gets SIGKILL.
@@ -107,18 +125,40 @@ pub struct Stopped {
     pub forced: bool,
 }
 
-/// An instance's server as [`LocalCacheProvider::servers`] finds it.
+/// An instance's servers as [`LocalCacheProvider::servers`] finds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub instance_id: String,
     pub engine: Engine,
-    /// The port it listens on (or will, when started again).
+    /// The port clients start from: the primary's, the cluster's
+    /// configuration endpoint, the first Memcached node's.
     pub port: u16,
-    /// `None` when it is not running.
+    /// That server's process id; `None` when it is not running.
     pub pid: Option<u32>,
+    /// Every server of the instance, the first one included.
+    pub nodes: Vec<ServerNode>,
 }
 
-/// Runs each cache as a local process. See the module documentation for the
+impl Server {
+    /// How many of the instance's servers run.
+    pub fn running(&self) -> usize {
+        self.nodes.iter().filter(|n| n.pid.is_some()).count()
+    }
+}
+
+/// One server of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerNode {
+    pub port: u16,
+    pub pid: Option<u32>,
+    /// Its shard, counted from 0.
+    pub shard: u8,
+    /// A replica, as the instance was laid out (a cluster may have failed
+    /// over since).
+    pub replica: bool,
+}
+
+/// Runs each cache as local processes. See the module documentation for the
 /// layout on disk.
 pub struct LocalCacheProvider {
     root: PathBuf,
@@ -126,9 +166,12 @@ pub struct LocalCacheProvider {
     /// Binaries set by [`LocalCacheProvider::with_binary`]; they win over the
     /// environment and PATH.
     binaries: HashMap<Engine, PathBuf>,
-    /// The servers this provider started, by instance id. Holding the handles
-    /// lets `try_wait` tell exactly whether they run, and reap them once they
-    /// exit so they do not linger as zombies.
+    /// Whether new instances speak TLS only (each record keeps its own).
+    tls: bool,
+    /// The servers this provider started, by instance id and node
+    /// directory. Holding the handles lets `try_wait` tell exactly whether
+    /// they run, and reap them once they exit so they do not linger as
+    /// zombies.
     children: Mutex<HashMap<String, Child>>,
     /// One lock per instance, so that a create racing a delete or an adopt of
     /// the same instance cannot start two servers on one data directory.
@@ -140,6 +183,7 @@ impl fmt::Debug for LocalCacheProvider {
         f.debug_struct("LocalCacheProvider")
             .field("root", &self.root)
             .field("binaries", &self.binaries)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +192,7 @@ impl LocalCacheProvider {
     /// A provider keeping its instances under `root` (created when needed) and
     /// reading admin passwords from `secrets`. Binaries come from PATH unless
     /// `REDIS_SERVER_BIN`, `VALKEY_SERVER_BIN` or `MEMCACHED_BIN` name them.
+    /// New instances speak TLS only, as ElastiCache's do.
     pub fn new(root: PathBuf, secrets: Arc<dyn SecretStore>) -> LocalCacheProvider {
         LocalCacheProvider {
             // Absolute, because servers run with their data directory as the
@@ -155,6 +200,7 @@ impl LocalCacheProvider {
             root: std::path::absolute(&root).unwrap_or(root),
             secrets,
             binaries: HashMap::new(),
+            tls: true,
             children: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         }
@@ -167,50 +213,64 @@ impl LocalCacheProvider {
         self
     }
 
+    /// Whether instances made from now on speak TLS only (the default) or
+    /// plain text, for clients that cannot do TLS. An instance keeps what
+    /// it was made with.
+    pub fn with_tls(mut self, tls: bool) -> LocalCacheProvider {
+        self.tls = tls;
+        self
+    }
+
     /// Where the instance directories are.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Takes an instance back after a broker restart: leaves its server alone
-    /// when it still runs, otherwise starts it again on the same data, on its
-    /// recorded port if that is free and on a new one if not.
+    /// Takes an instance back after a broker restart: leaves its servers
+    /// alone when they still run, otherwise starts those that do not on the
+    /// same data, on their recorded ports if free and on new ones if not.
     pub async fn adopt(&self, instance_id: &str) -> Result<Progress, ProviderError> {
         let _guard = self.lock(instance_id).await;
         let (paths, record) = self.existing(instance_id)?;
-        if self.running_pid(&record, &paths).is_some() {
+        let down = self.node_pids(&record, &paths).iter().filter(|pid| pid.is_none()).count();
+        if down == 0 {
             return self.answer(&record, &paths).await;
         }
         tracing::info!(
             instance_id,
             engine = record.engine.as_str(),
-            "local cache server is not running; starting it again"
+            down,
+            "local cache servers are not running; starting them again"
         );
         self.start(record, &paths).await
     }
 
-    /// Stops the server of every instance under the root, keeping their data:
-    /// a clean shutdown, and tests' clean-up. Every server gets SIGTERM at
-    /// once (Redis OSS and Valkey write their append-only file and exit;
+    /// Stops every server under the root, keeping their data: a clean
+    /// shutdown, and tests' clean-up. Every server gets SIGTERM at once
+    /// (Redis OSS and Valkey write their append-only file and exit;
     /// memcached keeps nothing), and one still running after [`STOP_WAIT`]
     /// gets SIGKILL. `adopt` starts them again. Returns what was stopped.
     pub async fn stop_all(&self) -> Vec<Stopped> {
         let mut running = Vec::new();
         for (record, paths) in self.records() {
-            if let Some(pid) = self.running_pid(&record, &paths) {
-                signal(pid, "TERM").await;
-                running.push((record, paths, pid));
+            for node in &record.nodes {
+                if let Some(pid) = self.node_pid(&record, node, &paths) {
+                    signal(pid, "TERM").await;
+                    running.push((record.clone(), node.clone(), pid));
+                }
             }
         }
+        let still = |provider: &Self, record: &Record, node: &Node| {
+            Paths::of(&provider.root, &record.instance_id)
+                .is_ok_and(|paths| provider.node_pid(record, node, &paths).is_some())
+        };
         let deadline = Instant::now() + STOP_WAIT;
-        while Instant::now() < deadline
-            && running.iter().any(|(record, paths, _)| self.running_pid(record, paths).is_some())
-        {
+        while Instant::now() < deadline && running.iter().any(|(r, n, _)| still(self, r, n)) {
             sleep(POLL).await;
         }
         let mut stopped = Vec::with_capacity(running.len());
-        for (record, paths, pid) in &running {
-            let forced = self.running_pid(record, paths).is_some();
+        for (record, node, pid) in &running {
+            let forced = still(self, record, node);
             if forced {
                 tracing::warn!(
                     instance_id = %record.instance_id,
@@ -222,30 +282,41 @@ impl LocalCacheProvider {
             stopped.push(Stopped {
                 instance_id: record.instance_id.clone(),
                 engine: record.engine,
-                port: record.port,
+                port: node.port,
                 pid: *pid,
                 forced,
             });
         }
         let deadline = Instant::now() + KILL_WAIT;
-        while Instant::now() < deadline
-            && running.iter().any(|(record, paths, _)| self.running_pid(record, paths).is_some())
-        {
+        while Instant::now() < deadline && running.iter().any(|(r, n, _)| still(self, r, n)) {
             sleep(POLL).await;
         }
         stopped
     }
 
-    /// Every instance under the root with its server's port and process id
-    /// (none when it is not running), for `broker-api status`.
+    /// Every instance under the root with its servers' ports and process
+    /// ids (none where one is not running), for `broker-api status`.
     pub fn servers(&self) -> Vec<Server> {
         self.records()
             .into_iter()
-            .map(|(record, paths)| Server {
-                pid: self.running_pid(&record, &paths),
-                instance_id: record.instance_id,
-                engine: record.engine,
-                port: record.port,
+            .map(|(record, paths)| {
+                let nodes: Vec<ServerNode> = record
+                    .nodes
+                    .iter()
+                    .map(|node| ServerNode {
+                        port: node.port,
+                        pid: self.node_pid(&record, node, &paths),
+                        shard: node.shard,
+                        replica: node.replica,
+                    })
+                    .collect();
+                Server {
+                    port: nodes[0].port,
+                    pid: nodes[0].pid,
+                    nodes,
+                    instance_id: record.instance_id,
+                    engine: record.engine,
+                }
             })
             .collect()
     }
@@ -291,25 +362,6 @@ impl LocalCacheProvider {
         Ok((paths, record))
     }
 
-    /// The pid of the instance's server when it runs. A server this provider
-    /// started is asked about through its handle, which also reaps it once it
-    /// exited: that is exact, and it does not race Redis rewriting its command
-    /// line at start-up. Any other (adopted) server is looked up in /proc.
-    fn running_pid(&self, record: &Record, paths: &Paths) -> Option<u32> {
-        {
-            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(child) = children.get_mut(&record.instance_id) {
-                match (child.try_wait(), child.id()) {
-                    (Ok(None), Some(pid)) => return Some(pid),
-                    _ => {
-                        children.remove(&record.instance_id);
-                    }
-                }
-            }
-        }
-        live_pid(record, paths)
-    }
-
     fn binary(&self, engine: Engine) -> Result<PathBuf, ProviderError> {
         let configured = match self.binaries.get(&engine) {
             Some(path) => Some(path.as_os_str().to_owned()),
@@ -328,48 +380,86 @@ impl LocalCacheProvider {
         .await
     }
 
-    async fn admin_connection(&self, record: &Record) -> Result<MultiplexedConnection, ProviderError> {
-        let password = self.admin_password(record).await?;
-        connect(record.port, ADMIN_USER, &password).await.map_err(|e| {
-            redis_failure(
-                &format!(
-                    "could not reach {} for instance {} on {HOST}:{} as {ADMIN_USER}",
-                    record.engine.as_str(),
-                    record.instance_id,
-                    record.port
-                ),
-                &e,
-                &[],
-            )
-        })
+    /// An admin connection to every running server of the instance, by
+    /// place; `Retryable` when none runs.
+    async fn admin_connections(
+        &self,
+        record: &Record,
+        paths: &Paths,
+    ) -> Result<Vec<(usize, MultiplexedConnection)>, ProviderError> {
+        self.admin_connections_trying(record, paths, &[]).await
     }
 
-    /// `Ok` when the server answers: PING as the admin user, or memcached's
-    /// `version`. Not answering (yet) is `Retryable`.
-    async fn probe(&self, record: &Record, admin: Option<&SecretString>) -> Result<(), ProviderError> {
+    /// [`LocalCacheProvider::admin_connections`], logging in with the
+    /// current admin password or, when that is refused, with one of `also`
+    /// (during a rotation of the admin password the secret's current
+    /// version may be either). A server that is down is left out: it loads
+    /// the shared `users.acl` when it starts.
+    async fn admin_connections_trying(
+        &self,
+        record: &Record,
+        paths: &Paths,
+        also: &[SecretString],
+    ) -> Result<Vec<(usize, MultiplexedConnection)>, ProviderError> {
+        let password = self.admin_password(record).await?;
+        let tls = self.tls_of(record)?;
+        let mut connections = Vec::with_capacity(record.nodes.len());
+        for (place, node) in record.nodes.iter().enumerate() {
+            if self.node_pid(record, node, paths).is_none() {
+                tracing::info!(
+                    instance_id = %record.instance_id,
+                    node = place,
+                    "a server of the instance is down: it takes the users' changes when it starts"
+                );
+                continue;
+            }
+            let first = match self.node_connection(record, place, tls.as_ref(), &password).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut found = None;
+                    for password in also {
+                        if let Ok(c) = connect(node.port, tls.as_ref(), ADMIN_USER, password).await {
+                            found = Some(c);
+                            break;
+                        }
+                    }
+                    found.ok_or(e)?
+                }
+            };
+            connections.push((place, first));
+        }
+        if connections.is_empty() {
+            return Err(ProviderError::Retryable(format!(
+                "no server of instance {} runs; it starts again with the broker",
+                record.instance_id
+            )));
+        }
+        Ok(connections)
+    }
+
+    /// `Ok` when the server of `place` answers: PING as the admin user, or
+    /// memcached's `version`. Not answering (yet) is `Retryable`.
+    async fn probe(
+        &self,
+        record: &Record,
+        place: usize,
+        admin: Option<&SecretString>,
+    ) -> Result<(), ProviderError> {
+        let port = record.nodes[place].port;
+        let tls = self.tls_of(record)?;
         if !record.engine.speaks_redis() {
-            return memcached_version(record.port).await.map(drop).map_err(|e| {
+            return memcached_version(port, tls.as_ref()).await.map(drop).map_err(|e| {
                 ProviderError::Retryable(format!(
-                    "memcached for instance {} does not answer on {HOST}:{}: {e}",
-                    record.instance_id, record.port
+                    "memcached for instance {} does not answer on {HOST}:{port}: {e}",
+                    record.instance_id
                 ))
             });
         }
-        let mut connection = match admin {
-            Some(password) => connect(record.port, ADMIN_USER, password).await.map_err(|e| {
-                redis_failure(
-                    &format!(
-                        "{} for instance {} does not answer on {HOST}:{} as {ADMIN_USER}",
-                        record.engine.as_str(),
-                        record.instance_id,
-                        record.port
-                    ),
-                    &e,
-                    &[],
-                )
-            })?,
-            None => self.admin_connection(record).await?,
+        let password = match admin {
+            Some(password) => password.clone(),
+            None => self.admin_password(record).await?,
         };
+        let mut connection = self.node_connection(record, place, tls.as_ref(), &password).await?;
         redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(|e| {
             redis_failure(
                 &format!(
@@ -383,27 +473,39 @@ impl LocalCacheProvider {
         })
     }
 
-    /// `Done` when a running server answers (and has finished taking in a
-    /// restored snapshot), `Working` while it does not yet.
+    /// `Done` when every server runs and answers and the instance is whole
+    /// (replicas attached, cluster formed, a restore taken in), `Working`
+    /// while it is not yet.
     async fn answer(&self, record: &Record, paths: &Paths) -> Result<Progress, ProviderError> {
-        match self.probe(record, None).await {
-            Ok(()) => self.settle(record.clone(), paths).await,
-            Err(ProviderError::Retryable(why)) => Ok(Progress::Working {
-                detail: format!("starting {} on {HOST}:{} ({why})", record.engine.as_str(), record.port),
-            }),
-            Err(e) => Err(e),
+        for place in 0..record.nodes.len() {
+            match self.probe(record, place, None).await {
+                Ok(()) => {}
+                Err(ProviderError::Retryable(why)) => {
+                    return Ok(Progress::Working {
+                        detail: format!(
+                            "starting {} on {HOST}:{} ({why})",
+                            record.engine.as_str(),
+                            record.nodes[place].port
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
+        self.converge(record.clone(), paths).await
     }
 
-    /// Writes the configuration, starts the server and waits up to
-    /// [`START_WAIT`] for it to answer. Picks a new port when the recorded one
-    /// is taken, or was taken between picking and binding.
+    /// Starts every server of the instance that does not run (writing its
+    /// configuration first) and waits up to [`START_WAIT`] for all of them
+    /// to answer, then for the instance to be whole. A server whose port
+    /// was taken, recorded or between picking and binding, starts again on
+    /// a new one.
     async fn start(&self, mut record: Record, paths: &Paths) -> Result<Progress, ProviderError> {
         let binary = self.binary(record.engine)?;
         let admin =
             if record.engine.speaks_redis() { Some(self.admin_password(&record).await?) } else { None };
+        let tls = self.tls_of(&record)?;
         create_dir(&paths.dir)?;
-        create_dir(&paths.data)?;
         if let Some(password) = &admin {
             // Only the first start writes users.acl: later ones find the users
             // the broker added since, saved there by ACL SAVE.
@@ -412,114 +514,81 @@ impl LocalCacheProvider {
                 write_file(&paths.acl, acl.as_bytes())?;
             }
         }
-        for attempt in 1..=PORT_ATTEMPTS {
-            if attempt > 1 || record.port == 0 || !port_is_free(record.port) {
-                record.port = free_port()?;
+        let mut attempts = vec![0usize; record.nodes.len()];
+        let mut log_starts = vec![0u64; record.nodes.len()];
+        for place in 0..record.nodes.len() {
+            if self.node_pid(&record, &record.nodes[place], paths).is_none() {
+                log_starts[place] = file_len(&paths.node(record.nodes[place].dir).log);
+                attempts[place] = 1;
+                self.launch(&mut record, place, paths, &binary, tls.as_ref(), false)?;
             }
-            if record.engine.speaks_redis() {
-                write_file(&paths.conf, redis_config(&record, paths)?.as_bytes())?;
-            }
-            let log_start = file_len(&paths.log);
-            // The record names the port before the server starts: a crash
-            // between the two leaves a record the next create finds, and it
-            // adopts the server by its pid file (written by the server on
-            // that port) instead of starting a second one on the same data.
-            record.pid = None;
-            write_record(paths, &record)?;
-            let child = spawn(&binary, &record, paths)?;
-            record.pid = child.id();
-            self.children
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(record.instance_id.clone(), child);
-            write_record(paths, &record)?;
-            tracing::info!(
-                instance_id = %record.instance_id,
-                engine = record.engine.as_str(),
-                port = record.port,
-                pid = record.pid,
-                "started local cache server"
-            );
-            let deadline = Instant::now() + START_WAIT;
-            loop {
-                if self.running_pid(&record, paths).is_none() {
-                    if read_from(&paths.log, log_start).contains(PORT_TAKEN) {
+        }
+        let deadline = Instant::now() + START_WAIT;
+        let mut answered = vec![false; record.nodes.len()];
+        while answered.iter().any(|a| !a) {
+            for place in 0..record.nodes.len() {
+                if answered[place] {
+                    continue;
+                }
+                let node = record.nodes[place].clone();
+                let node_paths = paths.node(node.dir);
+                if self.node_pid(&record, &node, paths).is_none() {
+                    if attempts[place] > 0
+                        && attempts[place] < PORT_ATTEMPTS
+                        && read_from(&node_paths.log, log_starts[place]).contains(PORT_TAKEN)
+                    {
                         tracing::warn!(
                             instance_id = %record.instance_id,
-                            port = record.port,
+                            port = node.port,
                             "port was taken before the server bound it; trying another"
                         );
-                        break;
+                        attempts[place] += 1;
+                        log_starts[place] = file_len(&node_paths.log);
+                        self.launch(&mut record, place, paths, &binary, tls.as_ref(), true)?;
+                        continue;
                     }
-                    return Err(exited(&record, paths, log_start));
+                    if attempts[place] >= PORT_ATTEMPTS {
+                        return Err(ProviderError::Retryable(format!(
+                            "could not start {} for instance {}: {PORT_ATTEMPTS} ports in a row were taken \
+                             before it could bind them",
+                            record.engine.as_str(),
+                            record.instance_id
+                        )));
+                    }
+                    return Err(exited(&record, &node, &node_paths, log_starts[place]));
                 }
-                match self.probe(&record, admin.as_ref()).await {
-                    Ok(()) => return self.settle(record, paths).await,
-                    Err(ProviderError::Retryable(_)) if Instant::now() < deadline => sleep(POLL).await,
-                    Err(ProviderError::Retryable(why)) => {
-                        return Ok(Progress::Working {
-                            detail: format!(
-                                "starting {} on {HOST}:{} ({why})",
-                                record.engine.as_str(),
-                                record.port
-                            ),
-                        });
-                    }
+                match self.probe(&record, place, admin.as_ref()).await {
+                    Ok(()) => answered[place] = true,
+                    Err(ProviderError::Retryable(_)) => {}
                     Err(e) => return Err(e),
                 }
             }
-        }
-        Err(ProviderError::Retryable(format!(
-            "could not start {} for instance {}: {PORT_ATTEMPTS} ports in a row were taken \
-             before it could bind them",
-            record.engine.as_str(),
-            record.instance_id
-        )))
-    }
-
-    /// SIGTERM, then SIGKILL after [`STOP_WAIT`]; `Ok` once nothing runs.
-    async fn stop(&self, record: &Record, paths: &Paths) -> Result<(), ProviderError> {
-        let Some(pid) = self.running_pid(record, paths) else { return Ok(()) };
-        signal(pid, "TERM").await;
-        if self.wait_until_stopped(record, paths, STOP_WAIT).await {
-            return Ok(());
-        }
-        tracing::warn!(
-            instance_id = %record.instance_id,
-            pid,
-            "local cache server ignored SIGTERM; killing it"
-        );
-        signal(pid, "KILL").await;
-        if self.wait_until_stopped(record, paths, KILL_WAIT).await {
-            return Ok(());
-        }
-        Err(ProviderError::Retryable(format!(
-            "{} for instance {} (pid {pid}) still runs after SIGKILL",
-            record.engine.as_str(),
-            record.instance_id
-        )))
-    }
-
-    async fn wait_until_stopped(&self, record: &Record, paths: &Paths, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.running_pid(record, paths).is_none() {
-                return true;
+            if answered.iter().all(|a| *a) {
+                break;
             }
             if Instant::now() >= deadline {
-                return false;
+                let waiting = answered.iter().position(|a| !a).unwrap_or(0);
+                return Ok(Progress::Working {
+                    detail: format!(
+                        "starting {} on {HOST}:{}",
+                        record.engine.as_str(),
+                        record.nodes[waiting].port
+                    ),
+                });
             }
             sleep(POLL).await;
         }
+        self.converge(record, paths).await
     }
 
     /// The record of a Redis OSS or Valkey instance, or `None` for Memcached,
     /// which has no users.
-    fn with_users(&self, instance_id: &str) -> Result<Option<Record>, ProviderError> {
-        let (_, record) = self.existing(instance_id)?;
-        Ok(record.engine.speaks_redis().then_some(record))
+    fn with_users(&self, instance_id: &str) -> Result<Option<(Paths, Record)>, ProviderError> {
+        let (paths, record) = self.existing(instance_id)?;
+        Ok(record.engine.speaks_redis().then_some((paths, record)))
     }
 
+    /// `ACL SAVE` on one server: the file is the instance's, shared.
     async fn acl_save(
         &self,
         connection: &mut MultiplexedConnection,
@@ -532,6 +601,114 @@ impl LocalCacheProvider {
                 &[],
             )
         })
+    }
+
+    /// Runs `command` as the admin on every running server of a Redis OSS
+    /// or Valkey instance, then saves the users once.
+    async fn on_every_server(
+        &self,
+        record: &Record,
+        paths: &Paths,
+        also: &[SecretString],
+        command: &redis::Cmd,
+        what: &str,
+        passwords: &[SecretString],
+    ) -> Result<(), ProviderError> {
+        let mut connections = self.admin_connections_trying(record, paths, also).await?;
+        for (place, connection) in &mut connections {
+            command.query_async::<redis::Value>(connection).await.map_err(|e| {
+                redis_failure(
+                    &format!("{what} (server {place} of instance {})", record.instance_id),
+                    &e,
+                    passwords,
+                )
+            })?;
+        }
+        if let Some((_, connection)) = connections.first_mut() {
+            self.acl_save(connection, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets `name` to `value` with CONFIG SET on every running server.
+    async fn config_set_everywhere(
+        &self,
+        record: &Record,
+        paths: &Paths,
+        name: &str,
+        value: &str,
+    ) -> Result<(), ProviderError> {
+        for (place, mut connection) in self.admin_connections(record, paths).await? {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| {
+                    redis_failure(
+                        &format!("could not set {name} on server {place} of instance {}", record.instance_id),
+                        &e,
+                        &[],
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Changes the number of replicas of an instance without cluster mode:
+    /// new places start and follow the primary, the last replicas stop and
+    /// their directories go. Anything else about the layout stays.
+    async fn change_layout(
+        &self,
+        record: &mut Record,
+        paths: &Paths,
+        want: Layout,
+    ) -> Result<Option<Progress>, ProviderError> {
+        let have = Layout::of_record(record);
+        if have == want {
+            return Ok(None);
+        }
+        let id = &record.instance_id;
+        if have.cluster_mode
+            || want.cluster_mode
+            || have.shards != want.shards
+            || !record.engine.speaks_redis()
+        {
+            return Err(ProviderError::Permanent(format!(
+                "instance {id} runs as {} locally and the plan asks for {}: laptop mode changes only the \
+                 number of replicas in place; provision a new instance of the plan and restore it from \
+                 a snapshot",
+                have.describe(),
+                want.describe()
+            )));
+        }
+        if want.replicas > have.replicas {
+            for _ in have.replicas..want.replicas {
+                let dir = record.nodes.iter().map(|n| n.dir).max().unwrap_or(0) + 1;
+                record.nodes.push(Node::new(0, true, dir));
+            }
+            write_record(paths, record)?;
+            tracing::info!(instance_id = %id, replicas = want.replicas, "adding local replicas");
+            return self.start(record.clone(), paths).await.map(Some);
+        }
+        let keep = 1 + usize::from(want.replicas);
+        let gone: Vec<usize> = (keep..record.nodes.len()).collect();
+        self.stop_places(record, paths, &gone).await?;
+        for place in gone.iter().rev() {
+            let dir = paths.node(record.nodes[*place].dir).dir;
+            record.nodes.remove(*place);
+            if dir != paths.dir {
+                fs::remove_dir_all(&dir)
+                    .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                    .map_err(|e| {
+                        ProviderError::Retryable(format!("could not remove {}: {e}", dir.display()))
+                    })?;
+            }
+        }
+        write_record(paths, record)?;
+        tracing::info!(instance_id = %id, replicas = want.replicas, "removed local replicas");
+        Ok(None)
     }
 }
 
@@ -561,10 +738,8 @@ impl CacheProvider for LocalCacheProvider {
                     spec.engine.as_str()
                 )));
             }
-            if self.running_pid(&record, &paths).is_some() {
-                return self.answer(&record, &paths).await;
-            }
-            // An earlier attempt made the instance but its server is gone.
+            // An earlier attempt made the instance: start what is not
+            // running, and wait for it to be whole.
             return self.start(record, &paths).await;
         }
         if spec.engine.speaks_redis() && spec.admin_secret.is_none() {
@@ -576,34 +751,49 @@ impl CacheProvider for LocalCacheProvider {
         }
         // Before anything is written, so a missing binary leaves nothing behind.
         self.binary(spec.engine)?;
-        let restoring = match &spec.restore {
-            Some(reference) => {
-                self.place_snapshot(&spec.cache_key, spec.engine, reference, &paths)?;
-                true
-            }
-            None => false,
-        };
-        let record = Record {
+        let layout = Layout::of(spec);
+        let mut record = Record {
             instance_id: spec.cache_key.clone(),
             engine: spec.engine,
             engine_version: spec.engine_version.clone(),
-            port: 0,
-            pid: None,
+            nodes: layout.nodes(),
+            cluster_mode: layout.cluster_mode,
+            tls: self.tls,
+            formed: false,
+            legacy_port: None,
+            legacy_pid: None,
             admin_secret: if spec.engine.speaks_redis() { spec.admin_secret.clone() } else { None },
             admin_user: spec.engine.speaks_redis().then(|| ADMIN_USER.to_string()),
-            restoring,
+            restoring: false,
             maxmemory_policy: spec.settings.maxmemory_policy.clone(),
             maxmemory_gb: serverless_limit(spec),
         };
+        if record.tls {
+            // Made (once per root) before any server needs it.
+            Tls::under(&self.root)?;
+        }
+        if let Some(reference) = &spec.restore {
+            self.place_snapshot(&record, reference, &paths)?;
+            record.restoring = true;
+        }
+        tracing::info!(
+            instance_id = %spec.cache_key,
+            engine = spec.engine.as_str(),
+            layout = %layout.describe(),
+            tls = record.tls,
+            "making a local cache"
+        );
         self.start(record, &paths).await
     }
 
     async fn progress(&self, instance_id: &str) -> Result<Progress, ProviderError> {
         let (paths, record) = self.existing(instance_id)?;
-        if self.running_pid(&record, &paths).is_some() {
-            return self.answer(&record, &paths).await;
+        for node in &record.nodes {
+            if self.node_pid(&record, node, &paths).is_none() {
+                return Err(exited(&record, node, &paths.node(node.dir), 0));
+            }
         }
-        Err(exited(&record, &paths, 0))
+        self.answer(&record, &paths).await
     }
 
     /// Local processes carry no tags: done once the cache exists.
@@ -625,8 +815,8 @@ impl CacheProvider for LocalCacheProvider {
                 )));
             }
             // Redis OSS to Valkey in place: valkey-server started on the
-            // same data directory reads what redis-server wrote (its
-            // append-only file and its users), on the same port.
+            // same data directories reads what redis-server wrote (its
+            // append-only files, cluster state and users), on the same ports.
             self.binary(Engine::Valkey)?;
             self.stop(&record, &paths).await?;
             record.engine = Engine::Valkey;
@@ -634,56 +824,32 @@ impl CacheProvider for LocalCacheProvider {
             tracing::info!(instance_id = %spec.cache_key, "moving local cache from redis-server to valkey-server");
             return self.start(record, &paths).await;
         }
-        // Laptop mode runs one process whatever the plan, so only the version
-        // the platform asked for is recorded (and reported in credentials).
-        // The windows and the snapshot retention are ElastiCache's: a
-        // laptop server has no maintenance and takes no daily snapshots.
+        // Only the version the platform asked for is recorded (and
+        // reported in credentials): the servers are the laptop's. The
+        // windows and the snapshot retention are ElastiCache's: a laptop
+        // server has no maintenance and takes no daily snapshots.
         record.engine_version = spec.engine_version.clone();
         if record.engine.speaks_redis() && record.maxmemory_policy != spec.settings.maxmemory_policy {
             let policy = spec.settings.maxmemory_policy.as_deref().unwrap_or(DEFAULT_MAXMEMORY_POLICY);
-            let mut connection = self.admin_connection(&record).await?;
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory-policy")
-                .arg(policy)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|e| {
-                    redis_failure(
-                        &format!("could not set the eviction policy of instance {}", spec.cache_key),
-                        &e,
-                        &[],
-                    )
-                })?;
+            self.config_set_everywhere(&record, &paths, "maxmemory-policy", policy).await?;
             record.maxmemory_policy = spec.settings.maxmemory_policy.clone();
             tracing::info!(instance_id = %spec.cache_key, policy, "eviction policy set");
         }
         if record.engine.speaks_redis() && record.maxmemory_gb != serverless_limit(spec) {
             let limit = serverless_limit(spec).map_or("0".to_string(), |gb| format!("{gb}gb"));
-            let mut connection = self.admin_connection(&record).await?;
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg(&limit)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|e| {
-                    redis_failure(
-                        &format!("could not set the memory limit of instance {}", spec.cache_key),
-                        &e,
-                        &[],
-                    )
-                })?;
+            self.config_set_everywhere(&record, &paths, "maxmemory", &limit).await?;
             record.maxmemory_gb = serverless_limit(spec);
             tracing::info!(instance_id = %spec.cache_key, limit, "memory limit set");
         }
         write_record(&paths, &record)?;
-        Ok(Progress::Done)
+        // New replicas start with the settings just recorded.
+        let progress = self.change_layout(&mut record, &paths, Layout::of(spec)).await?;
+        Ok(progress.unwrap_or(Progress::Done))
     }
 
     /// With `final_snapshot`, a Redis OSS or Valkey cache's data is saved
-    /// as its final snapshot first (the server started again for it when
-    /// it is not running), which outlives the cache as ElastiCache's do.
+    /// as its final snapshot first (the servers started again for it when
+    /// they are not running), which outlives the cache as ElastiCache's do.
     /// The cache's named snapshots go with it.
     async fn delete(
         &self,
@@ -701,6 +867,7 @@ impl CacheProvider for LocalCacheProvider {
                 {
                     return Ok(Progress::Working { detail });
                 }
+                let record = read_record(&paths)?.unwrap_or(record);
                 self.stop(&record, &paths).await?;
             }
             Ok(None) => {}
@@ -711,7 +878,7 @@ impl CacheProvider for LocalCacheProvider {
             }
             Err(e) => return Err(e),
         }
-        self.children.lock().unwrap_or_else(PoisonError::into_inner).remove(instance_id);
+        self.forget_children(instance_id);
         self.delete_named_snapshots(instance_id)?;
         match fs::remove_dir_all(&paths.dir) {
             Ok(()) => {
@@ -723,27 +890,48 @@ impl CacheProvider for LocalCacheProvider {
         }
     }
 
+    /// As ElastiCache's: the primary's place (the first server) and the
+    /// reader's (the first replica) without cluster mode; a configuration
+    /// endpoint (the first node: any node tells a cluster client the
+    /// shards) in cluster mode; every node for Memcached. With TLS, the
+    /// CA certificate clients trust.
     async fn endpoint(&self, instance_id: &str) -> Result<Endpoint, ProviderError> {
         let (_, record) = self.existing(instance_id)?;
-        // One process: for Memcached the node list is that one node.
+        let tls = self.tls_of(&record)?;
         let nodes = match record.engine {
-            Engine::Memcached => vec![format!("{HOST}:{}", record.port)],
+            Engine::Memcached => record.nodes.iter().map(|n| format!("{HOST}:{}", n.port)).collect(),
             _ => vec![],
         };
-        Ok(Endpoint { nodes, ..Endpoint::single(HOST, record.port, false) })
+        let reader = match (record.cluster_mode, record.nodes.iter().find(|n| n.replica)) {
+            (false, Some(replica)) => Some(HostPort { host: HOST.to_string(), port: replica.port }),
+            _ => None,
+        };
+        Ok(Endpoint {
+            nodes,
+            reader,
+            cluster_mode: record.cluster_mode,
+            ca_certificate: tls.map(|tls| tls.ca_pem),
+            ..Endpoint::single(HOST, record.nodes[0].port, record.tls)
+        })
     }
 
-    /// One process, one node, named by its instance; none when no cache
-    /// was made.
+    /// One node per server: named by the instance alone for a single
+    /// server (as before instances had several), by its number within the
+    /// instance otherwise; none when no cache was made.
     async fn nodes(&self, instance_id: &str) -> Result<Vec<CacheNode>, ProviderError> {
         let paths = Paths::of(&self.root, instance_id)?;
-        Ok(read_record(&paths)?
-            .map(|record| vec![CacheNode { cluster_id: record.instance_id, node_id: None }])
-            .unwrap_or_default())
+        let Some(record) = read_record(&paths)? else { return Ok(Vec::new()) };
+        let single = record.nodes.len() == 1;
+        Ok((0..record.nodes.len())
+            .map(|n| CacheNode {
+                cluster_id: record.instance_id.clone(),
+                node_id: (!single).then(|| format!("{:04}", n + 1)),
+            })
+            .collect())
     }
 
     async fn put_user(&self, instance_id: &str, user: &CacheUser) -> Result<Progress, ProviderError> {
-        let Some(record) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
+        let Some((paths, record)) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
         check_username(&user.username)?;
         if user.passwords.is_empty() || user.passwords.iter().any(|p| p.expose_secret().is_empty()) {
             return Err(ProviderError::Permanent(format!(
@@ -751,7 +939,6 @@ impl CacheProvider for LocalCacheProvider {
                 user.username
             )));
         }
-        let mut connection = self.admin_connection(&record).await?;
         // `reset` first, so the user ends up with exactly these passwords and
         // rules: a rotation adds the new password, and later drops the old one,
         // by calling this again.
@@ -763,14 +950,8 @@ impl CacheProvider for LocalCacheProvider {
         for rule in user.access_string.split_whitespace() {
             setuser.arg(rule);
         }
-        setuser.query_async::<()>(&mut connection).await.map_err(|e| {
-            redis_failure(
-                &format!("could not set up user {} on instance {instance_id}", user.username),
-                &e,
-                &user.passwords,
-            )
-        })?;
-        self.acl_save(&mut connection, &record).await?;
+        let what = format!("could not set up user {} on instance {instance_id}", user.username);
+        self.on_every_server(&record, &paths, &[], &setuser, &what, &user.passwords).await?;
         Ok(Progress::Done)
     }
 
@@ -779,41 +960,41 @@ impl CacheProvider for LocalCacheProvider {
         if read_record(&Paths::of(&self.root, instance_id)?)?.is_none() {
             return Ok(Progress::Done);
         }
-        let Some(record) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
+        let Some((paths, record)) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
         check_username(username)?;
-        let mut connection = self.admin_connection(&record).await?;
         // DELUSER also closes the user's open connections, so access ends now;
         // deleting a user that is not there deletes 0 users and is fine.
-        redis::cmd("ACL").arg("DELUSER").arg(username).query_async::<i64>(&mut connection).await.map_err(
-            |e| {
-                redis_failure(&format!("could not delete user {username} on instance {instance_id}"), &e, &[])
-            },
-        )?;
-        self.acl_save(&mut connection, &record).await?;
+        let mut deluser = redis::cmd("ACL");
+        deluser.arg("DELUSER").arg(username);
+        let what = format!("could not delete user {username} on instance {instance_id}");
+        self.on_every_server(&record, &paths, &[], &deluser, &what, &[]).await?;
         Ok(Progress::Done)
     }
 
     async fn user_progress(&self, instance_id: &str, username: &str) -> Result<Progress, ProviderError> {
-        let Some(record) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
-        let mut connection = self.admin_connection(&record).await?;
-        let found = redis::cmd("ACL")
-            .arg("GETUSER")
-            .arg(username)
-            .query_async::<redis::Value>(&mut connection)
-            .await
-            .map_err(|e| {
-                redis_failure(
-                    &format!("could not look up user {username} on instance {instance_id}"),
-                    &e,
-                    &[],
-                )
-            })?;
-        match found {
-            redis::Value::Nil => Err(ProviderError::Retryable(format!(
-                "user {username} does not exist on instance {instance_id}"
-            ))),
-            _ => Ok(Progress::Done),
+        let Some((paths, record)) = self.with_users(instance_id)? else { return Ok(Progress::Done) };
+        for (place, mut connection) in self.admin_connections(&record, &paths).await? {
+            let found = redis::cmd("ACL")
+                .arg("GETUSER")
+                .arg(username)
+                .query_async::<redis::Value>(&mut connection)
+                .await
+                .map_err(|e| {
+                    redis_failure(
+                        &format!(
+                            "could not look up user {username} on server {place} of instance {instance_id}"
+                        ),
+                        &e,
+                        &[],
+                    )
+                })?;
+            if found == redis::Value::Nil {
+                return Err(ProviderError::Retryable(format!(
+                    "user {username} does not exist on server {place} of instance {instance_id}"
+                )));
+            }
         }
+        Ok(Progress::Done)
     }
 
     async fn set_passwords(
@@ -822,10 +1003,9 @@ impl CacheProvider for LocalCacheProvider {
         principal: &Principal,
         passwords: &[SecretString],
     ) -> Result<Progress, ProviderError> {
-        let record = self.with_passwords(instance_id)?;
+        let (paths, record) = self.with_passwords(instance_id)?;
         let username = acl_name(principal)?;
         check_passwords(&username, passwords)?;
-        let mut connection = self.admin_connection_trying(&record, passwords).await?;
         // `resetpass` drops every password and keeps the user's rules, so
         // the user ends up accepted with exactly these.
         let mut setuser = redis::cmd("ACL");
@@ -833,64 +1013,72 @@ impl CacheProvider for LocalCacheProvider {
         for password in passwords {
             setuser.arg(format!(">{}", password.expose_secret()));
         }
-        setuser.query_async::<()>(&mut connection).await.map_err(|e| {
-            redis_failure(
-                &format!("could not set the passwords of {username} on instance {instance_id}"),
-                &e,
-                passwords,
-            )
-        })?;
-        self.acl_save(&mut connection, &record).await?;
+        let what = format!("could not set the passwords of {username} on instance {instance_id}");
+        self.on_every_server(&record, &paths, passwords, &setuser, &what, passwords).await?;
+        if *principal == Principal::Admin && (record.nodes.len() > 1 || record.cluster_mode) {
+            // Replicas log in to their primary as the admin: with the
+            // newest password from now on.
+            for (_, mut connection) in self.admin_connections_trying(&record, &paths, passwords).await? {
+                set_primary_login(&mut connection, &record, &passwords[0]).await?;
+            }
+        }
         tracing::info!(instance_id, user = %username, passwords = passwords.len(), "passwords set");
         Ok(Progress::Done)
     }
 
-    /// Logs in as the user with each password (a new connection each), and
-    /// counts the passwords the user holds: `Done` when every one works and
-    /// there are no others.
+    /// Logs in as the user with each password (a new connection each) on
+    /// every running server, and counts the passwords the user holds:
+    /// `Done` when every one works everywhere and there are no others.
     async fn passwords_progress(
         &self,
         instance_id: &str,
         principal: &Principal,
         passwords: &[SecretString],
     ) -> Result<Progress, ProviderError> {
-        let record = self.with_passwords(instance_id)?;
+        let (paths, record) = self.with_passwords(instance_id)?;
         let username = acl_name(principal)?;
         check_passwords(&username, passwords)?;
-        for (n, password) in passwords.iter().enumerate() {
-            let login = async {
-                let mut c = connect(record.port, &username, password).await?;
-                redis::cmd("PING").query_async::<String>(&mut c).await
-            };
-            if let Err(e) = login.await {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
-                    return Err(redis_failure(
-                        &format!("could not reach instance {instance_id} to check {username}"),
-                        &e,
-                        passwords,
-                    ));
+        let tls = self.tls_of(&record)?;
+        for (place, mut connection) in self.admin_connections_trying(&record, &paths, passwords).await? {
+            let port = record.nodes[place].port;
+            for (n, password) in passwords.iter().enumerate() {
+                let login = async {
+                    let mut c = connect(port, tls.as_ref(), &username, password).await?;
+                    redis::cmd("PING").query_async::<String>(&mut c).await
+                };
+                if let Err(e) = login.await {
+                    if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
+                        return Err(redis_failure(
+                            &format!("could not reach instance {instance_id} to check {username}"),
+                            &e,
+                            passwords,
+                        ));
+                    }
+                    return Ok(Progress::Working {
+                        detail: format!(
+                            "{username} is not accepted with password {} of {} on server {place} yet",
+                            n + 1,
+                            passwords.len()
+                        ),
+                    });
                 }
+            }
+            let held = acl_password_count(&mut connection, &username).await.map_err(|e| {
+                redis_failure(
+                    &format!("could not look up {username} on instance {instance_id}"),
+                    &e,
+                    passwords,
+                )
+            })?;
+            if held != Some(passwords.len()) {
                 return Ok(Progress::Working {
                     detail: format!(
-                        "{username} is not accepted with password {} of {} yet",
-                        n + 1,
+                        "{username} holds {} passwords on server {place}, not {}",
+                        held.map_or("no".to_string(), |n| n.to_string()),
                         passwords.len()
                     ),
                 });
             }
-        }
-        let mut connection = self.admin_connection_trying(&record, passwords).await?;
-        let held = acl_password_count(&mut connection, &username).await.map_err(|e| {
-            redis_failure(&format!("could not look up {username} on instance {instance_id}"), &e, passwords)
-        })?;
-        if held != Some(passwords.len()) {
-            return Ok(Progress::Working {
-                detail: format!(
-                    "{username} holds {} passwords, not {}",
-                    held.map_or("no".to_string(), |n| n.to_string()),
-                    passwords.len()
-                ),
-            });
         }
         Ok(Progress::Done)
     }
@@ -935,32 +1123,12 @@ impl CacheProvider for LocalCacheProvider {
 impl LocalCacheProvider {
     /// The record of an instance whose users have passwords (Redis OSS and
     /// Valkey); Memcached has none, so a rotation of one is a mistake.
-    fn with_passwords(&self, instance_id: &str) -> Result<Record, ProviderError> {
+    fn with_passwords(&self, instance_id: &str) -> Result<(Paths, Record), ProviderError> {
         self.with_users(instance_id)?.ok_or_else(|| {
             ProviderError::Permanent(format!(
                 "instance {instance_id} is Memcached, which has no passwords to rotate"
             ))
         })
-    }
-
-    /// The admin connection, logging in with the current admin password or,
-    /// when that is refused, with one of `also` (during a rotation of the
-    /// admin password the secret's current version may be either).
-    async fn admin_connection_trying(
-        &self,
-        record: &Record,
-        also: &[SecretString],
-    ) -> Result<MultiplexedConnection, ProviderError> {
-        let first = match self.admin_connection(record).await {
-            Ok(c) => return Ok(c),
-            Err(e) => e,
-        };
-        for password in also {
-            if let Ok(c) = connect(record.port, ADMIN_USER, password).await {
-                return Ok(c);
-            }
-        }
-        Err(first)
     }
 }
 

@@ -77,9 +77,17 @@ pub(super) fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Starts the server detached from the broker: its own process group (so a
+/// Starts one server detached from the broker: its own process group (so a
 /// Ctrl-C to the broker does not reach it), no stdin, output to server.log.
-pub(super) fn spawn(binary: &Path, record: &Record, paths: &Paths) -> Result<Child, ProviderError> {
+/// Memcached takes its settings as arguments (paths, never a secret);
+/// Redis OSS and Valkey read the config file written before.
+pub(super) fn spawn(
+    binary: &Path,
+    record: &Record,
+    node: &Node,
+    paths: &NodePaths,
+    tls: Option<&Tls>,
+) -> Result<Child, ProviderError> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -95,8 +103,11 @@ pub(super) fn spawn(binary: &Path, record: &Record, paths: &Paths) -> Result<Chi
             command.arg(&paths.conf);
         }
         Engine::Memcached => {
-            let port = record.port.to_string();
+            let port = node.port.to_string();
             command.args(["-l", HOST, "-p", &port, "-U", "0", "-m", "64", "-P"]).arg(&paths.pidfile);
+            if let Some(tls) = tls {
+                command.arg("-Z").arg("-o").arg(memcached_tls_options(tls)?);
+            }
             // memcached refuses to run as root unless told which user to be.
             if running_as_root() {
                 command.args(["-u", "root"]);
@@ -127,14 +138,32 @@ pub(super) fn running_as_root() -> bool {
     })
 }
 
-/// The pid of the instance's server if it runs: the recorded pid, else the one
+/// memcached's `-o` value that turns TLS on with the root's certificate.
+fn memcached_tls_options(tls: &Tls) -> Result<OsString, ProviderError> {
+    let mut options = OsString::from("ssl_chain_cert=");
+    for (n, path) in [&tls.cert_file, &tls.key_file].into_iter().enumerate() {
+        if path.as_os_str().as_bytes().contains(&b',') {
+            return Err(ProviderError::Permanent(format!(
+                "{} cannot be given to memcached (its options are comma-separated): use a state \
+                 directory whose path has no comma",
+                path.display()
+            )));
+        }
+        if n == 1 {
+            options.push(",ssl_key=");
+        }
+        options.push(path);
+    }
+    Ok(options)
+}
+
+/// The pid of a node's server if it runs: the recorded pid, else the one
 /// in the server's own pid file (which covers a start whose record was lost).
-pub(super) fn live_pid(record: &Record, paths: &Paths) -> Option<u32> {
-    record
-        .pid
+pub(super) fn live_pid(node: &Node, paths: &NodePaths) -> Option<u32> {
+    node.pid
         .into_iter()
         .chain(read_pidfile(&paths.pidfile))
-        .find(|&pid| is_our_server(pid, record.port, &paths.conf))
+        .find(|&pid| is_our_server(pid, node.port, &paths.conf))
 }
 
 pub(super) fn read_pidfile(path: &Path) -> Option<u32> {

@@ -51,48 +51,28 @@ pub(super) fn from_stats(stats: &str) -> NodeStats {
     }
 }
 
-/// memcached's answer to `stats`, up to its `END`.
-async fn memcached_stats(port: u16) -> io::Result<String> {
-    let ask = async {
-        let mut stream = TcpStream::connect((HOST, port)).await?;
-        stream.write_all(b"stats\r\n").await?;
-        let mut reader = BufReader::new(stream);
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the answer ended before END"));
-            }
-            if line.trim_end() == "END" {
-                return Ok(text);
-            }
-            text.push_str(&line);
-        }
-    };
-    timeout(Duration::from_secs(2), ask)
-        .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer within 2 s")))
-}
-
 impl LocalCacheProvider {
-    /// What the instance's server says of itself now; `None` when the
-    /// instance has no server running (or none was ever made).
+    /// What the instance's first server (the primary's place, the
+    /// configuration endpoint's node, the first Memcached node) says of
+    /// itself now; `None` when it is not running (or none was ever made).
     pub async fn stats(&self, instance_id: &str) -> Result<Option<NodeStats>, ProviderError> {
         let paths = Paths::of(&self.root, instance_id)?;
         let Some(record) = read_record(&paths)? else { return Ok(None) };
-        if self.running_pid(&record, &paths).is_none() {
+        if self.node_pid(&record, &record.nodes[0], &paths).is_none() {
             return Ok(None);
         }
+        let tls = self.tls_of(&record)?;
+        let port = record.nodes[0].port;
         if !record.engine.speaks_redis() {
-            let text = memcached_stats(record.port).await.map_err(|e| {
+            let text = memcached_ask(port, tls.as_ref(), "stats", true).await.map_err(|e| {
                 ProviderError::Retryable(format!(
-                    "memcached for instance {instance_id} does not answer stats on {HOST}:{}: {e}",
-                    record.port
+                    "memcached for instance {instance_id} does not answer stats on {HOST}:{port}: {e}"
                 ))
             })?;
             return Ok(Some(from_stats(&text)));
         }
-        let mut connection = self.admin_connection(&record).await?;
+        let password = self.admin_password(&record).await?;
+        let mut connection = self.node_connection(&record, 0, tls.as_ref(), &password).await?;
         let info: String = redis::cmd("INFO").query_async(&mut connection).await.map_err(|e| {
             redis_failure(
                 &format!("{} for instance {instance_id} does not answer INFO", record.engine.as_str()),

@@ -20,12 +20,18 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Plain text: these tests read the servers' own replies on raw TCP
+    /// sessions. TLS has tests of its own (`topology`, and end to end).
     async fn new() -> Fixture {
+        Fixture::with_tls(false).await
+    }
+
+    async fn with_tls(tls: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let secrets = Arc::new(MemorySecrets::default());
         let admin_password = generate_password(PASSWORD_LEN);
         secrets.create(ADMIN_SECRET, &admin_password).await.unwrap();
-        let provider = LocalCacheProvider::new(dir.path().join("caches"), secrets.clone());
+        let provider = LocalCacheProvider::new(dir.path().join("caches"), secrets.clone()).with_tls(tls);
         Fixture { provider, secrets, admin_password, dir }
     }
 
@@ -41,7 +47,7 @@ impl Fixture {
 
     fn running_pid(&self, instance_id: &str) -> Option<u32> {
         let (paths, record) = self.provider.existing(instance_id).unwrap();
-        self.provider.running_pid(&record, &paths)
+        self.provider.node_pid(&record, &record.nodes[0], &paths)
     }
 
     fn pid(&self, instance_id: &str) -> u32 {
@@ -72,10 +78,10 @@ fn reap(provider: &LocalCacheProvider) {
     let Ok(entries) = fs::read_dir(provider.root()) else { return };
     for entry in entries.flatten() {
         let paths = Paths::in_dir(entry.path());
-        if let Ok(Some(record)) = read_record(&paths)
-            && let Some(pid) = provider.running_pid(&record, &paths)
-        {
-            kill_now(pid);
+        if let Ok(Some(record)) = read_record(&paths) {
+            for pid in provider.node_pids(&record, &paths).into_iter().flatten() {
+                kill_now(pid);
+            }
         }
     }
     // Reaps what was killed: no zombie outlives the test.
@@ -217,7 +223,7 @@ async fn users_get_exactly_the_passwords_they_are_given(engine: Engine) {
     let first = generate_password(PASSWORD_LEN);
     assert_eq!(f.provider.put_user("cache-1", &user("app", &[&first])).await, Ok(Progress::Done));
     assert_eq!(f.provider.user_progress("cache-1", "app").await, Ok(Progress::Done));
-    let mut app = connect(port, "app", &first).await.unwrap();
+    let mut app = connect(port, None, "app", &first).await.unwrap();
     redis::cmd("SET").arg("greeting").arg("hello").query_async::<()>(&mut app).await.unwrap();
     let greeting: String = redis::cmd("GET").arg("greeting").query_async(&mut app).await.unwrap();
     assert_eq!(greeting, "hello");
@@ -269,7 +275,7 @@ async fn a_rotation_gives_a_user_two_passwords_then_one_and_keeps_its_rules() {
     assert_eq!(f.provider.set_passwords("cache-1", &app, &both).await, Ok(Progress::Done));
     assert_eq!(f.provider.passwords_progress("cache-1", &app, &both).await, Ok(Progress::Done));
     assert_eq!(auth_reply(port, "app", &old).await, "+OK");
-    let mut c = connect(port, "app", &new).await.unwrap();
+    let mut c = connect(port, None, "app", &new).await.unwrap();
     let refused = redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap_err();
     assert_eq!(refused.code(), Some("NOPERM"), "the plan's rules survive a rotation: {refused}");
     // Checking for one password while two are held is not done yet.
@@ -364,7 +370,7 @@ async fn adopting_a_killed_server_starts_it_again_with_its_data_and_users() {
     let port = f.created("phoenix", Engine::Redis).await;
     let password = generate_password(PASSWORD_LEN);
     f.provider.put_user("phoenix", &user("app", &[&password])).await.unwrap();
-    let mut app = connect(port, "app", &password).await.unwrap();
+    let mut app = connect(port, None, "app", &password).await.unwrap();
     redis::cmd("SET").arg("kept").arg("across restarts").query_async::<()>(&mut app).await.unwrap();
 
     let old_pid = f.kill("phoenix").await;
@@ -377,7 +383,7 @@ async fn adopting_a_killed_server_starts_it_again_with_its_data_and_users() {
 
     assert_ne!(f.pid("phoenix"), old_pid);
     let port = f.provider.endpoint("phoenix").await.unwrap().port;
-    let mut app = connect(port, "app", &password).await.unwrap();
+    let mut app = connect(port, None, "app", &password).await.unwrap();
     let kept: String = redis::cmd("GET").arg("kept").query_async(&mut app).await.unwrap();
     assert_eq!(kept, "across restarts");
 }
@@ -398,19 +404,25 @@ async fn the_record_names_the_port_before_the_server_starts_so_a_crash_between_l
         .with_binary(Engine::Redis, &broken);
     assert!(failing.create(&spec("never-started", Engine::Redis)).await.is_err());
     let (_, record) = failing.existing("never-started").expect("a record written before the start");
-    assert!(record.port > 0 && record.pid.is_none(), "{record:?}");
+    assert!(record.nodes[0].port > 0 && record.nodes[0].pid.is_none(), "{record:?}");
 
     let port = f.created("crashy", Engine::Redis).await;
     let pid = f.pid("crashy");
     let (paths, record) = f.provider.existing("crashy").unwrap();
     // What a crash right after the spawn leaves: the record without a pid,
     // and a running server.
-    write_record(&paths, &Record { pid: None, ..record }).unwrap();
+    let mut record = record;
+    record.nodes[0].pid = None;
+    write_record(&paths, &record).unwrap();
     let restarted = LocalCacheProvider::new(f.provider.root().to_path_buf(), f.secrets.clone());
     assert_eq!(restarted.create(&spec("crashy", Engine::Redis)).await, Ok(Progress::Done));
     let (paths, record) = restarted.existing("crashy").unwrap();
-    assert_eq!(record.port, port);
-    assert_eq!(restarted.running_pid(&record, &paths), Some(pid), "the first server, adopted: no second one");
+    assert_eq!(record.nodes[0].port, port);
+    assert_eq!(
+        restarted.node_pid(&record, &record.nodes[0], &paths),
+        Some(pid),
+        "the first server, adopted: no second one"
+    );
 }
 
 #[tokio::test]
@@ -425,7 +437,7 @@ async fn a_restarted_broker_adopts_running_servers_without_restarting_them() {
         assert_eq!(restarted.adopt(id).await, Ok(Progress::Done), "{id}");
         assert_eq!(restarted.progress(id).await, Ok(Progress::Done), "{id}");
         let (paths, record) = restarted.existing(id).unwrap();
-        assert_eq!(restarted.running_pid(&record, &paths), Some(pid), "{id} kept its server");
+        assert_eq!(restarted.node_pid(&record, &record.nodes[0], &paths), Some(pid), "{id} kept its server");
     }
     let port = restarted.endpoint("survivor").await.unwrap().port;
     assert_eq!(restarted.delete("survivor", None).await, Ok(Progress::Done));
@@ -443,7 +455,7 @@ async fn adopting_moves_to_a_new_port_when_someone_took_the_old_one() {
 
     let new_port = f.provider.endpoint("moved").await.unwrap().port;
     assert_ne!(new_port, old_port);
-    assert_eq!(f.record("moved").port, new_port);
+    assert_eq!(f.record("moved").nodes[0].port, new_port);
     assert_eq!(auth_reply(new_port, ADMIN_USER, &f.admin_password).await, "+OK");
     drop(squatter);
 }
@@ -563,7 +575,7 @@ async fn modifying_records_the_new_version_and_keeps_the_server() {
 
 /// The server's `maxmemory-policy`, asked as the admin.
 async fn eviction_policy(f: &Fixture, port: u16) -> String {
-    let mut c = connect(port, ADMIN_USER, &f.admin_password).await.unwrap();
+    let mut c = connect(port, None, ADMIN_USER, &f.admin_password).await.unwrap();
     let got: Vec<String> =
         redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut c).await.unwrap();
     got[1].clone()
@@ -602,7 +614,7 @@ async fn a_serverless_plan_runs_one_server_whose_memory_is_the_plans_data_limit(
     let maxmemory = |port| {
         let password = password.clone();
         async move {
-            let mut c = connect(port, ADMIN_USER, &password).await.unwrap();
+            let mut c = connect(port, None, ADMIN_USER, &password).await.unwrap();
             let got: Vec<String> =
                 redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut c).await.unwrap();
             got[1].parse::<u64>().unwrap()
@@ -827,3 +839,5 @@ mod contract {
 
     broker_testing::provider_contract!(open);
 }
+
+mod topology;
