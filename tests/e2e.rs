@@ -9,23 +9,26 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use broker_core::ports::{CatalogStore, StateStore};
+use broker_tests::clients::{memcached_session, redis_client, with_uri};
 use broker_tests::laptop_osb::{Provisioned, bind, deprovision, provision, redis_get, unbind};
 use broker_tests::{LocalBroker, ProcessGuard, port_open};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-async fn redis_set_get(uri: &str) -> redis::RedisResult<String> {
-    let client = redis::Client::open(uri)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+/// SET then GET with a client made from `credentials`, as an app makes it.
+async fn redis_set_get(credentials: &Value) -> redis::RedisResult<String> {
+    let client = redis_client(credentials)?;
+    let mut con = broker_tests::clients::connection(&client).await?;
     redis::cmd("SET").arg("greeting").arg("hello").query_async::<()>(&mut con).await?;
     redis::cmd("GET").arg("greeting").query_async::<String>(&mut con).await
 }
 
-/// One memcached text-protocol exchange: set then get.
-async fn memcached_set_get(host_port: &str) -> std::io::Result<String> {
-    let stream = tokio::net::TcpStream::connect(host_port).await?;
-    let (r, mut w) = stream.into_split();
+/// One memcached text-protocol exchange with the node `host_port` of
+/// `credentials` (over TLS when they say so): set then get.
+async fn memcached_set_get(credentials: &Value, host_port: &str) -> std::io::Result<String> {
+    let session = memcached_session(credentials, host_port).await?;
+    let (r, mut w) = tokio::io::split(session);
     let mut r = BufReader::new(r);
     w.write_all(b"set greeting 0 0 5\r\nhello\r\n").await?;
     let mut line = String::new();
@@ -47,16 +50,17 @@ async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
     let creds = bind(&b, &p, "e2e-binding-1").await;
     let uri = creds["uri"].as_str().unwrap().to_string();
     let user = broker_core::domain::Binding::username_for("e2e-binding-1");
-    assert!(uri.starts_with(&format!("redis://{user}:")), "{uri}");
+    assert!(uri.starts_with(&format!("rediss://{user}:")), "{uri}");
     assert_eq!(creds["REDIS_URL"], creds["uri"]);
+    assert_eq!(creds["tls_enabled"], true, "{creds}");
     assert!(creds["password"].as_str().unwrap().len() >= 32);
     assert_eq!(creds["engine_version"], version);
     let port = creds["port"].as_u64().unwrap() as u16;
 
     // GIVEN the binding's credentials, THEN SET/GET works.
-    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+    assert_eq!(redis_set_get(&creds).await.unwrap(), "hello");
     // AND the default user is disabled: no password, no access.
-    let anonymous = format!("redis://127.0.0.1:{port}");
+    let anonymous = with_uri(&creds, &format!("rediss://127.0.0.1:{port}"));
     assert!(redis_set_get(&anonymous).await.is_err(), "the default user must be disabled");
 
     // A second binding has its own user and password.
@@ -65,13 +69,13 @@ async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
     assert_ne!(other["username"], creds["username"]);
 
     // An open connection of the first binding, to see it cut on unbind.
-    let client = redis::Client::open(uri.as_str()).unwrap();
-    let mut open_con = client.get_multiplexed_async_connection().await.unwrap();
+    let client = redis_client(&creds).unwrap();
+    let mut open_con = broker_tests::clients::connection(&client).await.unwrap();
     redis::cmd("PING").query_async::<String>(&mut open_con).await.unwrap();
 
     // WHEN unbound, THEN the same credentials are refused at once ...
     unbind(&b, &p, "e2e-binding-1").await;
-    let refused = redis_set_get(&uri).await.unwrap_err();
+    let refused = redis_set_get(&creds).await.unwrap_err();
     assert!(
         refused.to_string().contains("WRONGPASS") || refused.to_string().to_lowercase().contains("auth"),
         "{refused}"
@@ -79,7 +83,7 @@ async fn redis_like_lifecycle(service: &str, plan: &str, version: &str) {
     // ... the open connection is closed ...
     assert!(redis::cmd("PING").query_async::<String>(&mut open_con).await.is_err());
     // ... and the other binding still works.
-    assert_eq!(redis_set_get(other["uri"].as_str().unwrap()).await.unwrap(), "hello");
+    assert_eq!(redis_set_get(&other).await.unwrap(), "hello");
 
     // WHEN deprovisioned, THEN the process is gone and its data removed.
     deprovision(&b, &p).await;
@@ -134,7 +138,9 @@ async fn an_osb_2_13_platform_binds_and_unbinds_synchronously() {
     let (status, bound) = b.call_as(v, "PUT", &binding, Some(bind_body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{bound}");
     let url = bound["credentials"]["REDIS_URL"].as_str().expect("REDIS_URL").to_string();
-    assert_eq!(redis_set_get(&url).await.unwrap(), "hello");
+    // The app's client on the `REDIS_URL` it reads (with the CA it is given).
+    let app = with_uri(&bound["credentials"], &url);
+    assert_eq!(redis_set_get(&app).await.unwrap(), "hello");
     let (status, again) = b.call_as(v, "PUT", &binding, Some(bind_body)).await;
     assert_eq!((status, &again["credentials"]), (StatusCode::OK, &bound["credentials"]));
     let (status, fetched) = b.call_as(v, "GET", &binding, None).await;
@@ -144,7 +150,7 @@ async fn an_osb_2_13_platform_binds_and_unbinds_synchronously() {
     let query = format!("service_id={service_id}&plan_id={plan_id}");
     let (status, body) = b.call_as(v, "DELETE", &format!("{binding}?{query}"), None).await;
     assert_eq!((status, &body), (StatusCode::OK, &json!({})));
-    let refused = redis_set_get(&url).await.unwrap_err().to_string();
+    let refused = redis_set_get(&app).await.unwrap_err().to_string();
     assert!(refused.contains("WRONGPASS") || refused.to_lowercase().contains("auth"), "{refused}");
     let (status, body) = b.call_as(v, "DELETE", &format!("{binding}?{query}"), None).await;
     assert_eq!(status, StatusCode::GONE, "{body}");
@@ -175,7 +181,8 @@ async fn memcached_provision_bind_use_unbind_deprovision() {
     assert_eq!(creds["MEMCACHED_URL"], creds["uri"]);
     assert_eq!(creds["nodes"], json!([creds["uri"].clone()]));
     assert!(uri.starts_with("127.0.0.1:"), "{uri}");
-    assert_eq!(memcached_set_get(&uri).await.unwrap(), "hello");
+    assert_eq!(creds["tls_enabled"], true, "{creds}");
+    assert_eq!(memcached_set_get(&creds, &uri).await.unwrap(), "hello");
     unbind(&b, &p, "e2e-mc-binding").await;
     deprovision(&b, &p).await;
     let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
@@ -210,8 +217,7 @@ async fn a_restarted_broker_adopts_its_caches_and_restarts_dead_ones() {
     let _guard = ProcessGuard(b.state.clone());
     let p = provision(&b, "elasticache-redis", "dev", "e2e-restart-1", json!({})).await;
     let creds = bind(&b, &p, "e2e-restart-b").await;
-    let uri = creds["uri"].as_str().unwrap().to_string();
-    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+    assert_eq!(redis_set_get(&creds).await.unwrap(), "hello");
 
     // The broker stops; the cache process dies too (a reboot, a kill).
     let (state, dir) = b.stop();
@@ -224,8 +230,7 @@ async fn a_restarted_broker_adopts_its_caches_and_restarts_dead_ones() {
     let (status, body) =
         b.call("GET", "/v2/service_instances/e2e-restart-1/service_bindings/e2e-restart-b", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let uri = body["credentials"]["uri"].as_str().unwrap().to_string();
-    assert_eq!(redis_get(&uri, "greeting").await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(redis_get(&body["credentials"], "greeting").await.unwrap().as_deref(), Some("hello"));
     deprovision(&b, &p).await;
     drop(dir);
 }
@@ -280,6 +285,7 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
         catalog_file: None,
         poll_delay_secs: 1,
         rotation: Default::default(),
+        cache_tls: true,
     };
     broker_laptop::apply_catalog(&config, &file).await.unwrap();
 
@@ -297,13 +303,13 @@ async fn an_operator_adds_and_changes_plans_without_a_release() {
 }
 
 /// One use of the cache as a client that connects afresh each time: log in
-/// (`uri` carries the user and password), SET, GET. `who` keeps the keys of
-/// clients running side by side apart.
-async fn use_cache(uri: &str, who: &str, n: u64) -> Result<(), String> {
+/// (the credentials' `uri` carries the user and password), SET, GET. `who`
+/// keeps the keys of clients running side by side apart.
+async fn use_cache(credentials: &Value, who: &str, n: u64) -> Result<(), String> {
     let key = format!("rotation-{who}");
     let value = format!("v{n}");
-    let client = redis::Client::open(uri).map_err(|e| e.to_string())?;
-    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let client = redis_client(credentials).map_err(|e| e.to_string())?;
+    let mut con = broker_tests::clients::connection(&client).await.map_err(|e| e.to_string())?;
     redis::cmd("SET").arg(&key).arg(&value).query_async::<()>(&mut con).await.map_err(|e| e.to_string())?;
     let got: String = redis::cmd("GET").arg(&key).query_async(&mut con).await.map_err(|e| e.to_string())?;
     if got != value {
@@ -340,13 +346,13 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
     // each ended and how.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = tokio::spawn({
-        let (uri, stop) = (old_uri.clone(), stop.clone());
+        let (old, stop) = (old.clone(), stop.clone());
         async move {
             let mut log: Vec<(f64, Result<(), String>)> = Vec::new();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let result = use_cache(&uri, "loop", n).await;
+                let result = use_cache(&old, "loop", n).await;
                 log.push((unix_now(), result));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -363,17 +369,17 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
     let base = format!("/v2/service_instances/{}/service_bindings/rot-binding-1", p.instance);
     let (status, fetched) = b.call("GET", &base, None).await;
     assert_eq!(status, StatusCode::OK, "{fetched}");
-    let new_uri = fetched["credentials"]["uri"].as_str().unwrap().to_string();
-    assert_ne!(new_uri, old_uri);
+    let new = fetched["credentials"].clone();
+    assert_ne!(new["uri"].as_str().unwrap(), old_uri);
     assert_eq!(fetched["credentials"]["username"], old["username"], "the same user, a new password");
-    use_cache(&new_uri, "new", 0).await.expect("the new credentials work at once");
+    use_cache(&new, "new", 0).await.expect("the new credentials work at once");
     let binding = b.laptop.store.binding(&p.instance, "rot-binding-1").await.unwrap().unwrap();
     let rotation = binding.rotation.expect("the grace period is in the binding's state");
     let grace_ends = rotation.grace_ends_at.expect("and its end") as f64;
 
     // Wait for the worker to remove the old password after the grace period.
     let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 20);
-    while use_cache(&old_uri, "probe", 0).await.is_ok() {
+    while use_cache(&old, "probe", 0).await.is_ok() {
         assert!(Instant::now() < deadline, "the old password still works long after the grace period");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -397,7 +403,7 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
         let err = result.as_ref().expect_err("after the grace period the old password is refused");
         assert!(err.contains("WRONGPASS") || err.contains("AuthenticationFailed"), "{err}");
     }
-    use_cache(&new_uri, "new", 1).await.expect("the new credentials still work");
+    use_cache(&new, "new", 1).await.expect("the new credentials still work");
     let binding = b.laptop.store.binding(&p.instance, "rot-binding-1").await.unwrap().unwrap();
     assert_eq!(binding.rotation, None, "the rotation is over");
 
@@ -411,9 +417,7 @@ async fn a_client_on_the_old_password_never_fails_before_the_grace_period_ends()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let second = bind(&b, &p, "rot-binding-2").await;
-    use_cache(second["uri"].as_str().unwrap(), "second", 2)
-        .await
-        .expect("a binding made after the admin rotation works");
+    use_cache(&second, "second", 2).await.expect("a binding made after the admin rotation works");
     unbind(&b, &p, "rot-binding-2").await;
     deprovision(&b, &p).await;
 }
@@ -458,8 +462,7 @@ async fn a_pooled_laptop_cache_is_handed_out_at_once_and_adopted_after_a_restart
     let p = Provisioned { instance: "e2e-pool-1".into(), service_id, plan_id };
     let creds = bind(&b, &p, "e2e-pool-b").await;
     println!("laptop mode, pooled plan: provision to bindable in {:?}", started.elapsed());
-    let uri = creds["uri"].as_str().unwrap().to_string();
-    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello");
+    assert_eq!(redis_set_get(&creds).await.unwrap(), "hello");
     let claimed = b.laptop.store.instance("e2e-pool-1").await.unwrap().unwrap();
     assert_eq!(claimed.cache_key(), member.id);
 
@@ -469,8 +472,7 @@ async fn a_pooled_laptop_cache_is_handed_out_at_once_and_adopted_after_a_restart
     let (status, body) =
         b.call("GET", "/v2/service_instances/e2e-pool-1/service_bindings/e2e-pool-b", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let uri = body["credentials"]["uri"].as_str().unwrap().to_string();
-    assert_eq!(redis_get(&uri, "greeting").await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(redis_get(&body["credentials"], "greeting").await.unwrap().as_deref(), Some("hello"));
     let servers = b.laptop.provider.servers();
     assert!(servers.iter().any(|s| s.instance_id == member.id && s.pid.is_some()), "{servers:?}");
 
@@ -490,7 +492,7 @@ async fn a_laptop_cache_and_secrets_no_record_names_go_after_the_grace_period() 
     let b = LocalBroker::start().await;
     let _guard = ProcessGuard(b.state.clone());
     let keep = provision(&b, "elasticache-redis", "dev", "e2e-orphan-keep", json!({})).await;
-    let uri = bind(&b, &keep, "e2e-orphan-keep-b").await["uri"].as_str().unwrap().to_string();
+    let kept = bind(&b, &keep, "e2e-orphan-keep-b").await;
     let lost = provision(&b, "elasticache-valkey", "dev", "e2e-orphan-lost", json!({})).await;
     bind(&b, &lost, "e2e-orphan-lost-b").await;
     let mut record = b.laptop.store.instance(&lost.instance).await.unwrap().unwrap();
@@ -515,7 +517,7 @@ async fn a_laptop_cache_and_secrets_no_record_names_go_after_the_grace_period() 
     assert!(!b.laptop.provider.servers().iter().any(|s| s.instance_id == lost.instance));
     let read = b.laptop.secrets.read(&admin, Stage::Current).await;
     assert!(matches!(read, Ok(None) | Err(SecretError::NotFound(_))), "the admin secret is deleted");
-    assert_eq!(redis_set_get(&uri).await.unwrap(), "hello", "the named instance keeps serving");
+    assert_eq!(redis_set_get(&kept).await.unwrap(), "hello", "the named instance keeps serving");
     deprovision(&b, &keep).await;
 }
 
@@ -621,7 +623,7 @@ async fn a_serverless_plan_serves_from_one_local_server_with_users_per_binding()
     let p = provision(&b, "elasticache-valkey", "serverless", "serverless-1", json!({})).await;
     let creds = bind(&b, &p, "serverless-binding").await;
     assert_eq!(creds["engine"], "valkey");
-    assert_eq!(redis_set_get(creds["uri"].as_str().unwrap()).await.unwrap(), "hello");
+    assert_eq!(redis_set_get(&creds).await.unwrap(), "hello");
     let config = std::fs::read_to_string(b.state.join("caches/serverless-1/server.conf")).unwrap();
     assert!(config.contains("\nmaxmemory 10gb\n"), "the plan's data limit: {config}");
     unbind(&b, &p, "serverless-binding").await;

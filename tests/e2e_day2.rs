@@ -6,13 +6,15 @@
 //! to Valkey keeps its data and its users' passwords.
 
 use axum::http::StatusCode;
+use broker_tests::clients::{redis_client, with_uri};
 use broker_tests::laptop_osb::{Provisioned, bind, deprovision, provision, provision_in, redis_get};
 use broker_tests::{LocalBroker, ProcessGuard};
 use serde_json::{Value, json};
 
-async fn set(uri: &str, key: &str, value: &str) {
-    let client = redis::Client::open(uri).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+/// SETs `key` with a client made from a binding's `credentials`.
+async fn set(credentials: &Value, key: &str, value: &str) {
+    let client = redis_client(credentials).unwrap();
+    let mut con = broker_tests::clients::connection(&client).await.unwrap();
     redis::cmd("SET").arg(key).arg(value).query_async::<()>(&mut con).await.unwrap();
 }
 
@@ -55,8 +57,7 @@ async fn a_restart_keeps_what_was_written_before_it() {
     let _guard = ProcessGuard(b.state.clone());
     let p = provision(&b, "elasticache-valkey", "dev", "restart-1", json!({})).await;
     let creds = bind(&b, &p, "restart-binding").await;
-    let uri = creds["uri"].as_str().unwrap();
-    set(uri, "before", "restart").await;
+    set(&creds, "before", "restart").await;
     let pid = b.laptop.provider.servers()[0].pid.expect("running");
 
     let op = update(&b, &p, json!({"restart": true})).await;
@@ -66,10 +67,7 @@ async fn a_restart_keeps_what_was_written_before_it() {
     assert_ne!(pid, after, "a new server process");
 
     let creds = credentials(&b, &p, "restart-binding").await;
-    assert_eq!(
-        redis_get(creds["uri"].as_str().unwrap(), "before").await.unwrap().as_deref(),
-        Some("restart")
-    );
+    assert_eq!(redis_get(&creds, "before").await.unwrap().as_deref(), Some("restart"));
     deprovision(&b, &p).await;
 }
 
@@ -80,13 +78,13 @@ async fn a_snapshot_restores_into_a_new_instance_of_the_same_space_only() {
     let source = provision(&b, "elasticache-redis", "small", "source-1", json!({})).await;
     let creds = bind(&b, &source, "source-binding").await;
     let uri = creds["uri"].as_str().unwrap().to_string();
-    set(&uri, "kept", "in the snapshot").await;
+    set(&creds, "kept", "in the snapshot").await;
 
     let op = update(&b, &source, json!({"snapshot": "before-change"})).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     assert_eq!(op["description"], "snapshot before-change taken");
     assert_eq!(snapshot_names(&b, &source).await, vec![("before-change".to_string(), "named".to_string())]);
-    set(&uri, "later", "after the snapshot").await;
+    set(&creds, "later", "after the snapshot").await;
 
     // Another organization names the instance and the snapshot: refused,
     // the same way as an instance that does not exist.
@@ -113,28 +111,24 @@ async fn a_snapshot_restores_into_a_new_instance_of_the_same_space_only() {
     )
     .await;
     let restored_creds = bind(&b, &restored, "restored-binding").await;
-    let restored_uri = restored_creds["uri"].as_str().unwrap();
-    assert_eq!(redis_get(restored_uri, "kept").await.unwrap().as_deref(), Some("in the snapshot"));
-    assert_eq!(redis_get(restored_uri, "later").await.unwrap(), None, "written after the snapshot");
+    assert_eq!(redis_get(&restored_creds, "kept").await.unwrap().as_deref(), Some("in the snapshot"));
+    assert_eq!(redis_get(&restored_creds, "later").await.unwrap(), None, "written after the snapshot");
     // The restored cache has its own users: the source's binding is not one.
-    assert!(
-        redis_get(&uri.replace(&creds["port"].to_string(), &restored_creds["port"].to_string()), "kept")
-            .await
-            .is_err()
-    );
+    let source_login_on_restored =
+        with_uri(&creds, &uri.replace(&creds["port"].to_string(), &restored_creds["port"].to_string()));
+    assert!(redis_get(&source_login_on_restored, "kept").await.is_err());
 
     // Its data survives a restart of its server (it is in its own
     // append-only file now, not only in the dump it started from).
     let op = update(&b, &restored, json!({"restart": true})).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     let restored_creds = credentials(&b, &restored, "restored-binding").await;
-    set(restored_creds["uri"].as_str().unwrap(), "new", "on the restored one").await;
+    set(&restored_creds, "new", "on the restored one").await;
     let op = update(&b, &restored, json!({"restart": true})).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     let restored_creds = credentials(&b, &restored, "restored-binding").await;
-    let restored_uri = restored_creds["uri"].as_str().unwrap();
-    assert_eq!(redis_get(restored_uri, "kept").await.unwrap().as_deref(), Some("in the snapshot"));
-    assert_eq!(redis_get(restored_uri, "new").await.unwrap().as_deref(), Some("on the restored one"));
+    assert_eq!(redis_get(&restored_creds, "kept").await.unwrap().as_deref(), Some("in the snapshot"));
+    assert_eq!(redis_get(&restored_creds, "new").await.unwrap().as_deref(), Some("on the restored one"));
 
     let op = update(&b, &source, json!({"delete_snapshot": "before-change"})).await;
     assert_eq!(op["state"], "succeeded", "{op}");
@@ -149,7 +143,7 @@ async fn a_deprovisioned_instances_final_snapshot_is_restorable() {
     let _guard = ProcessGuard(b.state.clone());
     let source = provision(&b, "elasticache-valkey", "staging", "final-source", json!({})).await;
     let creds = bind(&b, &source, "final-binding").await;
-    set(creds["uri"].as_str().unwrap(), "last-words", "kept").await;
+    set(&creds, "last-words", "kept").await;
     let op = update(&b, &source, json!({"snapshot": "named-one"})).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     deprovision(&b, &source).await;
@@ -171,10 +165,7 @@ async fn a_deprovisioned_instances_final_snapshot_is_restorable() {
         "the final snapshot, not the named one: {got}"
     );
     let creds = bind(&b, &restored, "after-binding").await;
-    assert_eq!(
-        redis_get(creds["uri"].as_str().unwrap(), "last-words").await.unwrap().as_deref(),
-        Some("kept")
-    );
+    assert_eq!(redis_get(&creds, "last-words").await.unwrap().as_deref(), Some("kept"));
     deprovision(&b, &restored).await;
 }
 
@@ -184,7 +175,7 @@ async fn a_redis_instance_moves_to_valkey_keeping_its_data_and_its_users() {
     let _guard = ProcessGuard(b.state.clone());
     let p = provision(&b, "elasticache-redis", "dev", "moving-1", json!({"engine_version": "7.0"})).await;
     let creds = bind(&b, &p, "moving-binding").await;
-    set(creds["uri"].as_str().unwrap(), "written-on", "redis").await;
+    set(&creds, "written-on", "redis").await;
     assert_eq!(b.laptop.provider.servers()[0].engine, broker_core::domain::Engine::Redis);
 
     let op = update(&b, &p, json!({"engine": "valkey", "engine_version": "8.0"})).await;
@@ -199,9 +190,6 @@ async fn a_redis_instance_moves_to_valkey_keeping_its_data_and_its_users() {
     // The binding's user and password work on Valkey, and the data is there.
     let creds = credentials(&b, &p, "moving-binding").await;
     assert_eq!(creds["engine"], "valkey");
-    assert_eq!(
-        redis_get(creds["uri"].as_str().unwrap(), "written-on").await.unwrap().as_deref(),
-        Some("redis")
-    );
+    assert_eq!(redis_get(&creds, "written-on").await.unwrap().as_deref(), Some("redis"));
     deprovision(&b, &p).await;
 }

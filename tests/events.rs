@@ -88,7 +88,14 @@ async fn the_events_drive_a_whole_lifecycle_through_the_router() {
     assert_eq!(b.wait_for(binding_op).await["state"], "succeeded");
     let (status, body) = send(&b, "fetch-binding.json").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["credentials"]["uri"].as_str().unwrap().starts_with("redis://"));
+    // Laptop caches speak TLS only, as ElastiCache's do: the uri says so and
+    // the credentials carry the CA that signed the servers' certificate.
+    assert!(body["credentials"]["uri"].as_str().unwrap().starts_with("rediss://"), "{body}");
+    assert_eq!(body["credentials"]["tls_enabled"], true, "{body}");
+    assert!(
+        body["credentials"]["ca_certificate"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"),
+        "{body}"
+    );
 
     let (status, body) = send(&b, "unbind.json").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -7,10 +7,11 @@ use serde_json::{Value, json};
 
 use crate::LocalBroker;
 
-/// A key's value, read with the credentials in `uri`.
-pub async fn redis_get(uri: &str, key: &str) -> redis::RedisResult<Option<String>> {
-    let client = redis::Client::open(uri)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+/// A key's value, read with a client made from a binding's `credentials`
+/// (over TLS, trusting their CA, when their `uri` is `rediss://`).
+pub async fn redis_get(credentials: &Value, key: &str) -> redis::RedisResult<Option<String>> {
+    let client = crate::clients::redis_client(credentials)?;
+    let mut con = crate::clients::connection(&client).await?;
     redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut con).await
 }
 

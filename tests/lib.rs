@@ -3,6 +3,7 @@
 //! directory, requests through its Router, polling, and a guard that stops
 //! every cache process the test started, even when the test fails.
 
+pub mod clients;
 pub mod laptop_osb;
 pub mod test_broker;
 
@@ -54,6 +55,7 @@ impl LocalBroker {
 
     async fn open_with(state: PathBuf, rotation: RotationPolicy) -> LocalBroker {
         let config = LaptopConfig {
+            cache_tls: true,
             port: 0,
             state_dir: state.clone(),
             credentials: Some(BasicAuth { username: USER.into(), password: SecretString::from(PASS) }),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use broker_testing::processes_under;
+use broker_tests::clients::{memcached_session, redis_client};
 use broker_tests::{LocalBroker, ProcessGuard};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -129,13 +130,14 @@ impl Client {
     }
 }
 
-/// SET and GET a key with the binding's credentials.
+/// SET and GET a key with the binding's credentials (over TLS, trusting
+/// their CA, when they say so).
 async fn use_cache(service: &str, credentials: &Value) -> Result<(), String> {
     if service == "elasticache-memcached" {
         let host_port =
             format!("{}:{}", credentials["host"].as_str().unwrap_or_default(), credentials["port"]);
-        let stream = tokio::net::TcpStream::connect(&host_port).await.map_err(|e| e.to_string())?;
-        let (r, mut w) = stream.into_split();
+        let session = memcached_session(credentials, &host_port).await.map_err(|e| e.to_string())?;
+        let (r, mut w) = tokio::io::split(session);
         let mut r = BufReader::new(r);
         w.write_all(b"set k 0 0 2\r\nok\r\nget k\r\n").await.map_err(|e| e.to_string())?;
         let mut lines = Vec::new();
@@ -146,9 +148,8 @@ async fn use_cache(service: &str, credentials: &Value) -> Result<(), String> {
         }
         return if lines == ["STORED", "VALUE k 0 2", "ok"] { Ok(()) } else { Err(format!("{lines:?}")) };
     }
-    let uri = credentials["uri"].as_str().ok_or("no uri")?;
-    let client = redis::Client::open(uri).map_err(|e| e.to_string())?;
-    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let client = redis_client(credentials).map_err(|e| e.to_string())?;
+    let mut con = broker_tests::clients::connection(&client).await.map_err(|e| e.to_string())?;
     redis::cmd("SET").arg("k").arg("ok").query_async::<()>(&mut con).await.map_err(|e| e.to_string())?;
     let got: String = redis::cmd("GET").arg("k").query_async(&mut con).await.map_err(|e| e.to_string())?;
     if got == "ok" { Ok(()) } else { Err(got) }
@@ -231,7 +232,15 @@ async fn fifty_clients_provision_bind_use_unbind_and_deprovision_without_a_failu
     assert!(tally.failures.is_empty(), "{} failed requests: {:#?}", tally.failures.len(), tally.failures);
 
     // Nothing left: no instance directory, no process of the state dir.
-    let left: Vec<_> = std::fs::read_dir(&caches).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    // `_tls` is not an instance's: it holds the laptop CA and the servers'
+    // certificate, which outlive every cache (credentials carry the CA).
+    let left: Vec<_> = std::fs::read_dir(&caches)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_none_or(|name| name != "_tls"))
+        .collect();
     assert!(left.is_empty(), "directories left: {left:?}");
     let running = processes_under(&caches);
     assert!(running.is_empty(), "processes left: {running:#?}");

@@ -38,6 +38,7 @@ impl Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker-api"));
         cmd.env_remove("BROKER_BACKEND")
             .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("BROKER_CACHE_TLS")
             .env("PORT", port.to_string())
             .env("BROKER_STATE_DIR", state)
             .env("BROKER_USERNAME", USER)
@@ -161,14 +162,29 @@ fn status_of(output: &str, instance: &str) -> Vec<String> {
     line.split_whitespace().map(str::to_string).collect()
 }
 
-async fn get(uri: &str, key: &str) -> redis::RedisResult<Option<String>> {
-    let client = redis::Client::open(uri)?;
+/// A client made from a binding's credentials as an app makes it: over TLS
+/// when the uri is `rediss://` (laptop caches speak TLS only by default),
+/// trusting only the CA the credentials carry.
+fn client(credentials: &Value) -> redis::RedisResult<redis::Client> {
+    let uri = credentials["uri"].as_str().expect("the credentials have a uri");
+    if uri.starts_with("rediss://") {
+        let pem = credentials["ca_certificate"].as_str().expect("TLS credentials carry the CA");
+        let certificates =
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.as_bytes().to_vec()) };
+        redis::Client::build_with_tls(uri, certificates)
+    } else {
+        redis::Client::open(uri)
+    }
+}
+
+async fn get(credentials: &Value, key: &str) -> redis::RedisResult<Option<String>> {
+    let client = client(credentials)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     redis::cmd("GET").arg(key).query_async(&mut con).await
 }
 
-async fn set(uri: &str, key: &str, value: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(uri)?;
+async fn set(credentials: &Value, key: &str, value: &str) -> redis::RedisResult<()> {
+    let client = client(credentials)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     redis::cmd("SET").arg(key).arg(value).query_async(&mut con).await
 }
@@ -201,8 +217,8 @@ async fn sigterm_stops_the_caches_and_the_next_start_brings_them_back_with_their
     let port = free_port();
     let mut b = Broker::start(&state, port, &[]);
     let credentials = provision_and_bind(&b, "keeps-data").await;
-    let uri = credentials["uri"].as_str().unwrap().to_string();
-    set(&uri, "greeting", "written before the stop").await.unwrap();
+    assert!(credentials["uri"].as_str().unwrap().starts_with("rediss://"), "TLS by default: {credentials}");
+    set(&credentials, "greeting", "written before the stop").await.unwrap();
     let cache_port = credentials["port"].as_u64().unwrap() as u16;
 
     // status while it runs: plan, state, port, process, up.
@@ -224,7 +240,7 @@ async fn sigterm_stops_the_caches_and_the_next_start_brings_them_back_with_their
     let (status, fetched) =
         b.call("GET", "/v2/service_instances/keeps-data/service_bindings/app", None).await;
     assert_eq!((status, &fetched["credentials"]), (200, &credentials));
-    assert_eq!(get(&uri, "greeting").await.unwrap().as_deref(), Some("written before the stop"));
+    assert_eq!(get(&credentials, "greeting").await.unwrap().as_deref(), Some("written before the stop"));
 
     // Its port taken while the broker is down: it comes back on another,
     // and the fetched binding names it.
@@ -238,7 +254,10 @@ async fn sigterm_stops_the_caches_and_the_next_start_brings_them_back_with_their
     assert_ne!(moved, cache_port, "{fetched}");
     let new_uri = fetched["credentials"]["uri"].as_str().unwrap();
     assert!(new_uri.ends_with(&format!(":{moved}")) || new_uri.contains(&format!(":{moved}/")), "{new_uri}");
-    assert_eq!(get(new_uri, "greeting").await.unwrap().as_deref(), Some("written before the stop"));
+    assert_eq!(
+        get(&fetched["credentials"], "greeting").await.unwrap().as_deref(),
+        Some("written before the stop")
+    );
     drop(squatter);
     drop(b);
 }
@@ -254,12 +273,11 @@ async fn keep_caches_and_a_crash_leave_the_caches_running_for_the_next_start() {
     // --keep-caches: SIGTERM ends the broker, not its cache.
     let mut b = Broker::start(&state, port, &["--keep-caches"]);
     let credentials = provision_and_bind(&b, "outlives").await;
-    let uri = credentials["uri"].as_str().unwrap().to_string();
-    set(&uri, "k", "v").await.unwrap();
+    set(&credentials, "k", "v").await.unwrap();
     let pid = status_of(&status_output(&state, port), "outlives")[4].clone();
     assert!(b.signal("TERM").success());
     assert_eq!(processes_under(&caches).len(), 1, "the cache runs on");
-    assert_eq!(get(&uri, "k").await.unwrap().as_deref(), Some("v"));
+    assert_eq!(get(&credentials, "k").await.unwrap().as_deref(), Some("v"));
 
     // A crash (SIGKILL) leaves it too; the next start adopts it as it is.
     let mut b = Broker::start(&state, port, &[]);
@@ -267,7 +285,7 @@ async fn keep_caches_and_a_crash_leave_the_caches_running_for_the_next_start() {
     assert_eq!(processes_under(&caches).len(), 1, "a crash stops nothing");
     let mut b = Broker::start(&state, port, &[]);
     assert_eq!(status_of(&status_output(&state, port), "outlives")[4], pid, "adopted, not restarted");
-    assert_eq!(get(&uri, "k").await.unwrap().as_deref(), Some("v"));
+    assert_eq!(get(&credentials, "k").await.unwrap().as_deref(), Some("v"));
     assert!(b.signal("TERM").success());
     assert!(processes_under(&caches).is_empty());
 }
