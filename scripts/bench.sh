@@ -30,6 +30,11 @@
 #                                       then AWS mode on moto with
 #                                       SCALE_DYNAMODB_INSTANCES (default 10,000)
 #                                       in DynamoDB against one
+#   scripts/bench.sh memory             resident memory of idle laptop caches:
+#                                       Valkey cluster-3x2 (six servers) and dev
+#                                       (one), with TLS and in plain text, side by
+#                                       side in one run, each the sum of its
+#                                       servers' VmRSS
 #   scripts/bench.sh pool [ROUNDS]      provision to bindable for a plan with a
 #                                       warm pool, AWS mode on moto (127.0.0.1):
 #                                       ROUNDS provisions and binds (default 50),
@@ -380,8 +385,70 @@ pool() {
     -E 'test(pooled_provisions_are_bindable_at_once)' 2>&1 | grep -E '^(AWS|  [a-z]+:[A-Za-z])'
 }
 
+# Provisions Valkey PLAN as INSTANCE on the laptop broker at BASE and waits.
+provision_valkey() {
+  local base=$1 plan=$2 i=$3
+  read -r service plan_id < <(curl -sf -H "$bench_auth" -H "$bench_api" "$base/v2/catalog" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+s = next(s for s in c["services"] if s["name"] == "elasticache-valkey")
+print(s["id"], next(p for p in s["plans"] if p["name"] == sys.argv[1])["id"])' "$plan")
+  curl -sf -X PUT -H "$bench_auth" -H "$bench_api" -H 'Content-Type: application/json' \
+    -d "{\"service_id\": \"$service\", \"plan_id\": \"$plan_id\", \"organization_guid\": \"org\", \"space_guid\": \"space\"}" \
+    "$base/v2/service_instances/$i?accepts_incomplete=true" >/dev/null
+  until curl -sf -H "$bench_auth" -H "$bench_api" "$base/v2/service_instances/$i/last_operation" \
+    | grep -q '"succeeded"'; do sleep 0.2; done
+}
+
+# The servers of INSTANCE under state DIR, and their VmRSS summed, in KiB.
+instance_rss() {
+  local dir=$1 i=$2 total=0 count=0 pid kib
+  for pidfile in "$dir/state/caches/$i/server.pid" "$dir/state/caches/$i"/node-*/server.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${kib:-0})) count=$((count + 1))
+  done
+  echo "$count $total"
+}
+
+memory() {
+  bash scripts/install-servers.sh >/dev/null
+  cargo build -q --release -p broker-api --target-dir "$release_dir"
+  local work
+  work=$(mktemp -d)
+  trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf '"$work" RETURN
+  local tls port
+  for tls in on off; do
+    mkdir -p "$work/$tls"
+    port=$(free_port)
+    PORT=$port BROKER_STATE_DIR=$work/$tls/state BROKER_USERNAME=$bench_user BROKER_PASSWORD=$bench_pass \
+      BROKER_CACHE_TLS=$tls RUST_LOG=warn "$release_dir/release/broker-api" >"$work/$tls/broker.log" 2>&1 &
+    wait_port "$port"
+    provision_valkey "http://127.0.0.1:$port" cluster-3x2 bench-cluster
+    provision_valkey "http://127.0.0.1:$port" dev bench-dev
+  done
+  # Idle: nothing talks to them for a while before they are measured.
+  sleep 10
+  machine
+  echo "valkey-server $(valkey-server --version | awk '{sub(/^v=/, "", $3); print $3}'); idle, nothing written; VmRSS summed over each instance's servers"
+  printf '%-12s %8s %12s %12s %7s\n' plan servers "TLS MiB" "plain MiB" ratio
+  local plan i count a b
+  for plan in cluster-3x2 dev; do
+    i=bench-${plan%%-*}
+    read -r count a < <(instance_rss "$work/on" "$i")
+    read -r _ b < <(instance_rss "$work/off" "$i")
+    awk -v p="$plan" -v n="$count" -v a="$a" -v b="$b" \
+      'BEGIN { printf "%-12s %8d %12.1f %12.1f %6.2fx\n", p, n, a / 1024, b / 1024, a / b }'
+  done
+  # The brokers stop their caches on SIGTERM.
+  kill -TERM $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+
 case "${1:-}" in
   sizes) sizes ;;
+  memory) memory ;;
   pool) shift; pool "$@" ;;
   cold-start) shift; cold_start "$@" ;;
   builds) shift; builds "$@" ;;
