@@ -168,6 +168,8 @@ pub struct LocalCacheProvider {
     binaries: HashMap<Engine, PathBuf>,
     /// Whether new instances speak TLS only (each record keeps its own).
     tls: bool,
+    /// The root's TLS files, once read ([`LocalCacheProvider::tls_files`]).
+    tls_files: Mutex<Option<Arc<Tls>>>,
     /// The servers this provider started, by instance id and node
     /// directory. Holding the handles lets `try_wait` tell exactly whether
     /// they run, and reap them once they exit so they do not linger as
@@ -201,6 +203,7 @@ impl LocalCacheProvider {
             secrets,
             binaries: HashMap::new(),
             tls: true,
+            tls_files: Mutex::new(None),
             children: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         }
@@ -413,12 +416,12 @@ impl LocalCacheProvider {
                 );
                 continue;
             }
-            let first = match self.node_connection(record, place, tls.as_ref(), &password).await {
+            let first = match self.node_connection(record, place, tls.as_deref(), &password).await {
                 Ok(c) => c,
                 Err(e) => {
                     let mut found = None;
                     for password in also {
-                        if let Ok(c) = connect(node.port, tls.as_ref(), ADMIN_USER, password).await {
+                        if let Ok(c) = connect(node.port, tls.as_deref(), ADMIN_USER, password).await {
                             found = Some(c);
                             break;
                         }
@@ -437,7 +440,8 @@ impl LocalCacheProvider {
         Ok(connections)
     }
 
-    /// `Ok` when the server of `place` answers: PING as the admin user, or
+    /// `Ok` when the server of `place` answers: PING as the admin user
+    /// (`admin`, the password read once for all the servers), or
     /// memcached's `version`. Not answering (yet) is `Retryable`.
     async fn probe(
         &self,
@@ -448,18 +452,21 @@ impl LocalCacheProvider {
         let port = record.nodes[place].port;
         let tls = self.tls_of(record)?;
         if !record.engine.speaks_redis() {
-            return memcached_version(port, tls.as_ref()).await.map(drop).map_err(|e| {
+            return memcached_version(port, tls.as_deref()).await.map(drop).map_err(|e| {
                 ProviderError::Retryable(format!(
                     "memcached for instance {} does not answer on {HOST}:{port}: {e}",
                     record.instance_id
                 ))
             });
         }
-        let password = match admin {
-            Some(password) => password.clone(),
-            None => self.admin_password(record).await?,
+        let Some(password) = admin else {
+            return Err(ProviderError::Permanent(format!(
+                "instance {}: a {} server is probed as the admin, whose password was not read",
+                record.instance_id,
+                record.engine.as_str()
+            )));
         };
-        let mut connection = self.node_connection(record, place, tls.as_ref(), &password).await?;
+        let mut connection = self.node_connection(record, place, tls.as_deref(), password).await?;
         redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(|e| {
             redis_failure(
                 &format!(
@@ -477,8 +484,11 @@ impl LocalCacheProvider {
     /// (replicas attached, cluster formed, a restore taken in), `Working`
     /// while it is not yet.
     async fn answer(&self, record: &Record, paths: &Paths) -> Result<Progress, ProviderError> {
+        // One read of the admin password for every server's probe.
+        let admin =
+            if record.engine.speaks_redis() { Some(self.admin_password(record).await?) } else { None };
         for place in 0..record.nodes.len() {
-            match self.probe(record, place, None).await {
+            match self.probe(record, place, admin.as_ref()).await {
                 Ok(()) => {}
                 Err(ProviderError::Retryable(why)) => {
                     return Ok(Progress::Working {
@@ -520,7 +530,7 @@ impl LocalCacheProvider {
             if self.node_pid(&record, &record.nodes[place], paths).is_none() {
                 log_starts[place] = file_len(&paths.node(record.nodes[place].dir).log);
                 attempts[place] = 1;
-                self.launch(&mut record, place, paths, &binary, tls.as_ref(), false)?;
+                self.launch(&mut record, place, paths, &binary, tls.as_deref(), false)?;
             }
         }
         let deadline = Instant::now() + START_WAIT;
@@ -544,7 +554,7 @@ impl LocalCacheProvider {
                         );
                         attempts[place] += 1;
                         log_starts[place] = file_len(&node_paths.log);
-                        self.launch(&mut record, place, paths, &binary, tls.as_ref(), true)?;
+                        self.launch(&mut record, place, paths, &binary, tls.as_deref(), true)?;
                         continue;
                     }
                     if attempts[place] >= PORT_ATTEMPTS {
@@ -770,7 +780,7 @@ impl CacheProvider for LocalCacheProvider {
         };
         if record.tls {
             // Made (once per root) before any server needs it.
-            Tls::under(&self.root)?;
+            self.tls_files()?;
         }
         if let Some(reference) = &spec.restore {
             self.place_snapshot(&record, reference, &paths)?;
@@ -910,7 +920,7 @@ impl CacheProvider for LocalCacheProvider {
             nodes,
             reader,
             cluster_mode: record.cluster_mode,
-            ca_certificate: tls.map(|tls| tls.ca_pem),
+            ca_certificate: tls.map(|tls| tls.ca_pem.clone()),
             ..Endpoint::single(HOST, record.nodes[0].port, record.tls)
         })
     }
@@ -1043,7 +1053,7 @@ impl CacheProvider for LocalCacheProvider {
             let port = record.nodes[place].port;
             for (n, password) in passwords.iter().enumerate() {
                 let login = async {
-                    let mut c = connect(port, tls.as_ref(), &username, password).await?;
+                    let mut c = connect(port, tls.as_deref(), &username, password).await?;
                     redis::cmd("PING").query_async::<String>(&mut c).await
                 };
                 if let Err(e) = login.await {

@@ -103,8 +103,22 @@ impl LocalCacheProvider {
             .retain(|key, _| !key.starts_with(&prefix));
     }
 
-    pub(super) fn tls_of(&self, record: &Record) -> Result<Option<Tls>, ProviderError> {
-        record.tls.then(|| Tls::under(&self.root)).transpose()
+    /// The root's TLS files for a record that speaks TLS.
+    pub(super) fn tls_of(&self, record: &Record) -> Result<Option<Arc<Tls>>, ProviderError> {
+        record.tls.then(|| self.tls_files()).transpose()
+    }
+
+    /// The root's TLS files, made or read once per provider: every
+    /// connection to a TLS server needs the CA, and the servers keep the
+    /// certificate they started with.
+    pub(super) fn tls_files(&self) -> Result<Arc<Tls>, ProviderError> {
+        let mut cached = self.tls_files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tls) = cached.as_ref() {
+            return Ok(tls.clone());
+        }
+        let tls = Arc::new(Tls::under(&self.root)?);
+        *cached = Some(tls.clone());
+        Ok(tls)
     }
 
     /// Writes the node's configuration and starts its server on its port,

@@ -172,7 +172,7 @@ impl LocalCacheProvider {
             let tls = self.tls_of(&record)?;
             let mut connections = Vec::with_capacity(record.nodes.len());
             for place in 0..record.nodes.len() {
-                let mut connection = self.node_connection(&record, place, tls.as_ref(), &password).await?;
+                let mut connection = self.node_connection(&record, place, tls.as_deref(), &password).await?;
                 set_primary_login(&mut connection, &record, &password).await?;
                 connections.push(connection);
             }
@@ -378,7 +378,7 @@ impl LocalCacheProvider {
             // test: the shard's replica is whichever says so now.
             let mut target = None;
             for place in (0..record.nodes.len()).filter(|&p| record.nodes[p].shard == shard) {
-                let mut c = self.node_connection(&record, place, tls.as_ref(), &password).await?;
+                let mut c = self.node_connection(&record, place, tls.as_deref(), &password).await?;
                 let info: String =
                     redis::cmd("INFO").arg("replication").query_async(&mut c).await.map_err(|e| {
                         redis_failure(&format!("could not read the role of a node of {instance_id}"), &e, &[])
@@ -396,7 +396,7 @@ impl LocalCacheProvider {
                     ),
                 });
             };
-            let mut c = self.node_connection(&record, target, tls.as_ref(), &password).await?;
+            let mut c = self.node_connection(&record, target, tls.as_deref(), &password).await?;
             redis::cmd("CLUSTER").arg("FAILOVER").query_async::<()>(&mut c).await.map_err(|e| {
                 redis_failure(
                     &format!("could not start the failover of shard {} of {instance_id}", shard + 1),
@@ -413,14 +413,14 @@ impl LocalCacheProvider {
         let reader = record.nodes.iter().position(|n| n.replica).ok_or_else(|| {
             ProviderError::Permanent(format!("instance {instance_id} has no replica to fail over to"))
         })?;
-        let mut promoted = self.node_connection(&record, reader, tls.as_ref(), &password).await?;
+        let mut promoted = self.node_connection(&record, reader, tls.as_deref(), &password).await?;
         let role = |info: &str| info_field(info, "role").to_string();
         let info: String =
             redis::cmd("INFO").arg("replication").query_async(&mut promoted).await.map_err(|e| {
                 redis_failure(&format!("could not read the role of a replica of {instance_id}"), &e, &[])
             })?;
         if role(&info) != "master" {
-            let mut primary = self.node_connection(&record, 0, tls.as_ref(), &password).await?;
+            let mut primary = self.node_connection(&record, 0, tls.as_deref(), &password).await?;
             redis::cmd("FAILOVER")
                 .arg("TO")
                 .arg(HOST)
@@ -476,7 +476,7 @@ impl LocalCacheProvider {
         let tls = self.tls_of(record)?;
         let ports: Vec<u16> = record.nodes.iter().filter(|n| n.shard == shard).map(|n| n.port).collect();
         for place in 0..record.nodes.len() {
-            let Ok(mut c) = self.node_connection(record, place, tls.as_ref(), &password).await else {
+            let Ok(mut c) = self.node_connection(record, place, tls.as_deref(), &password).await else {
                 continue;
             };
             let Ok(text) = redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut c).await else {

@@ -64,7 +64,7 @@ impl LocalCacheProvider {
         let tls = self.tls_of(&record)?;
         let port = record.nodes[0].port;
         if !record.engine.speaks_redis() {
-            let text = memcached_ask(port, tls.as_ref(), "stats", true).await.map_err(|e| {
+            let text = memcached_ask(port, tls.as_deref(), "stats", true).await.map_err(|e| {
                 ProviderError::Retryable(format!(
                     "memcached for instance {instance_id} does not answer stats on {HOST}:{port}: {e}"
                 ))
@@ -72,7 +72,7 @@ impl LocalCacheProvider {
             return Ok(Some(from_stats(&text)));
         }
         let password = self.admin_password(&record).await?;
-        let mut connection = self.node_connection(&record, 0, tls.as_ref(), &password).await?;
+        let mut connection = self.node_connection(&record, 0, tls.as_deref(), &password).await?;
         let info: String = redis::cmd("INFO").query_async(&mut connection).await.map_err(|e| {
             redis_failure(
                 &format!("{} for instance {instance_id} does not answer INFO", record.engine.as_str()),

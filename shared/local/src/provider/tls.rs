@@ -11,7 +11,7 @@
 //! before then name the old CA (the log says so). No instance directory
 //! can be named `_tls`: `dir_name` writes `_` followed by two hex digits.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -23,13 +23,14 @@ use super::*;
 const TLS_DIR: &str = "_tls";
 
 /// The TLS files of a root, and the CA certificate that clients trust.
-#[derive(Clone)]
 pub(super) struct Tls {
     pub(super) ca_file: PathBuf,
     pub(super) cert_file: PathBuf,
     pub(super) key_file: PathBuf,
     /// The CA certificate in PEM, as credentials carry it.
     pub(super) ca_pem: String,
+    /// The client configuration trusting it, made once.
+    client: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for Tls {
@@ -47,6 +48,7 @@ impl Tls {
             cert_file: dir.join("server.pem"),
             key_file: dir.join("server.key"),
             ca_pem: String::new(),
+            client: OnceLock::new(),
         };
         if ![&tls.ca_file, &tls.cert_file, &tls.key_file].iter().all(|p| p.exists()) {
             if tls.ca_file.exists() {
@@ -76,6 +78,9 @@ impl Tls {
 
     /// A TLS client configuration that trusts this CA only.
     pub(super) fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, ProviderError> {
+        if let Some(config) = self.client.get() {
+            return Ok(config.clone());
+        }
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             let cert = cert.map_err(|e| {
@@ -88,7 +93,9 @@ impl Tls {
                 ))
             })?;
         }
-        Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+        let config =
+            Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+        Ok(self.client.get_or_init(|| config).clone())
     }
 }
 
