@@ -362,6 +362,21 @@ impl LocalCacheProvider {
     ) -> Result<Progress, ProviderError> {
         let _guard = self.lock(instance_id).await;
         let (paths, mut record) = self.existing(instance_id)?;
+        // The servers run and follow their primaries before anything else:
+        // a repeat after a stop that failed half way finds some down, and
+        // starts them again on the places as recorded. Until the instance
+        // is whole the start is retried later (as a failed call is).
+        let whole = if self.node_pids(&record, &paths).iter().any(Option::is_none) {
+            self.start(record, &paths).await?
+        } else {
+            self.converge(record, &paths).await?
+        };
+        if let Progress::Working { detail } = whole {
+            return Err(ProviderError::Retryable(format!(
+                "the failover of instance {instance_id} waits for it to be whole: {detail}"
+            )));
+        }
+        record = self.existing(instance_id)?.1;
         let password = self.admin_password(&record).await?;
         let tls = self.tls_of(&record)?;
         if record.cluster_mode {

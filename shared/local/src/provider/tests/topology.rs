@@ -369,3 +369,36 @@ fn slot_of(key: &str) -> u32 {
     }
     u32::from(crc) % 16_384
 }
+
+#[tokio::test]
+async fn a_failover_repeated_after_a_server_went_down_starts_it_and_fails_over() {
+    let f = Fixture::new().await;
+    let record = f.made(&layout_spec("halfway", Engine::Valkey, layout_plan(1, 1, false, 1))).await;
+    let steps = f.provider.plan_action("halfway", &Action::TestFailover).await.unwrap();
+    // What a stop that failed half way leaves: the replica down.
+    let paths = Paths::of(f.provider.root(), "halfway").unwrap();
+    kill_now(f.provider.node_pid(&record, &record.nodes[1], &paths).unwrap());
+    while f.provider.node_pid(&record, &record.nodes[1], &paths).is_some() {
+        sleep(POLL).await;
+    }
+    // As the worker does: a start that fails retryably is started again,
+    // then the started one is polled.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut progress = loop {
+        match f.provider.start_action("halfway", &Action::TestFailover, &steps[0]).await {
+            Err(ProviderError::Retryable(why)) => {
+                assert!(Instant::now() < deadline, "{why}");
+                sleep(Duration::from_millis(200)).await;
+            }
+            started => break started,
+        }
+    };
+    while !matches!(progress, Ok(Progress::Done)) {
+        assert!(Instant::now() < deadline, "{progress:?}");
+        sleep(Duration::from_millis(200)).await;
+        progress = f.provider.action_progress("halfway", &Action::TestFailover, &steps[0]).await;
+    }
+    let after = f.record("halfway");
+    assert_ne!(after.nodes[0].dir, record.nodes[0].dir, "the replica's data is primary now");
+    assert!(f.provider.node_pids(&after, &paths).iter().all(Option::is_some), "both servers run");
+}
