@@ -561,8 +561,12 @@ impl ElastiCacheProvider {
             .iter()
             .filter_map(|s| {
                 let aws_name = s.snapshot_name()?;
-                let (kind, name) =
-                    snapshot_kind(aws_name, &named, &last, s.snapshot_source() == Some("automated"))?;
+                let (kind, name) = super::names::snapshot_kind(
+                    aws_name,
+                    &named,
+                    &last,
+                    s.snapshot_source() == Some("automated"),
+                )?;
                 Some(Snapshot {
                     name,
                     kind,
@@ -627,28 +631,6 @@ impl ElastiCacheProvider {
             "deleting the instance's snapshots ({})",
             named.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
         )))
-    }
-}
-
-/// What a snapshot named `aws_name` is to the instance, and the name the
-/// broker shows: one of its named snapshots (`named` prefix, shown without
-/// it), its final snapshot (`last` prefix), an automatic one, or `None`
-/// for a manual snapshot someone else took, which is not the broker's to
-/// offer.
-pub(super) fn snapshot_kind(
-    aws_name: &str,
-    named: &str,
-    last: &str,
-    automatic: bool,
-) -> Option<(SnapshotKind, String)> {
-    if let Some(own) = aws_name.strip_prefix(named) {
-        Some((SnapshotKind::Named, own.to_string()))
-    } else if aws_name.starts_with(last) {
-        Some((SnapshotKind::Final, aws_name.to_string()))
-    } else if automatic {
-        Some((SnapshotKind::Automatic, aws_name.to_string()))
-    } else {
-        None
     }
 }
 

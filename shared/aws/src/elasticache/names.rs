@@ -28,6 +28,7 @@
 //! `automatic.{cluster id}-{date and time}`, longer than any id): with the
 //! longest prefix a final snapshot's name has 66.
 
+use broker_core::domain::SnapshotKind;
 use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 
@@ -148,6 +149,29 @@ impl Names {
 /// lowercase base32.
 fn is_hash(s: &str) -> bool {
     s.len() == HASH_LEN && s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// What a snapshot named `aws_name` is to the instance, and the name the
+/// broker shows: one of its named snapshots (`named`: the prefix of
+/// [`Names::named_snapshot`], shown without it), its final snapshot
+/// (`last`: [`Names::final_snapshot_prefix`]), an automatic one, or `None`
+/// for a manual snapshot someone else took, which is not the broker's to
+/// offer. Node-based and serverless listings both ask it.
+pub(super) fn snapshot_kind(
+    aws_name: &str,
+    named: &str,
+    last: &str,
+    automatic: bool,
+) -> Option<(SnapshotKind, String)> {
+    if let Some(own) = aws_name.strip_prefix(named) {
+        Some((SnapshotKind::Named, own.to_string()))
+    } else if aws_name.starts_with(last) {
+        Some((SnapshotKind::Final, aws_name.to_string()))
+    } else if automatic {
+        Some((SnapshotKind::Automatic, aws_name.to_string()))
+    } else {
+        None
+    }
 }
 
 /// Makes `raw` a valid id prefix: lowercase, anything but letters, digits and

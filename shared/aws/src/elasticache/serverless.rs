@@ -333,7 +333,7 @@ pub(super) fn serverless_endpoint(id: &str, cache: &ServerlessCache) -> Result<E
 pub(super) fn listed(s: &ServerlessCacheSnapshot, named: &str, last: &str) -> Option<Snapshot> {
     let aws_name = s.serverless_cache_snapshot_name()?;
     let automatic = s.snapshot_type().is_some_and(|t| t.eq_ignore_ascii_case("automated"));
-    let (kind, name) = super::day2::snapshot_kind(aws_name, named, last, automatic)?;
+    let (kind, name) = super::names::snapshot_kind(aws_name, named, last, automatic)?;
     Some(Snapshot {
         name,
         kind,

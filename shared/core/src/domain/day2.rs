@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::params::ParameterError;
+use super::parameter::ParameterError;
 
 /// The parameter that reboots every node of the cache.
 pub const RESTART: &str = "restart";

@@ -8,6 +8,7 @@ pub mod day2;
 pub mod ids;
 pub mod instance;
 pub mod operation;
+pub mod parameter;
 pub mod params;
 pub mod plan;
 pub mod pool;

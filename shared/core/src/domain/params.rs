@@ -8,6 +8,7 @@ use super::day2::{
     ACTION_PARAMETERS, DELETE_SNAPSHOT, LATEST, MAX_SNAPSHOT_NAME, RESTART, RESTORE_FROM, SNAPSHOT,
     TEST_FAILOVER, snapshot_name_problem,
 };
+pub use super::parameter::{LOG_DELIVERY, ParameterError};
 use super::settings;
 use super::{Engine, LogType, Plan};
 
@@ -46,9 +47,6 @@ pub fn valkey_versions(services: &[super::Service], plans: &[Plan]) -> Vec<Strin
     versions.dedup();
     versions
 }
-
-/// The parameter that picks the logs the cache delivers (Redis OSS, Valkey).
-pub const LOG_DELIVERY: &str = "log_delivery";
 
 /// The logs an instance's cache delivers: its `log_delivery` parameter
 /// when given, else its plan's.
@@ -295,11 +293,6 @@ fn version_schema(plan: &Plan) -> Value {
         }
     })
 }
-
-/// Why parameters were refused; the text is shown to the developer as is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParameterError(pub String);
 
 /// Validates `parameters` against `schema`; the first problem found is
 /// described so that a person knows what to send instead.

@@ -148,7 +148,7 @@ pub fn refusal(plan: &Plan, parameter: &str) -> Option<String> {
         MAXMEMORY_POLICY => "a serverless cache has no parameter group: its eviction policy is ElastiCache's",
         MAINTENANCE_WINDOW => "ElastiCache maintains a serverless cache without downtime, outside any window",
         SNAPSHOT_WINDOW => "its daily snapshot is taken at the plan's daily_snapshot_time",
-        super::params::LOG_DELIVERY => "log delivery is for caches of nodes",
+        super::parameter::LOG_DELIVERY => "log delivery is for caches of nodes",
         _ => return None,
     };
     Some(format!("plan {} is serverless: {why}", plan.name))

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::params::ParameterError;
+use super::parameter::ParameterError;
 use super::{Engine, Plan};
 
 pub const MAXMEMORY_POLICY: &str = "maxmemory_policy";
